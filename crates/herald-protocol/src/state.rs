@@ -1,0 +1,1014 @@
+//! The one reducer: [`RunState`] folded from a run's events (SPEC section 4).
+//!
+//! The terminal bars, the hub's `GET /v1/runs/{id}`, `herald watch` and the dashboard all
+//! read run state from here; nothing else derives it. The reducer is total: any event
+//! in any order folds without panicking, and what cannot be made sense of (a finish for
+//! an item never started, a stage never announced) is absorbed as well as it can be.
+//!
+//! Everything kept per run is bounded (text, lists of items, tools and logs), so a run
+//! of a million events has a state of a few kilobytes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::eta::EtaEstimator;
+use crate::event::{Event, EventBody, LogLevel, RunOutcome, StepOutcome, ToolOutcome};
+use crate::ids::{RunId, Timestamp};
+
+/// Tail of the streamed text kept in the state, in bytes.
+pub const MAX_TEXT_BYTES: usize = 8 * 1024;
+/// Items kept in [`RunState::running_items`]; more are counted but not listed.
+pub const MAX_LISTED_ITEMS: usize = 32;
+/// Failed items kept in [`RunState::failed_items`], newest last.
+pub const MAX_LISTED_FAILURES: usize = 20;
+/// Finished tool calls kept in [`ToolsState::done`], newest last.
+pub const MAX_LISTED_TOOLS: usize = 50;
+/// Log lines kept in [`RunState::logs`], newest last.
+pub const MAX_LISTED_LOGS: usize = 20;
+/// JSON values (tool inputs, outputs) larger than this are kept as a short preview.
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Working, as far as anyone knows.
+    Running,
+    /// Silent for longer than its heartbeat timeout.
+    Stalled,
+    /// Finished and did what it was asked.
+    Succeeded,
+    /// Finished on an error.
+    Failed,
+    /// Finished because it was cancelled.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Whether the run has finished.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
+    /// The status as written on the wire, e.g. `"stalled"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Stalled => "stalled",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RunStatus, String> {
+        Ok(match s {
+            "running" => RunStatus::Running,
+            "stalled" => RunStatus::Stalled,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            _ => {
+                return Err(format!(
+                    "unknown run status `{s}` (expected running, stalled, succeeded, failed or cancelled)"
+                ));
+            }
+        })
+    }
+}
+
+impl From<RunOutcome> for RunStatus {
+    fn from(o: RunOutcome) -> RunStatus {
+        match o {
+            RunOutcome::Succeeded => RunStatus::Succeeded,
+            RunOutcome::Failed => RunStatus::Failed,
+            RunOutcome::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+/// Where a stage is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageStatus {
+    /// Started and not finished.
+    Running,
+    /// Finished.
+    Succeeded,
+    /// Finished on an error.
+    Failed,
+    /// Not done, deliberately.
+    Skipped,
+}
+
+impl From<StepOutcome> for StageStatus {
+    fn from(o: StepOutcome) -> StageStatus {
+        match o {
+            StepOutcome::Succeeded => StageStatus::Succeeded,
+            StepOutcome::Failed => StageStatus::Failed,
+            StepOutcome::Skipped => StageStatus::Skipped,
+        }
+    }
+}
+
+/// A counter with a total, its rate and its ETA: the progress of a stage, or of a run
+/// that reports progress without stages.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counter {
+    /// Units done.
+    pub done: u64,
+    /// Units expected, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// What a unit is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// `done / total` in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// Units per second, smoothed over time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Seconds left, once at least two units are done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    /// When `done` last changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Timestamp>,
+    /// The count reported by `progress` events; `done` is the larger of it and the
+    /// items finished, so that either way of reporting moves the bar.
+    #[serde(skip)]
+    reported: u64,
+    #[serde(skip)]
+    estimator: EtaEstimator,
+}
+
+impl Counter {
+    /// Folds a new count observed at `ts`, `origin` being when counting began.
+    fn observe(&mut self, ts: Timestamp, origin: Timestamp, done: u64) {
+        if done == self.done && self.updated_at.is_some() {
+            return;
+        }
+        if done < self.done {
+            // Work was reset: start the estimate again.
+            self.estimator = EtaEstimator::default();
+        }
+        self.done = done;
+        self.updated_at = Some(ts);
+        self.estimator.observe(ts.seconds_since(origin), done);
+        self.refresh();
+    }
+
+    fn set_total(&mut self, total: Option<u64>) {
+        if total.is_some() {
+            self.total = total;
+            self.refresh();
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.percent = self.total.map(|total| percent(self.done, total));
+        self.rate = self.estimator.rate();
+        self.eta_s = self.total.and_then(|total| self.estimator.eta(total));
+    }
+
+    /// The ETA at `now`: counted down since the last update, never growing.
+    fn eta_at(&self, now: Timestamp) -> Option<f64> {
+        let eta = self.eta_s?;
+        let since = self
+            .updated_at
+            .map_or(0.0, |t| now.seconds_since(t).max(0.0));
+        Some((eta - since).max(0.0))
+    }
+}
+
+fn percent(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        (done as f64 / total as f64 * 100.0).min(100.0)
+    }
+}
+
+/// One stage of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageState {
+    /// Its name.
+    pub name: String,
+    /// Where it is.
+    pub status: StageStatus,
+    /// Its counter.
+    #[serde(flatten)]
+    pub progress: Counter,
+    /// Items of this stage that succeeded.
+    pub items_succeeded: u64,
+    /// Items of this stage that failed.
+    pub items_failed: u64,
+    /// Items of this stage that were skipped.
+    pub items_skipped: u64,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Seconds it has taken (until its last event, or its end).
+    pub elapsed_s: f64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StageState {
+    fn new(name: &str, ts: Timestamp) -> StageState {
+        StageState {
+            name: name.to_owned(),
+            status: StageStatus::Running,
+            progress: Counter::default(),
+            items_succeeded: 0,
+            items_failed: 0,
+            items_skipped: 0,
+            started_at: ts,
+            finished_at: None,
+            elapsed_s: 0.0,
+            error: None,
+        }
+    }
+
+    fn items_finished(&self) -> u64 {
+        self.items_succeeded + self.items_failed + self.items_skipped
+    }
+
+    fn recount(&mut self, ts: Timestamp) {
+        let done = self.progress.reported.max(self.items_finished());
+        let origin = self.started_at;
+        self.progress.observe(ts, origin, done);
+    }
+}
+
+/// Counts of items across the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemCounts {
+    /// Finished successfully.
+    pub succeeded: u64,
+    /// Finished on an error.
+    pub failed: u64,
+    /// Skipped.
+    pub skipped: u64,
+    /// Started and not finished.
+    pub running: u64,
+}
+
+/// An item in progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemState {
+    /// Its id.
+    pub item: String,
+    /// Its stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Its label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// When it started.
+    pub started_at: Timestamp,
+}
+
+/// An item that failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemFailure {
+    /// Its id.
+    pub item: String,
+    /// Its stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Its label, from `item.started`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// What went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When.
+    pub at: Timestamp,
+    /// The event that reported it.
+    pub seq: u64,
+}
+
+/// One tool call, in flight or done.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Its call id.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// Its arguments (a preview when large).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// The message for people, e.g. "Searching the docs".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    /// `selected`, `running`, `succeeded` or `failed`.
+    pub status: ToolCallStatus,
+    /// When it was selected or started.
+    pub started_at: Timestamp,
+    /// Seconds it took, when done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<f64>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a tool call is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolCallStatus {
+    /// Chosen by the model, not started.
+    Selected,
+    /// Running.
+    Running,
+    /// Returned.
+    Succeeded,
+    /// Failed.
+    Failed,
+}
+
+/// The run's tool calls.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolsState {
+    /// Selected or running, oldest first.
+    pub in_flight: Vec<ToolCall>,
+    /// The most recent finished calls, newest last.
+    pub done: Vec<ToolCall>,
+    /// Calls that returned.
+    pub succeeded: u64,
+    /// Calls that failed.
+    pub failed: u64,
+}
+
+/// The run's model calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmState {
+    /// Requests made.
+    pub calls: u64,
+    /// Calls without a response yet.
+    pub in_flight: Vec<String>,
+    /// Prompt tokens, summed over responses.
+    pub input_tokens: u64,
+    /// Completion tokens, summed over responses.
+    pub output_tokens: u64,
+    /// The model of the last request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The agent loop's position.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// The current turn, from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<u64>,
+    /// All tools are done and the final answer is being written.
+    pub preparing_response: bool,
+    /// The final answer (its first [`MAX_TEXT_BYTES`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// Messages in the last `agent.history`.
+    pub history_len: u64,
+}
+
+/// The latest thing that went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// What went wrong.
+    pub message: String,
+    /// Where: `run`, `stage <name>`, `item <id>`, `tool <name>` or `log`.
+    pub source: String,
+    /// When.
+    pub at: Timestamp,
+    /// The event that reported it.
+    pub seq: u64,
+}
+
+/// A `log` line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Severity.
+    pub level: LogLevel,
+    /// The message.
+    pub message: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A run's state, folded from its events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The run id.
+    pub id: RunId,
+    /// Its name, from `run.started` (or given when the run was created).
+    pub name: String,
+    /// The run that started this one, for sub-agents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<RunId>,
+    /// Where it is.
+    pub status: RunStatus,
+    /// When it started: the time of `run.started`, or of its first event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When its last event happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_event_at: Option<Timestamp>,
+    /// When it finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Seconds from start to the last event (or, through [`RunState::at`], to now).
+    pub elapsed_s: f64,
+    /// How far along, in percent, when it can be told (see [`RunState::percent`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// Seconds left in the current stage, once it can be estimated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    /// Stages the run announced in `run.started`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<u64>,
+    /// Metadata from `run.started`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Map<String, Value>>,
+    /// Stages in the order they started.
+    pub stages: Vec<StageState>,
+    /// Progress reported without a stage, for runs that have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Counter>,
+    /// Item counts across the run.
+    pub items: ItemCounts,
+    /// Items in progress (at most [`MAX_LISTED_ITEMS`]).
+    pub running_items: Vec<ItemState>,
+    /// The latest failed items (at most [`MAX_LISTED_FAILURES`]).
+    pub failed_items: Vec<ItemFailure>,
+    /// Tool calls.
+    pub tools: ToolsState,
+    /// Model calls.
+    pub llm: LlmState,
+    /// The agent loop.
+    pub agent: AgentState,
+    /// The tail of the streamed text (at most [`MAX_TEXT_BYTES`]).
+    pub text: String,
+    /// Bytes of text streamed in all, of which `text` is the tail.
+    pub text_bytes: u64,
+    /// The latest error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorInfo>,
+    /// The latest log lines above debug (at most [`MAX_LISTED_LOGS`]).
+    pub logs: Vec<LogLine>,
+    /// The note of the latest heartbeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_note: Option<String>,
+    /// Someone asked the run to stop.
+    pub cancel_requested: bool,
+    /// Why, when they said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+    /// The run's result, from `run.finished`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Events folded.
+    pub event_count: u64,
+    /// The highest `seq` folded.
+    pub last_seq: u64,
+}
+
+/// Folds `events` of run `id` into its state.
+pub fn fold<'a>(id: RunId, events: impl IntoIterator<Item = &'a Event>) -> RunState {
+    let mut state = RunState::new(id);
+    state.apply_all(events);
+    state
+}
+
+impl RunState {
+    /// The state of run `id` before any event.
+    pub fn new(id: RunId) -> RunState {
+        RunState {
+            id,
+            name: String::new(),
+            parent: None,
+            status: RunStatus::Running,
+            started_at: None,
+            last_event_at: None,
+            finished_at: None,
+            elapsed_s: 0.0,
+            percent: None,
+            eta_s: None,
+            total_steps: None,
+            meta: None,
+            stages: Vec::new(),
+            progress: None,
+            items: ItemCounts::default(),
+            running_items: Vec::new(),
+            failed_items: Vec::new(),
+            tools: ToolsState::default(),
+            llm: LlmState::default(),
+            agent: AgentState::default(),
+            text: String::new(),
+            text_bytes: 0,
+            last_error: None,
+            logs: Vec::new(),
+            heartbeat_note: None,
+            cancel_requested: false,
+            cancel_reason: None,
+            result: None,
+            event_count: 0,
+            last_seq: 0,
+        }
+    }
+
+    /// Folds more events, in order.
+    pub fn apply_all<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
+        for event in events {
+            self.apply(event);
+        }
+    }
+
+    /// Folds one event.
+    pub fn apply(&mut self, event: &Event) {
+        let ts = event.ts;
+        self.event_count += 1;
+        self.last_seq = self.last_seq.max(event.seq);
+        if self.started_at.is_none() {
+            self.started_at = Some(ts);
+        }
+        if self.parent.is_none() {
+            self.parent = event.parent.clone();
+        }
+        self.last_event_at = Some(self.last_event_at.map_or(ts, |t| t.max(ts)));
+
+        // Anything the producer says shows it is alive again; the hub's own events
+        // (stalled, cancel requested) do not.
+        let from_producer = !matches!(
+            event.body,
+            EventBody::RunStalled(_) | EventBody::RunCancelRequested(_)
+        );
+        if from_producer && self.status == RunStatus::Stalled {
+            self.status = RunStatus::Running;
+        }
+
+        match &event.body {
+            EventBody::RunStarted(b) => {
+                self.name = b.name.clone();
+                self.total_steps = b.total_steps.or(self.total_steps);
+                if b.meta.is_some() {
+                    self.meta = b.meta.clone();
+                }
+                self.started_at = Some(self.started_at.map_or(ts, |t| t.min(ts)));
+            }
+            EventBody::RunFinished(b) => {
+                if !self.status.is_terminal() {
+                    self.status = b.status.into();
+                    self.finished_at = Some(ts);
+                    self.result = b.result.clone();
+                    self.agent.preparing_response = false;
+                    if b.status == RunOutcome::Succeeded {
+                        self.percent = Some(100.0);
+                        self.eta_s = None;
+                    }
+                    if let Some(error) = &b.error {
+                        self.set_error(error, "run".into(), event);
+                    } else if b.status == RunOutcome::Failed && self.last_error.is_none() {
+                        self.set_error("the run failed", "run".into(), event);
+                    }
+                }
+            }
+            EventBody::RunCancelRequested(b) => {
+                self.cancel_requested = true;
+                if b.reason.is_some() {
+                    self.cancel_reason = b.reason.clone();
+                }
+            }
+            EventBody::RunStalled(_) => {
+                if self.status == RunStatus::Running {
+                    self.status = RunStatus::Stalled;
+                }
+            }
+            EventBody::Heartbeat(b) => {
+                if b.note.is_some() {
+                    self.heartbeat_note = b.note.clone();
+                }
+            }
+            EventBody::StageStarted(b) => {
+                let stage = self.stage_mut(&b.stage, ts);
+                stage.status = StageStatus::Running;
+                stage.finished_at = None;
+                stage.progress.set_total(b.total);
+            }
+            EventBody::StageFinished(b) => {
+                let stage = self.stage_mut(&b.stage, ts);
+                stage.status = b.status.into();
+                stage.finished_at = Some(ts);
+                stage.elapsed_s = b.elapsed_s;
+                stage.error = b.error.clone();
+                if b.status == StepOutcome::Succeeded {
+                    if let Some(total) = stage.progress.total {
+                        let origin = stage.started_at;
+                        stage
+                            .progress
+                            .observe(ts, origin, stage.progress.done.max(total));
+                    }
+                }
+                stage.progress.eta_s = None;
+                if b.status == StepOutcome::Failed {
+                    let msg = b
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| format!("stage {} failed", b.stage));
+                    self.set_error(&msg, format!("stage {}", b.stage), event);
+                }
+            }
+            EventBody::Progress(b) => {
+                let counter = match &b.stage {
+                    Some(name) => {
+                        let stage = self.stage_mut(name, ts);
+                        stage.progress.reported = b.done;
+                        stage.progress.set_total(b.total);
+                        if b.unit.is_some() {
+                            stage.progress.unit = b.unit.clone();
+                        }
+                        stage.recount(ts);
+                        &mut stage.progress
+                    }
+                    None => {
+                        let origin = self.started_at.unwrap_or(ts);
+                        let counter = self.progress.get_or_insert_with(Counter::default);
+                        counter.reported = b.done;
+                        counter.set_total(b.total);
+                        if b.unit.is_some() {
+                            counter.unit = b.unit.clone();
+                        }
+                        counter.observe(ts, origin, b.done);
+                        counter
+                    }
+                };
+                // A producer that measured its own rate and ETA at full resolution
+                // (the SDK does) knows better than a fold over throttled ticks.
+                if b.rate.is_some() {
+                    counter.rate = b.rate;
+                }
+                if b.eta_s.is_some() {
+                    counter.eta_s = b.eta_s;
+                }
+            }
+            EventBody::ItemStarted(b) => {
+                self.items.running += 1;
+                if let Some(stage) = &b.stage {
+                    self.stage_mut(stage, ts);
+                }
+                if self.running_items.len() < MAX_LISTED_ITEMS {
+                    self.running_items.push(ItemState {
+                        item: b.item.clone(),
+                        stage: b.stage.clone(),
+                        label: b.label.clone(),
+                        started_at: ts,
+                    });
+                }
+            }
+            EventBody::ItemFinished(b) => {
+                self.items.running = self.items.running.saturating_sub(1);
+                let started = self
+                    .running_items
+                    .iter()
+                    .position(|i| i.item == b.item && i.stage == b.stage)
+                    .map(|pos| self.running_items.remove(pos));
+                match b.status {
+                    StepOutcome::Succeeded => self.items.succeeded += 1,
+                    StepOutcome::Skipped => self.items.skipped += 1,
+                    StepOutcome::Failed => {
+                        self.items.failed += 1;
+                        let label = started.and_then(|s| s.label);
+                        push_bounded(
+                            &mut self.failed_items,
+                            ItemFailure {
+                                item: b.item.clone(),
+                                stage: b.stage.clone(),
+                                label,
+                                error: b.error.clone(),
+                                at: ts,
+                                seq: event.seq,
+                            },
+                            MAX_LISTED_FAILURES,
+                        );
+                        let msg = b
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| format!("item {} failed", b.item));
+                        self.set_error(&msg, format!("item {}", b.item), event);
+                    }
+                }
+                if let Some(name) = &b.stage {
+                    let stage = self.stage_mut(name, ts);
+                    match b.status {
+                        StepOutcome::Succeeded => stage.items_succeeded += 1,
+                        StepOutcome::Failed => stage.items_failed += 1,
+                        StepOutcome::Skipped => stage.items_skipped += 1,
+                    }
+                    stage.recount(ts);
+                }
+            }
+            EventBody::Log(b) => {
+                if b.level > LogLevel::Debug {
+                    push_bounded(
+                        &mut self.logs,
+                        LogLine {
+                            level: b.level,
+                            message: b.message.clone(),
+                            at: ts,
+                        },
+                        MAX_LISTED_LOGS,
+                    );
+                }
+                if b.level == LogLevel::Error {
+                    self.set_error(&b.message, "log".into(), event);
+                }
+            }
+            EventBody::AgentIteration(b) => {
+                self.agent.iteration = Some(b.iteration);
+                self.agent.preparing_response = false;
+            }
+            EventBody::AgentHistory(b) => {
+                self.agent.history_len = b.messages.len() as u64;
+            }
+            EventBody::AgentSystemMessage(_) => {}
+            EventBody::LlmRequest(b) => {
+                self.llm.calls += 1;
+                if b.model.is_some() {
+                    self.llm.model = b.model.clone();
+                }
+                if !self.llm.in_flight.contains(&b.call_id)
+                    && self.llm.in_flight.len() < MAX_LISTED_ITEMS
+                {
+                    self.llm.in_flight.push(b.call_id.clone());
+                }
+            }
+            EventBody::LlmResponse(b) => {
+                self.llm.in_flight.retain(|c| c != &b.call_id);
+                self.llm.input_tokens += b.input_tokens.unwrap_or(0);
+                self.llm.output_tokens += b.output_tokens.unwrap_or(0);
+            }
+            EventBody::TextDelta(b) => {
+                self.text_bytes += b.text.len() as u64;
+                self.text.push_str(&b.text);
+                keep_tail(&mut self.text, MAX_TEXT_BYTES);
+            }
+            EventBody::ToolSelected(b) => {
+                if !self.tools.in_flight.iter().any(|t| t.call_id == b.call_id) {
+                    self.tools.in_flight.push(ToolCall {
+                        call_id: b.call_id.clone(),
+                        tool: b.tool.clone(),
+                        input: b.input.as_ref().map(preview),
+                        feedback: None,
+                        status: ToolCallStatus::Selected,
+                        started_at: ts,
+                        elapsed_s: None,
+                        error: None,
+                    });
+                    self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
+                }
+            }
+            EventBody::ToolStarted(b) => {
+                self.agent.preparing_response = false;
+                match self
+                    .tools
+                    .in_flight
+                    .iter_mut()
+                    .find(|t| t.call_id == b.call_id)
+                {
+                    Some(call) => {
+                        call.status = ToolCallStatus::Running;
+                        call.started_at = ts;
+                        if b.input.is_some() {
+                            call.input = b.input.as_ref().map(preview);
+                        }
+                        call.feedback = b.feedback.clone();
+                    }
+                    None => {
+                        self.tools.in_flight.push(ToolCall {
+                            call_id: b.call_id.clone(),
+                            tool: b.tool.clone(),
+                            input: b.input.as_ref().map(preview),
+                            feedback: b.feedback.clone(),
+                            status: ToolCallStatus::Running,
+                            started_at: ts,
+                            elapsed_s: None,
+                            error: None,
+                        });
+                        self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
+                    }
+                }
+            }
+            EventBody::ToolFinished(b) => {
+                let mut call = match self
+                    .tools
+                    .in_flight
+                    .iter()
+                    .position(|t| t.call_id == b.call_id)
+                {
+                    Some(pos) => self.tools.in_flight.remove(pos),
+                    None => ToolCall {
+                        call_id: b.call_id.clone(),
+                        tool: b.tool.clone(),
+                        input: None,
+                        feedback: None,
+                        status: ToolCallStatus::Running,
+                        started_at: ts,
+                        elapsed_s: None,
+                        error: None,
+                    },
+                };
+                call.status = match b.status {
+                    ToolOutcome::Succeeded => ToolCallStatus::Succeeded,
+                    ToolOutcome::Failed => ToolCallStatus::Failed,
+                };
+                call.elapsed_s = b
+                    .elapsed_s
+                    .or(Some(ts.seconds_since(call.started_at).max(0.0)));
+                call.error = b.error.clone();
+                match b.status {
+                    ToolOutcome::Succeeded => self.tools.succeeded += 1,
+                    ToolOutcome::Failed => {
+                        self.tools.failed += 1;
+                        let msg = b
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| format!("tool {} failed", b.tool));
+                        self.set_error(&msg, format!("tool {}", b.tool), event);
+                    }
+                }
+                push_bounded(&mut self.tools.done, call, MAX_LISTED_TOOLS);
+            }
+            EventBody::AgentPreparingResponse(_) => {
+                self.agent.preparing_response = true;
+            }
+            EventBody::AgentResponse(b) => {
+                let mut text = b.text.clone();
+                keep_head(&mut text, MAX_TEXT_BYTES);
+                self.agent.response = Some(text);
+                self.agent.preparing_response = false;
+                if b.iteration.is_some() {
+                    self.agent.iteration = b.iteration;
+                }
+            }
+            EventBody::Custom(_) => {}
+        }
+
+        self.refresh_summary(ts);
+    }
+
+    /// The state as seen at `now`: elapsed time up to `now` while the run is not
+    /// finished, and ETAs counted down since their last update (never growing).
+    pub fn at(&self, now: Timestamp) -> RunState {
+        let mut state = self.clone();
+        if !state.status.is_terminal() {
+            if let Some(start) = state.started_at {
+                state.elapsed_s = now.seconds_since(start).max(state.elapsed_s);
+            }
+            for stage in &mut state.stages {
+                if stage.status == StageStatus::Running {
+                    stage.elapsed_s = now.seconds_since(stage.started_at).max(stage.elapsed_s);
+                    stage.progress.eta_s = stage.progress.eta_at(now);
+                }
+            }
+            if let Some(counter) = &mut state.progress {
+                counter.eta_s = counter.eta_at(now);
+            }
+            state.eta_s = state.current_counter().and_then(|c| c.eta_s);
+        }
+        state
+    }
+
+    /// The stage that started last and is still running.
+    pub fn current_stage(&self) -> Option<&StageState> {
+        self.stages
+            .iter()
+            .rev()
+            .find(|s| s.status == StageStatus::Running)
+    }
+
+    /// The counter that the run's percent and ETA follow: the current stage's, or the
+    /// run's own when it reports progress without stages.
+    fn current_counter(&self) -> Option<&Counter> {
+        self.current_stage()
+            .map(|s| &s.progress)
+            .or(self.progress.as_ref())
+    }
+
+    fn stage_mut(&mut self, name: &str, ts: Timestamp) -> &mut StageState {
+        match self.stages.iter().position(|s| s.name == name) {
+            Some(pos) => &mut self.stages[pos],
+            None => {
+                self.stages.push(StageState::new(name, ts));
+                self.stages.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    fn set_error(&mut self, message: &str, source: String, event: &Event) {
+        self.last_error = Some(ErrorInfo {
+            message: message.to_owned(),
+            source,
+            at: event.ts,
+            seq: event.seq,
+        });
+    }
+
+    /// Recomputes the run-wide figures from the stages after each event.
+    fn refresh_summary(&mut self, ts: Timestamp) {
+        let end = self.finished_at.unwrap_or(ts);
+        if let Some(start) = self.started_at {
+            self.elapsed_s = end.seconds_since(start).max(0.0);
+        }
+        for stage in &mut self.stages {
+            if stage.status == StageStatus::Running {
+                stage.elapsed_s = ts.seconds_since(stage.started_at).max(0.0);
+            }
+        }
+        if self.status == RunStatus::Succeeded {
+            return;
+        }
+        self.percent = self.overall_percent();
+        self.eta_s = if self.status.is_terminal() {
+            None
+        } else {
+            self.current_counter().and_then(|c| c.eta_s)
+        };
+    }
+
+    /// How far along the run is, in percent.
+    ///
+    /// With `total_steps`, each stage is an equal share: finished stages count whole,
+    /// the running one by its own percent. Without, the run is as far as its current
+    /// counter (the latest running stage, or the run's own progress); when no stage
+    /// runs, as far as the last stage that did.
+    fn overall_percent(&self) -> Option<f64> {
+        if let Some(steps) = self.total_steps.filter(|&s| s > 0) {
+            let finished = self
+                .stages
+                .iter()
+                .filter(|s| s.status != StageStatus::Running)
+                .count() as f64;
+            let running = self
+                .current_stage()
+                .and_then(|s| s.progress.percent)
+                .unwrap_or(0.0)
+                / 100.0;
+            return Some(((finished + running) / steps as f64 * 100.0).min(100.0));
+        }
+        self.current_counter()
+            .or(self.stages.last().map(|s| &s.progress))
+            .and_then(|c| c.percent)
+    }
+}
+
+fn push_bounded<T>(list: &mut Vec<T>, item: T, max: usize) {
+    if list.len() >= max {
+        list.remove(0);
+    }
+    list.push(item);
+}
+
+/// Keeps the last `max` bytes of `s`, cut at a character boundary.
+fn keep_tail(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = s.len() - max;
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s.drain(..cut);
+    }
+}
+
+/// Keeps the first `max` bytes of `s`, cut at a character boundary.
+fn keep_head(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// A JSON value as kept in the state: itself when small, a string preview otherwise.
+fn preview(value: &Value) -> Value {
+    let text = value.to_string();
+    if text.len() <= MAX_VALUE_BYTES {
+        return value.clone();
+    }
+    let mut head = text;
+    keep_head(&mut head, MAX_VALUE_BYTES);
+    head.push('…');
+    Value::String(head)
+}

@@ -1,0 +1,582 @@
+//! The JSON wire form of events: serialization, parsing and validation.
+//!
+//! Every parse error names what is wrong with a machine-readable [`ErrorCode`], the
+//! field at fault, and (for batches) the index of the event, so that a hub can answer
+//! `400 {"error": {"code", "message", "index", "field"}}` and a producer can fix its
+//! input without guessing.
+//!
+//! Unknown fields in a built-in event are ignored (and not kept), so that a producer
+//! written against a later minor revision of protocol v1, which may add optional
+//! fields, still works with this hub.
+
+use std::fmt;
+
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::event::{Custom, Draft, Event, EventBody, PROTOCOL_VERSION};
+use crate::ids::{RunId, Timestamp};
+
+/// Largest event, in bytes of JSON: 64 KiB.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// Longest idempotency key (`id`), in bytes.
+pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// What kind of mistake an event has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON at all.
+    InvalidJson,
+    /// JSON, but not an object (or, for a batch, not an array of objects).
+    NotAnObject,
+    /// `event` names no type of the protocol.
+    UnknownEvent,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong type or an out-of-range value.
+    InvalidField,
+    /// The event is larger than [`MAX_EVENT_BYTES`].
+    EventTooLarge,
+    /// `v` is not a version this crate speaks.
+    UnsupportedVersion,
+}
+
+impl ErrorCode {
+    /// The code as written in error bodies, e.g. `"missing_field"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::NotAnObject => "not_an_object",
+            ErrorCode::UnknownEvent => "unknown_event",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::EventTooLarge => "event_too_large",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+        }
+    }
+}
+
+/// One event that could not be accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventError {
+    /// What kind of mistake.
+    pub code: ErrorCode,
+    /// The field at fault, as a path (`done`, `messages[0].role`), when one is.
+    pub field: Option<String>,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl EventError {
+    fn new(code: ErrorCode, field: Option<&str>, message: impl Into<String>) -> EventError {
+        EventError {
+            code,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> EventError {
+        EventError::new(ErrorCode::InvalidField, Some(field), message)
+    }
+
+    fn missing(field: &str) -> EventError {
+        EventError::new(
+            ErrorCode::MissingField,
+            Some(field),
+            format!("missing field `{field}`"),
+        )
+    }
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) if !self.message.contains(&format!("`{field}`")) => {
+                write!(f, "field `{field}`: {}", self.message)
+            }
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for EventError {}
+
+/// An event of a batch that could not be accepted, with its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchError {
+    /// Index of the event in the batch, from 0; `None` when the batch as a whole is bad.
+    pub index: Option<usize>,
+    /// What is wrong with it.
+    pub error: EventError,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "event {i}: {}", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// How a batch of events is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchFormat {
+    /// A JSON array of event objects.
+    JsonArray,
+    /// One event object per line (`application/x-ndjson`); blank lines are skipped.
+    Ndjson,
+}
+
+/// Parses a batch of drafts as a producer posts them to `POST /v1/runs/{id}/events`.
+///
+/// `run` is the run in the path: an event may repeat it in its `run` field, but may
+/// not name another. Either every event is valid and all are returned, or the first
+/// error is, with the event's index.
+pub fn parse_batch(body: &str, format: BatchFormat, run: &RunId) -> Result<Vec<Draft>, BatchError> {
+    let whole = |error| BatchError { index: None, error };
+    let at = |index, error| BatchError {
+        index: Some(index),
+        error,
+    };
+    match format {
+        BatchFormat::JsonArray => {
+            let raws: Vec<&RawValue> = serde_json::from_str(body).map_err(|e| {
+                let code = if e.is_syntax() || e.is_eof() {
+                    ErrorCode::InvalidJson
+                } else {
+                    ErrorCode::NotAnObject
+                };
+                whole(EventError::new(
+                    code,
+                    None,
+                    format!("the body must be a JSON array of events: {e}"),
+                ))
+            })?;
+            raws.iter()
+                .enumerate()
+                .map(|(i, raw)| parse_draft_str(raw.get(), run).map_err(|e| at(i, e)))
+                .collect()
+        }
+        BatchFormat::Ndjson => body
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .enumerate()
+            .map(|(i, line)| parse_draft_str(line, run).map_err(|e| at(i, e)))
+            .collect(),
+    }
+}
+
+/// Parses one draft from its JSON text.
+pub fn parse_draft_str(text: &str, run: &RunId) -> Result<Draft, EventError> {
+    check_size(text.len())?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        EventError::new(ErrorCode::InvalidJson, None, format!("not valid JSON: {e}"))
+    })?;
+    let Value::Object(map) = value else {
+        return Err(EventError::new(
+            ErrorCode::NotAnObject,
+            None,
+            "an event must be a JSON object",
+        ));
+    };
+    let d = decode(map, Mode::Draft)?;
+    if let Some(r) = d.run {
+        if &r != run {
+            return Err(EventError::invalid(
+                "run",
+                format!("the event names run `{r}` but is posted to run `{run}`"),
+            ));
+        }
+    }
+    Ok(Draft {
+        ts: d.ts,
+        id: d.id,
+        parent: d.parent,
+        body: d.body,
+    })
+}
+
+/// Parses one stored event (with `v`, `run`, `seq` and `ts`) from its JSON text, as
+/// found on a JSON Lines stream or in a hub's reply.
+pub fn parse_event(text: &str) -> Result<Event, EventError> {
+    check_size(text.len())?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        EventError::new(ErrorCode::InvalidJson, None, format!("not valid JSON: {e}"))
+    })?;
+    event_from_value(value)
+}
+
+fn event_from_value(value: Value) -> Result<Event, EventError> {
+    let Value::Object(map) = value else {
+        return Err(EventError::new(
+            ErrorCode::NotAnObject,
+            None,
+            "an event must be a JSON object",
+        ));
+    };
+    let d = decode(map, Mode::Event)?;
+    // `decode` in `Mode::Event` has checked that these are present.
+    match (d.run, d.seq, d.ts) {
+        (Some(run), Some(seq), Some(ts)) => Ok(Event {
+            run,
+            seq,
+            ts,
+            id: d.id,
+            parent: d.parent,
+            body: d.body,
+        }),
+        _ => Err(EventError::missing("run")),
+    }
+}
+
+fn check_size(len: usize) -> Result<(), EventError> {
+    if len > MAX_EVENT_BYTES {
+        return Err(EventError::new(
+            ErrorCode::EventTooLarge,
+            None,
+            format!("the event is {len} bytes, over the limit of {MAX_EVENT_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A stored event: `v`, `run`, `seq` and `ts` are required.
+    Event,
+    /// A producer's draft: they may be absent (and `seq` is ignored when present).
+    Draft,
+}
+
+struct Decoded {
+    run: Option<RunId>,
+    seq: Option<u64>,
+    ts: Option<Timestamp>,
+    id: Option<String>,
+    parent: Option<RunId>,
+    body: EventBody,
+}
+
+fn decode(mut map: Map<String, Value>, mode: Mode) -> Result<Decoded, EventError> {
+    let required = mode == Mode::Event;
+
+    match map.remove("v") {
+        None if required => return Err(EventError::missing("v")),
+        None => {}
+        Some(v) if v.as_u64() == Some(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(EventError::new(
+                ErrorCode::UnsupportedVersion,
+                Some("v"),
+                format!(
+                    "protocol version {v} is not supported (this hub speaks {PROTOCOL_VERSION})"
+                ),
+            ));
+        }
+    }
+
+    let event_type = match map.remove("event") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(EventError::invalid("event", "`event` must be a string")),
+        None => return Err(EventError::missing("event")),
+    };
+
+    let run = take_run_id(&mut map, "run", required)?;
+    let seq = match map.remove("seq") {
+        None if required => return Err(EventError::missing("seq")),
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(seq) if seq >= 1 => Some(seq),
+            _ => {
+                return Err(EventError::invalid(
+                    "seq",
+                    format!("`seq` must be an integer from 1, not {v}"),
+                ));
+            }
+        },
+    };
+    let ts = match map.remove("ts") {
+        None if required => return Err(EventError::missing("ts")),
+        None => None,
+        Some(Value::String(s)) => Some(
+            s.parse::<Timestamp>()
+                .map_err(|e| EventError::invalid("ts", format!("`ts` is {e}")))?,
+        ),
+        Some(_) => return Err(EventError::invalid("ts", "`ts` must be an RFC 3339 string")),
+    };
+    let id = match map.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(check_event_id(s)?),
+        Some(_) => return Err(EventError::invalid("id", "`id` must be a string")),
+    };
+    let parent = take_run_id(&mut map, "parent", false)?;
+
+    let body = decode_body(&event_type, map)?;
+    validate_body(&body)?;
+    Ok(Decoded {
+        run,
+        seq,
+        ts,
+        id,
+        parent,
+        body,
+    })
+}
+
+fn take_run_id(
+    map: &mut Map<String, Value>,
+    field: &str,
+    required: bool,
+) -> Result<Option<RunId>, EventError> {
+    match map.remove(field) {
+        None | Some(Value::Null) if required => Err(EventError::missing(field)),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => RunId::new(s)
+            .map(Some)
+            .map_err(|e| EventError::invalid(field, format!("`{field}` is an {e}"))),
+        Some(_) => Err(EventError::invalid(
+            field,
+            format!("`{field}` must be a string"),
+        )),
+    }
+}
+
+fn check_event_id(id: String) -> Result<String, EventError> {
+    if id.is_empty() || id.len() > MAX_EVENT_ID_LEN {
+        return Err(EventError::invalid("id", "`id` must be 1 to 128 bytes"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(EventError::invalid(
+            "id",
+            "`id` must not contain control characters",
+        ));
+    }
+    Ok(id)
+}
+
+fn decode_body(event_type: &str, fields: Map<String, Value>) -> Result<EventBody, EventError> {
+    if let Some(name) = event_type.strip_prefix(Custom::PREFIX) {
+        return Custom::new(name, fields).map(EventBody::Custom).ok_or_else(|| {
+            EventError::new(
+                ErrorCode::UnknownEvent,
+                Some("event"),
+                format!("`{event_type}`: a custom event is `custom.<name>` with a name of [a-z0-9_]+"),
+            )
+        });
+    }
+    match EventBody::decode_builtin(event_type, Value::Object(fields)) {
+        None => Err(EventError::new(
+            ErrorCode::UnknownEvent,
+            Some("event"),
+            format!("unknown event type `{event_type}`"),
+        )),
+        Some(Ok(body)) => Ok(body),
+        Some(Err(e)) => Err(field_error(event_type, e)),
+    }
+}
+
+/// Turns serde's error into one that names the field: serde reports a mistyped field
+/// with its path, and a missing one at the parent's path with the name in the message.
+fn field_error(event_type: &str, e: serde_path_to_error::Error<serde_json::Error>) -> EventError {
+    let path = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    let inner = strip_position(&inner);
+    if let Some(name) = inner
+        .strip_prefix("missing field `")
+        .and_then(|s| s.strip_suffix('`'))
+    {
+        let field = if path == "." {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        };
+        return EventError {
+            code: ErrorCode::MissingField,
+            message: format!("`{event_type}` needs field `{field}`"),
+            field: Some(field),
+        };
+    }
+    let field = (path != ".").then_some(path);
+    EventError {
+        code: ErrorCode::InvalidField,
+        message: match &field {
+            Some(f) => format!("`{event_type}` field `{f}`: {inner}"),
+            None => format!("`{event_type}`: {inner}"),
+        },
+        field,
+    }
+}
+
+/// serde_json appends " at line L column C" to errors; for a field error it says nothing.
+fn strip_position(msg: &str) -> &str {
+    match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    }
+}
+
+/// Checks what the types cannot: ranges of numbers and non-empty names.
+fn validate_body(body: &EventBody) -> Result<(), EventError> {
+    fn non_negative(field: &str, x: f64) -> Result<(), EventError> {
+        if x.is_finite() && x >= 0.0 {
+            Ok(())
+        } else {
+            Err(EventError::invalid(
+                field,
+                format!("`{field}` must be a number of seconds from 0, not {x}"),
+            ))
+        }
+    }
+    fn non_negative_opt(field: &str, x: Option<f64>) -> Result<(), EventError> {
+        x.map_or(Ok(()), |x| non_negative(field, x))
+    }
+    fn non_empty(field: &str, s: &str) -> Result<(), EventError> {
+        if s.is_empty() {
+            Err(EventError::invalid(
+                field,
+                format!("`{field}` must not be empty"),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+    match body {
+        EventBody::RunStalled(b) => non_negative("silent_for_s", b.silent_for_s),
+        EventBody::Heartbeat(b) => non_negative("elapsed_s", b.elapsed_s),
+        EventBody::StageStarted(b) => non_empty("stage", &b.stage),
+        EventBody::StageFinished(b) => {
+            non_empty("stage", &b.stage)?;
+            non_negative("elapsed_s", b.elapsed_s)
+        }
+        EventBody::Progress(b) => {
+            if let Some(stage) = &b.stage {
+                non_empty("stage", stage)?;
+            }
+            if let Some(p) = b.percent {
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(EventError::invalid(
+                        "percent",
+                        format!("`percent` must be from 0 to 100, not {p}"),
+                    ));
+                }
+            }
+            non_negative_opt("rate", b.rate)?;
+            non_negative_opt("eta_s", b.eta_s)?;
+            non_negative("elapsed_s", b.elapsed_s)
+        }
+        EventBody::ItemStarted(b) => non_empty("item", &b.item),
+        EventBody::ItemFinished(b) => {
+            non_empty("item", &b.item)?;
+            non_negative_opt("elapsed_s", b.elapsed_s)
+        }
+        EventBody::AgentIteration(b) if b.iteration == 0 => Err(EventError::invalid(
+            "iteration",
+            "`iteration` counts from 1",
+        )),
+        EventBody::LlmRequest(b) => non_empty("call_id", &b.call_id),
+        EventBody::LlmResponse(b) => {
+            non_empty("call_id", &b.call_id)?;
+            non_negative_opt("elapsed_s", b.elapsed_s)
+        }
+        EventBody::ToolSelected(b) => {
+            non_empty("call_id", &b.call_id)?;
+            non_empty("tool", &b.tool)
+        }
+        EventBody::ToolStarted(b) => {
+            non_empty("call_id", &b.call_id)?;
+            non_empty("tool", &b.tool)
+        }
+        EventBody::ToolFinished(b) => {
+            non_empty("call_id", &b.call_id)?;
+            non_empty("tool", &b.tool)?;
+            non_negative_opt("elapsed_s", b.elapsed_s)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes the envelope and then the body's fields into one flat object.
+fn serialize_flat<S: Serializer>(
+    s: S,
+    run_seq: Option<(&RunId, u64)>,
+    ts: Option<Timestamp>,
+    id: Option<&str>,
+    parent: Option<&RunId>,
+    body: &EventBody,
+) -> Result<S::Ok, S::Error> {
+    let fields = body.fields();
+    let mut map = s.serialize_map(None)?;
+    if let Some((run, seq)) = run_seq {
+        map.serialize_entry("v", &PROTOCOL_VERSION)?;
+        map.serialize_entry("event", body.event_type())?;
+        map.serialize_entry("run", run)?;
+        map.serialize_entry("seq", &seq)?;
+    } else {
+        map.serialize_entry("event", body.event_type())?;
+    }
+    if let Some(ts) = ts {
+        map.serialize_entry("ts", &ts)?;
+    }
+    if let Some(id) = id {
+        map.serialize_entry("id", id)?;
+    }
+    if let Some(parent) = parent {
+        map.serialize_entry("parent", parent)?;
+    }
+    for (k, v) in &fields {
+        // A custom event's fields cannot shadow the envelope: the parser took those
+        // names out before it kept the rest.
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_flat(
+            s,
+            Some((&self.run, self.seq)),
+            Some(self.ts),
+            self.id.as_deref(),
+            self.parent.as_ref(),
+            &self.body,
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
+        let value = Value::deserialize(d)?;
+        event_from_value(value).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for Draft {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_flat(
+            s,
+            None,
+            self.ts,
+            self.id.as_deref(),
+            self.parent.as_ref(),
+            &self.body,
+        )
+    }
+}
+
+impl Event {
+    /// The event as one line of JSON, without the newline.
+    pub fn to_json(&self) -> String {
+        // Serializing a map of strings and plain values into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
