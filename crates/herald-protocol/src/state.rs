@@ -573,6 +573,22 @@ impl RunState {
                     self.finished_at = Some(ts);
                     self.result = b.result.clone();
                     self.agent.preparing_response = false;
+                    // Stages left open end with the run: a run that succeeded
+                    // finished its work; one that failed or was cancelled did not.
+                    let stage_status = match b.status {
+                        RunOutcome::Succeeded => StageStatus::Succeeded,
+                        RunOutcome::Failed | RunOutcome::Cancelled => StageStatus::Failed,
+                    };
+                    for stage in self
+                        .stages
+                        .iter_mut()
+                        .filter(|s| s.status == StageStatus::Running)
+                    {
+                        stage.status = stage_status;
+                        stage.finished_at = Some(ts);
+                        stage.elapsed_s = ts.seconds_since(stage.started_at).max(0.0);
+                        stage.progress.eta_s = None;
+                    }
                     if b.status == RunOutcome::Succeeded {
                         self.percent = Some(100.0);
                         self.eta_s = None;

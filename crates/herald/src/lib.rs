@@ -1,1 +1,49 @@
-//! placeholder
+//! Report progress from long-running programs and agents, without ever slowing or
+//! breaking the work: live bars for people, JSON Lines for programs, or a herald hub.
+//!
+//! ```no_run
+//! let progress = herald::Progress::from_env()?;
+//! let run = progress.run("analysis");
+//! let urls = ["a", "b", "c"];
+//! let fetch = run.stage("fetch").total(urls.len());
+//! for url in fetch.iter(&urls) {
+//!     // An early return here reports the item, then the stage, then the run failed.
+//!     let _ = url;
+//! }
+//! fetch.finish();
+//! run.finish_with(&serde_json::json!({"fetched": urls.len()}));
+//! # Ok::<(), herald::ConfigError>(())
+//! ```
+//!
+//! # Layout
+//!
+//! - `progress`: [`Progress`], the entry point, and [`Target`] / [`ProgressOptions`],
+//!   which choose where output goes.
+//! - `handles`: [`Run`], [`Stage`], [`Item`], [`ToolCall`], [`LlmCall`] and the
+//!   iterator adapters, the API a program reports through.
+//! - `dispatch`: the bounded queue and the background thread that samples counters
+//!   and feeds the sinks.
+//! - `sink`: the [`Sink`] trait and [`SinkPolicy`], how often a sink takes ticks.
+//! - `throttle`: the per-sink tick throttle.
+//! - `jsonl`, `terminal`, `memory`: the built-in sinks.
+
+#![deny(missing_docs)]
+
+mod dispatch;
+mod handles;
+mod jsonl;
+mod memory;
+mod progress;
+mod sink;
+mod terminal;
+mod throttle;
+
+pub use dispatch::Stats;
+pub use handles::{
+    HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run, RunOptions, Stage, Ticks, ToolCall,
+};
+pub use herald_protocol as protocol;
+pub use jsonl::JsonLines;
+pub use memory::MemorySink;
+pub use progress::{ConfigError, Progress, ProgressMode, ProgressOptions, Target};
+pub use sink::{Sink, SinkPolicy};

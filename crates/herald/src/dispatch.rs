@@ -1,0 +1,551 @@
+//! The bounded queue between the caller's threads and the background thread that
+//! feeds the sinks, and that thread's loop.
+//!
+//! Callers push messages without ever waiting on a sink: a push takes a short lock and
+//! returns. When the queue is full, ticks are refused (and counted) before milestones;
+//! milestones have a larger, but still finite, bound so memory stays bounded if every
+//! sink is stuck.
+//!
+//! `progress` counts do not travel through the queue at all: a stage's counter is a
+//! pair of atomics the caller bumps, and the background loop samples the counters a
+//! few times a second, folds each change into the run's state, and offers it to each
+//! sink through that sink's [`Throttle`]. That is what makes a tick cost a single
+//! atomic add on the caller's thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use herald_protocol::{
+    Draft, Event, EventBody, Heartbeat, Progress, RunId, RunState, StageFinished, Timestamp,
+};
+
+use crate::sink::{Sink, SinkPolicy};
+use crate::throttle::Throttle;
+
+/// Queued ticks above which further ticks are dropped.
+pub(crate) const TICK_CAPACITY: usize = 1024;
+/// Queued messages above which even milestones are dropped.
+pub(crate) const MILESTONE_CAPACITY: usize = 65_536;
+
+/// A total that is not known, in [`Counter::total`].
+const NO_TOTAL: u64 = u64::MAX;
+
+/// The current time as a protocol timestamp.
+pub(crate) fn now_ts() -> Timestamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    Timestamp::from_unix_micros(micros)
+}
+
+/// A stage's counter, shared between its handles (which bump it) and the background
+/// loop (which samples it).
+#[derive(Debug)]
+pub(crate) struct Counter {
+    pub(crate) run: RunId,
+    pub(crate) stage: String,
+    pub(crate) done: AtomicU64,
+    total: AtomicU64,
+    pub(crate) unit: OnceLock<String>,
+    /// When the stage started, for `elapsed_s`.
+    pub(crate) started_at: OnceLock<Timestamp>,
+}
+
+impl Counter {
+    pub(crate) fn new(run: RunId, stage: String) -> Counter {
+        Counter {
+            run,
+            stage,
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(NO_TOTAL),
+            unit: OnceLock::new(),
+            started_at: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn total(&self) -> Option<u64> {
+        match self.total.load(Ordering::Relaxed) {
+            NO_TOTAL => None,
+            n => Some(n),
+        }
+    }
+
+    pub(crate) fn set_total(&self, total: u64) {
+        self.total.store(total.min(NO_TOTAL - 1), Ordering::Relaxed);
+    }
+}
+
+/// What the caller's threads send to the background loop.
+pub(crate) enum Msg {
+    /// An event of a run.
+    Event(RunId, Draft),
+    /// Start sampling this counter (sent just after its `stage.started`).
+    Track(Arc<Counter>),
+    /// Emit `heartbeat` for this run whenever it has been silent this long; `None`
+    /// stops.
+    Heartbeat(RunId, Option<Duration>),
+    /// Deliver everything queued so far, flush the sinks, then answer.
+    Flush(SyncSender<()>),
+}
+
+impl Msg {
+    fn is_milestone(&self) -> bool {
+        match self {
+            Msg::Event(_, draft) => draft.body.is_milestone(),
+            _ => true,
+        }
+    }
+}
+
+/// Counts of what the SDK could not deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Ticks (progress, heartbeats, text deltas, debug and info logs) dropped because
+    /// the queue was full.
+    pub dropped_ticks: u64,
+    /// Milestones dropped because the queue was full even for them.
+    pub dropped_milestones: u64,
+    /// Sinks disabled after an error or a panic.
+    pub sink_errors: u64,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Msg>,
+    closed: bool,
+}
+
+/// The queue proper, shared by the handles and the background loop.
+#[derive(Default)]
+struct Channel {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+/// State shared by every handle of one [`Progress`](crate::Progress). Dropping the last
+/// handle closes the queue and waits, up to the flush deadline, for the background
+/// loop to deliver what is queued.
+pub(crate) struct Shared {
+    channel: Arc<Channel>,
+    /// Whether any sink exists; when none does, nothing is queued at all.
+    enabled: bool,
+    dropped_ticks: AtomicU64,
+    dropped_milestones: AtomicU64,
+    sink_errors: Arc<AtomicU64>,
+    worker: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
+    /// Set when a hub asks a run to stop, by run id.
+    cancelled: Mutex<HashMap<RunId, Arc<AtomicBool>>>,
+    flush_deadline: Duration,
+}
+
+impl Shared {
+    /// Starts the background loop over `sinks`, sampling counters every `interval`.
+    pub(crate) fn start(
+        sinks: Vec<Box<dyn Sink>>,
+        interval: Duration,
+        flush_deadline: Duration,
+    ) -> Arc<Shared> {
+        let enabled = !sinks.is_empty();
+        let channel = Arc::new(Channel::default());
+        let sink_errors = Arc::new(AtomicU64::new(0));
+        let mut worker = None;
+        if enabled {
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+            let loop_ = Worker::new(sinks, interval, sink_errors.clone());
+            let ch = channel.clone();
+            worker = std::thread::Builder::new()
+                .name("herald-progress".into())
+                .spawn(move || {
+                    loop_.run(&ch);
+                    let _ = done_tx.send(());
+                })
+                .ok()
+                .map(|handle| (handle, done_rx));
+        }
+        Arc::new(Shared {
+            channel,
+            enabled: enabled && worker.is_some(),
+            dropped_ticks: AtomicU64::new(0),
+            dropped_milestones: AtomicU64::new(0),
+            sink_errors,
+            worker: Mutex::new(worker),
+            cancelled: Mutex::new(HashMap::new()),
+            flush_deadline,
+        })
+    }
+
+    /// Queues a message; never waits for a sink.
+    pub(crate) fn push(&self, msg: Msg) {
+        if !self.enabled {
+            return;
+        }
+        let milestone = msg.is_milestone();
+        let mut queue = lock(&self.channel.queue);
+        if queue.closed {
+            return;
+        }
+        let len = queue.items.len();
+        if len >= MILESTONE_CAPACITY || (!milestone && len >= TICK_CAPACITY) {
+            drop(queue);
+            let counter = if milestone {
+                &self.dropped_milestones
+            } else {
+                &self.dropped_ticks
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        queue.items.push_back(msg);
+        drop(queue);
+        self.channel.ready.notify_one();
+    }
+
+    /// Waits until everything queued so far has reached the sinks and they have
+    /// flushed, or until the flush deadline.
+    pub(crate) fn flush(&self) {
+        if !self.enabled {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // A flush request is a milestone, so it is only refused when the queue is
+        // full of milestones; then the deadline below bounds the wait.
+        self.push(Msg::Flush(tx));
+        let _ = rx.recv_timeout(self.flush_deadline);
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            dropped_ticks: self.dropped_ticks.load(Ordering::Relaxed),
+            dropped_milestones: self.dropped_milestones.load(Ordering::Relaxed),
+            sink_errors: self.sink_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The flag a hub sets when someone asks `run` to stop.
+    pub(crate) fn cancel_flag(&self, run: &RunId) -> Arc<AtomicBool> {
+        lock(&self.cancelled)
+            .entry(run.clone())
+            .or_default()
+            .clone()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        lock(&self.channel.queue).closed = true;
+        self.channel.ready.notify_one();
+        if let Some((handle, done)) = lock(&self.worker).take() {
+            // A sink stuck on a full pipe must not hang the program's exit: wait for
+            // the loop to finish within the deadline, else leave it behind.
+            if done.recv_timeout(self.flush_deadline).is_ok() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data behind these locks stays consistent
+/// across a panic (queues and maps, with no invariant spanning two fields).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One sink as the loop drives it.
+struct Slot {
+    sink: Box<dyn Sink>,
+    policy: SinkPolicy,
+    alive: bool,
+}
+
+/// What one sink has been sent of one run.
+#[derive(Default)]
+struct SlotRun {
+    seq: u64,
+    last_sent: Option<Instant>,
+    throttles: HashMap<String, Throttle>,
+}
+
+/// One open run, as the loop sees it.
+struct RunCtx {
+    state: RunState,
+    counters: Vec<Arc<Counter>>,
+    /// Per slot, in slot order.
+    slots: Vec<SlotRun>,
+    heartbeat: Option<Duration>,
+    last_event: Instant,
+    started: Instant,
+}
+
+struct Worker {
+    slots: Vec<Slot>,
+    runs: HashMap<RunId, RunCtx>,
+    interval: Duration,
+    sink_errors: Arc<AtomicU64>,
+}
+
+impl Worker {
+    fn new(sinks: Vec<Box<dyn Sink>>, interval: Duration, sink_errors: Arc<AtomicU64>) -> Worker {
+        let slots = sinks
+            .into_iter()
+            .map(|sink| Slot {
+                policy: sink.policy(),
+                sink,
+                alive: true,
+            })
+            .collect();
+        Worker {
+            slots,
+            runs: HashMap::new(),
+            interval,
+            sink_errors,
+        }
+    }
+
+    fn run(mut self, channel: &Channel) {
+        let mut batch = Vec::new();
+        loop {
+            let closed = {
+                let mut queue = lock(&channel.queue);
+                if queue.items.is_empty() && !queue.closed {
+                    queue = channel
+                        .ready
+                        .wait_timeout(queue, self.interval)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                batch.extend(queue.items.drain(..));
+                queue.closed
+            };
+            for msg in batch.drain(..) {
+                self.handle(msg);
+            }
+            self.sample(Instant::now(), None);
+            self.keepalive(Instant::now());
+            let now = now_ts();
+            self.each_sink(|sink| {
+                sink.refresh(now)?;
+                sink.flush()
+            });
+            if closed {
+                break;
+            }
+        }
+        self.each_sink(|sink| sink.close());
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Event(run, draft) => self.event(run, draft),
+            Msg::Track(counter) => {
+                let run = counter.run.clone();
+                self.ctx(&run).counters.push(counter);
+            }
+            Msg::Heartbeat(run, every) => self.ctx(&run).heartbeat = every,
+            Msg::Flush(done) => {
+                self.sample(Instant::now(), None);
+                self.each_sink(|sink| sink.flush());
+                let _ = done.try_send(());
+            }
+        }
+    }
+
+    fn ctx(&mut self, run: &RunId) -> &mut RunCtx {
+        let slots = self.slots.len();
+        self.runs.entry(run.clone()).or_insert_with(|| RunCtx {
+            state: RunState::new(run.clone()),
+            counters: Vec::new(),
+            slots: (0..slots).map(|_| SlotRun::default()).collect(),
+            heartbeat: None,
+            last_event: Instant::now(),
+            started: Instant::now(),
+        })
+    }
+
+    fn event(&mut self, run: RunId, draft: Draft) {
+        let now = Instant::now();
+        // A stage's (or the run's) last count goes out before it finishes.
+        match &draft.body {
+            EventBody::StageFinished(StageFinished { stage, .. }) => {
+                self.sample(now, Some((&run, Some(stage.as_str()))));
+                self.ctx(&run).counters.retain(|c| &c.stage != stage);
+            }
+            EventBody::RunFinished(_) => self.sample(now, Some((&run, None))),
+            _ => {}
+        }
+        let finished = matches!(draft.body, EventBody::RunFinished(_));
+        self.deliver(&run, draft, None, now);
+        if finished {
+            self.runs.remove(&run);
+        }
+    }
+
+    /// Folds `draft` into its run's state and sends it to every sink, or to `only`.
+    fn deliver(&mut self, run: &RunId, draft: Draft, only: Option<usize>, now: Instant) {
+        let ts = draft.ts.unwrap_or_else(now_ts);
+        let ctx = self.ctx(run);
+        ctx.last_event = now;
+        let master = Draft {
+            ts: Some(ts),
+            ..draft
+        }
+        .stamp(run.clone(), ctx.state.last_seq + 1, ts);
+        if only.is_none() {
+            ctx.state.apply(&master);
+        }
+        let Some(ctx) = self.runs.get_mut(run) else {
+            return;
+        };
+        let errors = &self.sink_errors;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.alive || only.is_some_and(|o| o != i) {
+                continue;
+            }
+            let slot_run = &mut ctx.slots[i];
+            slot_run.seq += 1;
+            slot_run.last_sent = Some(now);
+            let event = Event {
+                seq: slot_run.seq,
+                ..master.clone()
+            };
+            call_sink(slot, errors, |sink| sink.event(&event, &ctx.state));
+        }
+    }
+
+    /// Samples counters (all, or those of one run and stage) and offers each change to
+    /// each sink through its throttle. A sample for a finishing stage is forced out.
+    fn sample(&mut self, now: Instant, only: Option<(&RunId, Option<&str>)>) {
+        let force = only.is_some();
+        let runs: Vec<RunId> = match only {
+            Some((run, _)) => vec![run.clone()],
+            None => self.runs.keys().cloned().collect(),
+        };
+        for run in runs {
+            let Some(ctx) = self.runs.get_mut(&run) else {
+                continue;
+            };
+            let counters: Vec<Arc<Counter>> = ctx
+                .counters
+                .iter()
+                .filter(|c| only.is_none_or(|(_, stage)| stage.is_none_or(|s| s == c.stage)))
+                .cloned()
+                .collect();
+            for counter in counters {
+                self.sample_counter(&run, &counter, now, force);
+            }
+        }
+    }
+
+    fn sample_counter(&mut self, run: &RunId, counter: &Counter, now: Instant, force: bool) {
+        let Some(ctx) = self.runs.get_mut(run) else {
+            return;
+        };
+        let done = counter.done.load(Ordering::Relaxed);
+        let total = counter.total();
+        let current = ctx.state.stages.iter().find(|s| s.name == counter.stage);
+        if current.is_some_and(|s| s.progress.done == done && s.progress.total == total && !force) {
+            return;
+        }
+        let ts = now_ts();
+        let started = counter.started_at.get().copied().unwrap_or(ts);
+        let mut progress = Progress {
+            stage: Some(counter.stage.clone()),
+            done,
+            total,
+            unit: counter.unit.get().cloned(),
+            percent: None,
+            rate: None,
+            eta_s: None,
+            elapsed_s: ts.seconds_since(started).max(0.0),
+        };
+        // Fold the raw count first, then send it annotated with what the state made
+        // of it: every sink and every later fold sees the same rate and ETA.
+        let master =
+            Draft::new(ts, progress.clone()).stamp(run.clone(), ctx.state.last_seq + 1, ts);
+        ctx.state.apply(&master);
+        ctx.last_event = now;
+        if let Some(stage) = ctx.state.stages.iter().find(|s| s.name == counter.stage) {
+            progress.percent = stage.progress.percent;
+            progress.rate = stage.progress.rate;
+            progress.eta_s = stage.progress.eta_s;
+        }
+        let errors = &self.sink_errors;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.alive {
+                continue;
+            }
+            let slot_run = &mut ctx.slots[i];
+            let throttle = slot_run.throttles.entry(counter.stage.clone()).or_default();
+            if !throttle.due(&slot.policy, now, done, total, progress.percent, force) {
+                continue;
+            }
+            throttle.sent(now, done, total, progress.percent);
+            slot_run.seq += 1;
+            slot_run.last_sent = Some(now);
+            let event = Draft::new(ts, progress.clone()).stamp(run.clone(), slot_run.seq, ts);
+            call_sink(slot, errors, |sink| sink.event(&event, &ctx.state));
+        }
+    }
+
+    /// Heartbeats: for runs whose heartbeat guard is up and that have been silent for
+    /// its interval, to every sink; and keep-alives for sinks that asked for them.
+    fn keepalive(&mut self, now: Instant) {
+        let mut due: Vec<(RunId, Option<usize>)> = Vec::new();
+        for (run, ctx) in &self.runs {
+            if let Some(every) = ctx.heartbeat {
+                if now.saturating_duration_since(ctx.last_event) >= every {
+                    due.push((run.clone(), None));
+                    continue;
+                }
+            }
+            for (i, slot) in self.slots.iter().enumerate() {
+                let Some(every) = slot.policy.keepalive else {
+                    continue;
+                };
+                let last = ctx.slots[i].last_sent.unwrap_or(ctx.started);
+                if slot.alive && now.saturating_duration_since(last) >= every {
+                    due.push((run.clone(), Some(i)));
+                }
+            }
+        }
+        for (run, only) in due {
+            let elapsed_s = self
+                .runs
+                .get(&run)
+                .map_or(0.0, |c| c.started.elapsed().as_secs_f64());
+            let note = self
+                .runs
+                .get(&run)
+                .and_then(|c| c.state.heartbeat_note.clone());
+            let draft = Draft::new(now_ts(), Heartbeat { elapsed_s, note });
+            self.deliver(&run, draft, only, now);
+        }
+    }
+
+    fn each_sink(&mut self, mut f: impl FnMut(&mut dyn Sink) -> std::io::Result<()>) {
+        for slot in &mut self.slots {
+            if slot.alive {
+                call_sink(slot, &self.sink_errors, &mut f);
+            }
+        }
+    }
+}
+
+/// Calls a sink, disabling it if it fails or panics.
+fn call_sink(
+    slot: &mut Slot,
+    errors: &AtomicU64,
+    f: impl FnOnce(&mut dyn Sink) -> std::io::Result<()>,
+) {
+    let sink = &mut *slot.sink;
+    let ok = matches!(catch_unwind(AssertUnwindSafe(|| f(sink))), Ok(Ok(())));
+    if !ok {
+        slot.alive = false;
+        errors.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,309 @@
+//! [`Progress`], the entry point, and how its output is chosen: [`Target`],
+//! [`ProgressMode`] and [`ProgressOptions`] (`--progress`, `HERALD_PROGRESS`, ...).
+
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dispatch::{Shared, Stats};
+use crate::handles::{Run, RunOptions};
+use crate::jsonl::JsonLines;
+use crate::memory::MemorySink;
+use crate::sink::Sink;
+use crate::terminal::TerminalSink;
+
+/// How often the background loop samples counters and redraws, with bars on screen.
+const BARS_INTERVAL: Duration = Duration::from_millis(50);
+/// The same without bars: only throttled ticks go out, so sampling can be slower.
+const QUIET_INTERVAL: Duration = Duration::from_millis(200);
+/// How long finishing a run (or exiting) waits for the sinks to take its last events.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Where progress goes: bars, JSON Lines, nothing, or a sink of your own.
+///
+/// Built with named constructors, as indicatif's `ProgressDrawTarget`.
+pub struct Target {
+    kind: TargetKind,
+}
+
+enum TargetKind {
+    Bars { color: bool },
+    Sink(Box<dyn Sink>),
+    Hidden,
+}
+
+impl Target {
+    /// Live bars on stderr, in color unless `NO_COLOR` is set.
+    pub fn stderr_bars() -> Target {
+        Target {
+            kind: TargetKind::Bars {
+                color: color_allowed(),
+            },
+        }
+    }
+
+    /// JSON Lines on stderr.
+    pub fn stderr_json() -> Target {
+        Target::json_writer(io::stderr())
+    }
+
+    /// JSON Lines appended to a file, created if missing.
+    pub fn json_file(path: &Path) -> io::Result<Target> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Target::json_writer(file))
+    }
+
+    /// JSON Lines on an open file descriptor the program inherited (`--progress-fd 3`).
+    pub fn json_fd(fd: u32) -> io::Result<Target> {
+        // Opening /dev/fd/N duplicates the descriptor without unsafe code; append mode
+        // keeps a regular file's existing content.
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("/dev/fd/{fd}"))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("file descriptor {fd} is not open for writing: {e}"),
+                )
+            })?;
+        Ok(Target::json_writer(file))
+    }
+
+    /// JSON Lines to any writer.
+    pub fn json_writer(out: impl Write + Send + 'static) -> Target {
+        Target::sink(JsonLines::new(out))
+    }
+
+    /// Into a [`MemorySink`], for tests.
+    pub fn memory(sink: &MemorySink) -> Target {
+        Target::sink(sink.clone())
+    }
+
+    /// Into a sink of your own.
+    pub fn sink(sink: impl Sink) -> Target {
+        Target {
+            kind: TargetKind::Sink(Box::new(sink)),
+        }
+    }
+
+    /// Nowhere: reporting costs next to nothing.
+    pub fn hidden() -> Target {
+        Target {
+            kind: TargetKind::Hidden,
+        }
+    }
+
+    fn into_sink(self) -> Option<Box<dyn Sink>> {
+        match self.kind {
+            TargetKind::Bars { color } => Some(Box::new(TerminalSink::stderr(color))),
+            TargetKind::Sink(sink) => Some(sink),
+            TargetKind::Hidden => None,
+        }
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            TargetKind::Bars { .. } => "bars",
+            TargetKind::Sink(_) => "sink",
+            TargetKind::Hidden => "hidden",
+        };
+        f.debug_struct("Target").field("kind", &kind).finish()
+    }
+}
+
+fn color_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// What to show on stderr: `--progress auto|bars|json|none` / `HERALD_PROGRESS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Bars when stderr is a terminal, JSON Lines when it is not.
+    #[default]
+    Auto,
+    /// Bars.
+    Bars,
+    /// JSON Lines.
+    Json,
+    /// Nothing on stderr (a `--progress-file` or `--progress-fd` is still written).
+    None,
+}
+
+impl FromStr for ProgressMode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<ProgressMode, ConfigError> {
+        match s {
+            "auto" => Ok(ProgressMode::Auto),
+            "bars" => Ok(ProgressMode::Bars),
+            "json" => Ok(ProgressMode::Json),
+            "none" => Ok(ProgressMode::None),
+            _ => Err(ConfigError::new(format!(
+                "invalid progress mode `{s}`: expected auto, bars, json or none"
+            ))),
+        }
+    }
+}
+
+/// The choices a user makes about progress output, from flags or the environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgressOptions {
+    /// What to show on stderr.
+    pub mode: ProgressMode,
+    /// Also write JSON Lines to this file (`--progress-file`, `HERALD_PROGRESS_FILE`).
+    pub file: Option<PathBuf>,
+    /// Also write JSON Lines to this inherited file descriptor (`--progress-fd`,
+    /// `HERALD_PROGRESS_FD`).
+    pub fd: Option<u32>,
+}
+
+impl ProgressOptions {
+    /// Reads `HERALD_PROGRESS`, `HERALD_PROGRESS_FILE` and `HERALD_PROGRESS_FD`.
+    pub fn from_env() -> Result<ProgressOptions, ConfigError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mode = match var("HERALD_PROGRESS") {
+            Some(v) => v
+                .parse()
+                .map_err(|e: ConfigError| ConfigError::new(format!("HERALD_PROGRESS: {e}")))?,
+            None => ProgressMode::Auto,
+        };
+        let fd = match var("HERALD_PROGRESS_FD") {
+            Some(v) => Some(v.parse().map_err(|_| {
+                ConfigError::new(format!(
+                    "HERALD_PROGRESS_FD: `{v}` is not a file descriptor number"
+                ))
+            })?),
+            None => None,
+        };
+        Ok(ProgressOptions {
+            mode,
+            file: var("HERALD_PROGRESS_FILE").map(PathBuf::from),
+            fd,
+        })
+    }
+
+    /// The targets these options mean, given whether stderr is a terminal.
+    pub fn targets(&self, stderr_is_terminal: bool) -> Result<Vec<Target>, ConfigError> {
+        let mut targets = Vec::new();
+        let explicit = self.file.is_some() || self.fd.is_some();
+        if let Some(path) = &self.file {
+            targets.push(Target::json_file(path).map_err(|e| {
+                ConfigError::new(format!("cannot open progress file {}: {e}", path.display()))
+            })?);
+        }
+        if let Some(fd) = self.fd {
+            targets.push(Target::json_fd(fd).map_err(|e| ConfigError::new(e.to_string()))?);
+        }
+        match self.mode {
+            ProgressMode::Bars => targets.push(Target::stderr_bars()),
+            ProgressMode::Auto if stderr_is_terminal => targets.push(Target::stderr_bars()),
+            ProgressMode::Auto | ProgressMode::Json if !explicit => {
+                targets.push(Target::stderr_json())
+            }
+            _ => {}
+        }
+        Ok(targets)
+    }
+}
+
+/// A bad progress setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    fn new(message: String) -> ConfigError {
+        ConfigError { message }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The reporter: owns the sinks and the background thread that feeds them, and starts
+/// runs. Cheap to clone; the background thread stops, after delivering what is queued,
+/// when the last clone and the last run handle are dropped.
+#[derive(Clone)]
+pub struct Progress {
+    shared: Arc<Shared>,
+}
+
+impl Progress {
+    /// Reports to `targets`.
+    pub fn new(targets: impl IntoIterator<Item = Target>) -> Progress {
+        let mut bars = false;
+        let sinks: Vec<Box<dyn Sink>> = targets
+            .into_iter()
+            .filter_map(|t| {
+                bars |= matches!(t.kind, TargetKind::Bars { .. });
+                t.into_sink()
+            })
+            .collect();
+        let interval = if bars { BARS_INTERVAL } else { QUIET_INTERVAL };
+        Progress {
+            shared: Shared::start(sinks, interval, FLUSH_DEADLINE),
+        }
+    }
+
+    /// Reports nowhere.
+    pub fn hidden() -> Progress {
+        Progress::new([Target::hidden()])
+    }
+
+    /// Reports as the environment says (`HERALD_PROGRESS`, `HERALD_PROGRESS_FILE`,
+    /// `HERALD_PROGRESS_FD`): bars on a terminal, JSON Lines when stderr is not one.
+    pub fn from_env() -> Result<Progress, ConfigError> {
+        Progress::from_options(&ProgressOptions::from_env()?)
+    }
+
+    /// Reports as `options` say.
+    pub fn from_options(options: &ProgressOptions) -> Result<Progress, ConfigError> {
+        Ok(Progress::new(options.targets(io::stderr().is_terminal())?))
+    }
+
+    /// Starts a run (`run.started`) with a generated id.
+    pub fn run(&self, name: &str) -> Run {
+        self.run_with(name, RunOptions::default())
+    }
+
+    /// Starts a run with options: an id of your own, a parent, a number of stages.
+    pub fn run_with(&self, name: &str, options: RunOptions) -> Run {
+        Run::start(self.shared.clone(), name, options)
+    }
+
+    /// Waits (up to a deadline) until every event reported so far has reached the sinks.
+    pub fn flush(&self) {
+        self.shared.flush();
+    }
+
+    /// What could not be delivered so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Progress")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Progress>();
+};
