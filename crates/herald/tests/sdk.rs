@@ -1,0 +1,11 @@
+//! Integration tests of the SDK: the handles' guarantees, the sinks' output, and the
+//! queue's behaviour when a sink is slow.
+
+#[path = "sdk/handles.rs"]
+mod handles;
+#[path = "sdk/jsonl.rs"]
+mod jsonl;
+#[path = "sdk/queue.rs"]
+mod queue;
+#[path = "sdk/util.rs"]
+mod util;

@@ -1,0 +1,224 @@
+//! The handles' guarantees: guards report `failed` when dropped unfinished, iterator
+//! adapters report items, and every event reaches the sink in order.
+
+use herald::protocol::{EventBody, RunStatus, StageStatus, StepOutcome, ToolOutcome};
+use herald::{LlmUsage, RunOptions};
+use serde_json::json;
+
+use crate::util::{milestones, only_state, recorder};
+
+#[test]
+fn a_successful_run_reports_every_milestone_in_order() {
+    let (progress, sink) = recorder();
+    let run = progress.run("job");
+    let fetch = run.stage("fetch").total(3).unit("docs");
+    for _ in fetch.iter(["a", "b", "c"]) {}
+    fetch.finish();
+    run.finish_with(&json!({"fetched": 3}));
+    drop(progress);
+
+    let events = sink.events();
+    assert_eq!(
+        milestones(&events),
+        [
+            "run.started",
+            "stage.started",
+            "item.started",
+            "item.finished",
+            "item.started",
+            "item.finished",
+            "item.started",
+            "item.finished",
+            "stage.finished",
+            "run.finished",
+        ]
+    );
+    // seq is dense from 1 on the stream the sink saw.
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+
+    let state = only_state(&sink);
+    assert_eq!(state.status, RunStatus::Succeeded);
+    assert_eq!(state.items.succeeded, 3);
+    assert_eq!(state.stages[0].progress.done, 3);
+    assert_eq!(state.stages[0].progress.total, Some(3));
+    assert_eq!(state.stages[0].progress.unit.as_deref(), Some("docs"));
+    assert_eq!(state.result, Some(json!({"fetched": 3})));
+}
+
+fn fallible(stage: &herald::Stage, fail_at: usize) -> Result<(), String> {
+    for (i, _) in stage.iter(0..5).enumerate() {
+        if i == fail_at {
+            return Err(format!("item {i} broke"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn an_early_return_reports_the_item_then_the_stage_then_the_run_failed() {
+    let (progress, sink) = recorder();
+    {
+        let run = progress.run("job");
+        let stage = run.stage("work").total(5);
+        let res = fallible(&stage, 2);
+        assert!(res.is_err());
+        // The stage and the run are dropped here without being finished.
+    }
+    drop(progress);
+
+    let events = sink.events();
+    let failed_item = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::ItemFinished(f) if f.status == StepOutcome::Failed => Some(f.clone()),
+            _ => None,
+        })
+        .expect("a failed item");
+    assert_eq!(failed_item.item, "3");
+    assert!(failed_item.error.unwrap().contains("dropped without finishing"));
+
+    let state = only_state(&sink);
+    assert_eq!(state.status, RunStatus::Failed);
+    assert_eq!(state.items.succeeded, 2);
+    assert_eq!(state.items.failed, 1);
+    assert_eq!(state.stages[0].status, StageStatus::Failed);
+    assert!(state.last_error.unwrap().message.contains("dropped without finishing"));
+}
+
+#[test]
+fn a_panic_reports_failed_with_the_reason() {
+    let (progress, sink) = recorder();
+    let run = progress.run("job");
+    let stage = run.stage("work");
+    let handle = std::thread::spawn(move || {
+        let _item = stage.item("x");
+        panic!("boom");
+    });
+    assert!(handle.join().is_err());
+    run.finish();
+    drop(progress);
+
+    let item = sink
+        .events()
+        .into_iter()
+        .find_map(|e| match e.body {
+            EventBody::ItemFinished(f) => Some(f),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(item.status, StepOutcome::Failed);
+    assert_eq!(item.error.as_deref(), Some("item panicked"));
+    let stage = only_state(&sink).stages.remove(0);
+    assert_eq!(stage.status, StageStatus::Failed);
+}
+
+#[test]
+fn tool_and_model_calls_report_their_outcomes() {
+    let (progress, sink) = recorder();
+    let run = progress.run("agent");
+    run.iteration(1);
+    let llm = run.llm_call(Some("sim"), Some("sim-1"));
+    llm.text("Hello");
+    llm.text(", world");
+    llm.finish(LlmUsage {
+        stop_reason: Some("tool_use".into()),
+        input_tokens: Some(10),
+        output_tokens: Some(3),
+    });
+    let ok = run.tool("search", Some(json!({"q": "x"})), Some("Searching the docs"));
+    ok.finish(Some(json!(["hit"])));
+    let dropped = run.tool("fetch", None, None);
+    drop(dropped);
+    run.preparing_response();
+    run.response("done", Some(1));
+    assert!(run.custom("deploy", serde_json::Map::new()));
+    assert!(!run.custom("Bad Name", serde_json::Map::new()));
+    run.finish();
+    drop(progress);
+
+    let state = only_state(&sink);
+    assert_eq!(state.text, "Hello, world");
+    assert_eq!(state.llm.output_tokens, 3);
+    assert_eq!(state.tools.succeeded, 1);
+    assert_eq!(state.tools.failed, 1);
+    assert_eq!(state.tools.done[0].feedback.as_deref(), Some("Searching the docs"));
+    assert_eq!(state.agent.response.as_deref(), Some("done"));
+    let statuses: Vec<ToolOutcome> = sink
+        .events()
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolFinished(t) => Some(t.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [ToolOutcome::Succeeded, ToolOutcome::Failed]);
+    assert!(milestones(&sink.events()).contains(&"custom.deploy".to_owned()));
+}
+
+#[test]
+fn child_runs_name_their_parent_and_ids_can_be_chosen() {
+    let (progress, sink) = recorder();
+    let id = "my-run.1".parse().unwrap();
+    let run = progress.run_with(
+        "parent",
+        RunOptions {
+            id: Some(id),
+            total_steps: Some(2),
+            ..RunOptions::default()
+        },
+    );
+    let child = run.child("sub-agent");
+    child.finish();
+    run.finish();
+    drop(progress);
+
+    let states = sink.states();
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[0].id.as_str(), "my-run.1");
+    assert_eq!(states[0].total_steps, Some(2));
+    assert_eq!(states[1].parent.as_ref().map(|p| p.as_str()), Some("my-run.1"));
+    assert!(states[1].id.as_str().starts_with("sub-agent-"));
+}
+
+#[test]
+fn counts_reach_the_sink_and_the_last_one_precedes_stage_finished() {
+    let (progress, sink) = recorder();
+    let run = progress.run("count");
+    let stage = run.stage("tick").total(1_000_000u64);
+    for _ in stage.wrap_iter(0..1_000_000) {}
+    stage.finish();
+    run.finish();
+    drop(progress);
+
+    let events = sink.events();
+    let finished_at = events
+        .iter()
+        .position(|e| e.event_type() == "stage.finished")
+        .unwrap();
+    let last_progress = events[..finished_at]
+        .iter()
+        .rev()
+        .find_map(|e| match &e.body {
+            EventBody::Progress(p) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("a progress event before stage.finished");
+    assert_eq!(last_progress.done, 1_000_000);
+    assert_eq!(last_progress.percent, Some(100.0));
+    // Ticks are throttled: far fewer progress events than units.
+    let ticks = events.iter().filter(|e| e.event_type() == "progress").count();
+    assert!(ticks <= 12, "{ticks} progress events for one stage");
+}
+
+#[test]
+fn a_hidden_reporter_accepts_everything_and_outputs_nothing() {
+    let progress = herald::Progress::hidden();
+    let run = progress.run("quiet");
+    let stage = run.stage("s").total(10);
+    for _ in stage.iter(0..10) {}
+    stage.finish();
+    run.error("nobody hears this");
+    run.finish();
+    assert_eq!(progress.stats(), herald::Stats::default());
+}
