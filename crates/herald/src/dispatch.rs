@@ -82,8 +82,8 @@ impl Counter {
 
 /// What the caller's threads send to the background loop.
 pub(crate) enum Msg {
-    /// An event of a run.
-    Event(RunId, Draft),
+    /// An event of a run (boxed: the queue holds many, and most are small).
+    Event(RunId, Box<Draft>),
     /// Start sampling this counter (sent just after its `stage.started`).
     Track(Arc<Counter>),
     /// Emit `heartbeat` for this run whenever it has been silent this long; `None`
@@ -341,7 +341,7 @@ impl Worker {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Event(run, draft) => self.event(run, draft),
+            Msg::Event(run, draft) => self.event(run, *draft),
             Msg::Track(counter) => {
                 let run = counter.run.clone();
                 self.ctx(&run).counters.push(counter);

@@ -55,7 +55,7 @@ impl RunInner {
             parent: self.parent.clone(),
             body,
         };
-        self.shared.push(Msg::Event(self.id.clone(), draft));
+        self.shared.push(Msg::Event(self.id.clone(), Box::new(draft)));
     }
 
     fn finish(&self, status: RunOutcome, result: Option<Value>, error: Option<String>) {
@@ -366,17 +366,15 @@ impl fmt::Debug for Run {
 /// Generates a run id: the name's safe characters, the UTC time, and random hex.
 fn generate_run_id(name: &str) -> RunId {
     use std::hash::{BuildHasher, Hasher};
-    let slug: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.truncate(40);
     let slug = slug.trim_matches('-');
     // RandomState is seeded from the OS per process; mixing in the time and a counter
     // makes ids unique across runs of one process too.

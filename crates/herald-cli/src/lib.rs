@@ -1,0 +1,66 @@
+//! The `herald` command line: argument parsing, resolution of what was typed into
+//! settings, and the commands themselves.
+//!
+//! # Layout
+//!
+//! - `args`: the clap structs; they only check what was typed (ripgrep's "low args").
+//! - `demo`: `herald demo`, a real three-stage job against a simulated model.
+//! - `sim`: the simulated model's latency and text.
+//!
+//! Exit codes: 0 success; 1 the job failed; 2 bad usage or settings (clap's own code
+//! for argument errors too); a broken pipe on stdout is not an error.
+
+#![deny(missing_docs)]
+
+pub mod args;
+mod demo;
+mod sim;
+
+use std::process::ExitCode;
+
+use args::{Cli, Command};
+
+/// Exit code: the command's job failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: the command was used wrongly.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs the command `cli` describes and maps its outcome to an exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let res = match cli.command {
+        Command::Demo(args) => demo::run(&cli.progress, &args),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("herald: {err:#}");
+            ExitCode::from(if err.is::<UsageError>() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            })
+        }
+    }
+}
+
+/// A mistake in what the user typed or set, as opposed to a failure of the work.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

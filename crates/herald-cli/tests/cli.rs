@@ -1,0 +1,6 @@
+//! Integration tests of the `herald` binary, run as a real process.
+
+#[path = "cli/demo.rs"]
+mod demo;
+#[path = "cli/util.rs"]
+mod util;
