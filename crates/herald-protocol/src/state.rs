@@ -771,8 +771,11 @@ impl RunState {
             }
             EventBody::LlmResponse(b) => {
                 self.llm.in_flight.retain(|c| c != &b.call_id);
-                self.llm.input_tokens += b.input_tokens.unwrap_or(0);
-                self.llm.output_tokens += b.output_tokens.unwrap_or(0);
+                // Saturating: a producer's token counts are any u64, and the fold must
+                // not panic (debug) or wrap (release) on their sum.
+                let (input, output) = (b.input_tokens.unwrap_or(0), b.output_tokens.unwrap_or(0));
+                self.llm.input_tokens = self.llm.input_tokens.saturating_add(input);
+                self.llm.output_tokens = self.llm.output_tokens.saturating_add(output);
             }
             EventBody::TextDelta(b) => {
                 self.text_bytes += b.text.len() as u64;

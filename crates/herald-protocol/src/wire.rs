@@ -267,9 +267,11 @@ struct Decoded {
 }
 
 fn decode(mut map: Map<String, Value>, mode: Mode) -> Result<Decoded, EventError> {
+    // `shift_remove`, not `remove`: with `preserve_order` the latter swaps the last
+    // field into the hole, which would scramble the order of a custom event's fields.
     let required = mode == Mode::Event;
 
-    match map.remove("v") {
+    match map.shift_remove("v") {
         None if required => return Err(EventError::missing("v")),
         None => {}
         Some(v) if v.as_u64() == Some(PROTOCOL_VERSION) => {}
@@ -284,14 +286,14 @@ fn decode(mut map: Map<String, Value>, mode: Mode) -> Result<Decoded, EventError
         }
     }
 
-    let event_type = match map.remove("event") {
+    let event_type = match map.shift_remove("event") {
         Some(Value::String(s)) => s,
         Some(_) => return Err(EventError::invalid("event", "`event` must be a string")),
         None => return Err(EventError::missing("event")),
     };
 
     let run = take_run_id(&mut map, "run", required)?;
-    let seq = match map.remove("seq") {
+    let seq = match map.shift_remove("seq") {
         None if required => return Err(EventError::missing("seq")),
         None => None,
         Some(v) => match v.as_u64() {
@@ -304,7 +306,7 @@ fn decode(mut map: Map<String, Value>, mode: Mode) -> Result<Decoded, EventError
             }
         },
     };
-    let ts = match map.remove("ts") {
+    let ts = match map.shift_remove("ts") {
         None if required => return Err(EventError::missing("ts")),
         None => None,
         Some(Value::String(s)) => Some(
@@ -313,7 +315,7 @@ fn decode(mut map: Map<String, Value>, mode: Mode) -> Result<Decoded, EventError
         ),
         Some(_) => return Err(EventError::invalid("ts", "`ts` must be an RFC 3339 string")),
     };
-    let id = match map.remove("id") {
+    let id = match map.shift_remove("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(check_event_id(s)?),
         Some(_) => return Err(EventError::invalid("id", "`id` must be a string")),
@@ -337,7 +339,7 @@ fn take_run_id(
     field: &str,
     required: bool,
 ) -> Result<Option<RunId>, EventError> {
-    match map.remove(field) {
+    match map.shift_remove(field) {
         None | Some(Value::Null) if required => Err(EventError::missing(field)),
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => RunId::new(s)

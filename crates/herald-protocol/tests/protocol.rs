@@ -1,0 +1,21 @@
+//! Integration tests of the protocol crate, one binary (as ripgrep's `tests/tests.rs`).
+//!
+//! # Layout
+//!
+//! - `util`: a fixed clock, run ids, and scripts of events written as JSON.
+//! - `wire`: every event type serializes to the exact JSON of SPEC section 3 and back.
+//! - `bad_input`: what the parser rejects, with the index, field and code it names.
+//! - `reducer`: `fold` and `RunState::at` on hand-written runs (SPEC section 4).
+//! - `props`: property tests over generated valid event streams.
+
+#[path = "protocol/util.rs"]
+mod util;
+
+#[path = "protocol/bad_input.rs"]
+mod bad_input;
+#[path = "protocol/props.rs"]
+mod props;
+#[path = "protocol/reducer.rs"]
+mod reducer;
+#[path = "protocol/wire.rs"]
+mod wire;

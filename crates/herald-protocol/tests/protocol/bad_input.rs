@@ -1,0 +1,603 @@
+//! Bad input: every mistake SPEC section 3 lists is rejected with a clear error that
+//! names the event's index, the field and an [`ErrorCode`], and a rejected batch yields
+//! nothing.
+//!
+//! Outcomes are written compactly as `"<index> <code> <field>"` (`-` for none), or
+//! `"ok <n>"` for a batch of `n` accepted events.
+
+use herald_protocol::{
+    BatchError, BatchFormat, MAX_EVENT_BYTES, MAX_EVENT_ID_LEN, MAX_RUN_ID_LEN, parse_batch,
+    parse_event,
+};
+
+use crate::util::{RUN, run_id};
+
+#[derive(Clone, Copy, Debug)]
+enum Input<'a> {
+    /// A batch posted as a JSON array.
+    Array(&'a str),
+    /// A batch posted as NDJSON.
+    Ndjson(&'a str),
+    /// One stored event, as on a JSON Lines stream.
+    Stored(&'a str),
+}
+
+/// Parses `input` and compares the outcome with `expected`; returns the error, if any,
+/// for checks of its wording.
+#[track_caller]
+fn check(input: Input<'_>, expected: &str) -> Option<BatchError> {
+    let run = run_id(RUN);
+    let res = match input {
+        Input::Array(body) => parse_batch(body, BatchFormat::JsonArray, &run).map(|d| d.len()),
+        Input::Ndjson(body) => parse_batch(body, BatchFormat::Ndjson, &run).map(|d| d.len()),
+        Input::Stored(text) => parse_event(text)
+            .map(|_| 1)
+            .map_err(|error| BatchError { index: None, error }),
+    };
+    let (actual, err) = match res {
+        Ok(n) => (format!("ok {n}"), None),
+        Err(e) => (
+            format!(
+                "{} {} {}",
+                e.index.map_or("-".to_owned(), |i| i.to_string()),
+                e.error.code.as_str(),
+                e.error.field.as_deref().unwrap_or("-"),
+            ),
+            Some(e),
+        ),
+    };
+    assert_eq!(actual, expected, "{input:?}");
+    if let Some(e) = &err {
+        // The wording names the index and the field, whatever the mistake.
+        let shown = e.to_string();
+        match e.index {
+            Some(i) => assert!(shown.starts_with(&format!("event {i}: ")), "{shown}"),
+            None => assert!(!shown.starts_with("event "), "{shown}"),
+        }
+        if let Some(field) = &e.error.field {
+            assert!(shown.contains(&format!("`{field}`")), "{shown}");
+        }
+        assert!(!shown.ends_with('.'), "no trailing period: {shown}");
+    }
+    err
+}
+
+const GOOD_1: &str = r#"{"event":"heartbeat","elapsed_s":1}"#;
+const GOOD_2: &str = r#"{"event":"log","level":"info","message":"ok"}"#;
+
+/// Checks `event` as the third of four events (index 2), in both framings;
+/// `expected` is `"<code> <field>"`, or `"ok"`.
+#[track_caller]
+fn check_third(event: &str, expected: &str) -> Option<BatchError> {
+    let (array_expected, ndjson_expected) = if expected == "ok" {
+        ("ok 4".to_owned(), "ok 4".to_owned())
+    } else {
+        (format!("2 {expected}"), format!("2 {expected}"))
+    };
+    let array = format!("[{GOOD_1}, {GOOD_2},\n {event}, {GOOD_1}]");
+    let ndjson = format!("{GOOD_1}\n{GOOD_2}\n{event}\n{GOOD_1}\n");
+    let from_array = check(Input::Array(&array), &array_expected);
+    let from_ndjson = check(Input::Ndjson(&ndjson), &ndjson_expected);
+    assert_eq!(from_array, from_ndjson, "both framings give the same error");
+    from_array
+}
+
+#[test]
+fn event_type() {
+    check_third(
+        r#"{"event":"progres","done":1,"elapsed_s":1}"#,
+        "unknown_event event",
+    );
+    check_third(
+        r#"{"event":"Progress","done":1,"elapsed_s":1}"#,
+        "unknown_event event",
+    );
+    check_third(r#"{"event":"","done":1}"#, "unknown_event event");
+    check_third(r#"{"done":1,"elapsed_s":1}"#, "missing_field event");
+    check_third(r#"{"event":5}"#, "invalid_field event");
+    check_third(r#"{"event":["progress"]}"#, "invalid_field event");
+    check_third(r#"{"event":null}"#, "invalid_field event");
+}
+
+#[test]
+fn custom_event_names() {
+    check_third(r#"{"event":"custom.Deploy","x":1}"#, "unknown_event event");
+    check_third(r#"{"event":"custom.","x":1}"#, "unknown_event event");
+    check_third(r#"{"event":"custom.de-ploy"}"#, "unknown_event event");
+    check_third(r#"{"event":"custom.a.b"}"#, "unknown_event event");
+    check_third(r#"{"event":"custom.déploy"}"#, "unknown_event event");
+    // A well-named custom event may carry any fields.
+    check_third(
+        r#"{"event":"custom.deploy_2","target":"eu","n":-1.5,"nested":{"a":[null,true]}}"#,
+        "ok",
+    );
+    check_third(r#"{"event":"custom.x"}"#, "ok");
+}
+
+#[test]
+fn missing_fields() {
+    check_third(
+        r#"{"event":"progress","elapsed_s":1}"#,
+        "missing_field done",
+    );
+    check_third(
+        r#"{"event":"progress","done":1}"#,
+        "missing_field elapsed_s",
+    );
+    check_third(
+        r#"{"event":"stage.started","total":3}"#,
+        "missing_field stage",
+    );
+    check_third(
+        r#"{"event":"stage.finished","stage":"a","elapsed_s":1}"#,
+        "missing_field status",
+    );
+    check_third(r#"{"event":"run.started"}"#, "missing_field name");
+    check_third(r#"{"event":"run.finished"}"#, "missing_field status");
+    check_third(r#"{"event":"run.stalled"}"#, "missing_field silent_for_s");
+    check_third(
+        r#"{"event":"tool.finished","tool":"search","status":"succeeded"}"#,
+        "missing_field call_id",
+    );
+    check_third(r#"{"event":"log","level":"info"}"#, "missing_field message");
+    check_third(
+        r#"{"event":"text.delta","call_id":"c"}"#,
+        "missing_field text",
+    );
+    check_third(
+        r#"{"event":"agent.history","messages":[{"content":"hi"}]}"#,
+        "missing_field messages[0].role",
+    );
+    check_third(
+        r#"{"event":"agent.history","messages":[{"role":"user","content":"hi"},{"role":"assistant"}]}"#,
+        "missing_field messages[1].content",
+    );
+}
+
+#[test]
+fn mistyped_fields() {
+    check_third(
+        r#"{"event":"progress","done":"x","elapsed_s":1}"#,
+        "invalid_field done",
+    );
+    check_third(
+        r#"{"event":"progress","done":1.5,"elapsed_s":1}"#,
+        "invalid_field done",
+    );
+    check_third(
+        r#"{"event":"progress","done":null,"elapsed_s":1}"#,
+        "invalid_field done",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"total":-1,"elapsed_s":1}"#,
+        "invalid_field total",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"elapsed_s":"1s"}"#,
+        "invalid_field elapsed_s",
+    );
+    check_third(
+        r#"{"event":"item.finished","item":"a","status":"weird"}"#,
+        "invalid_field status",
+    );
+    check_third(
+        r#"{"event":"run.finished","status":"done"}"#,
+        "invalid_field status",
+    );
+    check_third(
+        r#"{"event":"tool.finished","call_id":"c","tool":"t","status":"skipped"}"#,
+        "invalid_field status",
+    );
+    check_third(
+        r#"{"event":"log","level":"fatal","message":"x"}"#,
+        "invalid_field level",
+    );
+    check_third(
+        r#"{"event":"run.started","name":null}"#,
+        "invalid_field name",
+    );
+    check_third(
+        r#"{"event":"run.started","name":"a","meta":"x"}"#,
+        "invalid_field meta",
+    );
+    check_third(
+        r#"{"event":"run.started","name":"a","total_steps":2.5}"#,
+        "invalid_field total_steps",
+    );
+    check_third(
+        r#"{"event":"agent.history","messages":"x"}"#,
+        "invalid_field messages",
+    );
+    check_third(
+        r#"{"event":"agent.history","messages":[{"role":5,"content":"x"}]}"#,
+        "invalid_field messages[0].role",
+    );
+    check_third(
+        r#"{"event":"llm.response","call_id":"c","input_tokens":-3}"#,
+        "invalid_field input_tokens",
+    );
+}
+
+#[test]
+fn out_of_range_values() {
+    check_third(
+        r#"{"event":"progress","done":1,"percent":100.5,"elapsed_s":1}"#,
+        "invalid_field percent",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"percent":-1,"elapsed_s":1}"#,
+        "invalid_field percent",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"elapsed_s":-1}"#,
+        "invalid_field elapsed_s",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"rate":-0.5,"elapsed_s":1}"#,
+        "invalid_field rate",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"eta_s":-2,"elapsed_s":1}"#,
+        "invalid_field eta_s",
+    );
+    check_third(
+        r#"{"event":"progress","stage":"","done":1,"elapsed_s":1}"#,
+        "invalid_field stage",
+    );
+    check_third(
+        r#"{"event":"heartbeat","elapsed_s":-0.5}"#,
+        "invalid_field elapsed_s",
+    );
+    check_third(
+        r#"{"event":"run.stalled","silent_for_s":-60}"#,
+        "invalid_field silent_for_s",
+    );
+    check_third(
+        r#"{"event":"agent.iteration","iteration":0}"#,
+        "invalid_field iteration",
+    );
+    check_third(
+        r#"{"event":"stage.started","stage":""}"#,
+        "invalid_field stage",
+    );
+    check_third(
+        r#"{"event":"item.started","item":""}"#,
+        "invalid_field item",
+    );
+    check_third(
+        r#"{"event":"llm.request","call_id":""}"#,
+        "invalid_field call_id",
+    );
+    check_third(
+        r#"{"event":"tool.started","call_id":"c","tool":""}"#,
+        "invalid_field tool",
+    );
+    check_third(
+        r#"{"event":"tool.finished","call_id":"c","tool":"t","status":"failed","elapsed_s":-1}"#,
+        "invalid_field elapsed_s",
+    );
+    // The edges are fine.
+    check_third(
+        r#"{"event":"progress","done":18446744073709551615,"total":18446744073709551615,"percent":100,"elapsed_s":0}"#,
+        "ok",
+    );
+}
+
+#[test]
+fn run_ids_in_run_and_parent() {
+    let too_long = "x".repeat(MAX_RUN_ID_LEN + 1);
+    for field in ["run", "parent"] {
+        for (value, expected) in [
+            (r#""a b""#.to_owned(), "invalid_field"),
+            (r#""a/b""#.to_owned(), "invalid_field"),
+            (r#""é""#.to_owned(), "invalid_field"),
+            (r#""""#.to_owned(), "invalid_field"),
+            (r#""run-1\u0007""#.to_owned(), "invalid_field"),
+            (r#""run-1\n""#.to_owned(), "invalid_field"),
+            (format!(r#""{too_long}""#), "invalid_field"),
+            ("5".to_owned(), "invalid_field"),
+            (r#"["run-1"]"#.to_owned(), "invalid_field"),
+        ] {
+            let event = format!(r#"{{"event":"heartbeat","elapsed_s":1,"{field}":{value}}}"#);
+            check_third(&event, &format!("{expected} {field}"));
+        }
+    }
+    // The run of the path may be repeated; another run may not be named.
+    check_third(r#"{"event":"heartbeat","elapsed_s":1,"run":"run-1"}"#, "ok");
+    let err = check_third(
+        r#"{"event":"heartbeat","elapsed_s":1,"run":"run-2"}"#,
+        "invalid_field run",
+    )
+    .unwrap();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("run-2") && shown.contains("run-1"),
+        "{shown}"
+    );
+    // A parent is any valid run id, the longest included.
+    let longest = "P".repeat(MAX_RUN_ID_LEN);
+    check_third(
+        &format!(r#"{{"event":"heartbeat","elapsed_s":1,"parent":"{longest}"}}"#),
+        "ok",
+    );
+    check_third(
+        r#"{"event":"heartbeat","elapsed_s":1,"parent":"A.b_c:d-9"}"#,
+        "ok",
+    );
+}
+
+#[test]
+fn seq_ts_and_version() {
+    for seq in [
+        "0",
+        "-1",
+        "1.5",
+        "1.0",
+        r#""1""#,
+        "null",
+        "18446744073709551616",
+    ] {
+        check_third(
+            &format!(r#"{{"event":"heartbeat","elapsed_s":1,"seq":{seq}}}"#),
+            "invalid_field seq",
+        );
+    }
+    for ts in [
+        r#""yesterday""#,
+        r#""""#,
+        r#""2026-11-22""#,
+        r#""2026-11-22T01:07:00""#,
+        r#""2026-13-01T00:00:00Z""#,
+        r#""2026-11-22T25:07:00Z""#,
+        "1763773620",
+        "null",
+    ] {
+        check_third(
+            &format!(r#"{{"event":"heartbeat","elapsed_s":1,"ts":{ts}}}"#),
+            "invalid_field ts",
+        );
+    }
+    check_third(
+        r#"{"event":"heartbeat","elapsed_s":1,"ts":"2026-11-22T01:07:00.123+05:30"}"#,
+        "ok",
+    );
+    // RFC 3339 lets applications separate date and time by a space; chrono does.
+    check_third(
+        r#"{"event":"heartbeat","elapsed_s":1,"ts":"2026-11-22 01:07:00Z"}"#,
+        "ok",
+    );
+    for v in ["2", "0", r#""1""#, "1.5"] {
+        check_third(
+            &format!(r#"{{"v":{v},"event":"heartbeat","elapsed_s":1}}"#),
+            "unsupported_version v",
+        );
+    }
+    check_third(r#"{"v":1,"event":"heartbeat","elapsed_s":1}"#, "ok");
+}
+
+#[test]
+fn idempotency_ids() {
+    let longest = "k".repeat(MAX_EVENT_ID_LEN);
+    let too_long = "k".repeat(MAX_EVENT_ID_LEN + 1);
+    // The limit is in bytes: 64 two-byte characters fit, 65 do not.
+    let wide_fits = "é".repeat(MAX_EVENT_ID_LEN / 2);
+    let wide_too_long = "é".repeat(MAX_EVENT_ID_LEN / 2 + 1);
+    for (id, expected) in [
+        (r#""""#.to_owned(), "invalid_field id"),
+        (format!(r#""{too_long}""#), "invalid_field id"),
+        (format!(r#""{wide_too_long}""#), "invalid_field id"),
+        (r#""a\nb""#.to_owned(), "invalid_field id"),
+        (r#""a\u0000""#.to_owned(), "invalid_field id"),
+        (r#""\u007f""#.to_owned(), "invalid_field id"),
+        (r#""a\u009fb""#.to_owned(), "invalid_field id"),
+        ("5".to_owned(), "invalid_field id"),
+        (r#"{"k":1}"#.to_owned(), "invalid_field id"),
+        (format!(r#""{longest}""#), "ok"),
+        (format!(r#""{wide_fits}""#), "ok"),
+        (r#""ключ 🔑 with spaces/and:punct""#.to_owned(), "ok"),
+    ] {
+        check_third(
+            &format!(r#"{{"event":"heartbeat","elapsed_s":1,"id":{id}}}"#),
+            expected,
+        );
+    }
+}
+
+/// An event of exactly `len` bytes.
+fn log_event_of_len(len: usize) -> String {
+    let frame = r#"{"event":"log","level":"info","message":""}"#;
+    let event = format!(
+        r#"{{"event":"log","level":"info","message":"{}"}}"#,
+        "m".repeat(len - frame.len())
+    );
+    assert_eq!(event.len(), len);
+    event
+}
+
+#[test]
+fn event_size() {
+    check_third(&log_event_of_len(MAX_EVENT_BYTES), "ok");
+    check_third(&log_event_of_len(MAX_EVENT_BYTES + 1), "event_too_large -");
+    let err = check_third(&log_event_of_len(200_000), "event_too_large -").unwrap();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("200000") && shown.contains("65536"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_batch_as_a_whole() {
+    // Not an array.
+    check(Input::Array(GOOD_1), "- not_an_object -");
+    check(Input::Array(r#""events""#), "- not_an_object -");
+    check(Input::Array("null"), "- not_an_object -");
+    // Not JSON.
+    check(Input::Array(""), "- invalid_json -");
+    check(Input::Array("[{"), "- invalid_json -");
+    check(Input::Array("[1,]"), "- invalid_json -");
+    check(Input::Array(&format!("[{GOOD_1}] [")), "- invalid_json -");
+    // An array of things that are not events.
+    check(Input::Array(&format!("[{GOOD_1}, 1]")), "1 not_an_object -");
+    check(
+        Input::Array(&format!("[{GOOD_1}, []]")),
+        "1 not_an_object -",
+    );
+    check(
+        Input::Ndjson(&format!("{GOOD_1}\n[1]")),
+        "1 not_an_object -",
+    );
+    check(
+        Input::Ndjson(&format!("{GOOD_2}\n{GOOD_1}\nnot json")),
+        "2 invalid_json -",
+    );
+    check(
+        Input::Ndjson(&format!("{GOOD_2}\n{{\"event\":")),
+        "1 invalid_json -",
+    );
+    // Empty batches are fine.
+    check(Input::Array("[]"), "ok 0");
+    check(Input::Array(" [ ] \n"), "ok 0");
+    check(Input::Ndjson(""), "ok 0");
+    check(Input::Ndjson("\n\n"), "ok 0");
+    // CRLF line ends and blank lines in NDJSON.
+    check(
+        Input::Ndjson(&format!("{GOOD_1}\r\n\r\n{GOOD_2}\r\n")),
+        "ok 2",
+    );
+}
+
+#[test]
+fn the_first_bad_event_fails_the_whole_batch() {
+    let bad = r#"{"event":"progress","done":"x","elapsed_s":1}"#;
+    // A JSON array whose element 5 is bad, with another bad one after it.
+    let mut events = [GOOD_1; 8];
+    events[5] = bad;
+    events[7] = r#"{"event":"nope"}"#;
+    check(
+        Input::Array(&format!("[{}]", events.join(","))),
+        "5 invalid_field done",
+    );
+    // NDJSON with a bad line 3.
+    check(
+        Input::Ndjson(&format!("{GOOD_1}\n{GOOD_2}\n{bad}\n{GOOD_1}")),
+        "2 invalid_field done",
+    );
+    // The index counts events, not lines: blank lines are skipped.
+    check(
+        Input::Ndjson(&format!("{GOOD_1}\n\n{GOOD_2}\n   \n{bad}\n")),
+        "2 invalid_field done",
+    );
+}
+
+#[test]
+fn stored_events_need_their_whole_envelope() {
+    let ts = "2026-11-22T01:07:00.000000Z";
+    let full =
+        format!(r#"{{"v":1,"event":"heartbeat","run":"run-1","seq":3,"ts":"{ts}","elapsed_s":1}}"#);
+    check(Input::Stored(&full), "ok 1");
+    for (text, expected) in [
+        (full.replace(r#""v":1,"#, ""), "- missing_field v"),
+        (full.replace(r#""run":"run-1","#, ""), "- missing_field run"),
+        (full.replace(r#""seq":3,"#, ""), "- missing_field seq"),
+        (
+            full.replace(&format!(r#""ts":"{ts}","#), ""),
+            "- missing_field ts",
+        ),
+        (
+            full.replace(r#""v":1"#, r#""v":2"#),
+            "- unsupported_version v",
+        ),
+        (
+            full.replace(r#""seq":3"#, r#""seq":0"#),
+            "- invalid_field seq",
+        ),
+        (
+            full.replace(r#""seq":3"#, r#""seq":-3"#),
+            "- invalid_field seq",
+        ),
+        (
+            full.replace(r#""seq":3"#, r#""seq":3.5"#),
+            "- invalid_field seq",
+        ),
+        (
+            full.replace(r#""seq":3"#, r#""seq":"3""#),
+            "- invalid_field seq",
+        ),
+        (
+            full.replace(r#""run":"run-1""#, r#""run":null"#),
+            "- missing_field run",
+        ),
+        (
+            full.replace(r#""run":"run-1""#, r#""run":"r/1""#),
+            "- invalid_field run",
+        ),
+        (full.replace(ts, "2026-11-22T01:07Z"), "- invalid_field ts"),
+        (
+            full.replace(r#""elapsed_s":1"#, r#""elapsed_s":"1""#),
+            "- invalid_field elapsed_s",
+        ),
+        (
+            full.replace("heartbeat", "heart.beat"),
+            "- unknown_event event",
+        ),
+        ("[]".to_owned(), "- not_an_object -"),
+        ("{".to_owned(), "- invalid_json -"),
+        (log_event_of_len(MAX_EVENT_BYTES + 1), "- event_too_large -"),
+    ] {
+        check(Input::Stored(&text), expected);
+    }
+}
+
+#[test]
+fn errors_read_well() {
+    let err = check_third(
+        r#"{"event":"progress","elapsed_s":1}"#,
+        "missing_field done",
+    )
+    .unwrap();
+    assert_eq!(err.to_string(), "event 2: `progress` needs field `done`");
+    let err = check_third(
+        r#"{"event":"progress","done":"x","elapsed_s":1}"#,
+        "invalid_field done",
+    )
+    .unwrap();
+    assert_eq!(
+        err.to_string(),
+        r#"event 2: `progress` field `done`: invalid type: string "x", expected u64"#
+    );
+    let err = check_third(
+        r#"{"event":"agent.history","messages":[{"content":"hi"}]}"#,
+        "missing_field messages[0].role",
+    )
+    .unwrap();
+    assert!(err.to_string().contains("`messages[0].role`"), "{err}");
+    let err = check_third(
+        r#"{"event":"item.finished","item":"a","status":"weird"}"#,
+        "invalid_field status",
+    )
+    .unwrap();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("`weird`") && shown.contains("succeeded"),
+        "{shown}"
+    );
+    let err = check_third(r#"{"event":"progres"}"#, "unknown_event event").unwrap();
+    assert!(err.to_string().contains("`progres`"), "{err}");
+    let err = check_third(
+        r#"{"event":"heartbeat","elapsed_s":1,"seq":0}"#,
+        "invalid_field seq",
+    )
+    .unwrap();
+    assert!(err.to_string().contains("from 1"), "{err}");
+    // serde_json's " at line L column C" says nothing about a field; it is left out.
+    let err = check_third(
+        r#"{"event":"log","level":"fatal","message":"x"}"#,
+        "invalid_field level",
+    )
+    .unwrap();
+    assert!(!err.to_string().contains(" at line "), "{err}");
+    // A batch that is not an array says what it should be.
+    let err = check(Input::Array(GOOD_1), "- not_an_object -").unwrap();
+    assert!(err.to_string().contains("JSON array"), "{err}");
+}
