@@ -277,19 +277,10 @@ fn summarize(run: &Run, settings: &Settings, docs: &[Doc]) -> Vec<String> {
             .collect();
         let call = run.llm_call(Some("simulated"), Some("sim-large"));
         sim.wait_first_token();
-        let mut text = String::new();
         let first = batch.first().map_or(0, |d| d.id);
         let last = batch.last().map_or(0, |d| d.id);
-        let head = format!("Docs {first}-{last}: ");
-        call.text(&head);
-        text.push_str(&head);
-        for token in sim.tokens(30) {
-            sim.wait_token();
-            call.text(&token);
-            text.push_str(&token);
-        }
-        call.text(".\n");
-        text.push('.');
+        let text = format!("Docs {first}-{last}: {}.\n", sim.findings(2));
+        stream(&call, &mut sim, &text);
         call.finish(LlmUsage {
             stop_reason: Some("end_turn".into()),
             input_tokens: Some(4_000),
@@ -298,7 +289,7 @@ fn summarize(run: &Run, settings: &Settings, docs: &[Doc]) -> Vec<String> {
         for item in items {
             item.finish();
         }
-        summaries.push(text);
+        summaries.push(text.trim_end().to_owned());
     }
     stage.finish();
     summaries
@@ -362,14 +353,11 @@ fn write_report(run: &Run, settings: &Settings, docs: &[Doc], summaries: &[Strin
     run.preparing_response();
     let call = run.llm_call(Some("simulated"), Some("sim-large"));
     sim.wait_first_token();
-    let mut report = format!("{labelled} documents labelled; {hits} summaries mention risks. ");
-    call.text(&report);
-    for token in sim.tokens(40) {
-        sim.wait_token();
-        call.text(&token);
-        report.push_str(&token);
-    }
-    report.push('.');
+    let report = format!(
+        "{labelled} documents labelled; {hits} summaries mention risks. Most urgent: {}.",
+        sim.findings(3)
+    );
+    stream(&call, &mut sim, &report);
     call.finish(LlmUsage {
         stop_reason: Some("end_turn".into()),
         input_tokens: Some(6_500),
@@ -379,6 +367,14 @@ fn write_report(run: &Run, settings: &Settings, docs: &[Doc], summaries: &[Strin
     stage.inc(1);
     stage.finish();
     report
+}
+
+/// Streams `text` word by word as the model's tokens, at the model's pace.
+fn stream(call: &herald::LlmCall, sim: &mut Sim, text: &str) {
+    for token in text.split_inclusive(' ') {
+        sim.wait_token();
+        call.text(token);
+    }
 }
 
 fn print_result(result: &Value, as_json: bool) -> anyhow::Result<()> {

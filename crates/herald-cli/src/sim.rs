@@ -24,35 +24,15 @@ const SUBJECTS: &[&str] = &[
     "travel policy",
     "roadmap",
 ];
-const WORDS: &[&str] = &[
-    "the",
-    "team",
-    "agreed",
-    "to",
-    "review",
-    "costs",
-    "before",
-    "renewal",
-    "risks",
-    "include",
-    "late",
-    "delivery",
-    "and",
-    "unclear",
-    "ownership",
-    "next",
-    "steps",
-    "are",
-    "a",
-    "budget",
-    "owner",
-    "by",
-    "friday",
-    "with",
-    "follow-up",
-    "on",
-    "open",
-    "items",
+const FINDINGS: &[&str] = &[
+    "late delivery on two supplier contracts",
+    "unclear ownership of open action items",
+    "renewal costs up 12% with no budget owner",
+    "a data retention clause that conflicts with policy",
+    "an unsigned amendment to the master agreement",
+    "invoices paid twice in March",
+    "a security finding still open after 90 days",
+    "travel spend above plan in one team",
 ];
 
 /// One source of simulated latency and text; each worker thread has its own.
@@ -108,18 +88,13 @@ impl Sim {
         LABELS.choose(&mut self.rng).expect("labels are not empty")
     }
 
-    /// Some tokens of plausible text.
-    pub(crate) fn tokens(&mut self, n: usize) -> Vec<String> {
-        (0..n)
-            .map(|i| {
-                let word = WORDS.choose(&mut self.rng).expect("words are not empty");
-                if i == 0 {
-                    (*word).to_owned()
-                } else {
-                    format!(" {word}")
-                }
-            })
-            .collect()
+    /// A sentence of `n` findings, as a model might write it.
+    pub(crate) fn findings(&mut self, n: usize) -> String {
+        let picked: Vec<&str> = FINDINGS
+            .choose_multiple(&mut self.rng, n)
+            .copied()
+            .collect();
+        picked.join("; ")
     }
 
     /// A document's title.

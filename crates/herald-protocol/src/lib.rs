@@ -39,9 +39,9 @@ pub use pattern::{InvalidTypeFilter, TypeFilter};
 pub use schema::event_schema;
 pub use state::{
     AgentState, Counter, ErrorInfo, ItemCounts, ItemFailure, ItemState, LlmState, LogLine,
-    MAX_LISTED_FAILURES, MAX_LISTED_ITEMS, MAX_LISTED_LOGS, MAX_LISTED_TOOLS, MAX_TEXT_BYTES,
-    MAX_VALUE_BYTES, RunState, RunStatus, StageState, StageStatus, ToolCall, ToolCallStatus,
-    ToolsState, fold,
+    MAX_LISTED_FAILURES, MAX_LISTED_ITEMS, MAX_LISTED_LOGS, MAX_LISTED_TOOLS, MAX_STAGES,
+    MAX_TEXT_BYTES, MAX_VALUE_BYTES, RunState, RunStatus, StageState, StageStatus, ToolCall,
+    ToolCallStatus, ToolsState, fold,
 };
 pub use wire::{
     BatchError, BatchFormat, ErrorCode, EventError, MAX_EVENT_BYTES, MAX_EVENT_ID_LEN, parse_batch,

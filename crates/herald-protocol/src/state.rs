@@ -15,6 +15,8 @@ use crate::eta::EtaEstimator;
 use crate::event::{Event, EventBody, LogLevel, RunOutcome, StepOutcome, ToolOutcome};
 use crate::ids::{RunId, Timestamp};
 
+/// Stages kept in [`RunState::stages`]; past it, the oldest finished stage is dropped.
+pub const MAX_STAGES: usize = 256;
 /// Tail of the streamed text kept in the state, in bytes.
 pub const MAX_TEXT_BYTES: usize = 8 * 1024;
 /// Items kept in [`RunState::running_items`]; more are counted but not listed.
@@ -621,6 +623,11 @@ impl RunState {
                 stage.status = StageStatus::Running;
                 stage.finished_at = None;
                 stage.progress.set_total(b.total);
+                // Counting starts at zero when the stage starts, so that two finished
+                // units are enough for a first estimate.
+                if stage.progress.updated_at.is_none() {
+                    stage.recount(ts);
+                }
             }
             EventBody::StageFinished(b) => {
                 let stage = self.stage_mut(&b.stage, ts);
@@ -676,6 +683,10 @@ impl RunState {
                 }
                 if b.eta_s.is_some() {
                     counter.eta_s = b.eta_s;
+                }
+                // A producer that knows only how far along it is, not of how much.
+                if counter.total.is_none() && b.percent.is_some() {
+                    counter.percent = b.percent;
                 }
             }
             EventBody::ItemStarted(b) => {
@@ -928,6 +939,16 @@ impl RunState {
         match self.stages.iter().position(|s| s.name == name) {
             Some(pos) => &mut self.stages[pos],
             None => {
+                // Keep the state bounded: past the limit, the oldest finished stage
+                // makes room (a run with that many stages is showing its latest).
+                if self.stages.len() >= MAX_STAGES {
+                    let pos = self
+                        .stages
+                        .iter()
+                        .position(|s| s.status != StageStatus::Running)
+                        .unwrap_or(0);
+                    self.stages.remove(pos);
+                }
                 self.stages.push(StageState::new(name, ts));
                 self.stages.last_mut().expect("just pushed")
             }

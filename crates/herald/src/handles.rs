@@ -21,6 +21,11 @@ use serde_json::{Map, Value};
 
 use crate::dispatch::{Counter, Msg, Shared, lock, now_ts};
 
+/// A duration in seconds, to the microsecond: the precision of the protocol's times.
+fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
 /// Why a handle reports `failed` when dropped unfinished.
 fn drop_reason() -> String {
     if std::thread::panicking() {
@@ -55,7 +60,8 @@ impl RunInner {
             parent: self.parent.clone(),
             body,
         };
-        self.shared.push(Msg::Event(self.id.clone(), Box::new(draft)));
+        self.shared
+            .push(Msg::Event(self.id.clone(), Box::new(draft)));
     }
 
     fn finish(&self, status: RunOutcome, result: Option<Value>, error: Option<String>) {
@@ -195,7 +201,7 @@ impl Run {
     /// ones.
     pub fn heartbeat(&self, note: Option<&str>) {
         self.inner.emit(herald_protocol::Heartbeat {
-            elapsed_s: self.elapsed().as_secs_f64(),
+            elapsed_s: seconds(self.elapsed()),
             note: note.map(str::to_owned),
         });
     }
@@ -418,7 +424,7 @@ impl StageInner {
         if self.finished.swap(true, Ordering::AcqRel) {
             return;
         }
-        let elapsed_s = lock(&self.started).map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let elapsed_s = lock(&self.started).map_or(0.0, |t| seconds(t.elapsed()));
         self.run.emit(StageFinished {
             stage: self.counter.stage.clone(),
             status,
@@ -627,7 +633,7 @@ impl Item {
             stage: Some(stage.counter.stage.clone()),
             status,
             error,
-            elapsed_s: Some(self.started.elapsed().as_secs_f64()),
+            elapsed_s: Some(seconds(self.started.elapsed())),
         });
     }
 }
@@ -736,7 +742,7 @@ impl ToolCall {
             status,
             output,
             error,
-            elapsed_s: Some(self.started.elapsed().as_secs_f64()),
+            elapsed_s: Some(seconds(self.started.elapsed())),
         });
     }
 }
@@ -801,7 +807,7 @@ impl LlmCall {
             stop_reason: usage.stop_reason,
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
-            elapsed_s: Some(self.started.elapsed().as_secs_f64()),
+            elapsed_s: Some(seconds(self.started.elapsed())),
         });
     }
 }
