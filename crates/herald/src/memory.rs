@@ -38,6 +38,14 @@ impl MemorySink {
         }
     }
 
+    /// An empty record with a throttle of your choice (e.g. a short keep-alive).
+    pub fn with_policy(policy: SinkPolicy) -> MemorySink {
+        MemorySink {
+            policy: Some(policy),
+            ..MemorySink::default()
+        }
+    }
+
     /// The events received so far, in order.
     pub fn events(&self) -> Vec<Event> {
         lock(&self.record).events.clone()

@@ -207,3 +207,37 @@ fn bad_arguments_get_a_clear_message_and_exit_code_2() {
     );
     check_usage_error(&["nonsense"], None, "unrecognized subcommand");
 }
+
+#[test]
+fn progress_fd_writes_json_lines_to_an_inherited_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fd3.jsonl");
+    // The shell opens descriptor 3 on the file and hands it to herald.
+    let script = format!(
+        "exec 3>'{}'; exec '{}' demo --items 3 --speed 200 --progress none --progress-fd 3",
+        file.display(),
+        env!("CARGO_BIN_EXE_herald")
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty());
+    let events = events(&std::fs::read(&file).unwrap());
+    assert_eq!(events.first().unwrap().event_type(), "run.started");
+    assert_eq!(events.last().unwrap().event_type(), "run.finished");
+
+    let out = run(&["demo", "--items", "1", "--progress-fd", "97"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("file descriptor 97 is not open"),
+        "{stderr}"
+    );
+}

@@ -76,14 +76,25 @@ fn an_early_return_reports_the_item_then_the_stage_then_the_run_failed() {
         })
         .expect("a failed item");
     assert_eq!(failed_item.item, "3");
-    assert!(failed_item.error.unwrap().contains("dropped without finishing"));
+    assert!(
+        failed_item
+            .error
+            .unwrap()
+            .contains("dropped without finishing")
+    );
 
     let state = only_state(&sink);
     assert_eq!(state.status, RunStatus::Failed);
     assert_eq!(state.items.succeeded, 2);
     assert_eq!(state.items.failed, 1);
     assert_eq!(state.stages[0].status, StageStatus::Failed);
-    assert!(state.last_error.unwrap().message.contains("dropped without finishing"));
+    assert!(
+        state
+            .last_error
+            .unwrap()
+            .message
+            .contains("dropped without finishing")
+    );
 }
 
 #[test]
@@ -126,7 +137,11 @@ fn tool_and_model_calls_report_their_outcomes() {
         input_tokens: Some(10),
         output_tokens: Some(3),
     });
-    let ok = run.tool("search", Some(json!({"q": "x"})), Some("Searching the docs"));
+    let ok = run.tool(
+        "search",
+        Some(json!({"q": "x"})),
+        Some("Searching the docs"),
+    );
     ok.finish(Some(json!(["hit"])));
     let dropped = run.tool("fetch", None, None);
     drop(dropped);
@@ -142,7 +157,10 @@ fn tool_and_model_calls_report_their_outcomes() {
     assert_eq!(state.llm.output_tokens, 3);
     assert_eq!(state.tools.succeeded, 1);
     assert_eq!(state.tools.failed, 1);
-    assert_eq!(state.tools.done[0].feedback.as_deref(), Some("Searching the docs"));
+    assert_eq!(
+        state.tools.done[0].feedback.as_deref(),
+        Some("Searching the docs")
+    );
     assert_eq!(state.agent.response.as_deref(), Some("done"));
     let statuses: Vec<ToolOutcome> = sink
         .events()
@@ -177,7 +195,10 @@ fn child_runs_name_their_parent_and_ids_can_be_chosen() {
     assert_eq!(states.len(), 2);
     assert_eq!(states[0].id.as_str(), "my-run.1");
     assert_eq!(states[0].total_steps, Some(2));
-    assert_eq!(states[1].parent.as_ref().map(|p| p.as_str()), Some("my-run.1"));
+    assert_eq!(
+        states[1].parent.as_ref().map(|p| p.as_str()),
+        Some("my-run.1")
+    );
     assert!(states[1].id.as_str().starts_with("sub-agent-"));
 }
 
@@ -207,7 +228,10 @@ fn counts_reach_the_sink_and_the_last_one_precedes_stage_finished() {
     assert_eq!(last_progress.done, 1_000_000);
     assert_eq!(last_progress.percent, Some(100.0));
     // Ticks are throttled: far fewer progress events than units.
-    let ticks = events.iter().filter(|e| e.event_type() == "progress").count();
+    let ticks = events
+        .iter()
+        .filter(|e| e.event_type() == "progress")
+        .count();
     assert!(ticks <= 12, "{ticks} progress events for one stage");
 }
 
@@ -221,4 +245,58 @@ fn a_hidden_reporter_accepts_everything_and_outputs_nothing() {
     run.error("nobody hears this");
     run.finish();
     assert_eq!(progress.stats(), herald::Stats::default());
+}
+
+/// Waits until `sink` has `n` events of type `event_type` and returns the `n`th, or
+/// fails after a deadline.
+#[track_caller]
+fn wait_for(sink: &herald::MemorySink, event_type: &str, n: usize) -> herald::protocol::Event {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found: Vec<_> = sink
+            .events()
+            .into_iter()
+            .filter(|e| e.event_type() == event_type)
+            .collect();
+        if found.len() >= n {
+            return found[n - 1].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {n} {event_type} within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_heartbeat_guard_speaks_while_the_run_is_silent() {
+    let (progress, sink) = recorder();
+    let run = progress.run("quiet-work");
+    run.heartbeat(Some("indexing"));
+    let guard = run.heartbeat_every(std::time::Duration::from_millis(100));
+    // The first heartbeat is the explicit one; the next comes from the guard alone,
+    // repeating the last note.
+    let beat = wait_for(&sink, "heartbeat", 2);
+    let EventBody::Heartbeat(b) = beat.body else {
+        unreachable!()
+    };
+    assert_eq!(b.note.as_deref(), Some("indexing"));
+    assert!(b.elapsed_s >= 0.1, "{}", b.elapsed_s);
+    drop(guard);
+    run.finish();
+}
+
+#[test]
+fn a_sink_with_a_keepalive_hears_from_a_silent_run() {
+    let policy = herald::SinkPolicy {
+        keepalive: Some(std::time::Duration::from_millis(100)),
+        ..herald::SinkPolicy::default()
+    };
+    let sink = herald::MemorySink::with_policy(policy);
+    let progress = herald::Progress::new([herald::Target::memory(&sink)]);
+    let run = progress.run("silent");
+    let beat = wait_for(&sink, "heartbeat", 1);
+    assert_eq!(&beat.run, run.id());
+    run.finish();
 }
