@@ -1,10 +1,21 @@
 //! herald's rate and ETA estimator (SPEC section 4).
 //!
-//! The rate is smoothed over *time*, not over updates: each observation's units and
-//! seconds enter two exponentially decaying sums whose weights fall by `exp(-dt/tau)`,
-//! and the rate is their ratio. A burst of completions in a few milliseconds therefore
-//! adds units but almost no time, and cannot swing the estimate by itself, while a
-//! lasting slow-down shifts it within a few `tau`.
+//! The rate is smoothed over *time*, not over updates: each completion's units and the
+//! seconds since the previous one enter two sums that decay by `exp(-dt/tau)`, and the
+//! rate is their ratio. Three choices make it follow the pace of the work and nothing
+//! else (their effect is measured in BENCHMARKS.md, "ETA quality on recorded traces"):
+//!
+//! - `tau` grows with the run (a fifth of the working time so far, up to 10 minutes),
+//!   so the estimate is as steady as the run allows early on and still follows a
+//!   slow-down that lasts.
+//! - `tau` spans at least 15 *typical gaps*, where the typical gap is the time-weighted
+//!   mean gap between completions (`sum(gap^2) / sum(gap)`, which the near-zero gaps
+//!   inside a burst do not shrink). The window thus always holds many completions, or
+//!   many bursts when work lands in bursts: one burst is a small share of it and
+//!   cannot swing the rate.
+//! - A gap longer than 6 typical gaps (once the history spans 15 of them) is a
+//!   silence, not a pace: it counts as 6 typical gaps of work. Without this, one stall would erase the history and leave a rate of
+//!   one unit per stall after it; with it, the run resumes at its old pace.
 //!
 //! The ETA is unknown (`None`, never 0) until at least two units are done. During a
 //! silence it counts down from the last estimate and never grows: a run that stops
@@ -15,21 +26,27 @@
 pub struct EtaConfig {
     /// Units that must be done before there is an estimate.
     pub min_done: u64,
-    /// The smoothing time constant, in seconds, is this fraction of the elapsed time...
+    /// The smoothing time constant is this fraction of the working time so far...
     pub tau_fraction: f64,
-    /// ... but at least this many seconds...
-    pub tau_min_s: f64,
-    /// ... and at most this many.
+    /// ... capped at this many seconds, so that a long run still follows a slow-down
+    /// within minutes...
     pub tau_max_s: f64,
+    /// ... but never shorter than this many typical gaps between completions, so that
+    /// the window always spans enough of them (and a burst is a small part of it).
+    pub tau_gaps: f64,
+    /// A gap longer than this many typical gaps is a silence: it counts as this many
+    /// typical gaps of work, not as a slower pace.
+    pub silence_gaps: f64,
 }
 
 impl Default for EtaConfig {
     fn default() -> EtaConfig {
         EtaConfig {
             min_done: 2,
-            tau_fraction: 0.25,
-            tau_min_s: 2.0,
-            tau_max_s: 30.0,
+            tau_fraction: 0.2,
+            tau_max_s: 600.0,
+            tau_gaps: 15.0,
+            silence_gaps: 6.0,
         }
     }
 }
@@ -37,7 +54,8 @@ impl Default for EtaConfig {
 /// Estimates the rate of a counter and the time left until it reaches its total.
 ///
 /// Times are seconds from any fixed origin (usually the start of the stage); the
-/// estimator takes them as arguments and reads no clock.
+/// estimator takes them as arguments and reads no clock. The first observation is
+/// where counting starts: its count is not a completion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EtaEstimator {
     config: EtaConfig,
@@ -45,9 +63,13 @@ pub struct EtaEstimator {
     origin: Option<(f64, u64)>,
     /// Time and count of the last observation that changed the count.
     last: Option<(f64, u64)>,
-    /// Decayed sums of units done and of seconds spent.
+    /// Seconds of work since the origin: elapsed time with silences cut short.
+    worked: f64,
+    /// Decayed sums of units done and of seconds worked.
     units: f64,
     seconds: f64,
+    /// Decayed sum of squared gaps; with `seconds`, the typical gap.
+    gaps_sq: f64,
 }
 
 impl Default for EtaEstimator {
@@ -63,9 +85,19 @@ impl EtaEstimator {
             config,
             origin: None,
             last: None,
+            worked: 0.0,
             units: 0.0,
             seconds: 0.0,
+            gaps_sq: 0.0,
         }
+    }
+
+    /// The gap between completions that a random instant falls in, on average: the
+    /// time-weighted mean gap, `sum(gap^2) / sum(gap)`. Unlike the mean gap it is not
+    /// shrunk by the near-zero gaps inside a burst, so it measures how long the counter
+    /// usually sits still: a second for a steady 1/s, the burst period for bursts.
+    fn typical_gap(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| self.gaps_sq / self.seconds)
     }
 
     /// Records that `done` units were done at time `t` (seconds).
@@ -73,12 +105,9 @@ impl EtaEstimator {
     /// Observations that go back in time are ignored; a count that goes down restarts
     /// the estimate, since the work was reset.
     pub fn observe(&mut self, t: f64, done: u64) {
-        let Some((origin_t, _)) = self.origin else {
+        let Some((last_t, last_done)) = self.last else {
             self.origin = Some((t, done));
             self.last = Some((t, done));
-            return;
-        };
-        let Some((last_t, last_done)) = self.last else {
             return;
         };
         if t < last_t {
@@ -95,13 +124,31 @@ impl EtaEstimator {
             // estimate was asked for in between.
             return;
         }
-        let dt = t - last_t;
+        let mut dt = t - last_t;
+        let typical = self.typical_gap();
+        // A silence (a stuck call, a rate limit, a laptop asleep) says nothing about
+        // the pace of the work; the run shows `stalled` while it lasts. Gaps are
+        // judged so only once the history spans a window's worth of typical gaps, so
+        // that a few near-simultaneous first units cannot make every later gap look
+        // like a silence.
+        let established = typical.filter(|&g| self.worked >= self.config.tau_gaps * g);
+        if let Some(typical) = established {
+            dt = dt.min(self.config.silence_gaps * typical);
+        }
+        self.worked += dt;
+        let tau = (self.worked * self.config.tau_fraction)
+            .min(self.config.tau_max_s)
+            .max(self.config.tau_gaps * typical.unwrap_or(dt));
+        // Units that land at the same instant as the last ones decay nothing.
+        let decay = if dt > 0.0 && tau > 0.0 {
+            (-dt / tau).exp()
+        } else {
+            1.0
+        };
         let dd = (done - last_done) as f64;
-        let tau = ((t - origin_t) * self.config.tau_fraction)
-            .clamp(self.config.tau_min_s, self.config.tau_max_s);
-        let decay = (-dt / tau).exp();
         self.units = self.units * decay + dd;
         self.seconds = self.seconds * decay + dt;
+        self.gaps_sq = self.gaps_sq * decay + dt * dt;
         self.last = Some((t, done));
     }
 
@@ -162,12 +209,73 @@ mod tests {
             e.observe(i as f64, i);
         }
         let before = e.rate().unwrap();
-        // Five units land within a millisecond.
+        // Five units land within a millisecond: a quarter of all the work so far, yet
+        // only one event in a window of 15 typical gaps.
         for k in 1..=5u64 {
             e.observe(20.0 + k as f64 * 0.0002, 20 + k);
         }
         let after = e.rate().unwrap();
         assert!(after / before < 1.5, "rate {before} -> {after}");
+    }
+
+    #[test]
+    fn a_slow_down_is_followed() {
+        let mut e = EtaEstimator::default();
+        for i in 0..=100u64 {
+            e.observe(i as f64, i);
+        }
+        // Three times slower from now on: within a minute of the new pace (a fifth of
+        // the run so far is 20 s), the rate is most of the way there.
+        for i in 1..=20u64 {
+            e.observe(100.0 + 3.0 * i as f64, 100 + i);
+        }
+        let rate = e.rate().unwrap();
+        assert!((1.0 / 3.0..0.5).contains(&rate), "rate {rate}");
+    }
+
+    #[test]
+    fn a_silence_is_not_a_pace() {
+        let mut e = EtaEstimator::default();
+        for i in 0..=50u64 {
+            e.observe(i as f64, i);
+        }
+        // Ten minutes without a completion, then the same pace again.
+        // The silence counts as 6 typical gaps (6 s) of work: the rate dips by under a
+        // third, instead of falling to one unit per ten minutes.
+        e.observe(650.0, 51);
+        e.observe(651.0, 52);
+        let rate = e.rate().unwrap();
+        assert!((0.6..1.0).contains(&rate), "rate {rate}");
+        // During the silence the ETA counted down and stopped at 0; it never grew.
+        assert_eq!(e.eta_at(651.0 + 1000.0, 100), Some(0.0));
+    }
+
+    #[test]
+    fn units_done_at_once_at_the_start_do_not_distort_what_follows() {
+        let mut e = EtaEstimator::default();
+        e.observe(0.0, 0);
+        // Three units at the start, cached perhaps, then one a second.
+        e.observe(0.0, 2);
+        e.observe(0.001, 3);
+        for i in 1..=10u64 {
+            e.observe(0.001 + i as f64, 3 + i);
+        }
+        let rate = e.rate().unwrap();
+        assert!((1.0..1.5).contains(&rate), "rate {rate}");
+    }
+
+    #[test]
+    fn bursts_at_a_steady_period_give_the_period_rate() {
+        // 10 units every 10 s, a millisecond apart: 1 unit/s over any whole period.
+        let mut e = EtaEstimator::default();
+        e.observe(0.0, 0);
+        for burst in 1..=20u64 {
+            for k in 1..=10u64 {
+                e.observe(burst as f64 * 10.0 + k as f64 * 0.001, (burst - 1) * 10 + k);
+            }
+        }
+        let rate = e.rate().unwrap();
+        assert!((0.9..1.3).contains(&rate), "rate {rate}");
     }
 
     #[test]

@@ -1,0 +1,14 @@
+//! herald's benchmarks and load generators: the code behind every figure in
+//! BENCHMARKS.md, each measured side by side with the peer it is compared to (SPEC
+//! section 8). Peers' algorithms are modelled here so that the crates we ship never
+//! carry them; binaries in `src/bin` print the tables.
+//!
+//! # Layout
+//!
+//! - [`eta`]: ETA quality on traces — the estimators (herald's and models of the plain
+//!   average, tqdm's and indicatif's), the synthetic and recorded traces, the replay
+//!   and its scoring rules, and the tables of `eta-replay`.
+
+#![deny(missing_docs)]
+
+pub mod eta;
