@@ -7,5 +7,7 @@ mod handles;
 mod jsonl;
 #[path = "sdk/queue.rs"]
 mod queue;
+#[path = "sdk/terminal.rs"]
+mod terminal;
 #[path = "sdk/util.rs"]
 mod util;

@@ -1,0 +1,1075 @@
+//! What the terminal shows, as plain functions of run states and the time: the live
+//! area ([`render`]: a header per open run, its stages, its current item, tools and
+//! text), the lines printed above it when something happens ([`messages`]), and what a
+//! finished run leaves on screen ([`summary`]).
+//!
+//! No I/O and no clock: the driver in `terminal.rs` passes `now` and the screen's size,
+//! so every screen can be tested with fixed timestamps.
+
+use herald_protocol::{
+    Counter, Event, EventBody, LogLevel, RunState, RunStatus, StageState, StageStatus, StepOutcome,
+    Timestamp, ToolCallStatus, ToolOutcome,
+};
+
+use super::text::{self, Line, Style};
+
+/// Widest bar, in columns.
+const MAX_BAR: usize = 30;
+/// A bar narrower than this says too little to be worth its columns.
+const MIN_BAR: usize = 10;
+/// The text beside the bars is measured in steps of this many columns.
+const BAR_STEP: usize = 8;
+/// Stage names are padded to align the bars, up to this many columns.
+const MAX_NAME: usize = 24;
+/// Indentation of a child run under its parent, per level, at most `MAX_DEPTH` levels.
+const INDENT: &str = "  ";
+const MAX_DEPTH: usize = 4;
+
+/// The size of the live area and how to write it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Frame {
+    /// Columns: no line is wider.
+    pub(crate) width: usize,
+    /// Lines: the area never has more.
+    pub(crate) max_lines: usize,
+    /// Whether to write colors.
+    pub(crate) color: bool,
+}
+
+/// The live area for the open `runs` at `now`: lines without newlines or cursor
+/// movement, each at most `frame.width` columns, at most `frame.max_lines` of them.
+///
+/// Each run gets a header line and, below it, a line per stage (the running one with a
+/// bar and its current item), its tools in flight and the last line of its streamed
+/// text. Child runs follow their parent, indented. What does not fit collapses: the
+/// least telling lines first (finished stages, oldest first), counted in `... and N
+/// more stages`; when not even the headers fit, `... and N more runs`.
+pub(crate) fn render(runs: &[RunState], now: Timestamp, frame: &Frame) -> Vec<String> {
+    let states: Vec<RunState> = runs.iter().map(|run| run.at(now)).collect();
+    let blocks: Vec<Block> = tree_order(&states)
+        .into_iter()
+        .map(|(idx, depth)| {
+            let width = frame.width.saturating_sub(INDENT.len() * depth);
+            run_block(&states[idx], now, width, depth)
+        })
+        .collect();
+    fit(&blocks, frame.max_lines)
+        .iter()
+        .map(|line| line.finish(frame.width, frame.color))
+        .collect()
+}
+
+/// The lines to print above the bars for `event`, which `state` now includes: log
+/// lines at info and above, failures (items, stages, tools, the run), a stall and a
+/// cancel request. Each line is whole (not cut): it is printed once and scrolls away
+/// with the output, so wrapping tears nothing, and a cut would lose the error's end.
+/// `run_name` prefixes each line when several runs share the screen.
+pub(crate) fn messages(
+    event: &Event,
+    state: &RunState,
+    run_name: Option<&str>,
+    color: bool,
+) -> Vec<String> {
+    let (icon, what, detail): (Line, Line, Option<&str>) = match &event.body {
+        EventBody::Log(log) => {
+            let icon = match log.level {
+                LogLevel::Debug => return Vec::new(),
+                LogLevel::Info => styled(Style::Dim, "•"),
+                LogLevel::Warn => styled(Style::Yellow, "⚠"),
+                LogLevel::Error => styled(Style::Red, "✖"),
+            };
+            (icon, Line::new(), Some(log.message.as_str()))
+        }
+        EventBody::ItemFinished(item) if item.status == StepOutcome::Failed => {
+            let label = state
+                .failed_items
+                .iter()
+                .rev()
+                .find(|f| f.seq == event.seq)
+                .and_then(|f| f.label.as_deref());
+            let mut line = Line::new();
+            if let Some(stage) = &item.stage {
+                line.push(Style::Dim, &format!("{stage}: "));
+            }
+            line.plain(&format!("item {}", item.item));
+            if let Some(label) = label {
+                line.plain(&format!(" ({label})"));
+            }
+            line.push(Style::Red, " failed");
+            (styled(Style::Red, "✖"), line, item.error.as_deref())
+        }
+        EventBody::StageFinished(stage) if stage.status == StepOutcome::Failed => {
+            let mut line = Line::new();
+            line.plain(&format!("stage {}", stage.stage))
+                .push(Style::Red, " failed");
+            (styled(Style::Red, "✖"), line, stage.error.as_deref())
+        }
+        EventBody::ToolFinished(tool) if tool.status == ToolOutcome::Failed => {
+            let mut line = Line::new();
+            line.plain(&format!("tool {}", tool.tool))
+                .push(Style::Red, " failed");
+            (styled(Style::Red, "✖"), line, tool.error.as_deref())
+        }
+        EventBody::RunStalled(stalled) => {
+            let mut line = Line::new();
+            line.push(
+                Style::Yellow,
+                &format!(
+                    "no news for {}: the run looks stalled",
+                    text::duration(stalled.silent_for_s)
+                ),
+            );
+            (styled(Style::Yellow, "⚠"), line, None)
+        }
+        EventBody::RunCancelRequested(cancel) => {
+            let mut line = Line::new();
+            line.push(Style::Yellow, "cancel requested");
+            (styled(Style::Yellow, "⚠"), line, cancel.reason.as_deref())
+        }
+        _ => return Vec::new(),
+    };
+    let mut head = Line::new();
+    if let Some(name) = run_name {
+        head.push(Style::Dim, &format!("[{name}] "));
+    }
+    // A multi-line message keeps its lines; the later ones are indented under the
+    // first so that they read as one message.
+    let mut details = detail.unwrap_or_default().lines();
+    let mut first = head.clone();
+    first.extend(icon).plain(" ");
+    let said = !what.is_empty();
+    first.extend(what);
+    if let Some(detail) = details.next() {
+        if said {
+            first.plain(": ");
+        }
+        first.plain(detail);
+    }
+    let mut out = vec![first.finish(usize::MAX, color)];
+    for part in details {
+        let mut more = head.clone();
+        out.push(more.plain("  ").plain(part).finish(usize::MAX, color));
+    }
+    out
+}
+
+/// What a finished run leaves on screen: `✔ name succeeded in 1m05s · 99 items ok, 1
+/// failed`, the run's own error, and a line per stage. Whole lines, as [`messages`].
+pub(crate) fn summary(state: &RunState, color: bool) -> Vec<String> {
+    let mut head = Line::new();
+    let (icon, style) = match state.status {
+        RunStatus::Succeeded => ("✔", Style::Green),
+        RunStatus::Failed => ("✖", Style::Red),
+        RunStatus::Cancelled => ("⊘", Style::Yellow),
+        RunStatus::Running | RunStatus::Stalled => ("●", Style::Cyan),
+    };
+    let elapsed = text::duration(state.elapsed_s);
+    let how = match state.status {
+        RunStatus::Succeeded => format!(" succeeded in {elapsed}"),
+        status => format!(" {} after {elapsed}", status.as_str()),
+    };
+    head.push(style, icon)
+        .plain(" ")
+        .push(Style::Bold, run_name(state))
+        .push(style, &how);
+    let items = &state.items;
+    if items.succeeded + items.failed + items.skipped > 0 {
+        head.sep()
+            .plain(&format!("{} items ok", text::count(items.succeeded)));
+        if items.failed > 0 {
+            head.plain(", ")
+                .push(Style::Red, &format!("{} failed", text::count(items.failed)));
+        }
+        if items.skipped > 0 {
+            head.plain(&format!(", {} skipped", text::count(items.skipped)));
+        }
+    }
+    let tools = &state.tools;
+    if tools.succeeded + tools.failed > 0 {
+        head.sep().plain(&format!(
+            "{} tool calls",
+            text::count(tools.succeeded + tools.failed)
+        ));
+    }
+    let mut out = vec![head.finish(usize::MAX, color)];
+    // Errors of items, stages and tools were printed when they happened; the run's
+    // own (from `fail`, or a cancel's reason) is only here.
+    if let Some(error) = state.last_error.as_ref().filter(|e| e.source == "run") {
+        for (k, part) in error.message.lines().enumerate() {
+            let mut line = Line::new();
+            line.plain("  ");
+            if k == 0 {
+                line.push(Style::Red, "error: ");
+            }
+            out.push(line.plain(part).finish(usize::MAX, color));
+        }
+    }
+    let name_width = name_column(&state.stages);
+    for stage in &state.stages {
+        let mut line = Line::new();
+        line.plain("  ").extend(finished_stage(stage, name_width));
+        out.push(line.finish(usize::MAX, color));
+    }
+    out
+}
+
+/// The line a stage leaves when it ends, for output that cannot redraw (stderr not a
+/// terminal): `✔ fetch 100 docs done in 8.2s`. Failed stages are reported by
+/// [`messages`] instead.
+pub(crate) fn stage_done(
+    stage: &StageState,
+    run_name: Option<&str>,
+    color: bool,
+) -> Option<String> {
+    if stage.status == StageStatus::Failed {
+        return None;
+    }
+    let mut line = Line::new();
+    if let Some(name) = run_name {
+        line.push(Style::Dim, &format!("[{name}] "));
+    }
+    Some(
+        line.extend(finished_stage(stage, 0))
+            .finish(usize::MAX, color),
+    )
+}
+
+/// The line a run's start leaves, for output that cannot redraw.
+pub(crate) fn started(state: &RunState, color: bool) -> String {
+    let mut line = Line::new();
+    line.push(Style::Cyan, "●")
+        .plain(" ")
+        .push(Style::Bold, run_name(state))
+        .plain(" started");
+    line.finish(usize::MAX, color)
+}
+
+/// One run's lines before fitting: its header, and the body lines with how much each
+/// is worth keeping when space is short.
+struct Block {
+    header: Line,
+    body: Vec<Body>,
+    /// Levels of indentation, under its parent runs.
+    depth: usize,
+}
+
+impl Block {
+    /// `line` indented to this block's depth.
+    fn indented(&self, line: &Line) -> Line {
+        let mut out = Line::new();
+        out.plain(&INDENT.repeat(self.depth)).extend(line.clone());
+        out
+    }
+}
+
+struct Body {
+    line: Line,
+    keep: Keep,
+    /// The stage this line shows, for counting what a collapse hides.
+    stage: Option<StageStatus>,
+}
+
+/// How much a body line is worth keeping, least first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Keep {
+    /// Stages announced and not started.
+    Pending,
+    /// Finished stages.
+    Finished,
+    /// The last line of streamed text.
+    Text,
+    /// Failed stages, the model call in flight.
+    Notable,
+    /// What is happening now: current item, tools in flight, preparing the response.
+    Current,
+    /// Running stages.
+    Running,
+}
+
+/// The blocks' lines within `max_lines`: every header, then the body lines worth most
+/// across all runs (among equals, the most recent: later runs, later lines), in their
+/// order, and for each run that hides stages beside lines it shows, a line counting
+/// them. When not even the headers fit, the first runs are shown and the last line
+/// counts the others.
+fn fit(blocks: &[Block], max_lines: usize) -> Vec<Line> {
+    if max_lines == 0 {
+        return Vec::new();
+    }
+    let (shown, hidden_runs) = if blocks.len() <= max_lines {
+        (blocks, 0)
+    } else {
+        (&blocks[..max_lines - 1], blocks.len() - (max_lines - 1))
+    };
+    let slots = max_lines - shown.len() - usize::from(hidden_runs > 0);
+    let mut rank: Vec<(usize, usize)> = shown
+        .iter()
+        .enumerate()
+        .flat_map(|(b, block)| (0..block.body.len()).map(move |i| (b, i)))
+        .collect();
+    rank.sort_by_key(|&(b, i)| std::cmp::Reverse((shown[b].body[i].keep, b, i)));
+    let top = |n: usize| {
+        let mut kept: Vec<Vec<bool>> = shown.iter().map(|b| vec![false; b.body.len()]).collect();
+        for &(b, i) in &rank[..n] {
+            kept[b][i] = true;
+        }
+        kept
+    };
+    let counted = |block: &Block, kept: &[bool]| {
+        kept.contains(&true) && !hidden_stages(block, kept).is_empty()
+    };
+    // As many lines as fit together with a line per run counting the stages it hides;
+    // when not even one line leaves room for its count, the lines without counts.
+    let most = rank.len().min(slots);
+    let (kept, with_counts) = (1..=most)
+        .rev()
+        .map(|n| (n, top(n)))
+        .find(|(n, kept)| {
+            n + shown
+                .iter()
+                .zip(kept)
+                .filter(|(b, k)| counted(b, k))
+                .count()
+                <= slots
+        })
+        .map_or_else(|| (top(most), false), |(_, kept)| (kept, true));
+    let mut out = Vec::new();
+    for (block, kept) in shown.iter().zip(&kept) {
+        out.push(block.indented(&block.header));
+        let lines = block.body.iter().zip(kept).filter(|(_, k)| **k);
+        out.extend(lines.map(|(body, _)| block.indented(&body.line)));
+        if with_counts && counted(block, kept) {
+            out.push(block.indented(&more_stages(&hidden_stages(block, kept))));
+        }
+    }
+    if hidden_runs > 0 {
+        let mut line = Line::new();
+        line.push(Style::Dim, &format!("... and {hidden_runs} more runs"));
+        out.push(line);
+    }
+    out
+}
+
+/// The statuses of the stages `block` does not show.
+fn hidden_stages(block: &Block, kept: &[bool]) -> Vec<StageStatus> {
+    block
+        .body
+        .iter()
+        .zip(kept)
+        .filter(|(_, kept)| !**kept)
+        .filter_map(|(body, _)| body.stage)
+        .collect()
+}
+
+/// `... and 24 more stages (23 done, 1 failed)`.
+fn more_stages(hidden: &[StageStatus]) -> Line {
+    let n = |status| hidden.iter().filter(|&&s| s == status).count();
+    let parts: Vec<String> = [
+        (n(StageStatus::Succeeded), "done"),
+        (n(StageStatus::Failed), "failed"),
+        (n(StageStatus::Skipped), "skipped"),
+        (n(StageStatus::Running), "running"),
+    ]
+    .into_iter()
+    .filter(|(k, _)| *k > 0)
+    .map(|(k, what)| format!("{k} {what}"))
+    .collect();
+    let noun = if hidden.len() == 1 { "stage" } else { "stages" };
+    let mut line = Line::new();
+    line.plain("  ").push(
+        Style::Dim,
+        &format!(
+            "... and {} more {noun} ({})",
+            hidden.len(),
+            parts.join(", ")
+        ),
+    );
+    line
+}
+
+/// The order runs are drawn in, with each one's depth: every child right after its
+/// parent when the parent is open too, one level deeper.
+fn tree_order(states: &[RunState]) -> Vec<(usize, usize)> {
+    let parents: Vec<Option<usize>> = states
+        .iter()
+        .map(|s| {
+            let parent = s.parent.as_ref()?;
+            states.iter().position(|o| &o.id == parent && o.id != s.id)
+        })
+        .collect();
+    let mut order = Vec::with_capacity(states.len());
+    let mut placed = vec![false; states.len()];
+    let roots = (0..states.len()).filter(|&i| parents[i].is_none());
+    // Runs in a parent cycle (a malformed stream) have no root: they come last.
+    for idx in roots.chain(0..states.len()) {
+        place(idx, 0, &parents, &mut placed, &mut order);
+    }
+    order
+}
+
+fn place(
+    idx: usize,
+    depth: usize,
+    parents: &[Option<usize>],
+    placed: &mut [bool],
+    order: &mut Vec<(usize, usize)>,
+) {
+    if std::mem::replace(&mut placed[idx], true) {
+        return;
+    }
+    order.push((idx, depth.min(MAX_DEPTH)));
+    for child in (0..parents.len()).filter(|&c| parents[c] == Some(idx)) {
+        place(child, depth + 1, parents, placed, order);
+    }
+}
+
+/// The run's name, or its id when it has none.
+pub(crate) fn run_name(state: &RunState) -> &str {
+    if state.name.is_empty() {
+        state.id.as_str()
+    } else {
+        &state.name
+    }
+}
+
+fn styled(style: Style, text: &str) -> Line {
+    let mut line = Line::new();
+    line.push(style, text);
+    line
+}
+
+/// One open run's header and body, `width` columns wide.
+fn run_block(state: &RunState, now: Timestamp, width: usize, depth: usize) -> Block {
+    Block {
+        header: header(state),
+        body: body(state, now, width),
+        depth,
+    }
+}
+
+/// `● analysis · stage 2/3 · 46% · 1 failed · 1m05s`.
+fn header(state: &RunState) -> Line {
+    let mut line = Line::new();
+    let stalled = state.status == RunStatus::Stalled;
+    line.push(if stalled { Style::Yellow } else { Style::Cyan }, "●")
+        .plain(" ")
+        .push(Style::Bold, run_name(state));
+    if stalled {
+        line.sep().push(Style::Yellow, "stalled");
+    }
+    if state.cancel_requested {
+        line.sep().push(Style::Yellow, "cancel requested");
+    }
+    if let Some(steps) = state.total_steps.filter(|&n| n > 0) {
+        let at = (state.stages.len() as u64).clamp(1, steps);
+        line.sep().plain(&format!("stage {at}/{steps}"));
+        if let Some(p) = state.percent {
+            line.sep().plain(text::percent(p).trim_start());
+        }
+    }
+    if let Some(turn) = state.agent.iteration {
+        line.sep().plain(&format!("turn {turn}"));
+    }
+    if state.items.failed > 0 {
+        line.sep().push(
+            Style::Red,
+            &format!("{} failed", text::count(state.items.failed)),
+        );
+    }
+    line.sep().plain(&text::duration(state.elapsed_s));
+    line
+}
+
+fn body(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
+    let mut body = Vec::new();
+    let name_width = name_column(&state.stages);
+    // A run that counts without stages shows its counter as a stage without a name.
+    let running = state
+        .stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Running);
+    let counters = running
+        .map(|s| (&s.progress, Some(s.name.as_str()), s.elapsed_s))
+        .chain(state.progress.as_ref().map(|c| (c, None, state.elapsed_s)));
+    // One bar width for all the run's bars, so that they line up.
+    let widest = counters
+        .map(|(counter, name, elapsed)| counter_line(counter, name, elapsed, name_width, 0).width())
+        .max()
+        .unwrap_or(0);
+    let bar = bar_width(width, widest);
+    for stage in &state.stages {
+        let (line, keep) = match stage.status {
+            StageStatus::Running => {
+                let line = counter_line(
+                    &stage.progress,
+                    Some(&stage.name),
+                    stage.elapsed_s,
+                    name_width,
+                    bar,
+                );
+                (line, Keep::Running)
+            }
+            StageStatus::Failed => (finished_stage(stage, name_width), Keep::Notable),
+            StageStatus::Succeeded | StageStatus::Skipped => {
+                (finished_stage(stage, name_width), Keep::Finished)
+            }
+        };
+        let mut indented = Line::new();
+        indented.plain("  ").extend(line);
+        body.push(Body {
+            line: indented,
+            keep,
+            stage: Some(stage.status),
+        });
+        if stage.status == StageStatus::Running {
+            body.extend(current_item(state, Some(&stage.name), now));
+        }
+    }
+    if let Some(counter) = &state.progress {
+        let mut line = Line::new();
+        line.plain("  ").extend(counter_line(
+            counter,
+            None,
+            state.elapsed_s,
+            name_width,
+            bar,
+        ));
+        body.push(Body {
+            line,
+            keep: Keep::Running,
+            stage: None,
+        });
+    }
+    body.extend(current_item(state, None, now));
+    if let Some(steps) = state.total_steps {
+        let pending = steps.saturating_sub(state.stages.len() as u64);
+        if pending > 0 {
+            let noun = if pending == 1 { "stage" } else { "stages" };
+            let mut line = Line::new();
+            line.plain("  ")
+                .push(Style::Dim, &format!("○ {pending} more {noun} to come"));
+            body.push(Body {
+                line,
+                keep: Keep::Pending,
+                stage: None,
+            });
+        }
+    }
+    body.extend(agent_lines(state, now, width));
+    body
+}
+
+/// Columns of the stage name column: the longest name, within reason.
+fn name_column(stages: &[StageState]) -> usize {
+    stages
+        .iter()
+        .map(|s| text::columns(&s.name))
+        .max()
+        .unwrap_or(0)
+        .min(MAX_NAME)
+}
+
+/// Columns of the bars on lines `width` wide whose widest counter line takes `widest`
+/// without its bar: what is left, within [`MIN_BAR`, `MAX_BAR`], or none on a narrow
+/// screen. The text's width is rounded up to a multiple of [`BAR_STEP`], so the bar does
+/// not twitch each time a number gains or loses a digit.
+fn bar_width(width: usize, widest: usize) -> usize {
+    // Beside the bar: the line's indent, the text, and a space after the bar.
+    let text = (2 + widest + 1).div_ceil(BAR_STEP) * BAR_STEP;
+    let bar = width.saturating_sub(text).min(MAX_BAR);
+    if bar < MIN_BAR { 0 } else { bar }
+}
+
+/// `▸ classify  ████████░░░░  40%  40/100 docs · 3.1/s · 13s · ETA 19s`, or with no
+/// total, `▸ crawl  42 docs · 3.1/s · 13s`: a running counter with its elapsed time and,
+/// once known, its ETA. Failures are counted in the run's header, which has room.
+fn counter_line(
+    counter: &Counter,
+    name: Option<&str>,
+    elapsed_s: f64,
+    name_width: usize,
+    bar: usize,
+) -> Line {
+    let mut line = Line::new();
+    line.push(Style::Cyan, "▸").plain(" ");
+    if let Some(name) = name {
+        line.plain(name).pad_to(2 + name_width).plain("  ");
+    }
+    let unit = counter.unit.as_deref();
+    match counter.total {
+        Some(total) => {
+            let percent = counter
+                .percent
+                .unwrap_or(if total == 0 { 100.0 } else { 0.0 });
+            if bar > 0 {
+                let filled = ((percent.clamp(0.0, 100.0) / 100.0) * bar as f64).floor() as usize;
+                line.push(Style::Cyan, &"█".repeat(filled))
+                    .push(Style::Dim, &"░".repeat(bar - filled))
+                    .plain(" ");
+            }
+            line.plain(&text::percent(percent))
+                .plain("  ")
+                .plain(&text::fraction(counter.done, total, unit));
+        }
+        None if unit.is_none() => {
+            line.plain(&format!("{} done", text::count(counter.done)));
+        }
+        None => {
+            line.plain(&text::amount(counter.done, unit));
+        }
+    }
+    if let Some(rate) = counter.rate {
+        line.sep().plain(&text::rate(rate, unit));
+    }
+    line.sep().plain(&text::duration(elapsed_s));
+    // At its total, a stage waiting to be finished has nothing left to estimate.
+    let complete = counter.total.is_some_and(|total| counter.done >= total);
+    if let Some(eta) = counter.eta_s.filter(|_| !complete) {
+        line.sep().plain(&format!("ETA {}", text::duration(eta)));
+    }
+    line
+}
+
+/// `✔ fetch     100 docs done in 8.2s`, `✖ classify  failed after 3.2s at 40/100: why`,
+/// `↷ summarize skipped`.
+fn finished_stage(stage: &StageState, name_width: usize) -> Line {
+    let counter = &stage.progress;
+    let unit = counter.unit.as_deref();
+    // How far it got: `40/100 docs` short of its total, `100 docs` at it, and nothing
+    // for a stage that counted nothing.
+    let count = match counter.total {
+        Some(total) if total != counter.done => Some(text::fraction(counter.done, total, unit)),
+        None if counter.done == 0 => None,
+        _ => Some(text::amount(counter.done, unit)),
+    };
+    let elapsed = text::duration(stage.elapsed_s);
+    let (icon, style) = match stage.status {
+        StageStatus::Succeeded => ("✔", Style::Green),
+        StageStatus::Failed => ("✖", Style::Red),
+        StageStatus::Skipped => ("↷", Style::Dim),
+        StageStatus::Running => ("▸", Style::Yellow),
+    };
+    let mut line = Line::new();
+    line.push(style, icon)
+        .plain(" ")
+        .plain(&stage.name)
+        .pad_to(2 + name_width)
+        .plain("  ");
+    match stage.status {
+        StageStatus::Succeeded => {
+            if let Some(count) = &count {
+                line.plain(count).plain(" ");
+            }
+            line.plain(&format!("done in {elapsed}"));
+        }
+        StageStatus::Skipped => {
+            line.push(Style::Dim, "skipped");
+        }
+        // Running: only in a finished run's summary, for a stage that never finished.
+        StageStatus::Failed | StageStatus::Running => {
+            let what = if stage.status == StageStatus::Failed {
+                "failed"
+            } else {
+                "stopped"
+            };
+            line.push(style, &format!("{what} after {elapsed}"));
+            if let Some(count) = &count {
+                line.plain(&format!(" at {count}"));
+            }
+            if let Some(error) = &stage.error {
+                line.plain(": ").plain(error);
+            }
+        }
+    }
+    if stage.status != StageStatus::Failed && stage.items_failed > 0 {
+        line.sep().push(
+            Style::Red,
+            &format!("{} failed", text::count(stage.items_failed)),
+        );
+    }
+    line
+}
+
+/// `↳ Quarterly report.pdf · 2.1s (+3 more)`: the item of `stage` started last, and how
+/// many more of the stage run beside it.
+fn current_item(state: &RunState, stage: Option<&str>, now: Timestamp) -> Option<Body> {
+    let mut items = state
+        .running_items
+        .iter()
+        .filter(|i| i.stage.as_deref() == stage);
+    let latest = items.next_back()?;
+    let others = items.count();
+    let mut line = Line::new();
+    line.plain("    ").push(Style::Dim, "↳ ");
+    match &latest.label {
+        Some(label) => line.plain(label),
+        None => line.plain(&format!("item {}", latest.item)),
+    };
+    line.sep().push(
+        Style::Dim,
+        &text::duration(now.seconds_since(latest.started_at)),
+    );
+    if others > 0 {
+        line.push(Style::Dim, &format!(" (+{others} more)"));
+    }
+    Some(Body {
+        line,
+        keep: Keep::Current,
+        stage: None,
+    })
+}
+
+/// Tools in flight with their feedback, "preparing response", the model call in
+/// flight, and the end of the streamed text's last line, on lines `width` wide.
+fn agent_lines(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
+    let mut out = Vec::new();
+    let mut push = |line: Line, keep| {
+        out.push(Body {
+            line,
+            keep,
+            stage: None,
+        })
+    };
+    for tool in &state.tools.in_flight {
+        let mut line = Line::new();
+        line.plain("  ")
+            .push(Style::Cyan, "⚙")
+            .plain(" ")
+            .push(Style::Bold, &tool.tool);
+        match (&tool.feedback, tool.status) {
+            (Some(feedback), _) => {
+                line.plain(": ").plain(feedback);
+                if feedback.ends_with(char::is_alphanumeric) {
+                    line.plain("…");
+                }
+            }
+            (None, ToolCallStatus::Selected) => {
+                line.push(Style::Dim, ": selected");
+            }
+            (None, _) => {}
+        }
+        line.sep().push(
+            Style::Dim,
+            &text::duration(now.seconds_since(tool.started_at)),
+        );
+        push(line, Keep::Current);
+    }
+    if state.agent.preparing_response {
+        let mut line = Line::new();
+        line.plain("  ")
+            .push(Style::Cyan, "✎")
+            .plain(" preparing response…");
+        push(line, Keep::Current);
+    } else if state.tools.in_flight.is_empty() && !state.llm.in_flight.is_empty() {
+        let mut line = Line::new();
+        let model = state.llm.model.as_deref().unwrap_or("the model");
+        line.plain("  ")
+            .push(Style::Cyan, "◌")
+            .plain(&format!(" calling {model}…"));
+        push(line, Keep::Notable);
+    }
+    if let Some(last) = state
+        .text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+    {
+        // Text grows at its end: cut from the start, so the newest words show.
+        let mut line = Line::new();
+        line.plain("  ").push(Style::Dim, "❯ ");
+        line.plain(&text::tail(last, width.saturating_sub(line.width())));
+        push(line, Keep::Text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::{Progress, StepOutcome};
+
+    use super::super::fixtures::*;
+    use super::*;
+
+    /// Asserts the live area of `runs` at `secs`, `width` columns by `max_lines`, is
+    /// `expected` (a leading newline ignored), and that no line is wider than `width`.
+    #[track_caller]
+    fn check(runs: &[RunState], secs: f64, width: usize, max_lines: usize, expected: &str) {
+        let frame = Frame {
+            width,
+            max_lines,
+            color: false,
+        };
+        let lines = render(runs, at(secs), &frame);
+        let actual = lines.join("\n");
+        let expected = expected.strip_prefix('\n').unwrap_or(expected);
+        assert_eq!(
+            actual, expected,
+            "\n--- rendered ---\n{actual}\n----------------\n"
+        );
+        for line in &lines {
+            assert!(text::columns(line) <= width, "wider than {width}: {line:?}");
+        }
+    }
+
+    #[test]
+    fn a_run_without_stages_is_its_header() {
+        let run = fold("r1", None, vec![(0.0, run_started("quiet", None))]);
+        check(&[run], 65.0, 80, 10, "● quiet · 1m05s");
+    }
+
+    #[test]
+    fn a_run_id_stands_in_for_a_missing_name() {
+        let run = fold(
+            "job-7",
+            None,
+            vec![(0.0, log(herald_protocol::LogLevel::Info, "hi"))],
+        );
+        check(&[run], 2.0, 80, 10, "● job-7 · 2.0s");
+    }
+
+    #[test]
+    fn unknown_totals_count_without_a_bar() {
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("crawl", None)),
+                (0.0, stage_started("discover", None)),
+                (
+                    13.0,
+                    Progress {
+                        rate: Some(3.12),
+                        ..progress("discover", 42, None, Some("docs"))
+                    }
+                    .into(),
+                ),
+            ],
+        );
+        check(
+            &[run],
+            13.0,
+            80,
+            10,
+            "
+● crawl · 13s
+  ▸ discover  42 docs · 3.1/s · 13s",
+        );
+    }
+
+    #[test]
+    fn a_total_of_zero_is_complete() {
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("sync", None)),
+                (0.0, stage_started("upload", Some(0))),
+            ],
+        );
+        check(
+            &[run],
+            1.0,
+            80,
+            10,
+            "
+● sync · 1.0s
+  ▸ upload  ██████████████████████████████ 100%  0/0 · 1.0s",
+        );
+    }
+
+    #[test]
+    fn huge_numbers_and_long_durations_read_short() {
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("backfill", None)),
+                (0.0, stage_started("rows", Some(3_400_000_000))),
+                (
+                    7_380.0,
+                    Progress {
+                        rate: Some(123_456.0),
+                        eta_s: Some(20_000.0),
+                        ..progress("rows", 1_234_567_890, Some(3_400_000_000), None)
+                    }
+                    .into(),
+                ),
+                (7_380.0, stage_started("bytes", Some(5 << 30))),
+                (
+                    7_380.0,
+                    progress("bytes", 3 << 29, Some(5 << 30), Some("B")).into(),
+                ),
+            ],
+        );
+        check(
+            &[run],
+            7_380.0,
+            100,
+            10,
+            "
+● backfill · 2h03m
+  ▸ rows   ██████████░░░░░░░░░░░░░░░░░░░░  36%  1.2G/3.4G · 123k/s · 2h03m · ETA 5h33m
+  ▸ bytes  █████████░░░░░░░░░░░░░░░░░░░░░  30%  1.5 GiB/5.0 GiB · 0.0s",
+        );
+    }
+
+    #[test]
+    fn a_run_counting_without_stages_gets_a_bar_of_its_own() {
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("download", None)),
+                (
+                    4.0,
+                    Progress {
+                        stage: None,
+                        eta_s: Some(6.0),
+                        rate: Some(2.5 * 1024.0 * 1024.0),
+                        ..progress("", 10 << 20, Some(25 << 20), Some("B"))
+                    }
+                    .into(),
+                ),
+            ],
+        );
+        check(
+            &[run],
+            4.0,
+            100,
+            10,
+            "
+● download · 4.0s
+  ▸ ████████████░░░░░░░░░░░░░░░░░░  40%  10.0 MiB/25.0 MiB · 2.5 MiB/s · 4.0s · ETA 6.0s",
+        );
+    }
+
+    #[test]
+    fn failed_and_skipped_stages_say_so() {
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("deploy", None)),
+                (0.0, stage_started("build", Some(10))),
+                (3.0, progress("build", 4, Some(10), None).into()),
+                (
+                    3.0,
+                    stage_finished("build", StepOutcome::Failed, 3.0, Some("linker error")),
+                ),
+                (3.0, stage_started("push", None)),
+                (3.0, stage_finished("push", StepOutcome::Skipped, 0.0, None)),
+            ],
+        );
+        check(
+            &[run],
+            4.0,
+            80,
+            10,
+            "
+● deploy · 4.0s
+  ✖ build  failed after 3.0s at 4/10: linker error
+  ↷ push   skipped",
+        );
+    }
+
+    #[test]
+    fn more_runs_than_fit_collapse_into_one_line() {
+        let runs: Vec<RunState> = (1..=6)
+            .map(|n| {
+                let id = format!("r{n}");
+                fold(
+                    &id,
+                    None,
+                    vec![(0.0, run_started(&format!("job {n}"), None))],
+                )
+            })
+            .collect();
+        check(
+            &runs,
+            1.0,
+            80,
+            4,
+            "
+● job 1 · 1.0s
+● job 2 · 1.0s
+● job 3 · 1.0s
+... and 3 more runs",
+        );
+    }
+
+    #[test]
+    fn a_child_s_tool_in_flight_outranks_its_parent_s_finished_stages() {
+        let parent = fold(
+            "p1",
+            None,
+            vec![
+                (0.0, run_started("analysis", None)),
+                (0.0, stage_started("fetch", None)),
+                (
+                    1.0,
+                    stage_finished("fetch", StepOutcome::Succeeded, 1.0, None),
+                ),
+                (1.0, stage_started("classify", None)),
+                (
+                    2.0,
+                    stage_finished("classify", StepOutcome::Succeeded, 1.0, None),
+                ),
+                (2.0, stage_started("summarize", Some(3))),
+                (
+                    2.0,
+                    item_started("summarize", "1", Some("section: findings")),
+                ),
+            ],
+        );
+        let child = fold(
+            "c1",
+            Some("p1"),
+            vec![
+                (2.0, run_started("summarizer", None)),
+                (
+                    2.5,
+                    tool_started("t1", "search_docs", Some("Searching the docs")),
+                ),
+            ],
+        );
+        check(
+            &[parent, child],
+            3.0,
+            80,
+            6,
+            "
+● analysis · 3.0s
+  ▸ summarize  ░░░░░░░░░░░░░░░░░░░░░░░░░░░░░░   0%  0/3 · 1.0s
+    ↳ section: findings · 1.0s
+  ... and 2 more stages (2 done)
+  ● summarizer · 1.0s
+    ⚙ search_docs: Searching the docs… · 0.5s",
+        );
+    }
+
+    #[test]
+    fn a_stalled_run_and_a_cancel_request_are_flagged() {
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("slow", None)),
+                (
+                    60.0,
+                    herald_protocol::RunStalled { silent_for_s: 60.0 }.into(),
+                ),
+                (
+                    61.0,
+                    herald_protocol::RunCancelRequested { reason: None }.into(),
+                ),
+            ],
+        );
+        check(
+            &[run],
+            62.0,
+            80,
+            10,
+            "● slow · stalled · cancel requested · 1m02s",
+        );
+    }
+}
