@@ -448,7 +448,11 @@ impl Worker {
         let done = counter.done.load(Ordering::Relaxed);
         let total = counter.total();
         let current = ctx.state.stages.iter().find(|s| s.name == counter.stage);
-        if current.is_some_and(|s| s.progress.done == done && s.progress.total == total && !force) {
+        let unit = counter.unit.get();
+        let unchanged = |s: &&herald_protocol::StageState| {
+            s.progress.done == done && s.progress.total == total && s.progress.unit.as_ref() == unit
+        };
+        if current.is_some_and(|s| unchanged(&s)) && !force {
             return;
         }
         let ts = now_ts();
