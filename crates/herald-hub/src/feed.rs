@@ -1,0 +1,131 @@
+//! Fan-out of a run's new events to its subscribers (long polls, SSE, WebSocket).
+//!
+//! Each run with subscribers has one [`Feed`]: a ring of its most recent events and a
+//! `watch` channel of its last `seq`. A subscriber keeps a cursor, reads what follows
+//! it from the ring, and waits on the channel; only a subscriber that fell behind the
+//! ring reads from the store. So one append costs one store write and one ring push,
+//! not a query per subscriber. The store stays the source of truth: a feed also polls
+//! it (once per feed, not per subscriber) so events appended by another hub process on
+//! the same database reach this hub's subscribers too.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use herald_protocol::{Event, RunId};
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// Events kept per feed for subscribers that are slightly behind.
+const RING_CAPACITY: usize = 4096;
+
+/// One run's live events.
+pub(crate) struct Feed {
+    last_seq: watch::Sender<u64>,
+    recent: RwLock<VecDeque<Arc<Event>>>,
+}
+
+impl Feed {
+    /// A receiver that wakes when the run's last `seq` moves.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.last_seq.subscribe()
+    }
+
+    /// The run's last `seq` as far as this feed knows.
+    pub(crate) fn last_seq(&self) -> u64 {
+        *self.last_seq.borrow()
+    }
+
+    /// Up to `limit` events after `cursor`, if the ring still holds all of them;
+    /// `None` when the store must be asked.
+    pub(crate) fn after(&self, cursor: u64, limit: usize) -> Option<Vec<Arc<Event>>> {
+        let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
+        let first = recent.front()?.seq;
+        if cursor + 1 < first {
+            return None;
+        }
+        let skip = (cursor + 1 - first) as usize;
+        Some(recent.iter().skip(skip).take(limit).cloned().collect())
+    }
+
+    fn push(&self, events: &[Event]) {
+        let Some(last) = events.last() else { return };
+        {
+            let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+            // The ring must stay contiguous: after a gap (events this process did not
+            // see), start it again from these.
+            if recent.back().is_some_and(|e| e.seq + 1 != events[0].seq) {
+                recent.clear();
+            }
+            if recent.back().is_none_or(|e| e.seq < events[0].seq) {
+                for event in events {
+                    if recent.len() == RING_CAPACITY {
+                        recent.pop_front();
+                    }
+                    recent.push_back(Arc::new(event.clone()));
+                }
+            }
+        }
+        self.last_seq.send_if_modified(|seq| {
+            let moved = last.seq > *seq;
+            *seq = (*seq).max(last.seq);
+            moved
+        });
+    }
+}
+
+/// The feeds of all runs that have subscribers.
+#[derive(Default)]
+pub(crate) struct Feeds {
+    feeds: Mutex<HashMap<RunId, Weak<Feed>>>,
+}
+
+impl Feeds {
+    /// The feed of `run`, created (with a poller of the store) if it has none.
+    pub(crate) fn get(&self, run: &RunId, last_seq: u64, store: &Arc<dyn Store>, poll: Duration) -> Arc<Feed> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(feed) = feeds.get(run).and_then(Weak::upgrade) {
+            return feed;
+        }
+        feeds.retain(|_, f| f.strong_count() > 0);
+        let feed = Arc::new(Feed {
+            last_seq: watch::channel(last_seq).0,
+            recent: RwLock::new(VecDeque::new()),
+        });
+        feeds.insert(run.clone(), Arc::downgrade(&feed));
+        tokio::spawn(poll_store(run.clone(), Arc::downgrade(&feed), store.clone(), poll));
+        feed
+    }
+
+    /// Hands events just stored to the run's feed, if anyone listens.
+    pub(crate) fn publish(&self, run: &RunId, events: &[Event]) {
+        let feed = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run)
+            .and_then(Weak::upgrade);
+        if let Some(feed) = feed {
+            feed.push(events);
+        }
+    }
+}
+
+/// Catches a feed up with the store every `every`, for as long as the feed lives: the
+/// path by which other processes' appends arrive.
+async fn poll_store(run: RunId, feed: Weak<Feed>, store: Arc<dyn Store>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(feed) = feed.upgrade() else { return };
+        let cursor = feed.last_seq();
+        match store.events(&run, cursor, 1000).await {
+            Ok(events) if !events.is_empty() => feed.push(&events),
+            Ok(_) => {}
+            Err(crate::store::StoreError::NotFound) => return,
+            Err(e) => tracing::warn!(run = %run, error = %e, "feed poll failed"),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The herald hub (`herald serve`): any process posts events for a run, any viewer
+//! polls, long-polls or subscribes (SSE, WebSocket). SPEC section 5.
+//!
+//! [`app`] builds the routes over a [`Hub`]; [`serve`] runs them on a listener until a
+//! shutdown future resolves, so a test can bind `127.0.0.1:0` or call the router
+//! directly.
+//!
+//! # Layout
+//!
+//! - `api`: the REST routes: create, append, state, poll, cancel, delete, list.
+//! - `stream`: SSE, WebSocket and the long poll, over a per-subscriber cursor.
+//! - `feed`: fan-out of new events to subscribers without a query per subscriber.
+//! - `store`: the [`Store`] trait and its SQLite implementation.
+//! - `auth`: admin and per-run tokens, hashed at rest, compared in constant time.
+//! - `error`: [`ApiError`], the one error type, with SPEC's error body.
+//! - `metrics`, `openapi`: `/metrics` and `/openapi.json`.
+//! - `clock`: [`Clock`], so that stall detection and retention are testable.
+
+#![deny(missing_docs)]
+
+mod api;
+mod auth;
+mod clock;
+mod error;
+mod feed;
+mod metrics;
+mod openapi;
+mod store;
+mod stream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use herald_protocol::{Draft, Event, RunId, RunState, RunStalled};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::Scope;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::ApiError;
+pub use store::{Appended, NewRun, RunFilter, RunRecord, SqliteStore, Store, StoreError};
+
+/// How the hub behaves.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// The admin token; `None` runs the hub open (only allowed on loopback).
+    pub admin_token: Option<String>,
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most events in one append (413 beyond).
+    pub max_batch: usize,
+    /// Heartbeat timeout of runs created without one, in seconds.
+    pub default_heartbeat_timeout_s: f64,
+    /// Time to live of runs created without one, in seconds.
+    pub default_ttl_s: f64,
+    /// How often stall detection and retention run.
+    pub sweep_interval: Duration,
+    /// How often a run's feed checks the store for events appended by other processes.
+    pub feed_poll_interval: Duration,
+    /// Interval of SSE keep-alive comments.
+    pub keep_alive: Duration,
+    /// The base URL put in links (`urls` of a created run); by default
+    /// `http://<Host header>`.
+    pub public_url: Option<String>,
+}
+
+impl Default for HubConfig {
+    fn default() -> HubConfig {
+        HubConfig {
+            admin_token: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch: 1000,
+            default_heartbeat_timeout_s: 60.0,
+            default_ttl_s: 86_400.0,
+            sweep_interval: Duration::from_secs(1),
+            feed_poll_interval: Duration::from_secs(2),
+            keep_alive: Duration::from_secs(15),
+            public_url: None,
+        }
+    }
+}
+
+/// A change to the list of runs, for `GET /v1/runs/stream`.
+#[derive(Clone, Debug)]
+pub(crate) enum RunChange {
+    State(Arc<RunState>),
+    Deleted(RunId),
+}
+
+/// The hub's shared state: store, clock, feeds, metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    store: Arc<dyn Store>,
+    config: HubConfig,
+    clock: Arc<dyn Clock>,
+    feeds: feed::Feeds,
+    changes: broadcast::Sender<RunChange>,
+    metrics: Arc<metrics::Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    /// A hub over `store`, reading time from the system clock.
+    pub fn new(store: Arc<dyn Store>, config: HubConfig) -> Hub {
+        Hub::with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    /// A hub reading time from `clock`.
+    pub fn with_clock(store: Arc<dyn Store>, config: HubConfig, clock: Arc<dyn Clock>) -> Hub {
+        Hub {
+            inner: Arc::new(HubInner {
+                store,
+                config,
+                clock,
+                feeds: feed::Feeds::default(),
+                changes: broadcast::channel(1024).0,
+                metrics: Arc::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(crate) fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn now(&self) -> herald_protocol::Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    pub(crate) fn feed(&self, run: &RunId, last_seq: u64) -> Arc<feed::Feed> {
+        self.inner
+            .feeds
+            .get(run, last_seq, &self.inner.store, self.inner.config.feed_poll_interval)
+    }
+
+    pub(crate) fn changes(&self) -> broadcast::Receiver<RunChange> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Appends through the store in a task of its own, so that a client that goes
+    /// away mid-request cannot cut a transaction short, then tells subscribers.
+    pub(crate) async fn append(
+        &self,
+        run: &RunId,
+        drafts: Vec<Draft>,
+        from_producer: bool,
+    ) -> Result<Appended, StoreError> {
+        let hub = self.clone();
+        let id = run.clone();
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(async move {
+            let now = hub.now();
+            let appended = hub.inner.store.append(&id, drafts, now, from_producer).await?;
+            hub.published(&id, &appended.events, &appended.state);
+            Ok::<_, StoreError>(appended)
+        });
+        let appended = task.await.map_err(|e| StoreError::Db(format!("append task failed: {e}")))??;
+        self.inner
+            .metrics
+            .appended(appended.events.len() as u64, appended.duplicates, started.elapsed());
+        Ok(appended)
+    }
+
+    fn published(&self, run: &RunId, events: &[Event], state: &RunState) {
+        if events.is_empty() {
+            return;
+        }
+        self.inner.feeds.publish(run, events);
+        let _ = self.inner.changes.send(RunChange::State(Arc::new(state.clone())));
+    }
+
+    /// Tells list subscribers about a run whose state changed without events (created).
+    pub(crate) fn published_state(&self, state: &RunState) {
+        let _ = self.inner.changes.send(RunChange::State(Arc::new(state.clone())));
+    }
+
+    pub(crate) fn deleted(&self, run: &RunId) {
+        let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
+    }
+
+    /// One pass of stall detection and retention at the clock's current time: each
+    /// running run silent past its heartbeat timeout gets one `run.stalled`; each run
+    /// whose last event is older than its time to live is deleted.
+    pub async fn sweep(&self) -> Result<(), StoreError> {
+        let now = self.now();
+        for record in self.inner.store.silent_runs(now).await? {
+            let silent_for_s = (now.seconds_since(record.last_producer_at) * 1000.0).round() / 1000.0;
+            let draft = Draft::new(now, RunStalled { silent_for_s });
+            // The store re-checks silence inside the append's transaction, so a
+            // producer that spoke in the meantime is not marked stalled.
+            match self.append_stalled(&record.id, draft).await {
+                Ok(_) | Err(StoreError::Finished) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        loop {
+            let expired = self.inner.store.expired_runs(now, 100).await?;
+            if expired.is_empty() {
+                break;
+            }
+            for id in expired {
+                match self.inner.store.delete(&id).await {
+                    Ok(()) => self.deleted(&id),
+                    Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn append_stalled(&self, run: &RunId, draft: Draft) -> Result<Appended, StoreError> {
+        let now = self.now();
+        let appended = self.inner.store.mark_stalled(run, draft, now).await?;
+        self.published(run, &appended.events, &appended.state);
+        Ok(appended)
+    }
+
+    /// Runs [`Hub::sweep`] every `sweep_interval` until the hub shuts down.
+    pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(hub.inner.config.sweep_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = hub.inner.shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = hub.sweep().await {
+                            tracing::warn!(error = %e, "sweep failed");
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Asks every open stream to end, as part of a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+}
+
+/// The routes of SPEC section 5 over `hub`.
+pub fn app(hub: Hub) -> Router {
+    api::router(hub)
+}
+
+/// Serves `hub` on `listener` (with its sweeper) until `shutdown` resolves; then stops
+/// accepting, ends open streams, and lets in-flight requests finish.
+pub async fn serve(listener: TcpListener, hub: Hub, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let sweeper = hub.spawn_sweeper();
+    let stopping = hub.clone();
+    let res = axum::serve(listener, app(hub))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.shutdown();
+        })
+        .await;
+    sweeper.abort();
+    res
+}

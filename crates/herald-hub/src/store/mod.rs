@@ -1,0 +1,232 @@
+//! Storage of runs, their tokens and their events, behind the [`Store`] trait.
+//!
+//! A store is the source of truth and may be shared by several hub processes: nothing
+//! here assumes that all writers and readers live in one process. An append is one
+//! transaction that takes the run's write lock, assigns dense `seq`s after the stored
+//! `last_seq`, skips events whose idempotency `id` is already stored, folds the new
+//! events into the run's state and writes the state's summary back, so `seq` stays
+//! dense whatever the concurrency and an acknowledged event is durable.
+//!
+//! The run state itself is folded by the protocol's reducer; [`StateCache`] keeps
+//! folded states in memory (with their ETA estimators, which a stored snapshot does not
+//! carry) and catches them up from the stored events when another process appended.
+
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, TypeFilter};
+use serde_json::{Map, Value};
+
+pub use sqlite::SqliteStore;
+
+/// A failure of the store.
+#[derive(Debug)]
+pub enum StoreError {
+    /// No run with that id.
+    NotFound,
+    /// A run with that id exists already.
+    Conflict,
+    /// The run has finished and takes no more events.
+    Finished,
+    /// The database failed.
+    Db(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::NotFound => f.write_str("no such run"),
+            StoreError::Conflict => f.write_str("the run id is taken"),
+            StoreError::Finished => f.write_str("the run has finished"),
+            StoreError::Db(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// A run to create.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// Its id.
+    pub id: RunId,
+    /// Its name.
+    pub name: String,
+    /// The run that started it.
+    pub parent: Option<RunId>,
+    /// Seconds of silence after which it is stalled.
+    pub heartbeat_timeout_s: f64,
+    /// Seconds after its last event at which it is deleted.
+    pub ttl_s: f64,
+    /// Type patterns to keep; other events are dropped at ingest.
+    pub track: Option<TypeFilter>,
+    /// Free-form metadata.
+    pub meta: Option<Map<String, Value>>,
+    /// SHA-256 of the write token.
+    pub write_hash: String,
+    /// SHA-256 of the read token.
+    pub read_hash: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A stored run: its settings and the summary of its state.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    /// Its id.
+    pub id: RunId,
+    /// Its name as created.
+    pub name: String,
+    /// The run that started it.
+    pub parent: Option<RunId>,
+    /// Seconds of silence after which it is stalled.
+    pub heartbeat_timeout_s: f64,
+    /// Seconds after its last event at which it is deleted.
+    pub ttl_s: f64,
+    /// Type patterns to keep.
+    pub track: Option<TypeFilter>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// The last stored `seq` (0 before any event).
+    pub last_seq: u64,
+    /// Its status as of its last event.
+    pub status: RunStatus,
+    /// When its producer last said anything (or when it was created).
+    pub last_producer_at: Timestamp,
+    /// Its state as of its last event (without ETA estimators).
+    pub state: RunState,
+}
+
+impl RunRecord {
+    /// Whether the run has finished.
+    pub fn finished(&self) -> bool {
+        self.status.is_terminal()
+    }
+
+    /// The state of a run with no events: its name and parent as created.
+    pub(crate) fn initial_state(id: &RunId, name: &str, parent: Option<&RunId>) -> RunState {
+        let mut state = RunState::new(id.clone());
+        state.name = name.to_owned();
+        state.parent = parent.cloned();
+        state
+    }
+}
+
+/// The outcome of an append.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    /// The events stored, with their `seq`s.
+    pub events: Vec<Event>,
+    /// Events skipped because their `id` was already stored (or repeated in the batch).
+    pub duplicates: u64,
+    /// Events dropped because the run does not track their type.
+    pub filtered: u64,
+    /// The run's last `seq` after the append.
+    pub last_seq: u64,
+    /// The run's state after the append.
+    pub state: RunState,
+}
+
+/// Which runs to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only children of this run.
+    pub parent: Option<RunId>,
+    /// Only runs created before this time.
+    pub before: Option<Timestamp>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Storage of runs and events.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a run with its token hashes; `Conflict` if the id is taken.
+    async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError>;
+
+    /// A run's record.
+    async fn run(&self, id: &RunId) -> Result<RunRecord, StoreError>;
+
+    /// The run and scope a token hash belongs to.
+    async fn token(&self, hash: &str) -> Result<Option<(RunId, crate::auth::Scope)>, StoreError>;
+
+    /// Appends drafts as one atomic, durable batch, stamped `now` where they have no
+    /// time. Events the hub writes itself (`run.stalled`, `run.cancel_requested`) go
+    /// through here too; `from_producer` says whether these count as the producer
+    /// speaking (which resets stall detection).
+    async fn append(
+        &self,
+        id: &RunId,
+        drafts: Vec<Draft>,
+        now: Timestamp,
+        from_producer: bool,
+    ) -> Result<Appended, StoreError>;
+
+    /// Appends the hub's `run.stalled` draft if, inside the append's transaction, the
+    /// run is still running and its producer still silent past its timeout at `now`;
+    /// otherwise appends nothing.
+    async fn mark_stalled(&self, id: &RunId, draft: Draft, now: Timestamp) -> Result<Appended, StoreError>;
+
+    /// Up to `limit` events with `seq > after`, in order.
+    async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError>;
+
+    /// Runs, newest first.
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Deletes a run, its tokens and its events; `NotFound` if there is none.
+    async fn delete(&self, id: &RunId) -> Result<(), StoreError>;
+
+    /// Running runs whose producer has been silent past their heartbeat timeout.
+    async fn silent_runs(&self, now: Timestamp) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Ids of runs whose last event is older than their time to live, at most `limit`.
+    async fn expired_runs(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError>;
+
+    /// Counts of runs by status, for metrics.
+    async fn count_by_status(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
+}
+
+/// Folded run states kept in memory, so that the ETA estimators survive between
+/// appends and reads do not re-fold a run's whole history.
+#[derive(Default)]
+pub(crate) struct StateCache {
+    states: Mutex<HashMap<RunId, RunState>>,
+}
+
+/// States kept before the cache starts over; a state is a few kilobytes.
+const CACHE_CAPACITY: usize = 10_000;
+
+impl StateCache {
+    /// The cached state of `id` if it is exactly at `last_seq`.
+    pub(crate) fn get(&self, id: &RunId) -> Option<RunState> {
+        self.lock().get(id).cloned()
+    }
+
+    pub(crate) fn put(&self, state: RunState) {
+        let mut states = self.lock();
+        if states.len() >= CACHE_CAPACITY && !states.contains_key(&state.id) {
+            // Cheap and rare: drop everything and refill from the store on demand.
+            states.clear();
+        }
+        states.insert(state.id.clone(), state);
+    }
+
+    pub(crate) fn remove(&self, id: &RunId) {
+        self.lock().remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, RunState>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

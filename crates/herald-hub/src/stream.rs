@@ -1,0 +1,537 @@
+//! Reading a run as it happens: the long poll, Server-Sent Events (events or state),
+//! the WebSocket, and the stream of all runs' states.
+//!
+//! All of them read through a [`Cursor`]: the `seq` of the last event delivered, a
+//! queue of events fetched but not yet delivered, and the run's [`Feed`] to wait on.
+//! The cursor moves only when an event is delivered, so a resumed stream continues
+//! exactly after it: no gap, no duplicate. A cursor past the run's last event is an
+//! error, never a silent wait for events that may not come.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use herald_protocol::{Event, EventBody, RunId, RunState, TypeFilter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::api::{Need, authorize, parse_run_id, store_error};
+use crate::error::ApiError;
+use crate::feed::Feed;
+use crate::metrics::SubscriberGuard;
+use crate::store::{RunFilter, StoreError};
+use crate::{Hub, RunChange};
+
+/// Events fetched from the store or the feed at once.
+const FETCH: usize = 256;
+/// Longest long poll, in seconds; longer waits are cut to this.
+const MAX_WAIT_S: f64 = 60.0;
+/// At most four state messages a second on `view=state`.
+const STATE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A reader's position in one run's events.
+pub(crate) struct Cursor {
+    hub: Hub,
+    run: RunId,
+    /// The `seq` of the last event delivered.
+    after: u64,
+    /// The `seq` of the last event fetched into `pending`.
+    fetched: u64,
+    pending: VecDeque<Arc<Event>>,
+    filter: Option<TypeFilter>,
+    feed: Arc<Feed>,
+    changed: watch::Receiver<u64>,
+    /// `run.finished` has been delivered: nothing can follow.
+    done: bool,
+    _subscriber: SubscriberGuard,
+}
+
+impl Cursor {
+    /// Opens a cursor after `after`; an error if `after` is past the run's last event.
+    pub(crate) async fn open(hub: &Hub, run: &RunId, after: u64, filter: Option<TypeFilter>) -> Result<Cursor, ApiError> {
+        let record = hub.store().run(run).await.map_err(|e| store_error(run, e))?;
+        check_cursor(after, record.last_seq)?;
+        let feed = hub.feed(run, record.last_seq);
+        let changed = feed.subscribe();
+        Ok(Cursor {
+            hub: hub.clone(),
+            run: run.clone(),
+            after,
+            fetched: after,
+            pending: VecDeque::new(),
+            filter,
+            feed,
+            changed,
+            done: record.finished() && after >= record.last_seq,
+            _subscriber: hub.metrics().subscriber(),
+        })
+    }
+
+    /// Moves the cursor (a WebSocket client's `{"after": SEQ}`).
+    async fn seek(&mut self, after: u64) -> Result<(), ApiError> {
+        let record = self.hub.store().run(&self.run).await.map_err(|e| store_error(&self.run, e))?;
+        check_cursor(after, record.last_seq)?;
+        self.after = after;
+        self.fetched = after;
+        self.pending.clear();
+        self.done = record.finished() && after >= record.last_seq;
+        Ok(())
+    }
+
+    /// The next matching event already fetched, delivering (and skipping) as it goes.
+    fn pop(&mut self) -> Option<Arc<Event>> {
+        while let Some(event) = self.pending.pop_front() {
+            self.after = event.seq;
+            if matches!(event.body, EventBody::RunFinished(_)) {
+                self.done = true;
+                self.pending.clear();
+            }
+            if self.filter.as_ref().is_none_or(|f| f.matches(event.event_type())) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// Fetches what follows the fetched position: from the feed's ring when it holds
+    /// it, from the store otherwise. Cancel-safe: state changes only after the await.
+    async fn fill(&mut self) -> Result<(), StoreError> {
+        self.changed.borrow_and_update();
+        let events = match self.feed.after(self.fetched, FETCH) {
+            Some(events) if !events.is_empty() => events,
+            _ => {
+                let events = self.hub.store().events(&self.run, self.fetched, FETCH as u32).await?;
+                events.into_iter().map(Arc::new).collect()
+            }
+        };
+        if let Some(last) = events.last() {
+            self.fetched = last.seq;
+        }
+        self.pending.extend(events);
+        Ok(())
+    }
+
+    /// Waits until the run may have new events; `false` when the hub is stopping.
+    async fn wait(&mut self) -> bool {
+        tokio::select! {
+            res = self.changed.changed() => res.is_ok(),
+            () = self.hub.shutdown_token().cancelled() => false,
+        }
+    }
+
+    /// The next matching event, waiting for it; `None` once `run.finished` was
+    /// delivered, or when the run is gone or the hub is stopping.
+    pub(crate) async fn next(&mut self) -> Option<Arc<Event>> {
+        loop {
+            if let Some(event) = self.pop() {
+                return Some(event);
+            }
+            if self.done || self.hub.shutdown_token().is_cancelled() {
+                return None;
+            }
+            if let Err(e) = self.fill().await {
+                tracing::warn!(run = %self.run, error = %e, "stream read failed");
+                return None;
+            }
+            if !self.pending.is_empty() {
+                continue;
+            }
+            if !self.still_exists().await || !self.wait().await {
+                return None;
+            }
+        }
+    }
+
+    async fn still_exists(&self) -> bool {
+        !matches!(self.hub.store().run(&self.run).await, Err(StoreError::NotFound))
+    }
+}
+
+fn check_cursor(after: u64, last_seq: u64) -> Result<(), ApiError> {
+    if after > last_seq {
+        return Err(ApiError::bad_request(
+            "cursor_out_of_range",
+            format!("the cursor {after} is past the run's last event ({last_seq}); resume from at most {last_seq}"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_types(types: Option<&str>) -> Result<Option<TypeFilter>, ApiError> {
+    types
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<TypeFilter>().map_err(|e| ApiError::invalid_field("types", e.to_string())))
+        .transpose()
+}
+
+/// `GET /v1/runs/{id}/events` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PollQuery {
+    /// Events after this `seq` (default 0).
+    after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<u32>,
+    /// Type patterns, comma-separated (`tool.*,run.*`).
+    types: Option<String>,
+    /// Wait up to this many seconds for a new event (at most 60).
+    wait: Option<f64>,
+    /// A read token, for clients that cannot set headers.
+    token: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = String, Path, description = "run id"), PollQuery),
+    responses((status = 200, description = "{events, last_seq, status}"), (status = 400, description = "bad query or cursor"),
+              (status = 401), (status = 403), (status = 404)))]
+pub(crate) async fn poll(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<PollQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_run_id(&id)?;
+    let Query(query) = query?;
+    authorize(&hub, &headers, query.token.as_deref(), Some(&id), Need::Read).await?;
+    let limit = match query.limit {
+        None => 100,
+        Some(n @ 1..=1000) => n as usize,
+        Some(n) => return Err(ApiError::invalid_field("limit", format!("`limit` must be from 1 to 1000, not {n}"))),
+    };
+    let wait = match query.wait {
+        None => 0.0,
+        Some(w) if w.is_finite() && w >= 0.0 => w.min(MAX_WAIT_S),
+        Some(w) => return Err(ApiError::invalid_field("wait", format!("`wait` must be seconds from 0, not {w}"))),
+    };
+    let filter = parse_types(query.types.as_deref())?;
+    let mut cursor = Cursor::open(&hub, &id, query.after.unwrap_or(0), filter).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
+    let mut events = Vec::new();
+    loop {
+        while events.len() < limit {
+            match cursor.pop() {
+                Some(event) => events.push(event),
+                None => break,
+            }
+        }
+        if events.len() >= limit || cursor.done {
+            break;
+        }
+        cursor.fill().await.map_err(|e| store_error(&id, e))?;
+        if !cursor.pending.is_empty() {
+            continue;
+        }
+        if !events.is_empty() || wait == 0.0 {
+            break;
+        }
+        tokio::select! {
+            _ = cursor.changed.changed() => {}
+            () = tokio::time::sleep_until(deadline) => break,
+            () = hub.shutdown_token().cancelled() => break,
+        }
+    }
+    let record = hub.store().run(&id).await.map_err(|e| store_error(&id, e))?;
+    Ok(Json(json!({
+        "events": events.iter().map(|e| e.as_ref()).collect::<Vec<_>>(),
+        "last_seq": record.last_seq,
+        "status": record.status.as_str(),
+    })))
+}
+
+/// `GET /v1/runs/{id}/stream` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SseQuery {
+    /// Events after this `seq`; `Last-Event-ID` takes precedence.
+    after: Option<u64>,
+    /// Type patterns, comma-separated.
+    types: Option<String>,
+    /// `state` for the run's state instead of its events.
+    view: Option<String>,
+    /// Another protocol's encoding.
+    format: Option<String>,
+    /// A read token (EventSource cannot set headers).
+    token: Option<String>,
+}
+
+fn sse_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn sse_of(hub: &Hub, stream: impl Stream<Item = SseEvent> + Send + 'static) -> Response {
+    let keep_alive = KeepAlive::new().interval(hub.config().keep_alive);
+    sse_headers(Sse::new(stream.map(Ok::<_, Infallible>)).keep_alive(keep_alive).into_response())
+}
+
+fn event_message(event: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(event.seq.to_string())
+        .event(event.event_type())
+        .data(event.to_json())
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/stream", params(("id" = String, Path, description = "run id"), SseQuery),
+    responses((status = 200, description = "text/event-stream: `id: seq`, `event: type`, `data: event`"),
+              (status = 204, description = "the run has finished and the cursor is at its end"),
+              (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub(crate) async fn sse(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<SseQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_run_id(&id)?;
+    let Query(query) = query?;
+    authorize(&hub, &headers, query.token.as_deref(), Some(&id), Need::Read).await?;
+    if let Some(format) = query.format.as_deref() {
+        return Err(ApiError::invalid_field(
+            "format",
+            format!("format `{format}` is not served by this hub (only herald's own events)"),
+        ));
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "Last-Event-ID must be the seq of an event"))
+        })
+        .transpose()?;
+    let after = last_event_id.or(query.after).unwrap_or(0);
+    match query.view.as_deref() {
+        None | Some("events") => {}
+        Some("state") => return state_stream(hub, id).await,
+        Some(other) => {
+            return Err(ApiError::invalid_field("view", format!("unknown view `{other}`: use `state`, or leave it out for events")));
+        }
+    }
+    let cursor = Cursor::open(&hub, &id, after, parse_types(query.types.as_deref())?).await?;
+    if cursor.done {
+        // EventSource reconnects after a stream ends; 204 is how it is told to stop.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let events = stream::unfold(cursor, |mut cursor| async move {
+        let event = cursor.next().await?;
+        Some((event_message(&event), cursor))
+    });
+    Ok(sse_of(&hub, events))
+}
+
+/// `view=state`: the run's state on connect and after changes, at most four a second,
+/// ending after the state that shows the run finished.
+async fn state_stream(hub: Hub, id: RunId) -> Result<Response, ApiError> {
+    let record = hub.store().run(&id).await.map_err(|e| store_error(&id, e))?;
+    let feed = hub.feed(&id, record.last_seq);
+    struct Watch {
+        hub: Hub,
+        id: RunId,
+        feed: Arc<Feed>,
+        changed: watch::Receiver<u64>,
+        first: Option<RunState>,
+        sent_last: bool,
+        _subscriber: SubscriberGuard,
+    }
+    let watch = Watch {
+        changed: feed.subscribe(),
+        feed,
+        first: Some(record.state),
+        sent_last: false,
+        _subscriber: hub.metrics().subscriber(),
+        hub: hub.clone(),
+        id,
+    };
+    let states = stream::unfold(watch, |mut w| async move {
+        let _ = &w.feed;
+        if w.sent_last {
+            return None;
+        }
+        let state = match w.first.take() {
+            Some(state) => state,
+            None => {
+                tokio::time::sleep(STATE_INTERVAL).await;
+                w.changed.borrow_and_update();
+                let record = w.hub.store().run(&w.id).await.ok()?;
+                if record.finished() {
+                    record.state
+                } else {
+                    tokio::select! {
+                        res = w.changed.changed() => res.ok()?,
+                        () = w.hub.shutdown_token().cancelled() => return None,
+                    }
+                    w.hub.store().run(&w.id).await.ok()?.state
+                }
+            }
+        };
+        w.sent_last = state.status.is_terminal();
+        let state = state.at(w.hub.now());
+        let data = serde_json::to_string(&state).ok()?;
+        Some((SseEvent::default().event("state").id(state.last_seq.to_string()).data(data), w))
+    });
+    Ok(sse_of(&hub, states))
+}
+
+/// `GET /v1/runs/{id}/ws` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WsQuery {
+    after: Option<u64>,
+    types: Option<String>,
+    token: Option<String>,
+}
+
+/// A client's message on the WebSocket.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resume {
+    after: u64,
+}
+
+pub(crate) async fn ws(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let id = parse_run_id(&id)?;
+    let Query(query) = query?;
+    authorize(&hub, &headers, query.token.as_deref(), Some(&id), Need::Read).await?;
+    let cursor = Cursor::open(&hub, &id, query.after.unwrap_or(0), parse_types(query.types.as_deref())?).await?;
+    Ok(upgrade.on_upgrade(move |socket| websocket(socket, cursor)))
+}
+
+async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
+    loop {
+        tokio::select! {
+            event = cursor.next() => match event {
+                Some(event) => {
+                    if socket.send(Message::text(event.to_json())).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    let res = serde_json::from_str::<Resume>(&text)
+                        .map_err(|e| ApiError::bad_request("invalid_message", format!("send {{\"after\": SEQ}} to resume: {e}")));
+                    let res = match res {
+                        Ok(resume) => cursor.seek(resume.after).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = res {
+                        let body = json!({"error": {"code": "invalid_message", "message": e.to_string()}});
+                        if socket.send(Message::text(body.to_string())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// `GET /v1/runs/stream` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunsStreamQuery {
+    status: Option<String>,
+    parent: Option<String>,
+}
+
+/// `GET /v1/runs/stream`: `event: run` with a run's state whenever it changes (first
+/// the latest runs), `event: deleted` with `{"id"}` when one is deleted.
+pub(crate) async fn runs_stream(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    query: Result<Query<RunsStreamQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&hub, &headers, None, None, Need::Admin).await?;
+    let Query(query) = query?;
+    let filter = RunFilter {
+        status: query
+            .status
+            .map(|s| s.parse().map_err(|e| ApiError::invalid_field("status", e)))
+            .transpose()?,
+        parent: query.parent.map(|p| parse_run_id(&p)).transpose()?,
+        before: None,
+        limit: 100,
+    };
+    struct Runs {
+        hub: Hub,
+        filter: RunFilter,
+        changes: broadcast::Receiver<RunChange>,
+        backlog: VecDeque<SseEvent>,
+        _subscriber: SubscriberGuard,
+    }
+    let changes = hub.changes();
+    let mut runs = Runs {
+        backlog: VecDeque::new(),
+        changes,
+        filter,
+        _subscriber: hub.metrics().subscriber(),
+        hub: hub.clone(),
+    };
+    runs.backlog = snapshot(&hub, &runs.filter).await?;
+    let messages = stream::unfold(runs, |mut r| async move {
+        loop {
+            if let Some(message) = r.backlog.pop_front() {
+                return Some((message, r));
+            }
+            let change = tokio::select! {
+                change = r.changes.recv() => change,
+                () = r.hub.shutdown_token().cancelled() => return None,
+            };
+            match change {
+                Ok(RunChange::State(state)) => {
+                    let keep = r.filter.status.is_none_or(|s| s == state.status)
+                        && r.filter.parent.as_ref().is_none_or(|p| state.parent.as_ref() == Some(p));
+                    if keep {
+                        let state = state.at(r.hub.now());
+                        let data = serde_json::to_string(&state).ok()?;
+                        return Some((SseEvent::default().event("run").data(data), r));
+                    }
+                }
+                Ok(RunChange::Deleted(id)) => {
+                    let data = json!({"id": id}).to_string();
+                    return Some((SseEvent::default().event("deleted").data(data), r));
+                }
+                // Fell behind: send the current list again rather than guess.
+                Err(broadcast::error::RecvError::Lagged(_)) => r.backlog = snapshot(&r.hub, &r.filter).await.ok()?,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(sse_of(&hub, messages))
+}
+
+async fn snapshot(hub: &Hub, filter: &RunFilter) -> Result<VecDeque<SseEvent>, ApiError> {
+    let records = hub.store().list(filter).await.map_err(ApiError::internal)?;
+    let now = hub.now();
+    records
+        .iter()
+        .rev()
+        .map(|r| {
+            let data = serde_json::to_string(&r.state.at(now)).map_err(ApiError::internal)?;
+            Ok(SseEvent::default().event("run").data(data))
+        })
+        .collect()
+}
