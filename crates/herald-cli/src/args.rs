@@ -58,8 +58,41 @@ pub enum ProgressModeArg {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the hub: runs and events over HTTP, SSE and WebSocket, stored in SQLite.
+    Serve(ServeArgs),
     /// Run a real three-stage job (fetch, classify, summarize) against a simulated model.
     Demo(DemoArgs),
+}
+
+/// `herald serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(
+        long,
+        env = "HERALD_ADDR",
+        default_value = "127.0.0.1:7311",
+        value_name = "HOST:PORT"
+    )]
+    pub addr: String,
+
+    /// Directory of the SQLite database (`herald.db`); by default the platform's data
+    /// directory.
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database URL (`sqlite://PATH`); overrides --data-dir.
+    #[arg(long, env = "HERALD_DATABASE_URL", value_name = "URL")]
+    pub db: Option<String>,
+
+    /// The admin token; required unless listening on loopback.
+    #[arg(
+        long,
+        env = "HERALD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// `herald demo`.

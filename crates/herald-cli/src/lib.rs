@@ -5,6 +5,7 @@
 //!
 //! - `args`: the clap structs; they only check what was typed (ripgrep's "low args").
 //! - `demo`: `herald demo`, a real three-stage job against a simulated model.
+//! - `serve`: `herald serve`, the hub.
 //! - `sim`: the simulated model's latency and text.
 //!
 //! Exit codes: 0 success; 1 the job failed; 2 bad usage or settings (clap's own code
@@ -14,6 +15,7 @@
 
 pub mod args;
 mod demo;
+mod serve;
 mod sim;
 
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub fn main(cli: Cli) -> ExitCode {
     let res = match cli.command {
         Command::Demo(args) => demo::run(&cli.progress, &args),
+        Command::Serve(args) => serve::run(&args),
     };
     match res {
         Ok(code) => ExitCode::from(code),

@@ -1,7 +1,7 @@
 //! The REST routes of SPEC section 5, and who may call them.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Scope};
-use crate::error::ApiError;
+use crate::error::{ApiError, json_body};
 use crate::store::{NewRun, RunFilter, StoreError};
 use crate::{Hub, stream};
 
@@ -76,7 +76,8 @@ pub(crate) async fn authorize(
     let Some(admin) = hub.config().admin_token.as_deref() else {
         return Ok(());
     };
-    let from_query = auth::presented(headers, None).is_none() && query_token.is_some_and(|t| !t.is_empty());
+    let from_query =
+        auth::presented(headers, None).is_none() && query_token.is_some_and(|t| !t.is_empty());
     let Some(token) = auth::presented(headers, query_token) else {
         return Err(ApiError::unauthorized(
             "this hub needs a token: send `Authorization: Bearer <token>`",
@@ -85,19 +86,29 @@ pub(crate) async fn authorize(
     let presented_hash = auth::hash(&token);
     if auth::same(&presented_hash, &auth::hash(admin)) {
         if from_query {
-            return Err(ApiError::unauthorized("only a run's read token may be passed as ?token="));
+            return Err(ApiError::unauthorized(
+                "only a run's read token may be passed as ?token=",
+            ));
         }
         return Ok(());
     }
-    let found = hub.store().token(&presented_hash).await.map_err(ApiError::internal)?;
+    let found = hub
+        .store()
+        .token(&presented_hash)
+        .await
+        .map_err(ApiError::internal)?;
     let Some((token_run, scope)) = found else {
         return Err(ApiError::unauthorized("the token is not valid on this hub"));
     };
     if from_query && scope != Scope::Read {
-        return Err(ApiError::unauthorized("only a run's read token may be passed as ?token="));
+        return Err(ApiError::unauthorized(
+            "only a run's read token may be passed as ?token=",
+        ));
     }
     match (need, run) {
-        (Need::Admin, _) | (_, None) => Err(ApiError::forbidden("this needs the hub's admin token")),
+        (Need::Admin, _) | (_, None) => {
+            Err(ApiError::forbidden("this needs the hub's admin token"))
+        }
         (_, Some(run)) if &token_run != run => Err(ApiError::forbidden(format!(
             "the token belongs to another run, not to `{run}`"
         ))),
@@ -108,6 +119,20 @@ pub(crate) async fn authorize(
     }
 }
 
+/// The body, or 413 when it is over the limit.
+fn body_bytes(hub: &Hub, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the body is over the limit of {} bytes",
+                hub.config().max_body_bytes
+            ))
+        } else {
+            ApiError::bad_request("invalid_body", e.body_text())
+        }
+    })
+}
+
 pub(crate) fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
     RunId::new(id).map_err(|e| ApiError::invalid_field("id", format!("`{id}` is an {e}")))
 }
@@ -115,7 +140,9 @@ pub(crate) fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
 pub(crate) fn store_error(run: &RunId, e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::run_not_found(run.as_str()),
-        StoreError::Conflict => ApiError::conflict("run_exists", format!("a run `{run}` exists already")),
+        StoreError::Conflict => {
+            ApiError::conflict("run_exists", format!("a run `{run}` exists already"))
+        }
         StoreError::Finished => ApiError::conflict(
             "run_finished",
             format!("run `{run}` has finished and takes no more events"),
@@ -176,21 +203,27 @@ fn generate_run_id(now: Timestamp) -> RunId {
 pub(crate) async fn create_run(
     State(hub): State<Hub>,
     headers: HeaderMap,
-    body: Result<Json<CreateRun>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers, None, None, Need::Admin).await?;
-    let Json(body) = body?;
+    let body: CreateRun = json_body(&body_bytes(&hub, body)?)?;
     let now = hub.now();
     let id = match body.id {
         Some(id) => parse_run_id(&id)?,
         None => generate_run_id(now),
     };
     if body.name.trim().is_empty() || body.name.len() > MAX_NAME_BYTES {
-        return Err(ApiError::invalid_field("name", "`name` must be 1 to 1024 bytes"));
+        return Err(ApiError::invalid_field(
+            "name",
+            "`name` must be 1 to 1024 bytes",
+        ));
     }
     let parent = body
         .parent
-        .map(|p| RunId::new(p).map_err(|e| ApiError::invalid_field("parent", format!("`parent` is an {e}"))))
+        .map(|p| {
+            RunId::new(p)
+                .map_err(|e| ApiError::invalid_field("parent", format!("`parent` is an {e}")))
+        })
         .transpose()?;
     let track = match body.track {
         None | Some(Value::Null) => None,
@@ -200,13 +233,26 @@ pub(crate) async fn create_run(
                 .iter()
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| ApiError::invalid_field("track", "`track` must be a string or a list of strings"))?
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "track",
+                        "`track` must be a string or a list of strings",
+                    )
+                })?
                 .join(","),
         ),
-        Some(_) => return Err(ApiError::invalid_field("track", "`track` must be a string or a list of strings")),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "track",
+                "`track` must be a string or a list of strings",
+            ));
+        }
     };
     let track = track
-        .map(|t| t.parse::<TypeFilter>().map_err(|e| ApiError::invalid_field("track", e.to_string())))
+        .map(|t| {
+            t.parse::<TypeFilter>()
+                .map_err(|e| ApiError::invalid_field("track", e.to_string()))
+        })
         .transpose()?;
     let write_token = auth::generate(Scope::Write);
     let read_token = auth::generate(Scope::Read);
@@ -214,7 +260,11 @@ pub(crate) async fn create_run(
         id: id.clone(),
         name: body.name,
         parent,
-        heartbeat_timeout_s: seconds("heartbeat_timeout_s", body.heartbeat_timeout_s, hub.config().default_heartbeat_timeout_s)?,
+        heartbeat_timeout_s: seconds(
+            "heartbeat_timeout_s",
+            body.heartbeat_timeout_s,
+            hub.config().default_heartbeat_timeout_s,
+        )?,
         ttl_s: seconds("ttl_s", body.ttl_s, hub.config().default_ttl_s)?,
         track,
         meta: body.meta,
@@ -222,7 +272,11 @@ pub(crate) async fn create_run(
         read_hash: auth::hash(&read_token),
         created_at: now,
     };
-    let record = hub.store().create_run(&run).await.map_err(|e| store_error(&id, e))?;
+    let record = hub
+        .store()
+        .create_run(&run)
+        .await
+        .map_err(|e| store_error(&id, e))?;
     hub.published_state(&record.state);
     let base = base_url(&hub, &headers);
     let urls = json!({
@@ -232,7 +286,8 @@ pub(crate) async fn create_run(
         "ws": format!("{}/v1/runs/{id}/ws", base.replacen("http", "ws", 1)),
         "dashboard": format!("{base}/runs/{id}?token={read_token}"),
     });
-    let body = json!({"id": id, "write_token": write_token, "read_token": read_token, "urls": urls});
+    let body =
+        json!({"id": id, "write_token": write_token, "read_token": read_token, "urls": urls});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -251,28 +306,21 @@ pub(crate) async fn append(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_run_id(&id)?;
     authorize(&hub, &headers, None, Some(&id), Need::Write).await?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!("the body is over the limit of {} bytes", hub.config().max_body_bytes))
-        } else {
-            ApiError::bad_request("invalid_body", e.body_text())
-        }
-    })?;
+    let body = body_bytes(&hub, body)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    // NDJSON by its media type; anything else is read as a JSON array, so that a
+    // plain `curl -d` (which says form-urlencoded) works too.
     let format = match content_type.split(';').next().unwrap_or("").trim() {
-        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => BatchFormat::Ndjson,
-        "application/json" | "" => BatchFormat::JsonArray,
-        other => {
-            return Err(ApiError::bad_request(
-                "unsupported_media_type",
-                format!("Content-Type `{other}` is not accepted: send application/json (an array) or application/x-ndjson"),
-            ));
+        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+            BatchFormat::Ndjson
         }
+        _ => BatchFormat::JsonArray,
     };
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?;
     let drafts = parse_batch(text, format, &id)?;
     if drafts.len() > hub.config().max_batch {
         return Err(ApiError::too_large(format!(
@@ -281,7 +329,10 @@ pub(crate) async fn append(
             hub.config().max_batch
         )));
     }
-    let appended = hub.append(&id, drafts, true).await.map_err(|e| store_error(&id, e))?;
+    let appended = hub
+        .append(&id, drafts, true)
+        .await
+        .map_err(|e| store_error(&id, e))?;
     Ok(Json(json!({
         "appended": appended.events.len(),
         "duplicates": appended.duplicates,
@@ -307,10 +358,23 @@ pub(crate) async fn get_run(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_run_id(&id)?;
     let Query(query) = query?;
-    authorize(&hub, &headers, query.token.as_deref(), Some(&id), Need::Read).await?;
-    let record = hub.store().run(&id).await.map_err(|e| store_error(&id, e))?;
+    authorize(
+        &hub,
+        &headers,
+        query.token.as_deref(),
+        Some(&id),
+        Need::Read,
+    )
+    .await?;
+    let record = hub
+        .store()
+        .run(&id)
+        .await
+        .map_err(|e| store_error(&id, e))?;
     let state = record.state.at(hub.now());
-    Ok(Json(serde_json::to_value(state).map_err(ApiError::internal)?))
+    Ok(Json(
+        serde_json::to_value(state).map_err(ApiError::internal)?,
+    ))
 }
 
 /// `POST /v1/runs/{id}/cancel` body (optional).
@@ -328,18 +392,29 @@ pub(crate) async fn cancel(
     State(hub): State<Hub>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_run_id(&id)?;
     authorize(&hub, &headers, None, Some(&id), Need::Write).await?;
+    let body = body_bytes(&hub, body)?;
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", format!("the cancel body must be {{\"reason\": \"...\"}}: {e}")))?
+        json_body(&body)?
     };
-    let draft = Draft::new(hub.now(), RunCancelRequested { reason: body.reason });
-    let appended = hub.append(&id, vec![draft], false).await.map_err(|e| store_error(&id, e))?;
-    Ok(Json(json!({"cancel_requested": true, "last_seq": appended.last_seq})))
+    let draft = Draft::new(
+        hub.now(),
+        RunCancelRequested {
+            reason: body.reason,
+        },
+    );
+    let appended = hub
+        .append(&id, vec![draft], false)
+        .await
+        .map_err(|e| store_error(&id, e))?;
+    Ok(Json(
+        json!({"cancel_requested": true, "last_seq": appended.last_seq}),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/runs/{id}", params(("id" = String, Path, description = "run id")),
@@ -351,7 +426,10 @@ pub(crate) async fn delete_run(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_run_id(&id)?;
     authorize(&hub, &headers, None, Some(&id), Need::Admin).await?;
-    hub.store().delete(&id).await.map_err(|e| store_error(&id, e))?;
+    hub.store()
+        .delete(&id)
+        .await
+        .map_err(|e| store_error(&id, e))?;
     hub.deleted(&id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -382,20 +460,40 @@ pub(crate) async fn list_runs(
     let filter = RunFilter {
         status: query
             .status
-            .map(|s| s.parse::<RunStatus>().map_err(|e| ApiError::invalid_field("status", e)))
+            .map(|s| {
+                s.parse::<RunStatus>()
+                    .map_err(|e| ApiError::invalid_field("status", e))
+            })
             .transpose()?,
-        parent: query.parent.map(|p| parse_run_id(&p).map_err(|_| ApiError::invalid_field("parent", "not a run id"))).transpose()?,
+        parent: query
+            .parent
+            .map(|p| {
+                parse_run_id(&p).map_err(|_| ApiError::invalid_field("parent", "not a run id"))
+            })
+            .transpose()?,
         before: query
             .before
-            .map(|b| b.parse::<Timestamp>().map_err(|e| ApiError::invalid_field("before", format!("`before` is {e}"))))
+            .map(|b| {
+                b.parse::<Timestamp>()
+                    .map_err(|e| ApiError::invalid_field("before", format!("`before` is {e}")))
+            })
             .transpose()?,
         limit: match query.limit {
             None => 50,
             Some(n @ 1..=500) => n,
-            Some(n) => return Err(ApiError::invalid_field("limit", format!("`limit` must be from 1 to 500, not {n}"))),
+            Some(n) => {
+                return Err(ApiError::invalid_field(
+                    "limit",
+                    format!("`limit` must be from 1 to 500, not {n}"),
+                ));
+            }
         },
     };
-    let records = hub.store().list(&filter).await.map_err(ApiError::internal)?;
+    let records = hub
+        .store()
+        .list(&filter)
+        .await
+        .map_err(ApiError::internal)?;
     let now = hub.now();
     let next_before = (records.len() as u32 == filter.limit)
         .then(|| records.last().map(|r| r.created_at.to_string()))
@@ -410,13 +508,20 @@ pub(crate) async fn list_runs(
 
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{status: ok}")))]
 pub(crate) async fn healthz(State(hub): State<Hub>) -> Result<Json<Value>, ApiError> {
-    hub.store().count_by_status().await.map_err(ApiError::internal)?;
+    hub.store()
+        .count_by_status()
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({"status": "ok"})))
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text")))]
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Result<Response, ApiError> {
-    let runs = hub.store().count_by_status().await.map_err(ApiError::internal)?;
+    let runs = hub
+        .store()
+        .count_by_status()
+        .await
+        .map_err(ApiError::internal)?;
     let text = hub.metrics().render(&runs);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

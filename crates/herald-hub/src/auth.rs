@@ -63,10 +63,15 @@ pub(crate) fn presented(headers: &HeaderMap, query_token: Option<&str>) -> Optio
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    header.or(query_token.filter(|t| !t.is_empty())).map(str::to_owned)
+    header
+        .or(query_token.filter(|t| !t.is_empty()))
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -55,12 +55,20 @@ impl ApiError {
 
     /// 404: no such run.
     pub fn run_not_found(id: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "run_not_found", format!("no run `{id}`"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+            format!("no run `{id}`"),
+        )
     }
 
     /// 404: no such route.
     pub fn route_not_found(path: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {path}"),
+        )
     }
 
     /// 409: the run id is taken, or the run already finished.
@@ -76,7 +84,11 @@ impl ApiError {
     /// 500: the hub failed; the details go to the log, not to the client.
     pub fn internal(err: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %err, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the hub failed to answer; see its log")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the hub failed to answer; see its log",
+        )
     }
 
     /// 503: the hub is shutting down.
@@ -113,12 +125,15 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(e) => {
                 // serde names the field in its message: "missing field `name`" or
                 // "name: invalid type ...".
-                let detail = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
+                let detail =
+                    std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
                 let mut err = ApiError::bad_request("invalid_field", detail.clone());
                 err.field = field_of(&detail);
                 err
             }
-            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("invalid_json", e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::bad_request("invalid_json", e.body_text())
+            }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -130,6 +145,31 @@ impl From<JsonRejection> for ApiError {
             other => ApiError::bad_request("invalid_body", other.body_text()),
         }
     }
+}
+
+/// Parses a JSON request body, whatever its Content-Type says (a plain `curl -d` says
+/// form-urlencoded); errors name the field.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m)
+            .to_owned();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {message}"),
+            );
+        }
+        let field = field_of(&message).or_else(|| (path != ".").then_some(path));
+        let mut err = ApiError::bad_request("invalid_field", message);
+        err.field = field;
+        err
+    })
 }
 
 impl From<QueryRejection> for ApiError {
@@ -144,11 +184,19 @@ impl From<QueryRejection> for ApiError {
 /// The field a serde message names: "missing field `x`", "unknown variant ..., expected"
 /// or "x: invalid type".
 fn field_of(message: &str) -> Option<String> {
-    if let Some(rest) = message.split("missing field `").nth(1) {
-        return rest.split('`').next().map(str::to_owned);
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(rest) = message.split(marker).nth(1) {
+            return rest.split('`').next().map(str::to_owned);
+        }
     }
-    let head = message.rsplit("Failed to deserialize query string: ").next().unwrap_or(message);
-    let head = head.rsplit("Failed to deserialize the JSON body into the target type: ").next().unwrap_or(head);
+    let head = message
+        .rsplit("Failed to deserialize query string: ")
+        .next()
+        .unwrap_or(message);
+    let head = head
+        .rsplit("Failed to deserialize the JSON body into the target type: ")
+        .next()
+        .unwrap_or(head);
     let (field, _) = head.split_once(": ")?;
     let field = field.trim();
     (!field.is_empty() && !field.contains(' ')).then(|| field.to_owned())
@@ -169,7 +217,13 @@ impl IntoResponse for ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -179,9 +233,13 @@ mod tests {
 
     #[test]
     fn fields_are_found_in_serde_messages() {
-        assert_eq!(field_of("missing field `name` at line 1 column 2").as_deref(), Some("name"));
         assert_eq!(
-            field_of("Failed to deserialize query string: limit: invalid digit found in string").as_deref(),
+            field_of("missing field `name` at line 1 column 2").as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            field_of("Failed to deserialize query string: limit: invalid digit found in string")
+                .as_deref(),
             Some("limit")
         );
         assert_eq!(field_of("something else entirely"), None);

@@ -83,7 +83,13 @@ pub(crate) struct Feeds {
 
 impl Feeds {
     /// The feed of `run`, created (with a poller of the store) if it has none.
-    pub(crate) fn get(&self, run: &RunId, last_seq: u64, store: &Arc<dyn Store>, poll: Duration) -> Arc<Feed> {
+    pub(crate) fn get(
+        &self,
+        run: &RunId,
+        last_seq: u64,
+        store: &Arc<dyn Store>,
+        poll: Duration,
+    ) -> Arc<Feed> {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(feed) = feeds.get(run).and_then(Weak::upgrade) {
             return feed;
@@ -94,7 +100,12 @@ impl Feeds {
             recent: RwLock::new(VecDeque::new()),
         });
         feeds.insert(run.clone(), Arc::downgrade(&feed));
-        tokio::spawn(poll_store(run.clone(), Arc::downgrade(&feed), store.clone(), poll));
+        tokio::spawn(poll_store(
+            run.clone(),
+            Arc::downgrade(&feed),
+            store.clone(),
+            poll,
+        ));
         feed
     }
 

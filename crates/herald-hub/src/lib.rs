@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use herald_protocol::{Draft, Event, RunId, RunState, RunStalled};
+use herald_protocol::{Draft, Event, RunId, RunStalled, RunState};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -148,9 +148,12 @@ impl Hub {
     }
 
     pub(crate) fn feed(&self, run: &RunId, last_seq: u64) -> Arc<feed::Feed> {
-        self.inner
-            .feeds
-            .get(run, last_seq, &self.inner.store, self.inner.config.feed_poll_interval)
+        self.inner.feeds.get(
+            run,
+            last_seq,
+            &self.inner.store,
+            self.inner.config.feed_poll_interval,
+        )
     }
 
     pub(crate) fn changes(&self) -> broadcast::Receiver<RunChange> {
@@ -170,14 +173,22 @@ impl Hub {
         let started = std::time::Instant::now();
         let task = tokio::spawn(async move {
             let now = hub.now();
-            let appended = hub.inner.store.append(&id, drafts, now, from_producer).await?;
+            let appended = hub
+                .inner
+                .store
+                .append(&id, drafts, now, from_producer)
+                .await?;
             hub.published(&id, &appended.events, &appended.state);
             Ok::<_, StoreError>(appended)
         });
-        let appended = task.await.map_err(|e| StoreError::Db(format!("append task failed: {e}")))??;
-        self.inner
-            .metrics
-            .appended(appended.events.len() as u64, appended.duplicates, started.elapsed());
+        let appended = task
+            .await
+            .map_err(|e| StoreError::Db(format!("append task failed: {e}")))??;
+        self.inner.metrics.appended(
+            appended.events.len() as u64,
+            appended.duplicates,
+            started.elapsed(),
+        );
         Ok(appended)
     }
 
@@ -186,12 +197,18 @@ impl Hub {
             return;
         }
         self.inner.feeds.publish(run, events);
-        let _ = self.inner.changes.send(RunChange::State(Arc::new(state.clone())));
+        let _ = self
+            .inner
+            .changes
+            .send(RunChange::State(Arc::new(state.clone())));
     }
 
     /// Tells list subscribers about a run whose state changed without events (created).
     pub(crate) fn published_state(&self, state: &RunState) {
-        let _ = self.inner.changes.send(RunChange::State(Arc::new(state.clone())));
+        let _ = self
+            .inner
+            .changes
+            .send(RunChange::State(Arc::new(state.clone())));
     }
 
     pub(crate) fn deleted(&self, run: &RunId) {
@@ -204,7 +221,8 @@ impl Hub {
     pub async fn sweep(&self) -> Result<(), StoreError> {
         let now = self.now();
         for record in self.inner.store.silent_runs(now).await? {
-            let silent_for_s = (now.seconds_since(record.last_producer_at) * 1000.0).round() / 1000.0;
+            let silent_for_s =
+                (now.seconds_since(record.last_producer_at) * 1000.0).round() / 1000.0;
             let draft = Draft::new(now, RunStalled { silent_for_s });
             // The store re-checks silence inside the append's transaction, so a
             // producer that spoke in the meantime is not marked stalled.
@@ -268,7 +286,11 @@ pub fn app(hub: Hub) -> Router {
 
 /// Serves `hub` on `listener` (with its sweeper) until `shutdown` resolves; then stops
 /// accepting, ends open streams, and lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, hub: Hub, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let sweeper = hub.spawn_sweeper();
     let stopping = hub.clone();
     let res = axum::serve(listener, app(hub))

@@ -8,7 +8,9 @@ use std::time::Duration;
 use herald_protocol::RunStatus;
 
 /// Upper bounds of the append latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 /// The hub's counters.
 #[derive(Default)]
@@ -26,7 +28,8 @@ impl Metrics {
         self.events_appended.fetch_add(events, Ordering::Relaxed);
         self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         self.appends.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         let secs = took.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
             self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -50,7 +53,10 @@ impl Metrics {
             RunStatus::Failed,
             RunStatus::Cancelled,
         ] {
-            let n = runs.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+            let n = runs
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, n)| *n);
             let _ = writeln!(out, "herald_runs{{status=\"{}\"}} {n}", status.as_str());
         }
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
@@ -58,17 +64,40 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         };
-        counter(&mut out, "herald_events_appended_total", "Events stored.", &self.events_appended);
-        counter(&mut out, "herald_events_duplicate_total", "Events skipped as repeated ids.", &self.duplicates);
-        let _ = writeln!(out, "# HELP herald_subscribers Open polls, streams and sockets.");
+        counter(
+            &mut out,
+            "herald_events_appended_total",
+            "Events stored.",
+            &self.events_appended,
+        );
+        counter(
+            &mut out,
+            "herald_events_duplicate_total",
+            "Events skipped as repeated ids.",
+            &self.duplicates,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP herald_subscribers Open polls, streams and sockets."
+        );
         let _ = writeln!(out, "# TYPE herald_subscribers gauge");
-        let _ = writeln!(out, "herald_subscribers {}", self.subscribers.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP herald_append_seconds Time to store a batch of events.");
+        let _ = writeln!(
+            out,
+            "herald_subscribers {}",
+            self.subscribers.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP herald_append_seconds Time to store a batch of events."
+        );
         let _ = writeln!(out, "# TYPE herald_append_seconds histogram");
         let mut cumulative = 0;
         for (bound, count) in BUCKETS.iter().zip(&self.latency_buckets) {
             cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "herald_append_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "herald_append_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
         }
         let total = self.appends.load(Ordering::Relaxed);
         let _ = writeln!(out, "herald_append_seconds_bucket{{le=\"+Inf\"}} {total}");

@@ -6,7 +6,10 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "herald hub", description = "Runs, events and live streams of long-running agents and pipelines (SPEC section 5)."),
+    info(
+        title = "herald hub",
+        description = "Runs, events and live streams of long-running agents and pipelines (SPEC section 5)."
+    ),
     paths(
         crate::api::create_run,
         crate::api::list_runs,

@@ -12,13 +12,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
 use herald_protocol::{Event, EventBody, RunId, RunState, TypeFilter};
 use serde::Deserialize;
@@ -58,8 +58,17 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     /// Opens a cursor after `after`; an error if `after` is past the run's last event.
-    pub(crate) async fn open(hub: &Hub, run: &RunId, after: u64, filter: Option<TypeFilter>) -> Result<Cursor, ApiError> {
-        let record = hub.store().run(run).await.map_err(|e| store_error(run, e))?;
+    pub(crate) async fn open(
+        hub: &Hub,
+        run: &RunId,
+        after: u64,
+        filter: Option<TypeFilter>,
+    ) -> Result<Cursor, ApiError> {
+        let record = hub
+            .store()
+            .run(run)
+            .await
+            .map_err(|e| store_error(run, e))?;
         check_cursor(after, record.last_seq)?;
         let feed = hub.feed(run, record.last_seq);
         let changed = feed.subscribe();
@@ -79,7 +88,12 @@ impl Cursor {
 
     /// Moves the cursor (a WebSocket client's `{"after": SEQ}`).
     async fn seek(&mut self, after: u64) -> Result<(), ApiError> {
-        let record = self.hub.store().run(&self.run).await.map_err(|e| store_error(&self.run, e))?;
+        let record = self
+            .hub
+            .store()
+            .run(&self.run)
+            .await
+            .map_err(|e| store_error(&self.run, e))?;
         check_cursor(after, record.last_seq)?;
         self.after = after;
         self.fetched = after;
@@ -96,7 +110,11 @@ impl Cursor {
                 self.done = true;
                 self.pending.clear();
             }
-            if self.filter.as_ref().is_none_or(|f| f.matches(event.event_type())) {
+            if self
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.matches(event.event_type()))
+            {
                 return Some(event);
             }
         }
@@ -110,7 +128,11 @@ impl Cursor {
         let events = match self.feed.after(self.fetched, FETCH) {
             Some(events) if !events.is_empty() => events,
             _ => {
-                let events = self.hub.store().events(&self.run, self.fetched, FETCH as u32).await?;
+                let events = self
+                    .hub
+                    .store()
+                    .events(&self.run, self.fetched, FETCH as u32)
+                    .await?;
                 events.into_iter().map(Arc::new).collect()
             }
         };
@@ -153,7 +175,10 @@ impl Cursor {
     }
 
     async fn still_exists(&self) -> bool {
-        !matches!(self.hub.store().run(&self.run).await, Err(StoreError::NotFound))
+        !matches!(
+            self.hub.store().run(&self.run).await,
+            Err(StoreError::NotFound)
+        )
     }
 }
 
@@ -161,7 +186,9 @@ fn check_cursor(after: u64, last_seq: u64) -> Result<(), ApiError> {
     if after > last_seq {
         return Err(ApiError::bad_request(
             "cursor_out_of_range",
-            format!("the cursor {after} is past the run's last event ({last_seq}); resume from at most {last_seq}"),
+            format!(
+                "the cursor {after} is past the run's last event ({last_seq}); resume from at most {last_seq}"
+            ),
         ));
     }
     Ok(())
@@ -170,7 +197,10 @@ fn check_cursor(after: u64, last_seq: u64) -> Result<(), ApiError> {
 fn parse_types(types: Option<&str>) -> Result<Option<TypeFilter>, ApiError> {
     types
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<TypeFilter>().map_err(|e| ApiError::invalid_field("types", e.to_string())))
+        .map(|t| {
+            t.parse::<TypeFilter>()
+                .map_err(|e| ApiError::invalid_field("types", e.to_string()))
+        })
         .transpose()
 }
 
@@ -201,16 +231,33 @@ pub(crate) async fn poll(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_run_id(&id)?;
     let Query(query) = query?;
-    authorize(&hub, &headers, query.token.as_deref(), Some(&id), Need::Read).await?;
+    authorize(
+        &hub,
+        &headers,
+        query.token.as_deref(),
+        Some(&id),
+        Need::Read,
+    )
+    .await?;
     let limit = match query.limit {
         None => 100,
         Some(n @ 1..=1000) => n as usize,
-        Some(n) => return Err(ApiError::invalid_field("limit", format!("`limit` must be from 1 to 1000, not {n}"))),
+        Some(n) => {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("`limit` must be from 1 to 1000, not {n}"),
+            ));
+        }
     };
     let wait = match query.wait {
         None => 0.0,
         Some(w) if w.is_finite() && w >= 0.0 => w.min(MAX_WAIT_S),
-        Some(w) => return Err(ApiError::invalid_field("wait", format!("`wait` must be seconds from 0, not {w}"))),
+        Some(w) => {
+            return Err(ApiError::invalid_field(
+                "wait",
+                format!("`wait` must be seconds from 0, not {w}"),
+            ));
+        }
     };
     let filter = parse_types(query.types.as_deref())?;
     let mut cursor = Cursor::open(&hub, &id, query.after.unwrap_or(0), filter).await?;
@@ -239,7 +286,11 @@ pub(crate) async fn poll(
             () = hub.shutdown_token().cancelled() => break,
         }
     }
-    let record = hub.store().run(&id).await.map_err(|e| store_error(&id, e))?;
+    let record = hub
+        .store()
+        .run(&id)
+        .await
+        .map_err(|e| store_error(&id, e))?;
     Ok(Json(json!({
         "events": events.iter().map(|e| e.as_ref()).collect::<Vec<_>>(),
         "last_seq": record.last_seq,
@@ -272,7 +323,11 @@ fn sse_headers(mut response: Response) -> Response {
 
 fn sse_of(hub: &Hub, stream: impl Stream<Item = SseEvent> + Send + 'static) -> Response {
     let keep_alive = KeepAlive::new().interval(hub.config().keep_alive);
-    sse_headers(Sse::new(stream.map(Ok::<_, Infallible>)).keep_alive(keep_alive).into_response())
+    sse_headers(
+        Sse::new(stream.map(Ok::<_, Infallible>))
+            .keep_alive(keep_alive)
+            .into_response(),
+    )
 }
 
 fn event_message(event: &Event) -> SseEvent {
@@ -294,7 +349,14 @@ pub(crate) async fn sse(
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
     let Query(query) = query?;
-    authorize(&hub, &headers, query.token.as_deref(), Some(&id), Need::Read).await?;
+    authorize(
+        &hub,
+        &headers,
+        query.token.as_deref(),
+        Some(&id),
+        Need::Read,
+    )
+    .await?;
     if let Some(format) = query.format.as_deref() {
         return Err(ApiError::invalid_field(
             "format",
@@ -307,7 +369,12 @@ pub(crate) async fn sse(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "Last-Event-ID must be the seq of an event"))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_cursor",
+                        "Last-Event-ID must be the seq of an event",
+                    )
+                })
         })
         .transpose()?;
     let after = last_event_id.or(query.after).unwrap_or(0);
@@ -315,7 +382,10 @@ pub(crate) async fn sse(
         None | Some("events") => {}
         Some("state") => return state_stream(hub, id).await,
         Some(other) => {
-            return Err(ApiError::invalid_field("view", format!("unknown view `{other}`: use `state`, or leave it out for events")));
+            return Err(ApiError::invalid_field(
+                "view",
+                format!("unknown view `{other}`: use `state`, or leave it out for events"),
+            ));
         }
     }
     let cursor = Cursor::open(&hub, &id, after, parse_types(query.types.as_deref())?).await?;
@@ -333,7 +403,11 @@ pub(crate) async fn sse(
 /// `view=state`: the run's state on connect and after changes, at most four a second,
 /// ending after the state that shows the run finished.
 async fn state_stream(hub: Hub, id: RunId) -> Result<Response, ApiError> {
-    let record = hub.store().run(&id).await.map_err(|e| store_error(&id, e))?;
+    let record = hub
+        .store()
+        .run(&id)
+        .await
+        .map_err(|e| store_error(&id, e))?;
     let feed = hub.feed(&id, record.last_seq);
     struct Watch {
         hub: Hub,
@@ -378,7 +452,13 @@ async fn state_stream(hub: Hub, id: RunId) -> Result<Response, ApiError> {
         w.sent_last = state.status.is_terminal();
         let state = state.at(w.hub.now());
         let data = serde_json::to_string(&state).ok()?;
-        Some((SseEvent::default().event("state").id(state.last_seq.to_string()).data(data), w))
+        Some((
+            SseEvent::default()
+                .event("state")
+                .id(state.last_seq.to_string())
+                .data(data),
+            w,
+        ))
     });
     Ok(sse_of(&hub, states))
 }
@@ -408,8 +488,21 @@ pub(crate) async fn ws(
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
     let Query(query) = query?;
-    authorize(&hub, &headers, query.token.as_deref(), Some(&id), Need::Read).await?;
-    let cursor = Cursor::open(&hub, &id, query.after.unwrap_or(0), parse_types(query.types.as_deref())?).await?;
+    authorize(
+        &hub,
+        &headers,
+        query.token.as_deref(),
+        Some(&id),
+        Need::Read,
+    )
+    .await?;
+    let cursor = Cursor::open(
+        &hub,
+        &id,
+        query.after.unwrap_or(0),
+        parse_types(query.types.as_deref())?,
+    )
+    .await?;
     Ok(upgrade.on_upgrade(move |socket| websocket(socket, cursor)))
 }
 
@@ -503,7 +596,10 @@ pub(crate) async fn runs_stream(
             match change {
                 Ok(RunChange::State(state)) => {
                     let keep = r.filter.status.is_none_or(|s| s == state.status)
-                        && r.filter.parent.as_ref().is_none_or(|p| state.parent.as_ref() == Some(p));
+                        && r.filter
+                            .parent
+                            .as_ref()
+                            .is_none_or(|p| state.parent.as_ref() == Some(p));
                     if keep {
                         let state = state.at(r.hub.now());
                         let data = serde_json::to_string(&state).ok()?;
@@ -515,7 +611,9 @@ pub(crate) async fn runs_stream(
                     return Some((SseEvent::default().event("deleted").data(data), r));
                 }
                 // Fell behind: send the current list again rather than guess.
-                Err(broadcast::error::RecvError::Lagged(_)) => r.backlog = snapshot(&r.hub, &r.filter).await.ok()?,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    r.backlog = snapshot(&r.hub, &r.filter).await.ok()?
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }

@@ -176,7 +176,12 @@ pub trait Store: Send + Sync + 'static {
     /// Appends the hub's `run.stalled` draft if, inside the append's transaction, the
     /// run is still running and its producer still silent past its timeout at `now`;
     /// otherwise appends nothing.
-    async fn mark_stalled(&self, id: &RunId, draft: Draft, now: Timestamp) -> Result<Appended, StoreError>;
+    async fn mark_stalled(
+        &self,
+        id: &RunId,
+        draft: Draft,
+        now: Timestamp,
+    ) -> Result<Appended, StoreError>;
 
     /// Up to `limit` events with `seq > after`, in order.
     async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError>;
