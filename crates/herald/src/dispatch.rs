@@ -50,6 +50,9 @@ pub(crate) struct Counter {
     pub(crate) run: RunId,
     pub(crate) stage: String,
     pub(crate) done: AtomicU64,
+    /// Whether `stage.started` went out: checked on every tick, so it sits beside
+    /// `done` rather than behind the stage's `Once`.
+    pub(crate) announced: AtomicBool,
     total: AtomicU64,
     pub(crate) unit: OnceLock<String>,
     /// When the stage started, for `elapsed_s`.
@@ -62,6 +65,7 @@ impl Counter {
             run,
             stage,
             done: AtomicU64::new(0),
+            announced: AtomicBool::new(false),
             total: AtomicU64::new(NO_TOTAL),
             unit: OnceLock::new(),
             started_at: OnceLock::new(),
