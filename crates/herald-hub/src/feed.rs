@@ -121,6 +121,20 @@ impl Feeds {
             feed.push(events);
         }
     }
+
+    /// Wakes the run's subscribers without a new event, so that they look at the store
+    /// again: when the run was deleted, they find it gone and end.
+    pub(crate) fn wake(&self, run: &RunId) {
+        let feed = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run)
+            .and_then(Weak::upgrade);
+        if let Some(feed) = feed {
+            feed.last_seq.send_modify(|_| {});
+        }
+    }
 }
 
 /// Catches a feed up with the store every `every`, for as long as the feed lives: the

@@ -212,6 +212,8 @@ impl Hub {
     }
 
     pub(crate) fn deleted(&self, run: &RunId) {
+        // Open streams of the run end rather than wait for events that cannot come.
+        self.inner.feeds.wake(run);
         let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
     }
 

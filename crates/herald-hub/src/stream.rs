@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -415,6 +416,8 @@ async fn state_stream(hub: Hub, id: RunId) -> Result<Response, ApiError> {
         feed: Arc<Feed>,
         changed: watch::Receiver<u64>,
         first: Option<RunState>,
+        /// The `last_seq` of the last state sent.
+        sent_seq: u64,
         sent_last: bool,
         _subscriber: SubscriberGuard,
     }
@@ -422,6 +425,7 @@ async fn state_stream(hub: Hub, id: RunId) -> Result<Response, ApiError> {
         changed: feed.subscribe(),
         feed,
         first: Some(record.state),
+        sent_seq: 0,
         sent_last: false,
         _subscriber: hub.metrics().subscriber(),
         hub: hub.clone(),
@@ -436,20 +440,23 @@ async fn state_stream(hub: Hub, id: RunId) -> Result<Response, ApiError> {
             Some(state) => state,
             None => {
                 tokio::time::sleep(STATE_INTERVAL).await;
-                w.changed.borrow_and_update();
-                let record = w.hub.store().run(&w.id).await.ok()?;
-                if record.finished() {
-                    record.state
-                } else {
+                // Send what changed since the last state sent, including what changed
+                // during the pause; wait only when nothing did.
+                loop {
+                    w.changed.borrow_and_update();
+                    let record = w.hub.store().run(&w.id).await.ok()?;
+                    if record.finished() || record.last_seq > w.sent_seq {
+                        break record.state;
+                    }
                     tokio::select! {
                         res = w.changed.changed() => res.ok()?,
                         () = w.hub.shutdown_token().cancelled() => return None,
                     }
-                    w.hub.store().run(&w.id).await.ok()?.state
                 }
             }
         };
         w.sent_last = state.status.is_terminal();
+        w.sent_seq = state.last_seq;
         let state = state.at(w.hub.now());
         let data = serde_json::to_string(&state).ok()?;
         Some((
@@ -484,7 +491,7 @@ pub(crate) async fn ws(
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<WsQuery>, QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
     let Query(query) = query?;
@@ -503,6 +510,9 @@ pub(crate) async fn ws(
         parse_types(query.types.as_deref())?,
     )
     .await?;
+    // Checked last, so that a plain GET learns about the run and its token first, and
+    // in the hub's JSON error body rather than axum's text.
+    let upgrade = upgrade.map_err(|e| ApiError::bad_request("not_a_websocket", e.body_text()))?;
     Ok(upgrade.on_upgrade(move |socket| websocket(socket, cursor)))
 }
 

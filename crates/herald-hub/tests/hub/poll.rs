@@ -1,0 +1,121 @@
+//! `GET /v1/runs/{id}/events`: paging, filters and the long poll.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::util::{TestHub, finished, logs, seqs, types, wait_until, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_pages_with_after_and_limit_and_filters_by_type() {
+    let hub = TestHub::open().await;
+    let run = hub.create_named("p").await;
+    hub.append(
+        &run,
+        json!([
+            {"event": "run.started", "name": "p"},
+            {"event": "tool.started", "call_id": "c1", "tool": "search"},
+            {"event": "log", "level": "info", "message": "m"},
+            {"event": "tool.finished", "call_id": "c1", "tool": "search", "status": "succeeded"},
+            {"event": "text.delta", "text": "hi"},
+        ]),
+    )
+    .await;
+
+    let polled = hub.poll(&run, "").await;
+    assert_eq!(seqs(&polled.events), [1, 2, 3, 4, 5]);
+    assert_eq!(polled.last_seq, 5);
+    assert_eq!(polled.status, "running");
+
+    assert_eq!(seqs(&hub.poll(&run, "limit=2").await.events), [1, 2]);
+    assert_eq!(
+        seqs(&hub.poll(&run, "after=2&limit=2").await.events),
+        [3, 4]
+    );
+    assert_eq!(seqs(&hub.poll(&run, "after=4").await.events), [5]);
+    let end = hub.poll(&run, "after=5").await;
+    assert!(end.events.is_empty());
+    assert_eq!(end.last_seq, 5, "last_seq is the run's, not the page's");
+
+    let tools = hub.poll(&run, "types=tool.*").await;
+    assert_eq!(types(&tools.events), ["tool.started", "tool.finished"]);
+    assert_eq!(tools.last_seq, 5);
+    let some = hub.poll(&run, "types=run.*,text.delta").await;
+    assert_eq!(types(&some.events), ["run.started", "text.delta"]);
+    // `limit` counts the matching events, not the ones skipped.
+    let first_tool = hub.poll(&run, "types=tool.*&limit=1").await;
+    assert_eq!(seqs(&first_tool.events), [2]);
+    assert_eq!(
+        seqs(&hub.poll(&run, "types=tool.*&after=2").await.events),
+        [4]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_answers_as_soon_as_an_event_is_appended() {
+    let hub = std::sync::Arc::new(TestHub::open().await);
+    let run = hub.create_named("lp").await;
+    hub.append(&run, logs("before", 1)).await;
+
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let hub = hub.clone();
+        let run = run.clone();
+        async move { hub.poll(&run, "after=1&wait=5").await }
+    });
+    // Append only once the poll is waiting in the hub.
+    wait_until("the long poll to subscribe", || async {
+        hub.metric("herald_subscribers").await == 1.0
+    })
+    .await;
+    assert!(!waiting.is_finished(), "the poll waits for an event");
+    hub.append(&run, logs("after", 1)).await;
+    let polled = within("the long poll", waiting)
+        .await
+        .expect("the poll ran");
+    assert_eq!(seqs(&polled.events), [2]);
+    assert_eq!(polled.events[0].id, None);
+    // A bound, not a benchmark: it did not sit out its wait.
+    assert!(
+        started.elapsed().as_secs_f64() < 5.0,
+        "{:?}",
+        started.elapsed()
+    );
+
+    // With a type filter it keeps waiting through events that do not match.
+    let waiting = tokio::spawn({
+        let hub = hub.clone();
+        let run = run.clone();
+        async move { hub.poll(&run, "after=2&wait=5&types=tool.*").await }
+    });
+    wait_until("the filtered poll to subscribe", || async {
+        hub.metric("herald_subscribers").await == 1.0
+    })
+    .await;
+    hub.append(&run, logs("ignored", 2)).await;
+    hub.append(
+        &run,
+        json!([{"event": "tool.started", "call_id": "c", "tool": "grep"}]),
+    )
+    .await;
+    let polled = within("the filtered long poll", waiting)
+        .await
+        .expect("the poll ran");
+    assert_eq!(types(&polled.events), ["tool.started"]);
+    assert_eq!(seqs(&polled.events), [5]);
+
+    // A short wait with nothing new answers empty when it runs out.
+    let polled = hub.poll(&run, "after=5&wait=0.2").await;
+    assert!(polled.events.is_empty());
+    assert_eq!(polled.last_seq, 5);
+
+    // At the end of a finished run there is nothing to wait for.
+    hub.append(&run, json!([finished("succeeded")])).await;
+    let polled = within(
+        "a poll at the end of a finished run",
+        hub.poll(&run, "after=6&wait=30"),
+    )
+    .await;
+    assert!(polled.events.is_empty());
+    assert_eq!(polled.status, "succeeded");
+}

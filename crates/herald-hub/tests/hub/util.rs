@@ -1,0 +1,779 @@
+//! A hub on a real listener (`127.0.0.1:0`) over a real SQLite file, and the clients the
+//! tests talk to it with: JSON over HTTP, Server-Sent Events read by hand from the byte
+//! stream, and a WebSocket.
+//!
+//! Nothing here sleeps and hopes: every wait has a deadline and names what it waited
+//! for when it runs out.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald_hub::{Hub, HubConfig, ManualClock, SqliteStore};
+use herald_protocol::{Event, Timestamp, parse_event};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any one wait in a test may take before the test fails.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The admin token of hubs started with [`TestHub::with_admin`].
+pub(crate) const ADMIN: &str = "test-admin-token";
+
+/// Awaits `fut`, failing the test if it takes longer than [`DEADLINE`].
+#[track_caller]
+pub(crate) fn within<T>(what: &str, fut: impl Future<Output = T>) -> impl Future<Output = T> {
+    let location = std::panic::Location::caller();
+    let what = what.to_owned();
+    async move {
+        match tokio::time::timeout(DEADLINE, fut).await {
+            Ok(value) => value,
+            Err(_) => panic!("{location}: gave up after {DEADLINE:?} waiting for {what}"),
+        }
+    }
+}
+
+/// Checks `cond` until it holds, failing the test after [`DEADLINE`].
+pub(crate) async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A hub serving on `127.0.0.1:<free port>`, stopped when dropped.
+pub(crate) struct TestHub {
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    /// The hub itself, for [`Hub::sweep`].
+    pub(crate) hub: Hub,
+    /// The clock the hub reads, when the test drives time.
+    pub(crate) clock: Option<Arc<ManualClock>>,
+    /// The token sent with admin requests (create, list, delete), if the hub has one.
+    pub(crate) admin: Option<String>,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestHub {
+    /// An open hub (no admin token) with the default settings.
+    pub(crate) async fn open() -> TestHub {
+        TestHub::start(HubConfig::default(), None).await
+    }
+
+    /// A hub that needs [`ADMIN`] to create, list and delete runs.
+    pub(crate) async fn with_admin() -> TestHub {
+        let config = HubConfig {
+            admin_token: Some(ADMIN.to_owned()),
+            ..HubConfig::default()
+        };
+        TestHub::start(config, None).await
+    }
+
+    /// A hub reading time from a [`ManualClock`] (see [`TestHub::clock`]). Its own
+    /// sweeper is slowed to once an hour of real time, so that only the test sweeps.
+    pub(crate) async fn with_clock(config: HubConfig) -> TestHub {
+        let start: Timestamp = "2030-01-01T00:00:00Z".parse().expect("a timestamp");
+        let config = HubConfig {
+            sweep_interval: Duration::from_secs(3600),
+            ..config
+        };
+        TestHub::start(config, Some(Arc::new(ManualClock::new(start)))).await
+    }
+
+    /// A hub with `config` on a fresh SQLite file.
+    pub(crate) async fn start(config: HubConfig, clock: Option<Arc<ManualClock>>) -> TestHub {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = SqliteStore::open(&dir.path().join("herald.db"))
+            .await
+            .expect("the store opens");
+        let admin = config.admin_token.clone();
+        let hub = match &clock {
+            Some(clock) => Hub::with_clock(Arc::new(store), config, clock.clone()),
+            None => Hub::new(Arc::new(store), config),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port on loopback");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(herald_hub::serve(listener, hub.clone(), async move {
+            let _ = stopped.await;
+        }));
+        TestHub {
+            url,
+            hub,
+            clock,
+            admin,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            served: Some(served),
+            _dir: dir,
+        }
+    }
+
+    /// Starts a graceful shutdown; the future resolves when the hub has stopped.
+    pub(crate) fn stop(&mut self) -> impl Future<Output = ()> + use<> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = self.served.take();
+        async move {
+            if let Some(served) = served {
+                within("the hub to stop", served)
+                    .await
+                    .expect("the serve task ran")
+                    .expect("the hub served without error");
+            }
+        }
+    }
+
+    /// Moves the hub's manual clock forward.
+    pub(crate) fn advance(&self, secs: f64) {
+        self.clock
+            .as_ref()
+            .expect("a hub started with_clock")
+            .advance(secs);
+    }
+
+    /// A request to `path` (which starts with `/`), with `token` as a bearer token.
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, format!("{}{path}", self.url));
+        match token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
+    /// Sends a request and reads its status and JSON body (`Value::Null` when empty).
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.request(method, path, token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        send(req).await
+    }
+
+    /// Creates a run from `body` (with the admin token if the hub has one); 201 expected.
+    pub(crate) async fn create(&self, body: Value) -> Run {
+        let (status, reply) = self
+            .call(Method::POST, "/v1/runs", self.admin.as_deref(), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "creating a run: {reply}");
+        Run {
+            id: reply["id"].as_str().expect("an id").to_owned(),
+            write_token: reply["write_token"]
+                .as_str()
+                .expect("a write token")
+                .to_owned(),
+            read_token: reply["read_token"]
+                .as_str()
+                .expect("a read token")
+                .to_owned(),
+        }
+    }
+
+    /// Creates a run with id `id`.
+    pub(crate) async fn create_named(&self, id: &str) -> Run {
+        self.create(json!({"id": id, "name": id})).await
+    }
+
+    /// Appends `events` (a JSON array) with the run's write token; 200 expected.
+    pub(crate) async fn append(&self, run: &Run, events: Value) -> Value {
+        let (status, reply) = self
+            .call(
+                Method::POST,
+                &format!("/v1/runs/{}/events", run.id),
+                Some(&run.write_token),
+                Some(events),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "appending to {}: {reply}", run.id);
+        reply
+    }
+
+    /// Polls `/v1/runs/{id}/events?QUERY` with the run's read token; 200 expected.
+    pub(crate) async fn poll(&self, run: &Run, query: &str) -> Polled {
+        let (status, reply) = self
+            .call(
+                Method::GET,
+                &format!("/v1/runs/{}/events?{query}", run.id),
+                Some(&run.read_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "polling {}: {reply}", run.id);
+        Polled {
+            events: reply["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| parse_event(&e.to_string()).expect("a stored event"))
+                .collect(),
+            last_seq: reply["last_seq"].as_u64().expect("last_seq"),
+            status: reply["status"].as_str().expect("status").to_owned(),
+        }
+    }
+
+    /// Every event of the run, paging through the poll route.
+    pub(crate) async fn all_events(&self, run: &Run) -> Vec<Event> {
+        let mut events: Vec<Event> = Vec::new();
+        loop {
+            let after = events.last().map_or(0, |e| e.seq);
+            let page = self
+                .poll(run, &format!("after={after}&limit=1000"))
+                .await
+                .events;
+            if page.is_empty() {
+                return events;
+            }
+            events.extend(page);
+        }
+    }
+
+    /// The run's state, with its read token; 200 expected.
+    pub(crate) async fn state(&self, run: &Run) -> Value {
+        let (status, reply) = self
+            .call(
+                Method::GET,
+                &format!("/v1/runs/{}", run.id),
+                Some(&run.read_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "state of {}: {reply}", run.id);
+        reply
+    }
+
+    /// The `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        let resp = self
+            .request(Method::GET, "/metrics", None)
+            .send()
+            .await
+            .expect("the hub answers");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.text().await.expect("a body")
+    }
+
+    /// The value of the metric sample named exactly `name` (with its labels).
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                (key == name).then(|| value.parse().expect("a number"))
+            })
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Opens an SSE stream at `path` (with the query), with headers `extra`.
+    pub(crate) async fn sse(&self, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Sse {
+        let mut req = self
+            .request(Method::GET, path, token)
+            .header("accept", "text/event-stream");
+        for (name, value) in extra {
+            req = req.header(*name, *value);
+        }
+        let resp = within(&format!("the answer to GET {path}"), req.send())
+            .await
+            .expect("the hub answers");
+        Sse::new(resp)
+    }
+
+    /// Opens a run's event stream with its read token, after `last_event_id` if given.
+    pub(crate) async fn stream(&self, run: &Run, query: &str, last_event_id: Option<u64>) -> Sse {
+        let id = last_event_id.map(|id| id.to_string());
+        let extra: Vec<(&str, &str)> = id.iter().map(|id| ("last-event-id", id.as_str())).collect();
+        self.sse(
+            &format!("/v1/runs/{}/stream?{query}", run.id),
+            Some(&run.read_token),
+            &extra,
+        )
+        .await
+    }
+
+    /// Opens a run's WebSocket at `?query` with `token` as a bearer token.
+    pub(crate) async fn ws(
+        &self,
+        run_id: &str,
+        query: &str,
+        token: Option<&str>,
+    ) -> Result<Ws, (StatusCode, Value)> {
+        let url = format!(
+            "{}/v1/runs/{run_id}/ws?{query}",
+            self.url.replacen("http", "ws", 1)
+        );
+        let mut req = url.into_client_request().expect("a WebSocket request");
+        if let Some(token) = token {
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("a header value"),
+            );
+        }
+        match within(
+            "the WebSocket handshake",
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        {
+            Ok((socket, _)) => Ok(Ws { socket }),
+            Err(tungstenite::Error::Http(resp)) => {
+                let status = StatusCode::from_u16(resp.status().as_u16()).expect("a status");
+                let body = resp.body().as_deref().unwrap_or_default();
+                let body = serde_json::from_slice(body).unwrap_or_else(|e| {
+                    panic!(
+                        "the refusal ({status}) is not JSON ({e}): {}",
+                        String::from_utf8_lossy(body)
+                    )
+                });
+                Err((status, body))
+            }
+            Err(e) => panic!("the WebSocket handshake failed: {e}"),
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Sends `req` and reads the status and the JSON body (`Value::Null` when empty).
+pub(crate) async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let resp = within("the hub's answer", req.send())
+        .await
+        .expect("the hub answers");
+    let status = resp.status();
+    let bytes = within("the body", resp.bytes()).await.expect("a body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "the body of a {status} is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    (status, body)
+}
+
+/// A run as created: its id and tokens.
+#[derive(Clone, Debug)]
+pub(crate) struct Run {
+    pub(crate) id: String,
+    pub(crate) write_token: String,
+    pub(crate) read_token: String,
+}
+
+/// A poll's answer.
+#[derive(Debug)]
+pub(crate) struct Polled {
+    pub(crate) events: Vec<Event>,
+    pub(crate) last_seq: u64,
+    pub(crate) status: String,
+}
+
+/// The `seq`s of `events`.
+pub(crate) fn seqs(events: &[Event]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+/// The types of `events`.
+pub(crate) fn types(events: &[Event]) -> Vec<&str> {
+    events.iter().map(Event::event_type).collect()
+}
+
+/// `n` `log` events with messages `{prefix}0..`.
+pub(crate) fn logs(prefix: &str, n: usize) -> Value {
+    (0..n)
+        .map(|i| json!({"event": "log", "level": "info", "message": format!("{prefix}{i}")}))
+        .collect()
+}
+
+/// A `run.finished` event.
+pub(crate) fn finished(status: &str) -> Value {
+    json!({"event": "run.finished", "status": status})
+}
+
+/// Checks that `body` is SPEC's error body with `code`, and returns its `error` object.
+#[track_caller]
+pub(crate) fn error_body<'a>(body: &'a Value, code: &str) -> &'a serde_json::Map<String, Value> {
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("not an error body: {body}"));
+    assert_eq!(
+        body.as_object().map(serde_json::Map::len),
+        Some(1),
+        "only `error` at the top: {body}"
+    );
+    for key in error.keys() {
+        assert!(
+            ["code", "message", "index", "field"].contains(&key.as_str()),
+            "unexpected key `{key}` in {body}"
+        );
+    }
+    assert_eq!(error["code"], code, "error code in {body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "a message in {body}"
+    );
+    if let Some(index) = error.get("index") {
+        assert!(index.is_u64(), "index is a number in {body}");
+    }
+    if let Some(field) = error.get("field") {
+        assert!(field.is_string(), "field is a string in {body}");
+    }
+    error
+}
+
+/// A request body.
+pub(crate) enum Body {
+    None,
+    Json(Value),
+    /// Text with its content type.
+    Raw(String, &'static str),
+}
+
+/// One request and the error it must get.
+pub(crate) struct Case {
+    what: &'static str,
+    token: Option<String>,
+    method: Method,
+    path: String,
+    body: Body,
+    status: u16,
+    code: &'static str,
+    field: Option<&'static str>,
+    index: Option<u64>,
+}
+
+impl Case {
+    pub(crate) fn new(what: &'static str, method: Method, path: impl Into<String>) -> Case {
+        Case {
+            what,
+            token: None,
+            method,
+            path: path.into(),
+            body: Body::None,
+            status: 400,
+            code: "",
+            field: None,
+            index: None,
+        }
+    }
+
+    pub(crate) fn token(self, token: &str) -> Case {
+        Case {
+            token: Some(token.to_owned()),
+            ..self
+        }
+    }
+
+    pub(crate) fn json(self, body: Value) -> Case {
+        Case {
+            body: Body::Json(body),
+            ..self
+        }
+    }
+
+    pub(crate) fn raw(self, body: impl Into<String>, content_type: &'static str) -> Case {
+        Case {
+            body: Body::Raw(body.into(), content_type),
+            ..self
+        }
+    }
+
+    pub(crate) fn expect(self, status: u16, code: &'static str) -> Case {
+        Case {
+            status,
+            code,
+            ..self
+        }
+    }
+
+    pub(crate) fn field(self, field: &'static str) -> Case {
+        Case {
+            field: Some(field),
+            ..self
+        }
+    }
+
+    pub(crate) fn index(self, index: u64) -> Case {
+        Case {
+            index: Some(index),
+            ..self
+        }
+    }
+}
+
+/// The one place that sends the cases: each must get its status and SPEC's error body
+/// with its code, field and index.
+pub(crate) async fn check(hub: &TestHub, cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let mut req = hub.request(case.method.clone(), &case.path, case.token.as_deref());
+        req = match case.body {
+            Body::None => req,
+            Body::Json(body) => req.json(&body),
+            Body::Raw(text, content_type) => req.header("content-type", content_type).body(text),
+        };
+        let (status, body) = send(req).await;
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_eq!(status.as_u16(), case.status, "status; body {body}");
+            let error = error_body(&body, case.code);
+            assert_eq!(
+                error.get("field").and_then(Value::as_str),
+                case.field,
+                "field in {body}"
+            );
+            assert_eq!(
+                error.get("index").and_then(Value::as_u64),
+                case.index,
+                "index in {body}"
+            );
+        }));
+        if let Err(panic) = res {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            failures.push(format!(
+                "{} ({} {}): {message}",
+                case.what, case.method, case.path
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// One thing read from an SSE stream.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Frame {
+    /// A comment line (`: text`), such as a keep-alive.
+    Comment(String),
+    /// A message, dispatched by a blank line.
+    Message(SseMessage),
+}
+
+/// A dispatched SSE message.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct SseMessage {
+    pub(crate) id: Option<String>,
+    pub(crate) event: Option<String>,
+    pub(crate) data: String,
+}
+
+impl SseMessage {
+    /// The data as a stored event.
+    #[track_caller]
+    pub(crate) fn as_event(&self) -> Event {
+        let event = parse_event(&self.data)
+            .unwrap_or_else(|e| panic!("data is not an event ({e}): {}", self.data));
+        assert_eq!(self.id, Some(event.seq.to_string()), "id: is the seq");
+        assert_eq!(
+            self.event.as_deref(),
+            Some(event.event_type()),
+            "event: is the type"
+        );
+        event
+    }
+
+    /// The data as JSON.
+    #[track_caller]
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("data is not JSON ({e}): {}", self.data))
+    }
+}
+
+/// A Server-Sent Events response, parsed by hand from its bytes: lines of
+/// `field: value`, `:` comments, and a blank line ending each message.
+pub(crate) struct Sse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    resp: Option<reqwest::Response>,
+    buf: Vec<u8>,
+    message: SseMessage,
+    has_fields: bool,
+}
+
+impl Sse {
+    fn new(resp: reqwest::Response) -> Sse {
+        Sse {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            resp: Some(resp),
+            buf: Vec::new(),
+            message: SseMessage::default(),
+            has_fields: false,
+        }
+    }
+
+    /// The next line without its ending; `None` at the end of the body.
+    async fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some(String::from_utf8(line).expect("SSE is UTF-8"));
+            }
+            let resp = self.resp.as_mut()?;
+            match resp.chunk().await.expect("the stream reads") {
+                Some(chunk) => self.buf.extend_from_slice(&chunk),
+                None => {
+                    self.resp = None;
+                    assert!(
+                        self.buf.is_empty(),
+                        "the stream ended inside a line: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next comment or message, waiting up to [`DEADLINE`]; `None` when the stream
+    /// has ended.
+    pub(crate) async fn frame(&mut self) -> Option<Frame> {
+        within("the next SSE frame", async {
+            loop {
+                let line = self.line().await?;
+                if line.is_empty() {
+                    if self.has_fields {
+                        self.has_fields = false;
+                        let message = std::mem::take(&mut self.message);
+                        return Some(Frame::Message(message));
+                    }
+                    continue;
+                }
+                if let Some(comment) = line.strip_prefix(':') {
+                    return Some(Frame::Comment(comment.trim_start().to_owned()));
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                self.has_fields = true;
+                match field {
+                    "id" => self.message.id = Some(value.to_owned()),
+                    "event" => self.message.event = Some(value.to_owned()),
+                    "data" => {
+                        if !self.message.data.is_empty() {
+                            self.message.data.push('\n');
+                        }
+                        self.message.data.push_str(value);
+                    }
+                    "retry" => {}
+                    other => panic!("unknown SSE field `{other}` in line {line:?}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next message, skipping comments; `None` when the stream has ended.
+    pub(crate) async fn message(&mut self) -> Option<SseMessage> {
+        loop {
+            match self.frame().await? {
+                Frame::Comment(_) => continue,
+                Frame::Message(message) => return Some(message),
+            }
+        }
+    }
+
+    /// The next message as a stored event; panics if the stream ended.
+    pub(crate) async fn event(&mut self) -> Event {
+        self.message()
+            .await
+            .expect("an event, not the end of the stream")
+            .as_event()
+    }
+
+    /// Every message up to the end of the stream.
+    pub(crate) async fn rest(&mut self) -> Vec<SseMessage> {
+        let mut messages = Vec::new();
+        while let Some(message) = self.message().await {
+            messages.push(message);
+        }
+        messages
+    }
+}
+
+/// A WebSocket on a run.
+pub(crate) struct Ws {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    /// The next text message as JSON, skipping pings; `None` when the hub closed.
+    pub(crate) async fn next(&mut self) -> Option<Value> {
+        within("the next WebSocket message", async {
+            loop {
+                match self.socket.next().await? {
+                    Ok(WsMessage::Text(text)) => {
+                        return Some(serde_json::from_str(text.as_str()).expect("JSON text"));
+                    }
+                    Ok(WsMessage::Close(_)) | Err(_) => return None,
+                    Ok(WsMessage::Binary(_)) => panic!("a binary message"),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next message as a stored event.
+    pub(crate) async fn event(&mut self) -> Event {
+        let value = self.next().await.expect("an event, not the end");
+        parse_event(&value.to_string()).unwrap_or_else(|e| panic!("not an event ({e}): {value}"))
+    }
+
+    /// Sends a text message.
+    pub(crate) async fn send(&mut self, text: &str) {
+        within(
+            "sending on the WebSocket",
+            self.socket.send(WsMessage::text(text)),
+        )
+        .await
+        .expect("the socket is open");
+    }
+}
