@@ -48,6 +48,7 @@ pub(crate) fn progress_options(args: &ProgressArgs) -> ProgressOptions {
         },
         file: args.progress_file.clone(),
         fd: args.progress_fd,
+        hub: None,
     }
 }
 

@@ -24,6 +24,7 @@ use herald_protocol::{
     Draft, Event, EventBody, Heartbeat, Progress, RunId, RunState, StageFinished, Timestamp,
 };
 
+use crate::signals::Signals;
 use crate::sink::{Sink, SinkPolicy};
 use crate::throttle::Throttle;
 
@@ -117,6 +118,11 @@ pub struct Stats {
     pub dropped_milestones: u64,
     /// Sinks disabled after an error or a panic.
     pub sink_errors: u64,
+    /// Ticks a hub sink dropped because its buffer filled while the hub was away.
+    pub hub_dropped_ticks: u64,
+    /// Milestones a hub sink could not deliver (buffer full of milestones, or refused
+    /// by the hub: bad token, run finished or deleted).
+    pub hub_dropped_milestones: u64,
 }
 
 #[derive(Default)]
@@ -143,8 +149,8 @@ pub(crate) struct Shared {
     dropped_milestones: AtomicU64,
     sink_errors: Arc<AtomicU64>,
     worker: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
-    /// Set when a hub asks a run to stop, by run id.
-    cancelled: Mutex<HashMap<RunId, Arc<AtomicBool>>>,
+    /// What sinks tell the program (cancel requests, hub drops).
+    pub(crate) signals: Arc<Signals>,
     flush_deadline: Duration,
 }
 
@@ -152,6 +158,7 @@ impl Shared {
     /// Starts the background loop over `sinks`, sampling counters every `interval`.
     pub(crate) fn start(
         sinks: Vec<Box<dyn Sink>>,
+        signals: Arc<Signals>,
         interval: Duration,
         flush_deadline: Duration,
     ) -> Arc<Shared> {
@@ -179,7 +186,7 @@ impl Shared {
             dropped_milestones: AtomicU64::new(0),
             sink_errors,
             worker: Mutex::new(worker),
-            cancelled: Mutex::new(HashMap::new()),
+            signals,
             flush_deadline,
         })
     }
@@ -228,15 +235,9 @@ impl Shared {
             dropped_ticks: self.dropped_ticks.load(Ordering::Relaxed),
             dropped_milestones: self.dropped_milestones.load(Ordering::Relaxed),
             sink_errors: self.sink_errors.load(Ordering::Relaxed),
+            hub_dropped_ticks: self.signals.hub_dropped_ticks.load(Ordering::Relaxed),
+            hub_dropped_milestones: self.signals.hub_dropped_milestones.load(Ordering::Relaxed),
         }
-    }
-
-    /// The flag a hub sets when someone asks `run` to stop.
-    pub(crate) fn cancel_flag(&self, run: &RunId) -> Arc<AtomicBool> {
-        lock(&self.cancelled)
-            .entry(run.clone())
-            .or_default()
-            .clone()
     }
 }
 

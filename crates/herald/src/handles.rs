@@ -20,6 +20,7 @@ use herald_protocol::{
 use serde_json::{Map, Value};
 
 use crate::dispatch::{Counter, Msg, Shared, lock, now_ts};
+use crate::signals::{CancelState, Cancellation};
 
 /// A duration in seconds, to the microsecond: the precision of the protocol's times.
 fn seconds(d: Duration) -> f64 {
@@ -41,7 +42,7 @@ pub(crate) struct RunInner {
     parent: Option<RunId>,
     started: Instant,
     finished: AtomicBool,
-    cancel: Arc<AtomicBool>,
+    cancel: Arc<CancelState>,
     next_call: AtomicU64,
 }
 
@@ -116,7 +117,7 @@ pub struct RunOptions {
 impl Run {
     pub(crate) fn start(shared: Arc<Shared>, name: &str, options: RunOptions) -> Run {
         let id = options.id.unwrap_or_else(|| generate_run_id(name));
-        let cancel = shared.cancel_flag(&id);
+        let cancel = shared.signals.cancel(&id);
         let inner = Arc::new(RunInner {
             shared,
             id,
@@ -147,7 +148,14 @@ impl Run {
     /// Whether someone asked this run to stop (through a hub). Advisory: the program
     /// decides how to stop, typically by finishing with [`Run::cancelled`].
     pub fn cancel_requested(&self) -> bool {
-        self.inner.cancel.load(Ordering::Acquire)
+        self.inner.cancel.is_requested()
+    }
+
+    /// The run's cancellation request, to wait for (`wait_timeout`) or `.await`.
+    pub fn cancellation(&self) -> Cancellation {
+        Cancellation {
+            state: self.inner.cancel.clone(),
+        }
     }
 
     /// A stage of this run. It is announced (`stage.started`) on first use; set its

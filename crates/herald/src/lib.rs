@@ -25,15 +25,18 @@
 //!   and feeds the sinks.
 //! - `sink`: the [`Sink`] trait and [`SinkPolicy`], how often a sink takes ticks.
 //! - `throttle`: the per-sink tick throttle.
-//! - `jsonl`, `terminal`, `memory`: the built-in sinks.
+//! - `jsonl`, `terminal`, `memory`, `hub`: the built-in sinks.
+//! - `signals`: what sinks tell the program (a run's [`Cancellation`], hub drops).
 
 #![deny(missing_docs)]
 
 mod dispatch;
 mod handles;
+mod hub;
 mod jsonl;
 mod memory;
 mod progress;
+mod signals;
 mod sink;
 mod terminal;
 mod throttle;
@@ -43,7 +46,9 @@ pub use handles::{
     HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run, RunOptions, Stage, Ticks, ToolCall,
 };
 pub use herald_protocol as protocol;
+pub use hub::HubOptions;
 pub use jsonl::JsonLines;
 pub use memory::MemorySink;
 pub use progress::{ConfigError, Progress, ProgressMode, ProgressOptions, Target};
+pub use signals::Cancellation;
 pub use sink::{Sink, SinkPolicy};

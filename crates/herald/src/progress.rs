@@ -5,13 +5,17 @@ use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::dispatch::{Shared, Stats};
+use herald_protocol::RunId;
+
+use crate::dispatch::{Shared, Stats, lock};
 use crate::handles::{Run, RunOptions};
+use crate::hub::{HubOptions, HubSink};
 use crate::jsonl::JsonLines;
 use crate::memory::MemorySink;
+use crate::signals::Signals;
 use crate::sink::Sink;
 use crate::terminal::TerminalSink;
 
@@ -31,6 +35,7 @@ pub struct Target {
 
 enum TargetKind {
     Bars { color: bool },
+    Hub(HubOptions),
     Sink(Box<dyn Sink>),
     Hidden,
 }
@@ -92,6 +97,14 @@ impl Target {
         }
     }
 
+    /// A herald hub: events are batched to it by a thread of their own, with retries,
+    /// and never hold the program up (see [`HubOptions`]).
+    pub fn hub(options: HubOptions) -> Target {
+        Target {
+            kind: TargetKind::Hub(options),
+        }
+    }
+
     /// Nowhere: reporting costs next to nothing.
     pub fn hidden() -> Target {
         Target {
@@ -99,9 +112,10 @@ impl Target {
         }
     }
 
-    fn into_sink(self) -> Option<Box<dyn Sink>> {
+    fn into_sink(self, signals: &Arc<Signals>) -> Option<Box<dyn Sink>> {
         match self.kind {
             TargetKind::Bars { color } => Some(Box::new(TerminalSink::stderr(color))),
+            TargetKind::Hub(options) => Some(Box::new(HubSink::start(options, signals.clone()))),
             TargetKind::Sink(sink) => Some(sink),
             TargetKind::Hidden => None,
         }
@@ -112,6 +126,7 @@ impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
             TargetKind::Bars { .. } => "bars",
+            TargetKind::Hub(_) => "hub",
             TargetKind::Sink(_) => "sink",
             TargetKind::Hidden => "hidden",
         };
@@ -162,6 +177,8 @@ pub struct ProgressOptions {
     /// Also write JSON Lines to this inherited file descriptor (`--progress-fd`,
     /// `HERALD_PROGRESS_FD`).
     pub fd: Option<u32>,
+    /// Also report to this hub (`HERALD_URL`, `HERALD_TOKEN`, `HERALD_RUN`).
+    pub hub: Option<HubOptions>,
 }
 
 impl ProgressOptions {
@@ -186,6 +203,7 @@ impl ProgressOptions {
             mode,
             file: var("HERALD_PROGRESS_FILE").map(PathBuf::from),
             fd,
+            hub: HubOptions::from_env(),
         })
     }
 
@@ -200,6 +218,9 @@ impl ProgressOptions {
         }
         if let Some(fd) = self.fd {
             targets.push(Target::json_fd(fd).map_err(|e| ConfigError::new(e.to_string()))?);
+        }
+        if let Some(hub) = &self.hub {
+            targets.push(Target::hub(hub.clone()));
         }
         match self.mode {
             ProgressMode::Bars => targets.push(Target::stderr_bars()),
@@ -239,22 +260,30 @@ impl std::error::Error for ConfigError {}
 #[derive(Clone)]
 pub struct Progress {
     shared: Arc<Shared>,
+    /// An existing hub run that the first run started without an id reports into.
+    attach: Arc<Mutex<Option<RunId>>>,
 }
 
 impl Progress {
     /// Reports to `targets`.
     pub fn new(targets: impl IntoIterator<Item = Target>) -> Progress {
         let mut bars = false;
+        let mut attach = None;
+        let signals = Arc::new(Signals::default());
         let sinks: Vec<Box<dyn Sink>> = targets
             .into_iter()
             .filter_map(|t| {
                 bars |= matches!(t.kind, TargetKind::Bars { .. });
-                t.into_sink()
+                if let TargetKind::Hub(options) = &t.kind {
+                    attach = attach.take().or_else(|| options.attach.clone());
+                }
+                t.into_sink(&signals)
             })
             .collect();
         let interval = if bars { BARS_INTERVAL } else { QUIET_INTERVAL };
         Progress {
-            shared: Shared::start(sinks, interval, FLUSH_DEADLINE),
+            shared: Shared::start(sinks, signals, interval, FLUSH_DEADLINE),
+            attach: Arc::new(Mutex::new(attach)),
         }
     }
 
@@ -280,7 +309,10 @@ impl Progress {
     }
 
     /// Starts a run with options: an id of your own, a parent, a number of stages.
-    pub fn run_with(&self, name: &str, options: RunOptions) -> Run {
+    pub fn run_with(&self, name: &str, mut options: RunOptions) -> Run {
+        if options.id.is_none() && options.parent.is_none() {
+            options.id = lock(&self.attach).take();
+        }
         Run::start(self.shared.clone(), name, options)
     }
 

@@ -40,7 +40,10 @@ fn lines_parse_back_and_fold_to_the_final_state() {
     let text = String::from_utf8(bytes).unwrap();
     let mut events = Vec::new();
     for line in text.lines() {
-        assert!(line.starts_with(r#"{"v":1,"event":""#), "not self-describing: {line}");
+        assert!(
+            line.starts_with(r#"{"v":1,"event":""#),
+            "not self-describing: {line}"
+        );
         events.push(parse_event(line).unwrap_or_else(|e| panic!("{e}: {line}")));
     }
     let state = herald::protocol::fold(events[0].run.clone(), &events);
@@ -48,7 +51,8 @@ fn lines_parse_back_and_fold_to_the_final_state() {
     assert_eq!(state.items.succeeded, 4);
     assert_eq!(state.logs[0].message, "halfway");
     assert_eq!(state.last_seq, events.len() as u64);
-    let round_trip: RunState = serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
+    let round_trip: RunState =
+        serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
     assert_eq!(round_trip.items, state.items);
 }
 
@@ -61,6 +65,7 @@ fn a_file_target_appends_and_a_bad_path_is_a_clear_error() {
         mode: herald::ProgressMode::None,
         file: Some(path.clone()),
         fd: None,
+        hub: None,
     };
     let progress = Progress::from_options(&options).unwrap();
     progress.run("to-file").finish();
@@ -88,6 +93,12 @@ fn progress_modes_parse_and_reject_typos() {
     ] {
         assert_eq!(s.parse::<herald::ProgressMode>().unwrap(), mode);
     }
-    let err = "jsno".parse::<herald::ProgressMode>().unwrap_err().to_string();
-    assert!(err.contains("jsno") && err.contains("auto, bars, json or none"), "{err}");
+    let err = "jsno"
+        .parse::<herald::ProgressMode>()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("jsno") && err.contains("auto, bars, json or none"),
+        "{err}"
+    );
 }

@@ -1,0 +1,606 @@
+//! The hub sink: batches a program's events to a herald hub
+//! (`POST /v1/runs/{id}/events`), without ever holding the program up.
+//!
+//! Events wait in a bounded outbox that a sender thread of the sink's own drains, in
+//! batches, with retries (exponential backoff with jitter) while the hub is down or
+//! overloaded. Every event carries an idempotency `id` (this sink's session and the
+//! event's `seq` on this sink's stream), so a retried batch whose reply was lost is
+//! acknowledged as duplicates by the hub and never stored twice. When the outbox is
+//! full, ticks go first (the oldest queued tick makes room for a milestone); what is
+//! dropped is counted in [`Stats`](crate::Stats).
+//!
+//! The run is created on the hub (`POST /v1/runs`) from its `run.started`, with the
+//! configured token (the hub's admin token, or none on an open hub), and appended to
+//! with the write token the hub returns. With [`HubOptions::attach`], the events of the
+//! program's first run go to an existing run instead (`herald exec` hands its run to
+//! the command through `HERALD_RUN` and `HERALD_TOKEN`): the sink then neither
+//! creates nor finishes that run, whose owner does; the program's own finish is
+//! reported as a `log` line.
+//!
+//! Append replies carry `cancel_requested`; the sink passes it on to
+//! [`Run::cancellation`](crate::Run::cancellation).
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use herald_protocol::{
+    Draft, Event, EventBody, Log, LogLevel, RunId, RunOutcome, RunStarted, RunState,
+};
+use serde_json::{Value, json};
+
+use crate::dispatch::lock;
+use crate::signals::Signals;
+use crate::sink::{Sink, SinkPolicy};
+
+/// Events the outbox holds at most while the hub is away.
+const OUTBOX_CAPACITY: usize = 10_000;
+/// Events sent in one request at most.
+const BATCH: usize = 500;
+/// First and longest wait between retries.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how to report to a hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubOptions {
+    /// The hub's base URL, e.g. `http://127.0.0.1:7311`.
+    pub url: String,
+    /// The token: the hub's admin token to create runs, or (with `attach`) a run's
+    /// write token. `None` on an open hub.
+    pub token: Option<String>,
+    /// Report the program's first run into this existing run instead of creating one.
+    pub attach: Option<RunId>,
+    /// How long finishing a run waits for the hub to take its last events.
+    pub flush_deadline: Duration,
+}
+
+impl HubOptions {
+    /// Options for a hub at `url`, creating runs with `token`.
+    pub fn new(url: &str, token: Option<&str>) -> HubOptions {
+        HubOptions {
+            url: url.trim_end_matches('/').to_owned(),
+            token: token.map(str::to_owned),
+            attach: None,
+            flush_deadline: Duration::from_secs(5),
+        }
+    }
+
+    /// `HERALD_URL`, `HERALD_TOKEN` and `HERALD_RUN`, when `HERALD_URL` is set.
+    pub fn from_env() -> Option<HubOptions> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut options = HubOptions::new(&var("HERALD_URL")?, var("HERALD_TOKEN").as_deref());
+        options.attach = var("HERALD_RUN").and_then(|r| RunId::new(r).ok());
+        Some(options)
+    }
+}
+
+/// One event waiting for the hub.
+struct Pending {
+    draft: Draft,
+    milestone: bool,
+}
+
+/// What the sink still has to do for one run.
+struct RunQueue {
+    id: RunId,
+    /// The body of `POST /v1/runs`, until the hub has the run.
+    create: Option<Value>,
+    /// The run's write token, once the hub gave it.
+    write_token: Option<String>,
+    events: VecDeque<Pending>,
+    /// A `run.finished` is queued: finishing waits for the queue to drain.
+    finishing: bool,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    runs: Vec<RunQueue>,
+    queued: usize,
+    /// No more events will come: send what is left, then stop.
+    closing: bool,
+    /// Give up: stop without sending the rest.
+    abandon: bool,
+    /// Earliest time of the next attempt, while the hub is failing.
+    retry_at: Option<Instant>,
+    /// Events per request; halved when the hub says a batch is too large.
+    batch: usize,
+}
+
+struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Signalled when there is something to send (or the sink closes).
+    work: Condvar,
+    /// Signalled when a run's queue drains.
+    drained: Condvar,
+}
+
+/// Reports events to a hub. Created through [`Target::hub`](crate::Target::hub).
+pub(crate) struct HubSink {
+    outbox: Arc<Outbox>,
+    signals: Arc<Signals>,
+    attach: Option<RunId>,
+    session: String,
+    flush_deadline: Duration,
+    sender: Option<JoinHandle<()>>,
+}
+
+impl HubSink {
+    pub(crate) fn start(options: HubOptions, signals: Arc<Signals>) -> HubSink {
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutboxState {
+                batch: BATCH,
+                ..OutboxState::default()
+            }),
+            work: Condvar::new(),
+            drained: Condvar::new(),
+        });
+        let sender = Sender {
+            agent: ureq::Agent::config_builder()
+                .timeout_global(Some(REQUEST_TIMEOUT))
+                .http_status_as_error(false)
+                .build()
+                .into(),
+            url: options.url.clone(),
+            token: options.token.clone(),
+            outbox: outbox.clone(),
+            signals: signals.clone(),
+            backoff: BACKOFF_MIN,
+            warned: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name("herald-hub-sink".into())
+            .spawn(move || sender.run())
+            .ok();
+        HubSink {
+            outbox,
+            signals,
+            attach: options.attach,
+            session: session_id(),
+            flush_deadline: options.flush_deadline,
+            sender: handle,
+        }
+    }
+
+    /// Waits until no queue that is finishing a run holds events, or the deadline.
+    fn wait_for_finishing(&self) {
+        let deadline = Instant::now() + self.flush_deadline;
+        let mut state = lock(&self.outbox.state);
+        while state
+            .runs
+            .iter()
+            .any(|r| r.finishing && !r.events.is_empty())
+            && !state.abandon
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            state = self
+                .outbox
+                .drained
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The draft of `event` as this sink sends it, or `None` to send nothing.
+    fn draft(&self, event: &Event) -> Option<Draft> {
+        let attached = self.attach.as_ref() == Some(&event.run);
+        let body = match &event.body {
+            // The owner of an attached run started it and will finish it.
+            EventBody::RunStarted(_) if attached => return None,
+            EventBody::RunFinished(f) if attached => {
+                let (level, outcome) = match f.status {
+                    RunOutcome::Succeeded => (LogLevel::Info, "succeeded"),
+                    RunOutcome::Failed => (LogLevel::Error, "failed"),
+                    RunOutcome::Cancelled => (LogLevel::Warn, "was cancelled"),
+                };
+                let detail = f
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                EventBody::Log(Log {
+                    level,
+                    message: format!("the program's work {outcome}{detail}"),
+                })
+            }
+            body => body.clone(),
+        };
+        Some(Draft {
+            ts: Some(event.ts),
+            id: Some(format!("{}:{}", self.session, event.seq)),
+            parent: event.parent.clone(),
+            body,
+        })
+    }
+}
+
+/// A random id for this sink's stream of events: with each event's `seq`, an
+/// idempotency key unique across processes.
+fn session_id() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+impl Sink for HubSink {
+    fn event(&mut self, event: &Event, _state: &RunState) -> io::Result<()> {
+        let finishing = matches!(event.body, EventBody::RunFinished(_));
+        let create = match &event.body {
+            EventBody::RunStarted(RunStarted { name, meta, .. })
+                if self.attach.as_ref() != Some(&event.run) =>
+            {
+                Some(json!({"id": event.run, "name": name, "parent": event.parent, "meta": meta}))
+            }
+            _ => None,
+        };
+        let Some(draft) = self.draft(event) else {
+            return Ok(());
+        };
+        let milestone = draft.body.is_milestone();
+        let mut state = lock(&self.outbox.state);
+        if state.queued >= OUTBOX_CAPACITY && !make_room(&mut state, milestone) {
+            let counter = if milestone {
+                &self.signals.hub_dropped_milestones
+            } else {
+                &self.signals.hub_dropped_ticks
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let queue = match state.runs.iter().position(|r| r.id == event.run) {
+            Some(i) => &mut state.runs[i],
+            None => {
+                state.runs.push(RunQueue {
+                    id: event.run.clone(),
+                    create: None,
+                    write_token: None,
+                    events: VecDeque::new(),
+                    finishing: false,
+                });
+                state.runs.last_mut().expect("just pushed")
+            }
+        };
+        if create.is_some() {
+            queue.create = create;
+        }
+        queue.finishing |= finishing;
+        queue.events.push_back(Pending { draft, milestone });
+        state.queued += 1;
+        drop(state);
+        self.outbox.work.notify_one();
+        if finishing {
+            self.wait_for_finishing();
+        }
+        Ok(())
+    }
+
+    fn policy(&self) -> SinkPolicy {
+        SinkPolicy::default()
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        lock(&self.outbox.state).closing = true;
+        self.outbox.work.notify_one();
+        let deadline = Instant::now() + self.flush_deadline;
+        let mut state = lock(&self.outbox.state);
+        while state.queued > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                state.abandon = true;
+                break;
+            }
+            state = self
+                .outbox
+                .drained
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let abandoned = state.abandon;
+        drop(state);
+        self.outbox.work.notify_one();
+        if let Some(sender) = self.sender.take() {
+            // A sender stuck in a request to a hub that does not answer is left to
+            // its request timeout rather than waited for.
+            if !abandoned {
+                let _ = sender.join();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drops the oldest queued tick to make room for a milestone; `false` if there is
+/// none, or if the newcomer is itself a tick.
+fn make_room(state: &mut OutboxState, milestone: bool) -> bool {
+    if !milestone {
+        return false;
+    }
+    for run in &mut state.runs {
+        if let Some(i) = run.events.iter().position(|p| !p.milestone) {
+            run.events.remove(i);
+            state.queued -= 1;
+            return true;
+        }
+    }
+    false
+}
+
+/// The sink's thread: sends batches, creating runs first, retrying while the hub fails.
+struct Sender {
+    agent: ureq::Agent,
+    url: String,
+    token: Option<String>,
+    outbox: Arc<Outbox>,
+    signals: Arc<Signals>,
+    backoff: Duration,
+    warned: bool,
+}
+
+/// What the hub said to a request.
+enum Reply {
+    Ok(Value),
+    /// Worth trying again later: the hub is down, overloaded or failing.
+    Retry(String),
+    /// Not worth trying again: the status and the hub's message.
+    Refused(u16, String),
+}
+
+/// A batch taken from the outbox: the run, and what to send for it.
+struct Job {
+    run: RunId,
+    create: Option<Value>,
+    token: Option<String>,
+    drafts: Vec<Draft>,
+}
+
+impl Sender {
+    fn run(mut self) {
+        while let Some(job) = self.next_job() {
+            self.send(job);
+        }
+    }
+
+    /// Waits for work; `None` when the sink closed and everything is sent (or given up).
+    fn next_job(&self) -> Option<Job> {
+        let mut state = lock(&self.outbox.state);
+        loop {
+            if state.abandon || (state.closing && state.queued == 0) {
+                return None;
+            }
+            let wait = state
+                .retry_at
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            if wait.is_none_or(|w| w.is_zero()) {
+                if let Some(run) = state.runs.iter().find(|r| !r.events.is_empty()) {
+                    return Some(Job {
+                        run: run.id.clone(),
+                        create: run.create.clone(),
+                        token: run.write_token.clone().or_else(|| self.token.clone()),
+                        drafts: run
+                            .events
+                            .iter()
+                            .take(state.batch.max(1))
+                            .map(|p| p.draft.clone())
+                            .collect(),
+                    });
+                }
+                state.retry_at = None;
+            }
+            let timeout = wait
+                .filter(|w| !w.is_zero())
+                .unwrap_or(Duration::from_secs(1));
+            state = self
+                .outbox
+                .work
+                .wait_timeout(state, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn send(&mut self, job: Job) {
+        if let Some(body) = &job.create {
+            match self.post("/v1/runs", self.token.as_deref(), body.to_string()) {
+                Reply::Ok(reply) => {
+                    let token = reply["write_token"].as_str().map(str::to_owned);
+                    self.update(&job.run, |q| {
+                        q.create = None;
+                        if token.is_some() {
+                            q.write_token = token;
+                        }
+                    });
+                }
+                // It exists: created by an earlier attempt whose reply was lost, or by
+                // someone else. Append with the configured token.
+                Reply::Refused(409, _) => self.update(&job.run, |q| q.create = None),
+                Reply::Refused(status, message) => return self.give_up(&job.run, status, &message),
+                Reply::Retry(why) => return self.retry_later(&why),
+            }
+        }
+        let token = self.token_for(&job);
+        let body = serde_json::to_string(&job.drafts).unwrap_or_else(|_| "[]".into());
+        let path = format!("/v1/runs/{}/events", job.run);
+        match self.post(&path, token.as_deref(), body) {
+            Reply::Ok(reply) => {
+                self.backoff = BACKOFF_MIN;
+                if reply["cancel_requested"].as_bool() == Some(true) {
+                    self.signals.request_cancel(&job.run);
+                }
+                self.acknowledge(&job.run, job.drafts.len());
+            }
+            Reply::Refused(404, _) if job.create.is_none() && self.can_create(&job.run) => {
+                // The run vanished (deleted, or the hub lost it): create it again.
+                self.update(&job.run, |q| {
+                    q.create = Some(json!({"id": q.id, "name": q.id}))
+                });
+            }
+            Reply::Refused(413, _) if job.drafts.len() > 1 => {
+                // Too large together: send fewer at a time from now on.
+                let mut state = lock(&self.outbox.state);
+                state.batch = (job.drafts.len() / 2).max(1);
+            }
+            Reply::Refused(status @ (400 | 413), message) => {
+                // The hub will never take these events as they are; the rest may go.
+                self.warn(&format!(
+                    "herald: the hub refused events of run {} ({status}): {message}",
+                    job.run
+                ));
+                self.drop_first(&job.run, job.drafts.len());
+            }
+            Reply::Refused(status, message) => self.give_up(&job.run, status, &message),
+            Reply::Retry(why) => self.retry_later(&why),
+        }
+    }
+
+    fn can_create(&self, run: &RunId) -> bool {
+        lock(&self.outbox.state)
+            .runs
+            .iter()
+            .any(|q| &q.id == run && q.write_token.is_some())
+    }
+
+    fn token_for(&self, job: &Job) -> Option<String> {
+        lock(&self.outbox.state)
+            .runs
+            .iter()
+            .find(|q| q.id == job.run)
+            .and_then(|q| q.write_token.clone())
+            .or_else(|| job.token.clone())
+    }
+
+    fn update(&self, run: &RunId, f: impl FnOnce(&mut RunQueue)) {
+        if let Some(queue) = lock(&self.outbox.state)
+            .runs
+            .iter_mut()
+            .find(|q| &q.id == run)
+        {
+            f(queue);
+        }
+    }
+
+    /// Drops the first `n` events of `run`'s queue, counting them as lost.
+    fn drop_first(&self, run: &RunId, n: usize) {
+        let mut state = lock(&self.outbox.state);
+        if let Some(queue) = state.runs.iter_mut().find(|q| &q.id == run) {
+            let n = n.min(queue.events.len());
+            for pending in queue.events.drain(..n) {
+                let counter = if pending.milestone {
+                    &self.signals.hub_dropped_milestones
+                } else {
+                    &self.signals.hub_dropped_ticks
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            state.queued -= n;
+        }
+        drop(state);
+        self.outbox.drained.notify_all();
+    }
+
+    /// Removes the first `n` events of `run`'s queue: the hub has them.
+    fn acknowledge(&self, run: &RunId, n: usize) {
+        let mut state = lock(&self.outbox.state);
+        if let Some(i) = state.runs.iter().position(|q| &q.id == run) {
+            let taken = n.min(state.runs[i].events.len());
+            state.runs[i].events.drain(..taken);
+            state.queued -= taken;
+            if state.runs[i].events.is_empty() {
+                let finished = state.runs[i].finishing;
+                if finished {
+                    state.runs.remove(i);
+                }
+            }
+        }
+        drop(state);
+        self.outbox.drained.notify_all();
+    }
+
+    /// The hub will not take this run's events: drop them, count them, say so once.
+    fn give_up(&mut self, run: &RunId, status: u16, message: &str) {
+        self.warn(&format!("herald: the hub refused the events of run {run} ({status}): {message}; they are dropped"));
+        let mut state = lock(&self.outbox.state);
+        if let Some(i) = state.runs.iter().position(|q| &q.id == run) {
+            let queue = state.runs.remove(i);
+            state.queued -= queue.events.len();
+            for pending in queue.events {
+                let counter = if pending.milestone {
+                    &self.signals.hub_dropped_milestones
+                } else {
+                    &self.signals.hub_dropped_ticks
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(state);
+        self.outbox.drained.notify_all();
+    }
+
+    fn retry_later(&mut self, why: &str) {
+        self.warn(&format!(
+            "herald: cannot report to the hub at {} ({why}); retrying",
+            self.url
+        ));
+        let jitter = {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(self.backoff.as_nanos() as u64);
+            // Between half and the whole backoff, so many producers do not retry in step.
+            0.5 + (h.finish() % 1000) as f64 / 2000.0
+        };
+        let wait = self.backoff.mul_f64(jitter);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        lock(&self.outbox.state).retry_at = Some(Instant::now() + wait);
+    }
+
+    /// Prints a warning once per sink, on stderr: reporting trouble must be visible
+    /// but must not flood the program's output.
+    fn warn(&mut self, message: &str) {
+        if !self.warned {
+            self.warned = true;
+            eprintln!("{message}");
+        }
+    }
+
+    fn post(&self, path: &str, token: Option<&str>, body: String) -> Reply {
+        let url = format!("{}{path}", self.url);
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/json");
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = match request.send(body) {
+            Ok(response) => response,
+            Err(e) => return Reply::Retry(e.to_string()),
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match status {
+            200..=299 => Reply::Ok(value),
+            429 | 500..=599 => Reply::Retry(format!("{status}")),
+            _ => {
+                let message = value["error"]["message"]
+                    .as_str()
+                    .map_or(text, str::to_owned);
+                Reply::Refused(status, message)
+            }
+        }
+    }
+}
