@@ -2,5 +2,7 @@
 
 #[path = "cli/demo.rs"]
 mod demo;
+#[path = "cli/serve.rs"]
+mod serve;
 #[path = "cli/util.rs"]
 mod util;

@@ -1,0 +1,488 @@
+//! `herald serve` as a real process: restarts keep runs and tokens, SIGKILL loses no
+//! acknowledged event, and settings the hub refuses.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_protocol::{Event, parse_event};
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+use crate::util::herald;
+
+/// How long any one wait may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// `herald serve` with a clean environment: only the flags say how it runs.
+fn serve(args: &[&str]) -> Command {
+    let mut cmd = herald(&["serve"]);
+    cmd.args(args);
+    for var in [
+        "HERALD_ADDR",
+        "HERALD_DATA_DIR",
+        "HERALD_DATABASE_URL",
+        "HERALD_TOKEN",
+        "HERALD_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Waits for `child` to exit, failing the test (and killing it) after [`DEADLINE`].
+fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited on") {
+            return status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gave up after {DEADLINE:?} waiting for {what} to exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` to its end, which must come within [`DEADLINE`].
+fn run_to_end(mut cmd: Command, what: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("herald starts");
+    wait_exit(&mut child, what);
+    child.wait_with_output().expect("its output")
+}
+
+/// A `herald serve` process, killed if the test ends with it still running.
+struct HubProcess {
+    child: Child,
+    url: String,
+}
+
+impl HubProcess {
+    /// Starts a hub on a free loopback port over `data_dir`, with the admin `token`.
+    fn start(data_dir: &Path, token: Option<&str>) -> HubProcess {
+        let dir = data_dir.to_str().expect("a UTF-8 path");
+        let mut args = vec!["--addr", "127.0.0.1:0", "--data-dir", dir];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("hub.log"))
+            .expect("a log file");
+        let mut child = serve(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("herald serve starts");
+        let stdout = child.stdout.take().expect("its stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep reading, so that the hub never writes to a closed pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(data_dir.join("hub.log")).unwrap_or_default();
+                panic!("herald serve printed no address ({e}); its log:\n{log}");
+            }
+        };
+        let url = line
+            .strip_prefix("herald hub listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        HubProcess { child, url }
+    }
+
+    /// Asks the hub to stop with SIGTERM and waits for its exit.
+    fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        wait_exit(&mut self.child, "herald serve after SIGTERM")
+    }
+
+    /// Kills the hub with SIGKILL, as a crash or the OOM killer would.
+    fn kill(mut self) {
+        self.child.kill().expect("the hub can be killed");
+        self.child.wait().expect("the hub is reaped");
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn http_client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Sends a JSON request and reads the status and body.
+fn call(
+    client: &Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> reqwest::Result<(StatusCode, Value)> {
+    let mut req = client.request(method, url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let resp = req.send()?;
+    let status = resp.status();
+    let text = resp.text()?;
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    Ok((status, body))
+}
+
+/// Every event of `run`, paging through the poll route.
+fn all_events(client: &Client, url: &str, run: &str, token: Option<&str>) -> Vec<Event> {
+    let mut events: Vec<Event> = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e| e.seq);
+        let (status, body) = call(
+            client,
+            reqwest::Method::GET,
+            &format!("{url}/v1/runs/{run}/events?after={after}&limit=1000"),
+            token,
+            None,
+        )
+        .expect("the hub answers");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page = body["events"].as_array().expect("events");
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(
+            page.iter()
+                .map(|e| parse_event(&e.to_string()).expect("a stored event")),
+        );
+    }
+}
+
+fn logs(prefix: &str, n: usize) -> Value {
+    (0..n)
+        .map(|i| json!({"event": "log", "level": "info", "message": format!("{prefix}{i}"), "id": format!("{prefix}{i}")}))
+        .collect()
+}
+
+#[test]
+fn runs_and_tokens_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let admin = "restart-admin";
+    let client = http_client();
+    let hub = HubProcess::start(dir.path(), Some(admin));
+    let (status, created) = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/v1/runs", hub.url),
+        Some(admin),
+        Some(&json!({"id": "kept", "name": "Kept across restarts"})),
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let write = created["write_token"].as_str().expect("a write token");
+    let read = created["read_token"].as_str().expect("a read token");
+    let events_url = format!("{}/v1/runs/kept/events", hub.url);
+    let (status, reply) = call(
+        &client,
+        reqwest::Method::POST,
+        &events_url,
+        Some(write),
+        Some(&logs("before-", 3)),
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["last_seq"], 3);
+
+    let status = hub.terminate();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+
+    let hub = HubProcess::start(dir.path(), Some(admin));
+    let (status, state) = call(
+        &client,
+        reqwest::Method::GET,
+        &format!("{}/v1/runs/kept", hub.url),
+        Some(read),
+        None,
+    )
+    .expect("the hub answers");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the read token still works: {state}"
+    );
+    assert_eq!(state["name"], "Kept across restarts");
+    assert_eq!(state["last_seq"], 3);
+    let events = all_events(&client, &hub.url, "kept", Some(read));
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+
+    // The write token appends after the stored events; a repeated id is still known.
+    let mut batch = logs("before-", 1);
+    batch
+        .as_array_mut()
+        .expect("an array")
+        .extend(logs("after-", 1).as_array().expect("an array").clone());
+    let (status, reply) = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/v1/runs/kept/events", hub.url),
+        Some(write),
+        Some(&batch),
+    )
+    .expect("the hub answers");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the write token still works: {reply}"
+    );
+    assert_eq!(reply["appended"], 1);
+    assert_eq!(reply["duplicates"], 1);
+    assert_eq!(reply["last_seq"], 4);
+
+    let (status, list) = call(
+        &client,
+        reqwest::Method::GET,
+        &format!("{}/v1/runs", hub.url),
+        Some(admin),
+        None,
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["runs"][0]["id"], "kept");
+    let (status, _) = call(
+        &client,
+        reqwest::Method::GET,
+        &format!("{}/v1/runs", hub.url),
+        Some("not-the-admin"),
+        None,
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(hub.terminate().success());
+}
+
+/// What the appending client saw.
+#[derive(Default)]
+struct Acks {
+    /// Each acknowledged batch's number and the `last_seq` of its reply.
+    batches: Vec<(usize, u64)>,
+    /// The batch whose request failed when the hub died.
+    in_flight: Option<usize>,
+}
+
+const BATCH: usize = 5;
+
+fn batch(number: usize) -> Value {
+    logs(&format!("b{number}-"), BATCH)
+}
+
+#[test]
+fn sigkill_during_appends_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let hub = HubProcess::start(dir.path(), None);
+    let client = http_client();
+    let (status, created) = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/v1/runs", hub.url),
+        None,
+        Some(&json!({"id": "crash", "name": "crash"})),
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let appender = std::thread::spawn({
+        let acks = acks.clone();
+        let url = format!("{}/v1/runs/crash/events", hub.url);
+        move || {
+            let client = http_client();
+            for number in 0.. {
+                match call(
+                    &client,
+                    reqwest::Method::POST,
+                    &url,
+                    None,
+                    Some(&batch(number)),
+                ) {
+                    Ok((status, reply)) => {
+                        assert_eq!(status, StatusCode::OK, "{reply}");
+                        let last_seq = reply["last_seq"].as_u64().expect("last_seq");
+                        acks.lock()
+                            .expect("the lock")
+                            .batches
+                            .push((number, last_seq));
+                    }
+                    Err(_) => {
+                        acks.lock().expect("the lock").in_flight = Some(number);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    while acks.lock().expect("the lock").batches.len() < 100 {
+        assert!(
+            started.elapsed() < DEADLINE && !appender.is_finished(),
+            "the appender did not get 100 batches in"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    hub.kill();
+    appender.join().expect("the appender ran");
+    let acks = Arc::into_inner(acks)
+        .expect("the only owner")
+        .into_inner()
+        .expect("the lock");
+    let in_flight = acks.in_flight.expect("a request failed when the hub died");
+
+    let hub = HubProcess::start(dir.path(), None);
+    let events = all_events(&client, &hub.url, "crash", None);
+    let stored = events.len();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=stored as u64).collect::<Vec<_>>(),
+        "seq is dense"
+    );
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e.id.as_deref().expect("an id"))
+        .collect();
+    let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "each id once");
+    for (number, last_seq) in &acks.batches {
+        let expected: Vec<String> = (0..BATCH).map(|i| format!("b{number}-{i}")).collect();
+        let at = *last_seq as usize;
+        assert!(
+            at <= stored,
+            "batch {number} acknowledged at seq {last_seq} is lost"
+        );
+        assert_eq!(
+            ids[at - BATCH..at],
+            expected,
+            "batch {number} at seq {last_seq}"
+        );
+    }
+    // Only the batch in flight may have been stored without an acknowledgement.
+    let acked_events = acks.batches.len() * BATCH;
+    assert!(
+        stored == acked_events || stored == acked_events + BATCH,
+        "{stored} events stored, {acked_events} acknowledged"
+    );
+
+    // The producer retries the batch it got no answer for: stored exactly once.
+    let (status, reply) = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/v1/runs/crash/events", hub.url),
+        None,
+        Some(&batch(in_flight)),
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let committed_before = stored > acked_events;
+    assert_eq!(
+        reply["duplicates"],
+        if committed_before { BATCH } else { 0 },
+        "{reply}"
+    );
+    assert_eq!(reply["last_seq"], acked_events + BATCH);
+    let events = all_events(&client, &hub.url, "crash", None);
+    assert_eq!(events.len(), acked_events + BATCH);
+    assert_eq!(
+        events.last().map(|e| e.seq),
+        Some((acked_events + BATCH) as u64)
+    );
+    hub.kill();
+}
+
+#[test]
+fn serve_refuses_an_open_hub_beyond_loopback() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let dir = dir.path().to_str().expect("a UTF-8 path");
+    let out = run_to_end(
+        serve(&["--addr", "0.0.0.0:0", "--data-dir", dir]),
+        "herald serve on 0.0.0.0 without a token",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    assert!(
+        stderr.contains("--token") && stderr.contains("HERALD_TOKEN") && stderr.contains("0.0.0.0"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[test]
+fn serve_says_clearly_which_databases_it_takes() {
+    let out = run_to_end(
+        serve(&[
+            "--addr",
+            "127.0.0.1:0",
+            "--db",
+            "postgres://localhost/herald",
+        ]),
+        "herald serve --db postgres://",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("PostgreSQL") && stderr.contains("SQLite"),
+        "{stderr}"
+    );
+
+    let out = run_to_end(
+        serve(&["--addr", "127.0.0.1:0", "--db", "mysql://localhost/herald"]),
+        "herald serve --db mysql://",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("sqlite://"), "{stderr}");
+
+    let out = run_to_end(
+        serve(&["--addr", "localhost"]),
+        "herald serve --addr localhost",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("HOST:PORT"), "{stderr}");
+}
