@@ -21,7 +21,10 @@ impl Sink for Stuck {
             // Block on the first event until released.
             let _ = self.gate.lock().unwrap().recv();
         }
-        self.seen.lock().unwrap().push(event.event_type().to_owned());
+        self.seen
+            .lock()
+            .unwrap()
+            .push(event.event_type().to_owned());
         Ok(())
     }
 }
@@ -68,7 +71,10 @@ struct Broken;
 
 impl Sink for Broken {
     fn event(&mut self, _event: &Event, _state: &RunState) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::BrokenPipe, "reader went away"))
+        Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "reader went away",
+        ))
     }
 }
 
@@ -84,7 +90,11 @@ impl Sink for Panicky {
 #[test]
 fn failing_sinks_are_disabled_and_the_others_go_on() {
     let memory = herald::MemorySink::new();
-    let progress = Progress::new([Target::sink(Broken), Target::sink(Panicky), Target::memory(&memory)]);
+    let progress = Progress::new([
+        Target::sink(Broken),
+        Target::sink(Panicky),
+        Target::memory(&memory),
+    ]);
     let run = progress.run("resilient");
     run.info("still here");
     run.finish();
