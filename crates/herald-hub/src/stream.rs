@@ -54,6 +54,10 @@ pub(crate) struct Cursor {
     changed: watch::Receiver<u64>,
     /// `run.finished` has been delivered: nothing can follow.
     done: bool,
+    /// Look the run up before waiting: before the first wait, and after a wake that
+    /// brought no event (deleting a run wakes its subscribers that way). Not after
+    /// delivering events, or every subscriber would query the store on every event.
+    verify: bool,
     _subscriber: SubscriberGuard,
 }
 
@@ -83,6 +87,7 @@ impl Cursor {
             feed,
             changed,
             done: record.finished() && after >= record.last_seq,
+            verify: true,
             _subscriber: hub.metrics().subscriber(),
         })
     }
@@ -128,6 +133,9 @@ impl Cursor {
         self.changed.borrow_and_update();
         let events = match self.feed.after(self.fetched, FETCH) {
             Some(events) if !events.is_empty() => events,
+            // The ring runs up to the feed's last seq and the cursor has all of it:
+            // nothing is new, and the store need not be asked.
+            Some(_) if self.feed.last_seq() <= self.fetched => Vec::new(),
             _ => {
                 let events = self
                     .hub
@@ -167,11 +175,16 @@ impl Cursor {
                 return None;
             }
             if !self.pending.is_empty() {
+                self.verify = false;
                 continue;
             }
-            if !self.still_exists().await || !self.wait().await {
+            if self.verify && !self.still_exists().await {
                 return None;
             }
+            if !self.wait().await {
+                return None;
+            }
+            self.verify = true;
         }
     }
 

@@ -98,13 +98,17 @@ impl SqliteStore {
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        // No ping on acquire: for a SQLite file it only proves that sqlx's worker
+        // thread answers, and costs every append one more round trip to it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteStore {
@@ -179,16 +183,12 @@ impl SqliteStore {
             }
             seq += 1;
             let event = draft.stamp(id.clone(), seq, now);
-            sqlx::query("INSERT INTO events (run_id, seq, event_id, body) VALUES (?, ?, ?, ?)")
-                .bind(id.as_str())
-                .bind(seq as i64)
-                .bind(event.id.as_deref())
-                .bind(event.to_json())
-                .execute(&mut *conn)
-                .await?;
             state.apply(&event);
             events.push(event);
         }
+        // In the same transaction, after the loop: an id repeated within the batch is
+        // caught by `seen_ids`, so no check above needed these rows stored first.
+        insert_events(&mut *conn, id, &events).await?;
         if !events.is_empty() {
             let state_json =
                 serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
@@ -302,6 +302,39 @@ async fn events_after(
                 .map_err(|e| StoreError::Db(format!("corrupt event in run {id}: {e}")))
         })
         .collect()
+}
+
+/// Most rows in one `INSERT` statement.
+const INSERT_CHUNK: usize = 64;
+
+/// Inserts `events` with few statements: each statement is a round trip to sqlx's
+/// worker thread, which one statement per event made the cost of a batched append.
+/// Chunks are powers of two, so that seven statement texts (prepared once, cached)
+/// serve every batch size.
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    id: &RunId,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let mut rest = events;
+    while !rest.is_empty() {
+        let n = rest.len().min(INSERT_CHUNK);
+        let n = 1 << n.ilog2();
+        let (chunk, tail) = rest.split_at(n);
+        let mut sql = String::from("INSERT INTO events (run_id, seq, event_id, body) VALUES ");
+        sql.push_str(&vec!["(?, ?, ?, ?)"; n].join(", "));
+        let mut query = sqlx::query(&sql);
+        for event in chunk {
+            query = query
+                .bind(id.as_str())
+                .bind(event.seq as i64)
+                .bind(event.id.as_deref())
+                .bind(event.to_json());
+        }
+        query.execute(&mut *conn).await?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 /// Commits when `res` is Ok, rolls back otherwise.
