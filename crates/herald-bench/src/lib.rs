@@ -8,7 +8,11 @@
 //! - [`eta`]: ETA quality on traces — the estimators (herald's and models of the plain
 //!   average, tqdm's and indicatif's), the synthetic and recorded traces, the replay
 //!   and its scoring rules, and the tables of `eta-replay`.
+//! - [`hub`]: the hub under load — ingest against a bare SQLite insert loop,
+//!   publish-to-subscriber latency with many SSE subscribers, memory per idle stream;
+//!   the tables of `hub-load`.
 
 #![deny(missing_docs)]
 
 pub mod eta;
+pub mod hub;

@@ -1,0 +1,139 @@
+//! `hub-load`: the hub under load, side by side with a bare SQLite insert loop, as
+//! Markdown tables (the figures of BENCHMARKS.md, "Hub ingest and fan-out").
+//!
+//! - `hub-load [ingest] [fanout] [idle]`: runs the named parts (all by default).
+//! - `--quick`: tiny counts, a smoke run of a few seconds; `--clients N`,
+//!   `--single-events N`, `--batched-events N`, `--rounds N`, `--subscribers N`, `--events N`,
+//!   `--rate R`, `--streams N`, `--stream-runs N` set one count each.
+//! - `hub-load serve --db PATH` and `hub-load subscribe --url URL --count N
+//!   --timeout-s S` are the hub's and the subscribers' own processes, which the load
+//!   generator starts itself.
+//!
+//! Exit codes: 0 on success (a closed stdout included), 1 when a measurement fails or
+//! its counts do not add up, 2 on a usage error.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use herald_bench::hub::{self, Part, Scale};
+
+const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [--quick] [--clients N] \
+[--single-events N] [--batched-events N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
+[--streams N] [--stream-runs N]";
+
+/// A mistake on the command line.
+struct Usage(String);
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            if err
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("hub-load: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args[..] {
+        ["-h" | "--help"] => {
+            println!("{USAGE}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        ["serve", "--db", db] => {
+            hub::serve_main(Path::new(db))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        [
+            "subscribe",
+            "--url",
+            url,
+            "--count",
+            count,
+            "--timeout-s",
+            timeout,
+        ] => {
+            let (Ok(count), Ok(timeout)) = (count.parse(), timeout.parse()) else {
+                return usage_error("subscribe takes a count and whole seconds");
+            };
+            hub::subscribe_main(url, count, Duration::from_secs(timeout))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let (parts, scale) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(Usage(message)) => return usage_error(&message),
+    };
+    let report = hub::run(&parts, &scale)?;
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(report.to_markdown(&scale).as_bytes())?;
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage_error(message: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("hub-load: {message}\n{USAGE}");
+    Ok(ExitCode::from(2))
+}
+
+/// The parts to run and the scale, from the command line.
+fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale), Usage> {
+    let quick = args.contains(&"--quick");
+    let mut scale = if quick { Scale::quick() } else { Scale::full() };
+    let mut parts = Vec::new();
+    let mut rest = args.iter().filter(|a| **a != "--quick");
+    while let Some(&arg) = rest.next() {
+        if let Some(part) = Part::parse(arg) {
+            parts.push(part);
+            continue;
+        }
+        let mut value = |name: &str| -> Result<&str, Usage> {
+            rest.next()
+                .copied()
+                .ok_or_else(|| Usage(format!("{name} takes a value")))
+        };
+        match arg {
+            "--clients" => scale.clients = count(arg, value(arg)?)?,
+            "--single-events" => scale.single_events = count(arg, value(arg)?)?,
+            "--batched-events" => scale.batched_events = count(arg, value(arg)?)?,
+            "--rounds" => scale.rounds = count(arg, value(arg)?)?,
+            "--subscribers" => scale.subscribers = count(arg, value(arg)?)?,
+            "--events" => scale.pings = count(arg, value(arg)?)?,
+            "--rate" => {
+                let v = value(arg)?;
+                scale.ping_rate = f64::from_str(v)
+                    .ok()
+                    .filter(|r| r.is_finite() && *r > 0.0 && *r <= 10_000.0)
+                    .ok_or_else(|| Usage(format!("--rate takes events per second, not `{v}`")))?;
+            }
+            "--streams" => scale.streams = count(arg, value(arg)?)?,
+            "--stream-runs" => scale.stream_runs = count(arg, value(arg)?)?,
+            other => return Err(Usage(format!("unknown argument `{other}`"))),
+        }
+    }
+    if parts.is_empty() {
+        parts = Part::ALL.to_vec();
+    }
+    Ok((parts, scale))
+}
+
+/// A positive count.
+fn count(name: &str, value: &str) -> Result<usize, Usage> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Usage(format!("{name} takes a positive count, not `{value}`")))
+}

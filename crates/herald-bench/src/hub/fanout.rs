@@ -1,0 +1,254 @@
+//! Publish-to-subscriber latency: many SSE subscribers on one run, events appended one
+//! at a time at a modest rate, each carrying its send time.
+//!
+//! Three processes: the hub (`hub-load serve`), the subscribers (`hub-load subscribe`,
+//! all streams in one process) and the sender (the load generator itself). A latency is
+//! the subscriber's receive time minus the sender's send time, both read from the
+//! system clock, taken just before the append request is sent and as soon as the chunk
+//! holding the event is read: the append's HTTP round trip and transaction, the
+//! fan-out, the SSE write and the subscriber's read are all in it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::client::{SseParser, append, create_run, http_client, int_field, now_us};
+use super::process::{ChildProcess, HubProcess, cpu_percent, cpu_time, raise_open_files_limit};
+use super::{Percentiles, Scale};
+
+/// Streams opened at once, so as not to overflow the hub's accept backlog.
+const CONNECT_CONCURRENCY: usize = 64;
+/// The run every subscriber follows.
+const RUN: &str = "fanout";
+
+/// What the subscriber process reports when its streams have ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SubscriberSummary {
+    /// Streams opened.
+    pub(crate) streams: usize,
+    /// Streams that saw `run.finished`.
+    pub(crate) finished: usize,
+    /// Streams whose `id`s went 1, 2, 3... with no gap or repeat.
+    pub(crate) in_order: usize,
+    /// Pings received over all streams.
+    pub(crate) pings: usize,
+    /// Receive time minus send time over all pings, in microseconds.
+    pub(crate) latency_us: Percentiles,
+    /// CPU time of the subscriber process from `ready` to the end, in milliseconds.
+    pub(crate) cpu_ms: u64,
+}
+
+/// The fan-out figures.
+#[derive(Clone, Debug)]
+pub struct FanoutReport {
+    /// SSE subscribers on the run.
+    pub subscribers: usize,
+    /// Events sent.
+    pub events: usize,
+    /// Events sent per second.
+    pub rate: f64,
+    /// Deliveries (subscriber × event) received.
+    pub deliveries: usize,
+    /// Publish-to-subscriber latency, in microseconds.
+    pub latency_us: Percentiles,
+    /// The sender's append round trips, in microseconds.
+    pub append_us: Percentiles,
+    /// CPU of the hub process, % of one core, while events flowed.
+    pub hub_cpu: f64,
+    /// CPU of the subscriber process, % of one core, over the same time.
+    pub subscriber_cpu: f64,
+    /// The wall time over which those were measured.
+    pub wall: Duration,
+}
+
+/// Runs the fan-out measurement against a hub over a fresh file in `dir`.
+pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<FanoutReport> {
+    ensure!(
+        scale.subscribers > 0 && scale.pings > 0,
+        "fanout needs subscribers and events"
+    );
+    let hub = HubProcess::start(&dir.join("hub-fanout.db")).await?;
+    let base = hub.base_url();
+    let client = http_client()?;
+    create_run(&client, &base, RUN).await?;
+    let url = format!("{base}/v1/runs/{RUN}/stream");
+    let timeout_s = (scale.pings as f64 / scale.ping_rate + 60.0).ceil() as u64;
+    let mut subscribers = ChildProcess::spawn(&[
+        "subscribe",
+        "--url",
+        &url,
+        "--count",
+        &scale.subscribers.to_string(),
+        "--timeout-s",
+        &timeout_s.to_string(),
+    ])?;
+    let ready = subscribers.line(Duration::from_secs(120)).await?;
+    ensure!(
+        ready == format!("ready {}", scale.subscribers),
+        "the subscribers said `{ready}`"
+    );
+
+    let hub_cpu0 = hub.cpu()?;
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / scale.ping_rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut append_us = Vec::with_capacity(scale.pings);
+    for _ in 0..scale.pings {
+        tick.tick().await;
+        let sent_us = now_us();
+        let sent = Instant::now();
+        let body = format!(r#"[{{"event":"custom.ping","sent_us":{sent_us}}}]"#);
+        let reply = append(&client, &base, RUN, body).await?;
+        append_us.push(sent.elapsed().as_micros() as u64);
+        ensure!(reply["appended"] == 1, "a ping was not appended: {reply}");
+        ensure!(
+            start.elapsed() < Duration::from_secs(timeout_s),
+            "fanout over time"
+        );
+    }
+    let finished = r#"[{"event":"run.finished","status":"succeeded"}]"#.to_owned();
+    append(&client, &base, RUN, finished).await?;
+    let line = subscribers
+        .line(Duration::from_secs(timeout_s))
+        .await
+        .context("waiting for the subscribers' summary")?;
+    let wall = start.elapsed();
+    let hub_cpu = cpu_percent(hub_cpu0, hub.cpu()?, wall);
+    subscribers.stop(Duration::from_secs(10)).await;
+    hub.stop().await;
+
+    let summary: SubscriberSummary =
+        serde_json::from_str(&line).with_context(|| format!("the subscribers said `{line}`"))?;
+    let expected = scale.subscribers * scale.pings;
+    ensure!(
+        summary.pings == expected
+            && summary.finished == scale.subscribers
+            && summary.in_order == scale.subscribers,
+        "deliveries do not add up: {} pings of {expected}, {} of {} streams finished, {} in order",
+        summary.pings,
+        summary.finished,
+        scale.subscribers,
+        summary.in_order
+    );
+    Ok(FanoutReport {
+        subscribers: scale.subscribers,
+        events: scale.pings,
+        rate: scale.ping_rate,
+        deliveries: summary.pings,
+        latency_us: summary.latency_us,
+        append_us: Percentiles::of(&mut append_us),
+        hub_cpu,
+        subscriber_cpu: summary.cpu_ms as f64 / 1000.0 / wall.as_secs_f64() * 100.0,
+        wall,
+    })
+}
+
+/// What one stream saw.
+#[derive(Default)]
+struct StreamOutcome {
+    latencies_us: Vec<u64>,
+    finished: bool,
+    in_order: bool,
+}
+
+async fn follow(response: reqwest::Response, deadline: tokio::time::Instant) -> StreamOutcome {
+    let mut outcome = StreamOutcome {
+        in_order: true,
+        ..StreamOutcome::default()
+    };
+    let mut body = response.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut next_seq = 1;
+    while !outcome.finished {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(_)) | None) | Err(_) => break,
+        };
+        let received_us = now_us();
+        for message in parser.push(&chunk) {
+            if message.id == Some(next_seq) {
+                next_seq += 1;
+            } else {
+                outcome.in_order = false;
+            }
+            match message.event.as_str() {
+                "custom.ping" => {
+                    if let Some(sent_us) = int_field(&message.data, "sent_us") {
+                        outcome
+                            .latencies_us
+                            .push(received_us.saturating_sub(sent_us));
+                    }
+                }
+                "run.finished" => outcome.finished = true,
+                _ => {}
+            }
+        }
+    }
+    outcome
+}
+
+async fn open(client: &reqwest::Client, url: &str) -> anyhow::Result<reqwest::Response> {
+    let res = client
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .context("opening a stream")?;
+    if res.status() != reqwest::StatusCode::OK {
+        bail!("opening a stream: {}", res.status());
+    }
+    Ok(res)
+}
+
+/// `hub-load subscribe --url URL --count N --timeout-s S`: opens N SSE streams on URL,
+/// prints `ready N` once the hub has answered every one, follows them until each has
+/// seen `run.finished` (or S seconds pass), then prints a [`SubscriberSummary`] as one
+/// JSON line.
+pub fn subscribe_main(url: &str, count: usize, timeout: Duration) -> anyhow::Result<()> {
+    let limit = raise_open_files_limit();
+    ensure!(
+        count as u64 + 64 <= limit,
+        "{count} streams need more open files than the limit of {limit}: raise `ulimit -n`"
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let client = http_client()?;
+        let responses: Vec<anyhow::Result<reqwest::Response>> =
+            futures_util::stream::iter(0..count)
+                .map(|_| open(&client, url))
+                .buffer_unordered(CONNECT_CONCURRENCY)
+                .collect()
+                .await;
+        let responses = responses.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        let cpu0 = cpu_time("self")?;
+        println!("ready {count}");
+        let mut streams = tokio::task::JoinSet::new();
+        for response in responses {
+            streams.spawn(follow(response, deadline));
+        }
+        let mut summary = SubscriberSummary {
+            streams: count,
+            finished: 0,
+            in_order: 0,
+            pings: 0,
+            latency_us: Percentiles::default(),
+            cpu_ms: 0,
+        };
+        let mut latencies = Vec::new();
+        while let Some(outcome) = streams.join_next().await {
+            let outcome = outcome.context("a stream task failed")?;
+            summary.finished += usize::from(outcome.finished);
+            summary.in_order += usize::from(outcome.in_order);
+            summary.pings += outcome.latencies_us.len();
+            latencies.extend(outcome.latencies_us);
+        }
+        summary.cpu_ms = cpu_time("self")?.saturating_sub(cpu0).as_millis() as u64;
+        summary.latency_us = Percentiles::of(&mut latencies);
+        println!("{}", serde_json::to_string(&summary)?);
+        Ok(())
+    })
+}

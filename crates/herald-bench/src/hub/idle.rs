@@ -1,0 +1,142 @@
+//! Memory per idle stream: the hub's resident memory before and after many SSE
+//! streams are opened on runs that stay silent.
+//!
+//! The hub runs in its own process, so its `VmRSS` is its own. Before the baseline is
+//! read, a few dozen streams are opened and closed, so that what every hub pays once
+//! (the SQLite reader connections, the runs' feeds and cached states, the runtime's
+//! worker buffers) is in the baseline and not charged to the streams.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use futures_util::StreamExt;
+
+use super::Scale;
+use super::client::{create_run, http_client, metric};
+use super::process::{HubProcess, raise_open_files_limit};
+
+/// Streams opened at once, so as not to overflow the hub's accept backlog.
+const CONNECT_CONCURRENCY: usize = 100;
+/// Streams opened and closed before the baseline.
+const WARM_UP_STREAMS: usize = 64;
+/// How long the hub is left alone before a reading.
+const SETTLE: Duration = Duration::from_secs(3);
+/// Longest wait for the hub to count its subscribers.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The idle-stream figures.
+#[derive(Clone, Debug)]
+pub struct IdleReport {
+    /// Streams held open.
+    pub streams: usize,
+    /// Runs they were spread over (round robin).
+    pub runs: usize,
+    /// Hub RSS before, KiB.
+    pub before_kib: u64,
+    /// Hub RSS as soon as every stream was open, KiB.
+    pub open_kib: u64,
+    /// Hub RSS after the streams sat idle for a few seconds, KiB.
+    pub settled_kib: u64,
+    /// Hub RSS after every stream was closed again, KiB.
+    pub closed_kib: u64,
+}
+
+impl IdleReport {
+    /// (settled − before) / streams, in KiB.
+    pub fn per_stream_kib(&self) -> f64 {
+        self.settled_kib.saturating_sub(self.before_kib) as f64 / self.streams.max(1) as f64
+    }
+}
+
+async fn open_streams(
+    client: &reqwest::Client,
+    urls: &[String],
+    count: usize,
+) -> anyhow::Result<Vec<reqwest::Response>> {
+    let responses: Vec<anyhow::Result<reqwest::Response>> = futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            let res = client
+                .get(&urls[i % urls.len()])
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .context("opening a stream")?;
+            if res.status() != reqwest::StatusCode::OK {
+                bail!("opening a stream: {}", res.status());
+            }
+            Ok(res)
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    responses.into_iter().collect()
+}
+
+/// Waits until the hub counts `n` open subscribers.
+async fn subscribers_reach(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + COUNT_TIMEOUT;
+    loop {
+        let open = metric(client, base, "herald_subscribers").await?;
+        if open as usize == n {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the hub counts {open} subscribers after {COUNT_TIMEOUT:?}, not {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the idle-stream measurement against a hub over a fresh file in `dir`.
+pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<IdleReport> {
+    ensure!(
+        scale.streams > 0 && scale.stream_runs > 0,
+        "idle needs streams and runs"
+    );
+    let limit = raise_open_files_limit();
+    ensure!(
+        scale.streams as u64 + 256 <= limit,
+        "{} streams need more open files than the limit of {limit}: raise `ulimit -n`",
+        scale.streams
+    );
+    let hub = HubProcess::start(&dir.join("hub-idle.db")).await?;
+    let base = hub.base_url();
+    let client = http_client()?;
+    let mut urls = Vec::new();
+    for r in 0..scale.stream_runs {
+        let run = format!("idle-{r}");
+        create_run(&client, &base, &run).await?;
+        urls.push(format!("{base}/v1/runs/{run}/stream"));
+    }
+
+    let warm = open_streams(&client, &urls, WARM_UP_STREAMS).await?;
+    subscribers_reach(&client, &base, WARM_UP_STREAMS).await?;
+    drop(warm);
+    subscribers_reach(&client, &base, 0).await?;
+    tokio::time::sleep(SETTLE).await;
+    let before_kib = hub.rss_kib()?;
+
+    // A client of its own, so the streams' connections are not the ones `/metrics`
+    // is asked on.
+    let streams_client = http_client()?;
+    let streams = open_streams(&streams_client, &urls, scale.streams).await?;
+    subscribers_reach(&client, &base, scale.streams).await?;
+    let open_kib = hub.rss_kib()?;
+    tokio::time::sleep(SETTLE).await;
+    let settled_kib = hub.rss_kib()?;
+
+    drop(streams);
+    subscribers_reach(&client, &base, 0).await?;
+    tokio::time::sleep(SETTLE).await;
+    let closed_kib = hub.rss_kib()?;
+    hub.stop().await;
+    Ok(IdleReport {
+        streams: scale.streams,
+        runs: scale.stream_runs,
+        before_kib,
+        open_kib,
+        settled_kib,
+        closed_kib,
+    })
+}

@@ -1,0 +1,372 @@
+//! Ingest: events per second through the hub (HTTP, the append's transaction, the
+//! state fold, the fan-out), against bare SQLite insert loops of the same rows.
+//!
+//! The rows are what the hub itself stores: each producer draft is parsed and stamped
+//! with its `seq` exactly as the hub does, before any clock starts. The bare loops
+//! insert them into a copy of the hub's tables with the hub's settings (WAL,
+//! `synchronous=NORMAL`, foreign keys on), one `BEGIN IMMEDIATE` transaction per batch,
+//! in a fresh file beside the hub's: once through rusqlite (a synchronous loop, the
+//! limit) and once through sqlx (the driver the hub uses, to tell the driver's share
+//! from the hub's).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use herald_protocol::{RunId, Timestamp, parse_draft_str};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+
+use super::client::{append, create_run, http_client};
+use super::process::{HubProcess, cpu_percent, cpu_time};
+use super::{Percentiles, Scale};
+
+/// Longest one ingest phase may take.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The hub's `runs` and `events` tables (from `herald-hub`'s `store/sqlite.rs`, minus
+/// the tokens), so that the bare loops pay the same indexes and foreign key.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS runs (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    parent TEXT,
+    heartbeat_timeout_s REAL NOT NULL,
+    ttl_s REAL NOT NULL,
+    track TEXT,
+    meta TEXT,
+    created_us INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'running',
+    last_event_us INTEGER NOT NULL,
+    last_producer_us INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    event_id TEXT,
+    body TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (run_id, event_id) WHERE event_id IS NOT NULL;
+"#;
+
+const INSERT_RUN: &str = "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
+     last_event_us, last_producer_us, state) VALUES (?1, ?1, 60, 86400, 0, 0, 0, '{}')";
+const INSERT_EVENT: &str =
+    "INSERT INTO events (run_id, seq, event_id, body) VALUES (?1, ?2, ?3, ?4)";
+
+/// How an ingest figure was produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestPath {
+    /// rusqlite, one synchronous loop: the limit.
+    BareRusqlite,
+    /// sqlx, the hub's driver, one connection.
+    BareSqlx,
+    /// The hub in its own process, over HTTP from several client connections.
+    Hub,
+}
+
+/// One ingest figure.
+#[derive(Clone, Debug)]
+pub struct IngestRow {
+    /// How.
+    pub path: IngestPath,
+    /// Events per request or per transaction.
+    pub batch: usize,
+    /// Events stored.
+    pub events: usize,
+    /// Wall time from the first transaction or request to the last reply.
+    pub wall: Duration,
+    /// The slowest and fastest rates over the rounds, events/s (with several rounds).
+    pub range: Option<(f64, f64)>,
+    /// Round trips of the hub's append requests (hub rows only).
+    pub request_latency: Option<Percentiles>,
+    /// CPU of the hub process, % of one core (hub rows only).
+    pub hub_cpu: Option<f64>,
+    /// CPU of the load generator, % of one core (hub rows only).
+    pub load_cpu: Option<f64>,
+}
+
+impl IngestRow {
+    /// Events stored per second.
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Each producer's events: the drafts it posts and the rows the hub stores for them.
+struct Workload {
+    runs: Vec<String>,
+    /// Per run, the producer's draft JSON texts.
+    drafts: Vec<Vec<String>>,
+    /// Per run, the stored event JSON texts, `seq` from 1.
+    rows: Vec<Vec<String>>,
+}
+
+/// `events` progress events spread evenly over `producers` runs (rounded up).
+fn workload(producers: usize, events: usize, tag: &str) -> anyhow::Result<Workload> {
+    let per_run = events.div_ceil(producers);
+    let base_us = Timestamp::from_str("2026-01-01T00:00:00Z")
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .unix_micros();
+    let now = Timestamp::from_unix_micros(base_us + 3_600_000_000);
+    let mut w = Workload {
+        runs: Vec::new(),
+        drafts: Vec::new(),
+        rows: Vec::new(),
+    };
+    for p in 0..producers {
+        let run = format!("ingest-{tag}-{p}");
+        let run_id = RunId::new(run.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut drafts = Vec::with_capacity(per_run);
+        let mut rows = Vec::with_capacity(per_run);
+        for i in 0..per_run {
+            let ts = Timestamp::from_unix_micros(base_us + i as i64 * 1000);
+            let draft = format!(
+                r#"{{"event":"progress","ts":"{ts}","stage":"embed","done":{},"total":{per_run},"unit":"docs","elapsed_s":{:.3}}}"#,
+                i + 1,
+                (i + 1) as f64 * 0.001,
+            );
+            let stored = parse_draft_str(&draft, &run_id)
+                .map_err(|e| anyhow::anyhow!("generated draft: {e}"))?
+                .stamp(run_id.clone(), i as u64 + 1, now);
+            rows.push(stored.to_json());
+            drafts.push(draft);
+        }
+        w.runs.push(run);
+        w.drafts.push(drafts);
+        w.rows.push(rows);
+    }
+    Ok(w)
+}
+
+/// Transactions in the order the bare loops commit them: producers take turns, as
+/// their requests interleave at the hub.
+fn transactions(w: &Workload, batch: usize) -> Vec<(&str, u64, &[String])> {
+    let chunks: Vec<Vec<&[String]>> = w.rows.iter().map(|r| r.chunks(batch).collect()).collect();
+    let mut out = Vec::new();
+    let most = chunks.iter().map(Vec::len).max().unwrap_or(0);
+    for c in 0..most {
+        for (r, run_chunks) in chunks.iter().enumerate() {
+            if let Some(chunk) = run_chunks.get(c) {
+                out.push((w.runs[r].as_str(), (c * batch) as u64 + 1, *chunk));
+            }
+        }
+    }
+    out
+}
+
+/// Bare SQLite through rusqlite.
+fn bare_rusqlite(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<Duration> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    ensure!(mode.eq_ignore_ascii_case("wal"), "journal mode is {mode}");
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    conn.execute_batch(SCHEMA)?;
+    for run in &w.runs {
+        conn.execute(INSERT_RUN, [run])?;
+    }
+    let txs = transactions(w, batch);
+    let start = Instant::now();
+    for (run, first_seq, rows) in txs {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_EVENT)?;
+            for (i, body) in rows.iter().enumerate() {
+                insert.execute(rusqlite::params![
+                    run,
+                    first_seq as i64 + i as i64,
+                    None::<&str>,
+                    body
+                ])?;
+            }
+        }
+        tx.commit()?;
+        ensure!(
+            start.elapsed() < PHASE_TIMEOUT,
+            "bare SQLite loop over time"
+        );
+    }
+    Ok(start.elapsed())
+}
+
+/// Most rows in one `INSERT` of the sqlx loop, as in the hub's store.
+const INSERT_CHUNK: usize = 64;
+
+/// `INSERT INTO events ... VALUES (?, ?, ?, ?), ...` for `rows` rows.
+fn insert_rows_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO events (run_id, seq, event_id, body) VALUES {}",
+        vec!["(?, ?, ?, ?)"; rows].join(", ")
+    )
+}
+
+/// Bare SQLite through sqlx with the statements the hub's store issues for the rows
+/// (`BEGIN IMMEDIATE`, multi-row `INSERT`s of a power of two rows, `COMMIT`), without
+/// the hub's reading and writing of the run row.
+async fn bare_sqlx(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<Duration> {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(db)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
+    for run in &w.runs {
+        sqlx::query(INSERT_RUN).bind(run).execute(&mut conn).await?;
+    }
+    let txs = transactions(w, batch);
+    let start = Instant::now();
+    for (run, first_seq, rows) in txs {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
+        let mut done = 0;
+        while done < rows.len() {
+            let n = 1 << (rows.len() - done).min(INSERT_CHUNK).ilog2();
+            let sql = insert_rows_sql(n);
+            let mut insert = sqlx::query(&sql);
+            for (i, body) in rows[done..done + n].iter().enumerate() {
+                insert = insert
+                    .bind(run)
+                    .bind(first_seq as i64 + (done + i) as i64)
+                    .bind(None::<&str>)
+                    .bind(body);
+            }
+            insert.execute(&mut conn).await?;
+            done += n;
+        }
+        sqlx::query("COMMIT").execute(&mut conn).await?;
+        ensure!(start.elapsed() < PHASE_TIMEOUT, "bare sqlx loop over time");
+    }
+    let elapsed = start.elapsed();
+    conn.close().await?;
+    Ok(elapsed)
+}
+
+/// The hub in its own process over a fresh file; one client connection per producer.
+async fn through_hub(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<IngestRow> {
+    let hub = HubProcess::start(db).await?;
+    let base = hub.base_url();
+    let setup = http_client()?;
+    for run in &w.runs {
+        create_run(&setup, &base, run).await?;
+    }
+    // Request bodies are built before the clock starts: the load generator's CPU
+    // during the phase is HTTP alone.
+    let bodies: Vec<Vec<(usize, String)>> = w
+        .drafts
+        .iter()
+        .map(|d| {
+            d.chunks(batch)
+                .map(|c| (c.len(), format!("[{}]", c.join(","))))
+                .collect()
+        })
+        .collect();
+    let hub_cpu0 = hub.cpu()?;
+    let load_cpu0 = cpu_time("self")?;
+    let start = Instant::now();
+    let mut producers = tokio::task::JoinSet::new();
+    for (run, bodies) in w.runs.iter().cloned().zip(bodies) {
+        let base = base.clone();
+        let expected_last = w.rows[0].len() as u64;
+        producers.spawn(async move {
+            let client = http_client()?;
+            let mut latencies = Vec::with_capacity(bodies.len());
+            let mut last_seq = 0;
+            for (n, body) in bodies {
+                let sent = Instant::now();
+                let reply = append(&client, &base, &run, body).await?;
+                latencies.push(sent.elapsed());
+                let appended = reply["appended"].as_u64().unwrap_or(0);
+                ensure!(
+                    appended == n as u64,
+                    "run {run}: {appended} of {n} appended"
+                );
+                last_seq = reply["last_seq"].as_u64().unwrap_or(0);
+                ensure!(start.elapsed() < PHASE_TIMEOUT, "hub ingest over time");
+            }
+            ensure!(
+                last_seq == expected_last,
+                "run {run} ends at seq {last_seq}, not {expected_last}"
+            );
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(res) = producers.join_next().await {
+        latencies.extend(res.context("a producer task failed")??);
+    }
+    let wall = start.elapsed();
+    let hub_cpu = cpu_percent(hub_cpu0, hub.cpu()?, wall);
+    let load_cpu = cpu_percent(load_cpu0, cpu_time("self")?, wall);
+    hub.stop().await;
+    Ok(IngestRow {
+        path: IngestPath::Hub,
+        batch,
+        events: w.rows.iter().map(Vec::len).sum(),
+        wall,
+        range: None,
+        request_latency: Some(Percentiles::of_durations(&latencies)),
+        hub_cpu: Some(hub_cpu),
+        load_cpu: Some(load_cpu),
+    })
+}
+
+/// Every ingest row: for batches of 1 and of `scale.batch`, the two bare loops and
+/// the hub, each over a fresh file in `dir`, in `scale.rounds` interleaved rounds;
+/// each row is the round of median rate, with the slowest and fastest rates beside it.
+pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<Vec<IngestRow>> {
+    if scale.clients == 0 || scale.batch == 0 || scale.rounds == 0 {
+        bail!("ingest needs a client, a batch of at least one event and a round");
+    }
+    let mut rows = Vec::new();
+    for (batch, events) in [
+        (1, scale.single_events),
+        (scale.batch, scale.batched_events),
+    ] {
+        let w = workload(scale.clients, events, &batch.to_string())?;
+        let events = w.rows.iter().map(Vec::len).sum();
+        let bare = |path, wall| IngestRow {
+            path,
+            batch,
+            events,
+            wall,
+            range: None,
+            request_latency: None,
+            hub_cpu: None,
+            load_cpu: None,
+        };
+        let mut rounds: [Vec<IngestRow>; 3] = Default::default();
+        for round in 0..scale.rounds {
+            let db = dir.join(format!("bare-rusqlite-{batch}-{round}.db"));
+            let wall = tokio::task::block_in_place(|| bare_rusqlite(&db, &w, batch))
+                .context("bare SQLite loop (rusqlite)")?;
+            rounds[0].push(bare(IngestPath::BareRusqlite, wall));
+            let db = dir.join(format!("bare-sqlx-{batch}-{round}.db"));
+            let wall = bare_sqlx(&db, &w, batch)
+                .await
+                .context("bare SQLite loop (sqlx)")?;
+            rounds[1].push(bare(IngestPath::BareSqlx, wall));
+            let db = dir.join(format!("hub-ingest-{batch}-{round}.db"));
+            rounds[2].push(
+                through_hub(&db, &w, batch)
+                    .await
+                    .with_context(|| format!("hub ingest, {batch} per request"))?,
+            );
+        }
+        for mut of_path in rounds {
+            of_path.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+            let range = (of_path[0].rate(), of_path[of_path.len() - 1].rate());
+            let mut median = of_path.swap_remove(of_path.len() / 2);
+            median.range = (scale.rounds > 1).then_some(range);
+            rows.push(median);
+        }
+    }
+    Ok(rows)
+}

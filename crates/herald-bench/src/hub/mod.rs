@@ -1,0 +1,207 @@
+//! The hub under load (SPEC section 8): ingest against a bare SQLite insert loop,
+//! publish-to-subscriber latency with many SSE subscribers, and memory per idle
+//! stream; the figures of `hub-load` and of BENCHMARKS.md.
+//!
+//! The hub always runs in a process of its own (`hub-load serve`, the same
+//! `herald_hub::serve` with the default configuration that `herald serve` uses) over a
+//! fresh SQLite file, and all traffic stays on 127.0.0.1. Every loop is bounded in
+//! count and in time, and every part checks that its counts add up before it reports.
+//!
+//! # Layout
+//!
+//! - `ingest`: events per second, bare SQLite (rusqlite and sqlx) and the hub.
+//! - `fanout`: latency from append to SSE subscriber, and the subscriber process.
+//! - `idle`: hub RSS with many idle SSE streams.
+//! - `process`: the hub's process, `/proc` readings.
+//! - `client`: HTTP requests and an SSE parser.
+//! - `table`: the Markdown report.
+
+mod client;
+mod fanout;
+mod idle;
+mod ingest;
+mod process;
+mod table;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+pub use fanout::{FanoutReport, subscribe_main};
+pub use idle::IdleReport;
+pub use ingest::{IngestPath, IngestRow};
+pub use process::serve_main;
+
+/// A part of the measurement, run on its own with `hub-load PART`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Events per second through the hub and the bare loops.
+    Ingest,
+    /// Latency from append to SSE subscriber.
+    Fanout,
+    /// Memory per idle SSE stream.
+    Idle,
+}
+
+impl Part {
+    /// Every part, in the order they run.
+    pub const ALL: [Part; 3] = [Part::Ingest, Part::Fanout, Part::Idle];
+
+    /// The part named `name` on the command line.
+    pub fn parse(name: &str) -> Option<Part> {
+        match name {
+            "ingest" => Some(Part::Ingest),
+            "fanout" => Some(Part::Fanout),
+            "idle" => Some(Part::Idle),
+            _ => None,
+        }
+    }
+}
+
+/// How much load: the counts by default, tiny ones for a smoke run.
+#[derive(Clone, Debug)]
+pub struct Scale {
+    /// Concurrent client connections of the ingest, one producer run each.
+    pub clients: usize,
+    /// Events appended one per request (and one per bare transaction).
+    pub single_events: usize,
+    /// Events appended `batch` per request (and per bare transaction).
+    pub batched_events: usize,
+    /// Events per batched request.
+    pub batch: usize,
+    /// Interleaved rounds of each ingest measurement; the median is reported.
+    pub rounds: usize,
+    /// SSE subscribers on the fan-out run.
+    pub subscribers: usize,
+    /// Events sent to them.
+    pub pings: usize,
+    /// Events sent per second.
+    pub ping_rate: f64,
+    /// Idle SSE streams held open.
+    pub streams: usize,
+    /// Runs the idle streams are spread over.
+    pub stream_runs: usize,
+}
+
+impl Scale {
+    /// The counts BENCHMARKS.md reports.
+    pub fn full() -> Scale {
+        Scale {
+            clients: 4,
+            single_events: 10_000,
+            batched_events: 200_000,
+            batch: 100,
+            rounds: 3,
+            subscribers: 1_000,
+            pings: 100,
+            ping_rate: 20.0,
+            streams: 10_000,
+            stream_runs: 10,
+        }
+    }
+
+    /// A smoke run of a few seconds: every path, tiny counts.
+    pub fn quick() -> Scale {
+        Scale {
+            clients: 2,
+            single_events: 50,
+            batched_events: 400,
+            batch: 100,
+            rounds: 1,
+            subscribers: 5,
+            pings: 50,
+            ping_rate: 200.0,
+            streams: 10,
+            stream_runs: 2,
+        }
+    }
+}
+
+/// Nearest-rank percentiles of a sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Sample size.
+    pub n: usize,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Percentiles of `sample` (sorted in place).
+    pub fn of(sample: &mut [u64]) -> Percentiles {
+        sample.sort_unstable();
+        let rank = |q: f64| {
+            let i = ((q * sample.len() as f64).ceil() as usize).clamp(1, sample.len().max(1));
+            sample.get(i - 1).copied().unwrap_or(0)
+        };
+        Percentiles {
+            n: sample.len(),
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: sample.last().copied().unwrap_or(0),
+        }
+    }
+
+    /// Percentiles of durations, in microseconds.
+    pub fn of_durations(sample: &[Duration]) -> Percentiles {
+        let mut us: Vec<u64> = sample.iter().map(|d| d.as_micros() as u64).collect();
+        Percentiles::of(&mut us)
+    }
+}
+
+/// Everything one `hub-load` run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The ingest rows, bare loops and hub, batches of 1 and of 100.
+    pub ingest: Vec<IngestRow>,
+    /// The fan-out figures.
+    pub fanout: Option<FanoutReport>,
+    /// The idle-stream figures.
+    pub idle: Option<IdleReport>,
+}
+
+impl Report {
+    /// The report as Markdown tables, with each target and whether it is met.
+    pub fn to_markdown(&self, scale: &Scale) -> String {
+        table::render(self, scale)
+    }
+}
+
+/// Runs `parts` at `scale`, in a temporary directory of the system's temp dir (every
+/// SQLite file of a run on the same file system), and removes it afterwards.
+pub fn run(parts: &[Part], scale: &Scale) -> anyhow::Result<Report> {
+    process::raise_open_files_limit();
+    let dir = tempfile::Builder::new()
+        .prefix("hub-load-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut report = Report::default();
+        for part in Part::ALL {
+            if !parts.contains(&part) {
+                continue;
+            }
+            match part {
+                Part::Ingest => {
+                    report.ingest = ingest::run(dir.path(), scale).await.context("ingest")?
+                }
+                Part::Fanout => {
+                    report.fanout = Some(fanout::run(dir.path(), scale).await.context("fanout")?)
+                }
+                Part::Idle => {
+                    report.idle = Some(idle::run(dir.path(), scale).await.context("idle")?)
+                }
+            }
+        }
+        Ok(report)
+    })
+}

@@ -1,0 +1,221 @@
+//! The Markdown report of `hub-load`: the machine, one table per part, the targets.
+
+use std::fmt::Write;
+
+use herald_protocol::Timestamp;
+
+use super::client::now_us;
+use super::{IngestPath, IngestRow, Percentiles, Report, Scale};
+
+/// Batched ingest must reach this share of the bare loop's rate.
+const INGEST_TARGET: f64 = 0.5;
+/// p99 publish-to-subscriber latency target, in microseconds.
+const LATENCY_TARGET_US: u64 = 20_000;
+/// Memory per idle stream target, in KiB.
+const IDLE_TARGET_KIB: f64 = 32.0;
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Microseconds as milliseconds with two decimals.
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "**met**" } else { "**missed**" }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let date = Timestamp::from_unix_micros(now_us() as i64).to_string();
+    format!("{cores} cores ({model}), {}", &date[..10])
+}
+
+fn path_name(row: &IngestRow, clients: usize) -> String {
+    match row.path {
+        IngestPath::BareRusqlite => "bare SQLite, rusqlite loop".to_owned(),
+        IngestPath::BareSqlx => "bare SQLite, sqlx loop with the hub's statements".to_owned(),
+        IngestPath::Hub => format!("hub over HTTP, {clients} connections"),
+    }
+}
+
+fn render_ingest(out: &mut String, rows: &[IngestRow], scale: &Scale) -> Option<(f64, f64)> {
+    let _ = writeln!(
+        out,
+        "\n**Ingest** (progress events; hub rows: {} producers, one run and one connection each; median of {} interleaved rounds)\n",
+        scale.clients, scale.rounds
+    );
+    let _ = writeln!(
+        out,
+        "| path | events per transaction | events | events/s (median) | slowest – fastest | × bare rusqlite | request p50 / p99 | hub CPU | load CPU |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let bare = rows
+            .iter()
+            .find(|r| r.batch == row.batch && r.path == IngestPath::BareRusqlite)
+            .map_or(f64::NAN, IngestRow::rate);
+        let latency = row
+            .request_latency
+            .map_or("".to_owned(), |p| format!("{} / {}", ms(p.p50), ms(p.p99)));
+        let pct = |v: Option<f64>| v.map_or("".to_owned(), |v| format!("{v:.0}%"));
+        let range = row.range.map_or("".to_owned(), |(lo, hi)| {
+            format!(
+                "{} – {}",
+                thousands(lo.round() as u64),
+                thousands(hi.round() as u64)
+            )
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {range} | {:.2} | {latency} | {} | {} |",
+            path_name(row, scale.clients),
+            row.batch,
+            thousands(row.events as u64),
+            thousands(row.rate().round() as u64),
+            row.rate() / bare,
+            pct(row.hub_cpu),
+            pct(row.load_cpu),
+        );
+    }
+    let batched = |path| {
+        rows.iter()
+            .find(|r| r.batch == scale.batch && r.batch > 1 && r.path == path)
+            .map(IngestRow::rate)
+    };
+    Some((
+        batched(IngestPath::Hub)?,
+        batched(IngestPath::BareRusqlite)?,
+    ))
+}
+
+fn percentile_cells(p: &Percentiles) -> String {
+    format!(
+        "{} | {} | {} | {}",
+        ms(p.p50),
+        ms(p.p90),
+        ms(p.p99),
+        ms(p.max)
+    )
+}
+
+/// The whole report.
+pub(crate) fn render(report: &Report, scale: &Scale) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Machine: {}. CPU % is of one core.", machine());
+    let mut targets = Vec::new();
+    if !report.ingest.is_empty() {
+        if let Some((hub, bare)) = render_ingest(&mut out, &report.ingest, scale) {
+            targets.push(format!(
+                "- batched ingest ({} per request) at least {INGEST_TARGET}× bare SQLite's {}-row transactions: {:.2}× ({} vs {} events/s), {}",
+                scale.batch,
+                scale.batch,
+                hub / bare,
+                thousands(hub.round() as u64),
+                thousands(bare.round() as u64),
+                verdict(hub >= INGEST_TARGET * bare)
+            ));
+        }
+    }
+    if let Some(f) = &report.fanout {
+        let _ = writeln!(
+            out,
+            "\n**Publish to subscriber** ({} SSE subscribers on one run in a process of their own; {} events appended one per request at {}/s)\n",
+            thousands(f.subscribers as u64),
+            f.events,
+            f.rate
+        );
+        let _ = writeln!(
+            out,
+            "| subscribers | deliveries | p50 | p90 | p99 | max | append round trip p50 / p99 | hub CPU | subscribers' CPU |"
+        );
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} / {} | {:.0}% | {:.0}% |",
+            thousands(f.subscribers as u64),
+            thousands(f.deliveries as u64),
+            percentile_cells(&f.latency_us),
+            ms(f.append_us.p50),
+            ms(f.append_us.p99),
+            f.hub_cpu,
+            f.subscriber_cpu,
+        );
+        targets.push(format!(
+            "- p99 publish-to-subscriber latency under {} with {} subscribers: {}, {}",
+            ms(LATENCY_TARGET_US),
+            thousands(f.subscribers as u64),
+            ms(f.latency_us.p99),
+            verdict(f.latency_us.p99 < LATENCY_TARGET_US)
+        ));
+    }
+    if let Some(i) = &report.idle {
+        let _ = writeln!(
+            out,
+            "\n**Memory per idle stream** ({} SSE streams spread over {} runs; hub VmRSS)\n",
+            thousands(i.streams as u64),
+            i.runs
+        );
+        let _ = writeln!(
+            out,
+            "| streams | RSS before | all open | after 3 s idle | per stream | after closing them |"
+        );
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|");
+        let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.1} KiB | {} |",
+            thousands(i.streams as u64),
+            mib(i.before_kib),
+            mib(i.open_kib),
+            mib(i.settled_kib),
+            i.per_stream_kib(),
+            mib(i.closed_kib),
+        );
+        targets.push(format!(
+            "- under {IDLE_TARGET_KIB} KiB per idle stream with {} streams: {:.1} KiB, {}",
+            thousands(i.streams as u64),
+            i.per_stream_kib(),
+            verdict(i.per_stream_kib() < IDLE_TARGET_KIB)
+        ));
+    }
+    if !targets.is_empty() {
+        let _ = writeln!(out, "\nTargets:\n");
+        for t in targets {
+            let _ = writeln!(out, "{t}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,62 @@
+//! `hub-load` end to end at tiny scale (`--quick`): every part against a real hub
+//! process, a real SQLite file and real SSE streams, so that the load generator cannot
+//! rot. No timing is asserted: only that each part ran and that its counts add up (the
+//! binary itself fails when they do not, and the table shows them).
+
+use std::process::{Command, Output};
+
+fn hub_load(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hub-load"))
+        .args(args)
+        .output()
+        .expect("hub-load runs")
+}
+
+#[test]
+fn every_part_runs_at_tiny_scale_and_its_counts_add_up() {
+    let out = hub_load(&["--quick", "ingest", "fanout", "idle"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Ingest: 2 producers, 50 events one per request and 400 in batches of 100, each
+    // through both bare loops and the hub.
+    for path in [
+        "bare SQLite, rusqlite loop",
+        "bare SQLite, sqlx loop with the hub's statements",
+        "hub over HTTP, 2 connections",
+    ] {
+        for (batch, events) in [(1, 50), (100, 400)] {
+            let row = format!("| {path} | {batch} | {events} |");
+            assert!(stdout.contains(&row), "no `{row}` in:\n{stdout}");
+        }
+    }
+    // Fan-out: 5 subscribers each received all 50 events.
+    assert!(stdout.contains("\n| 5 | 250 | "), "{stdout}");
+    // Idle: 10 streams were open at once.
+    assert!(stdout.contains("\n| 10 | "), "{stdout}");
+    for target in [
+        "batched ingest",
+        "p99 publish-to-subscriber",
+        "per idle stream",
+    ] {
+        assert!(
+            stdout.contains(target),
+            "no target `{target}` in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    for args in [&["--streams", "0"][..], &["--rate"], &["sideways"]] {
+        let out = hub_load(args);
+        assert_eq!(out.status.code(), Some(2), "hub-load {args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("usage: hub-load"),
+            "hub-load {args:?}"
+        );
+    }
+}
