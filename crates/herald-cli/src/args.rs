@@ -2,8 +2,10 @@
 //! commands resolve them, with the environment, into their settings.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use herald_protocol::{RunId, TypeFilter};
 
 /// herald: see what long-running agents and pipelines are doing while they run.
 #[derive(Debug, Parser)]
@@ -62,6 +64,254 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a real three-stage job (fetch, classify, summarize) against a simulated model.
     Demo(DemoArgs),
+    /// Follow a run on a hub until it ends: live status on a terminal, JSON Lines otherwise.
+    #[command(after_help = WATCH_EXIT_CODES)]
+    Watch(WatchArgs),
+    /// List the runs on a hub, newest first.
+    Ls(LsArgs),
+    /// Print a run's events as JSON Lines.
+    Events(EventsArgs),
+    /// Report one event into a run, from a shell script.
+    #[command(after_help = EMIT_EXAMPLES)]
+    Emit(EmitArgs),
+    /// Run a command as a run on a hub: started, heartbeats, finished with its exit status.
+    #[command(after_help = EXEC_NOTES)]
+    Exec(ExecArgs),
+    /// Ask a run to stop (advisory: the run decides how).
+    Cancel(CancelArgs),
+    /// Delete runs and their events from a hub.
+    Rm(RmArgs),
+}
+
+const WATCH_EXIT_CODES: &str = "\
+Exit codes:
+  0  the run succeeded
+  1  the run failed, or the hub could not be asked
+  2  the run was cancelled (or the command line was wrong)
+  3  the run stalled, or nothing arrived for --idle-timeout";
+
+const EMIT_EXAMPLES: &str = "\
+Fields are KEY=VALUE (text, or a number or true/false where the event needs one) or
+KEY:=JSON (any JSON: objects, lists, quoted text).
+
+Examples:
+  herald emit log level=info message='fetched 10 files'
+  herald emit stage.started stage=fetch total=10
+  herald emit progress stage=fetch done=3 total=10
+  herald emit custom.deploy version=1.4.2 canary:=true
+  herald emit '{\"event\": \"log\", \"level\": \"warn\", \"message\": \"disk 90% full\"}'
+  producer | herald emit -          # events as JSON Lines on stdin
+
+`elapsed_s`, when the event needs it and it is not given, is filled in from the run.
+The event is checked before anything is sent: a mistake exits with code 2.";
+
+const EXEC_NOTES: &str = "\
+The command runs with HERALD_URL, HERALD_RUN and HERALD_TOKEN (the run's write token) set,
+so `herald emit` and the SDK inside it report into the same run. Its stdin, stdout, stderr
+and exit status pass through; when a signal ends it, herald exits with 128 + the signal,
+as a shell does. If the hub cannot be reached, the command runs anyway.
+
+With --idle-timeout the command runs in its own process group (as with `timeout`), which
+is stopped as a whole when the command is silent for too long: no output and no event
+of its own. In its own group the command cannot read from the terminal.";
+
+/// Where the hub is, and the token to show it (SPEC section 7).
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// The hub's URL.
+    #[arg(
+        long = "hub",
+        env = "HERALD_URL",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7311",
+        value_parser = parse_hub_url
+    )]
+    pub url: String,
+
+    /// A token: the hub's admin token, or a run's write or read token.
+    #[arg(
+        long,
+        env = "HERALD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+/// `herald watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The run to follow.
+    #[arg(value_name = "RUN", value_parser = parse_run_id)]
+    pub run: RunId,
+
+    /// Give up when no event arrives for this long (30s, 5m, 1h, or seconds), printing
+    /// the last known state and exiting with 3.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Keep following a run that stalls, instead of exiting with 3 at once.
+    #[arg(long)]
+    pub wait_stalled: bool,
+
+    /// Print the run's events as JSON Lines, also on a terminal.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The hub.
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// `herald ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only runs with this status.
+    #[arg(long, value_enum)]
+    pub status: Option<RunStatusArg>,
+
+    /// Only the runs started by this run.
+    #[arg(long, value_name = "RUN", value_parser = parse_run_id)]
+    pub parent: Option<RunId>,
+
+    /// At most this many runs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: Option<u32>,
+
+    /// Print the hub's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The hub.
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// `--status` values: a run's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RunStatusArg {
+    /// Working.
+    Running,
+    /// Silent for longer than its heartbeat timeout.
+    Stalled,
+    /// Finished and did what it was asked.
+    Succeeded,
+    /// Finished on an error.
+    Failed,
+    /// Finished because it was cancelled.
+    Cancelled,
+}
+
+/// `herald events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The run.
+    #[arg(value_name = "RUN", value_parser = parse_run_id)]
+    pub run: RunId,
+
+    /// Only the events after this seq.
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    pub after: u64,
+
+    /// Only events of these types: comma-separated patterns such as `tool.*,run.*`.
+    #[arg(long, value_name = "PATTERNS", value_parser = parse_types)]
+    pub types: Option<String>,
+
+    /// Keep printing events as they come, until the run finishes.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    /// The hub.
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// `herald emit`.
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// The event: its type (`log`, `progress`, `custom.NAME`, ...), a whole event as a
+    /// JSON object, or `-` for events as JSON Lines on stdin.
+    #[arg(value_name = "EVENT")]
+    pub event: String,
+
+    /// The event's fields: KEY=VALUE or KEY:=JSON.
+    #[arg(value_name = "FIELD")]
+    pub fields: Vec<String>,
+
+    /// The run to report into.
+    #[arg(long, env = "HERALD_RUN", value_name = "RUN", value_parser = parse_run_id)]
+    pub run: Option<RunId>,
+
+    /// An idempotency key: an event sent twice with the same key is stored once.
+    #[arg(long, value_name = "KEY")]
+    pub id: Option<String>,
+
+    /// The hub.
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// `herald exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The run's name; by default the command line.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Stop the command (and its process group) when it is silent for this long: no
+    /// output and no event of its own (30s, 5m, 1h, or seconds).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// How often to report that the command is still alive.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+
+    /// The run this one belongs to; by default the run of a `herald exec` around this one.
+    #[arg(long, env = "HERALD_RUN", value_name = "RUN", value_parser = parse_run_id)]
+    pub parent: Option<RunId>,
+
+    /// The hub.
+    #[command(flatten)]
+    pub hub: HubArgs,
+
+    /// The command and its arguments.
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// `herald cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The run.
+    #[arg(value_name = "RUN", value_parser = parse_run_id)]
+    pub run: RunId,
+
+    /// Why, for whoever reads the run.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// The hub.
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// `herald rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The runs.
+    #[arg(value_name = "RUN", required = true, value_parser = parse_run_id)]
+    pub runs: Vec<RunId>,
+
+    /// The hub.
+    #[command(flatten)]
+    pub hub: HubArgs,
 }
 
 /// `herald serve`.
@@ -125,5 +375,78 @@ fn parse_speed(s: &str) -> Result<f64, String> {
         Ok(speed)
     } else {
         Err(format!("speed must be a positive number, not {s}"))
+    }
+}
+
+fn parse_run_id(s: &str) -> Result<RunId, String> {
+    RunId::new(s).map_err(|e| format!("`{s}` is an {e}"))
+}
+
+fn parse_hub_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{s}` is not an http:// or https:// URL"))?;
+    if rest.trim_end_matches('/').is_empty() {
+        return Err(format!("`{s}` names no host"));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+fn parse_types(s: &str) -> Result<String, String> {
+    s.parse::<TypeFilter>().map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+/// A duration as people type it: `30s`, `5m`, `1h`, `250ms`, or plain seconds (`1.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration: use e.g. 30s, 5m, 1h or plain seconds");
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    // Up to a year: beyond that a number is a typo, and `Duration` would overflow
+    // long before f64 runs out.
+    if !(secs > 0.0 && secs <= 366.0 * 86_400.0) {
+        return Err(format!("`{s}` must be longer than 0 and at most a year"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[track_caller]
+    fn check(input: &str, expected: Option<Duration>) {
+        assert_eq!(parse_duration(input).ok(), expected, "{input}");
+    }
+
+    #[test]
+    fn durations_as_people_type_them() {
+        check("30s", Some(Duration::from_secs(30)));
+        check("5m", Some(Duration::from_secs(300)));
+        check("1h", Some(Duration::from_secs(3600)));
+        check("250ms", Some(Duration::from_millis(250)));
+        check("2", Some(Duration::from_secs(2)));
+        check("1.5", Some(Duration::from_millis(1500)));
+        check("0.2s", Some(Duration::from_millis(200)));
+        check("0", None);
+        check("-1s", None);
+        check("5 minutes", None);
+        check("s", None);
+        check("1d", None);
+        check("", None);
     }
 }

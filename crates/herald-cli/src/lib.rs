@@ -4,16 +4,25 @@
 //! # Layout
 //!
 //! - `args`: the clap structs; they only check what was typed (ripgrep's "low args").
+//! - `client`: a small blocking client of the hub's HTTP API, and what its failures
+//!   mean in words.
+//! - `commands`: `watch`, `ls`, `events`, `emit`, `exec`, `cancel` and `rm`, the
+//!   commands that talk to a hub.
 //! - `demo`: `herald demo`, a real three-stage job against a simulated model.
 //! - `serve`: `herald serve`, the hub.
 //! - `sim`: the simulated model's latency and text.
 //!
-//! Exit codes: 0 success; 1 the job failed; 2 bad usage or settings (clap's own code
-//! for argument errors too); a broken pipe on stdout is not an error.
+//! Exit codes: 0 success; 1 the job failed, or the hub refused or could not be
+//! reached; 2 bad usage or settings (clap's own code for argument errors too); a broken
+//! pipe on stdout is not an error. Two commands say more with theirs: `watch` exits
+//! with 0 succeeded, 1 failed, 2 cancelled, 3 stalled or idle timeout; `exec` with its
+//! command's status (128 + the signal when a signal ended it).
 
 #![deny(missing_docs)]
 
 pub mod args;
+mod client;
+mod commands;
 mod demo;
 mod serve;
 mod sim;
@@ -32,6 +41,13 @@ pub fn main(cli: Cli) -> ExitCode {
     let res = match cli.command {
         Command::Demo(args) => demo::run(&cli.progress, &args),
         Command::Serve(args) => serve::run(&args),
+        Command::Watch(args) => commands::watch::run(&args),
+        Command::Ls(args) => commands::ls::run(&args),
+        Command::Events(args) => commands::events::run(&args),
+        Command::Emit(args) => commands::emit::run(&args),
+        Command::Exec(args) => commands::exec::run(&args),
+        Command::Cancel(args) => commands::cancel::cancel(&args),
+        Command::Rm(args) => commands::cancel::rm(&args),
     };
     match res {
         Ok(code) => ExitCode::from(code),

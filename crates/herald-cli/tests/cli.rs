@@ -2,7 +2,19 @@
 
 #[path = "cli/demo.rs"]
 mod demo;
+#[path = "cli/emit.rs"]
+mod emit;
+#[path = "cli/exec.rs"]
+mod exec;
+#[path = "cli/hub_errors.rs"]
+mod hub_errors;
+#[path = "cli/hubs.rs"]
+mod hubs;
+#[path = "cli/runs.rs"]
+mod runs;
 #[path = "cli/serve.rs"]
 mod serve;
 #[path = "cli/util.rs"]
 mod util;
+#[path = "cli/watch.rs"]
+mod watch;

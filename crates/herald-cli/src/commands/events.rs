@@ -1,0 +1,68 @@
+//! `herald events RUN`: a run's events as JSON Lines on stdout, exactly as the hub
+//! stores them, page after page; with `--follow`, on until the run finishes.
+//!
+//! `--follow` long-polls `GET /v1/runs/{id}/events?wait=` rather than reading the SSE
+//! stream: following is then the same loop as paging, with the same `after` cursor, so
+//! a dropped connection resumes exactly where the last printed event left off; each
+//! request is bounded in time; and a plain blocking client needs no SSE parser. The
+//! hub answers a long poll the moment an event exists, so nothing is lost in latency.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use herald_protocol::{RunStatus, parse_event};
+
+use crate::args::EventsArgs;
+use crate::client::{Client, HubError, HubErrorKind, Page, Poll};
+
+/// Events asked for per request.
+pub(crate) const PAGE: u32 = 500;
+/// How long one long poll waits for a new event (the hub allows up to 60 s).
+pub(crate) const LONG_POLL: Duration = Duration::from_secs(25);
+
+pub(crate) fn run(args: &EventsArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.hub);
+    let mut out = io::stdout().lock();
+    let mut after = args.after;
+    // Set once the hub said the run has finished: the events after the cursor are then
+    // final, and one more pass without waiting takes the rest.
+    let mut run_over = false;
+    loop {
+        let page = client.poll(
+            &args.run,
+            &Poll {
+                after,
+                limit: PAGE,
+                types: args.types.as_deref(),
+                wait: (args.follow && !run_over).then_some(LONG_POLL),
+            },
+        )?;
+        let mut saw_finish = false;
+        for raw in &page.events {
+            writeln!(out, "{}", raw.get())?;
+            let event = parse_event(raw.get())
+                .map_err(|e| bad_reply(&client, &format!("an event the hub sent: {e}")))?;
+            after = event.seq;
+            saw_finish |= event.event_type() == "run.finished";
+        }
+        out.flush()?;
+        if page.events.len() as u32 >= PAGE {
+            continue;
+        }
+        if !args.follow || saw_finish || run_over {
+            return Ok(0);
+        }
+        run_over = is_finished(&page);
+    }
+}
+
+/// Whether the page says the run has finished.
+pub(crate) fn is_finished(page: &Page) -> bool {
+    page.status
+        .parse::<RunStatus>()
+        .is_ok_and(RunStatus::is_terminal)
+}
+
+fn bad_reply(client: &Client, detail: &str) -> HubError {
+    HubError::new(client.url(), HubErrorKind::BadReply(detail.to_owned()))
+}

@@ -1,0 +1,619 @@
+//! `herald exec -- CMD...`: run a command as a run on a hub.
+//!
+//! exec creates the run, appends `run.started`, runs the command with `HERALD_URL`,
+//! `HERALD_RUN` and `HERALD_TOKEN` (the run's write token) in its environment, and
+//! appends `run.finished` with its exit status. Meanwhile:
+//!
+//! - stdin is inherited; stdout and stderr go through pipes and are forwarded byte for
+//!   byte as they come, which is how exec knows when the command was last active;
+//! - a `heartbeat` goes out every `--heartbeat` while the command runs, saying how long
+//!   its output has been silent, so that the run is stalled on the hub only when exec
+//!   itself is gone;
+//! - with `--idle-timeout`, a command that is silent that long (no output, and no event
+//!   of its own in the run) is stopped with its whole process group, `TERM` and then
+//!   `KILL` after a grace period, as `timeout` does;
+//! - a cancel requested through the hub (seen in a heartbeat's reply) stops it the same
+//!   way, and INT, TERM and HUP sent to exec are passed on to it.
+//!
+//! Reporting never breaks the work: when the hub cannot be reached or refuses, exec
+//! says so once on stderr and runs the command all the same. exec exits with the
+//! command's status, 128 + the signal when a signal ended it, as a shell does.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use herald_protocol::{
+    Draft, EventBody, Heartbeat, RunFinished, RunId, RunOutcome, RunStarted, RunState, Timestamp,
+    parse_event,
+};
+use serde_json::{Map, Value, json};
+
+use crate::args::{ExecArgs, HubArgs};
+use crate::client::{Appended, Client, HubErrorKind, NewRun, Poll};
+use crate::commands::events::PAGE;
+use crate::commands::show;
+
+/// Time between asking a stopped command to end (`TERM`) and forcing it (`KILL`).
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Longest a hub request of exec may take: reporting must not hold the work up.
+const HUB_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the command's output may take to drain after it exited; a background
+/// process it left behind may hold the pipes open for good.
+const DRAIN: Duration = Duration::from_millis(500);
+/// Shortest heartbeat timeout asked for the run: the hub's default.
+const MIN_HEARTBEAT_TIMEOUT_S: f64 = 60.0;
+/// Longest run name made from the command line.
+const MAX_NAME_CHARS: usize = 200;
+/// Prefix of exec's own idempotency keys, which also tell its events from the
+/// command's.
+const OWN_ID: &str = "herald-exec:";
+
+/// What `herald exec` runs with.
+struct Settings {
+    command: Vec<String>,
+    name: String,
+    idle_timeout: Option<Duration>,
+    heartbeat: Duration,
+    parent: Option<RunId>,
+    /// The command runs in a process group of its own, stopped as a whole.
+    own_group: bool,
+}
+
+fn resolve(args: &ExecArgs) -> Settings {
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| show::cut(&args.command.join(" "), MAX_NAME_CHARS));
+    Settings {
+        command: args.command.clone(),
+        name,
+        idle_timeout: args.idle_timeout,
+        heartbeat: args.heartbeat,
+        parent: args.parent.clone(),
+        // Only when it is to be stopped as a whole: a command in a group of its own is
+        // not in the terminal's foreground, so it could not read from the terminal.
+        own_group: args.idle_timeout.is_some(),
+    }
+}
+
+/// What the threads around the command tell the main loop.
+enum Msg {
+    Exited(io::Result<ExitStatus>),
+    /// One of the command's output pipes reached its end.
+    Closed,
+    Signal(Sig),
+}
+
+/// A signal exec passes on to the command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sig {
+    Int,
+    Term,
+    Hup,
+}
+
+impl Sig {
+    fn name(self) -> &'static str {
+        match self {
+            Sig::Int => "INT",
+            Sig::Term => "TERM",
+            Sig::Hup => "HUP",
+        }
+    }
+}
+
+/// Why exec stopped the command.
+enum Stop {
+    Idle(Duration),
+    Cancel,
+    Signal(Sig),
+}
+
+/// Whom signals go to: the command's process group, or the command alone.
+#[derive(Clone, Copy)]
+enum Target {
+    Group(u32),
+    Process(u32),
+}
+
+impl Target {
+    fn signal(self, sig: &str) -> bool {
+        let who = match self {
+            Target::Group(pgid) => format!("-{pgid}"),
+            Target::Process(pid) => pid.to_string(),
+        };
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg("--")
+            .arg(who)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+/// When the command was last seen doing something.
+struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn seen_at(&self, t: Instant) {
+        let ms = t.saturating_duration_since(self.start).as_millis();
+        self.last_ms
+            .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Activity at a wall-clock time (an event's `ts`).
+    fn seen_at_ts(&self, ts: Timestamp) {
+        let ago = show::now().seconds_since(ts).max(0.0);
+        if let Some(t) = Instant::now().checked_sub(Duration::from_secs_f64(ago)) {
+            self.seen_at(t);
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
+    let settings = resolve(args);
+    // Listening from the start, so that no signal meant for the command is missed:
+    // one that comes before it runs is passed on as soon as it does.
+    let (tx, rx) = mpsc::channel();
+    listen_for_signals(tx.clone()).context("listening for signals")?;
+    let mut reporter = Reporter::start(&settings, &args.hub);
+
+    let program = &settings.command[0];
+    let mut cmd = Command::new(program);
+    cmd.args(&settings.command[1..])
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((run, token)) = reporter.identity() {
+        cmd.env("HERALD_URL", &args.hub.url)
+            .env("HERALD_RUN", run.as_str())
+            .env("HERALD_TOKEN", token);
+    }
+    if settings.own_group {
+        cmd.process_group(0);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            // As a shell says it: 127 for a command not found, 126 for one not run.
+            let code = if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            let error = format!("cannot run `{program}`: {e}");
+            reporter.finish(RunOutcome::Failed, Some(error.clone()), code);
+            eprintln!("herald: {error}");
+            return Ok(code);
+        }
+    };
+    if io::stderr().is_terminal() {
+        if let Some(line) = reporter.where_to_look() {
+            eprintln!("herald: {line}");
+        }
+    }
+    let pid = child.id();
+    let target = if settings.own_group {
+        Target::Group(pid)
+    } else {
+        Target::Process(pid)
+    };
+    let activity = Arc::new(Activity::new());
+    if let Some(out) = child.stdout.take() {
+        spawn_forward(out, io::stdout(), &activity, &tx);
+    }
+    if let Some(err) = child.stderr.take() {
+        spawn_forward(err, io::stderr(), &activity, &tx);
+    }
+    {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let _ = tx.send(Msg::Exited(child.wait()));
+        });
+    }
+    drop(tx);
+
+    let started = Instant::now();
+    let mut next_heartbeat = started + settings.heartbeat;
+    let mut stop: Option<Stop> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut open_pipes = 2;
+    let status = loop {
+        let idle_at = match (settings.idle_timeout, &stop) {
+            (Some(idle), None) => Some(activity.last() + idle),
+            _ => None,
+        };
+        let deadline = [Some(next_heartbeat), idle_at, kill_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_heartbeat);
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Msg::Exited(status)) => break status.context("waiting for the command")?,
+            Ok(Msg::Closed) => open_pipes -= 1,
+            Ok(Msg::Signal(sig)) => {
+                // In exec's own group the command got a terminal's Ctrl-C already.
+                if settings.own_group || sig != Sig::Int {
+                    target.signal(sig.name());
+                }
+                stop.get_or_insert(Stop::Signal(sig));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("lost track of the command (pid {pid})")
+            }
+        }
+        let now = Instant::now();
+        if kill_at.is_some_and(|at| now >= at) {
+            target.signal("KILL");
+            kill_at = None;
+        }
+        if let (Some(idle), None) = (settings.idle_timeout, &stop) {
+            if now >= activity.last() + idle {
+                // Silent on its pipes; it may still be reporting through the hub.
+                if let Some(ts) = reporter.command_activity() {
+                    activity.seen_at_ts(ts);
+                }
+                if now >= activity.last() + idle {
+                    target.signal("TERM");
+                    stop = Some(Stop::Idle(idle));
+                    kill_at = Some(now + KILL_GRACE);
+                }
+            }
+        }
+        if now >= next_heartbeat {
+            next_heartbeat = now + settings.heartbeat;
+            let silent = activity.last().elapsed();
+            let note = (silent >= settings.heartbeat)
+                .then(|| format!("no output for {}", show::duration(silent.as_secs_f64())));
+            let reply = reporter.heartbeat(started.elapsed(), note);
+            if reply.is_some_and(|r| r.cancel_requested) && stop.is_none() {
+                target.signal("TERM");
+                stop = Some(Stop::Cancel);
+                kill_at = Some(now + KILL_GRACE);
+            }
+        }
+    };
+
+    if settings.own_group && matches!(stop, Some(Stop::Idle(_) | Stop::Cancel)) {
+        // The whole group was told to stop with the command; what outlives the
+        // command (a background process that ignores TERM) is killed, so that nothing
+        // of a stopped command goes on unreported.
+        target.signal("KILL");
+    }
+    // Let the last output through before saying anything more.
+    let drain_until = Instant::now() + DRAIN;
+    while open_pipes > 0 {
+        match rx.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
+            Ok(Msg::Closed) => open_pipes -= 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+
+    let code = exit_code(status);
+    let (outcome, error) = match (&stop, status.success()) {
+        (_, true) => (RunOutcome::Succeeded, None),
+        (Some(Stop::Idle(idle)), false) => (
+            RunOutcome::Failed,
+            Some(format!(
+                "idle for {} (--idle-timeout): no output and no event; stopped with its process group",
+                show::duration(idle.as_secs_f64())
+            )),
+        ),
+        (Some(Stop::Cancel), false) => (
+            RunOutcome::Cancelled,
+            Some("cancel requested through the hub: stopped".to_owned()),
+        ),
+        (Some(Stop::Signal(sig)), false) => (
+            RunOutcome::Cancelled,
+            Some(format!("stopped by SIG{}", sig.name())),
+        ),
+        (None, false) => (RunOutcome::Failed, Some(describe(status))),
+    };
+    reporter.finish(outcome, error, code);
+
+    if let Some(Stop::Idle(idle)) = stop {
+        eprintln!(
+            "herald: `{}` was idle for {} (--idle-timeout): stopped it and its process group",
+            settings.name,
+            show::duration(idle.as_secs_f64())
+        );
+        let known = match reporter.state() {
+            Some(state) => show::status_line(&state, show::now()),
+            None => format!(
+                "ran for {}, last output {} ago",
+                show::duration(started.elapsed().as_secs_f64()),
+                show::duration(activity.last().elapsed().as_secs_f64())
+            ),
+        };
+        eprintln!("herald: last known state: {known}");
+    }
+    Ok(code)
+}
+
+/// The status as a shell gives it: the exit code, or 128 + the signal.
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
+        (None, None) => 1,
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => "ended without a status".to_owned(),
+    }
+}
+
+/// Forwards one of the command's output pipes to exec's own, as the bytes come.
+fn spawn_forward(
+    mut from: impl Read + Send + 'static,
+    mut to: impl Write + Send + 'static,
+    activity: &Arc<Activity>,
+    tx: &Sender<Msg>,
+) {
+    let activity = Arc::clone(activity);
+    let tx = tx.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            activity.seen_at(Instant::now());
+            if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+                // Whoever read exec's output has gone: closing the pipe makes the
+                // command meet a broken pipe on its next write, as it would have in a
+                // shell pipeline.
+                break;
+            }
+        }
+        drop(from);
+        let _ = tx.send(Msg::Closed);
+    });
+}
+
+/// Passes INT, TERM and HUP sent to exec to the main loop, on a thread of its own.
+fn listen_for_signals(tx: Sender<Msg>) -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut int, mut term, mut hup) = runtime.block_on(async {
+        Ok::<_, io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        ))
+    })?;
+    thread::spawn(move || {
+        runtime.block_on(async move {
+            loop {
+                let sig = tokio::select! {
+                    Some(()) = int.recv() => Sig::Int,
+                    Some(()) = term.recv() => Sig::Term,
+                    Some(()) = hup.recv() => Sig::Hup,
+                    else => return,
+                };
+                if tx.send(Msg::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    Ok(())
+}
+
+/// The run on the hub, as far as it can be reached. Every failure is said once on
+/// stderr and otherwise ignored: the command runs whatever happens here.
+struct Reporter {
+    /// The run and a client with its write token, while reporting goes on.
+    run: Option<(RunId, Client)>,
+    write_token: String,
+    dashboard: Option<String>,
+    /// A failure has been said on stderr.
+    warned: bool,
+    heartbeats: u64,
+    /// The run's events up to this seq have been looked at for the command's own.
+    checked_seq: u64,
+}
+
+impl Reporter {
+    /// Creates the run and appends `run.started`.
+    fn start(settings: &Settings, hub: &HubArgs) -> Reporter {
+        let mut reporter = Reporter {
+            run: None,
+            write_token: String::new(),
+            dashboard: None,
+            warned: false,
+            heartbeats: 0,
+            checked_seq: 0,
+        };
+        let admin = Client::with_timeout(hub, HUB_TIMEOUT);
+        let mut meta = Map::new();
+        meta.insert("command".into(), json!(settings.command));
+        let created = admin.create_run(&NewRun {
+            name: &settings.name,
+            parent: settings.parent.as_ref(),
+            // The run stalls on the hub only when exec's heartbeats stop coming.
+            heartbeat_timeout_s: Some(
+                (3.0 * settings.heartbeat.as_secs_f64()).max(MIN_HEARTBEAT_TIMEOUT_S),
+            ),
+            meta: None,
+        });
+        match created {
+            Ok(created) => {
+                reporter.write_token = created.write_token.clone();
+                reporter.dashboard = created
+                    .urls
+                    .get("dashboard")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let client = admin.with_token(&created.write_token);
+                reporter.run = Some((created.id, client));
+            }
+            Err(e) => {
+                eprintln!("herald: {e}; running the command without reporting");
+                reporter.warned = true;
+                return reporter;
+            }
+        }
+        reporter.send(
+            RunStarted {
+                name: settings.name.clone(),
+                total_steps: None,
+                meta: Some(meta),
+            },
+            "started",
+            3,
+        );
+        reporter
+    }
+
+    /// The run's id and write token, for the command's environment.
+    fn identity(&self) -> Option<(&RunId, &str)> {
+        self.run
+            .as_ref()
+            .map(|(run, _)| (run, self.write_token.as_str()))
+    }
+
+    fn where_to_look(&self) -> Option<String> {
+        let (run, _) = self.run.as_ref()?;
+        Some(match &self.dashboard {
+            Some(url) => format!("run {run}: {url}"),
+            None => format!("run {run}: herald watch {run}"),
+        })
+    }
+
+    /// Appends one event of exec's own, trying `attempts` times while the hub cannot
+    /// be reached.
+    fn send(&mut self, body: impl Into<EventBody>, key: &str, attempts: u32) -> Option<Appended> {
+        let (run, client) = self.run.as_ref()?;
+        let draft = Draft {
+            ts: Some(show::now()),
+            id: Some(format!("{OWN_ID}{key}")),
+            parent: None,
+            body: body.into(),
+        };
+        let drafts = [draft];
+        let mut attempt = 1;
+        let err = loop {
+            match client.append(run, &drafts) {
+                Ok(reply) => return Some(reply),
+                Err(e) if e.is_transient() && attempt < attempts => {
+                    thread::sleep(Duration::from_millis(250 * u64::from(attempt)));
+                    attempt += 1;
+                }
+                Err(e) => break e,
+            }
+        };
+        if matches!(err.kind(), HubErrorKind::Refused { status: 409, .. }) {
+            // The command finished the run itself: nothing more to say.
+            self.run = None;
+        } else if !err.is_transient() {
+            eprintln!("herald: {err}; no more reporting, the command goes on");
+            self.run = None;
+        } else if !self.warned {
+            eprintln!("herald: {err}; the command goes on");
+            self.warned = true;
+        }
+        None
+    }
+
+    fn heartbeat(&mut self, elapsed: Duration, note: Option<String>) -> Option<Appended> {
+        self.heartbeats += 1;
+        let key = format!("heartbeat-{}", self.heartbeats);
+        self.send(
+            Heartbeat {
+                elapsed_s: elapsed.as_secs_f64(),
+                note,
+            },
+            &key,
+            1,
+        )
+    }
+
+    fn finish(&mut self, status: RunOutcome, error: Option<String>, code: u8) {
+        self.send(
+            RunFinished {
+                status,
+                result: Some(json!({ "exit_code": code })),
+                error,
+            },
+            "finished",
+            3,
+        );
+    }
+
+    /// The time of the latest event the command itself reported into the run since
+    /// the last look, if any.
+    fn command_activity(&mut self) -> Option<Timestamp> {
+        let (run, client) = self.run.as_ref()?;
+        let mut latest = None;
+        loop {
+            let poll = Poll {
+                after: self.checked_seq,
+                limit: PAGE,
+                types: None,
+                wait: None,
+            };
+            let page = client.poll(run, &poll).ok()?;
+            let before = self.checked_seq;
+            for raw in &page.events {
+                let Ok(event) = parse_event(raw.get()) else {
+                    continue;
+                };
+                self.checked_seq = event.seq;
+                let own = event.id.as_deref().is_some_and(|id| id.starts_with(OWN_ID));
+                let hubs = matches!(
+                    event.body,
+                    EventBody::RunStalled(_) | EventBody::RunCancelRequested(_)
+                );
+                if !own && !hubs {
+                    latest = latest.max(Some(event.ts));
+                }
+            }
+            if (page.events.len() as u32) < PAGE || self.checked_seq == before {
+                return latest;
+            }
+        }
+    }
+
+    /// The run's state on the hub, for saying where it got to.
+    fn state(&self) -> Option<RunState> {
+        let (run, client) = self.run.as_ref()?;
+        client.state(run).ok()
+    }
+}

@@ -1,0 +1,267 @@
+//! `herald watch RUN`: follow a run until it ends, and say how it ended in the exit
+//! code: 0 succeeded, 1 failed, 2 cancelled, 3 stalled or nothing arrived for
+//! `--idle-timeout`.
+//!
+//! The run's events come by long polls of `GET /v1/runs/{id}/events?wait=` from its
+//! first event, and are folded with the protocol's reducer ([`RunState::apply`]); the
+//! status that decides the exit code is the fold's, never worked out here. Long polls
+//! rather than SSE, because each request ends by itself: the idle timeout and the
+//! terminal's clock are checked between requests without a reader thread, and resuming
+//! after a lost connection is the `after` cursor every request carries anyway.
+//!
+//! On a terminal it shows a status line redrawn in place, with what matters (stages
+//! ending, errors, the end) printed above it; otherwise it prints the run's events as
+//! JSON Lines, as the hub stores them.
+//!
+//! Stalled: watch exits with 3 as soon as the run is stalled *now*, that is after it
+//! has caught up with the run's events (a run that stalled once and recovered is
+//! running). A stall is the producer's own deadline passing (its heartbeat timeout),
+//! which is what a script waiting on the run needs to hear about; `--wait-stalled`
+//! keeps following instead, for a run expected to come back.
+
+use std::io::{self, IsTerminal, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use herald_protocol::{Event, RunState, RunStatus, parse_event};
+
+use crate::args::WatchArgs;
+use crate::client::{Client, HubError, HubErrorKind, Poll};
+use crate::commands::events::{LONG_POLL, PAGE};
+use crate::commands::show;
+
+/// Exit code: the run succeeded.
+const EXIT_SUCCEEDED: u8 = 0;
+/// Exit code: the run failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: the run was cancelled.
+const EXIT_CANCELLED: u8 = 2;
+/// Exit code: the run stalled, or nothing arrived for `--idle-timeout`.
+const EXIT_STALLED: u8 = 3;
+
+/// How often the status line is redrawn while nothing happens (its elapsed time moves).
+const TICK: Duration = Duration::from_secs(1);
+/// How long watch keeps trying to reach a hub it lost before giving up.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+pub(crate) fn run(args: &WatchArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.hub);
+    let human = !args.json && io::stdout().is_terminal();
+    let mut view: Box<dyn View> = if human {
+        Box::new(StatusLine::new())
+    } else {
+        Box::new(JsonLines {
+            out: io::stdout().lock(),
+        })
+    };
+    // Asked first, so that a wrong id or token is reported before any waiting, and
+    // for the name given when the run was created, before any `run.started`.
+    let created = client.state(&args.run)?;
+    let mut state = RunState::new(args.run.clone());
+    state.name = created.name;
+
+    let mut after = 0;
+    let mut last_arrival = Instant::now();
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        let mut wait = if human { TICK } else { LONG_POLL };
+        if let Some(idle) = args.idle_timeout {
+            let left = idle.saturating_sub(last_arrival.elapsed());
+            if left.is_zero() {
+                view.give_up(&state)?;
+                eprintln!(
+                    "herald: nothing arrived from run {} for {} (--idle-timeout); last known state: {}",
+                    args.run,
+                    show::duration(idle.as_secs_f64()),
+                    show::status_line(&state.at(show::now()), show::now())
+                );
+                return Ok(EXIT_STALLED);
+            }
+            wait = wait.min(left);
+        }
+        let poll = Poll {
+            after,
+            limit: PAGE,
+            types: None,
+            wait: Some(wait),
+        };
+        let page = match client.poll(&args.run, &poll) {
+            Ok(page) => {
+                if lost_since.take().is_some() {
+                    eprintln!("herald: the hub at {} answers again", client.url());
+                }
+                page
+            }
+            Err(e) if e.is_transient() => {
+                let since = *lost_since.get_or_insert_with(|| {
+                    eprintln!("herald: {e}; trying again");
+                    Instant::now()
+                });
+                if since.elapsed() >= RECONNECT_FOR {
+                    return Err(e.into());
+                }
+                thread::sleep(Duration::from_millis(500).min(wait));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !page.events.is_empty() {
+            last_arrival = Instant::now();
+        }
+        for raw in &page.events {
+            let event = parse_event(raw.get()).map_err(|e| {
+                HubError::new(
+                    client.url(),
+                    HubErrorKind::BadReply(format!("an event the hub sent: {e}")),
+                )
+            })?;
+            after = event.seq;
+            state.apply(&event);
+            view.event(&event, raw.get(), &state)?;
+        }
+        let caught_up = (page.events.len() as u32) < PAGE;
+        match state.status {
+            RunStatus::Succeeded => return finish(view, &state, EXIT_SUCCEEDED),
+            RunStatus::Failed => return finish(view, &state, EXIT_FAILED),
+            RunStatus::Cancelled => return finish(view, &state, EXIT_CANCELLED),
+            RunStatus::Stalled if caught_up && !args.wait_stalled => {
+                view.give_up(&state)?;
+                let now = show::now();
+                eprintln!(
+                    "herald: run {} stalled: no event for {}; last known state: {}",
+                    args.run,
+                    state
+                        .last_event_at
+                        .map_or("-".to_owned(), |t| show::duration(now.seconds_since(t))),
+                    show::status_line(&state.at(now), now)
+                );
+                return Ok(EXIT_STALLED);
+            }
+            _ => view.tick(&state)?,
+        }
+    }
+}
+
+fn finish(mut view: Box<dyn View>, state: &RunState, code: u8) -> anyhow::Result<u8> {
+    view.finish(state)?;
+    Ok(code)
+}
+
+/// Where watch shows the run.
+trait View {
+    /// An event arrived and was folded into `state`; `raw` is its JSON as the hub sent
+    /// it.
+    fn event(&mut self, event: &Event, raw: &str, state: &RunState) -> io::Result<()>;
+    /// A page of events was shown, or time passed.
+    fn tick(&mut self, state: &RunState) -> io::Result<()>;
+    /// The run has finished.
+    fn finish(&mut self, state: &RunState) -> io::Result<()>;
+    /// Watch stops before the run finished.
+    fn give_up(&mut self, state: &RunState) -> io::Result<()>;
+}
+
+/// The run's events, one JSON object a line, for programs.
+struct JsonLines {
+    out: io::StdoutLock<'static>,
+}
+
+impl View for JsonLines {
+    fn event(&mut self, _event: &Event, raw: &str, _state: &RunState) -> io::Result<()> {
+        writeln!(self.out, "{raw}")
+    }
+
+    fn tick(&mut self, _state: &RunState) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn finish(&mut self, _state: &RunState) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn give_up(&mut self, _state: &RunState) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A status line redrawn in place on a terminal, with messages printed above it.
+///
+/// The SDK's terminal bars are not reachable from outside the `herald` crate, so this
+/// is a compact line of its own.
+struct StatusLine {
+    out: io::Stdout,
+    /// What the line shows now, if it is on screen.
+    shown: Option<String>,
+    /// Messages to print above the line on the next draw.
+    pending: Vec<String>,
+}
+
+impl StatusLine {
+    fn new() -> StatusLine {
+        StatusLine {
+            out: io::stdout(),
+            shown: None,
+            pending: Vec::new(),
+        }
+    }
+
+    fn draw(&mut self, state: &RunState) -> io::Result<()> {
+        let now = show::now();
+        let width = usize::from(console::Term::stdout().size().1).max(20);
+        let line = show::cut(&show::status_line(&state.at(now), now), width - 1);
+        if self.pending.is_empty() && self.shown.as_deref() == Some(line.as_str()) {
+            return Ok(());
+        }
+        let mut buf = String::from("\r\x1b[2K");
+        for message in self.pending.drain(..) {
+            buf.push_str(&show::cut(&message, width - 1));
+            buf.push_str("\r\n");
+        }
+        buf.push_str(&line);
+        self.shown = Some(line);
+        let mut out = self.out.lock();
+        out.write_all(buf.as_bytes())?;
+        out.flush()
+    }
+
+    /// Leaves the screen with the cursor on a fresh line.
+    fn end(&mut self, last: Option<String>) -> io::Result<()> {
+        let mut buf = String::new();
+        if self.shown.take().is_some() {
+            buf.push_str("\r\x1b[2K");
+        }
+        for message in self.pending.drain(..).chain(last) {
+            buf.push_str(&message);
+            buf.push('\n');
+        }
+        let mut out = self.out.lock();
+        out.write_all(buf.as_bytes())?;
+        out.flush()
+    }
+}
+
+impl View for StatusLine {
+    fn event(&mut self, event: &Event, _raw: &str, state: &RunState) -> io::Result<()> {
+        // The run's end is said once, by `finish`.
+        if event.event_type() != "run.finished" {
+            self.pending.extend(show::message(event, state));
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, state: &RunState) -> io::Result<()> {
+        self.draw(state)
+    }
+
+    fn finish(&mut self, state: &RunState) -> io::Result<()> {
+        // Where a run that did not succeed got to, then how it ended.
+        if state.status != RunStatus::Succeeded {
+            self.pending.push(show::status_line(state, show::now()));
+        }
+        self.end(show::summary(state))
+    }
+
+    /// The last known state goes to stderr with the reason for giving up.
+    fn give_up(&mut self, _state: &RunState) -> io::Result<()> {
+        self.end(None)
+    }
+}

@@ -1,0 +1,226 @@
+//! `herald exec`: the command's output and status pass through, it reports into its own
+//! run, a silent command is stopped with its process group, a cancel stops it, and it
+//! runs without a hub.
+
+use std::time::{Duration, Instant};
+
+use herald_protocol::{EventBody, RunOutcome};
+use serde_json::json;
+
+use crate::hubs::{DEADLINE, Running, TestHub, cmd, run_within, stderr_of, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_herald");
+
+#[test]
+fn output_and_exit_status_pass_through() {
+    let hub = TestHub::start();
+    let out = run_within(hub.herald(&[
+        "exec",
+        "--name",
+        "greet",
+        "--",
+        "sh",
+        "-c",
+        "printf 'hello\\n'; printf 'oops\\n' >&2; exit 3",
+    ]));
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.stdout, b"hello\n");
+    assert_eq!(
+        stderr, "oops\n",
+        "nothing of herald's own when all goes well"
+    );
+
+    let run = hub.run_named("greet");
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["result"], json!({"exit_code": 3}));
+    let events = hub.events(run["id"].as_str().unwrap());
+    let first = &events[0].body;
+    assert!(matches!(first, EventBody::RunStarted(s) if s.name == "greet"));
+    match &events.last().unwrap().body {
+        EventBody::RunFinished(f) => {
+            assert_eq!(f.status, RunOutcome::Failed);
+            assert_eq!(f.error.as_deref(), Some("exited with status 3"));
+        }
+        other => panic!("the last event is {other:?}"),
+    }
+}
+
+#[test]
+fn the_command_reports_into_its_own_run() {
+    let hub = TestHub::with_token("secret");
+    let script = r#"
+        [ "$HERALD_TOKEN" != secret ] || { echo "the admin token leaked" >&2; exit 9; }
+        "$HERALD_BIN" emit log level=info message="from the child" || exit 8
+        "$HERALD_BIN" emit progress done=1 total=2 || exit 7
+        printf '%s' "$HERALD_RUN"
+    "#;
+    let mut command = hub.herald(&[
+        "exec", "--token", "secret", "--name", "nested", "--", "sh", "-c", script,
+    ]);
+    command.env("HERALD_BIN", BIN);
+    let out = run_within(command);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let run = String::from_utf8(out.stdout).unwrap();
+    let state = hub.state(&run);
+    assert_eq!(state["name"], "nested");
+    assert_eq!(state["status"], "succeeded");
+    let types: Vec<String> = hub
+        .events(&run)
+        .iter()
+        .map(|e| e.event_type().to_owned())
+        .collect();
+    assert_eq!(types, ["run.started", "log", "progress", "run.finished"]);
+    assert_eq!(state["logs"][0]["message"], "from the child");
+}
+
+#[test]
+fn a_silent_command_is_stopped_with_its_process_group() {
+    let hub = TestHub::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("grandchild.pid");
+    let script = format!("sleep 30 & echo $! > '{}'; sleep 30", pid_file.display());
+    let start = Instant::now();
+    let out = run_within(hub.herald(&[
+        "exec",
+        "--name",
+        "stuck",
+        "--idle-timeout",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    let took = start.elapsed();
+    let stderr = stderr_of(&out);
+    // sh dies of the TERM sent to its group: 128 + 15, as a shell reports it.
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(stderr.contains("was idle for 1.0s"), "{stderr}");
+    assert!(
+        stderr.contains("last known state: stuck  failed"),
+        "{stderr}"
+    );
+
+    // The background grandchild went with its group (dead, if not yet reaped).
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    wait_for("the grandchild to die", || {
+        std::fs::read_to_string(&stat).map_or(true, |s| s.contains(") Z "))
+    });
+
+    let run = hub.run_named("stuck");
+    assert_eq!(run["status"], "failed");
+    let error = run["last_error"]["message"].as_str().unwrap();
+    assert!(error.starts_with("idle for 1.0s"), "{error}");
+}
+
+#[test]
+fn events_of_the_command_count_as_activity() {
+    let hub = TestHub::start();
+    // No output at all, but an event every 0.4 s: never idle for 1 s.
+    let script = r#"for i in 1 2 3 4; do sleep 0.4; "$HERALD_BIN" emit heartbeat || exit 8; done"#;
+    let mut command = hub.herald(&[
+        "exec",
+        "--name",
+        "reporting",
+        "--idle-timeout",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    command.env("HERALD_BIN", BIN);
+    let out = run_within(command);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(hub.run_named("reporting")["status"], "succeeded");
+}
+
+#[test]
+fn a_cancel_through_the_hub_stops_the_command() {
+    let hub = TestHub::start();
+    let exec = Running::spawn(hub.herald(&[
+        "exec",
+        "--name",
+        "cancel me",
+        "--heartbeat",
+        "200ms",
+        "--",
+        "sleep",
+        "30",
+    ]));
+    let run = hub.run_named("cancel me");
+    let id = run["id"].as_str().unwrap();
+    let (status, _) = hub.post(
+        &format!("/v1/runs/{id}/cancel"),
+        None,
+        &json!({"reason": "enough"}),
+    );
+    assert_eq!(status, 200);
+    let out = exec.finish();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr_of(&out));
+    let state = hub.state(id);
+    assert_eq!(state["status"], "cancelled");
+    assert_eq!(state["cancel_reason"], "enough");
+}
+
+#[test]
+fn a_signal_to_exec_reaches_the_command() {
+    let hub = TestHub::start();
+    let exec = Running::spawn(hub.herald(&["exec", "--name", "terminated", "--", "sleep", "30"]));
+    // Once the run is started, exec is past its setup and listens for signals.
+    let run = hub.run_named("terminated");
+    let id = run["id"].as_str().unwrap().to_owned();
+    wait_for("run.started", || !hub.events(&id).is_empty());
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &exec.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = exec.finish();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr_of(&out));
+    let state = hub.state(&id);
+    assert_eq!(state["status"], "cancelled");
+    assert_eq!(state["last_error"]["message"], "stopped by SIGTERM");
+}
+
+#[test]
+fn without_a_hub_the_command_still_runs() {
+    let start = Instant::now();
+    let out = run_within(cmd(&[
+        "exec",
+        "--hub",
+        "http://127.0.0.1:1",
+        "--",
+        "sh",
+        "-c",
+        "echo still works; exit 4",
+    ]));
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(out.stdout, b"still works\n");
+    assert_eq!(
+        stderr
+            .matches("cannot reach the hub at http://127.0.0.1:1")
+            .count(),
+        1,
+        "warned once: {stderr}"
+    );
+    assert!(start.elapsed() < DEADLINE);
+}
+
+#[test]
+fn a_command_that_cannot_run_exits_127() {
+    let hub = TestHub::start();
+    let out = run_within(hub.herald(&["exec", "--name", "missing", "--", "no-such-command-here"]));
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(127), "{stderr}");
+    assert!(
+        stderr.contains("cannot run `no-such-command-here`"),
+        "{stderr}"
+    );
+    assert_eq!(hub.run_named("missing")["status"], "failed");
+}
