@@ -367,6 +367,29 @@ pub struct DemoArgs {
     /// Seed of the simulated model, for a repeatable run.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+
+    /// Also report the run to the hub at URL, and print where to follow it.
+    #[arg(long, env = "HERALD_URL", value_name = "URL", value_parser = parse_hub_url)]
+    pub hub: Option<String>,
+
+    /// The hub's token (its admin token, when it has one).
+    #[arg(
+        long,
+        env = "HERALD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Start an embedded hub on a free loopback port (SQLite in --data-dir), report the
+    /// run to it, and keep serving until Ctrl-C when stdin is a terminal.
+    #[arg(long, conflicts_with = "hub")]
+    pub serve: bool,
+
+    /// With --serve: where the embedded hub keeps `herald.db` (by default the
+    /// platform's data directory).
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn parse_speed(s: &str) -> Result<f64, String> {

@@ -8,18 +8,22 @@
 //! with `--json`); progress goes to stderr or where `--progress*` sends it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use herald::protocol::ChatMessage;
-use herald::{LlmUsage, Progress, ProgressMode, ProgressOptions, Run, RunOptions, Stage};
+use herald::protocol::RunId;
+use herald::{
+    HubOptions, LlmUsage, Progress, ProgressMode, ProgressOptions, Run, RunOptions, Stage,
+};
 use serde_json::{Value, json};
 
 use crate::UsageError;
 use crate::args::{DemoArgs, ProgressArgs, ProgressModeArg};
+use crate::serve::Embedded;
 use crate::sim::Sim;
 
 /// Documents fetched and classified at once.
@@ -52,6 +56,14 @@ pub(crate) fn progress_options(args: &ProgressArgs) -> ProgressOptions {
     }
 }
 
+/// A fresh run id for the demo: the time and random hex.
+fn demo_run_id() -> RunId {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    RunId::new(format!("demo-{stamp}-{:08x}", rand::random::<u32>())).expect("the run id charset")
+}
+
 /// A document as it moves through the job.
 struct Doc {
     id: u64,
@@ -77,12 +89,42 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
             .into());
         }
     }
-    let progress = Progress::from_options(&progress_options(progress_args))
-        .map_err(|e| UsageError(e.to_string()))?;
+    let embedded = if args.serve {
+        Some(Embedded::start(args.data_dir.clone())?)
+    } else {
+        None
+    };
+    let mut options = progress_options(progress_args);
+    let hub_url = embedded
+        .as_ref()
+        .map(|e| e.url.clone())
+        .or_else(|| args.hub.clone());
+    // Under `herald exec`, the job reports into the run exec made for it.
+    let attach = std::env::var("HERALD_RUN")
+        .ok()
+        .filter(|_| embedded.is_none() && hub_url.is_some())
+        .map(|r| RunId::new(r).map_err(|e| UsageError(format!("HERALD_RUN: {e}"))))
+        .transpose()?;
+    let run_id = attach.clone().unwrap_or_else(demo_run_id);
+    if let Some(url) = &hub_url {
+        let token = if embedded.is_some() {
+            None
+        } else {
+            args.token.as_deref()
+        };
+        let mut hub = HubOptions::new(url, token);
+        hub.attach = attach;
+        options.hub = Some(hub);
+        eprintln!("herald: run {run_id} reports to the hub at {url}");
+        eprintln!("herald:   state:  {url}/v1/runs/{run_id}");
+        eprintln!("herald:   follow: herald watch {run_id} --hub {url}");
+    }
+    let progress = Progress::from_options(&options).map_err(|e| UsageError(e.to_string()))?;
     let started = Instant::now();
     let run = progress.run_with(
         &format!("demo: triage {} documents", settings.items),
         RunOptions {
+            id: Some(run_id),
             total_steps: Some(4),
             meta: Some(
                 json!({"items": settings.items, "speed": settings.speed, "seed": settings.seed})
@@ -143,8 +185,24 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
             first.unwrap_or_default()
         ));
     }
+    let stats = progress.stats();
     drop(progress);
+    if stats.hub_dropped_ticks + stats.hub_dropped_milestones > 0 {
+        eprintln!(
+            "herald: the hub missed {} ticks and {} milestones of this run (it was unreachable for too long)",
+            stats.hub_dropped_ticks, stats.hub_dropped_milestones
+        );
+    }
     print_result(&result, settings.json)?;
+    if let Some(embedded) = embedded {
+        if std::io::stdin().is_terminal() {
+            eprintln!(
+                "herald: the hub keeps serving at {}; Ctrl-C to stop",
+                embedded.url
+            );
+            embedded.serve_until_interrupted()?;
+        }
+    }
     Ok(if failed.is_empty() {
         0
     } else {

@@ -145,3 +145,86 @@ pub(crate) async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+/// A hub running on a thread of its own, for `herald demo --serve`.
+pub(crate) struct Embedded {
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Embedded {
+    /// Starts an open hub on a free loopback port, with SQLite in `data_dir` (or the
+    /// platform's data directory).
+    pub(crate) fn start(data_dir: Option<PathBuf>) -> anyhow::Result<Embedded> {
+        let args = ServeArgs {
+            addr: "127.0.0.1:0".into(),
+            data_dir,
+            db: None,
+            token: None,
+        };
+        let settings = resolve(&args)?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("herald-embedded-hub".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Runtime::new() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let (listener, hub) = match bind(&settings).await {
+                        Ok(bound) => bound,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let url = listener.local_addr().map(|a| format!("http://{a}"));
+                    let _ = ready_tx.send(url.map_err(Into::into));
+                    let stop = async {
+                        let _ = stop_rx.await;
+                    };
+                    if let Err(e) = herald_hub::serve(listener, hub, stop).await {
+                        tracing::error!(error = %e, "embedded hub failed");
+                    }
+                });
+            })
+            .context("starting the embedded hub")?;
+        let url = ready_rx
+            .recv()
+            .context("the embedded hub did not start")??;
+        Ok(Embedded {
+            url,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for Ctrl-C (or SIGTERM), then stops.
+    pub(crate) fn serve_until_interrupted(self) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(shutdown_signal());
+        Ok(())
+    }
+}
+
+impl Drop for Embedded {
+    /// Stops the hub gracefully: open streams end, in-flight requests finish.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

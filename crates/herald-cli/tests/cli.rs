@@ -8,6 +8,8 @@ mod emit;
 mod exec;
 #[path = "cli/hub_errors.rs"]
 mod hub_errors;
+#[path = "cli/hub_sink.rs"]
+mod hub_sink;
 #[path = "cli/hubs.rs"]
 mod hubs;
 #[path = "cli/runs.rs"]
