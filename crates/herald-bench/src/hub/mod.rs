@@ -166,6 +166,19 @@ pub struct Report {
     pub fanout: Option<FanoutReport>,
     /// The idle-stream figures.
     pub idle: Option<IdleReport>,
+    /// The machine's 1-minute load average when the run started, if known: other
+    /// processes' work is in the figures too.
+    pub load_at_start: Option<f64>,
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+pub(crate) fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Report {
@@ -185,7 +198,10 @@ pub fn run(parts: &[Part], scale: &Scale) -> anyhow::Result<Report> {
         .context("creating a temporary directory")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut report = Report::default();
+        let mut report = Report {
+            load_at_start: load_average(),
+            ..Report::default()
+        };
         for part in Part::ALL {
             if !parts.contains(&part) {
                 continue;

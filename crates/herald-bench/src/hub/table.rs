@@ -121,7 +121,14 @@ fn percentile_cells(p: &Percentiles) -> String {
 /// The whole report.
 pub(crate) fn render(report: &Report, scale: &Scale) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Machine: {}. CPU % is of one core.", machine());
+    let load = |l: Option<f64>| l.map_or("?".to_owned(), |l| format!("{l:.2}"));
+    let _ = writeln!(
+        out,
+        "Machine: {}. 1-minute load average {} at the start, {} at the end. CPU % is of one core.",
+        machine(),
+        load(report.load_at_start),
+        load(super::load_average()),
+    );
     let mut targets = Vec::new();
     if !report.ingest.is_empty() {
         if let Some((hub, bare)) = render_ingest(&mut out, &report.ingest, scale) {
