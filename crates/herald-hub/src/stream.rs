@@ -7,7 +7,7 @@
 //! exactly after it: no gap, no duplicate. A cursor past the run's last event is an
 //! error, never a silent wait for events that may not come.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -596,6 +596,9 @@ pub(crate) async fn runs_stream(
         filter: RunFilter,
         changes: broadcast::Receiver<RunChange>,
         backlog: VecDeque<SseEvent>,
+        /// Runs this client was sent: one that stops matching the filter is sent once
+        /// more, so the client sees it leave (e.g. a running run that finished).
+        shown: HashSet<RunId>,
         _subscriber: SubscriberGuard,
     }
     let changes = hub.changes();
@@ -603,10 +606,11 @@ pub(crate) async fn runs_stream(
         backlog: VecDeque::new(),
         changes,
         filter,
+        shown: HashSet::new(),
         _subscriber: hub.metrics().subscriber(),
         hub: hub.clone(),
     };
-    runs.backlog = snapshot(&hub, &runs.filter).await?;
+    (runs.backlog, runs.shown) = snapshot(&hub, &runs.filter).await?;
     let messages = stream::unfold(runs, |mut r| async move {
         loop {
             if let Some(message) = r.backlog.pop_front() {
@@ -623,19 +627,24 @@ pub(crate) async fn runs_stream(
                             .parent
                             .as_ref()
                             .is_none_or(|p| state.parent.as_ref() == Some(p));
+                    let left = !keep && r.shown.remove(&state.id);
                     if keep {
+                        r.shown.insert(state.id.clone());
+                    }
+                    if keep || left {
                         let state = state.at(r.hub.now());
                         let data = serde_json::to_string(&state).ok()?;
                         return Some((SseEvent::default().event("run").data(data), r));
                     }
                 }
                 Ok(RunChange::Deleted(id)) => {
+                    r.shown.remove(&id);
                     let data = json!({"id": id}).to_string();
                     return Some((SseEvent::default().event("deleted").data(data), r));
                 }
                 // Fell behind: send the current list again rather than guess.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    r.backlog = snapshot(&r.hub, &r.filter).await.ok()?
+                    (r.backlog, r.shown) = snapshot(&r.hub, &r.filter).await.ok()?
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -644,15 +653,17 @@ pub(crate) async fn runs_stream(
     Ok(sse_of(&hub, messages))
 }
 
-async fn snapshot(hub: &Hub, filter: &RunFilter) -> Result<VecDeque<SseEvent>, ApiError> {
+/// The current list as `event: run` messages, oldest first, and the runs in it.
+async fn snapshot(
+    hub: &Hub,
+    filter: &RunFilter,
+) -> Result<(VecDeque<SseEvent>, HashSet<RunId>), ApiError> {
     let records = hub.store().list(filter).await.map_err(ApiError::internal)?;
     let now = hub.now();
-    records
-        .iter()
-        .rev()
-        .map(|r| {
-            let data = serde_json::to_string(&r.state.at(now)).map_err(ApiError::internal)?;
-            Ok(SseEvent::default().event("run").data(data))
-        })
-        .collect()
+    let mut messages = VecDeque::with_capacity(records.len());
+    for record in records.iter().rev() {
+        let data = serde_json::to_string(&record.state.at(now)).map_err(ApiError::internal)?;
+        messages.push_back(SseEvent::default().event("run").data(data));
+    }
+    Ok((messages, records.into_iter().map(|r| r.id).collect()))
 }

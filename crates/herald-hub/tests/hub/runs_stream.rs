@@ -75,3 +75,31 @@ async fn lists_runs_then_sends_changes_and_deletions() {
     let refused = hub.sse("/v1/runs/stream", None, &[]).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_leaving_a_status_filter_is_sent_once_more_then_forgotten() {
+    let hub = TestHub::with_admin().await;
+    let a = hub.create_named("a").await;
+    let b = hub.create_named("b").await;
+    let mut running = hub
+        .sse("/v1/runs/stream?status=running", hub.admin.as_deref(), &[])
+        .await;
+    let mut listed = [next_run(&mut running).await, next_run(&mut running).await];
+    listed.sort_by_key(|s| s["id"].as_str().map(str::to_owned));
+    assert_eq!(
+        (&listed[0]["id"], &listed[1]["id"]),
+        (&json!("a"), &json!("b"))
+    );
+
+    // `a` finishes: the running list hears of it once, with its new status, so a
+    // client can take it off; after that, nothing more of `a`.
+    hub.append(&a, json!([finished("succeeded")])).await;
+    let state = next_run(&mut running).await;
+    assert_eq!(
+        (&state["id"], &state["status"]),
+        (&json!("a"), &json!("succeeded"))
+    );
+    hub.append(&b, logs("m", 1)).await;
+    let state = next_run(&mut running).await;
+    assert_eq!(state["id"], "b", "nothing more of a finished run");
+}
