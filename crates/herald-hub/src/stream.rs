@@ -276,6 +276,7 @@ pub(crate) async fn poll(
     let filter = parse_types(query.types.as_deref())?;
     let mut cursor = Cursor::open(&hub, &id, query.after.unwrap_or(0), filter).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
+    let mut woke = false;
     let mut events = Vec::new();
     loop {
         while events.len() < limit {
@@ -294,8 +295,12 @@ pub(crate) async fn poll(
         if !events.is_empty() || wait == 0.0 {
             break;
         }
+        // A wake that brings no event is how a deleted run's waiters are told.
+        if woke && !cursor.still_exists().await {
+            return Err(ApiError::run_not_found(id.as_str()));
+        }
         tokio::select! {
-            _ = cursor.changed.changed() => {}
+            _ = cursor.changed.changed() => woke = true,
             () = tokio::time::sleep_until(deadline) => break,
             () = hub.shutdown_token().cancelled() => break,
         }

@@ -119,3 +119,38 @@ async fn long_poll_answers_as_soon_as_an_event_is_appended() {
     assert!(polled.events.is_empty());
     assert_eq!(polled.status, "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_a_run_deleted_meanwhile_answers_404_at_once() {
+    let hub = std::sync::Arc::new(TestHub::open().await);
+    let run = hub.create_named("gone").await;
+    hub.append(&run, logs("m", 1)).await;
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            hub.call(
+                reqwest::Method::GET,
+                "/v1/runs/gone/events?after=1&wait=30",
+                None,
+                None,
+            )
+            .await
+        }
+    });
+    wait_until("the long poll to subscribe", || async {
+        hub.metric("herald_subscribers").await == 1.0
+    })
+    .await;
+    let (status, _) = hub
+        .call(reqwest::Method::DELETE, "/v1/runs/gone", None, None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+    let (status, body) = within("the long poll", waiting)
+        .await
+        .expect("the poll ran");
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "run_not_found");
+    // A bound, not a benchmark: it did not sit out its 30 s.
+    assert!(started.elapsed().as_secs_f64() < 30.0);
+}
