@@ -114,12 +114,18 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Logs to stderr, filtered by `HERALD_LOG` (e.g. `info`, `herald_hub=debug`).
+/// Logs to stderr, filtered by `HERALD_LOG` (e.g. `info`, `herald_hub=debug`); by
+/// default one line per request (method, path without its query, status, latency).
 pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,herald_hub=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,herald_cli=info,herald_hub=info,tower_http=info")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_writer(std::io::stderr)
         .try_init();
 }

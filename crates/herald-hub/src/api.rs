@@ -12,7 +12,7 @@ use herald_protocol::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::auth::{self, Scope};
 use crate::error::{ApiError, json_body};
@@ -41,9 +41,13 @@ pub(crate) fn router(hub: Hub) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             // Log method and path only: a `?token=` must never reach a log.
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                // One line per request, with its status and latency.
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .with_state(hub)
 }
