@@ -112,7 +112,14 @@ impl Target {
         }
     }
 
-    fn into_sink(self, signals: &Arc<Signals>) -> Option<Box<dyn Sink>> {
+    /// The sink this target stands for, to drive by hand: `herald watch` feeds the bars
+    /// with a hub's events and the state it folds from them. `None` for
+    /// [`Target::hidden`].
+    pub fn into_sink(self) -> Option<Box<dyn Sink>> {
+        self.into_sink_with(&Arc::new(Signals::default()))
+    }
+
+    fn into_sink_with(self, signals: &Arc<Signals>) -> Option<Box<dyn Sink>> {
         match self.kind {
             TargetKind::Bars { color } => Some(Box::new(TerminalSink::stderr(color))),
             TargetKind::Hub(options) => Some(Box::new(HubSink::start(options, signals.clone()))),
@@ -277,7 +284,7 @@ impl Progress {
                 if let TargetKind::Hub(options) = &t.kind {
                     attach = attach.take().or_else(|| options.attach.clone());
                 }
-                t.into_sink(&signals)
+                t.into_sink_with(&signals)
             })
             .collect();
         let interval = if bars { BARS_INTERVAL } else { QUIET_INTERVAL };

@@ -8,9 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use herald_protocol::{
-    Event, EventBody, LogLevel, RunState, RunStatus, StepOutcome, Timestamp, ToolOutcome,
-};
+use herald_protocol::{RunState, Timestamp};
 
 /// The wall clock as a protocol timestamp.
 pub(crate) fn now() -> Timestamp {
@@ -140,94 +138,9 @@ pub(crate) fn status_line(state: &RunState, now: Timestamp) -> String {
     parts.join("  ")
 }
 
-/// What an event is worth saying on its own line, above a live status line: what went
-/// wrong, stages ending, the run's end. Progress and chatter say nothing.
-pub(crate) fn message(event: &Event, state: &RunState) -> Option<String> {
-    match &event.body {
-        EventBody::StageFinished(b) => {
-            let stage = state.stages.iter().find(|s| s.name == b.stage);
-            let count = stage.map_or(String::new(), |s| match s.progress.total {
-                Some(total) => format!(" {}/{total}", s.progress.done),
-                None => String::new(),
-            });
-            Some(match b.status {
-                StepOutcome::Succeeded => {
-                    format!("✓ stage {}{count} in {}", b.stage, duration(b.elapsed_s))
-                }
-                StepOutcome::Skipped => format!("- stage {} skipped", b.stage),
-                StepOutcome::Failed => format!(
-                    "✗ stage {} failed{}",
-                    b.stage,
-                    b.error
-                        .as_deref()
-                        .map_or(String::new(), |e| format!(": {e}"))
-                ),
-            })
-        }
-        EventBody::ItemFinished(b) if b.status == StepOutcome::Failed => Some(format!(
-            "✗ item {} failed{}",
-            b.item,
-            b.error
-                .as_deref()
-                .map_or(String::new(), |e| format!(": {e}"))
-        )),
-        EventBody::ToolFinished(b) if b.status == ToolOutcome::Failed => Some(format!(
-            "✗ tool {} failed{}",
-            b.tool,
-            b.error
-                .as_deref()
-                .map_or(String::new(), |e| format!(": {e}"))
-        )),
-        EventBody::Log(b) if b.level >= LogLevel::Warn => {
-            let level = if b.level == LogLevel::Warn {
-                "warn"
-            } else {
-                "error"
-            };
-            Some(format!("{level}: {}", b.message))
-        }
-        EventBody::RunCancelRequested(b) => Some(format!(
-            "cancel requested{}",
-            b.reason
-                .as_deref()
-                .map_or(String::new(), |r| format!(": {r}"))
-        )),
-        EventBody::RunStalled(b) => Some(format!(
-            "stalled: no event for {}",
-            duration(b.silent_for_s)
-        )),
-        EventBody::RunFinished(_) => summary(state),
-        _ => None,
-    }
-}
-
-/// The line that closes a finished run; `None` while it runs.
-pub(crate) fn summary(state: &RunState) -> Option<String> {
-    let name = name(state);
-    let elapsed = duration(state.elapsed_s);
-    Some(match state.status {
-        RunStatus::Running | RunStatus::Stalled => return None,
-        RunStatus::Succeeded => format!("✓ {name} succeeded in {elapsed}"),
-        RunStatus::Cancelled => format!(
-            "✗ {name} cancelled after {elapsed}{}",
-            state
-                .cancel_reason
-                .as_deref()
-                .map_or(String::new(), |r| format!(": {r}"))
-        ),
-        RunStatus::Failed => format!(
-            "✗ {name} failed after {elapsed}{}",
-            state
-                .last_error
-                .as_ref()
-                .map_or(String::new(), |e| format!(": {}", e.message))
-        ),
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use herald_protocol::{Draft, RunId, StageStarted, fold};
+    use herald_protocol::{Draft, Event, RunId, StageStarted, fold};
 
     use super::*;
 
@@ -291,11 +204,6 @@ mod tests {
         );
         let events = [started, stage, progress, finished];
         check(&events, 30.0, "nightly  failed  40%  elapsed 3.0s");
-        let state = fold(RunId::new("r1").unwrap(), &events);
-        assert_eq!(
-            message(&events[3], &state).as_deref(),
-            Some("✗ nightly failed after 3.0s: disk full")
-        );
     }
 
     #[test]

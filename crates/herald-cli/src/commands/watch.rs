@@ -9,9 +9,10 @@
 //! terminal's clock are checked between requests without a reader thread, and resuming
 //! after a lost connection is the `after` cursor every request carries anyway.
 //!
-//! On a terminal it shows a status line redrawn in place, with what matters (stages
-//! ending, errors, the end) printed above it; otherwise it prints the run's events as
-//! JSON Lines, as the hub stores them.
+//! On a terminal it draws the SDK's live bars (on stderr), the same picture the
+//! program's own terminal shows, with what matters (stages ending, errors, the end)
+//! printed above them; otherwise it prints the run's events on stdout as JSON Lines,
+//! as the hub stores them.
 //!
 //! Stalled: watch exits with 3 as soon as the run is stalled *now*, that is after it
 //! has caught up with the run's events (a run that stalled once and recovered is
@@ -23,6 +24,7 @@ use std::io::{self, IsTerminal, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use herald::Sink;
 use herald_protocol::{Event, RunState, RunStatus, parse_event};
 
 use crate::args::WatchArgs;
@@ -48,7 +50,7 @@ pub(crate) fn run(args: &WatchArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.hub);
     let human = !args.json && io::stdout().is_terminal();
     let mut view: Box<dyn View> = if human {
-        Box::new(StatusLine::new())
+        Box::new(Bars::new())
     } else {
         Box::new(JsonLines {
             out: io::stdout().lock(),
@@ -183,85 +185,37 @@ impl View for JsonLines {
     }
 }
 
-/// A status line redrawn in place on a terminal, with messages printed above it.
-///
-/// The SDK's terminal bars are not reachable from outside the `herald` crate, so this
-/// is a compact line of its own.
-struct StatusLine {
-    out: io::Stdout,
-    /// What the line shows now, if it is on screen.
-    shown: Option<String>,
-    /// Messages to print above the line on the next draw.
-    pending: Vec<String>,
+/// The SDK's live bars on stderr, fed with the hub's events and the state watch folds:
+/// the same picture as the program's own terminal would show.
+struct Bars {
+    sink: Box<dyn Sink>,
 }
 
-impl StatusLine {
-    fn new() -> StatusLine {
-        StatusLine {
-            out: io::stdout(),
-            shown: None,
-            pending: Vec::new(),
-        }
-    }
-
-    fn draw(&mut self, state: &RunState) -> io::Result<()> {
-        let now = show::now();
-        let width = usize::from(console::Term::stdout().size().1).max(20);
-        let line = show::cut(&show::status_line(&state.at(now), now), width - 1);
-        if self.pending.is_empty() && self.shown.as_deref() == Some(line.as_str()) {
-            return Ok(());
-        }
-        let mut buf = String::from("\r\x1b[2K");
-        for message in self.pending.drain(..) {
-            buf.push_str(&show::cut(&message, width - 1));
-            buf.push_str("\r\n");
-        }
-        buf.push_str(&line);
-        self.shown = Some(line);
-        let mut out = self.out.lock();
-        out.write_all(buf.as_bytes())?;
-        out.flush()
-    }
-
-    /// Leaves the screen with the cursor on a fresh line.
-    fn end(&mut self, last: Option<String>) -> io::Result<()> {
-        let mut buf = String::new();
-        if self.shown.take().is_some() {
-            buf.push_str("\r\x1b[2K");
-        }
-        for message in self.pending.drain(..).chain(last) {
-            buf.push_str(&message);
-            buf.push('\n');
-        }
-        let mut out = self.out.lock();
-        out.write_all(buf.as_bytes())?;
-        out.flush()
+impl Bars {
+    fn new() -> Bars {
+        let sink = herald::Target::stderr_bars()
+            .into_sink()
+            .expect("the bars target has a sink");
+        Bars { sink }
     }
 }
 
-impl View for StatusLine {
+impl View for Bars {
     fn event(&mut self, event: &Event, _raw: &str, state: &RunState) -> io::Result<()> {
-        // The run's end is said once, by `finish`.
-        if event.event_type() != "run.finished" {
-            self.pending.extend(show::message(event, state));
-        }
-        Ok(())
+        self.sink.event(event, state)
     }
 
-    fn tick(&mut self, state: &RunState) -> io::Result<()> {
-        self.draw(state)
+    fn tick(&mut self, _state: &RunState) -> io::Result<()> {
+        self.sink.refresh(show::now())?;
+        self.sink.flush()
     }
 
-    fn finish(&mut self, state: &RunState) -> io::Result<()> {
-        // Where a run that did not succeed got to, then how it ended.
-        if state.status != RunStatus::Succeeded {
-            self.pending.push(show::status_line(state, show::now()));
-        }
-        self.end(show::summary(state))
+    fn finish(&mut self, _state: &RunState) -> io::Result<()> {
+        self.sink.close()
     }
 
     /// The last known state goes to stderr with the reason for giving up.
     fn give_up(&mut self, _state: &RunState) -> io::Result<()> {
-        self.end(None)
+        self.sink.close()
     }
 }
