@@ -37,6 +37,9 @@ pub(crate) fn router(hub: Hub) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/", get(crate::dashboard::page))
+        .route("/runs/{id}", get(crate::dashboard::page))
+        .route("/assets/{file}", get(crate::dashboard::asset))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(

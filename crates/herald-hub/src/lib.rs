@@ -14,6 +14,7 @@
 //! - `auth`: admin and per-run tokens, hashed at rest, compared in constant time.
 //! - `error`: [`ApiError`], the one error type, with SPEC's error body.
 //! - `metrics`, `openapi`: `/metrics` and `/openapi.json`.
+//! - `dashboard`: the web pages (`/`, `/runs/{id}`) and their embedded assets.
 //! - `clock`: [`Clock`], so that stall detection and retention are testable.
 
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@
 mod api;
 mod auth;
 mod clock;
+mod dashboard;
 mod error;
 mod feed;
 mod metrics;
