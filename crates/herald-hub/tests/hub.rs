@@ -14,9 +14,12 @@
 //! - `tokens`: admin, write and read tokens; the open hub.
 //! - `sweep`: stall detection, retention and cancel, on a manual clock.
 //! - `ops`: `/healthz`, `/metrics`, `/openapi.json`.
+//! - `dashboard`: the web pages in headless Chromium, through chromedriver.
 
 #[path = "hub/append.rs"]
 mod append;
+#[path = "hub/dashboard.rs"]
+mod dashboard;
 #[path = "hub/ops.rs"]
 mod ops;
 #[path = "hub/poll.rs"]
