@@ -116,6 +116,7 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
         hub.attach = attach;
         options.hub = Some(hub);
         eprintln!("herald: run {run_id} reports to the hub at {url}");
+        eprintln!("herald:   dashboard: {url}/runs/{run_id}");
         eprintln!("herald:   state:  {url}/v1/runs/{run_id}");
         eprintln!("herald:   follow: herald watch {run_id} --hub {url}");
     }
