@@ -227,5 +227,5 @@ function tick(el, r) {
   else if (Number.isFinite(s.eta_s)) eta = duration(s.eta_s);
   else eta = 'estimating…';
   setText(el.querySelector('.eta'), eta);
-  setText(el.querySelector('.since'), ago(s.last_event_at));
+  setText(el.querySelector('.since'), ago(s.last_producer_at || s.last_event_at));
 }

@@ -226,7 +226,7 @@ export function showRun(ctx, id) {
     const live = !isTerminal(s.status);
     setText(elapsedDd, duration(live && s.started_at ? s.elapsed_s + (Date.now() - receivedAt) / 1000 : s.elapsed_s));
     setText(etaDd, !live ? '—' : s.status === 'stalled' ? 'stalled' : Number.isFinite(s.eta_s) ? duration(s.eta_s) : 'estimating…');
-    setText(sinceDd, ago(producerAt || s.last_event_at));
+    setText(sinceDd, ago(s.last_producer_at || producerAt || s.last_event_at));
     for (const el of inFlight.querySelectorAll('[data-started]')) {
       setText(el, `for ${duration(Math.max(0, (Date.now() - Date.parse(el.dataset.started)) / 1000))}`);
     }

@@ -426,6 +426,11 @@ pub struct RunState {
     /// When its last event happened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_event_at: Option<Timestamp>,
+    /// When its producer last said anything: the hub's own events (`run.stalled`,
+    /// `run.cancel_requested`) do not count, so this is how long the run has been
+    /// silent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_producer_at: Option<Timestamp>,
     /// When it finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
@@ -503,6 +508,7 @@ impl RunState {
             status: RunStatus::Running,
             started_at: None,
             last_event_at: None,
+            last_producer_at: None,
             finished_at: None,
             elapsed_s: 0.0,
             percent: None,
@@ -556,8 +562,11 @@ impl RunState {
             event.body,
             EventBody::RunStalled(_) | EventBody::RunCancelRequested(_)
         );
-        if from_producer && self.status == RunStatus::Stalled {
-            self.status = RunStatus::Running;
+        if from_producer {
+            self.last_producer_at = Some(self.last_producer_at.map_or(ts, |t| t.max(ts)));
+            if self.status == RunStatus::Stalled {
+                self.status = RunStatus::Running;
+            }
         }
 
         match &event.body {
@@ -1051,4 +1060,34 @@ fn preview(value: &Value) -> Value {
     keep_head(&mut head, MAX_VALUE_BYTES);
     head.push('…');
     Value::String(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Draft, Log, RunCancelRequested, RunStalled};
+
+    #[test]
+    fn the_hubs_own_events_do_not_count_as_the_producer_speaking() {
+        let run = RunId::new("r").unwrap();
+        let at = |secs: i64| Timestamp::from_unix_micros(secs * 1_000_000);
+        let log = Log {
+            level: LogLevel::Info,
+            message: "m".into(),
+        };
+        let events = [
+            Draft::new(at(10), log.clone()).stamp(run.clone(), 1, at(10)),
+            Draft::new(at(80), RunStalled { silent_for_s: 70.0 }).stamp(run.clone(), 2, at(80)),
+            Draft::new(at(90), RunCancelRequested { reason: None }).stamp(run.clone(), 3, at(90)),
+        ];
+        let state = fold(run.clone(), &events);
+        assert_eq!(state.last_producer_at, Some(at(10)));
+        assert_eq!(state.last_event_at, Some(at(90)));
+        assert_eq!(state.status, RunStatus::Stalled);
+
+        let mut state = state;
+        state.apply(&Draft::new(at(95), log).stamp(run, 4, at(95)));
+        assert_eq!(state.last_producer_at, Some(at(95)));
+        assert_eq!(state.status, RunStatus::Running);
+    }
 }
