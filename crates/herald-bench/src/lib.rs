@@ -11,8 +11,11 @@
 //! - [`hub`]: the hub under load — ingest against a bare SQLite insert loop,
 //!   publish-to-subscriber latency with many SSE subscribers, memory per idle stream;
 //!   the tables of `hub-load`.
+//! - [`sdk_cost`]: what a hub sink costs the program's work loop, with the hub up,
+//!   with it down and without one; the tables of `sdk-hub-cost`.
 
 #![deny(missing_docs)]
 
 pub mod eta;
 pub mod hub;
+pub mod sdk_cost;
