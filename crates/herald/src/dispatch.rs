@@ -212,9 +212,15 @@ impl Shared {
             counter.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // Waking the loop is a system call (a few µs): only a flush, which someone
+        // waits on, is worth it. Everything else is picked up on the loop's next turn,
+        // at most one interval (50 ms) later, in a batch.
+        let urgent = matches!(msg, Msg::Flush(_));
         queue.items.push_back(msg);
         drop(queue);
-        self.channel.ready.notify_one();
+        if urgent {
+            self.channel.ready.notify_one();
+        }
     }
 
     /// Waits until everything queued so far has reached the sinks and they have

@@ -103,6 +103,8 @@ struct RunQueue {
 struct OutboxState {
     runs: Vec<RunQueue>,
     queued: usize,
+    /// Of `queued`, the ticks: a full outbox with none refuses at once, without a scan.
+    ticks: usize,
     /// No more events will come: send what is left, then stop.
     closing: bool,
     /// Give up: stop without sending the rest.
@@ -129,6 +131,9 @@ pub(crate) struct HubSink {
     session: String,
     flush_deadline: Duration,
     sender: Option<JoinHandle<()>>,
+    /// A run's finish waited out the whole deadline: the hub is away, and closing
+    /// should not wait a second time.
+    unreachable: bool,
 }
 
 impl HubSink {
@@ -165,11 +170,12 @@ impl HubSink {
             session: session_id(),
             flush_deadline: options.flush_deadline,
             sender: handle,
+            unreachable: false,
         }
     }
 
     /// Waits until no queue that is finishing a run holds events, or the deadline.
-    fn wait_for_finishing(&self) {
+    fn wait_for_finishing(&mut self) {
         let deadline = Instant::now() + self.flush_deadline;
         let mut state = lock(&self.outbox.state);
         while state
@@ -180,6 +186,7 @@ impl HubSink {
         {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.unreachable = true;
                 return;
             }
             state = self
@@ -253,14 +260,22 @@ impl Sink for HubSink {
         };
         let milestone = draft.body.is_milestone();
         let mut state = lock(&self.outbox.state);
-        if state.queued >= OUTBOX_CAPACITY && !make_room(&mut state, milestone) {
-            let counter = if milestone {
-                &self.signals.hub_dropped_milestones
+        // A run's finish is let past the bound: without it the run never ends on the hub.
+        if state.queued >= OUTBOX_CAPACITY && !finishing {
+            if make_room(&mut state, milestone) {
+                // The evicted tick is as lost as a refused one.
+                self.signals
+                    .hub_dropped_ticks
+                    .fetch_add(1, Ordering::Relaxed);
             } else {
-                &self.signals.hub_dropped_ticks
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+                let counter = if milestone {
+                    &self.signals.hub_dropped_milestones
+                } else {
+                    &self.signals.hub_dropped_ticks
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
         }
         let queue = match state.runs.iter().position(|r| r.id == event.run) {
             Some(i) => &mut state.runs[i],
@@ -281,8 +296,14 @@ impl Sink for HubSink {
         queue.finishing |= finishing;
         queue.events.push_back(Pending { draft, milestone });
         state.queued += 1;
+        state.ticks += usize::from(!milestone);
+        // The sender looks at the outbox after every request; it needs waking only when
+        // it waits on an empty one (not while it waits to retry), or for a finish.
+        let wake = finishing || (state.queued == 1 && state.retry_at.is_none());
         drop(state);
-        self.outbox.work.notify_one();
+        if wake {
+            self.outbox.work.notify_one();
+        }
         if finishing {
             self.wait_for_finishing();
         }
@@ -296,7 +317,12 @@ impl Sink for HubSink {
     fn close(&mut self) -> io::Result<()> {
         lock(&self.outbox.state).closing = true;
         self.outbox.work.notify_one();
-        let deadline = Instant::now() + self.flush_deadline;
+        let wait = if self.unreachable {
+            Duration::ZERO
+        } else {
+            self.flush_deadline
+        };
+        let deadline = Instant::now() + wait;
         let mut state = lock(&self.outbox.state);
         while state.queued > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -328,13 +354,14 @@ impl Sink for HubSink {
 /// Drops the oldest queued tick to make room for a milestone; `false` if there is
 /// none, or if the newcomer is itself a tick.
 fn make_room(state: &mut OutboxState, milestone: bool) -> bool {
-    if !milestone {
+    if !milestone || state.ticks == 0 {
         return false;
     }
     for run in &mut state.runs {
         if let Some(i) = run.events.iter().position(|p| !p.milestone) {
             run.events.remove(i);
             state.queued -= 1;
+            state.ticks -= 1;
             return true;
         }
     }
@@ -497,17 +524,9 @@ impl Sender {
     /// Drops the first `n` events of `run`'s queue, counting them as lost.
     fn drop_first(&self, run: &RunId, n: usize) {
         let mut state = lock(&self.outbox.state);
-        if let Some(queue) = state.runs.iter_mut().find(|q| &q.id == run) {
-            let n = n.min(queue.events.len());
-            for pending in queue.events.drain(..n) {
-                let counter = if pending.milestone {
-                    &self.signals.hub_dropped_milestones
-                } else {
-                    &self.signals.hub_dropped_ticks
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-            state.queued -= n;
+        if let Some(i) = state.runs.iter().position(|q| &q.id == run) {
+            let dropped = take_front(&mut state, i, n);
+            self.count_dropped(&dropped);
         }
         drop(state);
         self.outbox.drained.notify_all();
@@ -517,9 +536,7 @@ impl Sender {
     fn acknowledge(&self, run: &RunId, n: usize) {
         let mut state = lock(&self.outbox.state);
         if let Some(i) = state.runs.iter().position(|q| &q.id == run) {
-            let taken = n.min(state.runs[i].events.len());
-            state.runs[i].events.drain(..taken);
-            state.queued -= taken;
+            take_front(&mut state, i, n);
             if state.runs[i].events.is_empty() {
                 let finished = state.runs[i].finishing;
                 if finished {
@@ -536,19 +553,23 @@ impl Sender {
         self.warn(&format!("herald: the hub refused the events of run {run} ({status}): {message}; they are dropped"));
         let mut state = lock(&self.outbox.state);
         if let Some(i) = state.runs.iter().position(|q| &q.id == run) {
-            let queue = state.runs.remove(i);
-            state.queued -= queue.events.len();
-            for pending in queue.events {
-                let counter = if pending.milestone {
-                    &self.signals.hub_dropped_milestones
-                } else {
-                    &self.signals.hub_dropped_ticks
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
+            let dropped = take_front(&mut state, i, usize::MAX);
+            state.runs.remove(i);
+            self.count_dropped(&dropped);
         }
         drop(state);
         self.outbox.drained.notify_all();
+    }
+
+    fn count_dropped(&self, dropped: &[Pending]) {
+        for pending in dropped {
+            let counter = if pending.milestone {
+                &self.signals.hub_dropped_milestones
+            } else {
+                &self.signals.hub_dropped_ticks
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn retry_later(&mut self, why: &str) {
@@ -602,5 +623,99 @@ impl Sender {
                 Reply::Refused(status, message)
             }
         }
+    }
+}
+
+/// Takes the first `n` events of queue `i` out of the outbox and its counts.
+fn take_front(state: &mut OutboxState, i: usize, n: usize) -> Vec<Pending> {
+    let n = n.min(state.runs[i].events.len());
+    let taken: Vec<Pending> = state.runs[i].events.drain(..n).collect();
+    state.queued -= taken.len();
+    state.ticks -= taken.iter().filter(|p| !p.milestone).count();
+    taken
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::{Heartbeat, RunFinished, Timestamp};
+
+    use super::*;
+
+    fn event(seq: u64, body: impl Into<EventBody>) -> Event {
+        let run = RunId::new("r").unwrap();
+        Draft::new(Timestamp::from_unix_micros(seq as i64), body).stamp(
+            run,
+            seq,
+            Timestamp::from_unix_micros(0),
+        )
+    }
+
+    fn warn(seq: u64) -> Event {
+        event(
+            seq,
+            Log {
+                level: LogLevel::Warn,
+                message: format!("m{seq}"),
+            },
+        )
+    }
+
+    /// A sink whose hub never answers: nothing leaves the outbox.
+    fn unreachable_sink(signals: &Arc<Signals>) -> HubSink {
+        let mut options = HubOptions::new("http://127.0.0.1:1", None);
+        options.flush_deadline = Duration::from_millis(100);
+        HubSink::start(options, signals.clone())
+    }
+
+    #[test]
+    fn a_full_outbox_drops_ticks_first_and_always_takes_a_finish() {
+        let signals = Arc::new(Signals::default());
+        let mut sink = unreachable_sink(&signals);
+        let state = RunState::new(RunId::new("r").unwrap());
+        let tick = |seq| {
+            event(
+                seq,
+                Heartbeat {
+                    elapsed_s: 1.0,
+                    note: None,
+                },
+            )
+        };
+        sink.event(&tick(1), &state).unwrap();
+        for seq in 2..=OUTBOX_CAPACITY as u64 {
+            sink.event(&warn(seq), &state).unwrap();
+        }
+        // Full: a milestone evicts the one queued tick; then a tick is refused, and a
+        // milestone too, since no tick is left to make room.
+        let n = OUTBOX_CAPACITY as u64;
+        sink.event(&warn(n + 1), &state).unwrap();
+        sink.event(&tick(n + 2), &state).unwrap();
+        sink.event(&warn(n + 3), &state).unwrap();
+        assert_eq!(signals.hub_dropped_ticks.load(Ordering::Relaxed), 2);
+        assert_eq!(signals.hub_dropped_milestones.load(Ordering::Relaxed), 1);
+        {
+            let state = lock(&sink.outbox.state);
+            assert_eq!((state.queued, state.ticks), (OUTBOX_CAPACITY, 0));
+        }
+
+        // The run's finish still gets in, past the bound; finishing waits out the
+        // deadline once, and closing then does not wait again.
+        let finish = event(
+            n + 4,
+            RunFinished {
+                status: RunOutcome::Succeeded,
+                result: None,
+                error: None,
+            },
+        );
+        sink.event(&finish, &state).unwrap();
+        assert_eq!(lock(&sink.outbox.state).queued, OUTBOX_CAPACITY + 1);
+        assert!(sink.unreachable);
+        let started = Instant::now();
+        sink.close().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "close waited the deadline again"
+        );
     }
 }

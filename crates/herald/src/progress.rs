@@ -19,10 +19,9 @@ use crate::signals::Signals;
 use crate::sink::Sink;
 use crate::terminal::TerminalSink;
 
-/// How often the background loop samples counters and redraws, with bars on screen.
-const BARS_INTERVAL: Duration = Duration::from_millis(50);
-/// The same without bars: only throttled ticks go out, so sampling can be slower.
-const QUIET_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the background loop takes what was queued, samples counters and redraws:
+/// the longest a milestone waits before the sinks have it.
+const INTERVAL: Duration = Duration::from_millis(50);
 /// How long finishing a run (or exiting) waits for the sinks to take its last events.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -274,22 +273,19 @@ pub struct Progress {
 impl Progress {
     /// Reports to `targets`.
     pub fn new(targets: impl IntoIterator<Item = Target>) -> Progress {
-        let mut bars = false;
         let mut attach = None;
         let signals = Arc::new(Signals::default());
         let sinks: Vec<Box<dyn Sink>> = targets
             .into_iter()
             .filter_map(|t| {
-                bars |= matches!(t.kind, TargetKind::Bars { .. });
                 if let TargetKind::Hub(options) = &t.kind {
                     attach = attach.take().or_else(|| options.attach.clone());
                 }
                 t.into_sink_with(&signals)
             })
             .collect();
-        let interval = if bars { BARS_INTERVAL } else { QUIET_INTERVAL };
         Progress {
-            shared: Shared::start(sinks, signals, interval, FLUSH_DEADLINE),
+            shared: Shared::start(sinks, signals, INTERVAL, FLUSH_DEADLINE),
             attach: Arc::new(Mutex::new(attach)),
         }
     }
