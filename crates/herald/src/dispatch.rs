@@ -213,9 +213,10 @@ impl Shared {
             return;
         }
         // Waking the loop is a system call (a few µs): only a flush, which someone
-        // waits on, is worth it. Everything else is picked up on the loop's next turn,
-        // at most one interval (50 ms) later, in a batch.
-        let urgent = matches!(msg, Msg::Flush(_));
+        // waits on, is worth it, or a queue half way to refusing ticks. Everything else
+        // is picked up on the loop's next turn, at most one interval (50 ms) later, in
+        // a batch.
+        let urgent = matches!(msg, Msg::Flush(_)) || len + 1 == TICK_CAPACITY / 2;
         queue.items.push_back(msg);
         drop(queue);
         if urgent {
