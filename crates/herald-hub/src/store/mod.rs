@@ -1,8 +1,9 @@
 //! Storage of runs, their tokens and their events, behind the [`Store`] trait.
 //!
 //! A store is the source of truth and may be shared by several hub processes: nothing
-//! here assumes that all writers and readers live in one process. An append is one
-//! transaction that takes the run's write lock, assigns dense `seq`s after the stored
+//! here assumes that all writers and readers live in one process. An append is atomic
+//! within one transaction (which it may share with other appends, each undone alone if
+//! it fails) that takes the run's write lock, assigns dense `seq`s after the stored
 //! `last_seq`, skips events whose idempotency `id` is already stored, folds the new
 //! events into the run's state and writes the state's summary back, so `seq` stays
 //! dense whatever the concurrency and an acknowledged event is durable.
@@ -48,8 +49,8 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> StoreError {
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Db(e.to_string())
     }
 }
@@ -216,6 +217,11 @@ impl StateCache {
     /// The cached state of `id` if it is exactly at `last_seq`.
     pub(crate) fn get(&self, id: &RunId) -> Option<RunState> {
         self.lock().get(id).cloned()
+    }
+
+    /// The `last_seq` of the cached state of `id`, without copying the state.
+    pub(crate) fn last_seq(&self, id: &RunId) -> Option<u64> {
+        self.lock().get(id).map(|state| state.last_seq)
     }
 
     pub(crate) fn put(&self, state: RunState) {

@@ -1,26 +1,40 @@
-//! The SQLite store: one file (`herald.db`) in WAL mode.
+//! The SQLite store: one file (`herald.db`) in WAL mode, through rusqlite.
 //!
-//! Writes go through one connection per process, and every write transaction starts
-//! with `BEGIN IMMEDIATE`, which takes SQLite's write lock up front: appends from
-//! several tasks, or several processes on the same file, are serialized by the
-//! database, so `seq` stays dense. `synchronous=NORMAL` in WAL mode makes a committed
-//! transaction survive the process being killed (only an OS crash or power loss can
-//! lose the last transactions), which is the guarantee the hub gives.
+//! Writes go through one connection per process, owned by a thread of its own
+//! (`writer`): an append is sent to it and answered from it, and the thread commits
+//! every write waiting for it in one transaction (group commit), waking once per group.
+//! Through an async driver (sqlx, before) every statement was a round trip to the
+//! driver's worker thread, about seven per append, and those hand-offs, not SQLite, set
+//! the hub's ingest rate (BENCHMARKS.md, "Hub ingest and fan-out"). Events are stamped
+//! and serialized before they reach the writer, on the caller's task, so that the one
+//! thread all appends wait for spends its time in SQLite.
+//!
+//! Every write transaction starts with `BEGIN IMMEDIATE`, which takes SQLite's write
+//! lock up front, and waits up to a busy timeout for it: appends from several tasks,
+//! or several processes on the same file, are serialized by the database, so `seq`
+//! stays dense. `synchronous=NORMAL` in WAL mode makes a committed transaction survive
+//! the process being killed (only an OS crash or power loss can lose the last
+//! transactions), which is the guarantee the hub gives; a write is answered only after
+//! its transaction committed.
+//!
+//! Reads run on up to `READERS` read-only connections, each read one blocking task
+//! (`spawn_blocking`), so a read is one hand-off too however many statements it takes.
 
-use std::path::Path;
+mod writer;
+
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_protocol::{
     Draft, Event, RunId, RunState, RunStatus, Timestamp, TypeFilter, parse_event,
 };
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::Semaphore;
 
+use self::writer::{AppendJob, Writer};
 use super::{Appended, NewRun, RunFilter, RunRecord, StateCache, Store, StoreError};
 use crate::auth::Scope;
 
@@ -60,12 +74,32 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (run_id, event_id) WHERE event_id IS NOT NULL;
 "#;
 
+const INSERT_EVENT: &str =
+    "INSERT INTO events (run_id, seq, event_id, body) VALUES (?1, ?2, ?3, ?4)";
+
+/// How long a write waits for another process's write lock, and a read for a
+/// checkpoint or recovery, before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most read connections, and so most reads at once.
+const READERS: usize = 8;
+
+/// Prepared statements kept per connection: every statement text the store uses fits.
+const STATEMENT_CACHE: usize = 32;
+
+/// A run's columns but its state, in [`RunHead::from_row`]'s order.
+macro_rules! head_columns {
+    () => {
+        "id, name, parent, heartbeat_timeout_s, ttl_s, track, created_us, last_seq, status, \
+         last_producer_us"
+    };
+}
+
 /// Runs, tokens and events in a SQLite file.
 pub struct SqliteStore {
-    /// One connection: writes in this process queue here rather than spin on the lock.
-    writer: SqlitePool,
-    readers: SqlitePool,
-    cache: StateCache,
+    writer: Writer,
+    readers: Arc<Readers>,
+    cache: Arc<StateCache>,
 }
 
 impl SqliteStore {
@@ -77,14 +111,21 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        Self::connect(options).await
+        let path = path.to_owned();
+        // Opening may wait on another process's lock (the busy timeout).
+        let (conn, readers) = blocking(move || {
+            let conn = open_writer(&path)?;
+            // One reader now, so that a file readers cannot open fails here.
+            let readers = Readers::new(path)?;
+            Ok((conn, readers))
+        })
+        .await?;
+        let cache = Arc::new(StateCache::default());
+        Ok(SqliteStore {
+            writer: Writer::spawn(conn, Arc::clone(&cache))?,
+            readers: Arc::new(readers),
+            cache,
+        })
     }
 
     /// Opens the database named by a `sqlite://PATH` URL.
@@ -97,142 +138,177 @@ impl SqliteStore {
         Self::open(Path::new(path)).await
     }
 
-    async fn connect(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
-        // No ping on acquire: for a SQLite file it only proves that sqlx's worker
-        // thread answers, and costs every append one more round trip to it.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::raw_sql(SCHEMA).execute(&writer).await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(8)
-            .test_before_acquire(false)
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(SqliteStore {
-            writer,
-            readers,
-            cache: StateCache::default(),
-        })
-    }
-
-    /// A writer connection inside a `BEGIN IMMEDIATE` transaction.
-    async fn begin(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        Ok(conn)
-    }
-
-    /// The body of an append, inside the caller's transaction.
-    async fn append_in(
+    async fn append_job(
         &self,
-        conn: &mut SqliteConnection,
         id: &RunId,
         drafts: Vec<Draft>,
         now: Timestamp,
         from_producer: bool,
         only_if_silent: bool,
     ) -> Result<Appended, StoreError> {
-        let record = run_row(&mut *conn, id).await?;
-        // A finished run takes no new event, but a retried batch of events it already
-        // has is still acknowledged as duplicates (the check is in the loop).
-        let silent_since = now.add_seconds(-record.heartbeat_timeout_s);
-        if only_if_silent
-            && (record.status != RunStatus::Running || record.last_producer_at >= silent_since)
-        {
-            return Ok(Appended {
-                events: Vec::new(),
-                duplicates: 0,
-                filtered: 0,
-                last_seq: record.last_seq,
-                state: record.state,
-            });
-        }
-        let mut state = self.state_at(&mut *conn, &record).await?;
-        let mut seq = record.last_seq;
-        let mut events = Vec::with_capacity(drafts.len());
-        let mut duplicates = 0;
-        let mut filtered = 0;
-        let mut seen_ids = std::collections::HashSet::new();
-        for draft in drafts {
-            let event_type = draft.body.event_type();
-            // `run.*` always passes: a run that could not finish would never end.
-            let tracked = record.track.as_ref().is_none_or(|t| t.matches(event_type))
-                || event_type.starts_with("run.");
-            if !tracked {
-                filtered += 1;
-                continue;
-            }
-            if let Some(event_id) = &draft.id {
-                let stored: Option<i64> =
-                    sqlx::query_scalar("SELECT seq FROM events WHERE run_id = ? AND event_id = ?")
-                        .bind(id.as_str())
-                        .bind(event_id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                if stored.is_some() || !seen_ids.insert(event_id.clone()) {
-                    duplicates += 1;
-                    continue;
-                }
-            }
-            if state.status.is_terminal() {
-                // Events after `run.finished` in the same batch: the run is over.
-                return Err(StoreError::Finished);
-            }
-            seq += 1;
-            let event = draft.stamp(id.clone(), seq, now);
-            state.apply(&event);
-            events.push(event);
-        }
-        // In the same transaction, after the loop: an id repeated within the batch is
-        // caught by `seen_ids`, so no check above needed these rows stored first.
-        insert_events(&mut *conn, id, &events).await?;
-        if !events.is_empty() {
-            let state_json =
-                serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
-            let last_event_us = state.last_event_at.unwrap_or(now).unix_micros();
-            let producer_us = if from_producer {
-                now.unix_micros()
-            } else {
-                record.last_producer_at.unix_micros()
-            };
-            sqlx::query(
-                "UPDATE runs SET last_seq = ?, status = ?, last_event_us = MAX(last_event_us, ?), \
-                         last_producer_us = ?, state = ? WHERE id = ?",
-            )
-            .bind(seq as i64)
-            .bind(state.status.as_str())
-            .bind(last_event_us.max(now.unix_micros()))
-            .bind(producer_us)
-            .bind(&state_json)
-            .bind(id.as_str())
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(Appended {
-            events,
-            duplicates,
-            filtered,
-            last_seq: seq,
-            state,
+        let job = AppendJob {
+            id: id.clone(),
+            events: writer::stamp_ahead(id, drafts, now, self.cache.last_seq(id)),
+            now,
+            from_producer,
+            only_if_silent,
+        };
+        self.writer
+            .write(move |group| writer::append(group, job))
+            .await
+    }
+}
+
+/// The connection the writer thread owns: WAL, `synchronous=NORMAL`, foreign keys on
+/// (deleting a run deletes its tokens and events), the schema in place.
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Db(format!(
+            "cannot use WAL mode: the journal mode is {mode}"
+        )));
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    conn.execute_batch(SCHEMA)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Runs blocking database work off the async threads.
+async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Db(format!("database task failed: {e}")))?
+}
+
+/// Read-only connections, opened as reads need them, at most [`READERS`].
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Readers {
+    fn new(path: PathBuf) -> Result<Readers, StoreError> {
+        let first = open_reader(&path)?;
+        Ok(Readers {
+            path,
+            idle: Mutex::new(vec![first]),
+            permits: Arc::new(Semaphore::new(READERS)),
         })
     }
 
-    /// The run's state folded up to `record.last_seq`: from the cache when it is
-    /// there, catching up from stored events otherwise.
-    async fn state_at(
-        &self,
-        conn: &mut SqliteConnection,
-        record: &RunRecord,
-    ) -> Result<RunState, StoreError> {
-        let mut state = match self.cache.get(&record.id) {
-            Some(state) if state.last_seq <= record.last_seq => state,
-            _ => RunRecord::initial_state(&record.id, &record.name, record.parent.as_ref()),
+    /// Runs `read` on an idle connection in a blocking task.
+    async fn read<T, F>(self: &Arc<Self>, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        let readers = Arc::clone(self);
+        blocking(move || {
+            let _permit = permit;
+            let idle = readers.lock().pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_reader(&readers.path)?,
+            };
+            let res = read(&conn);
+            readers.lock().push(conn);
+            res
+        })
+        .await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// A run's row without its state: what an append needs, and what a read needs when
+/// the state comes from the cache.
+struct RunHead {
+    id: RunId,
+    name: String,
+    parent: Option<RunId>,
+    heartbeat_timeout_s: f64,
+    ttl_s: f64,
+    track: Option<TypeFilter>,
+    created_at: Timestamp,
+    last_seq: u64,
+    status: RunStatus,
+    last_producer_at: Timestamp,
+}
+
+impl RunHead {
+    /// The columns of `head_columns!`, in that order, at the start of `row`.
+    fn from_row(row: &Row<'_>) -> Result<RunHead, StoreError> {
+        let bad = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
+        let id: String = row.get(0)?;
+        let parent: Option<String> = row.get(2)?;
+        let track: Option<String> = row.get(5)?;
+        let status: String = row.get(8)?;
+        Ok(RunHead {
+            id: RunId::new(id).map_err(|_| bad("id"))?,
+            name: row.get(1)?,
+            parent: parent
+                .map(RunId::new)
+                .transpose()
+                .map_err(|_| bad("parent"))?,
+            heartbeat_timeout_s: row.get(3)?,
+            ttl_s: row.get(4)?,
+            track: track
+                .map(|t| TypeFilter::from_str(&t))
+                .transpose()
+                .map_err(|_| bad("track"))?,
+            created_at: Timestamp::from_unix_micros(row.get(6)?),
+            last_seq: row.get::<_, i64>(7)? as u64,
+            status: status.parse().map_err(|_| bad("status"))?,
+            last_producer_at: Timestamp::from_unix_micros(row.get(9)?),
+        })
+    }
+
+    /// The run's state folded up to `last_seq`: from `cached` when it is not past it,
+    /// from the start otherwise, caught up from the stored events (which another
+    /// process may have appended).
+    fn state(&self, conn: &Connection, cached: Option<RunState>) -> Result<RunState, StoreError> {
+        let mut state = match cached {
+            Some(state) if state.last_seq <= self.last_seq => state,
+            _ => RunRecord::initial_state(&self.id, &self.name, self.parent.as_ref()),
         };
-        while state.last_seq < record.last_seq {
-            let events = events_after(&mut *conn, &record.id, state.last_seq, 1000).await?;
+        let mut catch_up = conn.prepare_cached(
+            "SELECT body FROM events WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3 \
+             ORDER BY seq LIMIT 1000",
+        )?;
+        while state.last_seq < self.last_seq {
+            let events = query_events(
+                &mut catch_up,
+                &self.id,
+                params![
+                    self.id.as_str(),
+                    state.last_seq as i64,
+                    self.last_seq as i64
+                ],
+            )?;
             if events.is_empty() {
                 break;
             }
@@ -240,186 +316,133 @@ impl SqliteStore {
         }
         Ok(state)
     }
+
+    fn with_state(self, state: RunState) -> RunRecord {
+        RunRecord {
+            id: self.id,
+            name: self.name,
+            parent: self.parent,
+            heartbeat_timeout_s: self.heartbeat_timeout_s,
+            ttl_s: self.ttl_s,
+            track: self.track,
+            created_at: self.created_at,
+            last_seq: self.last_seq,
+            status: self.status,
+            last_producer_at: self.last_producer_at,
+            state,
+        }
+    }
 }
 
-const RUN_COLUMNS: &str = "id, name, parent, heartbeat_timeout_s, ttl_s, track, created_us, last_seq, status, last_producer_us, state";
-
-fn record_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
-    let bad = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
-    let id: String = row.try_get("id")?;
-    let id = RunId::new(id).map_err(|_| bad("id"))?;
-    let parent: Option<String> = row.try_get("parent")?;
-    let track: Option<String> = row.try_get("track")?;
-    let status: String = row.try_get("status")?;
-    let state: String = row.try_get("state")?;
-    Ok(RunRecord {
-        name: row.try_get("name")?,
-        parent: parent
-            .map(RunId::new)
-            .transpose()
-            .map_err(|_| bad("parent"))?,
-        heartbeat_timeout_s: row.try_get("heartbeat_timeout_s")?,
-        ttl_s: row.try_get("ttl_s")?,
-        track: track
-            .map(|t| TypeFilter::from_str(&t))
-            .transpose()
-            .map_err(|_| bad("track"))?,
-        created_at: Timestamp::from_unix_micros(row.try_get("created_us")?),
-        last_seq: row.try_get::<i64, _>("last_seq")? as u64,
-        status: status.parse().map_err(|_| bad("status"))?,
-        last_producer_at: Timestamp::from_unix_micros(row.try_get("last_producer_us")?),
-        state: serde_json::from_str(&state).map_err(|_| bad("state"))?,
-        id,
-    })
+/// A run's record, its stored state included, from `head_columns!` then `state`.
+fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
+    let head = RunHead::from_row(row)?;
+    let state: String = row.get(10)?;
+    let state = serde_json::from_str(&state)
+        .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
+    Ok(head.with_state(state))
 }
 
-async fn run_row(conn: &mut SqliteConnection, id: &RunId) -> Result<RunRecord, StoreError> {
-    let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))
-        .bind(id.as_str())
-        .fetch_optional(conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    record_from_row(&row)
+fn run_head(conn: &Connection, id: &RunId) -> Result<RunHead, StoreError> {
+    let mut select = conn.prepare_cached(concat!(
+        "SELECT ",
+        head_columns!(),
+        " FROM runs WHERE id = ?1"
+    ))?;
+    let mut rows = select.query([id.as_str()])?;
+    match rows.next()? {
+        Some(row) => RunHead::from_row(row),
+        None => Err(StoreError::NotFound),
+    }
 }
 
-async fn events_after(
-    conn: &mut SqliteConnection,
+fn run_record(conn: &Connection, id: &RunId) -> Result<RunRecord, StoreError> {
+    let mut select = conn.prepare_cached(concat!(
+        "SELECT ",
+        head_columns!(),
+        ", state FROM runs WHERE id = ?1"
+    ))?;
+    let mut rows = select.query([id.as_str()])?;
+    match rows.next()? {
+        Some(row) => record_from_row(row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// Runs `select`, whose rows are event bodies of run `id`, and parses them.
+fn query_events(
+    select: &mut rusqlite::Statement<'_>,
     id: &RunId,
-    after: u64,
-    limit: u32,
+    params: impl rusqlite::Params,
 ) -> Result<Vec<Event>, StoreError> {
-    let rows =
-        sqlx::query("SELECT body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
-            .bind(id.as_str())
-            .bind(after as i64)
-            .bind(limit as i64)
-            .fetch_all(conn)
-            .await?;
-    rows.iter()
-        .map(|row| {
-            let body: String = row.try_get("body")?;
-            parse_event(&body)
-                .map_err(|e| StoreError::Db(format!("corrupt event in run {id}: {e}")))
-        })
-        .collect()
+    let mut rows = select.query(params)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        let body: String = row.get(0)?;
+        let event = parse_event(&body)
+            .map_err(|e| StoreError::Db(format!("corrupt event in run {id}: {e}")))?;
+        events.push(event);
+    }
+    Ok(events)
 }
 
-/// Most rows in one `INSERT` statement.
-const INSERT_CHUNK: usize = 64;
-
-/// Inserts `events` with few statements: each statement is a round trip to sqlx's
-/// worker thread, which one statement per event made the cost of a batched append.
-/// Chunks are powers of two, so that seven statement texts (prepared once, cached)
-/// serve every batch size.
-async fn insert_events(
-    conn: &mut SqliteConnection,
-    id: &RunId,
-    events: &[Event],
-) -> Result<(), StoreError> {
-    let mut rest = events;
-    while !rest.is_empty() {
-        let n = rest.len().min(INSERT_CHUNK);
-        let n = 1 << n.ilog2();
-        let (chunk, tail) = rest.split_at(n);
-        let mut sql = String::from("INSERT INTO events (run_id, seq, event_id, body) VALUES ");
-        sql.push_str(&vec!["(?, ?, ?, ?)"; n].join(", "));
-        let mut query = sqlx::query(&sql);
-        for event in chunk {
-            query = query
-                .bind(id.as_str())
-                .bind(event.seq as i64)
-                .bind(event.id.as_deref())
-                .bind(event.to_json());
-        }
-        query.execute(&mut *conn).await?;
-        rest = tail;
+/// Runs `select`, whose rows are `head_columns!` then `state`, into records.
+fn query_records(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut select = conn.prepare_cached(sql)?;
+    let mut rows = select.query(params)?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next()? {
+        records.push(record_from_row(row)?);
     }
-    Ok(())
-}
-
-/// Commits when `res` is Ok, rolls back otherwise.
-async fn end<T>(
-    mut conn: PoolConnection<Sqlite>,
-    res: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match res {
-        Ok(value) => {
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            Err(e)
-        }
-    }
+    Ok(records)
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
-        let state = RunRecord::initial_state(&run.id, &run.name, run.parent.as_ref());
-        let state_json =
-            serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
-        let mut conn = self.begin().await?;
-        let res = async {
-                let conn = &mut *conn;
-                let res = sqlx::query(
-                    "INSERT INTO runs (id, name, parent, heartbeat_timeout_s, ttl_s, track, meta, created_us, \
-                     last_event_us, last_producer_us, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(run.id.as_str())
-                .bind(&run.name)
-                .bind(run.parent.as_ref().map(RunId::as_str))
-                .bind(run.heartbeat_timeout_s)
-                .bind(run.ttl_s)
-                .bind(run.track.as_ref().map(ToString::to_string))
-                .bind(run.meta.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()))
-                .bind(run.created_at.unix_micros())
-                .bind(run.created_at.unix_micros())
-                .bind(run.created_at.unix_micros())
-                .bind(&state_json)
-                .execute(&mut *conn)
-                .await;
-                match res {
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::Conflict),
-                    other => other?,
-                };
-                for (hash, scope) in [(&run.write_hash, Scope::Write), (&run.read_hash, Scope::Read)] {
-                    sqlx::query("INSERT INTO tokens (hash, run_id, scope) VALUES (?, ?, ?)")
-                        .bind(hash)
-                        .bind(run.id.as_str())
-                        .bind(scope.as_str())
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                run_row(conn, &run.id).await
-        }
-        .await;
-        end(conn, res).await
+        let run = run.clone();
+        self.writer
+            .write(move |group| writer::create(group, &run))
+            .await
     }
 
     async fn run(&self, id: &RunId) -> Result<RunRecord, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        let mut record = run_row(&mut conn, id).await?;
-        // Serve the cached state (with ETA estimators) when it is current.
-        let state = self.state_at(&mut conn, &record).await?;
-        self.cache.put(state.clone());
-        record.state = state;
-        Ok(record)
+        let id = id.clone();
+        let cache = Arc::clone(&self.cache);
+        self.readers
+            .read(move |conn| {
+                let head = run_head(conn, &id)?;
+                // Serve the cached state (with ETA estimators) when it is current.
+                let state = head.state(conn, cache.get(&id))?;
+                cache.put(state.clone());
+                Ok(head.with_state(state))
+            })
+            .await
     }
 
     async fn token(&self, hash: &str) -> Result<Option<(RunId, Scope)>, StoreError> {
-        let row = sqlx::query("SELECT run_id, scope FROM tokens WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.readers)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let run: String = row.try_get("run_id")?;
-        let scope: String = row.try_get("scope")?;
-        match (RunId::new(run), Scope::parse(&scope)) {
-            (Ok(run), Some(scope)) => Ok(Some((run, scope))),
-            _ => Err(StoreError::Db("corrupt token row".into())),
-        }
+        let hash = hash.to_owned();
+        self.readers
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached("SELECT run_id, scope FROM tokens WHERE hash = ?1")?
+                    .query_row([hash], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
+                    .optional()?;
+                let Some((run, scope)) = row else {
+                    return Ok(None);
+                };
+                match (RunId::new(run), Scope::parse(&scope)) {
+                    (Ok(run), Some(scope)) => Ok(Some((run, scope))),
+                    _ => Err(StoreError::Db("corrupt token row".into())),
+                }
+            })
+            .await
     }
 
     async fn append(
@@ -429,13 +452,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         from_producer: bool,
     ) -> Result<Appended, StoreError> {
-        let mut conn = self.begin().await?;
-        let res = self
-            .append_in(&mut conn, id, drafts, now, from_producer, false)
-            .await;
-        let appended = end(conn, res).await?;
-        self.cache.put(appended.state.clone());
-        Ok(appended)
+        self.append_job(id, drafts, now, from_producer, false).await
     }
 
     async fn mark_stalled(
@@ -444,102 +461,117 @@ impl Store for SqliteStore {
         draft: Draft,
         now: Timestamp,
     ) -> Result<Appended, StoreError> {
-        let mut conn = self.begin().await?;
-        let res = self
-            .append_in(&mut conn, id, vec![draft], now, false, true)
-            .await;
-        let appended = end(conn, res).await?;
-        self.cache.put(appended.state.clone());
-        Ok(appended)
+        self.append_job(id, vec![draft], now, false, true).await
     }
 
     async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        events_after(&mut conn, id, after, limit).await
+        let id = id.clone();
+        self.readers
+            .read(move |conn| {
+                let mut select = conn.prepare_cached(
+                    "SELECT body FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                query_events(
+                    &mut select,
+                    &id,
+                    params![id.as_str(), after as i64, limit as i64],
+                )
+            })
+            .await
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
-        if filter.status.is_some() {
-            sql.push_str(" AND status = ?");
-        }
-        if filter.parent.is_some() {
-            sql.push_str(" AND parent = ?");
-        }
-        if filter.before.is_some() {
-            sql.push_str(" AND created_us < ?");
-        }
-        sql.push_str(" ORDER BY created_us DESC, ord DESC LIMIT ?");
-        let mut query = sqlx::query(&sql);
-        if let Some(status) = filter.status {
-            query = query.bind(status.as_str());
-        }
-        if let Some(parent) = &filter.parent {
-            query = query.bind(parent.as_str());
-        }
-        if let Some(before) = filter.before {
-            query = query.bind(before.unix_micros());
-        }
-        let rows = query
-            .bind(filter.limit as i64)
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(record_from_row).collect()
+        let filter = filter.clone();
+        self.readers
+            .read(move |conn| {
+                // Only the conditions asked for, so that SQLite can use the index of
+                // the one given; each of the eight texts is prepared once.
+                let mut sql =
+                    concat!("SELECT ", head_columns!(), ", state FROM runs WHERE 1 = 1").to_owned();
+                let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+                let status = filter.status.map(RunStatus::as_str);
+                let parent = filter.parent.as_ref().map(RunId::as_str);
+                let before = filter.before.map(Timestamp::unix_micros);
+                let limit = filter.limit as i64;
+                if let Some(status) = &status {
+                    sql.push_str(" AND status = ?");
+                    args.push(status);
+                }
+                if let Some(parent) = &parent {
+                    sql.push_str(" AND parent = ?");
+                    args.push(parent);
+                }
+                if let Some(before) = &before {
+                    sql.push_str(" AND created_us < ?");
+                    args.push(before);
+                }
+                sql.push_str(" ORDER BY created_us DESC, ord DESC LIMIT ?");
+                args.push(&limit);
+                query_records(conn, &sql, args.as_slice())
+            })
+            .await
     }
 
     async fn delete(&self, id: &RunId) -> Result<(), StoreError> {
-        let mut conn = self.begin().await?;
-        let res = sqlx::query("DELETE FROM runs WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&mut *conn)
+        let id = id.clone();
+        self.writer
+            .write(move |group| writer::delete(group, &id))
             .await
-            .map_err(StoreError::from);
-        let res = end(conn, res).await?;
-        self.cache.remove(id);
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
     }
 
     async fn silent_runs(&self, now: Timestamp) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' \
-             AND last_producer_us + CAST(heartbeat_timeout_s * 1000000 AS INTEGER) < ?"
-        ))
-        .bind(now.unix_micros())
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(record_from_row).collect()
+        self.readers
+            .read(move |conn| {
+                query_records(
+                    conn,
+                    concat!(
+                        "SELECT ",
+                        head_columns!(),
+                        ", state FROM runs WHERE status = 'running' \
+                         AND last_producer_us + CAST(heartbeat_timeout_s * 1000000 AS INTEGER) < ?1"
+                    ),
+                    [now.unix_micros()],
+                )
+            })
+            .await
     }
 
     async fn expired_runs(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id FROM runs WHERE last_event_us + CAST(ttl_s * 1000000 AS INTEGER) < ? ORDER BY last_event_us LIMIT ?",
-        )
-        .bind(now.unix_micros())
-        .bind(limit as i64)
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))
+        self.readers
+            .read(move |conn| {
+                let mut select = conn.prepare_cached(
+                    "SELECT id FROM runs WHERE last_event_us + CAST(ttl_s * 1000000 AS INTEGER) < ?1 \
+                     ORDER BY last_event_us LIMIT ?2",
+                )?;
+                let mut rows = select.query(params![now.unix_micros(), limit as i64])?;
+                let mut ids = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let id: String = row.get(0)?;
+                    ids.push(RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))?);
+                }
+                Ok(ids)
             })
-            .collect()
+            .await
     }
 
     async fn count_by_status(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                let n: i64 = row.try_get("n")?;
-                let status = status.parse().map_err(|e: String| StoreError::Db(e))?;
-                Ok((status, n as u64))
+        self.readers
+            .read(|conn| {
+                let mut select =
+                    conn.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
+                let mut rows = select.query([])?;
+                let mut counts = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let status: String = row.get(0)?;
+                    let n: i64 = row.get(1)?;
+                    let status = status.parse().map_err(|e: String| StoreError::Db(e))?;
+                    counts.push((status, n as u64));
+                }
+                Ok(counts)
             })
-            .collect()
+            .await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,716 @@
+//! The SQLite store's writer: a thread of its own owning this process's one write
+//! connection, with group commit.
+//!
+//! Every write (create, append, delete) is a job sent to the thread with a oneshot for
+//! its reply. The thread takes every job waiting in its queue, runs them in ONE
+//! `BEGIN IMMEDIATE` transaction, each inside a savepoint of its own, commits, and only
+//! then answers them all. So a group of concurrent appends pays one hand-off each way,
+//! one `BEGIN` and one `COMMIT`, where statements through an async driver paid a
+//! hand-off each. Groups form by themselves under load: a job that finds the writer
+//! idle runs at once, alone; jobs that arrive while a group runs wait for the next one.
+//!
+//! A job that fails (`NotFound`, `Finished`, `Conflict`, a failed statement, a panic)
+//! is rolled back to its savepoint, and the rest of its group commits without it. If
+//! SQLite aborted the whole transaction, or the commit fails, every job of the group is
+//! answered with the error: nothing was stored, and nothing was acknowledged.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, mpsc};
+
+use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp};
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use super::{INSERT_EVENT, run_head, run_record};
+use crate::auth::Scope;
+use crate::store::{Appended, NewRun, RunRecord, StateCache, StoreError};
+
+/// Most jobs in one transaction. It bounds how long one group holds SQLite's write
+/// lock (which other processes on the file wait for) and how long the first job of a
+/// group waits for the last; a group of this size is 64 HTTP requests.
+const MAX_GROUP: usize = 64;
+
+/// The handle to the writer thread; the thread ends once this is dropped and the jobs
+/// already sent are answered.
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Writer {
+    /// Starts the writer thread over `conn`, a read-write connection with the schema
+    /// in place; committed groups update `cache`.
+    pub(super) fn spawn(conn: Connection, cache: Arc<StateCache>) -> Result<Writer, StoreError> {
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_group(&conn, &cache, jobs);
+                }
+            })
+            .map_err(|e| StoreError::Db(format!("cannot start the SQLite writer thread: {e}")))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `work` in the writer's next group and returns its result once the group
+    /// has committed (or failed). The job runs to its end even if this future is
+    /// dropped, as a transaction cut short by a client going away would be worse.
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let stopped = || StoreError::Db("the SQLite writer thread stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(WriteJob { work, reply }))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// A write waiting for the writer thread.
+trait Job: Send {
+    /// Runs inside the group's transaction; the outcome is sent after the commit.
+    fn run(self: Box<Self>, group: &mut Group<'_>) -> Box<dyn Outcome>;
+
+    /// Answers without running, because the group could not start or was aborted.
+    fn fail(self: Box<Self>, e: StoreError);
+}
+
+/// A job's result, held until its group's transaction has ended.
+trait Outcome {
+    fn is_ok(&self) -> bool;
+
+    /// Answers the job: its own result if the group committed, `failure` otherwise.
+    fn send(self: Box<Self>, failure: Option<&str>);
+}
+
+struct WriteJob<F, T> {
+    work: F,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+struct Done<T> {
+    res: Result<T, StoreError>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<F, T> Job for WriteJob<F, T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send,
+{
+    fn run(self: Box<Self>, group: &mut Group<'_>) -> Box<dyn Outcome> {
+        let WriteJob { work, reply } = *self;
+        // A job that panics fails alone (its savepoint is rolled back) rather than
+        // take the thread, and so every later write of the process, down with it.
+        let res = std::panic::catch_unwind(AssertUnwindSafe(|| work(group)))
+            .unwrap_or_else(|_| Err(StoreError::Db("the write panicked".into())));
+        Box::new(Done { res, reply })
+    }
+
+    fn fail(self: Box<Self>, e: StoreError) {
+        // The caller may have gone away; then nobody is waiting for the answer.
+        let _ = self.reply.send(Err(e));
+    }
+}
+
+impl<T: Send + 'static> Outcome for Done<T> {
+    fn is_ok(&self) -> bool {
+        self.res.is_ok()
+    }
+
+    fn send(self: Box<Self>, failure: Option<&str>) {
+        let res = match (self.res, failure) {
+            (Ok(_), Some(e)) => Err(StoreError::Db(e.to_owned())),
+            (res, _) => res,
+        };
+        let _ = self.reply.send(res);
+    }
+}
+
+/// The transaction of one group of jobs, as the jobs see it.
+pub(super) struct Group<'c> {
+    conn: &'c Connection,
+    cache: &'c StateCache,
+    /// States folded by the group's jobs (`None`: the run was deleted), which go to
+    /// the cache only once the group has committed.
+    states: HashMap<RunId, Option<RunState>>,
+}
+
+impl Group<'_> {
+    /// The latest folded state of `id` this process has: the group's own, else the
+    /// cache's. It may lag behind the stored events; see `RunHead::state`.
+    fn state(&self, id: &RunId) -> Option<RunState> {
+        match self.states.get(id) {
+            Some(state) => state.clone(),
+            None => self.cache.get(id),
+        }
+    }
+}
+
+/// Runs `jobs` in one transaction, then answers each.
+fn commit_group(conn: &Connection, cache: &StateCache, jobs: Vec<Box<dyn Job>>) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        for job in jobs {
+            job.fail(StoreError::Db(e.to_string()));
+        }
+        return;
+    }
+    let mut group = Group {
+        conn,
+        cache,
+        states: HashMap::new(),
+    };
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    // Set once the transaction can no longer commit: every job of the group fails.
+    let mut aborted: Option<String> = None;
+    for job in jobs {
+        if let Some(e) = &aborted {
+            job.fail(StoreError::Db(e.clone()));
+            continue;
+        }
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
+            job.fail(StoreError::Db(e.to_string()));
+            aborted = Some(e.to_string());
+            continue;
+        }
+        let outcome = job.run(&mut group);
+        let end = if outcome.is_ok() {
+            exec(conn, "RELEASE job")
+        } else {
+            exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+        };
+        // Some errors (a full disk, an I/O error) make SQLite roll back the whole
+        // transaction, savepoints included.
+        match end {
+            Err(e) => aborted = Some(e.to_string()),
+            Ok(()) if conn.is_autocommit() => {
+                aborted = Some("SQLite rolled the transaction back".into());
+            }
+            Ok(()) => {}
+        }
+        outcomes.push(outcome);
+    }
+    let failure = match aborted {
+        Some(e) => Some(e),
+        None => exec(conn, "COMMIT").err().map(|e| e.to_string()),
+    };
+    if failure.is_some() && !conn.is_autocommit() {
+        let _ = exec(conn, "ROLLBACK");
+    }
+    if failure.is_none() {
+        for (id, state) in group.states {
+            match state {
+                Some(state) => cache.put(state),
+                None => cache.remove(&id),
+            }
+        }
+    }
+    for outcome in outcomes {
+        outcome.send(failure.as_deref());
+    }
+}
+
+/// Runs one statement without parameters, prepared once per connection.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// Creates a run and its tokens.
+pub(super) fn create(group: &mut Group<'_>, run: &NewRun) -> Result<RunRecord, StoreError> {
+    let conn = group.conn;
+    let state = RunRecord::initial_state(&run.id, &run.name, run.parent.as_ref());
+    let state_json = serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
+    let created_us = run.created_at.unix_micros();
+    let res = conn
+        .prepare_cached(
+            "INSERT INTO runs (id, name, parent, heartbeat_timeout_s, ttl_s, track, meta, \
+             created_us, last_event_us, last_producer_us, state) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9)",
+        )?
+        .execute(params![
+            run.id.as_str(),
+            run.name,
+            run.parent.as_ref().map(RunId::as_str),
+            run.heartbeat_timeout_s,
+            run.ttl_s,
+            run.track.as_ref().map(ToString::to_string),
+            run.meta
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+            created_us,
+            state_json,
+        ]);
+    match res {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            return Err(StoreError::Conflict);
+        }
+        other => other?,
+    };
+    let mut insert_token =
+        conn.prepare_cached("INSERT INTO tokens (hash, run_id, scope) VALUES (?1, ?2, ?3)")?;
+    for (hash, scope) in [
+        (&run.write_hash, Scope::Write),
+        (&run.read_hash, Scope::Read),
+    ] {
+        insert_token.execute(params![hash, run.id.as_str(), scope.as_str()])?;
+    }
+    // A state cached for an earlier run of the same id (deleted by another process)
+    // must not be taken for this one's.
+    group.states.insert(run.id.clone(), Some(state));
+    run_record(conn, &run.id)
+}
+
+/// Deletes a run; its tokens and events go with it (foreign keys, `ON DELETE CASCADE`).
+pub(super) fn delete(group: &mut Group<'_>, id: &RunId) -> Result<(), StoreError> {
+    let deleted = group
+        .conn
+        .prepare_cached("DELETE FROM runs WHERE id = ?1")?
+        .execute([id.as_str()])?;
+    group.states.insert(id.clone(), None);
+    if deleted == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// An append, as `Store::append` and `Store::mark_stalled` ask for it.
+pub(super) struct AppendJob {
+    pub(super) id: RunId,
+    pub(super) events: Vec<Stamped>,
+    pub(super) now: Timestamp,
+    /// Whether the events count as the producer speaking.
+    pub(super) from_producer: bool,
+    /// Append only if the run is running and its producer silent past its timeout.
+    pub(super) only_if_silent: bool,
+}
+
+/// A draft stamped before its transaction with the `seq` it will most likely get, and
+/// serialized with it: serializing is about a quarter of an append's work, and done
+/// here it is off the writer thread, which all appends of the process wait for.
+pub(super) struct Stamped {
+    event: Event,
+    /// `event` as stored, if serialized ahead.
+    json: Option<String>,
+}
+
+/// Stamps `drafts` as if they followed `last_seq` (the cached state's, when there is
+/// one: with one producer per run it is the stored one) with none skipped, and
+/// serializes them. The writer uses a serialized event only if the `seq` it assigns
+/// is the guessed one, the one field of the event the guess could get wrong; so a
+/// wrong guess costs time, never a wrong row.
+pub(super) fn stamp_ahead(
+    id: &RunId,
+    drafts: Vec<Draft>,
+    now: Timestamp,
+    last_seq: Option<u64>,
+) -> Vec<Stamped> {
+    let base = last_seq.unwrap_or(0);
+    drafts
+        .into_iter()
+        .zip(base + 1..)
+        .map(|(draft, seq)| {
+            let event = draft.stamp(id.clone(), seq, now);
+            let json = last_seq.map(|_| event.to_json());
+            Stamped { event, json }
+        })
+        .collect()
+}
+
+/// Appends inside the group's transaction: reads the run's row (the group holds the
+/// write lock, so its `last_seq` is the latest), skips ids already stored, assigns
+/// `seq`s, folds, inserts, and writes the run's summary back.
+pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, StoreError> {
+    let conn = group.conn;
+    let AppendJob {
+        id,
+        events: stamped,
+        now,
+        from_producer,
+        only_if_silent,
+    } = job;
+    let head = run_head(conn, &id)?;
+    let mut state = head.state(conn, group.state(&id))?;
+    let silent_since = now.add_seconds(-head.heartbeat_timeout_s);
+    if only_if_silent
+        && (head.status != RunStatus::Running || head.last_producer_at >= silent_since)
+    {
+        return Ok(Appended {
+            events: Vec::new(),
+            duplicates: 0,
+            filtered: 0,
+            last_seq: head.last_seq,
+            state,
+        });
+    }
+    // A finished run takes no new event, but a retried batch of events it already has
+    // is still acknowledged as duplicates (the check is in the loop).
+    let mut seq = head.last_seq;
+    let mut events = Vec::with_capacity(stamped.len());
+    let mut bodies = Vec::with_capacity(stamped.len());
+    let mut duplicates = 0;
+    let mut filtered = 0;
+    let mut seen_ids = HashSet::new();
+    let mut stored_id =
+        conn.prepare_cached("SELECT 1 FROM events WHERE run_id = ?1 AND event_id = ?2")?;
+    for Stamped { mut event, json } in stamped {
+        let event_type = event.event_type();
+        // `run.*` always passes: a run that could not finish would never end.
+        let tracked = head.track.as_ref().is_none_or(|t| t.matches(event_type))
+            || event_type.starts_with("run.");
+        if !tracked {
+            filtered += 1;
+            continue;
+        }
+        if let Some(event_id) = &event.id {
+            // Ids stored by earlier jobs of this group are visible here too: they are
+            // in the same transaction.
+            if stored_id.exists(params![id.as_str(), event_id])?
+                || !seen_ids.insert(event_id.clone())
+            {
+                duplicates += 1;
+                continue;
+            }
+        }
+        if state.status.is_terminal() {
+            // Events after `run.finished`, in this batch or an earlier one.
+            return Err(StoreError::Finished);
+        }
+        seq += 1;
+        let body = match json {
+            Some(json) if event.seq == seq => json,
+            _ => {
+                event.seq = seq;
+                event.to_json()
+            }
+        };
+        state.apply(&event);
+        events.push(event);
+        bodies.push(body);
+    }
+    if !events.is_empty() {
+        let mut insert = conn.prepare_cached(INSERT_EVENT)?;
+        for (event, body) in events.iter().zip(&bodies) {
+            insert.execute(params![
+                id.as_str(),
+                event.seq as i64,
+                event.id.as_deref(),
+                body
+            ])?;
+        }
+        let state_json =
+            serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
+        let last_event_us = state.last_event_at.unwrap_or(now).unix_micros();
+        let producer_us = if from_producer {
+            now.unix_micros()
+        } else {
+            head.last_producer_at.unix_micros()
+        };
+        conn.prepare_cached(
+            "UPDATE runs SET last_seq = ?1, status = ?2, \
+             last_event_us = MAX(last_event_us, ?3), last_producer_us = ?4, state = ?5 \
+             WHERE id = ?6",
+        )?
+        .execute(params![
+            seq as i64,
+            state.status.as_str(),
+            last_event_us.max(now.unix_micros()),
+            producer_us,
+            state_json,
+            id.as_str(),
+        ])?;
+    }
+    group.states.insert(id, Some(state.clone()));
+    Ok(Appended {
+        events,
+        duplicates,
+        filtered,
+        last_seq: seq,
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Group commit, run directly on the writer's connection: which jobs share one
+    //! transaction is decided here rather than by timing.
+
+    use herald_protocol::parse_draft_str;
+
+    use super::*;
+    use crate::store::sqlite::open_writer;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        conn: Connection,
+        cache: StateCache,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let conn = open_writer(&dir.path().join("herald.db")).expect("the database opens");
+            let fixture = Fixture {
+                _dir: dir,
+                conn,
+                cache: StateCache::default(),
+            };
+            let (jobs, replies): (Vec<_>, Vec<_>) = ["a", "b"]
+                .into_iter()
+                .map(|id| job(move |g| create(g, &new_run(id))))
+                .unzip();
+            fixture.group(jobs);
+            for reply in replies {
+                answer(reply).expect("the run is created");
+            }
+            fixture
+        }
+
+        fn group(&self, jobs: Vec<Box<dyn Job>>) {
+            commit_group(&self.conn, &self.cache, jobs);
+        }
+
+        /// The stored events' `seq`s and ids, checked against their bodies.
+        fn seqs_and_ids(&self, run: &str) -> Vec<(i64, Option<String>)> {
+            let mut select = self
+                .conn
+                .prepare("SELECT seq, event_id, body FROM events WHERE run_id = ?1 ORDER BY seq")
+                .expect("a statement");
+            let rows: Vec<(i64, Option<String>, String)> = select
+                .query_map([run], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .expect("the query runs")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            rows.into_iter()
+                .map(|(seq, id, body)| {
+                    let event = herald_protocol::parse_event(&body).expect("a stored event");
+                    assert_eq!((event.seq as i64, &event.id), (seq, &id), "{body}");
+                    (seq, id)
+                })
+                .collect()
+        }
+    }
+
+    type Reply<T> = oneshot::Receiver<Result<T, StoreError>>;
+
+    fn job<T, F>(work: F) -> (Box<dyn Job>, Reply<T>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        (Box::new(WriteJob { work, reply }), answer)
+    }
+
+    fn answer<T>(mut reply: Reply<T>) -> Result<T, StoreError> {
+        reply.try_recv().expect("answered once the group ended")
+    }
+
+    fn new_run(id: &str) -> NewRun {
+        NewRun {
+            id: RunId::new(id).expect("a run id"),
+            name: id.to_owned(),
+            parent: None,
+            heartbeat_timeout_s: 60.0,
+            ttl_s: 3600.0,
+            track: None,
+            meta: None,
+            write_hash: format!("w-{id}"),
+            read_hash: format!("r-{id}"),
+            created_at: now(),
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_unix_micros(1_800_000_000_000_000)
+    }
+
+    /// An append of the drafts `texts` (JSON) to `run`.
+    fn append_job(run: &str, texts: &[&str]) -> (Box<dyn Job>, Reply<Appended>) {
+        let id = RunId::new(run).expect("a run id");
+        let drafts = texts
+            .iter()
+            .map(|t| parse_draft_str(t, &id).expect("a draft"))
+            .collect();
+        // Stamped as if the run had no events: right for the first append, wrong
+        // (and so serialized again) for later ones.
+        let events = stamp_ahead(&id, drafts, now(), Some(0));
+        job(move |g| {
+            append(
+                g,
+                AppendJob {
+                    id,
+                    events,
+                    now: now(),
+                    from_producer: true,
+                    only_if_silent: false,
+                },
+            )
+        })
+    }
+
+    fn log(id: &str) -> String {
+        format!(r#"{{"event":"log","level":"info","message":"m","id":"{id}"}}"#)
+    }
+
+    const FINISHED: &str = r#"{"event":"run.finished","status":"succeeded"}"#;
+
+    #[test]
+    fn a_group_commits_every_job_but_those_that_failed() {
+        let f = Fixture::new();
+        let (finish, reply) = append_job("b", &[FINISHED]);
+        f.group(vec![finish]);
+        answer(reply).expect("run b finishes");
+
+        let (a1, a2, a3) = (log("a1"), log("a2"), log("a3"));
+        let (jobs, replies): (Vec<_>, Vec<_>) = [
+            append_job("a", &[&a1, &a2]),
+            // After `run.finished`: refused, nothing of it stored.
+            append_job("b", &[&log("late")]),
+            // Sees the first job's events: its seq follows them, its duplicate is one.
+            append_job("a", &[&a3, &a1]),
+            append_job("nobody", &[&log("x")]),
+            // The whole batch is refused: an event after the finish in the same batch.
+            append_job("a", &[&log("a4"), FINISHED, &log("a5")]),
+            append_job("a", &[&a2, &a3]),
+        ]
+        .into_iter()
+        .unzip();
+        // A job that fails after writing: its run row is in before its token clashes.
+        let (clash, clash_reply) = job(|g| {
+            let run = NewRun {
+                write_hash: "w-a".into(),
+                ..new_run("c")
+            };
+            create(g, &run)
+        });
+        f.group(jobs.into_iter().chain([clash]).collect());
+        assert!(matches!(answer(clash_reply), Err(StoreError::Db(_))));
+        let runs: i64 = f
+            .conn
+            .query_row("SELECT COUNT(*) FROM runs WHERE id = 'c'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, 0, "the failed job's own writes are rolled back");
+        let mut replies = replies.into_iter().map(answer);
+
+        let first = replies.next().unwrap().expect("the first append");
+        assert_eq!((first.events.len(), first.last_seq), (2, 2));
+        assert!(matches!(replies.next().unwrap(), Err(StoreError::Finished)));
+        let third = replies.next().unwrap().expect("the third append");
+        assert_eq!((third.events.len(), third.duplicates), (1, 1));
+        assert_eq!(third.last_seq, 3);
+        assert!(matches!(replies.next().unwrap(), Err(StoreError::NotFound)));
+        assert!(matches!(replies.next().unwrap(), Err(StoreError::Finished)));
+        let last = replies.next().unwrap().expect("the retry");
+        assert_eq!(
+            (last.events.len(), last.duplicates, last.last_seq),
+            (0, 2, 3)
+        );
+
+        let ids = |run| -> Vec<(i64, Option<String>)> { f.seqs_and_ids(run) };
+        assert_eq!(
+            ids("a"),
+            [
+                (1, Some("a1".into())),
+                (2, Some("a2".into())),
+                (3, Some("a3".into()))
+            ]
+        );
+        assert_eq!(ids("b"), [(1, None)], "nothing stored after the finish");
+        let cached = f
+            .cache
+            .get(&RunId::new("a").unwrap())
+            .expect("a cached state");
+        assert_eq!((cached.last_seq, cached.event_count), (3, 3));
+        let last_seq: i64 = f
+            .conn
+            .query_row("SELECT last_seq FROM runs WHERE id = 'a'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(last_seq, 3);
+    }
+
+    #[test]
+    fn a_group_whose_transaction_is_lost_fails_whole_and_caches_nothing_of_it() {
+        let f = Fixture::new();
+        let (ok, ok_reply) = append_job("a", &[&log("a1")]);
+        // What SQLite does on some errors (a full disk, an I/O error): the whole
+        // transaction is rolled back under the jobs' feet.
+        let (lost, lost_reply) = job(|g| {
+            g.conn.execute_batch("ROLLBACK")?;
+            Ok(())
+        });
+        let (after, after_reply) = append_job("a", &[&log("a2")]);
+        f.group(vec![ok, lost, after]);
+
+        assert!(matches!(answer(ok_reply), Err(StoreError::Db(_))));
+        assert!(matches!(answer(lost_reply), Err(StoreError::Db(_))));
+        assert!(matches!(answer(after_reply), Err(StoreError::Db(_))));
+        assert_eq!(f.seqs_and_ids("a"), []);
+        let cached = f
+            .cache
+            .get(&RunId::new("a").unwrap())
+            .expect("the created state");
+        assert_eq!(cached.last_seq, 0, "the lost group's state is not cached");
+
+        // The writer goes on with the next group.
+        let (retry, reply) = append_job("a", &[&log("a1")]);
+        f.group(vec![retry]);
+        assert_eq!(answer(reply).expect("the retry").last_seq, 1);
+    }
+
+    #[test]
+    fn a_job_that_panics_fails_alone() {
+        let f = Fixture::new();
+        let (first, first_reply) = append_job("a", &[&log("a1")]);
+        let (panics, panic_reply) = job(|g| -> Result<(), StoreError> {
+            g.conn.execute_batch("DELETE FROM runs")?;
+            panic!("a bug in a write");
+        });
+        let (last, last_reply) = append_job("b", &[&log("b1")]);
+        f.group(vec![first, panics, last]);
+        assert!(matches!(answer(panic_reply), Err(StoreError::Db(_))));
+        assert_eq!(answer(first_reply).expect("appended").last_seq, 1);
+        assert_eq!(answer(last_reply).expect("appended").last_seq, 1);
+        assert_eq!(
+            f.seqs_and_ids("b"),
+            [(1, Some("b1".into()))],
+            "its deletes undone"
+        );
+    }
+
+    #[test]
+    fn a_deleted_run_leaves_the_cache_when_its_group_commits() {
+        let f = Fixture::new();
+        let (add, reply) = append_job("a", &[&log("a1")]);
+        f.group(vec![add]);
+        answer(reply).expect("appended");
+        let id = RunId::new("a").unwrap();
+        assert!(f.cache.get(&id).is_some());
+
+        let (gone, gone_reply) = job({
+            let id = id.clone();
+            move |g| delete(g, &id)
+        });
+        let (late, late_reply) = append_job("a", &[&log("a2")]);
+        let (again, again_reply) = job(move |g| create(g, &new_run("a")));
+        f.group(vec![gone, late, again]);
+        answer(gone_reply).expect("deleted");
+        assert!(matches!(answer(late_reply), Err(StoreError::NotFound)));
+        answer(again_reply).expect("created again");
+        let state = f.cache.get(&id).expect("the new run's state");
+        assert_eq!(state.last_seq, 0, "not the deleted run's");
+        assert_eq!(f.seqs_and_ids("a"), []);
+    }
+}
