@@ -144,8 +144,10 @@ impl TerminalSink {
         }
         // `\r\n`, not `\n`: a terminal in raw mode (the program may use one) does not
         // turn a bare newline into a return to the first column.
+        // Messages are cut to the width like the bars (SPEC: never wrapped); their
+        // whole text stays in the run's state, on the hub and in JSON Lines.
         for line in self.pending.drain(..) {
-            buf.push_str(&line);
+            buf.push_str(&console::truncate_str(&line, cols, "…"));
             buf.push_str("\r\n");
         }
         // No newline after the last line: the area ends where the cursor is, so it
@@ -530,6 +532,34 @@ mod tests {
     ↳ 年次報告書・二〇二四年度・最終版.…",
         );
         assert_nothing_wrapped(&script);
+    }
+
+    #[test]
+    fn a_long_error_above_the_bars_is_cut_to_the_width_not_wrapped() {
+        for color in [false, true] {
+            let mut script = Script::new(10, 40, color);
+            let error =
+                "the model answered a very long complaint about the input that goes on and on";
+            script
+                .event("r1", 0.0, run_started("analysis", None))
+                .event("r1", 0.0, stage_started("classify", Some(10)))
+                .event("r1", 1.0, item_started("classify", "7", None))
+                .event(
+                    "r1",
+                    1.5,
+                    item_finished("classify", "7", StepOutcome::Failed, Some(error)),
+                )
+                .refresh(2.0);
+            assert_nothing_wrapped(&script);
+            let first = script
+                .screen()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(first.starts_with("✖ classify: item 7 failed"), "{first}");
+            assert!(first.ends_with('…'), "cut, not wrapped: {first}");
+        }
     }
 
     #[test]
