@@ -144,6 +144,20 @@ pub(crate) fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
     RunId::new(id).map_err(|e| ApiError::invalid_field("id", format!("`{id}` is an {e}")))
 }
 
+/// The run a per-run route names, once the caller may do `need` on it: the one place
+/// that parses the id from the path and checks the token.
+pub(crate) async fn run_for(
+    hub: &Hub,
+    headers: &HeaderMap,
+    id: &str,
+    query_token: Option<&str>,
+    need: Need,
+) -> Result<RunId, ApiError> {
+    let id = parse_run_id(id)?;
+    authorize(hub, headers, query_token, Some(&id), need).await?;
+    Ok(id)
+}
+
 pub(crate) fn store_error(run: &RunId, e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::run_not_found(run.as_str()),
@@ -311,8 +325,7 @@ pub(crate) async fn append(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_run_id(&id)?;
-    authorize(&hub, &headers, None, Some(&id), Need::Write).await?;
+    let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
     let body = body_bytes(&hub, body)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -363,16 +376,8 @@ pub(crate) async fn get_run(
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_run_id(&id)?;
     let Query(query) = query?;
-    authorize(
-        &hub,
-        &headers,
-        query.token.as_deref(),
-        Some(&id),
-        Need::Read,
-    )
-    .await?;
+    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let record = hub
         .store()
         .run(&id)
@@ -401,8 +406,7 @@ pub(crate) async fn cancel(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_run_id(&id)?;
-    authorize(&hub, &headers, None, Some(&id), Need::Write).await?;
+    let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
     let body = body_bytes(&hub, body)?;
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
@@ -431,8 +435,7 @@ pub(crate) async fn delete_run(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_run_id(&id)?;
-    authorize(&hub, &headers, None, Some(&id), Need::Admin).await?;
+    let id = run_for(&hub, &headers, &id, None, Need::Admin).await?;
     hub.store()
         .delete(&id)
         .await

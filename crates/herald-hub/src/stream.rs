@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
-use crate::api::{Need, authorize, parse_run_id, store_error};
+use crate::api::{Need, authorize, parse_run_id, run_for, store_error};
 use crate::error::ApiError;
 use crate::feed::Feed;
 use crate::metrics::SubscriberGuard;
@@ -243,16 +243,8 @@ pub(crate) async fn poll(
     headers: HeaderMap,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_run_id(&id)?;
     let Query(query) = query?;
-    authorize(
-        &hub,
-        &headers,
-        query.token.as_deref(),
-        Some(&id),
-        Need::Read,
-    )
-    .await?;
+    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let limit = match query.limit {
         None => 100,
         Some(n @ 1..=1000) => n as usize,
@@ -366,16 +358,8 @@ pub(crate) async fn sse(
     headers: HeaderMap,
     query: Result<Query<SseQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_run_id(&id)?;
     let Query(query) = query?;
-    authorize(
-        &hub,
-        &headers,
-        query.token.as_deref(),
-        Some(&id),
-        Need::Read,
-    )
-    .await?;
+    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     if let Some(format) = query.format.as_deref() {
         return Err(ApiError::invalid_field(
             "format",
@@ -511,16 +495,8 @@ pub(crate) async fn ws(
     query: Result<Query<WsQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_run_id(&id)?;
     let Query(query) = query?;
-    authorize(
-        &hub,
-        &headers,
-        query.token.as_deref(),
-        Some(&id),
-        Need::Read,
-    )
-    .await?;
+    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let cursor = Cursor::open(
         &hub,
         &id,
