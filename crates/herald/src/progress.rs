@@ -226,6 +226,18 @@ impl ProgressOptions {
             targets.push(Target::json_fd(fd).map_err(|e| ConfigError::new(e.to_string()))?);
         }
         if let Some(hub) = &self.hub {
+            // A URL without its scheme would only fail at the first request, as a
+            // retry warning: say what is wrong before any work starts.
+            let rest = hub
+                .url
+                .strip_prefix("http://")
+                .or_else(|| hub.url.strip_prefix("https://"));
+            if rest.is_none_or(str::is_empty) {
+                return Err(ConfigError::new(format!(
+                    "hub URL `{}` is not an http:// or https:// URL (HERALD_URL)",
+                    hub.url
+                )));
+            }
             targets.push(Target::hub(hub.clone()));
         }
         match self.mode {

@@ -102,3 +102,19 @@ fn progress_modes_parse_and_reject_typos() {
         "{err}"
     );
 }
+
+#[test]
+fn a_hub_url_without_its_scheme_is_a_clear_error_before_any_work() {
+    for url in ["localhost:7311", "http://", "ftp://hub"] {
+        let options = herald::ProgressOptions {
+            mode: herald::ProgressMode::None,
+            hub: Some(herald::HubOptions::new(url, None)),
+            ..herald::ProgressOptions::default()
+        };
+        let err = Progress::from_options(&options).unwrap_err().to_string();
+        assert!(
+            err.contains("is not an http:// or https:// URL"),
+            "{url}: {err}"
+        );
+    }
+}
