@@ -4,16 +4,18 @@
 //! `watch` channel of its last `seq`. A subscriber keeps a cursor, reads what follows
 //! it from the ring, and waits on the channel; only a subscriber that fell behind the
 //! ring reads from the store. So one append costs one store write and one ring push,
-//! not a query per subscriber. The store stays the source of truth: a feed also polls
+//! not a query per subscriber. The store stays the source of truth: a feed also reads
 //! it (once per feed, not per subscriber) so events appended by another hub process on
-//! the same database reach this hub's subscribers too.
+//! the same database reach this hub's subscribers too: at once when the store's
+//! notifications wake it ([`Feeds::catch_up`]), and on an interval in any case, so a
+//! lost notification costs latency, never an event.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use herald_protocol::{Event, RunId};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::store::Store;
 
@@ -24,6 +26,9 @@ const RING_CAPACITY: usize = 4096;
 pub(crate) struct Feed {
     last_seq: watch::Sender<u64>,
     recent: RwLock<VecDeque<Arc<Event>>>,
+    /// Asks the feed's reader of the store to read now rather than at its next tick.
+    /// Wake-ups that come while it reads are folded into one more read.
+    read_now: Arc<Notify>,
 }
 
 impl Feed {
@@ -98,11 +103,13 @@ impl Feeds {
         let feed = Arc::new(Feed {
             last_seq: watch::channel(last_seq).0,
             recent: RwLock::new(VecDeque::new()),
+            read_now: Arc::default(),
         });
         feeds.insert(run.clone(), Arc::downgrade(&feed));
         tokio::spawn(poll_store(
             run.clone(),
             Arc::downgrade(&feed),
+            Arc::clone(&feed.read_now),
             store.clone(),
             poll,
         ));
@@ -111,46 +118,85 @@ impl Feeds {
 
     /// Hands events just stored to the run's feed, if anyone listens.
     pub(crate) fn publish(&self, run: &RunId, events: &[Event]) {
-        let feed = self
+        if let Some(feed) = self.live(run) {
+            feed.push(events);
+        }
+    }
+
+    /// Has the run's feed, if anyone listens, read the store now: the run changed
+    /// through another hub.
+    pub(crate) fn catch_up(&self, run: &RunId) {
+        if let Some(feed) = self.live(run) {
+            feed.read_now.notify_one();
+        }
+    }
+
+    /// Has every feed read the store now: changes may have been missed.
+    pub(crate) fn catch_up_all(&self) {
+        let feeds: Vec<Arc<Feed>> = self
             .feeds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(run)
-            .and_then(Weak::upgrade);
-        if let Some(feed) = feed {
-            feed.push(events);
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for feed in feeds {
+            feed.read_now.notify_one();
         }
+    }
+
+    fn live(&self, run: &RunId) -> Option<Arc<Feed>> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run)
+            .and_then(Weak::upgrade)
     }
 
     /// Wakes the run's subscribers without a new event, so that they look at the store
     /// again: when the run was deleted, they find it gone and end.
     pub(crate) fn wake(&self, run: &RunId) {
-        let feed = self
-            .feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(run)
-            .and_then(Weak::upgrade);
-        if let Some(feed) = feed {
+        if let Some(feed) = self.live(run) {
             feed.last_seq.send_modify(|_| {});
         }
     }
 }
 
-/// Catches a feed up with the store every `every`, for as long as the feed lives: the
-/// path by which other processes' appends arrive.
-async fn poll_store(run: RunId, feed: Weak<Feed>, store: Arc<dyn Store>, every: Duration) {
+/// Catches a feed up with the store when woken and every `every`, for as long as the
+/// feed lives: the path by which other processes' appends arrive.
+///
+/// The task holds the feed only while it reads: a feed whose subscribers all left is
+/// dropped, and the task ends at its next wake-up or tick.
+async fn poll_store(
+    run: RunId,
+    feed: Weak<Feed>,
+    read_now: Arc<Notify>,
+    store: Arc<dyn Store>,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = read_now.notified() => {}
+        }
         let Some(feed) = feed.upgrade() else { return };
-        let cursor = feed.last_seq();
-        match store.events(&run, cursor, 1000).await {
-            Ok(events) if !events.is_empty() => feed.push(&events),
-            Ok(_) => {}
-            Err(crate::store::StoreError::NotFound) => return,
-            Err(e) => tracing::warn!(run = %run, error = %e, "feed poll failed"),
+        loop {
+            let cursor = feed.last_seq();
+            match store.events(&run, cursor, 1000).await {
+                Ok(events) if !events.is_empty() => feed.push(&events),
+                Ok(_) => break,
+                Err(crate::store::StoreError::NotFound) => {
+                    // Deleted (perhaps through another hub): its subscribers look and end.
+                    feed.last_seq.send_modify(|_| {});
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(run = %run, error = %e, "feed poll failed");
+                    break;
+                }
+            }
         }
     }
 }

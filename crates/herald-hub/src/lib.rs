@@ -10,7 +10,7 @@
 //! - `api`: the REST routes: create, append, state, poll, cancel, delete, list.
 //! - `stream`: SSE, WebSocket and the long poll, over a per-subscriber cursor.
 //! - `feed`: fan-out of new events to subscribers without a query per subscriber.
-//! - `store`: the [`Store`] trait and its SQLite implementation.
+//! - `store`: the [`Store`] trait and its SQLite and PostgreSQL implementations.
 //! - `auth`: admin and per-run tokens, hashed at rest, compared in constant time.
 //! - `error`: [`ApiError`], the one error type, with SPEC's error body.
 //! - `metrics`, `openapi`: `/metrics` and `/openapi.json`.
@@ -43,7 +43,10 @@ use tokio_util::sync::CancellationToken;
 pub use auth::Scope;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ApiError;
-pub use store::{Appended, NewRun, RunFilter, RunRecord, SqliteStore, Store, StoreError};
+pub use store::{
+    Appended, NewRun, PostgresStore, RunFilter, RunRecord, SqliteStore, Store, StoreError, Wake,
+    open_store,
+};
 
 /// How the hub behaves.
 #[derive(Clone, Debug)]
@@ -85,11 +88,37 @@ impl Default for HubConfig {
     }
 }
 
+/// Most runs one retention transaction deletes.
+const RETENTION_BATCH: u32 = 100;
+
 /// A change to the list of runs, for `GET /v1/runs/stream`.
 #[derive(Clone, Debug)]
 pub(crate) enum RunChange {
     State(Arc<RunState>),
     Deleted(RunId),
+    /// Changes may have been missed (another hub's, while the store's notifications
+    /// were down): send the whole list again.
+    Resync,
+}
+
+/// What list subscribers were last told of each run (`None`: deleted), so that the
+/// wake-up of a change already told is dropped. Bounded: it starts over when full,
+/// which costs a repeated message, not a lost one.
+#[derive(Default)]
+struct ShownRuns {
+    last: std::collections::HashMap<RunId, Option<u64>>,
+}
+
+impl ShownRuns {
+    const CAPACITY: usize = 10_000;
+
+    /// Records `last_seq` (`None`: deleted) for `run`; whether it differs from before.
+    fn changed(&mut self, run: &RunId, last_seq: Option<u64>) -> bool {
+        if self.last.len() >= Self::CAPACITY {
+            self.last.clear();
+        }
+        self.last.insert(run.clone(), last_seq) != Some(last_seq)
+    }
 }
 
 /// The hub's shared state: store, clock, feeds, metrics. Cheap to clone.
@@ -104,6 +133,7 @@ struct HubInner {
     clock: Arc<dyn Clock>,
     feeds: feed::Feeds,
     changes: broadcast::Sender<RunChange>,
+    told: std::sync::Mutex<ShownRuns>,
     metrics: Arc<metrics::Metrics>,
     shutdown: CancellationToken,
 }
@@ -123,6 +153,7 @@ impl Hub {
                 clock,
                 feeds: feed::Feeds::default(),
                 changes: broadcast::channel(1024).0,
+                told: Default::default(),
                 metrics: Arc::default(),
                 shutdown: CancellationToken::new(),
             }),
@@ -199,14 +230,23 @@ impl Hub {
             return;
         }
         self.inner.feeds.publish(run, events);
+        self.told(run, Some(state.last_seq));
         let _ = self
             .inner
             .changes
             .send(RunChange::State(Arc::new(state.clone())));
     }
 
+    /// Records what list subscribers are told of `run` (`None`: its deletion); whether
+    /// it is news to them.
+    fn told(&self, run: &RunId, last_seq: Option<u64>) -> bool {
+        let mut told = self.inner.told.lock().unwrap_or_else(|e| e.into_inner());
+        told.changed(run, last_seq)
+    }
+
     /// Tells list subscribers about a run whose state changed without events (created).
     pub(crate) fn published_state(&self, state: &RunState) {
+        self.told(&state.id, Some(state.last_seq));
         let _ = self
             .inner
             .changes
@@ -216,6 +256,7 @@ impl Hub {
     pub(crate) fn deleted(&self, run: &RunId) {
         // Open streams of the run end rather than wait for events that cannot come.
         self.inner.feeds.wake(run);
+        self.told(run, None);
         let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
     }
 
@@ -235,20 +276,21 @@ impl Hub {
                 Err(e) => return Err(e),
             }
         }
+        // In batches, so that one transaction never holds the run rows of a huge
+        // backlog.
         loop {
-            let expired = self.inner.store.expired_runs(now, 100).await?;
-            if expired.is_empty() {
-                break;
+            let deleted = self
+                .inner
+                .store
+                .delete_expired(now, RETENTION_BATCH)
+                .await?;
+            for id in &deleted {
+                self.deleted(id);
             }
-            for id in expired {
-                match self.inner.store.delete(&id).await {
-                    Ok(()) => self.deleted(&id),
-                    Err(StoreError::NotFound) => {}
-                    Err(e) => return Err(e),
-                }
+            if (deleted.len() as u32) < RETENTION_BATCH {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     async fn append_stalled(&self, run: &RunId, draft: Draft) -> Result<Appended, StoreError> {
@@ -277,6 +319,57 @@ impl Hub {
         })
     }
 
+    /// Wakes this hub's readers of runs that changed through other hubs, for as long as
+    /// the hub runs; `None` if the store has no notifications (see [`Store::wakes`]).
+    /// The readers catch up from the store: the wake-up carries no event.
+    pub fn spawn_waker(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let mut wakes = self.inner.store.wakes()?;
+        let hub = self.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let wake = tokio::select! {
+                    _ = hub.inner.shutdown.cancelled() => return,
+                    wake = wakes.recv() => wake,
+                };
+                match wake {
+                    Ok(Wake::Run(run)) => {
+                        hub.inner.feeds.catch_up(&run);
+                        hub.remote_change(&run).await;
+                    }
+                    Ok(Wake::All) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        hub.inner.feeds.catch_up_all();
+                        let _ = hub.inner.changes.send(RunChange::Resync);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }))
+    }
+
+    /// Tells list subscribers about a run another hub may have changed: its state, or
+    /// its deletion. A wake-up for a change this hub made and already told is dropped.
+    async fn remote_change(&self, run: &RunId) {
+        if self.inner.changes.receiver_count() == 0 {
+            return;
+        }
+        match self.inner.store.run(run).await {
+            Ok(record) => {
+                if self.told(run, Some(record.last_seq)) {
+                    let _ = self
+                        .inner
+                        .changes
+                        .send(RunChange::State(Arc::new(record.state)));
+                }
+            }
+            Err(StoreError::NotFound) => {
+                if self.told(run, None) {
+                    let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
+                }
+            }
+            Err(e) => tracing::warn!(run = %run, error = %e, "reading a changed run failed"),
+        }
+    }
+
     /// Asks every open stream to end, as part of a graceful shutdown.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -296,6 +389,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sweeper = hub.spawn_sweeper();
+    let waker = hub.spawn_waker();
     let stopping = hub.clone();
     let res = axum::serve(listener, app(hub))
         .with_graceful_shutdown(async move {
@@ -304,5 +398,8 @@ pub async fn serve(
         })
         .await;
     sweeper.abort();
+    if let Some(waker) = waker {
+        waker.abort();
+    }
     res
 }

@@ -623,8 +623,9 @@ pub(crate) async fn runs_stream(
                     let data = json!({"id": id}).to_string();
                     return Some((SseEvent::default().event("deleted").data(data), r));
                 }
-                // Fell behind: send the current list again rather than guess.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Fell behind, or changes were missed: send the current list again
+                // rather than guess.
+                Ok(RunChange::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     (r.backlog, r.shown) = snapshot(&r.hub, &r.filter).await.ok()?
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,

@@ -12,16 +12,35 @@
 //! folded states in memory (with their ETA estimators, which a stored snapshot does not
 //! carry) and catches them up from the stored events when another process appended.
 
+mod batch;
+mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, TypeFilter};
 use serde_json::{Map, Value};
+use tokio::sync::broadcast;
 
+pub(crate) use batch::{Batch, Stamped, stamp_ahead};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Opens the store a database URL names: `sqlite://PATH` or `postgres://...`
+/// (`postgresql://` too), applying migrations.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open_url(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::Db(format!(
+            "not a database URL: `{url}` (use sqlite://PATH or postgres://...)"
+        )))
+    }
+}
 
 /// A failure of the store.
 #[derive(Debug)]
@@ -78,6 +97,55 @@ pub struct NewRun {
     pub read_hash: String,
     /// When it was created.
     pub created_at: Timestamp,
+}
+
+/// A run's row without its state: what an append needs, and what a read needs when
+/// the state comes from the cache.
+pub(crate) struct RunHead {
+    pub(crate) id: RunId,
+    pub(crate) name: String,
+    pub(crate) parent: Option<RunId>,
+    pub(crate) heartbeat_timeout_s: f64,
+    pub(crate) ttl_s: f64,
+    pub(crate) track: Option<TypeFilter>,
+    pub(crate) created_at: Timestamp,
+    pub(crate) last_seq: u64,
+    pub(crate) status: RunStatus,
+    pub(crate) last_producer_at: Timestamp,
+}
+
+impl RunHead {
+    /// Where folding the run's state up to `last_seq` starts: `cached` when it is of
+    /// this run and not past `last_seq` (the caller applies the stored events that
+    /// follow it, which another process may have appended), the initial state otherwise.
+    pub(crate) fn fold_from(&self, cached: Option<RunState>) -> RunState {
+        match cached {
+            Some(state) if state.last_seq <= self.last_seq => state,
+            _ => RunRecord::initial_state(&self.id, &self.name, self.parent.as_ref()),
+        }
+    }
+
+    /// Whether the run is running and its producer silent past its timeout at `now`.
+    pub(crate) fn silent_at(&self, now: Timestamp) -> bool {
+        self.status == RunStatus::Running
+            && self.last_producer_at < now.add_seconds(-self.heartbeat_timeout_s)
+    }
+
+    pub(crate) fn with_state(self, state: RunState) -> RunRecord {
+        RunRecord {
+            id: self.id,
+            name: self.name,
+            parent: self.parent,
+            heartbeat_timeout_s: self.heartbeat_timeout_s,
+            ttl_s: self.ttl_s,
+            track: self.track,
+            created_at: self.created_at,
+            last_seq: self.last_seq,
+            status: self.status,
+            last_producer_at: self.last_producer_at,
+            state,
+        }
+    }
 }
 
 /// A stored run: its settings and the summary of its state.
@@ -196,11 +264,32 @@ pub trait Store: Send + Sync + 'static {
     /// Running runs whose producer has been silent past their heartbeat timeout.
     async fn silent_runs(&self, now: Timestamp) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Ids of runs whose last event is older than their time to live, at most `limit`.
-    async fn expired_runs(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError>;
+    /// Deletes up to `limit` runs whose last event is older than their time to live at
+    /// `now`, and returns their ids. The condition is checked by the delete itself, so
+    /// a run that got an event since it was found expired is kept, and several hubs
+    /// sweeping at once delete each run once.
+    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError>;
 
     /// Counts of runs by status, for metrics.
     async fn count_by_status(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
+
+    /// Wake-ups for runs changed by any process on the same database, for stores that
+    /// several hubs share: the hub catches the woken runs' readers up from the store.
+    /// `None` when the store has no notifications (readers then rely on the feeds'
+    /// polling alone).
+    fn wakes(&self) -> Option<broadcast::Receiver<Wake>> {
+        None
+    }
+}
+
+/// A wake-up from the store: something changed, read the store to see what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The run was created, appended to or deleted.
+    Run(RunId),
+    /// Anything may have changed: notifications were lost (the store reconnected, or
+    /// a receiver fell behind), so every reader catches up.
+    All,
 }
 
 /// Folded run states kept in memory, so that the ETA estimators survive between

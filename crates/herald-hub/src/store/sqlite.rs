@@ -35,7 +35,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 
 use self::writer::{AppendJob, Writer};
-use super::{Appended, NewRun, RunFilter, RunRecord, StateCache, Store, StoreError};
+use super::{
+    Appended, NewRun, RunFilter, RunHead, RunRecord, StateCache, Store, StoreError, stamp_ahead,
+};
 use crate::auth::Scope;
 
 const SCHEMA: &str = r#"
@@ -87,7 +89,7 @@ const READERS: usize = 8;
 /// Prepared statements kept per connection: every statement text the store uses fits.
 const STATEMENT_CACHE: usize = 32;
 
-/// A run's columns but its state, in [`RunHead::from_row`]'s order.
+/// A run's columns but its state, in [`head_from_row`]'s order.
 macro_rules! head_columns {
     () => {
         "id, name, parent, heartbeat_timeout_s, ttl_s, track, created_us, last_seq, status, \
@@ -148,7 +150,7 @@ impl SqliteStore {
     ) -> Result<Appended, StoreError> {
         let job = AppendJob {
             id: id.clone(),
-            events: writer::stamp_ahead(id, drafts, now, self.cache.last_seq(id)),
+            events: stamp_ahead(id, drafts, now, self.cache.last_seq(id)),
             now,
             from_producer,
             only_if_silent,
@@ -244,99 +246,66 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// A run's row without its state: what an append needs, and what a read needs when
-/// the state comes from the cache.
-struct RunHead {
-    id: RunId,
-    name: String,
-    parent: Option<RunId>,
-    heartbeat_timeout_s: f64,
-    ttl_s: f64,
-    track: Option<TypeFilter>,
-    created_at: Timestamp,
-    last_seq: u64,
-    status: RunStatus,
-    last_producer_at: Timestamp,
+/// The columns of `head_columns!`, in that order, at the start of `row`.
+fn head_from_row(row: &Row<'_>) -> Result<RunHead, StoreError> {
+    let bad = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
+    let id: String = row.get(0)?;
+    let parent: Option<String> = row.get(2)?;
+    let track: Option<String> = row.get(5)?;
+    let status: String = row.get(8)?;
+    Ok(RunHead {
+        id: RunId::new(id).map_err(|_| bad("id"))?,
+        name: row.get(1)?,
+        parent: parent
+            .map(RunId::new)
+            .transpose()
+            .map_err(|_| bad("parent"))?,
+        heartbeat_timeout_s: row.get(3)?,
+        ttl_s: row.get(4)?,
+        track: track
+            .map(|t| TypeFilter::from_str(&t))
+            .transpose()
+            .map_err(|_| bad("track"))?,
+        created_at: Timestamp::from_unix_micros(row.get(6)?),
+        last_seq: row.get::<_, i64>(7)? as u64,
+        status: status.parse().map_err(|_| bad("status"))?,
+        last_producer_at: Timestamp::from_unix_micros(row.get(9)?),
+    })
 }
 
-impl RunHead {
-    /// The columns of `head_columns!`, in that order, at the start of `row`.
-    fn from_row(row: &Row<'_>) -> Result<RunHead, StoreError> {
-        let bad = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
-        let id: String = row.get(0)?;
-        let parent: Option<String> = row.get(2)?;
-        let track: Option<String> = row.get(5)?;
-        let status: String = row.get(8)?;
-        Ok(RunHead {
-            id: RunId::new(id).map_err(|_| bad("id"))?,
-            name: row.get(1)?,
-            parent: parent
-                .map(RunId::new)
-                .transpose()
-                .map_err(|_| bad("parent"))?,
-            heartbeat_timeout_s: row.get(3)?,
-            ttl_s: row.get(4)?,
-            track: track
-                .map(|t| TypeFilter::from_str(&t))
-                .transpose()
-                .map_err(|_| bad("track"))?,
-            created_at: Timestamp::from_unix_micros(row.get(6)?),
-            last_seq: row.get::<_, i64>(7)? as u64,
-            status: status.parse().map_err(|_| bad("status"))?,
-            last_producer_at: Timestamp::from_unix_micros(row.get(9)?),
-        })
-    }
-
-    /// The run's state folded up to `last_seq`: from `cached` when it is not past it,
-    /// from the start otherwise, caught up from the stored events (which another
-    /// process may have appended).
-    fn state(&self, conn: &Connection, cached: Option<RunState>) -> Result<RunState, StoreError> {
-        let mut state = match cached {
-            Some(state) if state.last_seq <= self.last_seq => state,
-            _ => RunRecord::initial_state(&self.id, &self.name, self.parent.as_ref()),
-        };
-        let mut catch_up = conn.prepare_cached(
-            "SELECT body FROM events WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3 \
-             ORDER BY seq LIMIT 1000",
+/// The run's state folded up to `head.last_seq`: from `cached` when it can be (see
+/// [`RunHead::fold_from`]), caught up from the stored events.
+pub(super) fn fold_state(
+    conn: &Connection,
+    head: &RunHead,
+    cached: Option<RunState>,
+) -> Result<RunState, StoreError> {
+    let mut state = head.fold_from(cached);
+    let mut catch_up = conn.prepare_cached(
+        "SELECT body FROM events WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3 \
+         ORDER BY seq LIMIT 1000",
+    )?;
+    while state.last_seq < head.last_seq {
+        let events = query_events(
+            &mut catch_up,
+            &head.id,
+            params![
+                head.id.as_str(),
+                state.last_seq as i64,
+                head.last_seq as i64
+            ],
         )?;
-        while state.last_seq < self.last_seq {
-            let events = query_events(
-                &mut catch_up,
-                &self.id,
-                params![
-                    self.id.as_str(),
-                    state.last_seq as i64,
-                    self.last_seq as i64
-                ],
-            )?;
-            if events.is_empty() {
-                break;
-            }
-            state.apply_all(&events);
+        if events.is_empty() {
+            break;
         }
-        Ok(state)
+        state.apply_all(&events);
     }
-
-    fn with_state(self, state: RunState) -> RunRecord {
-        RunRecord {
-            id: self.id,
-            name: self.name,
-            parent: self.parent,
-            heartbeat_timeout_s: self.heartbeat_timeout_s,
-            ttl_s: self.ttl_s,
-            track: self.track,
-            created_at: self.created_at,
-            last_seq: self.last_seq,
-            status: self.status,
-            last_producer_at: self.last_producer_at,
-            state,
-        }
-    }
+    Ok(state)
 }
 
 /// A run's record, its stored state included, from `head_columns!` then `state`.
 fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
-    let head = RunHead::from_row(row)?;
+    let head = head_from_row(row)?;
     let state: String = row.get(10)?;
     let state = serde_json::from_str(&state)
         .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
@@ -351,7 +320,7 @@ fn run_head(conn: &Connection, id: &RunId) -> Result<RunHead, StoreError> {
     ))?;
     let mut rows = select.query([id.as_str()])?;
     match rows.next()? {
-        Some(row) => RunHead::from_row(row),
+        Some(row) => head_from_row(row),
         None => Err(StoreError::NotFound),
     }
 }
@@ -417,7 +386,7 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let head = run_head(conn, &id)?;
                 // Serve the cached state (with ETA estimators) when it is current.
-                let state = head.state(conn, cache.get(&id))?;
+                let state = fold_state(conn, &head, cache.get(&id))?;
                 cache.put(state.clone());
                 Ok(head.with_state(state))
             })
@@ -536,21 +505,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn expired_runs(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
-        self.readers
-            .read(move |conn| {
-                let mut select = conn.prepare_cached(
-                    "SELECT id FROM runs WHERE last_event_us + CAST(ttl_s * 1000000 AS INTEGER) < ?1 \
-                     ORDER BY last_event_us LIMIT ?2",
-                )?;
-                let mut rows = select.query(params![now.unix_micros(), limit as i64])?;
-                let mut ids = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let id: String = row.get(0)?;
-                    ids.push(RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))?);
-                }
-                Ok(ids)
-            })
+    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
+        self.writer
+            .write(move |group| writer::delete_expired(group, now, limit))
             .await
     }
 

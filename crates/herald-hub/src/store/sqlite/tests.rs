@@ -257,18 +257,34 @@ async fn reads_see_runs_tokens_and_counts() {
         "tokens go too"
     );
     assert!(matches!(store.run(&r2).await, Err(StoreError::NotFound)));
+    let mut expired = store
+        .delete_expired(at(3601.0), 10)
+        .await
+        .expect("expired runs deleted");
+    expired.sort();
+    assert_eq!(
+        expired,
+        [RunId::new("r1").unwrap(), RunId::new("r3").unwrap()]
+    );
+    assert!(matches!(
+        store.run(&expired[0]).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(
         store
-            .expired_runs(at(3601.0), 10)
+            .delete_expired(at(3601.0), 10)
             .await
-            .expect("expired")
-            .len()
-            == 2
+            .expect("none left")
+            .is_empty()
     );
 
     // Reopened, as after a restart: the runs and their states are there.
+    store
+        .create_run(&new_run("r4", None))
+        .await
+        .expect("created");
     drop(store);
     let store = SqliteStore::open(&path).await.expect("opens again");
-    let r1 = store.run(&RunId::new("r1").unwrap()).await.expect("r1");
-    assert_eq!(r1.state.name, "r1");
+    let r4 = store.run(&RunId::new("r4").unwrap()).await.expect("r4");
+    assert_eq!(r4.state.name, "r4");
 }

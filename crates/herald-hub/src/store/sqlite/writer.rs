@@ -14,17 +14,17 @@
 //! SQLite aborted the whole transaction, or the commit fails, every job of the group is
 //! answered with the error: nothing was stored, and nothing was acknowledged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 
-use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp};
+use herald_protocol::{RunId, RunState, Timestamp};
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use super::{INSERT_EVENT, run_head, run_record};
+use super::{INSERT_EVENT, fold_state, run_head, run_record};
 use crate::auth::Scope;
-use crate::store::{Appended, NewRun, RunRecord, StateCache, StoreError};
+use crate::store::{Appended, Batch, NewRun, RunRecord, Stamped, StateCache, StoreError};
 
 /// Most jobs in one transaction. It bounds how long one group holds SQLite's write
 /// lock (which other processes on the file wait for) and how long the first job of a
@@ -297,38 +297,6 @@ pub(super) struct AppendJob {
     pub(super) only_if_silent: bool,
 }
 
-/// A draft stamped before its transaction with the `seq` it will most likely get, and
-/// serialized with it: serializing is about a quarter of an append's work, and done
-/// here it is off the writer thread, which all appends of the process wait for.
-pub(super) struct Stamped {
-    event: Event,
-    /// `event` as stored, if serialized ahead.
-    json: Option<String>,
-}
-
-/// Stamps `drafts` as if they followed `last_seq` (the cached state's, when there is
-/// one: with one producer per run it is the stored one) with none skipped, and
-/// serializes them. The writer uses a serialized event only if the `seq` it assigns
-/// is the guessed one, the one field of the event the guess could get wrong; so a
-/// wrong guess costs time, never a wrong row.
-pub(super) fn stamp_ahead(
-    id: &RunId,
-    drafts: Vec<Draft>,
-    now: Timestamp,
-    last_seq: Option<u64>,
-) -> Vec<Stamped> {
-    let base = last_seq.unwrap_or(0);
-    drafts
-        .into_iter()
-        .zip(base + 1..)
-        .map(|(draft, seq)| {
-            let event = draft.stamp(id.clone(), seq, now);
-            let json = last_seq.map(|_| event.to_json());
-            Stamped { event, json }
-        })
-        .collect()
-}
-
 /// Appends inside the group's transaction: reads the run's row (the group holds the
 /// write lock, so its `last_seq` is the latest), skips ids already stored, assigns
 /// `seq`s, folds, inserts, and writes the run's summary back.
@@ -342,67 +310,20 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
         only_if_silent,
     } = job;
     let head = run_head(conn, &id)?;
-    let mut state = head.state(conn, group.state(&id))?;
-    let silent_since = now.add_seconds(-head.heartbeat_timeout_s);
-    if only_if_silent
-        && (head.status != RunStatus::Running || head.last_producer_at >= silent_since)
-    {
-        return Ok(Appended {
-            events: Vec::new(),
-            duplicates: 0,
-            filtered: 0,
-            last_seq: head.last_seq,
-            state,
-        });
+    let state = fold_state(conn, &head, group.state(&id))?;
+    if only_if_silent && !head.silent_at(now) {
+        return Ok(Batch::empty(&head, state).into_appended());
     }
-    // A finished run takes no new event, but a retried batch of events it already has
-    // is still acknowledged as duplicates (the check is in the loop).
-    let mut seq = head.last_seq;
-    let mut events = Vec::with_capacity(stamped.len());
-    let mut bodies = Vec::with_capacity(stamped.len());
-    let mut duplicates = 0;
-    let mut filtered = 0;
-    let mut seen_ids = HashSet::new();
+    // Ids stored by earlier jobs of this group are visible too: they are in the same
+    // transaction.
     let mut stored_id =
         conn.prepare_cached("SELECT 1 FROM events WHERE run_id = ?1 AND event_id = ?2")?;
-    for Stamped { mut event, json } in stamped {
-        let event_type = event.event_type();
-        // `run.*` always passes: a run that could not finish would never end.
-        let tracked = head.track.as_ref().is_none_or(|t| t.matches(event_type))
-            || event_type.starts_with("run.");
-        if !tracked {
-            filtered += 1;
-            continue;
-        }
-        if let Some(event_id) = &event.id {
-            // Ids stored by earlier jobs of this group are visible here too: they are
-            // in the same transaction.
-            if stored_id.exists(params![id.as_str(), event_id])?
-                || !seen_ids.insert(event_id.clone())
-            {
-                duplicates += 1;
-                continue;
-            }
-        }
-        if state.status.is_terminal() {
-            // Events after `run.finished`, in this batch or an earlier one.
-            return Err(StoreError::Finished);
-        }
-        seq += 1;
-        let body = match json {
-            Some(json) if event.seq == seq => json,
-            _ => {
-                event.seq = seq;
-                event.to_json()
-            }
-        };
-        state.apply(&event);
-        events.push(event);
-        bodies.push(body);
-    }
-    if !events.is_empty() {
+    let batch = Batch::fold(&head, state, stamped, |event_id| {
+        Ok(stored_id.exists(params![id.as_str(), event_id])?)
+    })?;
+    if !batch.events.is_empty() {
         let mut insert = conn.prepare_cached(INSERT_EVENT)?;
-        for (event, body) in events.iter().zip(&bodies) {
+        for (event, body) in batch.events.iter().zip(&batch.bodies) {
             insert.execute(params![
                 id.as_str(),
                 event.seq as i64,
@@ -410,36 +331,47 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
                 body
             ])?;
         }
-        let state_json =
-            serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
-        let last_event_us = state.last_event_at.unwrap_or(now).unix_micros();
-        let producer_us = if from_producer {
-            now.unix_micros()
-        } else {
-            head.last_producer_at.unix_micros()
-        };
         conn.prepare_cached(
             "UPDATE runs SET last_seq = ?1, status = ?2, \
              last_event_us = MAX(last_event_us, ?3), last_producer_us = ?4, state = ?5 \
              WHERE id = ?6",
         )?
         .execute(params![
-            seq as i64,
-            state.status.as_str(),
-            last_event_us.max(now.unix_micros()),
-            producer_us,
-            state_json,
+            batch.last_seq as i64,
+            batch.state.status.as_str(),
+            batch.last_event_us(now),
+            Batch::last_producer_us(&head, now, from_producer),
+            batch.state_json()?,
             id.as_str(),
         ])?;
     }
-    group.states.insert(id, Some(state.clone()));
-    Ok(Appended {
-        events,
-        duplicates,
-        filtered,
-        last_seq: seq,
-        state,
-    })
+    group.states.insert(id, Some(batch.state.clone()));
+    Ok(batch.into_appended())
+}
+
+/// Deletes up to `limit` runs expired at `now`, found and deleted in one statement
+/// inside the group's transaction, so an append cannot slip in between.
+pub(super) fn delete_expired(
+    group: &mut Group<'_>,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<RunId>, StoreError> {
+    let mut delete = group.conn.prepare_cached(
+        "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
+         WHERE last_event_us + CAST(ttl_s * 1000000 AS INTEGER) < ?1 \
+         ORDER BY last_event_us LIMIT ?2) RETURNING id",
+    )?;
+    let mut rows = delete.query(params![now.unix_micros(), limit as i64])?;
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        ids.push(RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))?);
+    }
+    drop(rows);
+    for id in &ids {
+        group.states.insert(id.clone(), None);
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -451,6 +383,7 @@ mod tests {
 
     use super::*;
     use crate::store::sqlite::open_writer;
+    use crate::store::stamp_ahead;
 
     struct Fixture {
         _dir: tempfile::TempDir,

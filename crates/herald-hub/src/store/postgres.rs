@@ -1,0 +1,579 @@
+//! The PostgreSQL store, for several hubs serving the same runs: PostgreSQL is the
+//! source of truth, and a notification only wakes readers.
+//!
+//! An append is one transaction on a pooled connection: it locks the run's row
+//! (`SELECT ... FOR UPDATE`), so appends to one run through any number of hubs are
+//! serialized and `seq` stays dense; it reads which of the batch's idempotency ids are
+//! stored (one query for the batch), folds with the same [`Batch::fold`] as SQLite,
+//! inserts the events (one `INSERT ... SELECT FROM UNNEST`), writes the run's summary
+//! back, and `NOTIFY`s the run's id. PostgreSQL delivers a notification only when its
+//! transaction commits, so a woken reader always finds the events.
+//!
+//! A listener task holds one connection (`application_name` `herald-listener`) that
+//! `LISTEN`s on [`CHANNEL`] and turns each notification into a [`Wake`]. When that
+//! connection is lost it connects again, `LISTEN`s, and only then sends [`Wake::All`],
+//! so every reader catches up from its cursor after the listener is back: an event
+//! committed while the listener was away is read then, and one committed after is
+//! notified. The hub's feeds also poll on an interval, so a lost notification costs
+//! latency, never an event.
+//!
+//! Stall detection and retention are safe with several hubs sweeping: `run.stalled`
+//! is appended only if the run, re-read under its row lock, is still silent; expired
+//! runs are found and deleted in one statement that skips rows another transaction
+//! holds (`FOR UPDATE SKIP LOCKED`), so each run is deleted once, and a run that got an
+//! event meanwhile is not.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_protocol::{
+    Draft, Event, RunId, RunState, RunStatus, Timestamp, TypeFilter, parse_event,
+};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, QueryBuilder, Row};
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{
+    Appended, Batch, NewRun, RunFilter, RunHead, RunRecord, StateCache, Store, StoreError, Wake,
+    stamp_ahead,
+};
+use crate::auth::Scope;
+
+/// The channel notifications go on; the payload is a run id, nothing more.
+pub(super) const CHANNEL: &str = "herald_runs";
+
+/// The migrations, embedded in the binary and applied at start under an advisory
+/// lock, so hubs starting together apply each once.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Most pooled connections per hub: appends hold one for their transaction.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a request waits for a pooled connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wake-ups kept for a hub that is slow to take them; beyond, it catches up on all.
+const WAKE_BACKLOG: usize = 4096;
+
+/// A run's columns but its state, in [`head_from_row`]'s order.
+macro_rules! head_columns {
+    () => {
+        "id, name, parent, heartbeat_timeout_s, ttl_s, track, created_us, last_seq, status, \
+         last_producer_us"
+    };
+}
+
+/// Runs, tokens and events in a PostgreSQL database that several hubs may share.
+pub struct PostgresStore {
+    pool: PgPool,
+    cache: Arc<StateCache>,
+    wakes: broadcast::Sender<Wake>,
+    /// Stops the listener task when the store is dropped.
+    _listener: DropGuard,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`),
+    /// applies the migrations, and starts listening for other hubs' changes.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Db(format!("not a PostgreSQL URL: {e}")))?;
+        let database = format!(
+            "PostgreSQL at {}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("(default database)")
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone().application_name("herald"))
+            .await
+            .map_err(|e| StoreError::Db(format!("cannot connect to {database}: {e}")))?;
+        MIGRATOR.run(&pool).await.map_err(|e| {
+            StoreError::Db(format!("cannot apply the migrations to {database}: {e}"))
+        })?;
+        // The listener's own pool of one, so its connection is never lent to a request
+        // and shows under its own name in `pg_stat_activity`.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.application_name("herald-listener"));
+        let wakes = broadcast::channel(WAKE_BACKLOG).0;
+        let stop = CancellationToken::new();
+        tokio::spawn(listen(listen_pool, wakes.clone(), stop.clone()));
+        Ok(PostgresStore {
+            pool,
+            cache: Arc::new(StateCache::default()),
+            wakes,
+            _listener: stop.drop_guard(),
+        })
+    }
+
+    /// Appends in one transaction under the run's row lock; see the module's doc.
+    async fn append_batch(
+        &self,
+        id: &RunId,
+        drafts: Vec<Draft>,
+        now: Timestamp,
+        from_producer: bool,
+        only_if_silent: bool,
+    ) -> Result<Appended, StoreError> {
+        let stamped = stamp_ahead(id, drafts, now, self.cache.last_seq(id));
+        let mut tx = self.pool.begin().await?;
+        let head = sqlx::query(concat!(
+            "SELECT ",
+            head_columns!(),
+            " FROM runs WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)
+        .and_then(|row| head_from_row(&row))?;
+        let state = fold_state(&mut *tx, &head, self.cache.get(id)).await?;
+        if only_if_silent && !head.silent_at(now) {
+            return Ok(Batch::empty(&head, state).into_appended());
+        }
+        let ids: Vec<&str> = stamped.iter().filter_map(|s| s.id()).collect();
+        let stored: std::collections::HashSet<String> = if ids.is_empty() {
+            Default::default()
+        } else {
+            sqlx::query_scalar(
+                "SELECT event_id FROM events WHERE run_id = $1 AND event_id = ANY($2)",
+            )
+            .bind(id.as_str())
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+        };
+        let batch = Batch::fold(&head, state, stamped, |event_id| {
+            Ok(stored.contains(event_id))
+        })?;
+        if batch.events.is_empty() {
+            // Nothing written: the transaction only held the lock.
+            tx.rollback().await?;
+            return Ok(batch.into_appended());
+        }
+        let seqs: Vec<i64> = batch.events.iter().map(|e| e.seq as i64).collect();
+        let event_ids: Vec<Option<&str>> = batch.events.iter().map(|e| e.id.as_deref()).collect();
+        sqlx::query(
+            "INSERT INTO events (run_id, seq, event_id, body) \
+             SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[])",
+        )
+        .bind(id.as_str())
+        .bind(&seqs)
+        .bind(&event_ids)
+        .bind(&batch.bodies)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE runs SET last_seq = $1, status = $2, \
+             last_event_us = GREATEST(last_event_us, $3), last_producer_us = $4, state = $5 \
+             WHERE id = $6",
+        )
+        .bind(batch.last_seq as i64)
+        .bind(batch.state.status.as_str())
+        .bind(batch.last_event_us(now))
+        .bind(Batch::last_producer_us(&head, now, from_producer))
+        .bind(batch.state_json()?)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        notify(&mut *tx, id).await?;
+        tx.commit().await?;
+        self.cache.put(batch.state.clone());
+        Ok(batch.into_appended())
+    }
+}
+
+/// Wakes every hub's readers of `id` once the transaction commits.
+async fn notify(conn: &mut PgConnection, id: &RunId) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Turns notifications into wake-ups until `stop`: `LISTEN`, then [`Wake::All`] (so
+/// readers catch up on what they may have missed before), then one [`Wake::Run`] per
+/// notification; on a lost connection, the same again after a pause that grows.
+async fn listen(pool: PgPool, wakes: broadcast::Sender<Wake>, stop: CancellationToken) {
+    const FIRST_PAUSE: Duration = Duration::from_millis(100);
+    const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+    let mut pause = FIRST_PAUSE;
+    while !stop.is_cancelled() {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            res = listening => match res {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "cannot listen for notifications");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                    continue;
+                }
+            },
+            () = stop.cancelled() => return,
+        };
+        pause = FIRST_PAUSE;
+        tracing::debug!(channel = CHANNEL, "listening for notifications");
+        let _ = wakes.send(Wake::All);
+        loop {
+            let received = tokio::select! {
+                res = listener.try_recv() => res,
+                () = stop.cancelled() => return,
+            };
+            match received {
+                Ok(Some(notification)) => {
+                    let wake = match RunId::new(notification.payload().to_owned()) {
+                        Ok(id) => Wake::Run(id),
+                        Err(_) => Wake::All,
+                    };
+                    let _ = wakes.send(wake);
+                }
+                Ok(None) => {
+                    tracing::warn!("the notification connection was lost; listening again");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the notification connection failed; listening again");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// The columns of `head_columns!`, in that order, at the start of `row`.
+fn head_from_row(row: &PgRow) -> Result<RunHead, StoreError> {
+    let bad = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
+    let id: String = row.try_get(0)?;
+    let parent: Option<String> = row.try_get(2)?;
+    let track: Option<String> = row.try_get(5)?;
+    let status: String = row.try_get(8)?;
+    Ok(RunHead {
+        id: RunId::new(id).map_err(|_| bad("id"))?,
+        name: row.try_get(1)?,
+        parent: parent
+            .map(RunId::new)
+            .transpose()
+            .map_err(|_| bad("parent"))?,
+        heartbeat_timeout_s: row.try_get(3)?,
+        ttl_s: row.try_get(4)?,
+        track: track
+            .map(|t| TypeFilter::from_str(&t))
+            .transpose()
+            .map_err(|_| bad("track"))?,
+        created_at: Timestamp::from_unix_micros(row.try_get(6)?),
+        last_seq: row.try_get::<i64, _>(7)? as u64,
+        status: status.parse().map_err(|_| bad("status"))?,
+        last_producer_at: Timestamp::from_unix_micros(row.try_get(9)?),
+    })
+}
+
+/// A run's record, its stored state included, from `head_columns!` then `state`.
+fn record_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
+    let head = head_from_row(row)?;
+    let state: String = row.try_get(10)?;
+    let state = serde_json::from_str(&state)
+        .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
+    Ok(head.with_state(state))
+}
+
+/// Parses stored event bodies of run `id`.
+fn parse_bodies(id: &RunId, bodies: Vec<String>) -> Result<Vec<Event>, StoreError> {
+    bodies
+        .iter()
+        .map(|body| {
+            parse_event(body).map_err(|e| StoreError::Db(format!("corrupt event in run {id}: {e}")))
+        })
+        .collect()
+}
+
+/// Up to `limit` events of `id` with `after < seq <= upto`, in order.
+async fn events_between(
+    conn: &mut PgConnection,
+    id: &RunId,
+    after: u64,
+    upto: u64,
+    limit: u32,
+) -> Result<Vec<Event>, StoreError> {
+    let bodies: Vec<String> = sqlx::query_scalar(
+        "SELECT body FROM events WHERE run_id = $1 AND seq > $2 AND seq <= $3 \
+         ORDER BY seq LIMIT $4",
+    )
+    .bind(id.as_str())
+    .bind(after as i64)
+    .bind(upto as i64)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    parse_bodies(id, bodies)
+}
+
+/// The run's state folded up to `head.last_seq`: from `cached` when it can be (see
+/// [`RunHead::fold_from`]), caught up from the stored events.
+async fn fold_state(
+    conn: &mut PgConnection,
+    head: &RunHead,
+    cached: Option<RunState>,
+) -> Result<RunState, StoreError> {
+    let mut state = head.fold_from(cached);
+    while state.last_seq < head.last_seq {
+        let events = events_between(conn, &head.id, state.last_seq, head.last_seq, 1000).await?;
+        if events.is_empty() {
+            break;
+        }
+        state.apply_all(&events);
+    }
+    Ok(state)
+}
+
+fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation() && db.constraint() == Some(constraint))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
+        let state = RunRecord::initial_state(&run.id, &run.name, run.parent.as_ref());
+        let state_json =
+            serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
+        let created_us = run.created_at.unix_micros();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO runs (id, name, parent, heartbeat_timeout_s, ttl_s, track, meta, \
+             created_us, last_event_us, last_producer_us, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9)",
+        )
+        .bind(run.id.as_str())
+        .bind(&run.name)
+        .bind(run.parent.as_ref().map(RunId::as_str))
+        .bind(run.heartbeat_timeout_s)
+        .bind(run.ttl_s)
+        .bind(run.track.as_ref().map(ToString::to_string))
+        .bind(
+            run.meta
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+        )
+        .bind(created_us)
+        .bind(state_json)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e, "runs_pkey") => return Err(StoreError::Conflict),
+            other => other?,
+        };
+        sqlx::query("INSERT INTO tokens (hash, run_id, scope) VALUES ($1, $3, $4), ($2, $3, $5)")
+            .bind(&run.write_hash)
+            .bind(&run.read_hash)
+            .bind(run.id.as_str())
+            .bind(Scope::Write.as_str())
+            .bind(Scope::Read.as_str())
+            .execute(&mut *tx)
+            .await?;
+        notify(&mut *tx, &run.id).await?;
+        tx.commit().await?;
+        // A state cached for an earlier run of the same id (deleted, perhaps through
+        // another hub) must not be taken for this one's.
+        self.cache.put(state.clone());
+        let head = RunHead {
+            id: run.id.clone(),
+            name: run.name.clone(),
+            parent: run.parent.clone(),
+            heartbeat_timeout_s: run.heartbeat_timeout_s,
+            ttl_s: run.ttl_s,
+            track: run.track.clone(),
+            created_at: run.created_at,
+            last_seq: 0,
+            status: RunStatus::Running,
+            last_producer_at: run.created_at,
+        };
+        Ok(head.with_state(state))
+    }
+
+    async fn run(&self, id: &RunId) -> Result<RunRecord, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let head = sqlx::query(concat!(
+            "SELECT ",
+            head_columns!(),
+            " FROM runs WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)
+        .and_then(|row| head_from_row(&row))?;
+        // Serve the cached state (with ETA estimators) when it is current.
+        let state = fold_state(&mut conn, &head, self.cache.get(id)).await?;
+        if self
+            .cache
+            .last_seq(id)
+            .is_none_or(|seq| seq <= state.last_seq)
+        {
+            self.cache.put(state.clone());
+        }
+        Ok(head.with_state(state))
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<(RunId, Scope)>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT run_id, scope FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((run, scope)) = row else {
+            return Ok(None);
+        };
+        match (RunId::new(run), Scope::parse(&scope)) {
+            (Ok(run), Some(scope)) => Ok(Some((run, scope))),
+            _ => Err(StoreError::Db("corrupt token row".into())),
+        }
+    }
+
+    async fn append(
+        &self,
+        id: &RunId,
+        drafts: Vec<Draft>,
+        now: Timestamp,
+        from_producer: bool,
+    ) -> Result<Appended, StoreError> {
+        self.append_batch(id, drafts, now, from_producer, false)
+            .await
+    }
+
+    async fn mark_stalled(
+        &self,
+        id: &RunId,
+        draft: Draft,
+        now: Timestamp,
+    ) -> Result<Appended, StoreError> {
+        self.append_batch(id, vec![draft], now, false, true).await
+    }
+
+    async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        events_between(&mut conn, id, after, i64::MAX as u64, limit).await
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        // Only the conditions asked for, so the planner can use the index of the one
+        // given.
+        let mut sql = QueryBuilder::new(concat!(
+            "SELECT ",
+            head_columns!(),
+            ", state FROM runs WHERE TRUE"
+        ));
+        if let Some(status) = filter.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(parent) = &filter.parent {
+            sql.push(" AND parent = ").push_bind(parent.as_str());
+        }
+        if let Some(before) = filter.before {
+            sql.push(" AND created_us < ")
+                .push_bind(before.unix_micros());
+        }
+        sql.push(" ORDER BY created_us DESC, ord DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn delete(&self, id: &RunId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM runs WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        notify(&mut *tx, id).await?;
+        tx.commit().await?;
+        self.cache.remove(id);
+        Ok(())
+    }
+
+    async fn silent_runs(&self, now: Timestamp) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            head_columns!(),
+            ", state FROM runs WHERE status = 'running' AND silent_us < $1"
+        ))
+        .bind(now.unix_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM runs WHERE id IN ( \
+                 SELECT id FROM runs WHERE expires_us < $1 \
+                 ORDER BY expires_us LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING id",
+        )
+        .bind(now.unix_micros())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query("SELECT pg_notify($1, id) FROM UNNEST($2::TEXT[]) AS id")
+            .bind(CHANNEL)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        ids.into_iter()
+            .map(|id| {
+                let id = RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))?;
+                self.cache.remove(&id);
+                Ok(id)
+            })
+            .collect()
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, n)| {
+                let status = status.parse().map_err(|e: String| StoreError::Db(e))?;
+                Ok((status, n as u64))
+            })
+            .collect()
+    }
+
+    fn wakes(&self) -> Option<broadcast::Receiver<Wake>> {
+        Some(self.wakes.subscribe())
+    }
+}
