@@ -331,7 +331,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Database URL (`sqlite://PATH`); overrides --data-dir.
+    /// Database URL: `sqlite://PATH`, or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`
+    /// for several hubs sharing one PostgreSQL database; overrides --data-dir.
     #[arg(long, env = "HERALD_DATABASE_URL", value_name = "URL")]
     pub db: Option<String>,
 

@@ -12,8 +12,8 @@
 //! - `serve`: `herald serve`, the hub.
 //! - `sim`: the simulated model's latency and text.
 //!
-//! Exit codes: 0 success; 1 the job failed, or the hub refused or could not be
-//! reached; 2 bad usage or settings (clap's own code for argument errors too); a broken
+//! Exit codes: 0 success; 1 the job failed, the hub refused or could not be
+//! reached, or `herald serve` could not open its database; 2 bad usage or settings (clap's own code for argument errors too); a broken
 //! pipe on stdout is not an error. Two commands say more with theirs: `watch` exits
 //! with 0 succeeded, 1 failed, 2 cancelled, 3 stalled or idle timeout; `exec` with its
 //! command's status (128 + the signal when a signal ended it).

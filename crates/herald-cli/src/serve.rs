@@ -1,11 +1,19 @@
-//! `herald serve`: the hub (SPEC section 5) on a real listener, with SQLite by default.
+//! `herald serve`: the hub (SPEC section 5) on a real listener, with SQLite by default
+//! and PostgreSQL when `--db`/`HERALD_DATABASE_URL` names one, so that several hubs can
+//! serve the same runs.
+//!
+//! Failures and their exit codes: a `--db` that is neither `sqlite:` nor `postgres://`
+//! (or `postgresql://`) is a usage error (2), found before anything is opened; a
+//! database that cannot be opened or reached (PostgreSQL down, wrong port, unknown
+//! database, refused login, migrations failing) exits 1 with the store's message, which
+//! names the host, port and database but never the password.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use herald_hub::{Hub, HubConfig, SqliteStore, Store};
+use herald_hub::{Hub, HubConfig, PostgresStore, SqliteStore, Store};
 
 use crate::UsageError;
 use crate::args::ServeArgs;
@@ -21,6 +29,38 @@ pub(crate) struct ServeSettings {
 pub(crate) enum DbLocation {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database, by its URL (`postgres://USER:PASSWORD@HOST:PORT/DB`),
+    /// which several hubs may share.
+    Postgres(String),
+}
+
+impl DbLocation {
+    /// What to call the database in logs and messages: a SQLite path, or a PostgreSQL
+    /// URL without its password.
+    fn display(&self) -> String {
+        match self {
+            DbLocation::Sqlite(path) => path.display().to_string(),
+            DbLocation::Postgres(url) => without_password(url),
+        }
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`, so that a
+/// database URL can be logged.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    // The user info ends at the last `@`: a password may itself hold one.
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
 }
 
 pub(crate) fn resolve(args: &ServeArgs) -> Result<ServeSettings, UsageError> {
@@ -45,14 +85,13 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<ServeSettings, UsageError> {
             DbLocation::Sqlite(PathBuf::from(path))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            return Err(UsageError(
-                "this build of herald stores runs in SQLite only; PostgreSQL (--db postgres://...) is not available yet"
-                    .into(),
-            ));
+            DbLocation::Postgres(url.clone())
         }
         Some(url) => {
             return Err(UsageError(format!(
-                "--db `{url}` is not a database URL: use sqlite://PATH"
+                "--db `{}` is not a database URL: use sqlite://PATH or \
+                 postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                without_password(url)
             )));
         }
         None => {
@@ -77,6 +116,9 @@ pub(crate) async fn open_store(db: &DbLocation) -> anyhow::Result<Arc<dyn Store>
                 .with_context(|| format!("opening the SQLite database {}", path.display()))?;
             Ok(Arc::new(store))
         }
+        // The store's error names the host, port and database; the URL, which may hold
+        // a password, is not repeated.
+        DbLocation::Postgres(url) => Ok(Arc::new(PostgresStore::connect(url).await?)),
     }
 }
 
@@ -102,9 +144,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<u8> {
     runtime.block_on(async {
         let (listener, hub) = bind(&settings).await?;
         let addr = listener.local_addr()?;
-        let db = match &settings.db {
-            DbLocation::Sqlite(path) => path.display().to_string(),
-        };
+        let db = settings.db.display();
         // The address goes to stdout, alone on its line, for scripts and tests.
         println!("herald hub listening on http://{addr}");
         tracing::info!(%addr, db = %db, open = settings.token.is_none(), "hub started");
@@ -162,7 +202,8 @@ pub(crate) struct Embedded {
 
 impl Embedded {
     /// Starts an open hub on a free loopback port, with SQLite in `data_dir` (or the
-    /// platform's data directory).
+    /// platform's data directory): the demo's hub is its own, whatever
+    /// `HERALD_DATABASE_URL` says, so `db` is `None` here.
     pub(crate) fn start(data_dir: Option<PathBuf>) -> anyhow::Result<Embedded> {
         let args = ServeArgs {
             addr: "127.0.0.1:0".into(),
@@ -232,5 +273,34 @@ impl Drop for Embedded {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[track_caller]
+    fn check(url: &str, expected: &str) {
+        assert_eq!(without_password(url), expected);
+    }
+
+    #[test]
+    fn passwords_are_left_out_of_logged_urls() {
+        check(
+            "postgres://herald:s3cret@db.example:5432/herald",
+            "postgres://herald:***@db.example:5432/herald",
+        );
+        check(
+            "postgresql://u:p@ss@h/db?sslmode=require",
+            "postgresql://u:***@h/db?sslmode=require",
+        );
+        check("postgres://h:5432/db", "postgres://h:5432/db");
+        check(
+            "postgres://postgres@127.0.0.1/db",
+            "postgres://postgres@127.0.0.1/db",
+        );
+        check("postgres://u:p@h", "postgres://u:***@h");
+        check("sqlite:///tmp/x.db", "sqlite:///tmp/x.db");
     }
 }
