@@ -12,6 +12,8 @@ mod hub_errors;
 mod hub_sink;
 #[path = "cli/hubs.rs"]
 mod hubs;
+#[path = "cli/postgres.rs"]
+mod postgres;
 #[path = "cli/runs.rs"]
 mod runs;
 #[path = "cli/serve.rs"]

@@ -1,5 +1,6 @@
 //! `herald serve` as a real process: restarts keep runs and tokens, SIGKILL loses no
-//! acknowledged event, and settings the hub refuses.
+//! acknowledged event, and settings the hub refuses. The process helpers here serve the
+//! PostgreSQL tests (`postgres.rs`) too.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -15,10 +16,10 @@ use serde_json::{Value, json};
 use crate::util::herald;
 
 /// How long any one wait may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 /// `herald serve` with a clean environment: only the flags say how it runs.
-fn serve(args: &[&str]) -> Command {
+pub(crate) fn serve(args: &[&str]) -> Command {
     let mut cmd = herald(&["serve"]);
     cmd.args(args);
     for var in [
@@ -34,7 +35,7 @@ fn serve(args: &[&str]) -> Command {
 }
 
 /// Waits for `child` to exit, failing the test (and killing it) after [`DEADLINE`].
-fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("the child can be waited on") {
@@ -50,7 +51,7 @@ fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
 }
 
 /// Runs `cmd` to its end, which must come within [`DEADLINE`].
-fn run_to_end(mut cmd: Command, what: &str) -> Output {
+pub(crate) fn run_to_end(mut cmd: Command, what: &str) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -62,9 +63,10 @@ fn run_to_end(mut cmd: Command, what: &str) -> Output {
 }
 
 /// A `herald serve` process, killed if the test ends with it still running.
-struct HubProcess {
+pub(crate) struct HubProcess {
     child: Child,
-    url: String,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
 }
 
 impl HubProcess {
@@ -75,12 +77,26 @@ impl HubProcess {
         if let Some(token) = token {
             args.extend(["--token", token]);
         }
+        HubProcess::launch(&args, &data_dir.join("hub.log"))
+    }
+
+    /// Starts `herald serve ARGS` (which must pick a free loopback port), appending
+    /// its log to `log`, and waits until it says where it listens.
+    pub(crate) fn launch(args: &[&str], log_path: &Path) -> HubProcess {
+        HubProcess::spawn(serve(args), log_path)
+    }
+
+    /// Starts `cmd`, a `herald serve` that picks a free loopback port, as [`launch`]
+    /// does.
+    ///
+    /// [`launch`]: HubProcess::launch
+    pub(crate) fn spawn(mut cmd: Command, log_path: &Path) -> HubProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data_dir.join("hub.log"))
+            .open(log_path)
             .expect("a log file");
-        let mut child = serve(&args)
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -100,7 +116,8 @@ impl HubProcess {
             Ok(line) => line,
             Err(e) => {
                 let _ = child.kill();
-                let log = std::fs::read_to_string(data_dir.join("hub.log")).unwrap_or_default();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
                 panic!("herald serve printed no address ({e}); its log:\n{log}");
             }
         };
@@ -113,7 +130,7 @@ impl HubProcess {
     }
 
     /// Asks the hub to stop with SIGTERM and waits for its exit.
-    fn terminate(mut self) -> ExitStatus {
+    pub(crate) fn terminate(mut self) -> ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -123,7 +140,7 @@ impl HubProcess {
     }
 
     /// Kills the hub with SIGKILL, as a crash or the OOM killer would.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().expect("the hub can be killed");
         self.child.wait().expect("the hub is reaped");
     }
@@ -138,7 +155,7 @@ impl Drop for HubProcess {
     }
 }
 
-fn http_client() -> Client {
+pub(crate) fn http_client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -146,7 +163,7 @@ fn http_client() -> Client {
 }
 
 /// Sends a JSON request and reads the status and body.
-fn call(
+pub(crate) fn call(
     client: &Client,
     method: reqwest::Method,
     url: &str,
@@ -172,7 +189,7 @@ fn call(
 }
 
 /// Every event of `run`, paging through the poll route.
-fn all_events(client: &Client, url: &str, run: &str, token: Option<&str>) -> Vec<Event> {
+pub(crate) fn all_events(client: &Client, url: &str, run: &str, token: Option<&str>) -> Vec<Event> {
     let mut events: Vec<Event> = Vec::new();
     loop {
         let after = events.last().map_or(0, |e| e.seq);
@@ -196,7 +213,7 @@ fn all_events(client: &Client, url: &str, run: &str, token: Option<&str>) -> Vec
     }
 }
 
-fn logs(prefix: &str, n: usize) -> Value {
+pub(crate) fn logs(prefix: &str, n: usize) -> Value {
     (0..n)
         .map(|i| json!({"event": "log", "level": "info", "message": format!("{prefix}{i}"), "id": format!("{prefix}{i}")}))
         .collect()
@@ -316,7 +333,15 @@ fn batch(number: usize) -> Value {
 #[test]
 fn sigkill_during_appends_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let hub = HubProcess::start(dir.path(), None);
+    check_sigkill_loses_nothing(|| HubProcess::start(dir.path(), None));
+}
+
+/// Appends batches to a run through a hub that `start` starts, kills the hub with
+/// SIGKILL in the middle, starts it again on the same database, and checks that every
+/// acknowledged batch is stored once, where its reply said, with `seq` dense, and that
+/// the batch in flight can be retried without a duplicate.
+pub(crate) fn check_sigkill_loses_nothing(start: impl Fn() -> HubProcess) {
+    let hub = start();
     let client = http_client();
     let (status, created) = call(
         &client,
@@ -374,7 +399,7 @@ fn sigkill_during_appends_loses_no_acknowledged_event() {
         .expect("the lock");
     let in_flight = acks.in_flight.expect("a request failed when the hub died");
 
-    let hub = HubProcess::start(dir.path(), None);
+    let hub = start();
     let events = all_events(&client, &hub.url, "crash", None);
     let stored = events.len();
     assert_eq!(
@@ -459,24 +484,34 @@ fn serve_says_clearly_which_databases_it_takes() {
             "--addr",
             "127.0.0.1:0",
             "--db",
-            "postgres://localhost/herald",
+            "mysql://herald:hunter2@localhost/herald",
         ]),
-        "herald serve --db postgres://",
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        stderr.contains("PostgreSQL") && stderr.contains("SQLite"),
-        "{stderr}"
-    );
-
-    let out = run_to_end(
-        serve(&["--addr", "127.0.0.1:0", "--db", "mysql://localhost/herald"]),
         "herald serve --db mysql://",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("sqlite://"), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    assert!(
+        stderr.contains("--db") && stderr.contains("sqlite://") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is shown: {stderr}"
+    );
+
+    // The environment variable is read like the flag.
+    let out = run_to_end(
+        {
+            let mut cmd = serve(&["--addr", "127.0.0.1:0"]);
+            cmd.env("HERALD_DATABASE_URL", "redis://localhost");
+            cmd
+        },
+        "herald serve with HERALD_DATABASE_URL=redis://",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("redis://localhost"), "{stderr}");
 
     let out = run_to_end(
         serve(&["--addr", "localhost"]),
