@@ -1,40 +1,32 @@
-//! Integration tests of the hub: a real listener on `127.0.0.1:0`, a real SQLite file,
-//! and clients speaking HTTP, Server-Sent Events and WebSocket to it. Nothing calls a
+//! Integration tests of the hub: a real listener on `127.0.0.1:0`, a real database, and
+//! clients speaking HTTP, Server-Sent Events and WebSocket to it. Nothing calls a
 //! handler directly.
+//!
+//! The suite runs on both stores: a fresh SQLite file per test, and a fresh database per
+//! test on the PostgreSQL server at `127.0.0.1:5432` (user `postgres`; another with
+//! `HERALD_TEST_POSTGRES_URL`), which must be running: the PostgreSQL tests fail, saying
+//! so, when it is not.
 //!
 //! # Layout
 //!
-//! - `util`: starting a hub, the JSON, SSE and WebSocket clients, waits with deadlines.
-//! - `routes`: every REST route of SPEC section 5 and every error status.
-//! - `append`: idempotency and dense `seq` under concurrency.
-//! - `poll`: the (long) poll.
-//! - `sse`: the event stream and `view=state`, resuming across disconnects.
-//! - `ws`: the WebSocket.
-//! - `runs_stream`: `GET /v1/runs/stream`.
-//! - `tokens`: admin, write and read tokens; the open hub.
-//! - `sweep`: stall detection, retention and cancel, on a manual clock.
-//! - `ops`: `/healthz`, `/metrics`, `/openapi.json`.
-//! - `dashboard`: the web pages in headless Chromium, through chromedriver.
+//! - `util`: starting a hub on a fresh database, the JSON, SSE and WebSocket clients,
+//!   waits with deadlines.
+//! - `sqlite`, `postgres`: the suite (`suite.rs` and the modules it lists), once per
+//!   store.
+//! - `hubs`: two hubs on one PostgreSQL database.
+//! - `dashboard`: the web pages in headless Chromium, through chromedriver; on SQLite
+//!   only, as they are slow and the pages do not see the store.
 
-#[path = "hub/append.rs"]
-mod append;
+// Compiling the suite's files once per store is the point of `sqlite` and `postgres`.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "hub/dashboard.rs"]
 mod dashboard;
-#[path = "hub/ops.rs"]
-mod ops;
-#[path = "hub/poll.rs"]
-mod poll;
-#[path = "hub/routes.rs"]
-mod routes;
-#[path = "hub/runs_stream.rs"]
-mod runs_stream;
-#[path = "hub/sse.rs"]
-mod sse;
-#[path = "hub/sweep.rs"]
-mod sweep;
-#[path = "hub/tokens.rs"]
-mod tokens;
+#[path = "hub/hubs.rs"]
+mod hubs;
+#[path = "hub/suite.rs"]
+mod postgres;
+#[path = "hub/suite.rs"]
+mod sqlite;
 #[path = "hub/util.rs"]
 mod util;
-#[path = "hub/ws.rs"]
-mod ws;

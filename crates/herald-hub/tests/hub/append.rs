@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
+use super::STORE;
 use crate::util::{TestHub, seqs};
 
 fn log(id: &str) -> Value {
@@ -12,7 +13,7 @@ fn log(id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_id_is_stored_once() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("idem").await;
 
     // Twice in one batch.
@@ -63,7 +64,7 @@ struct Acked {
 async fn seq_is_dense_under_concurrent_appends() {
     const TASKS: usize = 8;
     const APPENDS: usize = 50;
-    let hub = std::sync::Arc::new(TestHub::open().await);
+    let hub = std::sync::Arc::new(TestHub::open(STORE).await);
     let run = hub.create_named("busy").await;
     let mut tasks = Vec::new();
     for task in 0..TASKS {

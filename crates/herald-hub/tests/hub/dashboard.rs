@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::util::{ADMIN, DEADLINE, Run, TestHub, finished, within};
+use crate::util::{ADMIN, DEADLINE, Run, StoreKind, TestHub, finished, within};
 
 /// What the tests need installed, and how to install it on Debian.
 const INSTALL: &str = "apt-get install -y --no-install-recommends chromium chromium-driver";
@@ -344,6 +344,7 @@ fn screenshot_dir() -> PathBuf {
 /// A hub with a short sweep, so that runs with a short heartbeat timeout stall soon.
 async fn hub_with_admin(sweep: Duration) -> TestHub {
     TestHub::start(
+        StoreKind::Sqlite,
         HubConfig {
             admin_token: Some(ADMIN.to_owned()),
             sweep_interval: sweep,
@@ -521,7 +522,7 @@ async fn the_run_page_shows_a_failed_item_tools_and_text_as_they_happen() {
     let Some(browser) = Browser::start(1280, 1500).await else {
         return;
     };
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(StoreKind::Sqlite).await;
     let run = hub
         .create(json!({"id": "triage", "name": "Triage 40 documents"}))
         .await;
@@ -927,7 +928,7 @@ async fn a_375_px_wide_viewport_has_no_horizontal_scroll() {
     let Some(browser) = Browser::start(375, 812).await else {
         return;
     };
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(StoreKind::Sqlite).await;
     let long_name = "Summarize every quarterly report of the last ten years into one brief";
     let id = "a-rather-long-run-identifier-from-a-scheduler:2030-01-01T00:00:00Z.attempt-3";
     let run = hub.create(json!({"id": id, "name": long_name})).await;
@@ -1111,7 +1112,7 @@ async fn the_pages_reconnect_by_themselves_after_a_hub_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_assets_are_served_with_their_types_and_cache_headers() {
-    let hub = TestHub::with_admin().await;
+    let hub = TestHub::with_admin(StoreKind::Sqlite).await;
     for path in ["/", "/runs/anything"] {
         let resp = hub
             .request(Method::GET, path, None)

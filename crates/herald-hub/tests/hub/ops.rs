@@ -3,11 +3,12 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::STORE;
 use crate::util::{TestHub, finished, logs, send, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_without_a_token() {
-    let hub = TestHub::with_admin().await;
+    let hub = TestHub::with_admin(STORE).await;
     let (status, body) = hub.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"status": "ok"}));
@@ -15,7 +16,7 @@ async fn healthz_answers_without_a_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_runs_events_subscribers_and_append_latency() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let text = hub.metrics().await;
     for name in [
         "herald_runs{status=\"running\"}",
@@ -89,7 +90,7 @@ async fn metrics_count_runs_events_subscribers_and_append_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_describes_every_route() {
-    let hub = TestHub::with_admin().await;
+    let hub = TestHub::with_admin(STORE).await;
     let (status, doc) = send(hub.request(Method::GET, "/openapi.json", None)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(

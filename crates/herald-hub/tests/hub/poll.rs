@@ -4,11 +4,12 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::STORE;
 use crate::util::{TestHub, finished, logs, seqs, types, wait_until, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_pages_with_after_and_limit_and_filters_by_type() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("p").await;
     hub.append(
         &run,
@@ -53,7 +54,7 @@ async fn poll_pages_with_after_and_limit_and_filters_by_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_answers_as_soon_as_an_event_is_appended() {
-    let hub = std::sync::Arc::new(TestHub::open().await);
+    let hub = std::sync::Arc::new(TestHub::open(STORE).await);
     let run = hub.create_named("lp").await;
     hub.append(&run, logs("before", 1)).await;
 
@@ -122,7 +123,7 @@ async fn long_poll_answers_as_soon_as_an_event_is_appended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_on_a_run_deleted_meanwhile_answers_404_at_once() {
-    let hub = std::sync::Arc::new(TestHub::open().await);
+    let hub = std::sync::Arc::new(TestHub::open(STORE).await);
     let run = hub.create_named("gone").await;
     hub.append(&run, logs("m", 1)).await;
     let started = Instant::now();

@@ -4,11 +4,12 @@ use herald_hub::HubConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use super::STORE;
 use crate::util::{Case, Run, TestHub, check, error_body, finished, logs, send, seqs, types};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_state_list_and_delete() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let (status, reply) = hub
         .call(
             Method::POST,
@@ -131,7 +132,7 @@ async fn create_state_list_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_take_json_arrays_and_ndjson() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("formats").await;
     let reply = hub
         .append(
@@ -184,7 +185,7 @@ async fn appends_take_json_arrays_and_ndjson() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_400_naming_the_index_and_field() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("r").await;
     hub.append(&run, logs("m", 2)).await;
     let events = "/v1/runs/r/events";
@@ -336,7 +337,7 @@ async fn bad_input_is_400_naming_the_index_and_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_runs_are_404_on_every_route() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let cases = vec![
         Case::new("state", Method::GET, "/v1/runs/ghost"),
         Case::new("delete", Method::DELETE, "/v1/runs/ghost"),
@@ -363,7 +364,7 @@ async fn unknown_runs_are_404_on_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_are_409_but_retries_of_stored_events_are_acknowledged() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("once").await;
     let batch = json!([
         {"event": "log", "level": "info", "message": "a", "id": "e1"},
@@ -435,7 +436,7 @@ async fn bodies_over_the_limits_are_413() {
         max_batch: 10,
         ..HubConfig::default()
     };
-    let hub = TestHub::start(config, None).await;
+    let hub = TestHub::start(STORE, config, None).await;
     let run = hub.create_named("big").await;
     let huge = "x".repeat(70 * 1024);
     let events = "/v1/runs/big/events";

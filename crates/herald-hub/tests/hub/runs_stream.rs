@@ -3,6 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::STORE;
 use crate::util::{Sse, TestHub, finished, logs};
 
 /// The next message, which must be `event: run`; its state.
@@ -14,7 +15,7 @@ async fn next_run(sse: &mut Sse) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_runs_then_sends_changes_and_deletions() {
-    let hub = TestHub::with_admin().await;
+    let hub = TestHub::with_admin(STORE).await;
     let a = hub.create_named("a").await;
     let b = hub.create_named("b").await;
     let mut sse = hub.sse("/v1/runs/stream", hub.admin.as_deref(), &[]).await;
@@ -78,7 +79,7 @@ async fn lists_runs_then_sends_changes_and_deletions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_leaving_a_status_filter_is_sent_once_more_then_forgotten() {
-    let hub = TestHub::with_admin().await;
+    let hub = TestHub::with_admin(STORE).await;
     let a = hub.create_named("a").await;
     let b = hub.create_named("b").await;
     let mut running = hub

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use super::STORE;
 use crate::util::{Frame, Sse, TestHub, finished, logs, seqs, types, wait_until};
 
 #[track_caller]
@@ -26,7 +27,7 @@ fn assert_sse_headers(sse: &Sse) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_framed_with_id_event_and_data_and_the_stream_ends_with_the_run() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("s").await;
     hub.append(
         &run,
@@ -90,7 +91,7 @@ async fn events_are_framed_with_id_event_and_data_and_the_stream_ends_with_the_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_after_last_event_id_or_after() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("r").await;
     hub.append(&run, logs("m", 5)).await;
 
@@ -114,7 +115,7 @@ async fn resumes_after_last_event_id_or_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn types_filter_the_stream_which_still_ends_with_the_run() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("t").await;
     let mut sse = hub.stream(&run, "types=tool.*,log", None).await;
     assert_sse_headers(&sse);
@@ -141,7 +142,7 @@ async fn keep_alive_comments_arrive_on_a_quiet_stream() {
         keep_alive: Duration::from_millis(100),
         ..HubConfig::default()
     };
-    let hub = TestHub::start(config, None).await;
+    let hub = TestHub::start(STORE, config, None).await;
     let run = hub.create_named("quiet").await;
     let mut sse = hub.stream(&run, "", None).await;
     assert_sse_headers(&sse);
@@ -169,7 +170,7 @@ async fn keep_alive_comments_arrive_on_a_quiet_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_view_sends_the_state_on_connect_and_after_changes() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("v").await;
     hub.append(
         &run,
@@ -234,7 +235,7 @@ async fn state_view_sends_the_state_on_connect_and_after_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_has_no_gap_and_no_duplicate_across_many_disconnects() {
     const EVENTS: u64 = 500;
-    let hub = Arc::new(TestHub::open().await);
+    let hub = Arc::new(TestHub::open(STORE).await);
     let run = hub.create_named("flaky").await;
     let producer = tokio::spawn({
         let hub = hub.clone();
@@ -292,7 +293,7 @@ async fn resume_has_no_gap_and_no_duplicate_across_many_disconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_of_a_deleted_run_end() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("doomed").await;
     hub.append(&run, logs("m", 1)).await;
     let mut events = hub.stream(&run, "after=1", None).await;
@@ -317,7 +318,7 @@ async fn streams_of_a_deleted_run_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_end_when_the_hub_shuts_down() {
-    let mut hub = TestHub::open().await;
+    let mut hub = TestHub::open(STORE).await;
     let run = hub.create_named("s").await;
     let mut events = hub.stream(&run, "", None).await;
     let mut states = hub.stream(&run, "view=state", None).await;

@@ -5,6 +5,7 @@ use herald_protocol::{Event, EventBody};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::STORE;
 use crate::util::{Run, TestHub, error_body, finished, logs, types};
 
 async fn sweep(hub: &TestHub) {
@@ -31,7 +32,7 @@ async fn a_silent_run_stalls_once_and_recovers_when_the_producer_speaks() {
         default_heartbeat_timeout_s: 10.0,
         ..HubConfig::default()
     };
-    let hub = TestHub::with_clock(config).await;
+    let hub = TestHub::with_clock(STORE, config).await;
     let run = hub
         .create(json!({"id": "quiet", "name": "quiet", "heartbeat_timeout_s": 30}))
         .await;
@@ -102,7 +103,7 @@ async fn a_silent_run_stalls_once_and_recovers_when_the_producer_speaks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_s_own_events_do_not_count_as_the_producer_speaking() {
-    let hub = TestHub::with_clock(HubConfig::default()).await;
+    let hub = TestHub::with_clock(STORE, HubConfig::default()).await;
     let run = hub
         .create(json!({"id": "c", "name": "c", "heartbeat_timeout_s": 30}))
         .await;
@@ -128,7 +129,7 @@ async fn the_hub_s_own_events_do_not_count_as_the_producer_speaking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_are_deleted_ttl_after_their_last_event() {
-    let hub = TestHub::with_clock(HubConfig::default()).await;
+    let hub = TestHub::with_clock(STORE, HubConfig::default()).await;
     let create = |id: &'static str| {
         let hub = &hub;
         async move {
@@ -192,7 +193,7 @@ async fn runs_are_deleted_ttl_after_their_last_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_appends_run_cancel_requested_and_the_producer_sees_it() {
-    let hub = TestHub::with_admin().await;
+    let hub = TestHub::with_admin(STORE).await;
     let run = hub.create_named("job").await;
     let reply = hub.append(&run, logs("m", 1)).await;
     assert_eq!(reply["cancel_requested"], false);

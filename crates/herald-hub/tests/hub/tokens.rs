@@ -4,11 +4,12 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use super::STORE;
 use crate::util::{ADMIN, Case, TestHub, check, error_body, logs, seqs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_admin_token_each_token_opens_only_its_own() {
-    let hub = TestHub::with_admin().await;
+    let hub = TestHub::with_admin(STORE).await;
     let a = hub.create_named("a").await;
     let b = hub.create_named("b").await;
     hub.append(&a, logs("a", 2)).await;
@@ -216,7 +217,7 @@ async fn with_an_admin_token_each_token_opens_only_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_hub_needs_no_token_anywhere() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("free").await;
     let no_token = |method: Method, path: &str, body: Option<serde_json::Value>| {
         let hub = &hub;

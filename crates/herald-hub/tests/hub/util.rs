@@ -1,20 +1,22 @@
-//! A hub on a real listener (`127.0.0.1:0`) over a real SQLite file, and the clients the
-//! tests talk to it with: JSON over HTTP, Server-Sent Events read by hand from the byte
-//! stream, and a WebSocket.
+//! A hub on a real listener (`127.0.0.1:0`) over a real database (a fresh SQLite file, or
+//! a fresh PostgreSQL database), and the clients the tests talk to it with: JSON over
+//! HTTP, Server-Sent Events read by hand from the byte stream, and a WebSocket.
 //!
 //! Nothing here sleeps and hopes: every wait has a deadline and names what it waited
 //! for when it runs out.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use herald_hub::{Hub, HubConfig, ManualClock, SqliteStore};
+use herald_hub::{Hub, HubConfig, ManualClock, Wake};
 use herald_protocol::{Event, Timestamp, parse_event};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -59,6 +61,196 @@ where
     }
 }
 
+/// The store a hub runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+impl StoreKind {
+    /// The store of the suite's copy whose `module_path!()` is `path`: `...::sqlite` or
+    /// `...::postgres`, the names `hub.rs` includes `suite.rs` under. Evaluated in a
+    /// `const`, so that a copy under any other name does not compile.
+    pub(crate) const fn of_module(path: &str) -> StoreKind {
+        if ends_with(path, "::sqlite") {
+            StoreKind::Sqlite
+        } else if ends_with(path, "::postgres") {
+            StoreKind::Postgres
+        } else {
+            panic!("the suite is included as `mod sqlite` or `mod postgres`")
+        }
+    }
+}
+
+/// `str::ends_with`, which is not `const`.
+const fn ends_with(s: &str, suffix: &str) -> bool {
+    let (s, suffix) = (s.as_bytes(), suffix.as_bytes());
+    if suffix.len() > s.len() {
+        return false;
+    }
+    let start = s.len() - suffix.len();
+    let mut i = 0;
+    while i < suffix.len() {
+        if s[start + i] != suffix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The PostgreSQL server the tests create their databases on, as a URL to its
+/// maintenance database; `HERALD_TEST_POSTGRES_URL` overrides it.
+pub(crate) fn postgres_admin_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, empty database for one test, deleted when the last clone is dropped: a
+/// SQLite file in a temp dir, or a PostgreSQL database `herald_test_<pid>_<n>`. Several
+/// hubs may be started on one (see [`TestHub::on`]).
+#[derive(Clone)]
+pub(crate) struct TestDb {
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
+    kind: StoreKind,
+    /// What [`herald_hub::open_store`] opens.
+    url: String,
+    /// The PostgreSQL database's name.
+    name: String,
+    /// The SQLite file's folder, removed when dropped.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A fresh database on `kind`. For PostgreSQL, fails the test, saying what is
+    /// missing and how to start it, when the server cannot be reached.
+    pub(crate) async fn new(kind: StoreKind) -> TestDb {
+        let inner = match kind {
+            StoreKind::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temp dir");
+                DbInner {
+                    kind,
+                    url: format!("sqlite://{}", dir.path().join("herald.db").display()),
+                    name: String::new(),
+                    _dir: Some(dir),
+                }
+            }
+            StoreKind::Postgres => {
+                static CREATED: AtomicU64 = AtomicU64::new(0);
+                let name = format!(
+                    "herald_test_{}_{}",
+                    std::process::id(),
+                    CREATED.fetch_add(1, Ordering::Relaxed)
+                );
+                let admin_url = postgres_admin_url();
+                let mut admin = postgres_admin().await;
+                sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("creating the database {name}: {e}"));
+                let _ = admin.close().await;
+                DbInner {
+                    kind,
+                    url: with_database(&admin_url, &name),
+                    name,
+                    _dir: None,
+                }
+            }
+        };
+        TestDb {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// `sqlite://PATH` or `postgres://...`.
+    pub(crate) fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The PostgreSQL database's name (empty for SQLite).
+    pub(crate) fn name(&self) -> &str {
+        &self.inner.name
+    }
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        if self.kind != StoreKind::Postgres {
+            return;
+        }
+        // Drop cannot await, and may run inside the test's runtime: a thread of its own
+        // with a runtime of its own. `WITH (FORCE)` ends the connections hubs that are
+        // still stopping may hold.
+        let name = std::mem::take(&mut self.name);
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&postgres_admin_url()).await?;
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            // Not a panic: this may run while a failed test unwinds.
+            Ok(Err(e)) => eprintln!("warning: dropping a test database: {e}"),
+            Err(_) => eprintln!("warning: dropping a test database panicked"),
+        }
+    }
+}
+
+/// A connection to the PostgreSQL server's maintenance database, for creating, dropping
+/// and inspecting test databases; fails the test, saying how to start the server, when
+/// it cannot connect.
+pub(crate) async fn postgres_admin() -> PgConnection {
+    let url = postgres_admin_url();
+    match within("connecting to PostgreSQL", PgConnection::connect(&url)).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "the PostgreSQL tests need a PostgreSQL server at {url} (user postgres, trust \
+             auth), and cannot connect to it: {e}\n\
+             Start it with `pg_ctlcluster 15 main start` (`.ci/run` does), or point \
+             HERALD_TEST_POSTGRES_URL at another server."
+        ),
+    }
+}
+
+/// `url` naming database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let mut url = format!("{}/{name}", &base[..path]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// A manual clock at 2030-01-01, for hubs whose tests drive time.
+pub(crate) fn manual_clock() -> Arc<ManualClock> {
+    let start: Timestamp = "2030-01-01T00:00:00Z".parse().expect("a timestamp");
+    Arc::new(ManualClock::new(start))
+}
+
 /// A hub serving on `127.0.0.1:<free port>`, stopped when dropped.
 pub(crate) struct TestHub {
     /// `http://127.0.0.1:PORT`.
@@ -69,48 +261,70 @@ pub(crate) struct TestHub {
     pub(crate) clock: Option<Arc<ManualClock>>,
     /// The token sent with admin requests (create, list, delete), if the hub has one.
     pub(crate) admin: Option<String>,
+    /// The database it serves, which it keeps alive.
+    pub(crate) db: TestDb,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: tempfile::TempDir,
 }
 
 impl TestHub {
-    /// An open hub (no admin token) with the default settings.
-    pub(crate) async fn open() -> TestHub {
-        TestHub::start(HubConfig::default(), None).await
+    /// An open hub (no admin token) with the default settings, on a fresh database.
+    pub(crate) async fn open(store: StoreKind) -> TestHub {
+        TestHub::start(store, HubConfig::default(), None).await
     }
 
     /// A hub that needs [`ADMIN`] to create, list and delete runs.
-    pub(crate) async fn with_admin() -> TestHub {
+    pub(crate) async fn with_admin(store: StoreKind) -> TestHub {
         let config = HubConfig {
             admin_token: Some(ADMIN.to_owned()),
             ..HubConfig::default()
         };
-        TestHub::start(config, None).await
+        TestHub::start(store, config, None).await
     }
 
     /// A hub reading time from a [`ManualClock`] (see [`TestHub::clock`]). Its own
     /// sweeper is slowed to once an hour of real time, so that only the test sweeps.
-    pub(crate) async fn with_clock(config: HubConfig) -> TestHub {
-        let start: Timestamp = "2030-01-01T00:00:00Z".parse().expect("a timestamp");
+    pub(crate) async fn with_clock(store: StoreKind, config: HubConfig) -> TestHub {
         let config = HubConfig {
             sweep_interval: Duration::from_secs(3600),
             ..config
         };
-        TestHub::start(config, Some(Arc::new(ManualClock::new(start)))).await
+        TestHub::start(store, config, Some(manual_clock())).await
     }
 
-    /// A hub with `config` on a fresh SQLite file.
-    pub(crate) async fn start(config: HubConfig, clock: Option<Arc<ManualClock>>) -> TestHub {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let store = SqliteStore::open(&dir.path().join("herald.db"))
+    /// A hub with `config` on a fresh database.
+    pub(crate) async fn start(
+        store: StoreKind,
+        config: HubConfig,
+        clock: Option<Arc<ManualClock>>,
+    ) -> TestHub {
+        TestHub::on(&TestDb::new(store).await, config, clock).await
+    }
+
+    /// A hub with `config` on `db`, which other hubs may serve too, each through a store
+    /// of its own.
+    ///
+    /// A PostgreSQL store's listener sends [`Wake::All`] once it listens; the hub is
+    /// served only after that, so that this first wake-up (which makes runs streams send
+    /// their list again) cannot land in the middle of a test.
+    pub(crate) async fn on(
+        db: &TestDb,
+        config: HubConfig,
+        clock: Option<Arc<ManualClock>>,
+    ) -> TestHub {
+        let store = herald_hub::open_store(db.url())
             .await
-            .expect("the store opens");
+            .unwrap_or_else(|e| panic!("the store at {} opens: {e}", db.url()));
+        // Subscribed at once: the listener cannot have connected to the database yet.
+        if let Some(mut wakes) = store.wakes() {
+            let wake = within("the store's listener to listen", wakes.recv()).await;
+            assert_eq!(wake.ok(), Some(Wake::All), "the listener's first wake-up");
+        }
         let admin = config.admin_token.clone();
         let hub = match &clock {
-            Some(clock) => Hub::with_clock(Arc::new(store), config, clock.clone()),
-            None => Hub::new(Arc::new(store), config),
+            Some(clock) => Hub::with_clock(store, config, clock.clone()),
+            None => Hub::new(store, config),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -125,10 +339,10 @@ impl TestHub {
             hub,
             clock,
             admin,
+            db: db.clone(),
             client: reqwest::Client::new(),
             stop: Some(stop),
             served: Some(served),
-            _dir: dir,
         }
     }
 

@@ -2,11 +2,12 @@
 
 use serde_json::json;
 
+use super::STORE;
 use crate::util::{TestHub, finished, logs, seqs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_sends_events_resumes_and_closes_after_the_run() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("w").await;
     hub.append(&run, logs("m", 3)).await;
 
@@ -66,7 +67,7 @@ async fn websocket_sends_events_resumes_and_closes_after_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_filters_by_type() {
-    let hub = TestHub::open().await;
+    let hub = TestHub::open(STORE).await;
     let run = hub.create_named("wf").await;
     let mut ws = hub
         .ws(&run.id, "types=tool.*", None)
