@@ -34,7 +34,10 @@ fn every_part_runs_at_tiny_scale_and_its_counts_add_up() {
         }
     }
     // Fan-out: 5 subscribers each received all 50 events.
-    assert!(stdout.contains("\n| 5 | 250 | "), "{stdout}");
+    assert!(
+        stdout.contains("\n| 1 hub, SQLite | 5 | 250 | "),
+        "{stdout}"
+    );
     // Idle: 10 streams were open at once.
     assert!(stdout.contains("\n| 10 | "), "{stdout}");
     for target in [
@@ -49,9 +52,52 @@ fn every_part_runs_at_tiny_scale_and_its_counts_add_up() {
     }
 }
 
+/// The PostgreSQL server's maintenance database, as in the hub's tests.
+fn postgres_admin_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+#[test]
+fn the_postgres_phases_run_at_tiny_scale_and_their_counts_add_up() {
+    let url = postgres_admin_url();
+    let out = hub_load(&["--quick", "--postgres", &url, "ingest", "fanout"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hub-load --postgres needs the PostgreSQL server at {url} (user postgres, trust \
+         auth; start it with `pg_ctlcluster 15 main start`, as `.ci/run` does, or point \
+         HERALD_TEST_POSTGRES_URL at another).\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for path in [
+        "hub over HTTP, 2 connections",
+        "hub on PostgreSQL over HTTP, 2 connections",
+        "2 hubs on one PostgreSQL over HTTP, 2 connections split between them",
+    ] {
+        for (batch, events) in [(1, 50), (100, 400)] {
+            let row = format!("| {path} | {batch} | {events} |");
+            assert!(stdout.contains(&row), "no `{row}` in:\n{stdout}");
+        }
+    }
+    for setup in [
+        "1 hub, SQLite",
+        "1 hub, PostgreSQL",
+        "2 hubs, PostgreSQL: append to A, subscribers on B",
+    ] {
+        let row = format!("\n| {setup} | 5 | 250 | ");
+        assert!(stdout.contains(&row), "no `{row}` in:\n{stdout}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_with_2() {
-    for args in [&["--streams", "0"][..], &["--rate"], &["sideways"]] {
+    for args in [
+        &["--streams", "0"][..],
+        &["--rate"],
+        &["sideways"],
+        &["--postgres", "mysql://localhost/x"],
+    ] {
         let out = hub_load(args);
         assert_eq!(out.status.code(), Some(2), "hub-load {args:?}");
         assert!(

@@ -2,10 +2,14 @@
 //! Markdown tables (the figures of BENCHMARKS.md, "Hub ingest and fan-out").
 //!
 //! - `hub-load [ingest] [fanout] [idle]`: runs the named parts (all by default).
+//! - `--postgres URL` (or `HERALD_BENCH_POSTGRES_URL`), the maintenance database of a
+//!   PostgreSQL server, e.g. `postgres://postgres@127.0.0.1:5432/postgres`: ingest
+//!   and fan-out also run with hubs on PostgreSQL (one, and two on one database), each
+//!   on a database the run creates and drops.
 //! - `--quick`: tiny counts, a smoke run of a few seconds; `--clients N`,
 //!   `--single-events N`, `--batched-events N`, `--rounds N`, `--subscribers N`, `--events N`,
 //!   `--rate R`, `--streams N`, `--stream-runs N` set one count each.
-//! - `hub-load serve --db PATH` and `hub-load subscribe --url URL --count N
+//! - `hub-load serve --db PATH|URL` and `hub-load subscribe --url URL --count N
 //!   --timeout-s S` are the hub's and the subscribers' own processes, which the load
 //!   generator starts itself.
 //!
@@ -13,14 +17,13 @@
 //! its counts do not add up, 2 on a usage error.
 
 use std::io::{self, Write};
-use std::path::Path;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
 use herald_bench::hub::{self, Part, Scale};
 
-const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [--quick] [--clients N] \
+const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [--quick] [--postgres URL] [--clients N] \
 [--single-events N] [--batched-events N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
 [--streams N] [--stream-runs N]";
 
@@ -52,7 +55,7 @@ fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         ["serve", "--db", db] => {
-            hub::serve_main(Path::new(db))?;
+            hub::serve_main(db)?;
             return Ok(ExitCode::SUCCESS);
         }
         [
@@ -72,11 +75,16 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let (parts, scale) = match parse(&args) {
+    let (parts, scale, postgres) = match parse(&args) {
         Ok(parsed) => parsed,
         Err(Usage(message)) => return usage_error(&message),
     };
-    let report = hub::run(&parts, &scale)?;
+    let postgres = postgres.or_else(|| {
+        std::env::var("HERALD_BENCH_POSTGRES_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+    });
+    let report = hub::run(&parts, &scale, postgres.as_deref())?;
     let mut stdout = io::stdout().lock();
     stdout.write_all(report.to_markdown(&scale).as_bytes())?;
     stdout.flush()?;
@@ -88,11 +96,12 @@ fn usage_error(message: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(2))
 }
 
-/// The parts to run and the scale, from the command line.
-fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale), Usage> {
+/// The parts to run, the scale and the PostgreSQL server, from the command line.
+fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
     let quick = args.contains(&"--quick");
     let mut scale = if quick { Scale::quick() } else { Scale::full() };
     let mut parts = Vec::new();
+    let mut postgres = None;
     let mut rest = args.iter().filter(|a| **a != "--quick");
     while let Some(&arg) = rest.next() {
         if let Some(part) = Part::parse(arg) {
@@ -120,13 +129,22 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale), Usage> {
             }
             "--streams" => scale.streams = count(arg, value(arg)?)?,
             "--stream-runs" => scale.stream_runs = count(arg, value(arg)?)?,
+            "--postgres" => {
+                let url = value(arg)?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(Usage(format!(
+                        "--postgres takes a postgres:// URL of the server's maintenance database, not `{url}`"
+                    )));
+                }
+                postgres = Some(url.to_owned());
+            }
             other => return Err(Usage(format!("unknown argument `{other}`"))),
         }
     }
     if parts.is_empty() {
         parts = Part::ALL.to_vec();
     }
-    Ok((parts, scale))
+    Ok((parts, scale, postgres))
 }
 
 /// A positive count.

@@ -7,6 +7,11 @@
 //! system clock, taken just before the append request is sent and as soon as the chunk
 //! holding the event is read: the append's HTTP round trip and transaction, the
 //! fan-out, the SSE write and the subscriber's read are all in it.
+//!
+//! With a PostgreSQL server the same runs on a fresh PostgreSQL database with one hub,
+//! and with two hub processes on it: the sender appends through hub A, the subscribers
+//! follow hub B, so an event reaches them through A's transaction, PostgreSQL's
+//! notification to B, and B's read of the store.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,6 +21,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::client::{SseParser, append, create_run, http_client, int_field, now_us};
+use super::pg::TempDatabase;
 use super::process::{ChildProcess, HubProcess, cpu_percent, cpu_time, raise_open_files_limit};
 use super::{Percentiles, Scale};
 
@@ -44,6 +50,8 @@ pub(crate) struct SubscriberSummary {
 /// The fan-out figures.
 #[derive(Clone, Debug)]
 pub struct FanoutReport {
+    /// Which hubs, on which database.
+    pub setup: String,
     /// SSE subscribers on the run.
     pub subscribers: usize,
     /// Events sent.
@@ -56,8 +64,11 @@ pub struct FanoutReport {
     pub latency_us: Percentiles,
     /// The sender's append round trips, in microseconds.
     pub append_us: Percentiles,
-    /// CPU of the hub process, % of one core, while events flowed.
+    /// CPU of the hub process (of both, with two), % of one core, while events flowed.
     pub hub_cpu: f64,
+    /// CPU of the PostgreSQL server's backends serving the hubs, % of one core, when
+    /// they can be read.
+    pub db_cpu: Option<f64>,
     /// CPU of the subscriber process, % of one core, over the same time.
     pub subscriber_cpu: f64,
     /// The wall time over which those were measured.
@@ -66,15 +77,60 @@ pub struct FanoutReport {
 
 /// Runs the fan-out measurement against a hub over a fresh file in `dir`.
 pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<FanoutReport> {
+    let hub = HubProcess::start(&dir.join("hub-fanout.db")).await?;
+    let report = measure(std::slice::from_ref(&hub), None, scale, "1 hub, SQLite").await;
+    hub.stop().await;
+    report
+}
+
+/// Runs it against `hubs` hub processes on a fresh database of the PostgreSQL server at
+/// `admin_url`: appends through the first, subscribers on the last.
+pub(crate) async fn run_postgres(
+    admin_url: &str,
+    hubs: usize,
+    scale: &Scale,
+) -> anyhow::Result<FanoutReport> {
+    let db = TempDatabase::create(admin_url).await?;
+    let report = async {
+        let mut processes = Vec::with_capacity(hubs);
+        for _ in 0..hubs {
+            processes.push(HubProcess::start_on(&db.url).await?);
+        }
+        let setup = if hubs == 1 {
+            "1 hub, PostgreSQL".to_owned()
+        } else {
+            format!("{hubs} hubs, PostgreSQL: append to A, subscribers on B")
+        };
+        let report = measure(&processes, Some(&db), scale, &setup).await;
+        for hub in processes {
+            hub.stop().await;
+        }
+        report
+    }
+    .await;
+    db.drop_now().await?;
+    report
+}
+
+/// The measurement: the sender appends through `hubs[0]`, the subscribers follow
+/// `hubs[last]`; CPU is of all of them.
+async fn measure(
+    hubs: &[HubProcess],
+    db: Option<&TempDatabase>,
+    scale: &Scale,
+    setup: &str,
+) -> anyhow::Result<FanoutReport> {
     ensure!(
         scale.subscribers > 0 && scale.pings > 0,
         "fanout needs subscribers and events"
     );
-    let hub = HubProcess::start(&dir.join("hub-fanout.db")).await?;
-    let base = hub.base_url();
+    let (Some(sender_hub), Some(subscribed_hub)) = (hubs.first(), hubs.last()) else {
+        bail!("fanout needs a hub");
+    };
+    let base = sender_hub.base_url();
     let client = http_client()?;
     create_run(&client, &base, RUN).await?;
-    let url = format!("{base}/v1/runs/{RUN}/stream");
+    let url = format!("{}/v1/runs/{RUN}/stream", subscribed_hub.base_url());
     let timeout_s = (scale.pings as f64 / scale.ping_rate + 60.0).ceil() as u64;
     let mut subscribers = ChildProcess::spawn(&[
         "subscribe",
@@ -91,7 +147,15 @@ pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<FanoutRepor
         "the subscribers said `{ready}`"
     );
 
-    let hub_cpu0 = hub.cpu()?;
+    let hubs_cpu = || -> anyhow::Result<Duration> {
+        hubs.iter()
+            .try_fold(Duration::ZERO, |total, hub| Ok(total + hub.cpu()?))
+    };
+    let db_cpu0 = match db {
+        Some(db) => Some(db.cpu_now().await?),
+        None => None,
+    };
+    let hub_cpu0 = hubs_cpu()?;
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / scale.ping_rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -116,9 +180,15 @@ pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<FanoutRepor
         .await
         .context("waiting for the subscribers' summary")?;
     let wall = start.elapsed();
-    let hub_cpu = cpu_percent(hub_cpu0, hub.cpu()?, wall);
+    let hub_cpu = cpu_percent(hub_cpu0, hubs_cpu()?, wall);
+    let db_cpu = match (db, db_cpu0) {
+        (Some(db), Some(before)) => db
+            .cpu_since(&before)
+            .await
+            .map(|used| cpu_percent(Duration::ZERO, used, wall)),
+        _ => None,
+    };
     subscribers.stop(Duration::from_secs(10)).await;
-    hub.stop().await;
 
     let summary: SubscriberSummary =
         serde_json::from_str(&line).with_context(|| format!("the subscribers said `{line}`"))?;
@@ -134,6 +204,7 @@ pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<FanoutRepor
         summary.in_order
     );
     Ok(FanoutReport {
+        setup: setup.to_owned(),
         subscribers: scale.subscribers,
         events: scale.pings,
         rate: scale.ping_rate,
@@ -141,6 +212,7 @@ pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<FanoutRepor
         latency_us: summary.latency_us,
         append_us: Percentiles::of(&mut append_us),
         hub_cpu,
+        db_cpu,
         subscriber_cpu: summary.cpu_ms as f64 / 1000.0 / wall.as_secs_f64() * 100.0,
         wall,
     })

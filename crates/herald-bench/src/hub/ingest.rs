@@ -8,6 +8,11 @@
 //! in a fresh file beside the hub's: once through rusqlite (a synchronous loop, the
 //! limit) and once through sqlx (the driver the hub uses, to tell the driver's share
 //! from the hub's).
+//!
+//! With a PostgreSQL server, the same producers also go through hubs on a fresh
+//! PostgreSQL database: one hub, and two hubs (hub processes of their own on one
+//! database, the producers split between them, as behind a load balancer), in the same
+//! interleaved rounds as the SQLite figures.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
 use super::client::{append, create_run, http_client};
+use super::pg::TempDatabase;
 use super::process::{HubProcess, cpu_percent, cpu_time};
 use super::{Percentiles, Scale};
 
@@ -68,6 +74,12 @@ pub enum IngestPath {
     BareSqlx,
     /// The hub in its own process, over HTTP from several client connections.
     Hub,
+    /// `hubs` hub processes on one PostgreSQL database, the producers split between
+    /// them.
+    HubPostgres {
+        /// How many.
+        hubs: usize,
+    },
 }
 
 /// One ingest figure.
@@ -85,8 +97,12 @@ pub struct IngestRow {
     pub range: Option<(f64, f64)>,
     /// Round trips of the hub's append requests (hub rows only).
     pub request_latency: Option<Percentiles>,
-    /// CPU of the hub process, % of one core (hub rows only).
+    /// CPU of the hub process, % of one core (hub rows only); of all of them together
+    /// with several hubs.
     pub hub_cpu: Option<f64>,
+    /// CPU of the PostgreSQL server's backends serving the hubs, % of one core
+    /// (PostgreSQL rows, when the server's processes can be read).
+    pub db_cpu: Option<f64>,
     /// CPU of the load generator, % of one core (hub rows only).
     pub load_cpu: Option<f64>,
 }
@@ -252,10 +268,47 @@ async fn bare_sqlx(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<Dura
 /// The hub in its own process over a fresh file; one client connection per producer.
 async fn through_hub(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<IngestRow> {
     let hub = HubProcess::start(db).await?;
-    let base = hub.base_url();
+    let row = through_hubs(std::slice::from_ref(&hub), None, w, batch).await;
+    hub.stop().await;
+    row
+}
+
+/// `hubs` hub processes on a fresh PostgreSQL database of the server at `admin_url`.
+async fn through_postgres(
+    admin_url: &str,
+    hubs: usize,
+    w: &Workload,
+    batch: usize,
+) -> anyhow::Result<IngestRow> {
+    let db = TempDatabase::create(admin_url).await?;
+    let row = async {
+        let mut processes = Vec::with_capacity(hubs);
+        for _ in 0..hubs {
+            processes.push(HubProcess::start_on(&db.url).await?);
+        }
+        let row = through_hubs(&processes, Some(&db), w, batch).await;
+        for hub in processes {
+            hub.stop().await;
+        }
+        row
+    }
+    .await;
+    db.drop_now().await?;
+    row
+}
+
+/// Runs the workload through `hubs`, producer `p` on hub `p % hubs.len()` with a
+/// connection of its own, from the first request to the last reply.
+async fn through_hubs(
+    hubs: &[HubProcess],
+    db: Option<&TempDatabase>,
+    w: &Workload,
+    batch: usize,
+) -> anyhow::Result<IngestRow> {
+    let bases: Vec<String> = hubs.iter().map(HubProcess::base_url).collect();
     let setup = http_client()?;
-    for run in &w.runs {
-        create_run(&setup, &base, run).await?;
+    for (p, run) in w.runs.iter().enumerate() {
+        create_run(&setup, &bases[p % bases.len()], run).await?;
     }
     // Request bodies are built before the clock starts: the load generator's CPU
     // during the phase is HTTP alone.
@@ -268,12 +321,20 @@ async fn through_hub(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<In
                 .collect()
         })
         .collect();
-    let hub_cpu0 = hub.cpu()?;
+    let hubs_cpu = || -> anyhow::Result<Duration> {
+        hubs.iter()
+            .try_fold(Duration::ZERO, |total, hub| Ok(total + hub.cpu()?))
+    };
+    let db_cpu0 = match db {
+        Some(db) => Some(db.cpu_now().await?),
+        None => None,
+    };
+    let hub_cpu0 = hubs_cpu()?;
     let load_cpu0 = cpu_time("self")?;
     let start = Instant::now();
     let mut producers = tokio::task::JoinSet::new();
-    for (run, bodies) in w.runs.iter().cloned().zip(bodies) {
-        let base = base.clone();
+    for (p, (run, bodies)) in w.runs.iter().cloned().zip(bodies).enumerate() {
+        let base = bases[p % bases.len()].clone();
         let expected_last = w.rows[0].len() as u64;
         producers.spawn(async move {
             let client = http_client()?;
@@ -303,17 +364,27 @@ async fn through_hub(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<In
         latencies.extend(res.context("a producer task failed")??);
     }
     let wall = start.elapsed();
-    let hub_cpu = cpu_percent(hub_cpu0, hub.cpu()?, wall);
+    let hub_cpu = cpu_percent(hub_cpu0, hubs_cpu()?, wall);
     let load_cpu = cpu_percent(load_cpu0, cpu_time("self")?, wall);
-    hub.stop().await;
+    let db_cpu = match (db, db_cpu0) {
+        (Some(db), Some(before)) => db
+            .cpu_since(&before)
+            .await
+            .map(|used| cpu_percent(Duration::ZERO, used, wall)),
+        _ => None,
+    };
     Ok(IngestRow {
-        path: IngestPath::Hub,
+        path: match db {
+            Some(_) => IngestPath::HubPostgres { hubs: hubs.len() },
+            None => IngestPath::Hub,
+        },
         batch,
         events: w.rows.iter().map(Vec::len).sum(),
         wall,
         range: None,
         request_latency: Some(Percentiles::of_durations(&latencies)),
         hub_cpu: Some(hub_cpu),
+        db_cpu,
         load_cpu: Some(load_cpu),
     })
 }
@@ -321,7 +392,13 @@ async fn through_hub(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<In
 /// Every ingest row: for batches of 1 and of `scale.batch`, the two bare loops and
 /// the hub, each over a fresh file in `dir`, in `scale.rounds` interleaved rounds;
 /// each row is the round of median rate, with the slowest and fastest rates beside it.
-pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<Vec<IngestRow>> {
+/// With `postgres` (the server's maintenance database), each round also runs one hub
+/// and two hubs on a fresh PostgreSQL database.
+pub(crate) async fn run(
+    dir: &Path,
+    scale: &Scale,
+    postgres: Option<&str>,
+) -> anyhow::Result<Vec<IngestRow>> {
     if scale.clients == 0 || scale.batch == 0 || scale.rounds == 0 {
         bail!("ingest needs a client, a batch of at least one event and a round");
     }
@@ -340,9 +417,11 @@ pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<Vec<IngestR
             range: None,
             request_latency: None,
             hub_cpu: None,
+            db_cpu: None,
             load_cpu: None,
         };
-        let mut rounds: [Vec<IngestRow>; 3] = Default::default();
+        let mut rounds: Vec<Vec<IngestRow>> =
+            vec![Vec::new(); 3 + 2 * usize::from(postgres.is_some())];
         for round in 0..scale.rounds {
             let db = dir.join(format!("bare-rusqlite-{batch}-{round}.db"));
             let wall = tokio::task::block_in_place(|| bare_rusqlite(&db, &w, batch))
@@ -359,6 +438,17 @@ pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<Vec<IngestR
                     .await
                     .with_context(|| format!("hub ingest, {batch} per request"))?,
             );
+            if let Some(admin_url) = postgres {
+                for (i, hubs) in [1, 2].into_iter().enumerate() {
+                    rounds[3 + i].push(
+                        through_postgres(admin_url, hubs, &w, batch)
+                            .await
+                            .with_context(|| {
+                                format!("{hubs} hubs on PostgreSQL, {batch} per request")
+                            })?,
+                    );
+                }
+            }
         }
         for mut of_path in rounds {
             of_path.sort_by(|a, b| a.rate().total_cmp(&b.rate()));

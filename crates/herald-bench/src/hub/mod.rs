@@ -7,12 +7,18 @@
 //! fresh SQLite file, and all traffic stays on 127.0.0.1. Every loop is bounded in
 //! count and in time, and every part checks that its counts add up before it reports.
 //!
+//! Given a PostgreSQL server (`--postgres URL` of its maintenance database), ingest and
+//! fan-out also run on PostgreSQL, in the same invocation: hubs (`hub-load serve --db
+//! postgres://...`) on a fresh database per measurement, one hub and two hubs, beside
+//! the SQLite figures of the same run.
+//!
 //! # Layout
 //!
 //! - `ingest`: events per second, bare SQLite (rusqlite and sqlx) and the hub.
 //! - `fanout`: latency from append to SSE subscriber, and the subscriber process.
 //! - `idle`: hub RSS with many idle SSE streams.
 //! - `process`: the hub's process, `/proc` readings.
+//! - `pg`: a fresh PostgreSQL database per measurement, and its server's CPU.
 //! - `client`: HTTP requests and an SSE parser.
 //! - `table`: the Markdown report.
 
@@ -20,6 +26,7 @@ mod client;
 mod fanout;
 mod idle;
 mod ingest;
+mod pg;
 mod process;
 mod table;
 
@@ -162,8 +169,8 @@ impl Percentiles {
 pub struct Report {
     /// The ingest rows, bare loops and hub, batches of 1 and of 100.
     pub ingest: Vec<IngestRow>,
-    /// The fan-out figures.
-    pub fanout: Option<FanoutReport>,
+    /// The fan-out figures: one SQLite hub first, then PostgreSQL's when measured.
+    pub fanout: Vec<FanoutReport>,
     /// The idle-stream figures.
     pub idle: Option<IdleReport>,
     /// The machine's 1-minute load average when the run started, if known: other
@@ -189,8 +196,11 @@ impl Report {
 }
 
 /// Runs `parts` at `scale`, in a temporary directory of the system's temp dir (every
-/// SQLite file of a run on the same file system), and removes it afterwards.
-pub fn run(parts: &[Part], scale: &Scale) -> anyhow::Result<Report> {
+/// SQLite file of a run on the same file system), and removes it afterwards; with
+/// `postgres`, the URL of a PostgreSQL server's maintenance database, ingest and
+/// fan-out run on PostgreSQL too, each measurement on a database of its own that it
+/// creates and drops.
+pub fn run(parts: &[Part], scale: &Scale, postgres: Option<&str>) -> anyhow::Result<Report> {
     process::raise_open_files_limit();
     let dir = tempfile::Builder::new()
         .prefix("hub-load-")
@@ -208,10 +218,25 @@ pub fn run(parts: &[Part], scale: &Scale) -> anyhow::Result<Report> {
             }
             match part {
                 Part::Ingest => {
-                    report.ingest = ingest::run(dir.path(), scale).await.context("ingest")?
+                    report.ingest = ingest::run(dir.path(), scale, postgres)
+                        .await
+                        .context("ingest")?
                 }
                 Part::Fanout => {
-                    report.fanout = Some(fanout::run(dir.path(), scale).await.context("fanout")?)
+                    report
+                        .fanout
+                        .push(fanout::run(dir.path(), scale).await.context("fanout")?);
+                    if let Some(admin_url) = postgres {
+                        for hubs in [1, 2] {
+                            report.fanout.push(
+                                fanout::run_postgres(admin_url, hubs, scale)
+                                    .await
+                                    .with_context(|| {
+                                        format!("fanout, {hubs} hubs on PostgreSQL")
+                                    })?,
+                            );
+                        }
+                    }
                 }
                 Part::Idle => {
                     report.idle = Some(idle::run(dir.path(), scale).await.context("idle")?)

@@ -12,24 +12,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use herald_hub::{Hub, HubConfig, SqliteStore};
+use herald_hub::{Hub, HubConfig, PostgresStore, SqliteStore, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
 /// How long a child process may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `hub-load serve --db PATH`: the hub with its default configuration (as `herald
-/// serve` runs it) on `127.0.0.1:0` over a SQLite file; prints `listening on ADDR`, and
-/// stops when its standard input closes, so that it never outlives the load generator.
-pub fn serve_main(db: &Path) -> anyhow::Result<()> {
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub(crate) fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// `hub-load serve --db DB`: the hub with its default configuration (as `herald
+/// serve` runs it) on `127.0.0.1:0` over a SQLite file (`DB` a path) or a PostgreSQL
+/// database (`DB` a `postgres://` URL); prints `listening on ADDR`, and stops when its
+/// standard input closes, so that it never outlives the load generator.
+pub fn serve_main(db: &str) -> anyhow::Result<()> {
     raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let store = SqliteStore::open(db)
-            .await
-            .with_context(|| format!("opening {}", db.display()))?;
-        let hub = Hub::new(Arc::new(store), HubConfig::default());
+        let store: Arc<dyn Store> = if is_postgres(db) {
+            Arc::new(PostgresStore::connect(db).await?)
+        } else {
+            Arc::new(
+                SqliteStore::open(Path::new(db))
+                    .await
+                    .with_context(|| format!("opening {db}"))?,
+            )
+        };
+        let hub = Hub::new(store, HubConfig::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("listening on {}", listener.local_addr()?);
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
@@ -114,16 +126,22 @@ impl ChildProcess {
     }
 }
 
-/// A hub in its own process over a fresh SQLite file.
+/// A hub in its own process over a fresh SQLite file or a PostgreSQL database.
 pub(crate) struct HubProcess {
     process: ChildProcess,
     addr: SocketAddr,
 }
 
 impl HubProcess {
-    /// Starts `hub-load serve --db <db>` and waits until it listens.
+    /// Starts `hub-load serve --db <db>` over a SQLite file and waits until it listens.
     pub(crate) async fn start(db: &Path) -> anyhow::Result<HubProcess> {
         let db = db.to_str().context("the database path is not UTF-8")?;
+        HubProcess::start_on(db).await
+    }
+
+    /// Starts `hub-load serve --db <db>`, `db` a SQLite path or a PostgreSQL URL, and
+    /// waits until it listens.
+    pub(crate) async fn start_on(db: &str) -> anyhow::Result<HubProcess> {
         let mut process = ChildProcess::spawn(&["serve", "--db", db])?;
         let line = process.line(START_TIMEOUT).await?;
         let addr = line

@@ -55,6 +55,12 @@ fn path_name(row: &IngestRow, clients: usize) -> String {
         IngestPath::BareRusqlite => "bare SQLite, rusqlite loop".to_owned(),
         IngestPath::BareSqlx => "bare SQLite, sqlx loop with the hub's statements".to_owned(),
         IngestPath::Hub => format!("hub over HTTP, {clients} connections"),
+        IngestPath::HubPostgres { hubs: 1 } => {
+            format!("hub on PostgreSQL over HTTP, {clients} connections")
+        }
+        IngestPath::HubPostgres { hubs } => format!(
+            "{hubs} hubs on one PostgreSQL over HTTP, {clients} connections split between them"
+        ),
     }
 }
 
@@ -66,9 +72,9 @@ fn render_ingest(out: &mut String, rows: &[IngestRow], scale: &Scale) -> Option<
     );
     let _ = writeln!(
         out,
-        "| path | events per transaction | events | events/s (median) | slowest – fastest | × bare rusqlite | request p50 / p99 | hub CPU | load CPU |"
+        "| path | events per transaction | events | events/s (median) | slowest – fastest | × bare rusqlite | request p50 / p99 | hub CPU | load CPU | PostgreSQL CPU |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let bare = rows
             .iter()
@@ -87,7 +93,7 @@ fn render_ingest(out: &mut String, rows: &[IngestRow], scale: &Scale) -> Option<
         });
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {range} | {:.2} | {latency} | {} | {} |",
+            "| {} | {} | {} | {} | {range} | {:.2} | {latency} | {} | {} | {} |",
             path_name(row, scale.clients),
             row.batch,
             thousands(row.events as u64),
@@ -95,6 +101,7 @@ fn render_ingest(out: &mut String, rows: &[IngestRow], scale: &Scale) -> Option<
             row.rate() / bare,
             pct(row.hub_cpu),
             pct(row.load_cpu),
+            pct(row.db_cpu),
         );
     }
     let batched = |path| {
@@ -143,7 +150,7 @@ pub(crate) fn render(report: &Report, scale: &Scale) -> String {
             ));
         }
     }
-    if let Some(f) = &report.fanout {
+    if let Some(f) = report.fanout.first() {
         let _ = writeln!(
             out,
             "\n**Publish to subscriber** ({} SSE subscribers on one run in a process of their own; {} events appended one per request at {}/s)\n",
@@ -153,24 +160,32 @@ pub(crate) fn render(report: &Report, scale: &Scale) -> String {
         );
         let _ = writeln!(
             out,
-            "| subscribers | deliveries | p50 | p90 | p99 | max | append round trip p50 / p99 | hub CPU | subscribers' CPU |"
+            "| hubs | subscribers | deliveries | p50 | p90 | p99 | max | append round trip p50 / p99 | hub CPU | subscribers' CPU | PostgreSQL CPU |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} / {} | {:.0}% | {:.0}% |",
-            thousands(f.subscribers as u64),
-            thousands(f.deliveries as u64),
-            percentile_cells(&f.latency_us),
-            ms(f.append_us.p50),
-            ms(f.append_us.p99),
-            f.hub_cpu,
-            f.subscriber_cpu,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
+        for f in &report.fanout {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} / {} | {:.0}% | {:.0}% | {} |",
+                f.setup,
+                thousands(f.subscribers as u64),
+                thousands(f.deliveries as u64),
+                percentile_cells(&f.latency_us),
+                ms(f.append_us.p50),
+                ms(f.append_us.p99),
+                f.hub_cpu,
+                f.subscriber_cpu,
+                f.db_cpu.map_or(String::new(), |c| format!("{c:.0}%")),
+            );
+        }
         targets.push(format!(
-            "- p99 publish-to-subscriber latency under {} with {} subscribers: {}, {}",
+            "- p99 publish-to-subscriber latency under {} with {} subscribers ({}): {}, {}",
             ms(LATENCY_TARGET_US),
             thousands(f.subscribers as u64),
+            f.setup,
             ms(f.latency_us.p99),
             verdict(f.latency_us.p99 < LATENCY_TARGET_US)
         ));
