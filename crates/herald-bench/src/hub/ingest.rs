@@ -12,7 +12,10 @@
 //! With a PostgreSQL server, the same producers also go through hubs on a fresh
 //! PostgreSQL database: one hub, and two hubs (hub processes of their own on one
 //! database, the producers split between them, as behind a load balancer), in the same
-//! interleaved rounds as the SQLite figures.
+//! interleaved rounds as the SQLite figures. Their limit is a bare PostgreSQL loop: the
+//! same producers, one connection and one run each, concurrently, issuing the store's
+//! statements for each append (the run's row locked, the events inserted, the run's
+//! row updated, the notification) on the hub's own tables.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -74,6 +77,8 @@ pub enum IngestPath {
     BareSqlx,
     /// The hub in its own process, over HTTP from several client connections.
     Hub,
+    /// sqlx on PostgreSQL, the store's statements, one connection per producer.
+    BarePostgres,
     /// `hubs` hub processes on one PostgreSQL database, the producers split between
     /// them.
     HubPostgres {
@@ -273,6 +278,82 @@ async fn through_hub(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<In
     row
 }
 
+/// The store's statements for each append, without HTTP, parsing, the fold or the
+/// cache: per producer a connection and a run of its own, all producers at once, on a
+/// fresh database with the hub's tables (its migrations, applied by opening the store).
+async fn bare_postgres(admin_url: &str, w: &Workload, batch: usize) -> anyhow::Result<Duration> {
+    let db = TempDatabase::create(admin_url).await?;
+    let wall = async {
+        drop(
+            herald_hub::PostgresStore::connect(&db.url)
+                .await
+                .context("applying the hub's migrations")?,
+        );
+        let mut conns = Vec::new();
+        for run in &w.runs {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+            sqlx::query(
+                "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
+                 last_event_us, last_producer_us, state) VALUES ($1, $1, 60, 86400, 0, 0, 0, '{}')",
+            )
+            .bind(run)
+            .execute(&mut conn)
+            .await?;
+            conns.push(conn);
+        }
+        let start = Instant::now();
+        let mut producers = tokio::task::JoinSet::new();
+        for ((mut conn, run), rows) in conns.into_iter().zip(w.runs.clone()).zip(w.rows.clone()) {
+            producers.spawn(async move {
+                for (c, chunk) in rows.chunks(batch).enumerate() {
+                    let first = (c * batch) as i64 + 1;
+                    let seqs: Vec<i64> = (first..first + chunk.len() as i64).collect();
+                    let ids: Vec<Option<&str>> = vec![None; chunk.len()];
+                    let mut tx = conn.begin().await?;
+                    sqlx::query("SELECT last_seq FROM runs WHERE id = $1 FOR UPDATE")
+                        .bind(&run)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO events (run_id, seq, event_id, body) \
+                         SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[])",
+                    )
+                    .bind(&run)
+                    .bind(&seqs)
+                    .bind(&ids)
+                    .bind(chunk)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE runs SET last_seq = $1, state = $2 WHERE id = $3")
+                        .bind(seqs[seqs.len() - 1])
+                        .bind("{}")
+                        .bind(&run)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("SELECT pg_notify('herald_runs', $1)")
+                        .bind(&run)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    ensure!(
+                        start.elapsed() < PHASE_TIMEOUT,
+                        "bare PostgreSQL loop over time"
+                    );
+                }
+                conn.close().await?;
+                Ok::<_, anyhow::Error>(())
+            });
+        }
+        while let Some(res) = producers.join_next().await {
+            res.context("a producer task failed")??;
+        }
+        Ok::<_, anyhow::Error>(start.elapsed())
+    }
+    .await;
+    db.drop_now().await?;
+    wall
+}
+
 /// `hubs` hub processes on a fresh PostgreSQL database of the server at `admin_url`.
 async fn through_postgres(
     admin_url: &str,
@@ -421,7 +502,7 @@ pub(crate) async fn run(
             load_cpu: None,
         };
         let mut rounds: Vec<Vec<IngestRow>> =
-            vec![Vec::new(); 3 + 2 * usize::from(postgres.is_some())];
+            vec![Vec::new(); 3 + 3 * usize::from(postgres.is_some())];
         for round in 0..scale.rounds {
             let db = dir.join(format!("bare-rusqlite-{batch}-{round}.db"));
             let wall = tokio::task::block_in_place(|| bare_rusqlite(&db, &w, batch))
@@ -439,8 +520,12 @@ pub(crate) async fn run(
                     .with_context(|| format!("hub ingest, {batch} per request"))?,
             );
             if let Some(admin_url) = postgres {
+                let wall = bare_postgres(admin_url, &w, batch)
+                    .await
+                    .context("bare PostgreSQL loop")?;
+                rounds[3].push(bare(IngestPath::BarePostgres, wall));
                 for (i, hubs) in [1, 2].into_iter().enumerate() {
-                    rounds[3 + i].push(
+                    rounds[4 + i].push(
                         through_postgres(admin_url, hubs, &w, batch)
                             .await
                             .with_context(|| {

@@ -55,6 +55,9 @@ fn path_name(row: &IngestRow, clients: usize) -> String {
         IngestPath::BareRusqlite => "bare SQLite, rusqlite loop".to_owned(),
         IngestPath::BareSqlx => "bare SQLite, sqlx loop with the hub's statements".to_owned(),
         IngestPath::Hub => format!("hub over HTTP, {clients} connections"),
+        IngestPath::BarePostgres => {
+            format!("bare PostgreSQL, sqlx with the store's statements, {clients} connections")
+        }
         IngestPath::HubPostgres { hubs: 1 } => {
             format!("hub on PostgreSQL over HTTP, {clients} connections")
         }
