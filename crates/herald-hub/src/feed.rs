@@ -17,7 +17,7 @@ use std::time::Duration;
 use herald_protocol::{Event, RunId};
 use tokio::sync::{Notify, watch};
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Events kept per feed for subscribers that are slightly behind.
 const RING_CAPACITY: usize = 4096;
@@ -177,26 +177,31 @@ async fn poll_store(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = read_now.notified() => {}
-        }
+        let woken = tokio::select! {
+            _ = tick.tick() => false,
+            () = read_now.notified() => true,
+        };
         let Some(feed) = feed.upgrade() else { return };
+        let mut read = 0;
         loop {
             let cursor = feed.last_seq();
             match store.events(&run, cursor, 1000).await {
-                Ok(events) if !events.is_empty() => feed.push(&events),
-                Ok(_) => break,
-                Err(crate::store::StoreError::NotFound) => {
-                    // Deleted (perhaps through another hub): its subscribers look and end.
-                    feed.last_seq.send_modify(|_| {});
-                    return;
+                Ok(events) if !events.is_empty() => {
+                    read += events.len();
+                    feed.push(&events);
                 }
+                Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(run = %run, error = %e, "feed poll failed");
                     break;
                 }
             }
+        }
+        // A wake-up that brought no event may be the run's deletion (through another
+        // hub, whose wake-up names the run and nothing more): one look for the whole
+        // feed, rather than one per subscriber.
+        if woken && read == 0 && matches!(store.run(&run).await, Err(StoreError::NotFound)) {
+            feed.last_seq.send_modify(|_| {});
         }
     }
 }

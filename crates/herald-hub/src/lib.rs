@@ -112,12 +112,22 @@ struct ShownRuns {
 impl ShownRuns {
     const CAPACITY: usize = 10_000;
 
-    /// Records `last_seq` (`None`: deleted) for `run`; whether it differs from before.
+    /// Records `last_seq` (`None`: deleted) for `run` if it is news: a later state
+    /// than the one told, or a deletion not told yet. A state read before a later one
+    /// was told (a slow wake-up) is not news.
     fn changed(&mut self, run: &RunId, last_seq: Option<u64>) -> bool {
         if self.last.len() >= Self::CAPACITY {
             self.last.clear();
         }
-        self.last.insert(run.clone(), last_seq) != Some(last_seq)
+        let news = match (self.last.get(run), last_seq) {
+            (Some(Some(told)), Some(seq)) => seq > *told,
+            (Some(None), None) => false,
+            _ => true,
+        };
+        if news {
+            self.last.insert(run.clone(), last_seq);
+        }
+        news
     }
 }
 
@@ -230,11 +240,13 @@ impl Hub {
             return;
         }
         self.inner.feeds.publish(run, events);
-        self.told(run, Some(state.last_seq));
-        let _ = self
-            .inner
-            .changes
-            .send(RunChange::State(Arc::new(state.clone())));
+        // The store's own notification may have told list subscribers already.
+        if self.told(run, Some(state.last_seq)) {
+            let _ = self
+                .inner
+                .changes
+                .send(RunChange::State(Arc::new(state.clone())));
+        }
     }
 
     /// Records what list subscribers are told of `run` (`None`: its deletion); whether
@@ -246,18 +258,20 @@ impl Hub {
 
     /// Tells list subscribers about a run whose state changed without events (created).
     pub(crate) fn published_state(&self, state: &RunState) {
-        self.told(&state.id, Some(state.last_seq));
-        let _ = self
-            .inner
-            .changes
-            .send(RunChange::State(Arc::new(state.clone())));
+        if self.told(&state.id, Some(state.last_seq)) {
+            let _ = self
+                .inner
+                .changes
+                .send(RunChange::State(Arc::new(state.clone())));
+        }
     }
 
     pub(crate) fn deleted(&self, run: &RunId) {
         // Open streams of the run end rather than wait for events that cannot come.
         self.inner.feeds.wake(run);
-        self.told(run, None);
-        let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
+        if self.told(run, None) {
+            let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
+        }
     }
 
     /// One pass of stall detection and retention at the clock's current time: each

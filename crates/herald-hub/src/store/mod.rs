@@ -15,6 +15,8 @@
 mod batch;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -294,39 +296,59 @@ pub enum Wake {
 
 /// Folded run states kept in memory, so that the ETA estimators survive between
 /// appends and reads do not re-fold a run's whole history.
+///
+/// Each state is kept with its run's `created_at`, and served only for that run: a run
+/// deleted and created again under the same id (perhaps through another hub, which this
+/// process does not hear of) is another run.
 #[derive(Default)]
 pub(crate) struct StateCache {
-    states: Mutex<HashMap<RunId, RunState>>,
+    states: Mutex<HashMap<RunId, (Timestamp, RunState)>>,
 }
 
 /// States kept before the cache starts over; a state is a few kilobytes.
 const CACHE_CAPACITY: usize = 10_000;
 
 impl StateCache {
-    /// The cached state of `id` if it is exactly at `last_seq`.
-    pub(crate) fn get(&self, id: &RunId) -> Option<RunState> {
-        self.lock().get(id).cloned()
+    /// The cached state of the run `id` created at `created_at`.
+    pub(crate) fn get(&self, id: &RunId, created_at: Timestamp) -> Option<RunState> {
+        let states = self.lock();
+        let (created, state) = states.get(id)?;
+        (*created == created_at).then(|| state.clone())
     }
 
-    /// The `last_seq` of the cached state of `id`, without copying the state.
+    /// The `last_seq` of the cached state of `id`, without copying the state: a guess
+    /// (it may be another run's of the same id, or behind the store).
     pub(crate) fn last_seq(&self, id: &RunId) -> Option<u64> {
-        self.lock().get(id).map(|state| state.last_seq)
+        self.lock().get(id).map(|(_, state)| state.last_seq)
     }
 
-    pub(crate) fn put(&self, state: RunState) {
+    /// Keeps `state` of the run created at `created_at`, unless a later state of that
+    /// run is cached already (two appends may finish in either order).
+    pub(crate) fn put(&self, created_at: Timestamp, state: RunState) {
         let mut states = self.lock();
         if states.len() >= CACHE_CAPACITY && !states.contains_key(&state.id) {
             // Cheap and rare: drop everything and refill from the store on demand.
             states.clear();
         }
-        states.insert(state.id.clone(), state);
+        if let Some((created, cached)) = states.get(&state.id) {
+            if *created == created_at && cached.last_seq > state.last_seq {
+                return;
+            }
+        }
+        states.insert(state.id.clone(), (created_at, state));
+    }
+
+    /// Keeps the state of a run just created, whatever was cached for its id.
+    pub(crate) fn replace(&self, created_at: Timestamp, state: RunState) {
+        self.lock().remove(&state.id);
+        self.put(created_at, state);
     }
 
     pub(crate) fn remove(&self, id: &RunId) {
         self.lock().remove(id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, RunState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, (Timestamp, RunState)>> {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

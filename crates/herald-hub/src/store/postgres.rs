@@ -32,7 +32,7 @@ use herald_protocol::{
     Draft, Event, RunId, RunState, RunStatus, Timestamp, TypeFilter, parse_event,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, QueryBuilder, Row};
+use sqlx::{Connection, PgConnection, QueryBuilder, Row};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -87,12 +87,23 @@ impl PostgresStore {
             options.get_port(),
             options.get_database().unwrap_or("(default database)")
         );
+        let options = options.application_name("herald");
+        // One connection first, for the real cause of a failure ("connection refused",
+        // "database does not exist") at once: the pool would wait out its timeout and
+        // report only that.
+        let cannot = |e: sqlx::Error| StoreError::Db(format!("cannot connect to {database}: {e}"));
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(cannot)?
+            .close()
+            .await
+            .map_err(cannot)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone().application_name("herald"))
+            .connect_with(options.clone())
             .await
-            .map_err(|e| StoreError::Db(format!("cannot connect to {database}: {e}")))?;
+            .map_err(cannot)?;
         MIGRATOR.run(&pool).await.map_err(|e| {
             StoreError::Db(format!("cannot apply the migrations to {database}: {e}"))
         })?;
@@ -134,7 +145,7 @@ impl PostgresStore {
         .await?
         .ok_or(StoreError::NotFound)
         .and_then(|row| head_from_row(&row))?;
-        let state = fold_state(&mut *tx, &head, self.cache.get(id)).await?;
+        let state = fold_state(&mut tx, &head, self.cache.get(id, head.created_at)).await?;
         if only_if_silent && !head.silent_at(now) {
             return Ok(Batch::empty(&head, state).into_appended());
         }
@@ -185,9 +196,9 @@ impl PostgresStore {
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
-        notify(&mut *tx, id).await?;
+        notify(&mut tx, id).await?;
         tx.commit().await?;
-        self.cache.put(batch.state.clone());
+        self.cache.put(head.created_at, batch.state.clone());
         Ok(batch.into_appended())
     }
 }
@@ -394,11 +405,11 @@ impl Store for PostgresStore {
             .bind(Scope::Read.as_str())
             .execute(&mut *tx)
             .await?;
-        notify(&mut *tx, &run.id).await?;
+        notify(&mut tx, &run.id).await?;
         tx.commit().await?;
         // A state cached for an earlier run of the same id (deleted, perhaps through
         // another hub) must not be taken for this one's.
-        self.cache.put(state.clone());
+        self.cache.replace(run.created_at, state.clone());
         let head = RunHead {
             id: run.id.clone(),
             name: run.name.clone(),
@@ -427,14 +438,8 @@ impl Store for PostgresStore {
         .ok_or(StoreError::NotFound)
         .and_then(|row| head_from_row(&row))?;
         // Serve the cached state (with ETA estimators) when it is current.
-        let state = fold_state(&mut conn, &head, self.cache.get(id)).await?;
-        if self
-            .cache
-            .last_seq(id)
-            .is_none_or(|seq| seq <= state.last_seq)
-        {
-            self.cache.put(state.clone());
-        }
+        let state = fold_state(&mut conn, &head, self.cache.get(id, head.created_at)).await?;
+        self.cache.put(head.created_at, state.clone());
         Ok(head.with_state(state))
     }
 
@@ -512,7 +517,7 @@ impl Store for PostgresStore {
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
-        notify(&mut *tx, id).await?;
+        notify(&mut tx, id).await?;
         tx.commit().await?;
         self.cache.remove(id);
         Ok(())

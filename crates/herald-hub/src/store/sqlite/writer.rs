@@ -142,18 +142,19 @@ impl<T: Send + 'static> Outcome for Done<T> {
 pub(super) struct Group<'c> {
     conn: &'c Connection,
     cache: &'c StateCache,
-    /// States folded by the group's jobs (`None`: the run was deleted), which go to
-    /// the cache only once the group has committed.
-    states: HashMap<RunId, Option<RunState>>,
+    /// States folded by the group's jobs, with their runs' `created_at` (`None`: the
+    /// run was deleted), which go to the cache only once the group has committed.
+    states: HashMap<RunId, Option<(Timestamp, RunState)>>,
 }
 
 impl Group<'_> {
     /// The latest folded state of `id` this process has: the group's own, else the
     /// cache's. It may lag behind the stored events; see `RunHead::state`.
-    fn state(&self, id: &RunId) -> Option<RunState> {
+    fn state(&self, id: &RunId, created_at: Timestamp) -> Option<RunState> {
         match self.states.get(id) {
-            Some(state) => state.clone(),
-            None => self.cache.get(id),
+            Some(Some((created, state))) if *created == created_at => Some(state.clone()),
+            Some(_) => None,
+            None => self.cache.get(id, created_at),
         }
     }
 }
@@ -211,7 +212,11 @@ fn commit_group(conn: &Connection, cache: &StateCache, jobs: Vec<Box<dyn Job>>) 
     if failure.is_none() {
         for (id, state) in group.states {
             match state {
-                Some(state) => cache.put(state),
+                // A state without events is a run this group created.
+                Some((created_at, state)) if state.last_seq == 0 => {
+                    cache.replace(created_at, state)
+                }
+                Some((created_at, state)) => cache.put(created_at, state),
                 None => cache.remove(&id),
             }
         }
@@ -269,7 +274,9 @@ pub(super) fn create(group: &mut Group<'_>, run: &NewRun) -> Result<RunRecord, S
     }
     // A state cached for an earlier run of the same id (deleted by another process)
     // must not be taken for this one's.
-    group.states.insert(run.id.clone(), Some(state));
+    group
+        .states
+        .insert(run.id.clone(), Some((run.created_at, state)));
     run_record(conn, &run.id)
 }
 
@@ -310,7 +317,7 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
         only_if_silent,
     } = job;
     let head = run_head(conn, &id)?;
-    let state = fold_state(conn, &head, group.state(&id))?;
+    let state = fold_state(conn, &head, group.state(&id, head.created_at))?;
     if only_if_silent && !head.silent_at(now) {
         return Ok(Batch::empty(&head, state).into_appended());
     }
@@ -345,7 +352,9 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
             id.as_str(),
         ])?;
     }
-    group.states.insert(id, Some(batch.state.clone()));
+    group
+        .states
+        .insert(id, Some((head.created_at, batch.state.clone())));
     Ok(batch.into_appended())
 }
 
@@ -564,7 +573,7 @@ mod tests {
         assert_eq!(ids("b"), [(1, None)], "nothing stored after the finish");
         let cached = f
             .cache
-            .get(&RunId::new("a").unwrap())
+            .get(&RunId::new("a").unwrap(), now())
             .expect("a cached state");
         assert_eq!((cached.last_seq, cached.event_count), (3, 3));
         let last_seq: i64 = f
@@ -593,7 +602,7 @@ mod tests {
         assert_eq!(f.seqs_and_ids("a"), []);
         let cached = f
             .cache
-            .get(&RunId::new("a").unwrap())
+            .get(&RunId::new("a").unwrap(), now())
             .expect("the created state");
         assert_eq!(cached.last_seq, 0, "the lost group's state is not cached");
 
@@ -630,7 +639,7 @@ mod tests {
         f.group(vec![add]);
         answer(reply).expect("appended");
         let id = RunId::new("a").unwrap();
-        assert!(f.cache.get(&id).is_some());
+        assert!(f.cache.get(&id, now()).is_some());
 
         let (gone, gone_reply) = job({
             let id = id.clone();
@@ -642,7 +651,7 @@ mod tests {
         answer(gone_reply).expect("deleted");
         assert!(matches!(answer(late_reply), Err(StoreError::NotFound)));
         answer(again_reply).expect("created again");
-        let state = f.cache.get(&id).expect("the new run's state");
+        let state = f.cache.get(&id, now()).expect("the new run's state");
         assert_eq!(state.last_seq, 0, "not the deleted run's");
         assert_eq!(f.seqs_and_ids("a"), []);
     }
