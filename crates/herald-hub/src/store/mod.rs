@@ -101,6 +101,54 @@ pub struct NewRun {
     pub created_at: Timestamp,
 }
 
+/// A run's columns as either store reads them, before their values are checked: the
+/// one conversion from stored text and numbers to a [`RunHead`] or [`RunRecord`].
+pub(crate) struct RunRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) parent: Option<String>,
+    pub(crate) heartbeat_timeout_s: f64,
+    pub(crate) ttl_s: f64,
+    pub(crate) track: Option<String>,
+    pub(crate) created_us: i64,
+    pub(crate) last_seq: i64,
+    pub(crate) status: String,
+    pub(crate) last_producer_us: i64,
+}
+
+impl RunRow {
+    pub(crate) fn into_head(self) -> Result<RunHead, StoreError> {
+        let bad = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
+        Ok(RunHead {
+            id: RunId::new(self.id).map_err(|_| bad("id"))?,
+            name: self.name,
+            parent: self
+                .parent
+                .map(RunId::new)
+                .transpose()
+                .map_err(|_| bad("parent"))?,
+            heartbeat_timeout_s: self.heartbeat_timeout_s,
+            ttl_s: self.ttl_s,
+            track: self
+                .track
+                .map(|t| t.parse::<TypeFilter>())
+                .transpose()
+                .map_err(|_| bad("track"))?,
+            created_at: Timestamp::from_unix_micros(self.created_us),
+            last_seq: u64::try_from(self.last_seq).map_err(|_| bad("last_seq"))?,
+            status: self.status.parse().map_err(|_| bad("status"))?,
+            last_producer_at: Timestamp::from_unix_micros(self.last_producer_us),
+        })
+    }
+
+    /// The record, with `state`, the stored state's JSON.
+    pub(crate) fn into_record(self, state: &str) -> Result<RunRecord, StoreError> {
+        let state = serde_json::from_str(state)
+            .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
+        Ok(self.into_head()?.with_state(state))
+    }
+}
+
 /// A run's row without its state: what an append needs, and what a read needs when
 /// the state comes from the cache.
 pub(crate) struct RunHead {

@@ -28,17 +28,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_protocol::{
-    Draft, Event, RunId, RunState, RunStatus, Timestamp, TypeFilter, parse_event,
-};
+use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, parse_event};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, QueryBuilder, Row};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    Appended, Batch, NewRun, RunFilter, RunHead, RunRecord, StateCache, Store, StoreError, Wake,
-    stamp_ahead,
+    Appended, Batch, NewRun, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store, StoreError,
+    Wake, stamp_ahead,
 };
 use crate::auth::Scope;
 
@@ -277,39 +275,29 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// The columns of `head_columns!`, in that order, at the start of `row`.
-fn head_from_row(row: &PgRow) -> Result<RunHead, StoreError> {
-    let bad = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
-    let id: String = row.try_get(0)?;
-    let parent: Option<String> = row.try_get(2)?;
-    let track: Option<String> = row.try_get(5)?;
-    let status: String = row.try_get(8)?;
-    Ok(RunHead {
-        id: RunId::new(id).map_err(|_| bad("id"))?,
+fn run_row(row: &PgRow) -> Result<RunRow, StoreError> {
+    Ok(RunRow {
+        id: row.try_get(0)?,
         name: row.try_get(1)?,
-        parent: parent
-            .map(RunId::new)
-            .transpose()
-            .map_err(|_| bad("parent"))?,
+        parent: row.try_get(2)?,
         heartbeat_timeout_s: row.try_get(3)?,
         ttl_s: row.try_get(4)?,
-        track: track
-            .map(|t| TypeFilter::from_str(&t))
-            .transpose()
-            .map_err(|_| bad("track"))?,
-        created_at: Timestamp::from_unix_micros(row.try_get(6)?),
-        last_seq: row.try_get::<i64, _>(7)? as u64,
-        status: status.parse().map_err(|_| bad("status"))?,
-        last_producer_at: Timestamp::from_unix_micros(row.try_get(9)?),
+        track: row.try_get(5)?,
+        created_us: row.try_get(6)?,
+        last_seq: row.try_get(7)?,
+        status: row.try_get(8)?,
+        last_producer_us: row.try_get(9)?,
     })
+}
+
+fn head_from_row(row: &PgRow) -> Result<RunHead, StoreError> {
+    run_row(row)?.into_head()
 }
 
 /// A run's record, its stored state included, from `head_columns!` then `state`.
 fn record_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
-    let head = head_from_row(row)?;
     let state: String = row.try_get(10)?;
-    let state = serde_json::from_str(&state)
-        .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
-    Ok(head.with_state(state))
+    run_row(row)?.into_record(&state)
 }
 
 /// Parses stored event bodies of run `id`.

@@ -23,20 +23,18 @@
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_protocol::{
-    Draft, Event, RunId, RunState, RunStatus, Timestamp, TypeFilter, parse_event,
-};
+use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, parse_event};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 
 use self::writer::{AppendJob, Writer};
 use super::{
-    Appended, NewRun, RunFilter, RunHead, RunRecord, StateCache, Store, StoreError, stamp_ahead,
+    Appended, NewRun, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store, StoreError,
+    stamp_ahead,
 };
 use crate::auth::Scope;
 
@@ -247,30 +245,23 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// The columns of `head_columns!`, in that order, at the start of `row`.
-fn head_from_row(row: &Row<'_>) -> Result<RunHead, StoreError> {
-    let bad = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
-    let id: String = row.get(0)?;
-    let parent: Option<String> = row.get(2)?;
-    let track: Option<String> = row.get(5)?;
-    let status: String = row.get(8)?;
-    Ok(RunHead {
-        id: RunId::new(id).map_err(|_| bad("id"))?,
+fn run_row(row: &Row<'_>) -> Result<RunRow, StoreError> {
+    Ok(RunRow {
+        id: row.get(0)?,
         name: row.get(1)?,
-        parent: parent
-            .map(RunId::new)
-            .transpose()
-            .map_err(|_| bad("parent"))?,
+        parent: row.get(2)?,
         heartbeat_timeout_s: row.get(3)?,
         ttl_s: row.get(4)?,
-        track: track
-            .map(|t| TypeFilter::from_str(&t))
-            .transpose()
-            .map_err(|_| bad("track"))?,
-        created_at: Timestamp::from_unix_micros(row.get(6)?),
-        last_seq: row.get::<_, i64>(7)? as u64,
-        status: status.parse().map_err(|_| bad("status"))?,
-        last_producer_at: Timestamp::from_unix_micros(row.get(9)?),
+        track: row.get(5)?,
+        created_us: row.get(6)?,
+        last_seq: row.get(7)?,
+        status: row.get(8)?,
+        last_producer_us: row.get(9)?,
     })
+}
+
+fn head_from_row(row: &Row<'_>) -> Result<RunHead, StoreError> {
+    run_row(row)?.into_head()
 }
 
 /// The run's state folded up to `head.last_seq`: from `cached` when it can be (see
@@ -305,11 +296,8 @@ pub(super) fn fold_state(
 
 /// A run's record, its stored state included, from `head_columns!` then `state`.
 fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
-    let head = head_from_row(row)?;
     let state: String = row.get(10)?;
-    let state = serde_json::from_str(&state)
-        .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
-    Ok(head.with_state(state))
+    run_row(row)?.into_record(&state)
 }
 
 fn run_head(conn: &Connection, id: &RunId) -> Result<RunHead, StoreError> {
