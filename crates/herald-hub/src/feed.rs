@@ -58,18 +58,24 @@ impl Feed {
         let Some(last) = events.last() else { return };
         {
             let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+            // The same events may come twice, from this hub's append and from the
+            // store (read when the store's notification of that append woke the feed):
+            // only those past the ring's end are new.
+            let known = recent.back().map_or(0, |e| e.seq);
+            let new = &events[events.partition_point(|e| e.seq <= known)..];
             // The ring must stay contiguous: after a gap (events this process did not
             // see), start it again from these.
-            if recent.back().is_some_and(|e| e.seq + 1 != events[0].seq) {
+            if new
+                .first()
+                .is_some_and(|first| known != 0 && known + 1 != first.seq)
+            {
                 recent.clear();
             }
-            if recent.back().is_none_or(|e| e.seq < events[0].seq) {
-                for event in events {
-                    if recent.len() == RING_CAPACITY {
-                        recent.pop_front();
-                    }
-                    recent.push_back(Arc::new(event.clone()));
+            for event in new {
+                if recent.len() == RING_CAPACITY {
+                    recent.pop_front();
                 }
+                recent.push_back(Arc::new(event.clone()));
             }
         }
         self.last_seq.send_if_modified(|seq| {
@@ -203,5 +209,50 @@ async fn poll_store(
         if woken && read == 0 && matches!(store.run(&run).await, Err(StoreError::NotFound)) {
             feed.last_seq.send_modify(|_| {});
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::{Draft, Log, LogLevel, Timestamp};
+
+    use super::*;
+
+    fn events(run: &RunId, seqs: std::ops::RangeInclusive<u64>) -> Vec<Event> {
+        let now = Timestamp::from_unix_micros(1_800_000_000_000_000);
+        seqs.map(|seq| {
+            let log = Log {
+                level: LogLevel::Info,
+                message: format!("m{seq}"),
+            };
+            Draft::new(now, log).stamp(run.clone(), seq, now)
+        })
+        .collect()
+    }
+
+    fn ring(feed: &Feed) -> Vec<u64> {
+        let recent = feed.recent.read().unwrap();
+        recent.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn the_ring_takes_each_event_once_and_starts_again_after_a_gap() {
+        let run = RunId::new("r").unwrap();
+        let feed = Feed {
+            last_seq: watch::channel(0).0,
+            recent: RwLock::new(VecDeque::new()),
+            read_now: Arc::default(),
+        };
+        feed.push(&events(&run, 1..=3));
+        // The store's copy of events this hub published, and one more.
+        feed.push(&events(&run, 2..=5));
+        feed.push(&events(&run, 4..=5));
+        assert_eq!(ring(&feed), [1, 2, 3, 4, 5]);
+        assert_eq!(feed.last_seq(), 5);
+        // Events this hub never saw (6, 7): the ring starts again.
+        feed.push(&events(&run, 8..=9));
+        assert_eq!(ring(&feed), [8, 9]);
+        assert_eq!(feed.after(8, 10).expect("in the ring").len(), 1);
+        assert!(feed.after(5, 10).is_none(), "6 and 7 are for the store");
     }
 }
