@@ -239,6 +239,15 @@ pub(crate) async fn create_run(
             "`name` must be 1 to 1024 bytes",
         ));
     }
+    // PostgreSQL's text cannot hold NUL; refused whichever the store, so that a run
+    // that one hub takes no other refuses. (Other control characters are kept: a
+    // command line as a name may hold a newline; views escape what they show.)
+    if body.name.contains('\0') {
+        return Err(ApiError::invalid_field(
+            "name",
+            "`name` must not contain NUL (\\u0000)",
+        ));
+    }
     let parent = body
         .parent
         .map(|p| {
@@ -269,6 +278,16 @@ pub(crate) async fn create_run(
             ));
         }
     };
+    if track
+        .as_ref()
+        .is_some_and(|t| t.chars().any(char::is_control))
+    {
+        // No event type has one; PostgreSQL's text cannot hold NUL.
+        return Err(ApiError::invalid_field(
+            "track",
+            "`track` must not contain control characters",
+        ));
+    }
     let track = track
         .map(|t| {
             t.parse::<TypeFilter>()

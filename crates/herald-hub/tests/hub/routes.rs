@@ -202,6 +202,14 @@ async fn bad_input_is_400_naming_the_index_and_field() {
             .json(json!({"id": "x"}))
             .expect(400, "invalid_field")
             .field("name"),
+        Case::new("create: NUL in the name", Method::POST, "/v1/runs")
+            .json(json!({"name": "a\u{0}b"}))
+            .expect(400, "invalid_field")
+            .field("name"),
+        Case::new("create: NUL in a tracked pattern", Method::POST, "/v1/runs")
+            .json(json!({"name": "n", "track": ["log", "x\u{0}"]}))
+            .expect(400, "invalid_field")
+            .field("track"),
         Case::new("create: bad run id", Method::POST, "/v1/runs")
             .json(json!({"id": "has space", "name": "n"}))
             .expect(400, "invalid_field")
@@ -462,4 +470,28 @@ async fn bodies_over_the_limits_are_413() {
     check(&hub, cases).await;
     let reply = hub.append(&run, logs("m", 10)).await;
     assert_eq!(reply["last_seq"], 10, "a batch at the limit is fine");
+}
+
+/// Text that PostgreSQL's `text` cannot hold raw (NUL) and characters outside the
+/// Basic Multilingual Plane survive a round trip through either store.
+#[tokio::test]
+async fn any_unicode_in_an_event_is_stored_and_read_back_as_sent() {
+    let hub = TestHub::open(STORE).await;
+    let run = hub.create_named("text").await;
+    let message = "nul \u{0} tab \t emoji 🦀 rtl \u{202e} end";
+    hub.append(
+        &run,
+        json!([{"event": "log", "level": "info", "message": message}]),
+    )
+    .await;
+    let (status, body) = hub
+        .call(
+            Method::GET,
+            &format!("/v1/runs/{}/events", run.id),
+            Some(&run.read_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["events"][0]["message"], message);
 }
