@@ -314,26 +314,24 @@ async fn bare_postgres(admin_url: &str, w: &Workload, batch: usize) -> anyhow::R
                         .bind(&run)
                         .fetch_one(&mut *tx)
                         .await?;
+                    // The store's one write statement (`WRITE_BATCH` in the hub's
+                    // store/postgres.rs): rows, summary and notification at once.
                     sqlx::query(
-                        "INSERT INTO events (run_id, seq, event_id, body) \
-                         SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[])",
+                        "WITH inserted AS ( \
+                             INSERT INTO events (run_id, seq, event_id, body) \
+                             SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[])), \
+                         updated AS ( \
+                             UPDATE runs SET last_seq = $5, state = $6 WHERE id = $1) \
+                         SELECT pg_notify('herald_runs', $1)",
                     )
                     .bind(&run)
                     .bind(&seqs)
                     .bind(&ids)
                     .bind(chunk)
+                    .bind(seqs[seqs.len() - 1])
+                    .bind("{}")
                     .execute(&mut *tx)
                     .await?;
-                    sqlx::query("UPDATE runs SET last_seq = $1, state = $2 WHERE id = $3")
-                        .bind(seqs[seqs.len() - 1])
-                        .bind("{}")
-                        .bind(&run)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("SELECT pg_notify('herald_runs', $1)")
-                        .bind(&run)
-                        .execute(&mut *tx)
-                        .await?;
                     tx.commit().await?;
                     ensure!(
                         start.elapsed() < PHASE_TIMEOUT,
