@@ -626,13 +626,42 @@ pub(crate) async fn runs_stream(
                 // Fell behind, or changes were missed: send the current list again
                 // rather than guess.
                 Ok(RunChange::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    (r.backlog, r.shown) = snapshot(&r.hub, &r.filter).await.ok()?
+                    (r.backlog, r.shown) = resync(&r.hub, &r.filter, &r.shown).await.ok()?
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
     Ok(sse_of(&hub, messages))
+}
+
+/// The current list again, after changes may have been missed: first, for each run
+/// that was `shown` and is not in the list any more, `event: deleted` if it is gone or
+/// its state once more if it is not (it left the filter, or newer runs pushed it out
+/// of the list), so a client drops what was deleted meanwhile; then the list.
+async fn resync(
+    hub: &Hub,
+    filter: &RunFilter,
+    shown: &HashSet<RunId>,
+) -> Result<(VecDeque<SseEvent>, HashSet<RunId>), ApiError> {
+    let (list, listed) = snapshot(hub, filter).await?;
+    let mut messages = VecDeque::with_capacity(list.len());
+    for id in shown.difference(&listed) {
+        match hub.store().run(id).await {
+            Err(StoreError::NotFound) => {
+                let data = json!({"id": id}).to_string();
+                messages.push_back(SseEvent::default().event("deleted").data(data));
+            }
+            Ok(record) => {
+                let data = serde_json::to_string(&record.state.at(hub.now()))
+                    .map_err(ApiError::internal)?;
+                messages.push_back(SseEvent::default().event("run").data(data));
+            }
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    messages.extend(list);
+    Ok((messages, listed))
 }
 
 /// The current list as `event: run` messages, oldest first, and the runs in it.

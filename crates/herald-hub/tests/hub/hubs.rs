@@ -621,3 +621,56 @@ async fn a_run_deleted_through_one_hub_ends_a_stream_on_the_other() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(sse.message().await, None, "B's stream ends");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_stream_tells_of_a_deletion_it_missed_while_its_listener_was_down() {
+    let (a, b) = two_hubs(None).await;
+    let db = b.db.clone();
+    let admin = PgPool::connect(&postgres_admin_url())
+        .await
+        .expect("PostgreSQL, which the hubs reached, is reachable");
+    a.create_named("kept").await;
+    a.create_named("gone").await;
+    let mut sse = b.sse("/v1/runs/stream", None, &[]).await;
+    assert_eq!(sse.status, StatusCode::OK);
+    shown(&mut sse, "B", &[("kept".into(), 0), ("gone".into(), 0)]).await;
+
+    // B cannot hear of the deletion: its listener is cut off, and reconnects only after.
+    admin_sql(
+        &admin,
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", db.name()),
+    )
+    .await;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'herald-listener' AND datname = $1",
+    )
+    .bind(db.name())
+    .execute(&admin)
+    .await
+    .expect("pg_terminate_backend runs");
+    wait_until("the listeners to be gone", || async {
+        listeners(&admin, &db).await == 0
+    })
+    .await;
+    let (status, _) = a.call(Method::DELETE, "/v1/runs/gone", None, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    admin_sql(
+        &admin,
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name()),
+    )
+    .await;
+
+    // Once B listens again it resends its list, and tells of what left it.
+    let mut deleted = None;
+    while deleted.is_none() {
+        match next_change(&mut sse).await {
+            (event, body) if event == "deleted" => deleted = Some(body),
+            (event, state) if event == "run" => {
+                assert_eq!(state["id"], "kept", "only the kept run is listed: {state}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(deleted, Some(json!({"id": "gone"})));
+}
