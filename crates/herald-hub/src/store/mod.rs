@@ -26,6 +26,8 @@ use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, TypeF
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
+use crate::auth::Scope;
+
 pub(crate) use batch::{Batch, Stamped, stamp_ahead};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -146,6 +148,14 @@ impl RunRow {
         let state = serde_json::from_str(state)
             .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
         Ok(self.into_head()?.with_state(state))
+    }
+}
+
+/// A token's row (its run's id and its scope) as either store reads it.
+pub(crate) fn token_from_row(run: String, scope: &str) -> Result<(RunId, Scope), StoreError> {
+    match (RunId::new(run), Scope::parse(scope)) {
+        (Ok(run), Some(scope)) => Ok((run, scope)),
+        _ => Err(StoreError::Db("corrupt token row".into())),
     }
 }
 

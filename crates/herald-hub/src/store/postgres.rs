@@ -39,6 +39,7 @@ use super::{
     Wake, stamp_ahead,
 };
 use crate::auth::Scope;
+use crate::store::token_from_row;
 
 /// The channel notifications go on; the payload is a run id, nothing more.
 pub(super) const CHANNEL: &str = "herald_runs";
@@ -445,10 +446,7 @@ impl Store for PostgresStore {
         let Some((run, scope)) = row else {
             return Ok(None);
         };
-        match (RunId::new(run), Scope::parse(&scope)) {
-            (Ok(run), Some(scope)) => Ok(Some((run, scope))),
-            _ => Err(StoreError::Db("corrupt token row".into())),
-        }
+        token_from_row(run, &scope).map(Some)
     }
 
     async fn append(

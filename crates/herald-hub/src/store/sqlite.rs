@@ -37,6 +37,7 @@ use super::{
     stamp_ahead,
 };
 use crate::auth::Scope;
+use crate::store::token_from_row;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS runs (
@@ -394,10 +395,7 @@ impl Store for SqliteStore {
                 let Some((run, scope)) = row else {
                     return Ok(None);
                 };
-                match (RunId::new(run), Scope::parse(&scope)) {
-                    (Ok(run), Some(scope)) => Ok(Some((run, scope))),
-                    _ => Err(StoreError::Db("corrupt token row".into())),
-                }
+                token_from_row(run, &scope).map(Some)
             })
             .await
     }
