@@ -31,7 +31,7 @@ pub(crate) fn router(hub: Hub) -> Router {
         .route("/v1/runs/stream", get(stream::runs_stream))
         .route("/v1/runs/{id}", get(get_run).delete(delete_run))
         .route("/v1/runs/{id}/events", post(append).get(stream::poll))
-        .route("/v1/runs/{id}/stream", get(stream::sse))
+        .route("/v1/runs/{id}/stream", get(stream::sse).post(stream::sse_post))
         .route("/v1/runs/{id}/ws", get(stream::ws))
         .route("/v1/runs/{id}/cancel", post(cancel))
         .route("/healthz", get(healthz))
@@ -127,7 +127,10 @@ pub(crate) async fn authorize(
 }
 
 /// The body, or 413 when it is over the limit.
-fn body_bytes(hub: &Hub, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body_bytes(
+    hub: &Hub,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!(

@@ -9,6 +9,7 @@
 //!
 //! - `api`: the REST routes: create, append, state, poll, cancel, delete, list.
 //! - `stream`: SSE, WebSocket and the long poll, over a per-subscriber cursor.
+//! - `agui`: `?format=ag-ui`, a run's events as AG-UI events (SPEC section 9).
 //! - `feed`: fan-out of new events to subscribers without a query per subscriber.
 //! - `store`: the [`Store`] trait and its SQLite and PostgreSQL implementations.
 //! - `auth`: admin and per-run tokens, hashed at rest, compared in constant time.
@@ -19,6 +20,7 @@
 
 #![deny(missing_docs)]
 
+mod agui;
 mod api;
 mod auth;
 mod clock;

@@ -21,6 +21,7 @@ use utoipa::OpenApi;
         crate::api::metrics,
         crate::stream::poll,
         crate::stream::sse,
+        crate::stream::sse_post,
     ),
     components(schemas(crate::api::CreateRun, crate::api::CancelBody))
 )]

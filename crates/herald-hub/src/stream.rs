@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -26,7 +27,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
-use crate::api::{Need, authorize, parse_run_id, run_for, store_error};
+use crate::agui;
+use crate::api::{Need, authorize, body_bytes, parse_run_id, run_for, store_error};
 use crate::error::ApiError;
 use crate::feed::Feed;
 use crate::metrics::SubscriberGuard;
@@ -332,7 +334,7 @@ fn sse_headers(mut response: Response) -> Response {
     response
 }
 
-fn sse_of(hub: &Hub, stream: impl Stream<Item = SseEvent> + Send + 'static) -> Response {
+pub(crate) fn sse_of(hub: &Hub, stream: impl Stream<Item = SseEvent> + Send + 'static) -> Response {
     let keep_alive = KeepAlive::new().interval(hub.config().keep_alive);
     sse_headers(
         Sse::new(stream.map(Ok::<_, Infallible>))
@@ -360,11 +362,18 @@ pub(crate) async fn sse(
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
-    if let Some(format) = query.format.as_deref() {
-        return Err(ApiError::invalid_field(
-            "format",
-            format!("format `{format}` is not served by this hub (only herald's own events)"),
-        ));
+    match query.format.as_deref() {
+        None => {}
+        Some(agui::FORMAT) => return agui_stream(hub, id, &headers, &query).await,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "format",
+                format!(
+                    "unknown format `{other}`: use `{}`, or leave it out for herald's own events",
+                    agui::FORMAT
+                ),
+            ));
+        }
     }
     let last_event_id = headers
         .get("last-event-id")
@@ -401,6 +410,60 @@ pub(crate) async fn sse(
         Some((event_message(&event), cursor))
     });
     Ok(sse_of(&hub, events))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/stream", params(("id" = String, Path, description = "run id"), SseQuery),
+    request_body(content = Object, description = "AG-UI's RunAgentInput; its ids are ignored (the run is the one in the path)"),
+    responses((status = 200, description = "text/event-stream of AG-UI events (`data: <json>`), from the run's first event to its end"),
+              (status = 400, description = "`format` is not `ag-ui`, a cursor was given, or the body is not a RunAgentInput"),
+              (status = 401), (status = 403), (status = 404), (status = 413)))]
+/// `POST /v1/runs/{id}/stream?format=ag-ui`: how AG-UI's `HttpAgent` attaches to a run
+/// (SPEC section 9). herald's own stream is a `GET`.
+pub(crate) async fn sse_post(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<SseQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
+    if query.format.as_deref() != Some(agui::FORMAT) {
+        return Err(ApiError::invalid_field(
+            "format",
+            format!(
+                "a POST on a run's stream is AG-UI's: add ?format={} (herald's own events are a GET)",
+                agui::FORMAT
+            ),
+        ));
+    }
+    agui::check_input(&body_bytes(&hub, body)?)?;
+    agui_stream(hub, id, &headers, &query).await
+}
+
+/// `format=ag-ui`, after the token was checked: the whole run, so herald's cursors and
+/// filters are refused rather than half honoured.
+async fn agui_stream(
+    hub: Hub,
+    id: RunId,
+    headers: &HeaderMap,
+    query: &SseQuery,
+) -> Result<Response, ApiError> {
+    let refused = [
+        ("after", query.after.is_some()),
+        ("Last-Event-ID", headers.contains_key("last-event-id")),
+        ("types", query.types.is_some()),
+        ("view", query.view.is_some()),
+    ];
+    if let Some((field, _)) = refused.into_iter().find(|(_, given)| *given) {
+        return Err(agui::refuse_cursor(field));
+    }
+    let record = hub
+        .store()
+        .run(&id)
+        .await
+        .map_err(|e| store_error(&id, e))?;
+    agui::stream(hub, record).await
 }
 
 /// `view=state`: the run's state on connect and after changes, at most four a second,

@@ -14,12 +14,16 @@
 //! - `sqlite`, `postgres`: the suite (`suite.rs` and the modules it lists), once per
 //!   store.
 //! - `hubs`: two hubs on one PostgreSQL database.
+//! - `agui_client`: AG-UI's own client (`HttpAgent`, under Node.js) following runs; on
+//!   SQLite only, as the store is the suite's business.
 //! - `dashboard`: the web pages in headless Chromium, through chromedriver; on SQLite
 //!   only, as they are slow and the pages do not see the store.
 
 // Compiling the suite's files once per store is the point of `sqlite` and `postgres`.
 #![allow(clippy::duplicate_mod)]
 
+#[path = "hub/agui_client.rs"]
+mod agui_client;
 #[path = "hub/dashboard.rs"]
 mod dashboard;
 #[path = "hub/hubs.rs"]

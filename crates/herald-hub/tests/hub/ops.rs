@@ -104,7 +104,7 @@ async fn openapi_describes_every_route() {
         ("/v1/runs", &["post", "get"][..]),
         ("/v1/runs/{id}/events", &["post", "get"]),
         ("/v1/runs/{id}", &["get", "delete"]),
-        ("/v1/runs/{id}/stream", &["get"]),
+        ("/v1/runs/{id}/stream", &["get", "post"]),
         ("/v1/runs/{id}/ws", &["get"]),
         ("/v1/runs/{id}/cancel", &["post"]),
         ("/v1/runs/stream", &["get"]),

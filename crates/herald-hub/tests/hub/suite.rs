@@ -14,6 +14,7 @@
 //! - `tokens`: admin, write and read tokens; the open hub.
 //! - `sweep`: stall detection, retention and cancel, on a manual clock.
 //! - `ops`: `/healthz`, `/metrics`, `/openapi.json`.
+//! - `agui`: `?format=ag-ui`, the run as AG-UI events.
 
 use crate::util::StoreKind;
 
@@ -22,6 +23,8 @@ use crate::util::StoreKind;
 /// differs between the copies; a `const`, so a copy under another name does not compile.
 const STORE: StoreKind = StoreKind::of_module(module_path!());
 
+#[path = "agui.rs"]
+mod agui;
 #[path = "append.rs"]
 mod append;
 #[path = "ops.rs"]

@@ -6,6 +6,8 @@
 //! for when it runs out.
 
 use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -249,6 +251,33 @@ fn with_database(url: &str, name: &str) -> String {
 pub(crate) fn manual_clock() -> Arc<ManualClock> {
     let start: Timestamp = "2030-01-01T00:00:00Z".parse().expect("a timestamp");
     Arc::new(ManualClock::new(start))
+}
+
+/// The first of `names` found on `PATH`.
+pub(crate) fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// For a test whose tools are missing (a browser, Node.js): under `CI=true` it fails
+/// with `why`; elsewhere it says on stderr that the test did not run, and why, and the
+/// caller returns.
+#[track_caller]
+pub(crate) fn cannot_run(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}");
+    }
+    // Straight to the process's stderr: the test harness captures `eprintln!` of a
+    // passing test, and this must be seen.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{} DID NOT RUN: {why}",
+        std::thread::current().name().unwrap_or("a test")
+    );
 }
 
 /// A hub serving on `127.0.0.1:<free port>`, stopped when dropped.
@@ -523,7 +552,7 @@ impl TestHub {
         let resp = within(&format!("the answer to GET {path}"), req.send())
             .await
             .expect("the hub answers");
-        Sse::new(resp)
+        Sse::from_response(resp)
     }
 
     /// Opens a run's event stream with its read token, after `last_event_id` if given.
@@ -849,7 +878,8 @@ pub(crate) struct Sse {
 }
 
 impl Sse {
-    fn new(resp: reqwest::Response) -> Sse {
+    /// The stream of a response already sent.
+    pub(crate) fn from_response(resp: reqwest::Response) -> Sse {
         Sse {
             status: resp.status(),
             headers: resp.headers().clone(),

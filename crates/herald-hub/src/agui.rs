@@ -1,0 +1,623 @@
+//! `?format=ag-ui` (SPEC section 9): a run's events encoded as AG-UI events, so AG-UI
+//! front ends, and AG-UI's own `HttpAgent`, can follow a herald run as if it were an
+//! agent.
+//!
+//! [`Encoder`] is the translation: a state machine fed herald events in `seq` order
+//! that returns the AG-UI events each one becomes. It keeps AG-UI's ordering rules,
+//! which its client enforces and rejects a stream for breaking: `RUN_STARTED` first
+//! (made up from the run's record when the run's first event is not `run.started`),
+//! every step, text message and tool call closed before `RUN_FINISHED` or `RUN_ERROR`,
+//! nothing after them. The handler ([`stream`]) reads the run from its first event
+//! through the same [`Cursor`] as herald's own streams and ends the response after the
+//! last event, which is how `HttpAgent` learns the run is over.
+//!
+//! Choices SPEC leaves open, made here:
+//!
+//! - An AG-UI stream is always the whole run from its first event: AG-UI has no cursor,
+//!   so `after`, `Last-Event-ID`, `types` and `view` are refused with a 400 rather than
+//!   half honoured.
+//! - Each AG-UI event that stands for a herald event carries it as `rawEvent`, so
+//!   nothing is lost in translation (a tool's feedback, an item's label); `CUSTOM`
+//!   carries it as `value` instead. `timestamp` is the event's `ts` in milliseconds.
+//! - Text deltas are one message per `call_id` (`text:<call_id>`), or one message for
+//!   deltas without a `call_id` (`text:<n>`); a message ends at its call's
+//!   `llm.response`, at `agent.response` for deltas without a call, or before the end
+//!   of the run.
+//! - `tool.started` is `TOOL_CALL_START`, `TOOL_CALL_ARGS` (its `input` as JSON text,
+//!   when it has one) and `TOOL_CALL_END`: AG-UI's end closes the arguments, not the
+//!   call. `tool.finished` is `TOOL_CALL_RESULT` (`result:<call_id>`), with the output
+//!   as text, or the error when the tool failed.
+//! - `ACTIVITY_SNAPSHOT`'s `content` is the run state's progress in the state's own
+//!   field names (`status`, `percent`, `eta_s`, `elapsed_s`, `stages`, `progress`,
+//!   `items`), the same as `GET /v1/runs/{id}` shows; one message per run
+//!   (`progress:<run>`), replaced by each snapshot.
+//! - A stream that cannot go on (the run deleted, the hub stopping) ends with
+//!   `RUN_ERROR` and a code saying which, never with silence.
+
+use std::collections::HashSet;
+
+use axum::response::Response;
+use axum::response::sse::Event as SseEvent;
+use futures_util::stream::{self, StreamExt};
+use herald_protocol::{
+    Counter, Event, EventBody, ItemCounts, RunId, RunOutcome, RunState, RunStatus, StageState,
+    ToolOutcome,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Hub;
+use crate::error::{ApiError, json_body};
+use crate::store::{RunRecord, StoreError};
+use crate::stream::{Cursor, sse_of};
+
+/// The `format` that asks for AG-UI.
+pub(crate) const FORMAT: &str = "ag-ui";
+
+/// `activityType` of the progress snapshots.
+const ACTIVITY_PROGRESS: &str = "PROGRESS";
+
+/// One AG-UI event: its type and fields, and the base fields every event may carry.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AgUiEvent {
+    #[serde(flatten)]
+    kind: Kind,
+    /// Milliseconds since the Unix epoch (AG-UI wants an integer).
+    timestamp: i64,
+    /// The herald event this one stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_event: Option<Value>,
+}
+
+/// AG-UI's event types that herald speaks, with their fields as AG-UI names them.
+#[derive(Debug, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+enum Kind {
+    RunStarted {
+        thread_id: String,
+        run_id: String,
+    },
+    RunFinished {
+        thread_id: String,
+        run_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+    },
+    RunError {
+        message: String,
+        code: String,
+    },
+    StepStarted {
+        step_name: String,
+    },
+    StepFinished {
+        step_name: String,
+    },
+    TextMessageStart {
+        message_id: String,
+        role: &'static str,
+    },
+    TextMessageContent {
+        message_id: String,
+        delta: String,
+    },
+    TextMessageEnd {
+        message_id: String,
+    },
+    ToolCallStart {
+        tool_call_id: String,
+        tool_call_name: String,
+    },
+    ToolCallArgs {
+        tool_call_id: String,
+        delta: String,
+    },
+    ToolCallEnd {
+        tool_call_id: String,
+    },
+    ToolCallResult {
+        message_id: String,
+        tool_call_id: String,
+        content: String,
+        role: &'static str,
+    },
+    ActivitySnapshot {
+        message_id: String,
+        activity_type: &'static str,
+        content: Value,
+        replace: bool,
+    },
+    Custom {
+        name: String,
+        value: Value,
+    },
+}
+
+impl AgUiEvent {
+    fn to_json(&self) -> String {
+        // A struct of strings and JSON values serializes without fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The run state's progress: what `ACTIVITY_SNAPSHOT` carries.
+#[derive(Serialize)]
+struct ProgressContent<'a> {
+    status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta_s: Option<f64>,
+    elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_steps: Option<u64>,
+    stages: &'a [StageState],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<&'a Counter>,
+    items: &'a ItemCounts,
+}
+
+impl<'a> ProgressContent<'a> {
+    fn of(state: &'a RunState) -> ProgressContent<'a> {
+        ProgressContent {
+            status: state.status,
+            percent: state.percent,
+            eta_s: state.eta_s,
+            elapsed_s: state.elapsed_s,
+            total_steps: state.total_steps,
+            stages: &state.stages,
+            progress: state.progress.as_ref(),
+            items: &state.items,
+        }
+    }
+}
+
+/// An open text message: the `call_id` its deltas carry (none for deltas without one)
+/// and its AG-UI id.
+struct OpenMessage {
+    call_id: Option<String>,
+    message_id: String,
+}
+
+/// Translates one run's herald events, in `seq` order, into AG-UI events.
+pub(crate) struct Encoder {
+    run: RunId,
+    /// `threadId`: the parent run, or the run itself.
+    thread: String,
+    /// The run's state, folded with the protocol's reducer, for the progress snapshots.
+    state: RunState,
+    started: bool,
+    finished: bool,
+    /// Steps started and not yet finished, in the order they started.
+    steps: Vec<String>,
+    /// Text messages started and not yet ended.
+    messages: Vec<OpenMessage>,
+    /// Messages of deltas without a `call_id` so far, for their ids.
+    uncalled_messages: u64,
+    /// Tool calls announced (`TOOL_CALL_START` sent) whose result has not come.
+    tools: HashSet<String>,
+}
+
+impl Encoder {
+    /// An encoder for run `run`, started by run `parent` if any, before its first
+    /// event.
+    pub(crate) fn new(run: &RunId, parent: Option<&RunId>) -> Encoder {
+        let thread = parent.unwrap_or(run).as_str().to_owned();
+        let run = run.clone();
+        Encoder {
+            state: RunState::new(run.clone()),
+            run,
+            thread,
+            started: false,
+            finished: false,
+            steps: Vec::new(),
+            messages: Vec::new(),
+            uncalled_messages: 0,
+            tools: HashSet::new(),
+        }
+    }
+
+    /// `RUN_FINISHED` or `RUN_ERROR` has been returned: nothing may follow.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// `RUN_STARTED`, made up from the run's record, unless it was sent already: for a
+    /// stream on a run with no event yet, so the client sees the run at once.
+    pub(crate) fn start(&mut self, ts_ms: i64) -> Vec<AgUiEvent> {
+        let mut out = Vec::new();
+        self.start_into(&mut out, ts_ms, None);
+        out
+    }
+
+    fn start_into(&mut self, out: &mut Vec<AgUiEvent>, ts_ms: i64, raw: Option<Value>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        out.push(AgUiEvent {
+            kind: Kind::RunStarted {
+                thread_id: self.thread.clone(),
+                run_id: self.run.as_str().to_owned(),
+            },
+            timestamp: ts_ms,
+            raw_event: raw,
+        });
+    }
+
+    /// The AG-UI events that `event` becomes; none once the run has finished.
+    pub(crate) fn push(&mut self, event: &Event) -> Vec<AgUiEvent> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        self.state.apply(event);
+        let ts = millis(event.ts.unix_micros());
+        // The herald event, for `rawEvent` (or `CUSTOM`'s `value`).
+        let raw = || serde_json::to_value(event).ok();
+        if let EventBody::RunStarted(_) = &event.body {
+            if !self.started {
+                if let Some(parent) = &event.parent {
+                    parent.as_str().clone_into(&mut self.thread);
+                }
+                self.start_into(&mut out, ts, raw());
+                return out;
+            }
+        }
+        self.start_into(&mut out, ts, None);
+        // `raw` goes on the AG-UI event that stands for `event`; those made up on the
+        // way (the start of a step that ended without one, a message ended by a
+        // response) carry none.
+        let emit = |out: &mut Vec<AgUiEvent>, kind: Kind, with_raw: bool| {
+            out.push(AgUiEvent {
+                kind,
+                timestamp: ts,
+                raw_event: if with_raw { raw() } else { None },
+            });
+        };
+        match &event.body {
+            EventBody::RunFinished(finished) => {
+                self.close_all(&mut out, ts);
+                let kind = match finished.status {
+                    RunOutcome::Succeeded => Kind::RunFinished {
+                        thread_id: self.thread.clone(),
+                        run_id: self.run.as_str().to_owned(),
+                        result: finished.result.clone().filter(|r| !r.is_null()),
+                    },
+                    RunOutcome::Failed => Kind::RunError {
+                        message: finished
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| "the run failed".to_owned()),
+                        code: "failed".to_owned(),
+                    },
+                    RunOutcome::Cancelled => Kind::RunError {
+                        message: finished
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| "the run was cancelled".to_owned()),
+                        code: "cancelled".to_owned(),
+                    },
+                };
+                emit(&mut out, kind, true);
+                self.finished = true;
+            }
+            EventBody::StageStarted(stage) if !self.steps.contains(&stage.stage) => {
+                self.steps.push(stage.stage.clone());
+                let step_name = stage.stage.clone();
+                emit(&mut out, Kind::StepStarted { step_name }, true);
+            }
+            EventBody::StageFinished(stage) => {
+                if let Some(at) = self.steps.iter().position(|s| s == &stage.stage) {
+                    self.steps.remove(at);
+                } else {
+                    // Finished without having started: AG-UI wants the start first.
+                    let step_name = stage.stage.clone();
+                    emit(&mut out, Kind::StepStarted { step_name }, false);
+                }
+                let step_name = stage.stage.clone();
+                emit(&mut out, Kind::StepFinished { step_name }, true);
+            }
+            EventBody::Progress(_)
+            | EventBody::ItemStarted(_)
+            | EventBody::ItemFinished(_)
+            | EventBody::Heartbeat(_) => {
+                let content =
+                    serde_json::to_value(ProgressContent::of(&self.state)).unwrap_or_default();
+                let kind = Kind::ActivitySnapshot {
+                    message_id: format!("progress:{}", self.run),
+                    activity_type: ACTIVITY_PROGRESS,
+                    content,
+                    replace: true,
+                };
+                emit(&mut out, kind, true);
+            }
+            EventBody::TextDelta(delta) => {
+                let message_id = self.open_message(&mut out, delta.call_id.as_deref(), ts);
+                let kind = Kind::TextMessageContent {
+                    message_id,
+                    delta: delta.text.clone(),
+                };
+                emit(&mut out, kind, true);
+            }
+            EventBody::ToolStarted(tool) if !self.tools.contains(&tool.call_id) => {
+                self.tools.insert(tool.call_id.clone());
+                let tool_call_id = tool.call_id.clone();
+                let kind = Kind::ToolCallStart {
+                    tool_call_id: tool_call_id.clone(),
+                    tool_call_name: tool.tool.clone(),
+                };
+                emit(&mut out, kind, true);
+                if let Some(input) = &tool.input {
+                    let delta = json_text(input);
+                    let kind = Kind::ToolCallArgs {
+                        tool_call_id: tool_call_id.clone(),
+                        delta,
+                    };
+                    emit(&mut out, kind, false);
+                }
+                emit(&mut out, Kind::ToolCallEnd { tool_call_id }, false);
+            }
+            EventBody::ToolFinished(tool) => {
+                if !self.tools.remove(&tool.call_id) {
+                    // A result for a call never announced: announce it first.
+                    let tool_call_id = tool.call_id.clone();
+                    let kind = Kind::ToolCallStart {
+                        tool_call_id: tool_call_id.clone(),
+                        tool_call_name: tool.tool.clone(),
+                    };
+                    emit(&mut out, kind, false);
+                    emit(&mut out, Kind::ToolCallEnd { tool_call_id }, false);
+                }
+                let output = tool.output.as_ref().map(json_text);
+                let content = match tool.status {
+                    ToolOutcome::Succeeded => output.unwrap_or_default(),
+                    ToolOutcome::Failed => tool
+                        .error
+                        .clone()
+                        .or(output)
+                        .unwrap_or_else(|| format!("{} failed", tool.tool)),
+                };
+                let kind = Kind::ToolCallResult {
+                    message_id: format!("result:{}", tool.call_id),
+                    tool_call_id: tool.call_id.clone(),
+                    content,
+                    role: "tool",
+                };
+                emit(&mut out, kind, true);
+            }
+            body => {
+                // The text of a model call ends with its response; text without a
+                // call ends with the agent's response.
+                match body {
+                    EventBody::LlmResponse(response) => {
+                        self.end_messages(&mut out, ts, |m| {
+                            m.call_id.as_deref() == Some(response.call_id.as_str())
+                        });
+                    }
+                    EventBody::AgentResponse(_) => {
+                        self.end_messages(&mut out, ts, |m| m.call_id.is_none());
+                    }
+                    _ => {}
+                }
+                out.push(AgUiEvent {
+                    kind: Kind::Custom {
+                        name: event.event_type().to_owned(),
+                        value: raw().unwrap_or(Value::Null),
+                    },
+                    timestamp: ts,
+                    raw_event: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// The id of the open message for `call_id`, starting one when there is none.
+    fn open_message(&mut self, out: &mut Vec<AgUiEvent>, call_id: Option<&str>, ts: i64) -> String {
+        if let Some(open) = self
+            .messages
+            .iter()
+            .find(|m| m.call_id.as_deref() == call_id)
+        {
+            return open.message_id.clone();
+        }
+        let message_id = match call_id {
+            Some(call) => format!("text:{call}"),
+            None => {
+                self.uncalled_messages += 1;
+                format!("text:{}", self.uncalled_messages)
+            }
+        };
+        out.push(AgUiEvent {
+            kind: Kind::TextMessageStart {
+                message_id: message_id.clone(),
+                role: "assistant",
+            },
+            timestamp: ts,
+            raw_event: None,
+        });
+        self.messages.push(OpenMessage {
+            call_id: call_id.map(str::to_owned),
+            message_id: message_id.clone(),
+        });
+        message_id
+    }
+
+    /// Ends the open messages `which` picks.
+    fn end_messages(
+        &mut self,
+        out: &mut Vec<AgUiEvent>,
+        ts: i64,
+        which: impl Fn(&OpenMessage) -> bool,
+    ) {
+        let (ended, open) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition(|m| which(m));
+        self.messages = open;
+        for message in ended {
+            out.push(AgUiEvent {
+                kind: Kind::TextMessageEnd {
+                    message_id: message.message_id,
+                },
+                timestamp: ts,
+                raw_event: None,
+            });
+        }
+    }
+
+    /// Ends every open message and step (the latest step first), for the run's end.
+    fn close_all(&mut self, out: &mut Vec<AgUiEvent>, ts: i64) {
+        self.end_messages(out, ts, |_| true);
+        while let Some(step_name) = self.steps.pop() {
+            out.push(AgUiEvent {
+                kind: Kind::StepFinished { step_name },
+                timestamp: ts,
+                raw_event: None,
+            });
+        }
+    }
+
+    /// Closes what is open and ends the stream with `RUN_ERROR`, for a stream that
+    /// cannot go on; nothing when the run already finished.
+    pub(crate) fn abort(&mut self, code: &str, message: String, ts_ms: i64) -> Vec<AgUiEvent> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        self.start_into(&mut out, ts_ms, None);
+        self.close_all(&mut out, ts_ms);
+        out.push(AgUiEvent {
+            kind: Kind::RunError {
+                message,
+                code: code.to_owned(),
+            },
+            timestamp: ts_ms,
+            raw_event: None,
+        });
+        self.finished = true;
+        out
+    }
+}
+
+/// A JSON value as the text AG-UI wants: a string as itself, anything else as JSON.
+fn json_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The body of `POST /v1/runs/{id}/stream?format=ag-ui`: AG-UI's `RunAgentInput`. Its
+/// ids are ignored (the run is the one in the path); its fields are checked for their
+/// types, so a client that sends something else is told which field is wrong.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Read only to check the body's shape.
+struct RunAgentInput {
+    thread_id: Option<String>,
+    run_id: Option<String>,
+    messages: Option<Vec<Value>>,
+    tools: Option<Vec<Value>>,
+    context: Option<Vec<Value>>,
+    state: Option<Value>,
+    forwarded_props: Option<Value>,
+}
+
+/// Checks a `RunAgentInput` body; an empty body stands for `{}`.
+pub(crate) fn check_input(body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be an AG-UI RunAgentInput: a JSON object",
+        ));
+    }
+    json_body::<RunAgentInput>(body).map(drop)
+}
+
+/// The query parameters of herald's own streams that an AG-UI stream refuses, with why.
+pub(crate) fn refuse_cursor(field: &str) -> ApiError {
+    ApiError::invalid_field(
+        field,
+        format!(
+            "`{field}` does not apply to format=ag-ui: an AG-UI stream is always the whole run \
+             from its first event"
+        ),
+    )
+}
+
+/// The AG-UI stream of run `record`, from its first event to its end.
+pub(crate) async fn stream(hub: Hub, record: RunRecord) -> Result<Response, ApiError> {
+    let id = record.state.id.clone();
+    let mut encoder = Encoder::new(&id, record.state.parent.as_ref());
+    // A run with no event yet is shown started at once; otherwise its first event
+    // (`run.started`, as a rule) starts the AG-UI run.
+    let first = if record.last_seq == 0 {
+        encoder.start(millis(hub.now().unix_micros()))
+    } else {
+        Vec::new()
+    };
+    let cursor = Cursor::open(&hub, &id, 0, None).await?;
+    struct Reading {
+        hub: Hub,
+        id: RunId,
+        cursor: Cursor,
+        encoder: Encoder,
+    }
+    let reading = Reading {
+        hub: hub.clone(),
+        id,
+        cursor,
+        encoder,
+    };
+    let rest = stream::unfold(Some(reading), |reading| async move {
+        let mut r = reading?;
+        let Some(event) = r.cursor.next().await else {
+            let (code, message) = why_it_ended(&r.hub, &r.id).await;
+            let now = millis(r.hub.now().unix_micros());
+            return Some((r.encoder.abort(code, message, now), None));
+        };
+        let out = r.encoder.push(&event);
+        let next = (!r.encoder.is_finished()).then_some(r);
+        Some((out, next))
+    });
+    let events = stream::iter([first])
+        .chain(rest)
+        .flat_map(stream::iter)
+        .map(|event| SseEvent::default().data(event.to_json()));
+    Ok(sse_of(&hub, events))
+}
+
+/// Why a run's events stopped before `run.finished`: the `code` and `message` of the
+/// `RUN_ERROR` that ends its AG-UI stream.
+async fn why_it_ended(hub: &Hub, id: &RunId) -> (&'static str, String) {
+    if hub.shutdown_token().is_cancelled() {
+        return (
+            "unavailable",
+            "the hub is shutting down; the run goes on, attach again".to_owned(),
+        );
+    }
+    match hub.store().run(id).await {
+        Err(StoreError::NotFound) => ("not_found", format!("run `{id}` was deleted")),
+        _ => (
+            "internal",
+            "the hub could not read the run's events; attach again".to_owned(),
+        ),
+    }
+}
+
+/// Microseconds to AG-UI's milliseconds.
+fn millis(micros: i64) -> i64 {
+    micros.div_euclid(1000)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,476 @@
+//! The AG-UI encoder on scripted runs, and on any run: a property test checks every
+//! stream against the ordering rules AG-UI's client enforces (`verifyEvents` in
+//! `@ag-ui/client` 1.0). The client itself is run against a live hub in the hub's
+//! integration tests (`tests/hub/agui.rs`).
+
+use std::collections::HashSet;
+
+use herald_protocol::{Event, RunId, Timestamp, parse_event};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::Encoder;
+
+fn run_id() -> RunId {
+    RunId::new("r1").expect("a valid run id")
+}
+
+/// `bodies` as the events of run `r1`, `seq` from 1, a second apart.
+fn events(bodies: &[Value]) -> Vec<Event> {
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut event = body.clone();
+            event["v"] = json!(1);
+            event["run"] = json!("r1");
+            event["seq"] = json!(i + 1);
+            let ts = Timestamp::from_unix_micros(1_700_000_000_000_000 + i as i64 * 1_000_000);
+            event["ts"] = json!(ts);
+            parse_event(&event.to_string()).unwrap_or_else(|e| panic!("{body}: {e}"))
+        })
+        .collect()
+}
+
+/// The AG-UI events that `bodies` become, as JSON, on a run with `parent`.
+fn encode(parent: Option<&str>, bodies: &[Value]) -> Vec<Value> {
+    let parent = parent.map(|p| RunId::new(p).expect("a valid parent id"));
+    let mut encoder = Encoder::new(&run_id(), parent.as_ref());
+    events(bodies)
+        .iter()
+        .flat_map(|e| encoder.push(e))
+        .map(|e| serde_json::to_value(&e).expect("serializes"))
+        .collect()
+}
+
+/// The `type` of each event, with the herald type of a `CUSTOM` in parentheses.
+fn types(out: &[Value]) -> Vec<String> {
+    out.iter()
+        .map(|e| match e["type"].as_str() {
+            Some("CUSTOM") => format!("CUSTOM({})", e["name"].as_str().unwrap_or("?")),
+            Some(t) => t.to_owned(),
+            None => panic!("an event without a type: {e}"),
+        })
+        .collect()
+}
+
+#[track_caller]
+fn check(parent: Option<&str>, bodies: &[Value], expected: &[&str]) -> Vec<Value> {
+    let out = encode(parent, bodies);
+    assert_eq!(types(&out), expected, "from {bodies:#?}");
+    if let Err(e) = verify(&out) {
+        panic!("AG-UI would refuse the stream: {e}\n{out:#?}");
+    }
+    out
+}
+
+#[test]
+fn a_whole_agent_run_becomes_steps_messages_tool_calls_and_progress() {
+    let out = check(
+        None,
+        &[
+            json!({"event": "run.started", "name": "triage"}),
+            json!({"event": "stage.started", "stage": "classify", "total": 2}),
+            json!({"event": "item.started", "item": "doc-1", "stage": "classify"}),
+            json!({"event": "llm.request", "call_id": "c1", "model": "sim"}),
+            json!({"event": "text.delta", "call_id": "c1", "text": "Hel"}),
+            json!({"event": "text.delta", "call_id": "c1", "text": "lo"}),
+            json!({"event": "llm.response", "call_id": "c1", "output_tokens": 2}),
+            json!({"event": "tool.started", "call_id": "t1", "tool": "search",
+                   "input": {"q": "rust"}, "feedback": "Searching the docs"}),
+            json!({"event": "tool.finished", "call_id": "t1", "tool": "search",
+                   "status": "succeeded", "output": {"hits": 3}}),
+            json!({"event": "item.finished", "item": "doc-1", "stage": "classify",
+                   "status": "succeeded"}),
+            json!({"event": "progress", "stage": "classify", "done": 1, "total": 2,
+                   "elapsed_s": 5.0}),
+            json!({"event": "stage.finished", "stage": "classify", "status": "succeeded",
+                   "elapsed_s": 5.0}),
+            json!({"event": "run.finished", "status": "succeeded", "result": {"ok": 1}}),
+        ],
+        &[
+            "RUN_STARTED",
+            "STEP_STARTED",
+            "ACTIVITY_SNAPSHOT",
+            "CUSTOM(llm.request)",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "CUSTOM(llm.response)",
+            "TOOL_CALL_START",
+            "TOOL_CALL_ARGS",
+            "TOOL_CALL_END",
+            "TOOL_CALL_RESULT",
+            "ACTIVITY_SNAPSHOT",
+            "ACTIVITY_SNAPSHOT",
+            "STEP_FINISHED",
+            "RUN_FINISHED",
+        ],
+    );
+    assert_eq!(out[0]["threadId"], "r1");
+    assert_eq!(out[0]["runId"], "r1");
+    assert_eq!(out[0]["rawEvent"]["event"], "run.started");
+    assert_eq!(out[0]["timestamp"], 1_700_000_000_000_i64);
+    assert_eq!(out[1]["stepName"], "classify");
+    assert_eq!(out[4]["messageId"], "text:c1");
+    assert_eq!(out[4]["role"], "assistant");
+    assert_eq!(out[5]["delta"], "Hel");
+    assert_eq!(out[5]["rawEvent"]["seq"], 5);
+    assert_eq!(out[9]["toolCallName"], "search");
+    // The feedback has no AG-UI field: it travels in rawEvent.
+    assert_eq!(out[9]["rawEvent"]["feedback"], "Searching the docs");
+    assert_eq!(out[10]["delta"], r#"{"q":"rust"}"#);
+    assert_eq!(out[12]["toolCallId"], "t1");
+    assert_eq!(out[12]["content"], r#"{"hits":3}"#);
+    assert_eq!(out[12]["role"], "tool");
+    assert_eq!(out[12]["messageId"], "result:t1");
+    let progress = &out[14];
+    assert_eq!(progress["activityType"], "PROGRESS");
+    assert_eq!(progress["messageId"], "progress:r1");
+    assert_eq!(progress["replace"], true);
+    assert_eq!(progress["content"]["stages"][0]["name"], "classify");
+    assert_eq!(progress["content"]["stages"][0]["done"], 1);
+    assert_eq!(progress["content"]["items"]["succeeded"], 1);
+    assert_eq!(progress["content"]["percent"], 50.0);
+    assert_eq!(out[16]["result"], json!({"ok": 1}));
+    assert!(out[16].get("rawEvent").is_some());
+    // CUSTOM carries the herald event as its value, once.
+    assert_eq!(out[3]["value"]["model"], "sim");
+    assert!(out[3].get("rawEvent").is_none());
+}
+
+#[test]
+fn a_failed_run_closes_what_is_open_then_errors_and_nothing_follows() {
+    let bodies = [
+        json!({"event": "run.started", "name": "triage"}),
+        json!({"event": "stage.started", "stage": "fetch"}),
+        json!({"event": "stage.started", "stage": "parse"}),
+        json!({"event": "text.delta", "text": "thinking"}),
+        json!({"event": "run.finished", "status": "failed", "error": "disk full"}),
+        json!({"event": "log", "level": "info", "message": "too late"}),
+    ];
+    let out = check(
+        None,
+        &bodies,
+        &[
+            "RUN_STARTED",
+            "STEP_STARTED",
+            "STEP_STARTED",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "STEP_FINISHED",
+            "STEP_FINISHED",
+            "RUN_ERROR",
+        ],
+    );
+    assert_eq!(out[3]["messageId"], "text:1");
+    assert_eq!(out[6]["stepName"], "parse");
+    assert_eq!(out[7]["stepName"], "fetch");
+    assert_eq!(out[8]["message"], "disk full");
+    assert_eq!(out[8]["code"], "failed");
+}
+
+#[test]
+fn a_cancelled_run_is_a_run_error_with_its_code() {
+    let out = check(
+        None,
+        &[
+            json!({"event": "run.started", "name": "n"}),
+            json!({"event": "run.cancel_requested", "reason": "user"}),
+            json!({"event": "run.finished", "status": "cancelled"}),
+        ],
+        &["RUN_STARTED", "CUSTOM(run.cancel_requested)", "RUN_ERROR"],
+    );
+    assert_eq!(out[2]["code"], "cancelled");
+    assert_eq!(out[2]["message"], "the run was cancelled");
+}
+
+#[test]
+fn a_sub_run_s_thread_is_its_parent() {
+    let out = check(
+        Some("boss"),
+        &[json!({"event": "run.started", "name": "n"})],
+        &["RUN_STARTED"],
+    );
+    assert_eq!(out[0]["threadId"], "boss");
+    assert_eq!(out[0]["runId"], "r1");
+    // The parent on the event itself counts too.
+    let out = check(
+        None,
+        &[json!({"event": "run.started", "name": "n", "parent": "boss"})],
+        &["RUN_STARTED"],
+    );
+    assert_eq!(out[0]["threadId"], "boss");
+}
+
+#[test]
+fn a_run_that_does_not_open_with_run_started_is_started_for_it() {
+    let out = check(
+        None,
+        &[
+            json!({"event": "heartbeat", "elapsed_s": 1.0}),
+            json!({"event": "run.started", "name": "late"}),
+        ],
+        &["RUN_STARTED", "ACTIVITY_SNAPSHOT", "CUSTOM(run.started)"],
+    );
+    assert!(out[0].get("rawEvent").is_none());
+}
+
+#[test]
+fn ends_without_beginnings_get_their_beginnings() {
+    check(
+        None,
+        &[
+            json!({"event": "run.started", "name": "n"}),
+            json!({"event": "stage.finished", "stage": "s", "status": "skipped",
+                   "elapsed_s": 0.0}),
+            json!({"event": "tool.finished", "call_id": "t9", "tool": "grep",
+                   "status": "failed", "error": "no such file"}),
+            json!({"event": "run.finished", "status": "succeeded"}),
+        ],
+        &[
+            "RUN_STARTED",
+            "STEP_STARTED",
+            "STEP_FINISHED",
+            "TOOL_CALL_START",
+            "TOOL_CALL_END",
+            "TOOL_CALL_RESULT",
+            "RUN_FINISHED",
+        ],
+    );
+}
+
+#[test]
+fn a_failed_tool_s_result_is_its_error_and_text_without_a_call_ends_at_the_response() {
+    let out = check(
+        None,
+        &[
+            json!({"event": "run.started", "name": "n"}),
+            json!({"event": "tool.started", "call_id": "t1", "tool": "fetch"}),
+            json!({"event": "tool.finished", "call_id": "t1", "tool": "fetch",
+                   "status": "failed", "error": "timed out"}),
+            json!({"event": "text.delta", "text": "Done"}),
+            json!({"event": "agent.response", "text": "Done"}),
+            json!({"event": "text.delta", "text": "Again"}),
+            json!({"event": "run.finished", "status": "succeeded"}),
+        ],
+        &[
+            "RUN_STARTED",
+            "TOOL_CALL_START",
+            "TOOL_CALL_END",
+            "TOOL_CALL_RESULT",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "CUSTOM(agent.response)",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "RUN_FINISHED",
+        ],
+    );
+    assert_eq!(out[3]["content"], "timed out");
+    assert_eq!(out[4]["messageId"], "text:1");
+    assert_eq!(out[8]["messageId"], "text:2");
+}
+
+#[test]
+fn an_aborted_stream_closes_what_is_open_and_errors_once() {
+    let mut encoder = Encoder::new(&run_id(), None);
+    let mut out: Vec<Value> = Vec::new();
+    for event in events(&[
+        json!({"event": "run.started", "name": "n"}),
+        json!({"event": "stage.started", "stage": "s"}),
+        json!({"event": "text.delta", "call_id": "c", "text": "x"}),
+    ]) {
+        out.extend(encoder.push(&event).iter().map(|e| json!(e)));
+    }
+    out.extend(
+        encoder
+            .abort("not_found", "run `r1` was deleted".to_owned(), 5)
+            .iter()
+            .map(|e| json!(e)),
+    );
+    assert_eq!(
+        types(&out),
+        [
+            "RUN_STARTED",
+            "STEP_STARTED",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "STEP_FINISHED",
+            "RUN_ERROR"
+        ]
+    );
+    assert_eq!(out[6]["code"], "not_found");
+    verify(&out).expect("a valid AG-UI stream");
+    assert!(encoder.abort("x", "again".to_owned(), 6).is_empty());
+    // A stream on a run with no event yet starts it, and aborts after the start.
+    let mut encoder = Encoder::new(&run_id(), None);
+    let start = encoder.start(7);
+    assert_eq!(start.len(), 1);
+    assert!(encoder.start(8).is_empty(), "started once");
+    let ended: Vec<Value> = encoder
+        .abort("unavailable", "stopping".to_owned(), 9)
+        .iter()
+        .map(|e| json!(e))
+        .collect();
+    assert_eq!(types(&ended), ["RUN_ERROR"]);
+}
+
+/// AG-UI's ordering rules, as `@ag-ui/client` 1.0's `verifyEvents` enforces them on
+/// one run: `RUN_STARTED` first and once, nothing after `RUN_FINISHED` or
+/// `RUN_ERROR`, steps, messages and tool calls started before they continue or end
+/// and not started twice while open, none open at `RUN_FINISHED`; plus the schema's
+/// integer `timestamp`.
+fn verify(out: &[Value]) -> Result<(), String> {
+    let mut steps = HashSet::new();
+    let mut messages = HashSet::new();
+    let mut tools = HashSet::new();
+    let mut ended = false;
+    for (i, e) in out.iter().enumerate() {
+        let kind = e["type"].as_str().ok_or("no type")?;
+        if ended {
+            return Err(format!("{kind} at {i} after the run ended"));
+        }
+        if !e["timestamp"].is_i64() {
+            return Err(format!("{kind} at {i} has no integer timestamp"));
+        }
+        if (i == 0) != (kind == "RUN_STARTED") {
+            return Err(format!("{kind} at {i}: RUN_STARTED must come first, once"));
+        }
+        let field = |name: &str| e[name].as_str().map(str::to_owned).ok_or(name.to_owned());
+        let open = |set: &mut HashSet<String>, id: String| {
+            set.insert(id.clone())
+                .then_some(())
+                .ok_or(format!("{kind} at {i}: {id} is already open"))
+        };
+        let close = |set: &mut HashSet<String>, id: String| {
+            set.remove(&id)
+                .then_some(())
+                .ok_or(format!("{kind} at {i}: {id} is not open"))
+        };
+        match kind {
+            "STEP_STARTED" => open(&mut steps, field("stepName")?)?,
+            "STEP_FINISHED" => close(&mut steps, field("stepName")?)?,
+            "TEXT_MESSAGE_START" => open(&mut messages, field("messageId")?)?,
+            "TEXT_MESSAGE_CONTENT" => {
+                let id = field("messageId")?;
+                if !messages.contains(&id) {
+                    return Err(format!("content at {i} for {id}, which is not open"));
+                }
+                field("delta")?;
+            }
+            "TEXT_MESSAGE_END" => close(&mut messages, field("messageId")?)?,
+            "TOOL_CALL_START" => {
+                field("toolCallName")?;
+                open(&mut tools, field("toolCallId")?)?;
+            }
+            "TOOL_CALL_ARGS" => {
+                let id = field("toolCallId")?;
+                if !tools.contains(&id) {
+                    return Err(format!("args at {i} for {id}, which is not open"));
+                }
+            }
+            "TOOL_CALL_END" => close(&mut tools, field("toolCallId")?)?,
+            "TOOL_CALL_RESULT" => {
+                field("messageId")?;
+                field("toolCallId")?;
+                field("content")?;
+            }
+            "RUN_FINISHED" | "RUN_ERROR" => {
+                if kind == "RUN_FINISHED" {
+                    field("threadId")?;
+                    field("runId")?;
+                    if !(steps.is_empty() && messages.is_empty() && tools.is_empty()) {
+                        return Err(format!(
+                            "RUN_FINISHED at {i} with {steps:?} {messages:?} {tools:?} open"
+                        ));
+                    }
+                } else {
+                    field("message")?;
+                }
+                ended = true;
+            }
+            "RUN_STARTED" => {
+                field("threadId")?;
+                field("runId")?;
+            }
+            "ACTIVITY_SNAPSHOT" => {
+                if !e["content"].is_object() {
+                    return Err(format!("activity at {i} without an object content"));
+                }
+            }
+            "CUSTOM" => {
+                field("name")?;
+                if e.get("value").is_none() {
+                    return Err(format!("CUSTOM at {i} without a value"));
+                }
+            }
+            other => return Err(format!("{other} at {i} is not an event herald sends")),
+        }
+    }
+    Ok(())
+}
+
+/// One herald event of a small vocabulary, so that random runs reuse stages, calls
+/// and tools, and finish anywhere.
+fn any_body() -> impl Strategy<Value = Value> {
+    let name = prop::sample::select(vec!["a", "b", "c"]);
+    prop_oneof![
+        Just(json!({"event": "run.started", "name": "n"})),
+        prop::sample::select(vec!["succeeded", "failed", "cancelled"])
+            .prop_map(|s| json!({"event": "run.finished", "status": s})),
+        name.clone()
+            .prop_map(|s| json!({"event": "stage.started", "stage": s})),
+        name.clone().prop_map(|s| json!({
+            "event": "stage.finished", "stage": s, "status": "succeeded", "elapsed_s": 1.0,
+        })),
+        (prop::option::of(name.clone()), "[a-z]{0,3}").prop_map(|(call, text)| {
+            let mut e = json!({"event": "text.delta", "text": text});
+            if let Some(call) = call {
+                e["call_id"] = json!(call);
+            }
+            e
+        }),
+        name.clone()
+            .prop_map(|c| json!({"event": "llm.response", "call_id": c})),
+        Just(json!({"event": "agent.response", "text": "t"})),
+        (name.clone(), any::<bool>()).prop_map(|(c, input)| {
+            let mut e = json!({"event": "tool.started", "call_id": c, "tool": "x"});
+            if input {
+                e["input"] = json!({"k": c});
+            }
+            e
+        }),
+        name.clone().prop_map(|c| json!({
+            "event": "tool.finished", "call_id": c, "tool": "x", "status": "succeeded",
+        })),
+        (1..5u64).prop_map(|d| json!({"event": "progress", "done": d, "total": 4,
+                                      "elapsed_s": d as f64})),
+        Just(json!({"event": "log", "level": "info", "message": "m"})),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_run_is_a_stream_agui_accepts(
+        bodies in prop::collection::vec(any_body(), 0..40),
+        abort in any::<bool>(),
+    ) {
+        let mut encoder = Encoder::new(&run_id(), None);
+        let mut out: Vec<Value> = encoder.start(0).iter().map(|e| json!(e)).collect();
+        for event in events(&bodies) {
+            out.extend(encoder.push(&event).iter().map(|e| json!(e)));
+        }
+        if abort {
+            out.extend(encoder.abort("x", "ended".to_owned(), 0).iter().map(|e| json!(e)));
+        }
+        if let Err(e) = verify(&out) {
+            return Err(TestCaseError::fail(format!("{e}\nfrom {bodies:#?}\nto {out:#?}")));
+        }
+    }
+}
