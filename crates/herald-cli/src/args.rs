@@ -344,6 +344,44 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+
+    /// Most events a second one run may append, with bursts of five seconds' worth;
+    /// beyond, appends get 429 and Retry-After (the SDK waits and sends them again).
+    /// `off` for no limit. Default: 10000.
+    #[arg(long, env = "HERALD_RATE_LIMIT", value_name = "EVENTS_PER_S", value_parser = parse_rate)]
+    pub rate_limit: Option<Rate>,
+
+    /// A web origin (`https://app.example.com`) whose pages may call the hub from a
+    /// browser, such as an AG-UI front end served elsewhere; repeat it, or separate
+    /// origins with commas. `*` for any, which needs --token.
+    #[arg(
+        long = "cors-origin",
+        env = "HERALD_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+/// `--rate-limit`: a rate, or none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    /// No limit.
+    Off,
+    /// Events a second.
+    PerSecond(f64),
+}
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Rate::Off);
+    }
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(Rate::PerSecond(rate)),
+        _ => Err(format!(
+            "`{s}` is not a rate: give events a second (a number above 0), or `off`"
+        )),
+    }
 }
 
 /// `herald demo`.

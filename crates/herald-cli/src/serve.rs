@@ -13,16 +13,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use herald_hub::{Hub, HubConfig, PostgresStore, SqliteStore, Store};
+use herald_hub::{Hub, HubConfig, PostgresStore, RateLimit, SqliteStore, Store};
 
 use crate::UsageError;
-use crate::args::ServeArgs;
+use crate::args::{Rate, ServeArgs};
 
 /// What `herald serve` runs with, resolved from flags and the environment.
 pub(crate) struct ServeSettings {
     pub(crate) addr: SocketAddr,
     pub(crate) db: DbLocation,
     pub(crate) token: Option<String>,
+    /// The per-run ingest limit; `None`: none.
+    pub(crate) rate_limit: Option<RateLimit>,
+    /// Origins allowed to call the hub from a browser.
+    pub(crate) cors_origins: Vec<String>,
 }
 
 /// Where the hub keeps its data.
@@ -104,7 +108,57 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<ServeSettings, UsageError> {
             DbLocation::Sqlite(dir.join("herald.db"))
         }
     };
-    Ok(ServeSettings { addr, db, token })
+    let rate_limit = match args.rate_limit {
+        None => HubConfig::default().rate_limit,
+        Some(Rate::Off) => None,
+        Some(Rate::PerSecond(rate)) => Some(RateLimit::per_second(rate)),
+    };
+    let cors_origins = cors_origins(&args.cors_origins, token.is_some())?;
+    Ok(ServeSettings {
+        addr,
+        db,
+        token,
+        rate_limit,
+        cors_origins,
+    })
+}
+
+/// Checks each `--cors-origin`: `*`, or `http(s)://HOST[:PORT]` as a browser sends it
+/// in `Origin` (no path, no trailing slash), or it would never match.
+fn cors_origins(origins: &[String], has_token: bool) -> Result<Vec<String>, UsageError> {
+    let origins: Vec<String> = origins
+        .iter()
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for origin in &origins {
+        if origin == "*" {
+            if !has_token {
+                return Err(UsageError(
+                    "--cors-origin * on an open hub would let any web page read and change \
+                     its runs: set --token (HERALD_TOKEN) too, or name the origins"
+                        .into(),
+                ));
+            }
+            continue;
+        }
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let valid = host.is_some_and(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        });
+        if !valid {
+            return Err(UsageError(format!(
+                "--cors-origin `{origin}` is not an origin: give scheme and host as a \
+                 browser sends them, e.g. https://app.example.com or http://localhost:3000 \
+                 (no path, no trailing slash), or *"
+            )));
+        }
+    }
+    Ok(origins)
 }
 
 /// Opens the store the settings name.
@@ -129,6 +183,8 @@ pub(crate) async fn bind(
     let store = open_store(&settings.db).await?;
     let config = HubConfig {
         admin_token: settings.token.clone(),
+        rate_limit: settings.rate_limit,
+        cors_origins: settings.cors_origins.clone(),
         ..HubConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(settings.addr)
@@ -210,6 +266,8 @@ impl Embedded {
             data_dir,
             db: None,
             token: None,
+            rate_limit: None,
+            cors_origins: Vec::new(),
         };
         let settings = resolve(&args)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,6 +12,7 @@ use herald_protocol::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::auth::{self, Scope};
@@ -26,7 +27,8 @@ const MAX_NAME_BYTES: usize = 1024;
 
 pub(crate) fn router(hub: Hub) -> Router {
     let max_body = hub.config().max_body_bytes;
-    Router::new()
+    let cors = cors(&hub.config().cors_origins);
+    let router = Router::new()
         .route("/v1/runs", post(create_run).get(list_runs))
         .route("/v1/runs/stream", get(stream::runs_stream))
         .route("/v1/runs/{id}", get(get_run).delete(delete_run))
@@ -51,8 +53,46 @@ pub(crate) fn router(hub: Hub) -> Router {
                 // One line per request, with its status and latency.
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        );
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+    .with_state(hub)
+}
+
+/// CORS for `origins` (`*`: any), so that pages served elsewhere, an AG-UI front end
+/// say, can call the API with a bearer token; none when `origins` is empty. No
+/// cookies are involved (`allow_credentials` stays off): a page must hold a token, or
+/// the hub be open, and an open hub only listens on loopback. Private network access
+/// is allowed too, for a page on a public origin reaching a hub on this machine.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| header::HeaderValue::from_str(o).ok()),
         )
-        .with_state(hub)
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([header::RETRY_AFTER])
+            .allow_private_network(true)
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 async fn fallback(req: Request) -> ApiError {
@@ -340,7 +380,8 @@ pub(crate) async fn create_run(
     responses((status = 200, description = "{appended, duplicates, last_seq, cancel_requested}"),
               (status = 400, description = "an event is invalid: index and field named"),
               (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "the run has finished"), (status = 413)))]
+              (status = 409, description = "the run has finished"), (status = 413),
+              (status = 429, description = "the run is over its rate limit: nothing stored; `Retry-After` says when to send it again")))]
 pub(crate) async fn append(
     State(hub): State<Hub>,
     Path(id): Path<String>,
@@ -370,6 +411,17 @@ pub(crate) async fn append(
             drafts.len(),
             hub.config().max_batch
         )));
+    }
+    if let Err(wait_s) = hub.limiter().take(&id, drafts.len(), hub.now()) {
+        hub.metrics().rate_limited();
+        return Err(ApiError::rate_limited(
+            format!(
+                "run `{id}` is over its limit of {} events a second; nothing of this batch \
+                 was stored: send it again in {wait_s:.1} s",
+                hub.config().rate_limit.map_or(0.0, |l| l.events_per_s)
+            ),
+            wait_s,
+        ));
     }
     let appended = hub
         .append(&id, drafts, true)

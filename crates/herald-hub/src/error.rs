@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::BatchError;
 use serde_json::json;
@@ -17,6 +17,8 @@ pub struct ApiError {
     message: String,
     index: Option<usize>,
     field: Option<String>,
+    /// Seconds for `Retry-After`, on a 429.
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             message: message.into(),
             index: None,
             field: None,
+            retry_after_s: None,
         }
     }
 
@@ -96,6 +99,15 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 429: over a rate limit; the same request is taken after `retry_after_s`
+    /// seconds (sent as `Retry-After`, rounded up, at least 1).
+    pub fn rate_limited(message: impl Into<String>, retry_after_s: f64) -> ApiError {
+        ApiError {
+            retry_after_s: Some(retry_after_s.ceil().max(1.0) as u64),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -115,6 +127,7 @@ impl From<BatchError> for ApiError {
             message: e.to_string(),
             index: e.index,
             field: e.error.field.clone(),
+            retry_after_s: None,
         }
     }
 }
@@ -211,7 +224,13 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 

@@ -16,6 +16,7 @@
 //! - `error`: [`ApiError`], the one error type, with SPEC's error body.
 //! - `metrics`, `openapi`: `/metrics` and `/openapi.json`.
 //! - `dashboard`: the web pages (`/`, `/runs/{id}`) and their embedded assets.
+//! - `limit`: [`RateLimit`], the per-run ingest limit behind `429`.
 //! - `clock`: [`Clock`], so that stall detection and retention are testable.
 
 #![deny(missing_docs)]
@@ -27,6 +28,7 @@ mod clock;
 mod dashboard;
 mod error;
 mod feed;
+mod limit;
 mod metrics;
 mod openapi;
 mod store;
@@ -45,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::Scope;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ApiError;
+pub use limit::RateLimit;
 pub use store::{
     Appended, NewRun, PostgresStore, RunFilter, RunRecord, SqliteStore, Store, StoreError, Wake,
     open_store,
@@ -72,7 +75,18 @@ pub struct HubConfig {
     /// The base URL put in links (`urls` of a created run); by default
     /// `http://<Host header>`.
     pub public_url: Option<String>,
+    /// How fast producers may append to one run (429 beyond); `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Web origins (`https://app.example.com`) whose pages may call the API from a
+    /// browser (CORS), such as an AG-UI front end served elsewhere; `"*"` for any.
+    /// Empty, the default: only the hub's own dashboard, from its own origin.
+    pub cors_origins: Vec<String>,
 }
+
+/// The default ingest limit of one run, in events per second: far above what a
+/// program reporting through the SDK sends (its ticks are throttled), so only a
+/// runaway producer meets it.
+pub const DEFAULT_EVENTS_PER_S: f64 = 10_000.0;
 
 impl Default for HubConfig {
     fn default() -> HubConfig {
@@ -86,6 +100,8 @@ impl Default for HubConfig {
             feed_poll_interval: Duration::from_secs(2),
             keep_alive: Duration::from_secs(15),
             public_url: None,
+            rate_limit: Some(RateLimit::per_second(DEFAULT_EVENTS_PER_S)),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -147,6 +163,7 @@ struct HubInner {
     changes: broadcast::Sender<RunChange>,
     told: std::sync::Mutex<ShownRuns>,
     metrics: Arc<metrics::Metrics>,
+    limiter: limit::Limiter,
     shutdown: CancellationToken,
 }
 
@@ -160,6 +177,7 @@ impl Hub {
     pub fn with_clock(store: Arc<dyn Store>, config: HubConfig, clock: Arc<dyn Clock>) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
+                limiter: limit::Limiter::new(config.rate_limit),
                 store,
                 config,
                 clock,
@@ -186,6 +204,10 @@ impl Hub {
 
     pub(crate) fn metrics(&self) -> &Arc<metrics::Metrics> {
         &self.inner.metrics
+    }
+
+    pub(crate) fn limiter(&self) -> &limit::Limiter {
+        &self.inner.limiter
     }
 
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {

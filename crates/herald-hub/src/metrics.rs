@@ -1,5 +1,5 @@
-//! Prometheus text metrics: runs by status, events appended, open subscribers, and a
-//! histogram of append latency.
+//! Prometheus text metrics: runs by status, events appended, appends refused by the rate
+//! limit, open subscribers, and a histogram of append latency.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,7 @@ pub(crate) struct Metrics {
     events_appended: AtomicU64,
     duplicates: AtomicU64,
     appends: AtomicU64,
+    rate_limited: AtomicU64,
     subscribers: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_sum_us: AtomicU64,
@@ -34,6 +35,11 @@ impl Metrics {
         if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
             self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts an append refused by the rate limit.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an open subscriber until the guard is dropped.
@@ -75,6 +81,12 @@ impl Metrics {
             "herald_events_duplicate_total",
             "Events skipped as repeated ids.",
             &self.duplicates,
+        );
+        counter(
+            &mut out,
+            "herald_appends_rate_limited_total",
+            "Appends refused with 429: the run was over its rate limit.",
+            &self.rate_limited,
         );
         let _ = writeln!(
             out,

@@ -382,8 +382,9 @@ struct Sender {
 /// What the hub said to a request.
 enum Reply {
     Ok(Value),
-    /// Worth trying again later: the hub is down, overloaded or failing.
-    Retry(String),
+    /// Worth trying again later: the hub is down, overloaded or failing, or limiting
+    /// the run; not before the `Retry-After` it sent, if any.
+    Retry(String, Option<Duration>),
     /// Not worth trying again: the status and the hub's message.
     Refused(u16, String),
 }
@@ -457,7 +458,7 @@ impl Sender {
                 // someone else. Append with the configured token.
                 Reply::Refused(409, _) => self.update(&job.run, |q| q.create = None),
                 Reply::Refused(status, message) => return self.give_up(&job.run, status, &message),
-                Reply::Retry(why) => return self.retry_later(&why),
+                Reply::Retry(why, after) => return self.retry_later(&why, after),
             }
         }
         let token = self.token_for(&job);
@@ -491,7 +492,7 @@ impl Sender {
                 self.drop_first(&job.run, job.drafts.len());
             }
             Reply::Refused(status, message) => self.give_up(&job.run, status, &message),
-            Reply::Retry(why) => self.retry_later(&why),
+            Reply::Retry(why, after) => self.retry_later(&why, after),
         }
     }
 
@@ -572,7 +573,8 @@ impl Sender {
         }
     }
 
-    fn retry_later(&mut self, why: &str) {
+    /// Waits out the backoff, with jitter, and at least the hub's `retry_after`.
+    fn retry_later(&mut self, why: &str, retry_after: Option<Duration>) {
         self.warn(&format!(
             "herald: cannot report to the hub at {} ({why}); retrying",
             self.url
@@ -583,7 +585,10 @@ impl Sender {
             // Between half and the whole backoff, so many producers do not retry in step.
             0.5 + (h.finish() % 1000) as f64 / 2000.0
         };
-        let wait = self.backoff.mul_f64(jitter);
+        let wait = self
+            .backoff
+            .mul_f64(jitter)
+            .max(retry_after.unwrap_or_default());
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         lock(&self.outbox.state).retry_at = Some(Instant::now() + wait);
     }
@@ -608,14 +613,22 @@ impl Sender {
         }
         let mut response = match request.send(body) {
             Ok(response) => response,
-            Err(e) => return Reply::Retry(e.to_string()),
+            Err(e) => return Reply::Retry(e.to_string(), None),
         };
         let status = response.status().as_u16();
+        // Seconds, as the hub sends it; an HTTP date is left to the backoff.
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| Duration::from_secs(secs).min(BACKOFF_MAX));
         let text = response.body_mut().read_to_string().unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match status {
             200..=299 => Reply::Ok(value),
-            429 | 500..=599 => Reply::Retry(format!("{status}")),
+            429 => Reply::Retry("429: it limits this run's rate".to_owned(), retry_after),
+            500..=599 => Reply::Retry(format!("{status}"), retry_after),
             _ => {
                 let message = value["error"]["message"]
                     .as_str()

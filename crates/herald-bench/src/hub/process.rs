@@ -41,7 +41,12 @@ pub fn serve_main(db: &str) -> anyhow::Result<()> {
                     .with_context(|| format!("opening {db}"))?,
             )
         };
-        let hub = Hub::new(store, HubConfig::default());
+        // The hub's capacity is what is measured, not its per-run ingest limit.
+        let config = HubConfig {
+            rate_limit: None,
+            ..HubConfig::default()
+        };
+        let hub = Hub::new(store, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("listening on {}", listener.local_addr()?);
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();

@@ -521,3 +521,107 @@ fn serve_says_clearly_which_databases_it_takes() {
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("HOST:PORT"), "{stderr}");
 }
+
+#[test]
+fn serve_limits_a_run_s_ingest_as_rate_limit_says() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data = dir.path().to_str().expect("a UTF-8 path");
+    // 5 events a second: bursts of 25.
+    let hub = HubProcess::launch(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--rate-limit",
+            "5",
+        ],
+        &dir.path().join("hub.log"),
+    );
+    let client = http_client();
+    let (status, created) = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/v1/runs", hub.url),
+        None,
+        Some(&json!({"name": "flood"})),
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let events = format!(
+        "{}/v1/runs/{}/events",
+        hub.url,
+        created["id"].as_str().expect("an id")
+    );
+    let token = created["write_token"].as_str();
+    let append = |batch: &Value| {
+        call(&client, reqwest::Method::POST, &events, token, Some(batch)).expect("the hub answers")
+    };
+    assert_eq!(append(&logs("a", 25)).0, StatusCode::OK);
+    let (status, body) = append(&logs("b", 25));
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    drop(hub);
+
+    for bad in ["fast", "0", "-3", "inf"] {
+        let flag = format!("--rate-limit={bad}");
+        let out = run_to_end(
+            serve(&["--addr", "127.0.0.1:0", "--data-dir", data, &flag]),
+            "herald serve with a bad --rate-limit",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("--rate-limit") && stderr.contains("off"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn serve_takes_only_origins_as_cors_origins() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data = dir.path().to_str().expect("a UTF-8 path");
+    for (flags, named) in [
+        (&["--cors-origin", "front.test"][..], "front.test"),
+        (
+            &["--cors-origin", "https://front.test/app/"],
+            "https://front.test/app/",
+        ),
+        (&["--cors-origin", "*"], "--token"),
+    ] {
+        let mut args = vec!["--addr", "127.0.0.1:0", "--data-dir", data];
+        args.extend(flags);
+        let out = run_to_end(serve(&args), "herald serve with a bad --cors-origin");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains("--cors-origin") && stderr.contains(named),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "it never listened");
+    }
+
+    // Origins from the environment, comma-separated, and `*` with a token.
+    let mut cmd = serve(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--token",
+        "t0k",
+    ]);
+    cmd.env("HERALD_CORS_ORIGINS", "http://localhost:3000,*");
+    let hub = HubProcess::spawn(cmd, &dir.path().join("hub.log"));
+    let resp = http_client()
+        .get(format!("{}/healthz", hub.url))
+        .header("origin", "http://anywhere.test")
+        .send()
+        .expect("the hub answers");
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("*")
+    );
+}

@@ -1,11 +1,14 @@
-//! Appends: idempotency ids, and `seq` dense per run whatever the concurrency.
+//! Appends: idempotency ids, `seq` dense per run whatever the concurrency, and the
+//! per-run rate limit.
 
 use std::collections::HashSet;
 
+use herald_hub::{HubConfig, RateLimit};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::STORE;
-use crate::util::{TestHub, seqs};
+use crate::util::{TestHub, error_body, send, seqs};
 
 fn log(id: &str) -> Value {
     json!({"event": "log", "level": "info", "message": id, "id": id})
@@ -135,4 +138,69 @@ async fn seq_is_dense_under_concurrent_appends() {
     let state = hub.state(&run).await;
     assert_eq!(state["last_seq"], total);
     assert_eq!(state["event_count"], total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_its_rate_limit_gets_429_with_retry_after_and_loses_nothing() {
+    let config = HubConfig {
+        rate_limit: Some(RateLimit {
+            events_per_s: 10.0,
+            burst: 20.0,
+        }),
+        ..HubConfig::default()
+    };
+    let hub = TestHub::with_clock(STORE, config).await;
+    let run = hub.create_named("busy").await;
+    let batch = |from: usize, n: usize| -> Value {
+        (from..from + n)
+            .map(|i| log(&format!("e{i}")))
+            .collect::<Vec<_>>()
+            .into()
+    };
+    assert_eq!(hub.append(&run, batch(0, 20)).await["appended"], 20);
+
+    let over = |body: Value| {
+        hub.request(
+            Method::POST,
+            &format!("/v1/runs/{}/events", run.id),
+            Some(&run.write_token),
+        )
+        .json(&body)
+    };
+    let resp = over(batch(20, 5)).send().await.expect("the hub answers");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "5 events at 10 a second: half a second, rounded up"
+    );
+    let body: Value = resp.json().await.expect("a JSON error");
+    let error = error_body(&body, "rate_limited");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("10 events a second"), "{message}");
+    assert_eq!(hub.state(&run).await["event_count"], 20, "nothing stored");
+
+    // Another run has a bucket of its own; the hub's own events are not limited.
+    let other = hub.create_named("calm").await;
+    assert_eq!(hub.append(&other, batch(0, 20)).await["appended"], 20);
+    let (status, _) = send(
+        hub.request(
+            Method::POST,
+            &format!("/v1/runs/{}/cancel", run.id),
+            Some(&run.write_token),
+        )
+        .json(&json!({"reason": "enough"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The same batch, sent again once the bucket refilled, is stored once.
+    hub.advance(0.5);
+    let reply = hub.append(&run, batch(20, 5)).await;
+    assert_eq!(reply["appended"], 5, "{reply}");
+    assert_eq!(hub.metric("herald_appends_rate_limited_total").await, 1.0);
+    let events = hub.all_events(&run).await;
+    assert_eq!(seqs(&events), (1..=26).collect::<Vec<u64>>());
 }

@@ -1150,3 +1150,146 @@ async fn pages_and_assets_are_served_with_their_types_and_cache_headers() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+/// A page of another origin that does what an AG-UI front end's `HttpAgent` does:
+/// `POST` a `RunAgentInput` to a run's `?format=ag-ui` stream with a bearer token, and
+/// read the events as they come. It lists their types in `#events`, and any failure
+/// in `#error`. Its query says where: `?hub=URL&run=ID&token=TOKEN`.
+const FRONT_END: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>AG-UI front end</title>
+<main><ol id="events"></ol><p id="error"></p><p id="done"></p></main>
+<script type="module">
+const q = new URLSearchParams(location.search);
+const list = document.getElementById("events");
+try {
+  const res = await fetch(`${q.get("hub")}/v1/runs/${q.get("run")}/stream?format=ag-ui`, {
+    method: "POST",
+    headers: {
+      "Authorization": `Bearer ${q.get("token")}`,
+      "Content-Type": "application/json",
+      "Accept": "text/event-stream",
+    },
+    body: JSON.stringify({threadId: "t", runId: "r", messages: [], tools: [], context: [], state: {}, forwardedProps: {}}),
+  });
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const frame = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      const data = frame.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+      if (!data) continue;
+      const li = document.createElement("li");
+      li.textContent = JSON.parse(data).type;
+      list.append(li);
+    }
+  }
+  document.getElementById("done").textContent = "done";
+} catch (e) {
+  document.getElementById("error").textContent = `failed: ${e.name}: ${e.message}`;
+}
+</script>
+"#;
+
+/// Serves [`FRONT_END`] on a free loopback port: an origin other than the hub's.
+async fn serve_front_end() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let origin = format!("http://{}", listener.local_addr().expect("an address"));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { axum::response::Html(FRONT_END) }),
+    );
+    let served = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (origin, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agui_front_end_on_another_origin_follows_a_run_when_the_hub_allows_its_origin() {
+    let Some(browser) = Browser::start(1024, 768).await else {
+        return;
+    };
+    let (origin, front_end) = serve_front_end().await;
+    let allowing = TestHub::start(
+        StoreKind::Sqlite,
+        HubConfig {
+            admin_token: Some(ADMIN.to_owned()),
+            cors_origins: vec![origin.clone()],
+            ..HubConfig::default()
+        },
+        None,
+    )
+    .await;
+    let run = allowing.create_named("cross-origin").await;
+    allowing
+        .append(
+            &run,
+            json!([{"event": "run.started", "name": "agent"}, stage_started("plan", 1),
+                   {"event": "text.delta", "call_id": "c1", "text": "Hi"}]),
+        )
+        .await;
+    let page = |hub: &TestHub, run: &Run| {
+        format!(
+            "{origin}/?hub={}&run={}&token={}",
+            hub.url, run.id, run.read_token
+        )
+    };
+    browser.goto(&page(&allowing, &run)).await;
+    browser
+        .wait(
+            "the first events, live",
+            "document.querySelectorAll('#events li').length >= 4",
+        )
+        .await;
+    allowing.append(&run, json!([finished("succeeded")])).await;
+    browser
+        .wait(
+            "the end of the run",
+            "document.getElementById('done').textContent === 'done'",
+        )
+        .await;
+    let kinds = browser
+        .js(
+            "return [...document.querySelectorAll('#events li')].map((li) => li.textContent);",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        kinds,
+        json!([
+            "RUN_STARTED",
+            "STEP_STARTED",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "STEP_FINISHED",
+            "RUN_FINISHED"
+        ]),
+        "{}",
+        browser.main_text().await
+    );
+    assert_eq!(browser.text("#error").await, "");
+    browser.screenshot("agui-front-end").await;
+
+    // A hub that names no origins is out of the page's reach: the browser refuses.
+    let closed = TestHub::with_admin(StoreKind::Sqlite).await;
+    let run = closed.create_named("same-origin-only").await;
+    browser.goto(&page(&closed, &run)).await;
+    browser
+        .wait(
+            "the browser to refuse",
+            "document.getElementById('error').textContent !== ''",
+        )
+        .await;
+    let error = browser.text("#error").await;
+    assert!(error.contains("TypeError"), "{error}");
+    front_end.abort();
+}

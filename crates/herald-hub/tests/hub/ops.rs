@@ -1,5 +1,6 @@
-//! `/healthz`, `/metrics` and `/openapi.json`.
+//! `/healthz`, `/metrics` and `/openapi.json`, and CORS for pages of other origins.
 
+use herald_hub::HubConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -121,4 +122,76 @@ async fn openapi_describes_every_route() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_lets_the_named_origins_in_and_no_others() {
+    let config = HubConfig {
+        admin_token: Some(crate::util::ADMIN.to_owned()),
+        cors_origins: vec!["http://front.test:3000".to_owned()],
+        ..HubConfig::default()
+    };
+    let hub = TestHub::start(STORE, config, None).await;
+    let preflight = |origin: &'static str| {
+        hub.request(Method::OPTIONS, "/v1/runs/r/stream?format=ag-ui", None)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("http://front.test:3000")
+        .await
+        .expect("the hub answers");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let header = |resp: &reqwest::Response, name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_lowercase)
+    };
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin").as_deref(),
+        Some("http://front.test:3000")
+    );
+    let headers = header(&allowed, "access-control-allow-headers").unwrap_or_default();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "{headers}"
+    );
+    assert!(header(&allowed, "access-control-allow-methods").is_some_and(|m| m.contains("post")));
+    assert_eq!(header(&allowed, "access-control-allow-credentials"), None);
+
+    let refused = preflight("http://evil.test")
+        .await
+        .expect("the hub answers");
+    assert_eq!(header(&refused, "access-control-allow-origin"), None);
+
+    // A simple request from the origin gets the header too, and 429's Retry-After is
+    // readable by the page.
+    let resp = hub
+        .request(Method::GET, "/healthz", None)
+        .header("origin", "http://front.test:3000")
+        .send()
+        .await
+        .expect("the hub answers");
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some("http://front.test:3000")
+    );
+    assert!(
+        header(&resp, "access-control-expose-headers").is_some_and(|h| h.contains("retry-after"))
+    );
+
+    // Without origins, no CORS at all.
+    let plain = TestHub::with_admin(STORE).await;
+    let resp = plain
+        .request(Method::GET, "/healthz", None)
+        .header("origin", "http://front.test:3000")
+        .send()
+        .await
+        .expect("the hub answers");
+    assert_eq!(header(&resp, "access-control-allow-origin"), None);
 }
