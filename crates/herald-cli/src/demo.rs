@@ -118,6 +118,7 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
         eprintln!("herald: run {run_id} reports to the hub at {url}");
         eprintln!("herald:   dashboard: {url}/runs/{run_id}");
         eprintln!("herald:   state:  {url}/v1/runs/{run_id}");
+        eprintln!("herald:   AG-UI:  {url}/v1/runs/{run_id}/stream?format=ag-ui");
         eprintln!("herald:   follow: herald watch {run_id} --hub {url}");
     }
     let progress = Progress::from_options(&options).map_err(|e| UsageError(e.to_string()))?;

@@ -272,6 +272,13 @@ fn demo_serve_runs_a_hub_of_its_own_and_stores_the_run() {
     );
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     let run = result["run"].as_str().unwrap();
+    // Where to follow it: the dashboard, and AG-UI front ends.
+    for link in [
+        format!("/runs/{run}"),
+        format!("/v1/runs/{run}/stream?format=ag-ui"),
+    ] {
+        assert!(stderr.contains(&link), "no {link} in {stderr}");
+    }
 
     // With stdin not a terminal it stops when the job is done; its data stays.
     let port = free_port();
