@@ -5,7 +5,7 @@
 //! [`Encoder`] is the translation: a state machine fed herald events in `seq` order
 //! that returns the AG-UI events each one becomes. It keeps AG-UI's ordering rules,
 //! which its client enforces and rejects a stream for breaking: `RUN_STARTED` first
-//! (made up from the run's record when the run's first event is not `run.started`),
+//! (made up when the run's first event is not `run.started`),
 //! every step, text message and tool call closed before `RUN_FINISHED` or `RUN_ERROR`,
 //! nothing after them. The handler ([`stream`]) reads the run from its first event
 //! through the same [`Cursor`] as herald's own streams and ends the response after the
@@ -13,9 +13,14 @@
 //!
 //! Choices SPEC leaves open, made here:
 //!
-//! - An AG-UI stream is always the whole run from its first event: AG-UI has no cursor,
-//!   so `after`, `Last-Event-ID`, `types` and `view` are refused with a 400 rather than
-//!   half honoured.
+//! - An AG-UI stream is the whole run from its first event: AG-UI's client has no
+//!   cursor. For plain SSE clients each message has an `id:` (`SEQ.INDEX`, see
+//!   [`Resume`]) and `Last-Event-ID` (or `?after=`) resumes exactly after it; at the
+//!   end of a finished run that is a 204, so an EventSource stops instead of replaying
+//!   the run forever. `types` and `view` are herald's own and refused with a 400.
+//! - The stream shows nothing for a run with no events yet: its first event starts
+//!   it, so that the output depends on the run's events alone and a resumed stream
+//!   can be rebuilt exactly.
 //! - Each AG-UI event that stands for a herald event carries it as `rawEvent`, so
 //!   nothing is lost in translation (a tool's feedback, an item's label); `CUSTOM`
 //!   carries it as `value` instead. `timestamp` is the event's `ts` in milliseconds.
@@ -36,8 +41,9 @@
 
 use std::collections::HashSet;
 
-use axum::response::Response;
+use axum::http::StatusCode;
 use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
 use herald_protocol::{
     Counter, Event, EventBody, ItemCounts, RunId, RunOutcome, RunState, RunStatus, StageState,
@@ -49,7 +55,7 @@ use serde_json::Value;
 use crate::Hub;
 use crate::error::{ApiError, json_body};
 use crate::store::{RunRecord, StoreError};
-use crate::stream::{Cursor, sse_of};
+use crate::stream::{Cursor, check_cursor, sse_of};
 
 /// The `format` that asks for AG-UI.
 pub(crate) const FORMAT: &str = "ag-ui";
@@ -225,14 +231,6 @@ impl Encoder {
     /// `RUN_FINISHED` or `RUN_ERROR` has been returned: nothing may follow.
     pub(crate) fn is_finished(&self) -> bool {
         self.finished
-    }
-
-    /// `RUN_STARTED`, made up from the run's record, unless it was sent already: for a
-    /// stream on a run with no event yet, so the client sees the run at once.
-    pub(crate) fn start(&mut self, ts_ms: i64) -> Vec<AgUiEvent> {
-        let mut out = Vec::new();
-        self.start_into(&mut out, ts_ms, None);
-        out
     }
 
     fn start_into(&mut self, out: &mut Vec<AgUiEvent>, ts_ms: i64, raw: Option<Value>) {
@@ -543,56 +541,133 @@ pub(crate) fn check_input(body: &[u8]) -> Result<(), ApiError> {
     json_body::<RunAgentInput>(body).map(drop)
 }
 
-/// The query parameters of herald's own streams that an AG-UI stream refuses, with why.
-pub(crate) fn refuse_cursor(field: &str) -> ApiError {
+/// A query parameter of herald's own streams that an AG-UI stream refuses.
+pub(crate) fn refuse(field: &str) -> ApiError {
     ApiError::invalid_field(
         field,
         format!(
-            "`{field}` does not apply to format=ag-ui: an AG-UI stream is always the whole run \
-             from its first event"
+            "`{field}` does not apply to format=ag-ui: an AG-UI stream is the whole run, \
+             every event"
         ),
     )
 }
 
-/// The AG-UI stream of run `record`, from its first event to its end.
-pub(crate) async fn stream(hub: Hub, record: RunRecord) -> Result<Response, ApiError> {
+/// Where an AG-UI stream resumes: after the AG-UI event `index` (from 0) of those that
+/// herald event `seq` became, or after all of them. Written `SEQ.INDEX` in the stream's
+/// `id:` lines, so that an EventSource that reconnects (with `Last-Event-ID`) continues
+/// exactly where it was, even inside the events of one herald event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Resume {
+    seq: u64,
+    index: Option<usize>,
+}
+
+impl Resume {
+    /// After every AG-UI event of herald event `seq` (`?after=SEQ`).
+    pub(crate) fn after(seq: u64) -> Resume {
+        Resume { seq, index: None }
+    }
+
+    /// `SEQ` (all of its events delivered) or `SEQ.INDEX`.
+    pub(crate) fn parse(s: &str) -> Option<Resume> {
+        let (seq, index) = match s.trim().split_once('.') {
+            Some((seq, index)) => (seq, Some(index.parse().ok()?)),
+            None => (s.trim(), None),
+        };
+        Some(Resume {
+            seq: seq.parse().ok()?,
+            index,
+        })
+    }
+}
+
+/// The `id:` of AG-UI event `index` of those herald event `seq` became.
+fn sse_id(seq: u64, index: usize) -> String {
+    format!("{seq}.{index}")
+}
+
+/// The AG-UI stream of run `record`, from its first event, or after `resume`, to its
+/// end. The encoder's output depends on the run's events alone, so a resumed stream
+/// replays the events up to its cursor without sending them and goes on from there.
+pub(crate) async fn stream(
+    hub: Hub,
+    record: RunRecord,
+    resume: Option<Resume>,
+) -> Result<Response, ApiError> {
     let id = record.state.id.clone();
     let mut encoder = Encoder::new(&id, record.state.parent.as_ref());
-    // A run with no event yet is shown started at once; otherwise its first event
-    // (`run.started`, as a rule) starts the AG-UI run.
-    let first = if record.last_seq == 0 {
-        encoder.start(millis(hub.now().unix_micros()))
-    } else {
-        Vec::new()
-    };
-    let cursor = Cursor::open(&hub, &id, 0, None).await?;
+    let mut cursor = Cursor::open(&hub, &id, 0, None).await?;
+    let mut first = Vec::new();
+    if let Some(resume) = resume {
+        check_cursor(resume.seq, record.last_seq)?;
+        let mut seq = 0;
+        while seq < resume.seq {
+            let Some(event) = cursor.next().await else {
+                return Err(ApiError::internal(format!(
+                    "run `{id}` ended while its events up to {} were read",
+                    resume.seq
+                )));
+            };
+            seq = event.seq;
+            let out = encoder.push(&event);
+            if seq == resume.seq {
+                let skip = resume.index.map_or(out.len(), |i| i + 1);
+                first.extend(
+                    out.into_iter()
+                        .enumerate()
+                        .skip(skip)
+                        .map(|(i, e)| (Some(sse_id(seq, i)), e)),
+                );
+            }
+        }
+        if first.is_empty() && encoder.is_finished() {
+            // EventSource reconnects after a stream ends; 204 tells it to stop.
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
     struct Reading {
         hub: Hub,
         id: RunId,
         cursor: Cursor,
         encoder: Encoder,
     }
-    let reading = Reading {
+    let reading = (!encoder.is_finished()).then_some(Reading {
         hub: hub.clone(),
         id,
         cursor,
         encoder,
-    };
-    let rest = stream::unfold(Some(reading), |reading| async move {
+    });
+    let rest = stream::unfold(reading, |reading| async move {
         let mut r = reading?;
         let Some(event) = r.cursor.next().await else {
             let (code, message) = why_it_ended(&r.hub, &r.id).await;
             let now = millis(r.hub.now().unix_micros());
-            return Some((r.encoder.abort(code, message, now), None));
+            let out = r.encoder.abort(code, message, now);
+            // No `id:`: a client that comes back resumes where the run's events were.
+            let out: Vec<_> = out.into_iter().map(|e| (None, e)).collect();
+            return Some((out, None));
         };
-        let out = r.encoder.push(&event);
+        let seq = event.seq;
+        let out: Vec<_> = r
+            .encoder
+            .push(&event)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (Some(sse_id(seq, i)), e))
+            .collect();
         let next = (!r.encoder.is_finished()).then_some(r);
         Some((out, next))
     });
     let events = stream::iter([first])
         .chain(rest)
         .flat_map(stream::iter)
-        .map(|event| SseEvent::default().data(event.to_json()));
+        .map(|(id, event)| {
+            let message = SseEvent::default().data(event.to_json());
+            match id {
+                Some(id) => message.id(id),
+                None => message,
+            }
+        });
     Ok(sse_of(&hub, events))
 }
 

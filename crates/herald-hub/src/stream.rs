@@ -198,7 +198,7 @@ impl Cursor {
     }
 }
 
-fn check_cursor(after: u64, last_seq: u64) -> Result<(), ApiError> {
+pub(crate) fn check_cursor(after: u64, last_seq: u64) -> Result<(), ApiError> {
     if after > last_seq {
         return Err(ApiError::bad_request(
             "cursor_out_of_range",
@@ -415,7 +415,7 @@ pub(crate) async fn sse(
 #[utoipa::path(post, path = "/v1/runs/{id}/stream", params(("id" = String, Path, description = "run id"), SseQuery),
     request_body(content = Object, description = "AG-UI's RunAgentInput; its ids are ignored (the run is the one in the path)"),
     responses((status = 200, description = "text/event-stream of AG-UI events (`data: <json>`), from the run's first event to its end"),
-              (status = 400, description = "`format` is not `ag-ui`, a cursor was given, or the body is not a RunAgentInput"),
+              (status = 400, description = "`format` is not `ag-ui`, `types` or `view` was given, the cursor is not one of the stream's, or the body is not a RunAgentInput"),
               (status = 401), (status = 403), (status = 404), (status = 413)))]
 /// `POST /v1/runs/{id}/stream?format=ag-ui`: how AG-UI's `HttpAgent` attaches to a run
 /// (SPEC section 9). herald's own stream is a `GET`.
@@ -441,29 +441,41 @@ pub(crate) async fn sse_post(
     agui_stream(hub, id, &headers, &query).await
 }
 
-/// `format=ag-ui`, after the token was checked: the whole run, so herald's cursors and
-/// filters are refused rather than half honoured.
+/// `format=ag-ui`, after the token was checked: the whole run (herald's filters are
+/// refused), resumed after `Last-Event-ID` or `?after=`.
 async fn agui_stream(
     hub: Hub,
     id: RunId,
     headers: &HeaderMap,
     query: &SseQuery,
 ) -> Result<Response, ApiError> {
-    let refused = [
-        ("after", query.after.is_some()),
-        ("Last-Event-ID", headers.contains_key("last-event-id")),
-        ("types", query.types.is_some()),
-        ("view", query.view.is_some()),
-    ];
-    if let Some((field, _)) = refused.into_iter().find(|(_, given)| *given) {
-        return Err(agui::refuse_cursor(field));
+    if query.types.is_some() {
+        return Err(agui::refuse("types"));
     }
+    if query.view.is_some() {
+        return Err(agui::refuse("view"));
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(agui::Resume::parse)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_cursor",
+                        "Last-Event-ID must be the id of a message of this stream (SEQ.INDEX)",
+                    )
+                })
+        })
+        .transpose()?;
+    let after = query.after.map(agui::Resume::after);
     let record = hub
         .store()
         .run(&id)
         .await
         .map_err(|e| store_error(&id, e))?;
-    agui::stream(hub, record).await
+    agui::stream(hub, record, last_event_id.or(after)).await
 }
 
 /// `view=state`: the run's state on connect and after changes, at most four a second,

@@ -308,17 +308,26 @@ fn an_aborted_stream_closes_what_is_open_and_errors_once() {
     assert_eq!(out[6]["code"], "not_found");
     verify(&out).expect("a valid AG-UI stream");
     assert!(encoder.abort("x", "again".to_owned(), 6).is_empty());
-    // A stream on a run with no event yet starts it, and aborts after the start.
+    // A run with no event, aborted, is started and ended.
     let mut encoder = Encoder::new(&run_id(), None);
-    let start = encoder.start(7);
-    assert_eq!(start.len(), 1);
-    assert!(encoder.start(8).is_empty(), "started once");
     let ended: Vec<Value> = encoder
         .abort("unavailable", "stopping".to_owned(), 9)
         .iter()
         .map(|e| json!(e))
         .collect();
-    assert_eq!(types(&ended), ["RUN_ERROR"]);
+    assert_eq!(types(&ended), ["RUN_STARTED", "RUN_ERROR"]);
+    verify(&ended).expect("a valid AG-UI stream");
+}
+
+#[test]
+fn resume_cursors_are_seq_or_seq_dot_index() {
+    use super::Resume;
+    assert_eq!(Resume::parse("12"), Some(Resume::after(12)));
+    let inside = Resume::parse("12.3").expect("a cursor");
+    assert_ne!(inside, Resume::after(12));
+    for bad in ["", "x", "12.", ".3", "12.x", "-1", "1.2.3"] {
+        assert_eq!(Resume::parse(bad), None, "{bad:?}");
+    }
 }
 
 /// AG-UI's ordering rules, as `@ag-ui/client` 1.0's `verifyEvents` enforces them on
@@ -462,7 +471,7 @@ proptest! {
         abort in any::<bool>(),
     ) {
         let mut encoder = Encoder::new(&run_id(), None);
-        let mut out: Vec<Value> = encoder.start(0).iter().map(|e| json!(e)).collect();
+        let mut out: Vec<Value> = Vec::new();
         for event in events(&bodies) {
             out.extend(encoder.push(&event).iter().map(|e| json!(e)));
         }

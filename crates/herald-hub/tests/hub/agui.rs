@@ -1,5 +1,6 @@
 //! `GET` and `POST /v1/runs/{id}/stream?format=ag-ui`: a run as AG-UI events (SPEC
-//! section 9), live, and the requests an AG-UI stream refuses. AG-UI's own client is
+//! section 9), live, resumed by EventSource's `Last-Event-ID`, and the requests an
+//! AG-UI stream refuses. AG-UI's own client is
 //! run against the hub in `agui_client.rs`.
 
 use reqwest::{Method, StatusCode};
@@ -13,8 +14,10 @@ use crate::util::{Case, Run, Sse, TestHub, check, finished, within};
 async fn agui_events(sse: &mut Sse) -> Vec<Value> {
     let mut events = Vec::new();
     while let Some(message) = sse.message().await {
-        assert_eq!(message.id, None, "no `id:` on an AG-UI stream");
-        assert_eq!(message.event, None, "no `event:` on an AG-UI stream");
+        assert_eq!(
+            message.event, None,
+            "no `event:` on an AG-UI stream: `type` says it"
+        );
         events.push(message.json());
     }
     events
@@ -155,24 +158,75 @@ async fn a_post_with_run_agent_input_attaches_to_the_run_in_the_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_without_events_starts_at_once_and_its_deletion_ends_the_stream() {
+async fn a_run_is_started_by_its_first_event_and_its_deletion_ends_the_stream() {
     let hub = TestHub::open(STORE).await;
     let run = hub.create_named("quiet").await;
     let mut sse = agui_stream(&hub, &run).await;
+    // Nothing before the run's first event; that one, not `run.started`, starts it.
+    hub.append(&run, json!([{"event": "stage.started", "stage": "s"}]))
+        .await;
     let started = next_agui(&mut sse).await;
     assert_eq!(started["type"], "RUN_STARTED");
     assert!(
         started.get("rawEvent").is_none(),
         "made up, not from an event"
     );
-    hub.append(&run, json!([{"event": "stage.started", "stage": "s"}]))
-        .await;
     assert_eq!(next_agui(&mut sse).await["type"], "STEP_STARTED");
     let (status, _) = hub.call(Method::DELETE, "/v1/runs/quiet", None, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let rest = within("the AG-UI stream to end", agui_events(&mut sse)).await;
     assert_eq!(kinds(&rest), ["STEP_FINISHED", "RUN_ERROR"]);
     assert_eq!(rest[1]["code"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_source_resumes_exactly_after_any_message_and_stops_at_the_end() {
+    let hub = TestHub::open(STORE).await;
+    let run = hub.create_named("resumable").await;
+    hub.append(
+        &run,
+        json!([{"event": "run.started", "name": "r"},
+               {"event": "stage.started", "stage": "a"},
+               {"event": "text.delta", "call_id": "c", "text": "x"},
+               {"event": "tool.started", "call_id": "t", "tool": "grep", "input": {"q": 1}},
+               {"event": "tool.finished", "call_id": "t", "tool": "grep", "status": "succeeded"},
+               {"event": "progress", "stage": "a", "done": 1, "total": 1, "elapsed_s": 1.0},
+               finished("failed")]),
+    )
+    .await;
+    let path = format!("/v1/runs/{}/stream?format=ag-ui", run.id);
+    let mut whole = hub.sse(&path, Some(&run.read_token), &[]).await;
+    let whole = whole.rest().await;
+    assert_eq!(whole.first().and_then(|m| m.id.as_deref()), Some("1.0"));
+    assert!(
+        whole.iter().all(|m| m.id.is_some()),
+        "every message has an id"
+    );
+    // A stream cut after any message, resumed with its id, gives the rest exactly:
+    // also inside the events of one herald event (tool.started is three).
+    for (cut, message) in whole.iter().enumerate() {
+        let id = message.id.as_deref().expect("an id");
+        let mut resumed = hub
+            .sse(&path, Some(&run.read_token), &[("last-event-id", id)])
+            .await;
+        if cut + 1 == whole.len() {
+            assert_eq!(
+                resumed.status,
+                StatusCode::NO_CONTENT,
+                "after the last message"
+            );
+            continue;
+        }
+        assert_eq!(resumed.status, StatusCode::OK);
+        let rest = resumed.rest().await;
+        assert_eq!(rest, whole[cut + 1..], "resumed after {id}");
+    }
+    // `?after=SEQ` resumes after every event of herald event SEQ.
+    let mut after = hub
+        .sse(&format!("{path}&after=4"), Some(&run.read_token), &[])
+        .await;
+    let after = after.rest().await;
+    assert_eq!(after.first().and_then(|m| m.id.as_deref()), Some("5.0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,10 +250,13 @@ async fn what_an_agui_stream_refuses_is_named() {
             .token(read)
             .expect(400, "invalid_field")
             .field("format"),
-            Case::new("a cursor", Method::GET, format!("{agui}&after=1"))
-                .token(read)
-                .expect(400, "invalid_field")
-                .field("after"),
+            Case::new(
+                "a cursor past the end",
+                Method::GET,
+                format!("{agui}&after=7"),
+            )
+            .token(read)
+            .expect(400, "cursor_out_of_range"),
             Case::new("a type filter", Method::GET, format!("{agui}&types=run.*"))
                 .token(read)
                 .expect(400, "invalid_field")
@@ -241,17 +298,22 @@ async fn what_an_agui_stream_refuses_is_named() {
         ],
     )
     .await;
-    // Resuming with Last-Event-ID, as an EventSource would, is refused too: an AG-UI
-    // stream has no cursor, and replaying from the start would repeat events.
-    let resp = hub
-        .request(Method::GET, agui, Some(read))
-        .header("last-event-id", "1")
-        .send()
-        .await
-        .expect("the hub answers");
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let body: Value = resp.json().await.expect("a JSON error");
-    assert_eq!(body["error"]["field"], "Last-Event-ID");
+    // Cursors the stream cannot honour.
+    for (last_event_id, code) in [
+        ("abc", "invalid_cursor"),
+        ("1.x", "invalid_cursor"),
+        ("9.0", "cursor_out_of_range"),
+    ] {
+        let resp = hub
+            .request(Method::GET, agui, Some(read))
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .expect("the hub answers");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{last_event_id}");
+        let body: Value = resp.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], code, "{last_event_id}: {body}");
+    }
     // None of it changed the run.
     let state = hub.state(&run).await;
     assert_eq!(state["event_count"], 1);
