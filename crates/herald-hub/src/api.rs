@@ -139,11 +139,7 @@ pub(crate) async fn authorize(
         }
         return Ok(());
     }
-    let found = hub
-        .store()
-        .token(&presented_hash)
-        .await
-        .map_err(ApiError::internal)?;
+    let found = hub.store().token(&presented_hash).await.map_err(db_error)?;
     let Some((token_run, scope)) = found else {
         return Err(ApiError::unauthorized("the token is not valid on this hub"));
     };
@@ -211,7 +207,19 @@ pub(crate) fn store_error(run: &RunId, e: StoreError) -> ApiError {
             "run_finished",
             format!("run `{run}` has finished and takes no more events"),
         ),
-        StoreError::Db(_) => ApiError::internal(e),
+        StoreError::Unavailable(_) | StoreError::Db(_) => db_error(e),
+    }
+}
+
+/// A store failure that is no client's doing: 503 while the database is unreachable
+/// (a load balancer or the SDK tries again), 500 otherwise; both logged.
+pub(crate) fn db_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "the database is unreachable");
+            ApiError::unavailable("the hub cannot reach its database just now; try again")
+        }
+        other => ApiError::internal(other),
     }
 }
 
@@ -573,11 +581,7 @@ pub(crate) async fn list_runs(
             }
         },
     };
-    let records = hub
-        .store()
-        .list(&filter)
-        .await
-        .map_err(ApiError::internal)?;
+    let records = hub.store().list(&filter).await.map_err(db_error)?;
     let now = hub.now();
     let next_before = (records.len() as u32 == filter.limit)
         .then(|| records.last().map(|r| r.created_at.to_string()))
@@ -592,20 +596,13 @@ pub(crate) async fn list_runs(
 
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{status: ok}")))]
 pub(crate) async fn healthz(State(hub): State<Hub>) -> Result<Json<Value>, ApiError> {
-    hub.store()
-        .count_by_status()
-        .await
-        .map_err(ApiError::internal)?;
+    hub.store().count_by_status().await.map_err(db_error)?;
     Ok(Json(json!({"status": "ok"})))
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text")))]
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Result<Response, ApiError> {
-    let runs = hub
-        .store()
-        .count_by_status()
-        .await
-        .map_err(ApiError::internal)?;
+    let runs = hub.store().count_by_status().await.map_err(db_error)?;
     let text = hub.metrics().render(&runs);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -94,7 +94,8 @@ impl ApiError {
         )
     }
 
-    /// 503: the hub is shutting down.
+    /// 503: the hub cannot serve this now: it is shutting down, or its database is
+    /// unreachable.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }

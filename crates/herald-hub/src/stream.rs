@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
 use crate::agui;
-use crate::api::{Need, authorize, body_bytes, parse_run_id, run_for, store_error};
+use crate::api::{Need, authorize, body_bytes, db_error, parse_run_id, run_for, store_error};
 use crate::error::ApiError;
 use crate::feed::Feed;
 use crate::metrics::SubscriberGuard;
@@ -732,7 +732,7 @@ async fn resync(
                     .map_err(ApiError::internal)?;
                 messages.push_back(SseEvent::default().event("run").data(data));
             }
-            Err(e) => return Err(ApiError::internal(e)),
+            Err(e) => return Err(db_error(e)),
         }
     }
     messages.extend(list);
@@ -744,7 +744,7 @@ async fn snapshot(
     hub: &Hub,
     filter: &RunFilter,
 ) -> Result<(VecDeque<SseEvent>, HashSet<RunId>), ApiError> {
-    let records = hub.store().list(filter).await.map_err(ApiError::internal)?;
+    let records = hub.store().list(filter).await.map_err(db_error)?;
     let now = hub.now();
     let mut messages = VecDeque::with_capacity(records.len());
     for record in records.iter().rev() {

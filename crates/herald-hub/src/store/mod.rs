@@ -55,6 +55,9 @@ pub enum StoreError {
     Conflict,
     /// The run has finished and takes no more events.
     Finished,
+    /// The database cannot be reached just now (it is down, restarting, or refuses
+    /// connections): worth trying again, unlike [`StoreError::Db`].
+    Unavailable(String),
     /// The database failed.
     Db(String),
 }
@@ -65,6 +68,7 @@ impl std::fmt::Display for StoreError {
             StoreError::NotFound => f.write_str("no such run"),
             StoreError::Conflict => f.write_str("the run id is taken"),
             StoreError::Finished => f.write_str("the run has finished"),
+            StoreError::Unavailable(e) => write!(f, "database unavailable: {e}"),
             StoreError::Db(e) => write!(f, "database error: {e}"),
         }
     }

@@ -276,7 +276,32 @@ async fn listen(pool: PgPool, wakes: broadcast::Sender<Wake>, stop: Cancellation
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
-        StoreError::Db(e.to_string())
+        if is_unreachable(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Db(e.to_string())
+        }
+    }
+}
+
+/// Whether `e` says the database cannot be reached now, rather than that a statement
+/// failed: the connection broke or none could be had, or the server said it is
+/// shutting down, starting, full, or not taking connections to this database.
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P01-57P03: admin shutdown, crash
+            // shutdown, cannot connect now; 53300: too many connections; 55000: e.g.
+            // "database is not currently accepting connections".
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "55000")
+        }),
+        _ => false,
     }
 }
 

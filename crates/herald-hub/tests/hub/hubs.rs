@@ -674,3 +674,96 @@ async fn the_runs_stream_tells_of_a_deletion_it_missed_while_its_listener_was_do
     }
     assert_eq!(deleted, Some(json!({"id": "gone"})));
 }
+
+/// Every connection of both hubs to the test database.
+async fn hub_connections(admin: &PgPool, db: &TestDb) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE application_name LIKE 'herald%' AND datname = $1",
+    )
+    .bind(db.name())
+    .fetch_one(admin)
+    .await
+    .expect("pg_stat_activity reads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_answer_503_while_the_database_is_gone_and_go_on_when_it_is_back() {
+    let (a, b) = two_hubs(None).await;
+    let db = a.db.clone();
+    let admin = PgPool::connect(&postgres_admin_url())
+        .await
+        .expect("PostgreSQL, which the hubs reached, is reachable");
+    let run = a.create_named("restart").await;
+    let mut sse = b.stream(&run, "", None).await;
+    subscribers(&b, 1.0).await;
+    a.append(&run, logs_with_ids("before-", 3)).await;
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        received.push(sse.event().await);
+    }
+
+    // As a restart does: every connection goes, pooled and listening, and none is let
+    // in for a while.
+    admin_sql(
+        &admin,
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", db.name()),
+    )
+    .await;
+    admin_sql(
+        &admin,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name LIKE 'herald%' AND datname = '{}'",
+            db.name()
+        ),
+    )
+    .await;
+    wait_until("the hubs' connections to be gone", || async {
+        hub_connections(&admin, &db).await == 0
+    })
+    .await;
+    let path = format!("/v1/runs/{}/events", run.id);
+    let (status, body) = a
+        .call(
+            Method::POST,
+            &path,
+            Some(&run.write_token),
+            Some(logs_with_ids("refused-", 2)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    error_body(&body, "unavailable");
+    let (status, body) = b.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    admin_sql(
+        &admin,
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name()),
+    )
+    .await;
+    // Both hubs write again at once, and B's stream, which stayed open, misses nothing.
+    a.append(&run, logs_with_ids("after-a-", 2)).await;
+    b.append(&run, logs_with_ids("after-b-", 2)).await;
+    a.append(&run, json!([finished("succeeded")])).await;
+    received.extend(rest_of(&mut sse).await);
+    assert_eq!(
+        ids(&received[..received.len() - 1]),
+        [
+            "before-0",
+            "before-1",
+            "before-2",
+            "after-a-0",
+            "after-a-1",
+            "after-b-0",
+            "after-b-1"
+        ]
+    );
+    assert_eq!(
+        received,
+        a.all_events(&run).await,
+        "as stored, nothing refused"
+    );
+    let (status, _) = b.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
