@@ -767,3 +767,28 @@ async fn the_hubs_answer_503_while_the_database_is_gone_and_go_on_when_it_is_bac
     let (status, _) = b.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_one_hub_reaches_the_producer_appending_through_the_other() {
+    let (a, b) = two_hubs(None).await;
+    let run = a.create_named("stop-me").await;
+    let reply = a.append(&run, logs_with_ids("work-", 2)).await;
+    assert_eq!(reply["cancel_requested"], false);
+    // A viewer on B (the dashboard behind the same load balancer) cancels it.
+    let (status, body) = b
+        .call(
+            Method::POST,
+            &format!("/v1/runs/{}/cancel", run.id),
+            Some(&run.write_token),
+            Some(json!({"reason": "from the dashboard"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The producer's next append through A is told, and A's state shows it.
+    let reply = a.append(&run, logs_with_ids("more-", 1)).await;
+    assert_eq!(reply["cancel_requested"], true, "{reply}");
+    assert_eq!(reply["last_seq"], 4);
+    let state = a.state(&run).await;
+    assert_eq!(state["cancel_requested"], true);
+    assert_eq!(state["cancel_reason"], "from the dashboard");
+}
