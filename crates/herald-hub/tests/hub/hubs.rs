@@ -792,3 +792,28 @@ async fn a_cancel_through_one_hub_reaches_the_producer_appending_through_the_oth
     assert_eq!(state["cancel_requested"], true);
     assert_eq!(state["cancel_reason"], "from the dashboard");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_starting_together_on_a_new_database_migrate_it_once() {
+    let db = TestDb::new(StoreKind::Postgres).await;
+    let (first, second, third) = tokio::join!(
+        herald_hub::PostgresStore::connect(db.url()),
+        herald_hub::PostgresStore::connect(db.url()),
+        herald_hub::PostgresStore::connect(db.url()),
+    );
+    for store in [&first, &second, &third] {
+        if let Err(e) = store {
+            panic!("a hub starting beside others failed: {e}");
+        }
+    }
+    let admin = PgPool::connect(db.url()).await.expect("the test database");
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&admin)
+        .await
+        .expect("sqlx's migrations table");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .expect("the migrations")
+        .count();
+    assert_eq!(applied, files as i64, "each migration applied once");
+    admin.close().await;
+}
