@@ -24,8 +24,8 @@
 //! - Each AG-UI event that stands for a herald event carries it as `rawEvent`, so
 //!   nothing is lost in translation (a tool's feedback, an item's label); `CUSTOM`
 //!   carries it as `value` instead. `timestamp` is the event's `ts` in milliseconds.
-//! - Text deltas are one message per `call_id` (`text:<call_id>`), or one message for
-//!   deltas without a `call_id` (`text:<n>`); a message ends at its call's
+//! - Text deltas are one message per `call_id`, and one for deltas without one, each
+//!   `text:<n>` in the order they started; a message ends at its call's
 //!   `llm.response`, at `agent.response` for deltas without a call, or before the end
 //!   of the run.
 //! - `tool.started` is `TOOL_CALL_START`, `TOOL_CALL_ARGS` (its `input` as JSON text,
@@ -39,7 +39,7 @@
 //! - A stream that cannot go on (the run deleted, the hub stopping) ends with
 //!   `RUN_ERROR` and a code saying which, never with silence.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use axum::response::sse::Event as SseEvent;
@@ -59,6 +59,9 @@ use crate::stream::{Cursor, check_cursor, sse_of};
 
 /// The `format` that asks for AG-UI.
 pub(crate) const FORMAT: &str = "ag-ui";
+
+/// Distinct tool `call_id`s an encoder remembers, to tell a `call_id` used again.
+const MAX_REMEMBERED_CALLS: usize = 65_536;
 
 /// `activityType` of the progress snapshots.
 const ACTIVITY_PROGRESS: &str = "PROGRESS";
@@ -203,10 +206,14 @@ pub(crate) struct Encoder {
     steps: Vec<String>,
     /// Text messages started and not yet ended.
     messages: Vec<OpenMessage>,
-    /// Messages of deltas without a `call_id` so far, for their ids.
-    uncalled_messages: u64,
-    /// Tool calls announced (`TOOL_CALL_START` sent) whose result has not come.
-    tools: HashSet<String>,
+    /// Text messages started so far, for their ids.
+    text_messages: u64,
+    /// Tool calls announced (`TOOL_CALL_START` sent) whose result has not come: their
+    /// AG-UI id by `call_id`.
+    tools: HashMap<String, String>,
+    /// Calls announced so far by `call_id`, so that a `call_id` used again after its
+    /// result gets an AG-UI id of its own (AG-UI's client would merge the two).
+    tool_uses: HashMap<String, u32>,
 }
 
 impl Encoder {
@@ -223,8 +230,9 @@ impl Encoder {
             finished: false,
             steps: Vec::new(),
             messages: Vec::new(),
-            uncalled_messages: 0,
-            tools: HashSet::new(),
+            text_messages: 0,
+            tools: HashMap::new(),
+            tool_uses: HashMap::new(),
         }
     }
 
@@ -343,16 +351,16 @@ impl Encoder {
                 };
                 emit(&mut out, kind, true);
             }
-            EventBody::ToolStarted(tool) if !self.tools.contains(&tool.call_id) => {
-                self.tools.insert(tool.call_id.clone());
-                let tool_call_id = tool.call_id.clone();
+            EventBody::ToolStarted(tool) if !self.tools.contains_key(&tool.call_id) => {
+                let tool_call_id = self.announce_tool(&tool.call_id);
                 let kind = Kind::ToolCallStart {
                     tool_call_id: tool_call_id.clone(),
                     tool_call_name: tool.tool.clone(),
                 };
                 emit(&mut out, kind, true);
                 if let Some(input) = &tool.input {
-                    let delta = json_text(input);
+                    // Arguments are JSON text, whatever the input's type.
+                    let delta = input.to_string();
                     let kind = Kind::ToolCallArgs {
                         tool_call_id: tool_call_id.clone(),
                         delta,
@@ -362,16 +370,22 @@ impl Encoder {
                 emit(&mut out, Kind::ToolCallEnd { tool_call_id }, false);
             }
             EventBody::ToolFinished(tool) => {
-                if !self.tools.remove(&tool.call_id) {
-                    // A result for a call never announced: announce it first.
-                    let tool_call_id = tool.call_id.clone();
-                    let kind = Kind::ToolCallStart {
-                        tool_call_id: tool_call_id.clone(),
-                        tool_call_name: tool.tool.clone(),
-                    };
-                    emit(&mut out, kind, false);
-                    emit(&mut out, Kind::ToolCallEnd { tool_call_id }, false);
-                }
+                let tool_call_id = match self.tools.remove(&tool.call_id) {
+                    Some(id) => id,
+                    None => {
+                        // A result for a call never announced: announce it first.
+                        let id = self.announce_tool(&tool.call_id);
+                        self.tools.remove(&tool.call_id);
+                        let kind = Kind::ToolCallStart {
+                            tool_call_id: id.clone(),
+                            tool_call_name: tool.tool.clone(),
+                        };
+                        emit(&mut out, kind, false);
+                        let tool_call_id = id.clone();
+                        emit(&mut out, Kind::ToolCallEnd { tool_call_id }, false);
+                        id
+                    }
+                };
                 let output = tool.output.as_ref().map(json_text);
                 let content = match tool.status {
                     ToolOutcome::Succeeded => output.unwrap_or_default(),
@@ -382,8 +396,8 @@ impl Encoder {
                         .unwrap_or_else(|| format!("{} failed", tool.tool)),
                 };
                 let kind = Kind::ToolCallResult {
-                    message_id: format!("result:{}", tool.call_id),
-                    tool_call_id: tool.call_id.clone(),
+                    message_id: format!("result:{tool_call_id}"),
+                    tool_call_id,
                     content,
                     role: "tool",
                 };
@@ -416,6 +430,25 @@ impl Encoder {
         out
     }
 
+    /// A new tool call's AG-UI id, recorded as open: its `call_id`, or `call_id:N` for
+    /// its `N`th use.
+    fn announce_tool(&mut self, call_id: &str) -> String {
+        // Bounded: a run of more distinct calls than this forgets the old ones, which
+        // costs a merge in the client only if one of those is used again.
+        if self.tool_uses.len() >= MAX_REMEMBERED_CALLS && !self.tool_uses.contains_key(call_id) {
+            self.tool_uses.clear();
+        }
+        let uses = self.tool_uses.entry(call_id.to_owned()).or_insert(0);
+        *uses += 1;
+        let id = if *uses == 1 {
+            call_id.to_owned()
+        } else {
+            format!("{call_id}:{uses}")
+        };
+        self.tools.insert(call_id.to_owned(), id.clone());
+        id
+    }
+
     /// The id of the open message for `call_id`, starting one when there is none.
     fn open_message(&mut self, out: &mut Vec<AgUiEvent>, call_id: Option<&str>, ts: i64) -> String {
         if let Some(open) = self
@@ -425,13 +458,11 @@ impl Encoder {
         {
             return open.message_id.clone();
         }
-        let message_id = match call_id {
-            Some(call) => format!("text:{call}"),
-            None => {
-                self.uncalled_messages += 1;
-                format!("text:{}", self.uncalled_messages)
-            }
-        };
+        // Numbered, not named after the call: call ids are any strings, and a call's
+        // text may start again after its response; the herald event, with its
+        // `call_id`, is in `rawEvent`.
+        self.text_messages += 1;
+        let message_id = format!("text:{}", self.text_messages);
         out.push(AgUiEvent {
             kind: Kind::TextMessageStart {
                 message_id: message_id.clone(),
@@ -595,7 +626,9 @@ pub(crate) async fn stream(
     resume: Option<Resume>,
 ) -> Result<Response, ApiError> {
     let id = record.state.id.clone();
-    let mut encoder = Encoder::new(&id, record.state.parent.as_ref());
+    // The parent the run was created with, which its later events cannot change: a
+    // resumed stream must name the thread the first one did.
+    let mut encoder = Encoder::new(&id, record.parent.as_ref());
     let mut cursor = Cursor::open(&hub, &id, 0, None).await?;
     let mut first = Vec::new();
     if let Some(resume) = resume {
@@ -603,14 +636,27 @@ pub(crate) async fn stream(
         let mut seq = 0;
         while seq < resume.seq {
             let Some(event) = cursor.next().await else {
-                return Err(ApiError::internal(format!(
-                    "run `{id}` ended while its events up to {} were read",
-                    resume.seq
-                )));
+                let (code, message) = why_it_ended(&hub, &id).await;
+                return Err(match code {
+                    "not_found" => ApiError::run_not_found(id.as_str()),
+                    "unavailable" => ApiError::unavailable(message),
+                    _ => ApiError::internal(message),
+                });
             };
             seq = event.seq;
             let out = encoder.push(&event);
             if seq == resume.seq {
+                if resume.index.is_some_and(|i| i >= out.len()) {
+                    return Err(ApiError::bad_request(
+                        "invalid_cursor",
+                        format!(
+                            "event {seq} of run `{id}` is {} AG-UI messages; there is no {}.{}",
+                            out.len(),
+                            seq,
+                            resume.index.unwrap_or_default()
+                        ),
+                    ));
+                }
                 let skip = resume.index.map_or(out.len(), |i| i + 1);
                 first.extend(
                     out.into_iter()
@@ -682,6 +728,10 @@ async fn why_it_ended(hub: &Hub, id: &RunId) -> (&'static str, String) {
     }
     match hub.store().run(id).await {
         Err(StoreError::NotFound) => ("not_found", format!("run `{id}` was deleted")),
+        Err(StoreError::Unavailable(_)) => (
+            "unavailable",
+            "the hub cannot reach its database just now; attach again".to_owned(),
+        ),
         _ => (
             "internal",
             "the hub could not read the run's events; attach again".to_owned(),

@@ -113,7 +113,7 @@ fn a_whole_agent_run_becomes_steps_messages_tool_calls_and_progress() {
     assert_eq!(out[0]["rawEvent"]["event"], "run.started");
     assert_eq!(out[0]["timestamp"], 1_700_000_000_000_i64);
     assert_eq!(out[1]["stepName"], "classify");
-    assert_eq!(out[4]["messageId"], "text:c1");
+    assert_eq!(out[4]["messageId"], "text:1");
     assert_eq!(out[4]["role"], "assistant");
     assert_eq!(out[5]["delta"], "Hel");
     assert_eq!(out[5]["rawEvent"]["seq"], 5);
@@ -334,11 +334,15 @@ fn resume_cursors_are_seq_or_seq_dot_index() {
 /// one run: `RUN_STARTED` first and once, nothing after `RUN_FINISHED` or
 /// `RUN_ERROR`, steps, messages and tool calls started before they continue or end
 /// and not started twice while open, none open at `RUN_FINISHED`; plus the schema's
-/// integer `timestamp`.
+/// integer `timestamp`, and what its folding into messages wants: message and tool
+/// call ids never used twice, tool arguments that are JSON.
 fn verify(out: &[Value]) -> Result<(), String> {
     let mut steps = HashSet::new();
     let mut messages = HashSet::new();
     let mut tools = HashSet::new();
+    // Ids of messages and tool calls ever started: the client merges into an old one
+    // a message or call started again with its id.
+    let mut used = HashSet::new();
     let mut ended = false;
     for (i, e) in out.iter().enumerate() {
         let kind = e["type"].as_str().ok_or("no type")?;
@@ -365,7 +369,13 @@ fn verify(out: &[Value]) -> Result<(), String> {
         match kind {
             "STEP_STARTED" => open(&mut steps, field("stepName")?)?,
             "STEP_FINISHED" => close(&mut steps, field("stepName")?)?,
-            "TEXT_MESSAGE_START" => open(&mut messages, field("messageId")?)?,
+            "TEXT_MESSAGE_START" => {
+                let id = field("messageId")?;
+                if !used.insert(format!("message {id}")) {
+                    return Err(format!("{kind} at {i}: message {id} was used before"));
+                }
+                open(&mut messages, id)?;
+            }
             "TEXT_MESSAGE_CONTENT" => {
                 let id = field("messageId")?;
                 if !messages.contains(&id) {
@@ -376,12 +386,20 @@ fn verify(out: &[Value]) -> Result<(), String> {
             "TEXT_MESSAGE_END" => close(&mut messages, field("messageId")?)?,
             "TOOL_CALL_START" => {
                 field("toolCallName")?;
-                open(&mut tools, field("toolCallId")?)?;
+                let id = field("toolCallId")?;
+                if !used.insert(format!("tool call {id}")) {
+                    return Err(format!("{kind} at {i}: tool call {id} was used before"));
+                }
+                open(&mut tools, id)?;
             }
             "TOOL_CALL_ARGS" => {
                 let id = field("toolCallId")?;
                 if !tools.contains(&id) {
                     return Err(format!("args at {i} for {id}, which is not open"));
+                }
+                let delta = field("delta")?;
+                if serde_json::from_str::<Value>(&delta).is_err() {
+                    return Err(format!("args at {i} are not JSON: {delta:?}"));
                 }
             }
             "TOOL_CALL_END" => close(&mut tools, field("toolCallId")?)?,
@@ -428,7 +446,8 @@ fn verify(out: &[Value]) -> Result<(), String> {
 /// One herald event of a small vocabulary, so that random runs reuse stages, calls
 /// and tools, and finish anywhere.
 fn any_body() -> impl Strategy<Value = Value> {
-    let name = prop::sample::select(vec!["a", "b", "c"]);
+    // "1" as a call id, beside the numbers herald gives messages.
+    let name = prop::sample::select(vec!["a", "b", "1"]);
     prop_oneof![
         Just(json!({"event": "run.started", "name": "n"})),
         prop::sample::select(vec!["succeeded", "failed", "cancelled"])
@@ -448,10 +467,12 @@ fn any_body() -> impl Strategy<Value = Value> {
         name.clone()
             .prop_map(|c| json!({"event": "llm.response", "call_id": c})),
         Just(json!({"event": "agent.response", "text": "t"})),
-        (name.clone(), any::<bool>()).prop_map(|(c, input)| {
+        (name.clone(), 0..3u8).prop_map(|(c, input)| {
             let mut e = json!({"event": "tool.started", "call_id": c, "tool": "x"});
-            if input {
-                e["input"] = json!({"k": c});
+            match input {
+                0 => {}
+                1 => e["input"] = json!({"k": c}),
+                _ => e["input"] = json!("ls -l"),
             }
             e
         }),
@@ -461,6 +482,10 @@ fn any_body() -> impl Strategy<Value = Value> {
         (1..5u64).prop_map(|d| json!({"event": "progress", "done": d, "total": 4,
                                       "elapsed_s": d as f64})),
         Just(json!({"event": "log", "level": "info", "message": "m"})),
+        Just(json!({"event": "heartbeat", "elapsed_s": 1.0})),
+        name.clone()
+            .prop_map(|i| json!({"event": "item.started", "item": i})),
+        name.prop_map(|i| json!({"event": "item.finished", "item": i, "status": "failed"})),
     ]
 }
 
@@ -482,4 +507,41 @@ proptest! {
             return Err(TestCaseError::fail(format!("{e}\nfrom {bodies:#?}\nto {out:#?}")));
         }
     }
+}
+
+#[test]
+fn a_tool_s_string_input_is_json_and_a_call_id_used_again_is_a_call_of_its_own() {
+    let call = |input: Value| {
+        [
+            json!({"event": "tool.started", "call_id": "t1", "tool": "sh", "input": input}),
+            json!({"event": "tool.finished", "call_id": "t1", "tool": "sh", "status": "succeeded",
+                   "output": "ok"}),
+        ]
+    };
+    let mut bodies = vec![json!({"event": "run.started", "name": "n"})];
+    bodies.extend(call(json!("ls -l")));
+    bodies.extend(call(json!({"cmd": "pwd"})));
+    let out = check(
+        None,
+        &bodies,
+        &[
+            "RUN_STARTED",
+            "TOOL_CALL_START",
+            "TOOL_CALL_ARGS",
+            "TOOL_CALL_END",
+            "TOOL_CALL_RESULT",
+            "TOOL_CALL_START",
+            "TOOL_CALL_ARGS",
+            "TOOL_CALL_END",
+            "TOOL_CALL_RESULT",
+        ],
+    );
+    assert_eq!(out[2]["delta"], r#""ls -l""#);
+    assert_eq!(out[4]["toolCallId"], "t1");
+    assert_eq!(out[4]["messageId"], "result:t1");
+    assert_eq!(out[5]["toolCallId"], "t1:2");
+    assert_eq!(out[8]["toolCallId"], "t1:2");
+    assert_eq!(out[8]["messageId"], "result:t1:2");
+    // The result's content is text: a string output as itself.
+    assert_eq!(out[8]["content"], "ok");
 }

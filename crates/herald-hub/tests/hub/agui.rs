@@ -171,7 +171,15 @@ async fn a_run_is_started_by_its_first_event_and_its_deletion_ends_the_stream() 
         started.get("rawEvent").is_none(),
         "made up, not from an event"
     );
-    assert_eq!(next_agui(&mut sse).await["type"], "STEP_STARTED");
+    let step = next_agui(&mut sse).await;
+    assert_eq!(step["type"], "STEP_STARTED");
+    // Made up at that event, not when the stream opened.
+    let first = &hub.all_events(&run).await[0];
+    assert_eq!(
+        started["timestamp"],
+        first.ts.unix_micros().div_euclid(1000)
+    );
+    assert_eq!(started["timestamp"], step["timestamp"]);
     let (status, _) = hub.call(Method::DELETE, "/v1/runs/quiet", None, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let rest = within("the AG-UI stream to end", agui_events(&mut sse)).await;
@@ -298,10 +306,12 @@ async fn what_an_agui_stream_refuses_is_named() {
         ],
     )
     .await;
-    // Cursors the stream cannot honour.
+    // Cursors the stream cannot honour: not one, past the end, or past the messages
+    // of its event (run.started is one).
     for (last_event_id, code) in [
         ("abc", "invalid_cursor"),
         ("1.x", "invalid_cursor"),
+        ("1.1", "invalid_cursor"),
         ("9.0", "cursor_out_of_range"),
     ] {
         let resp = hub
@@ -317,4 +327,42 @@ async fn what_an_agui_stream_refuses_is_named() {
     // None of it changed the run.
     let state = hub.state(&run).await;
     assert_eq!(state["event_count"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumed_mid_run_goes_on_live() {
+    let hub = TestHub::open(STORE).await;
+    let run = hub.create_named("going").await;
+    hub.append(
+        &run,
+        json!([{"event": "run.started", "name": "r"},
+               {"event": "stage.started", "stage": "a"},
+               {"event": "text.delta", "text": "x"}]),
+    )
+    .await;
+    // After run.started's only message: the rest of what is stored, then live.
+    let path = format!("/v1/runs/{}/stream?format=ag-ui", run.id);
+    let mut sse = hub
+        .sse(&path, Some(&run.read_token), &[("last-event-id", "1.0")])
+        .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(sse.message().await.expect("a message"));
+    }
+    let ids: Vec<_> = got
+        .iter()
+        .map(|m| m.id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ids,
+        ["2.0", "3.0", "3.1"],
+        "STEP_STARTED, then the text's start and content"
+    );
+    hub.append(&run, json!([finished("succeeded")])).await;
+    let rest = within("the resumed stream to end", agui_events(&mut sse)).await;
+    assert_eq!(
+        kinds(&rest),
+        ["TEXT_MESSAGE_END", "STEP_FINISHED", "RUN_FINISHED"]
+    );
 }
