@@ -128,7 +128,7 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<ServeSettings, UsageError> {
 fn cors_origins(origins: &[String], has_token: bool) -> Result<Vec<String>, UsageError> {
     let origins: Vec<String> = origins
         .iter()
-        .map(|o| o.trim().to_owned())
+        .map(|o| o.trim().to_ascii_lowercase())
         .filter(|o| !o.is_empty())
         .collect();
     for origin in &origins {

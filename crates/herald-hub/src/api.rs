@@ -27,7 +27,10 @@ const MAX_NAME_BYTES: usize = 1024;
 
 pub(crate) fn router(hub: Hub) -> Router {
     let max_body = hub.config().max_body_bytes;
-    let cors = cors(&hub.config().cors_origins);
+    let cors = cors(
+        &hub.config().cors_origins,
+        hub.config().admin_token.is_none(),
+    );
     let router = Router::new()
         .route("/v1/runs", post(create_run).get(list_runs))
         .route("/v1/runs/stream", get(stream::runs_stream))
@@ -63,21 +66,33 @@ pub(crate) fn router(hub: Hub) -> Router {
 
 /// CORS for `origins` (`*`: any), so that pages served elsewhere, an AG-UI front end
 /// say, can call the API with a bearer token; none when `origins` is empty. No
-/// cookies are involved (`allow_credentials` stays off): a page must hold a token, or
-/// the hub be open, and an open hub only listens on loopback. Private network access
-/// is allowed too, for a page on a public origin reaching a hub on this machine.
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
+/// cookies are involved (`allow_credentials` stays off), so a page must hold a token;
+/// on an open hub (`open`) that would let any page read and change its runs, so `*`
+/// is refused there and only named origins are let in. Private network access is
+/// allowed too, for a page on a public origin reaching a hub on this machine.
+fn cors(origins: &[String], open: bool) -> Option<CorsLayer> {
+    let mut allowed = Vec::new();
+    let mut any = false;
+    for origin in origins {
+        // Browsers send the scheme and host in lower case.
+        let origin = origin.trim().to_ascii_lowercase();
+        if origin == "*" {
+            if open {
+                tracing::error!("CORS for any origin refused: the hub has no admin token");
+            } else {
+                any = true;
+            }
+            continue;
+        }
+        match header::HeaderValue::from_str(&origin) {
+            Ok(value) => allowed.push(value),
+            Err(_) => tracing::error!(%origin, "not a CORS origin; ignored"),
+        }
     }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| header::HeaderValue::from_str(o).ok()),
-        )
+    let allow = match (any, allowed.is_empty()) {
+        (true, _) => AllowOrigin::any(),
+        (false, false) => AllowOrigin::list(allowed),
+        (false, true) => return None,
     };
     Some(
         CorsLayer::new()
@@ -420,7 +435,8 @@ pub(crate) async fn append(
             hub.config().max_batch
         )));
     }
-    if let Err(wait_s) = hub.limiter().take(&id, drafts.len(), hub.now()) {
+    let events = drafts.len();
+    if let Err(wait_s) = hub.limiter().check(&id, events, hub.now()) {
         hub.metrics().rate_limited();
         return Err(ApiError::rate_limited(
             format!(
@@ -435,6 +451,7 @@ pub(crate) async fn append(
         .append(&id, drafts, true)
         .await
         .map_err(|e| store_error(&id, e))?;
+    hub.limiter().charge(&id, events, hub.now());
     Ok(Json(json!({
         "appended": appended.events.len(),
         "duplicates": appended.duplicates,

@@ -4,9 +4,10 @@
 //! runaway producer (a tick in a tight loop, a retry storm) costs the store and every
 //! subscriber of the run, while other runs should not notice. Each run has a token
 //! bucket of [`RateLimit::burst`] events, refilled at [`RateLimit::events_per_s`]; an
-//! append takes as many tokens as it has events, or is refused whole with `429` and
-//! `Retry-After`, so a well-behaved client (the SDK retries with backoff) loses
-//! nothing. Events the hub writes itself (`run.stalled`, `run.cancel_requested`) are
+//! append is refused whole with `429` and `Retry-After` when the bucket holds fewer
+//! tokens than it has events, so a well-behaved client (the SDK waits and sends it
+//! again) loses nothing, and takes them once it was stored: an append refused for
+//! another reason (the run finished, the database away) costs nothing. Events the hub writes itself (`run.stalled`, `run.cancel_requested`) are
 //! not limited.
 //!
 //! Buckets live in the hub process: several hubs on one database each allow the rate,
@@ -39,7 +40,8 @@ impl RateLimit {
     }
 }
 
-/// Buckets kept before the full ones (runs quiet long enough) are dropped.
+/// Buckets kept before the full ones (runs quiet long enough) are dropped: at most
+/// once a second, so that many busy runs do not make every new one scan them all.
 const PRUNE_AT: usize = 10_000;
 
 /// One run's bucket: tokens left at `at`.
@@ -52,7 +54,13 @@ struct Bucket {
 /// The token buckets of the runs appended to recently.
 pub(crate) struct Limiter {
     limit: Option<RateLimit>,
-    buckets: Mutex<HashMap<RunId, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    by_run: HashMap<RunId, Bucket>,
+    pruned_at: Option<Timestamp>,
 }
 
 impl Limiter {
@@ -64,34 +72,65 @@ impl Limiter {
         }
     }
 
-    /// Takes `events` from `run`'s bucket at `now`, or says in how many seconds the
-    /// same append would be taken.
-    pub(crate) fn take(&self, run: &RunId, events: usize, now: Timestamp) -> Result<(), f64> {
+    /// Whether `run`'s bucket holds enough for an append of `events` at `now`, or in
+    /// how many seconds it will. Nothing is taken: see [`Limiter::charge`].
+    pub(crate) fn check(&self, run: &RunId, events: usize, now: Timestamp) -> Result<(), f64> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
-        let refilled = |b: &Bucket| {
-            let elapsed = now.seconds_since(b.at).max(0.0);
-            (b.tokens + elapsed * limit.events_per_s).min(limit.burst)
-        };
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= PRUNE_AT && !buckets.contains_key(run) {
-            buckets.retain(|_, b| refilled(b) < limit.burst);
-        }
-        let bucket = buckets.entry(run.clone()).or_insert(Bucket {
-            tokens: limit.burst,
-            at: now,
-        });
-        let tokens = refilled(bucket);
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let tokens = buckets
+            .by_run
+            .get(run)
+            .map_or(limit.burst, |b| b.refilled(now, &limit));
         let needed = (events as f64).min(limit.burst);
         if tokens < needed {
             return Err((needed - tokens) / limit.events_per_s);
         }
+        Ok(())
+    }
+
+    /// Takes `events` from `run`'s bucket at `now`: after the append was taken, so
+    /// that one refused (the run finished, the database away) costs nothing. Appends
+    /// checked at once may take the bucket below zero; the next ones wait longer.
+    pub(crate) fn charge(&self, run: &RunId, events: usize, now: Timestamp) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let due = buckets
+            .pruned_at
+            .is_none_or(|at| now.seconds_since(at) >= 1.0);
+        if due && buckets.by_run.len() >= PRUNE_AT && !buckets.by_run.contains_key(run) {
+            buckets
+                .by_run
+                .retain(|_, b| b.refilled(now, &limit) < limit.burst);
+            buckets.pruned_at = Some(now);
+        }
+        let bucket = buckets.by_run.entry(run.clone()).or_insert(Bucket {
+            tokens: limit.burst,
+            at: now,
+        });
         *bucket = Bucket {
-            tokens: tokens - events as f64,
+            tokens: bucket.refilled(now, &limit) - events as f64,
             at: now,
         };
+    }
+
+    /// [`Limiter::check`], then [`Limiter::charge`] if it passed.
+    #[cfg(test)]
+    fn take(&self, run: &RunId, events: usize, now: Timestamp) -> Result<(), f64> {
+        self.check(run, events, now)?;
+        self.charge(run, events, now);
         Ok(())
+    }
+}
+
+impl Bucket {
+    /// Tokens at `now`: refilled since `at`, up to the burst.
+    fn refilled(&self, now: Timestamp, limit: &RateLimit) -> f64 {
+        let elapsed = now.seconds_since(self.at).max(0.0);
+        (self.tokens + elapsed * limit.events_per_s).min(limit.burst)
     }
 }
 
@@ -168,7 +207,7 @@ mod tests {
         limiter.take(&busy, 10, at(100.0)).expect("refilled");
         let fresh = RunId::new("fresh").expect("an id");
         limiter.take(&fresh, 1, at(100.0)).expect("a full bucket");
-        let buckets = limiter.buckets.lock().expect("not poisoned");
+        let buckets = &limiter.buckets.lock().expect("not poisoned").by_run;
         assert!(buckets.len() <= 2, "{} buckets kept", buckets.len());
         assert!(buckets.contains_key(&busy) && buckets.contains_key(&fresh));
     }

@@ -185,6 +185,34 @@ async fn cors_lets_the_named_origins_in_and_no_others() {
         header(&resp, "access-control-expose-headers").is_some_and(|h| h.contains("retry-after"))
     );
 
+    // On an open hub, `*` is refused (any page could read and change its runs) and
+    // named origins are still let in, whatever their case.
+    let open = TestHub::start(
+        STORE,
+        HubConfig {
+            cors_origins: vec!["*".to_owned(), "HTTP://Front.Test:3000".to_owned()],
+            ..HubConfig::default()
+        },
+        None,
+    )
+    .await;
+    for (origin, allowed) in [
+        ("http://evil.test", None),
+        ("http://front.test:3000", Some("http://front.test:3000")),
+    ] {
+        let resp = open
+            .request(Method::GET, "/healthz", None)
+            .header("origin", origin)
+            .send()
+            .await
+            .expect("the hub answers");
+        assert_eq!(
+            header(&resp, "access-control-allow-origin").as_deref(),
+            allowed,
+            "{origin}"
+        );
+    }
+
     // Without origins, no CORS at all.
     let plain = TestHub::with_admin(STORE).await;
     let resp = plain
