@@ -29,8 +29,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, parse_event};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgConnection, QueryBuilder, Row};
+use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -136,6 +137,16 @@ impl PostgresStore {
         })
     }
 
+    /// A pooled connection; failing to get one means the database cannot be reached.
+    async fn acquire(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        self.pool.acquire().await.map_err(unreachable)
+    }
+
+    /// A transaction on a pooled connection, as [`PostgresStore::acquire`].
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(unreachable)
+    }
+
     /// Appends in one transaction under the run's row lock; see the module's doc.
     async fn append_batch(
         &self,
@@ -146,7 +157,7 @@ impl PostgresStore {
         only_if_silent: bool,
     ) -> Result<Appended, StoreError> {
         let stamped = stamp_ahead(id, drafts, now, self.cache.last_seq(id));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let head = sqlx::query(concat!(
             "SELECT ",
             head_columns!(),
@@ -284,9 +295,15 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Whether `e` says the database cannot be reached now, rather than that a statement
-/// failed: the connection broke or none could be had, or the server said it is
-/// shutting down, starting, full, or not taking connections to this database.
+/// A failure to get a connection: whatever the cause (refused, timed out, the
+/// database not taking connections), the database cannot be reached.
+fn unreachable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Whether `e`, from a statement, says the database cannot be reached now rather than
+/// that the statement failed: the connection broke, or the server said it is shutting
+/// down, starting, or full.
 fn is_unreachable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -296,10 +313,8 @@ fn is_unreachable(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // Class 08: connection exception; 57P01-57P03: admin shutdown, crash
-            // shutdown, cannot connect now; 53300: too many connections; 55000: e.g.
-            // "database is not currently accepting connections".
-            code.starts_with("08")
-                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "55000")
+            // shutdown, cannot connect now; 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
         }),
         _ => false,
     }
@@ -391,7 +406,7 @@ impl Store for PostgresStore {
         let state_json =
             serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
         let created_us = run.created_at.unix_micros();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO runs (id, name, parent, heartbeat_timeout_s, ttl_s, track, meta, \
              created_us, last_event_us, last_producer_us, state) \
@@ -445,7 +460,7 @@ impl Store for PostgresStore {
     }
 
     async fn run(&self, id: &RunId) -> Result<RunRecord, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let head = sqlx::query(concat!(
             "SELECT ",
             head_columns!(),
@@ -466,7 +481,7 @@ impl Store for PostgresStore {
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT run_id, scope FROM tokens WHERE hash = $1")
                 .bind(hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
         let Some((run, scope)) = row else {
             return Ok(None);
@@ -495,7 +510,7 @@ impl Store for PostgresStore {
     }
 
     async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         events_between(&mut conn, id, after, i64::MAX as u64, limit).await
     }
 
@@ -519,12 +534,12 @@ impl Store for PostgresStore {
         }
         sql.push(" ORDER BY created_us DESC, ord DESC LIMIT ")
             .push_bind(i64::from(filter.limit));
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let rows = sql.build().fetch_all(&mut *self.acquire().await?).await?;
         rows.iter().map(record_from_row).collect()
     }
 
     async fn delete(&self, id: &RunId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let deleted = sqlx::query("DELETE FROM runs WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -546,13 +561,13 @@ impl Store for PostgresStore {
             ", state FROM runs WHERE status = 'running' AND silent_us < $1"
         ))
         .bind(now.unix_micros())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         rows.iter().map(record_from_row).collect()
     }
 
     async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "DELETE FROM runs WHERE id IN ( \
                  SELECT id FROM runs WHERE expires_us < $1 \
@@ -584,7 +599,7 @@ impl Store for PostgresStore {
     async fn count_by_status(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.acquire().await?)
                 .await?;
         rows.into_iter()
             .map(|(status, n)| {
