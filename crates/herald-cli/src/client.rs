@@ -8,7 +8,7 @@
 //! blocking HTTP (ureq), so these commands need no async runtime.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_protocol::{Draft, RunId, RunState};
 use serde::Deserialize;
@@ -43,6 +43,8 @@ pub(crate) struct HubError {
     /// The hub's URL.
     url: String,
     kind: HubErrorKind,
+    /// The hub's `Retry-After`, in seconds, when it sent one.
+    retry_after: Option<Duration>,
 }
 
 /// What went wrong.
@@ -74,11 +76,30 @@ impl HubError {
         HubError {
             url: url.to_owned(),
             kind,
+            retry_after: None,
         }
     }
 
     pub(crate) fn kind(&self) -> &HubErrorKind {
         &self.kind
+    }
+
+    /// How long the hub said to wait before trying again (`Retry-After`).
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// A refusal that stored nothing and says to try again: 429 over a rate limit, 503
+    /// while the hub cannot reach its database. Sending the same request again is
+    /// safe, idempotency ids or not.
+    fn says_wait(&self) -> bool {
+        matches!(
+            self.kind,
+            HubErrorKind::Refused {
+                status: 429 | 503,
+                ..
+            }
+        )
     }
 
     /// Whether trying again later may work: no answer, or the hub failing or busy.
@@ -258,6 +279,29 @@ impl Client {
         self.json(res, Subject::Run(run))
     }
 
+    /// [`Client::append`], waiting as long as the hub says (`Retry-After`, or a second)
+    /// while it refuses with 429 or 503, for at most `patience` in all.
+    pub(crate) fn append_waiting(
+        &self,
+        run: &RunId,
+        drafts: &[Draft],
+        patience: Duration,
+    ) -> Result<Appended, HubError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.append(run, drafts) {
+                Err(e) if e.says_wait() => {
+                    let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
+                    if Instant::now() + wait > deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(wait);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// `GET /v1/runs/{id}`: the run's state as the hub folded it.
     pub(crate) fn state(&self, run: &RunId) -> Result<RunState, HubError> {
         let res = self.get(&format!("/v1/runs/{run}")).call();
@@ -324,10 +368,7 @@ impl Client {
     }
 
     fn error(&self, kind: HubErrorKind) -> HubError {
-        HubError {
-            url: self.base.clone(),
-            kind,
-        }
+        HubError::new(&self.base, kind)
     }
 
     fn json<T: DeserializeOwned>(
@@ -356,6 +397,12 @@ impl Client {
         if res.status().is_success() {
             return Ok(res);
         }
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = res
             .body_mut()
             .with_config()
@@ -389,7 +436,10 @@ impl Client {
                 message,
             },
         };
-        Err(self.error(kind))
+        Err(HubError {
+            retry_after,
+            ..self.error(kind)
+        })
     }
 }
 

@@ -573,23 +573,29 @@ impl Sender {
         }
     }
 
-    /// Waits out the backoff, with jitter, and at least the hub's `retry_after`.
+    /// Waits before trying again: as long as the hub's `retry_after` says when it sent
+    /// one (a rate limit, an overloaded hub: it knows), otherwise the backoff, which
+    /// doubles; both with jitter, so that many producers do not retry in step.
     fn retry_later(&mut self, why: &str, retry_after: Option<Duration>) {
         self.warn(&format!(
             "herald: cannot report to the hub at {} ({why}); retrying",
             self.url
         ));
-        let jitter = {
+        let spread = {
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             h.write_u64(self.backoff.as_nanos() as u64);
-            // Between half and the whole backoff, so many producers do not retry in step.
-            0.5 + (h.finish() % 1000) as f64 / 2000.0
+            (h.finish() % 1000) as f64 / 1000.0
         };
-        let wait = self
-            .backoff
-            .mul_f64(jitter)
-            .max(retry_after.unwrap_or_default());
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let wait = match retry_after {
+            // Up to a tenth later than asked.
+            Some(after) => after.mul_f64(1.0 + spread / 10.0),
+            // Between half and the whole backoff.
+            None => {
+                let wait = self.backoff.mul_f64(0.5 + spread / 2.0);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                wait
+            }
+        };
         lock(&self.outbox.state).retry_at = Some(Instant::now() + wait);
     }
 

@@ -3,6 +3,8 @@
 
 #[path = "sdk/handles.rs"]
 mod handles;
+#[path = "sdk/hub.rs"]
+mod hub;
 #[path = "sdk/jsonl.rs"]
 mod jsonl;
 #[path = "sdk/queue.rs"]

@@ -13,6 +13,7 @@
 //! and not given.
 
 use std::io::{self, Read};
+use std::time::Duration;
 
 use herald_protocol::{Draft, ErrorCode, EventBody, EventError, RunId, RunState, parse_draft_str};
 use serde_json::{Map, Value};
@@ -32,6 +33,9 @@ struct Prepared {
     fill_elapsed: bool,
 }
 
+/// How long `emit` waits in all for a hub that answers 429 or 503.
+const EMIT_PATIENCE: Duration = Duration::from_secs(30);
+
 pub(crate) fn run(args: &EmitArgs) -> anyhow::Result<u8> {
     let run = args.run.clone().ok_or_else(|| {
         UsageError(
@@ -50,7 +54,9 @@ pub(crate) fn run(args: &EmitArgs) -> anyhow::Result<u8> {
         }
     }
     let drafts: Vec<Draft> = prepared.into_iter().map(|p| p.draft).collect();
-    let reply = client.append(&run, &drafts)?;
+    // A hub limiting the run's rate (or without its database for a moment) says how
+    // long to wait; a script's emit waits rather than fails, within reason.
+    let reply = client.append_waiting(&run, &drafts, EMIT_PATIENCE)?;
     if reply.cancel_requested {
         // Advisory, as everywhere: the script decides whether to stop.
         eprintln!("herald: run {run}: cancel requested");

@@ -533,7 +533,8 @@ impl Reporter {
             match client.append(run, &drafts) {
                 Ok(reply) => return Some(reply),
                 Err(e) if e.is_transient() && attempt < attempts => {
-                    thread::sleep(Duration::from_millis(250 * u64::from(attempt)));
+                    let backoff = Duration::from_millis(250 * u64::from(attempt));
+                    thread::sleep(backoff.max(e.retry_after().unwrap_or_default()));
                     attempt += 1;
                 }
                 Err(e) => break e,

@@ -152,3 +152,43 @@ fn a_refusal_of_the_hub_is_shown() {
         "{stderr}"
     );
 }
+
+#[test]
+fn emit_waits_out_the_hub_s_rate_limit_instead_of_failing() {
+    // One event every 5 s, in bursts of one: the second emit is refused with 429 and
+    // Retry-After: 5, waits, and is taken.
+    let hub = TestHub::with_flags(&["--rate-limit", "0.2"]);
+    let run = hub.create(json!({"name": "slow script"}));
+    for message in ["first", "second"] {
+        let out = run_within(hub.herald(&[
+            "emit",
+            "--run",
+            &run.id,
+            "--token",
+            &run.write_token,
+            "log",
+            "level=info",
+            &format!("message={message}"),
+        ]));
+        assert_eq!(out.status.code(), Some(0), "{message}: {}", stderr_of(&out));
+    }
+    let messages: Vec<String> = hub
+        .events(&run.id)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::Log(log) => Some(log.message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, ["first", "second"]);
+    let metrics = ureq::get(format!("{}/metrics", hub.url))
+        .call()
+        .expect("the hub answers")
+        .body_mut()
+        .read_to_string()
+        .expect("a body");
+    assert!(
+        metrics.contains("herald_appends_rate_limited_total 1"),
+        "the second emit was refused once: {metrics}"
+    );
+}

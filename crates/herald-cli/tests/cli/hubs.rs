@@ -46,18 +46,23 @@ pub(crate) struct TestRun {
 impl TestHub {
     /// An open hub, as on loopback by default.
     pub(crate) fn start() -> TestHub {
-        TestHub::launch(None)
+        TestHub::launch(None, &[])
     }
 
     /// A hub with the admin token `token`.
     pub(crate) fn with_token(token: &str) -> TestHub {
-        TestHub::launch(Some(token))
+        TestHub::launch(Some(token), &[])
     }
 
-    fn launch(admin: Option<&str>) -> TestHub {
+    /// An open hub with more `herald serve` flags.
+    pub(crate) fn with_flags(flags: &[&str]) -> TestHub {
+        TestHub::launch(None, flags)
+    }
+
+    fn launch(admin: Option<&str>, flags: &[&str]) -> TestHub {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut command = cmd(&["serve", "--addr", "127.0.0.1:0", "--data-dir"]);
-        command.arg(dir.path());
+        command.arg(dir.path()).args(flags);
         if let Some(token) = admin {
             command.args(["--token", token]);
         }
