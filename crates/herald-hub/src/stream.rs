@@ -375,20 +375,11 @@ pub(crate) async fn sse(
             ));
         }
     }
-    let last_event_id = headers
-        .get("last-event-id")
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_cursor",
-                        "Last-Event-ID must be the seq of an event",
-                    )
-                })
-        })
-        .transpose()?;
+    let last_event_id = last_event_id(
+        &headers,
+        |s| s.trim().parse::<u64>().ok(),
+        "Last-Event-ID must be the seq of an event",
+    )?;
     let after = last_event_id.or(query.after).unwrap_or(0);
     match query.view.as_deref() {
         None | Some("events") => {}
@@ -441,6 +432,24 @@ pub(crate) async fn sse_post(
     agui_stream(hub, id, &headers, &query).await
 }
 
+/// The `Last-Event-ID` an EventSource resumes with, read by `parse`; a 400 saying
+/// `expected` when it is not one of the stream's ids.
+fn last_event_id<T>(
+    headers: &HeaderMap,
+    parse: impl FnOnce(&str) -> Option<T>,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(parse)
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", expected))
+        })
+        .transpose()
+}
+
 /// `format=ag-ui`, after the token was checked: the whole run (herald's filters are
 /// refused), resumed after `Last-Event-ID` or `?after=`.
 async fn agui_stream(
@@ -455,20 +464,11 @@ async fn agui_stream(
     if query.view.is_some() {
         return Err(agui::refuse("view"));
     }
-    let last_event_id = headers
-        .get("last-event-id")
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(agui::Resume::parse)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_cursor",
-                        "Last-Event-ID must be the id of a message of this stream (SEQ.INDEX)",
-                    )
-                })
-        })
-        .transpose()?;
+    let last_event_id = last_event_id(
+        headers,
+        agui::Resume::parse,
+        "Last-Event-ID must be the id of a message of this stream (SEQ.INDEX)",
+    )?;
     let after = query.after.map(agui::Resume::after);
     let record = hub
         .store()
