@@ -5,9 +5,8 @@
 //! [`Encoder`] is the translation: a state machine fed herald events in `seq` order
 //! that returns the AG-UI events each one becomes. It keeps AG-UI's ordering rules,
 //! which its client enforces and rejects a stream for breaking: `RUN_STARTED` first
-//! (made up when the run's first event is not `run.started`),
-//! every step, text message and tool call closed before `RUN_FINISHED` or `RUN_ERROR`,
-//! nothing after them. The handler ([`stream`]) reads the run from its first event
+//! (made up when the run's first event is not `run.started`), every step, text message
+//! and tool call closed before `RUN_FINISHED` or `RUN_ERROR`, nothing after them. The handler ([`stream`]) reads the run from its first event
 //! through the same [`Cursor`] as herald's own streams and ends the response after the
 //! last event, which is how `HttpAgent` learns the run is over.
 //!
@@ -30,14 +29,17 @@
 //!   of the run.
 //! - `tool.started` is `TOOL_CALL_START`, `TOOL_CALL_ARGS` (its `input` as JSON text,
 //!   when it has one) and `TOOL_CALL_END`: AG-UI's end closes the arguments, not the
-//!   call. `tool.finished` is `TOOL_CALL_RESULT` (`result:<call_id>`), with the output
-//!   as text, or the error when the tool failed.
+//!   call. `tool.finished` is `TOOL_CALL_RESULT` (`result:<id>`), with the output as
+//!   text, or the error when the tool failed. The tool call's id is its `call_id`, or
+//!   `<call_id>:<n>` for the `n`th call that used the same `call_id`.
 //! - `ACTIVITY_SNAPSHOT`'s `content` is the run state's progress in the state's own
 //!   field names (`status`, `percent`, `eta_s`, `elapsed_s`, `stages`, `progress`,
 //!   `items`), the same as `GET /v1/runs/{id}` shows; one message per run
 //!   (`progress:<run>`), replaced by each snapshot.
-//! - A stream that cannot go on (the run deleted, the hub stopping) ends with
-//!   `RUN_ERROR` and a code saying which, never with silence.
+//! - A stream that cannot go on (the run deleted, the hub stopping, the database away)
+//!   ends with `RUN_ERROR` and a code saying which (`not_found`, `unavailable`),
+//!   never with silence. That `RUN_ERROR` has no `id:`, so an EventSource that
+//!   reconnects resumes where the run's events were, on a new stream.
 
 use std::collections::HashMap;
 
