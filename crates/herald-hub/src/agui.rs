@@ -35,7 +35,9 @@
 //! - `ACTIVITY_SNAPSHOT`'s `content` is the run state's progress in the state's own
 //!   field names (`status`, `percent`, `eta_s`, `elapsed_s`, `stages`, `progress`,
 //!   `items`), the same as `GET /v1/runs/{id}` shows; one message per run
-//!   (`progress:<run>`), replaced by each snapshot.
+//!   (`progress:<run>`), replaced by each snapshot. Once one was sent, a stage's end
+//!   and the run's end send it again, so that what a front end shows last is the
+//!   run's final state, not its last tick.
 //! - A stream that cannot go on (the run deleted, the hub stopping, the database away)
 //!   ends with `RUN_ERROR` and a code saying which (`not_found`, `unavailable`),
 //!   never with silence. That `RUN_ERROR` has no `id:`, so an EventSource that
@@ -210,6 +212,8 @@ pub(crate) struct Encoder {
     messages: Vec<OpenMessage>,
     /// Text messages started so far, for their ids.
     text_messages: u64,
+    /// An `ACTIVITY_SNAPSHOT` of the progress was sent.
+    progress_shown: bool,
     /// Tool calls announced (`TOOL_CALL_START` sent) whose result has not come: their
     /// AG-UI id by `call_id`.
     tools: HashMap<String, String>,
@@ -233,6 +237,7 @@ impl Encoder {
             steps: Vec::new(),
             messages: Vec::new(),
             text_messages: 0,
+            progress_shown: false,
             tools: HashMap::new(),
             tool_uses: HashMap::new(),
         }
@@ -291,6 +296,7 @@ impl Encoder {
         match &event.body {
             EventBody::RunFinished(finished) => {
                 self.close_all(&mut out, ts);
+                self.progress_after_change(&mut out, ts);
                 let kind = match finished.status {
                     RunOutcome::Succeeded => Kind::RunFinished {
                         thread_id: self.thread.clone(),
@@ -330,20 +336,14 @@ impl Encoder {
                 }
                 let step_name = stage.stage.clone();
                 emit(&mut out, Kind::StepFinished { step_name }, true);
+                self.progress_after_change(&mut out, ts);
             }
             EventBody::Progress(_)
             | EventBody::ItemStarted(_)
             | EventBody::ItemFinished(_)
             | EventBody::Heartbeat(_) => {
-                let content =
-                    serde_json::to_value(ProgressContent::of(&self.state)).unwrap_or_default();
-                let kind = Kind::ActivitySnapshot {
-                    message_id: format!("progress:{}", self.run),
-                    activity_type: ACTIVITY_PROGRESS,
-                    content,
-                    replace: true,
-                };
-                emit(&mut out, kind, true);
+                self.progress_shown = true;
+                emit(&mut out, self.progress_snapshot(), true);
             }
             EventBody::TextDelta(delta) => {
                 let message_id = self.open_message(&mut out, delta.call_id.as_deref(), ts);
@@ -430,6 +430,29 @@ impl Encoder {
             }
         }
         out
+    }
+
+    /// `ACTIVITY_SNAPSHOT` of the run state's progress, as folded so far.
+    fn progress_snapshot(&self) -> Kind {
+        let content = serde_json::to_value(ProgressContent::of(&self.state)).unwrap_or_default();
+        Kind::ActivitySnapshot {
+            message_id: format!("progress:{}", self.run),
+            activity_type: ACTIVITY_PROGRESS,
+            content,
+            replace: true,
+        }
+    }
+
+    /// The progress again after a stage or the run finished, once it was shown: so
+    /// that a front end does not keep showing a finished stage (or run) as running.
+    fn progress_after_change(&self, out: &mut Vec<AgUiEvent>, ts: i64) {
+        if self.progress_shown {
+            out.push(AgUiEvent {
+                kind: self.progress_snapshot(),
+                timestamp: ts,
+                raw_event: None,
+            });
+        }
     }
 
     /// A new tool call's AG-UI id, recorded as open: its `call_id`, or `call_id:N` for

@@ -105,6 +105,8 @@ fn a_whole_agent_run_becomes_steps_messages_tool_calls_and_progress() {
             "ACTIVITY_SNAPSHOT",
             "ACTIVITY_SNAPSHOT",
             "STEP_FINISHED",
+            "ACTIVITY_SNAPSHOT",
+            "ACTIVITY_SNAPSHOT",
             "RUN_FINISHED",
         ],
     );
@@ -133,8 +135,15 @@ fn a_whole_agent_run_becomes_steps_messages_tool_calls_and_progress() {
     assert_eq!(progress["content"]["stages"][0]["done"], 1);
     assert_eq!(progress["content"]["items"]["succeeded"], 1);
     assert_eq!(progress["content"]["percent"], 50.0);
-    assert_eq!(out[16]["result"], json!({"ok": 1}));
-    assert!(out[16].get("rawEvent").is_some());
+    // After the stage's end, and before the run's, the progress again: finished.
+    assert_eq!(out[16]["content"]["stages"][0]["status"], "succeeded");
+    assert!(
+        out[16].get("rawEvent").is_none(),
+        "made up at the stage's end"
+    );
+    assert_eq!(out[17]["content"]["status"], "succeeded");
+    assert_eq!(out[18]["result"], json!({"ok": 1}));
+    assert!(out[18].get("rawEvent").is_some());
     // CUSTOM carries the herald event as its value, once.
     assert_eq!(out[3]["value"]["model"], "sim");
     assert!(out[3].get("rawEvent").is_none());

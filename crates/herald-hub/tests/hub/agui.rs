@@ -99,6 +99,8 @@ async fn a_live_run_reaches_an_agui_stream_from_run_started_to_its_end() {
             "TOOL_CALL_RESULT",
             "ACTIVITY_SNAPSHOT",
             "STEP_FINISHED",
+            "ACTIVITY_SNAPSHOT",
+            "ACTIVITY_SNAPSHOT",
             "RUN_FINISHED",
         ],
         "{rest:#?}"
@@ -106,7 +108,10 @@ async fn a_live_run_reaches_an_agui_stream_from_run_started_to_its_end() {
     assert_eq!(rest[0]["delta"], "Let me look");
     assert_eq!(rest[6]["content"], "3 hits");
     assert_eq!(rest[7]["content"]["stages"][0]["done"], 1);
-    assert_eq!(rest[9]["runId"], "agui-live");
+    // What a front end shows last is the run's end, not its last tick.
+    assert_eq!(rest[9]["content"]["stages"][0]["status"], "succeeded");
+    assert_eq!(rest[10]["content"]["status"], "succeeded");
+    assert_eq!(rest[11]["runId"], "agui-live");
 
     // A finished run is replayed whole, and the stream ends again.
     let mut again = agui_stream(&hub, &run).await;

@@ -250,6 +250,8 @@ async fn http_agent_follows_a_live_agent_run_to_its_end() {
     let progress = by_id("progress:agent-run");
     assert_eq!(progress["activityType"], "PROGRESS");
     assert_eq!(progress["content"]["items"]["failed"], 1);
+    // The activity the client keeps is the run's end, not its last tick.
+    assert_eq!(progress["content"]["status"], "succeeded");
     assert_eq!(progress["content"]["stages"][0]["name"], "research");
 }
 
