@@ -60,7 +60,7 @@ pub enum ProgressModeArg {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the hub: runs and events over HTTP, SSE and WebSocket, stored in SQLite.
+    /// Run the hub: runs and events over HTTP, SSE and WebSocket, stored in SQLite or PostgreSQL.
     Serve(ServeArgs),
     /// Run a real three-stage job (fetch, classify, summarize) against a simulated model.
     Demo(DemoArgs),
