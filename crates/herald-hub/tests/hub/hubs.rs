@@ -122,16 +122,21 @@ async fn admin_sql(admin: &PgPool, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-/// How many notification listeners are connected to `db`.
-async fn listeners(admin: &PgPool, db: &TestDb) -> i64 {
+/// How many connections to `db` have an `application_name` LIKE `name`.
+async fn connections(admin: &PgPool, db: &TestDb, name: &str) -> i64 {
     sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pg_stat_activity \
-         WHERE application_name = 'herald-listener' AND datname = $1",
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name LIKE $1 AND datname = $2",
     )
+    .bind(name)
     .bind(db.name())
     .fetch_one(admin)
     .await
     .expect("pg_stat_activity reads")
+}
+
+/// How many notification listeners are connected to `db`.
+async fn listeners(admin: &PgPool, db: &TestDb) -> i64 {
+    connections(admin, db, "herald-listener").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -675,18 +680,6 @@ async fn the_runs_stream_tells_of_a_deletion_it_missed_while_its_listener_was_do
     assert_eq!(deleted, Some(json!({"id": "gone"})));
 }
 
-/// Every connection of both hubs to the test database.
-async fn hub_connections(admin: &PgPool, db: &TestDb) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pg_stat_activity \
-         WHERE application_name LIKE 'herald%' AND datname = $1",
-    )
-    .bind(db.name())
-    .fetch_one(admin)
-    .await
-    .expect("pg_stat_activity reads")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hubs_answer_503_while_the_database_is_gone_and_go_on_when_it_is_back() {
     let (a, b) = two_hubs(None).await;
@@ -720,7 +713,7 @@ async fn the_hubs_answer_503_while_the_database_is_gone_and_go_on_when_it_is_bac
     )
     .await;
     wait_until("the hubs' connections to be gone", || async {
-        hub_connections(&admin, &db).await == 0
+        connections(&admin, &db, "herald%").await == 0
     })
     .await;
     let path = format!("/v1/runs/{}/events", run.id);
