@@ -654,7 +654,7 @@ pub(crate) async fn stream(
     // The parent the run was created with, which its later events cannot change: a
     // resumed stream must name the thread the first one did.
     let mut encoder = Encoder::new(&id, record.parent.as_ref());
-    let mut cursor = Cursor::open(&hub, &id, 0, None).await?;
+    let mut cursor = Cursor::on(&hub, &record, 0, None)?;
     let mut first = Vec::new();
     if let Some(resume) = resume {
         check_cursor(resume.seq, record.last_seq)?;

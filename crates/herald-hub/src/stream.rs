@@ -32,7 +32,7 @@ use crate::api::{Need, authorize, body_bytes, db_error, parse_run_id, run_for, s
 use crate::error::ApiError;
 use crate::feed::Feed;
 use crate::metrics::SubscriberGuard;
-use crate::store::{RunFilter, StoreError};
+use crate::store::{RunFilter, RunRecord, StoreError};
 use crate::{Hub, RunChange};
 
 /// Events fetched from the store or the feed at once.
@@ -76,6 +76,17 @@ impl Cursor {
             .run(run)
             .await
             .map_err(|e| store_error(run, e))?;
+        Cursor::on(hub, &record, after, filter)
+    }
+
+    /// [`Cursor::open`] on a run just read.
+    pub(crate) fn on(
+        hub: &Hub,
+        record: &RunRecord,
+        after: u64,
+        filter: Option<TypeFilter>,
+    ) -> Result<Cursor, ApiError> {
+        let run = &record.state.id;
         check_cursor(after, record.last_seq)?;
         let feed = hub.feed(run, record.last_seq);
         let changed = feed.subscribe();
