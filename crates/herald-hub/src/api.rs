@@ -383,6 +383,8 @@ pub(crate) async fn create_run(
         .create_run(&run)
         .await
         .map_err(|e| store_error(&id, e))?;
+    // A run created again under an old id starts with a full bucket, not the old one's.
+    hub.limiter().forget(&id);
     hub.published_state(&record.state);
     let base = base_url(&hub, &headers);
     let urls = json!({

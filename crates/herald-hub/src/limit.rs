@@ -117,6 +117,12 @@ impl Limiter {
         };
     }
 
+    /// Drops `run`'s bucket: the run was created (again), and starts full.
+    pub(crate) fn forget(&self, run: &RunId) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.by_run.remove(run);
+    }
+
     /// [`Limiter::check`], then [`Limiter::charge`] if it passed.
     #[cfg(test)]
     fn take(&self, run: &RunId, events: usize, now: Timestamp) -> Result<(), f64> {
@@ -166,6 +172,9 @@ mod tests {
         // The bucket fills up to its burst and no further.
         assert_eq!(limiter.take(&run, 50, at(1000.0)), Ok(()));
         assert!(limiter.take(&run, 1, at(1000.0)).is_err());
+        // The run created again starts full.
+        limiter.forget(&run);
+        assert_eq!(limiter.take(&run, 50, at(1000.0)), Ok(()));
     }
 
     #[test]
