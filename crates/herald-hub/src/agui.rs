@@ -539,7 +539,7 @@ impl Encoder {
 
     /// Closes what is open and ends the stream with `RUN_ERROR`, for a stream that
     /// cannot go on; nothing when the run already finished.
-    pub(crate) fn abort(&mut self, code: &str, message: String, ts_ms: i64) -> Vec<AgUiEvent> {
+    pub(crate) fn abort(&mut self, cut: &Cut, ts_ms: i64) -> Vec<AgUiEvent> {
         let mut out = Vec::new();
         if self.finished {
             return out;
@@ -548,8 +548,8 @@ impl Encoder {
         self.close_all(&mut out, ts_ms);
         out.push(AgUiEvent {
             kind: Kind::RunError {
-                message,
-                code: code.to_owned(),
+                message: cut.message(),
+                code: cut.code().to_owned(),
             },
             timestamp: ts_ms,
             raw_event: None,
@@ -661,12 +661,7 @@ pub(crate) async fn stream(
         let mut seq = 0;
         while seq < resume.seq {
             let Some(event) = cursor.next().await else {
-                let (code, message) = why_it_ended(&hub, &id).await;
-                return Err(match code {
-                    "not_found" => ApiError::run_not_found(id.as_str()),
-                    "unavailable" => ApiError::unavailable(message),
-                    _ => ApiError::internal(message),
-                });
+                return Err(Cut::of(&hub, &id).await.into_error());
             };
             seq = event.seq;
             let out = encoder.push(&event);
@@ -711,9 +706,8 @@ pub(crate) async fn stream(
     let rest = stream::unfold(reading, |reading| async move {
         let mut r = reading?;
         let Some(event) = r.cursor.next().await else {
-            let (code, message) = why_it_ended(&r.hub, &r.id).await;
-            let now = millis(r.hub.now().unix_micros());
-            let out = r.encoder.abort(code, message, now);
+            let cut = Cut::of(&r.hub, &r.id).await;
+            let out = r.encoder.abort(&cut, millis(r.hub.now().unix_micros()));
             // No `id:`: a client that comes back resumes where the run's events were.
             let out: Vec<_> = out.into_iter().map(|e| (None, e)).collect();
             return Some((out, None));
@@ -742,25 +736,59 @@ pub(crate) async fn stream(
     Ok(sse_of(&hub, events))
 }
 
-/// Why a run's events stopped before `run.finished`: the `code` and `message` of the
-/// `RUN_ERROR` that ends its AG-UI stream.
-async fn why_it_ended(hub: &Hub, id: &RunId) -> (&'static str, String) {
-    if hub.shutdown_token().is_cancelled() {
-        return (
-            "unavailable",
-            "the hub is shutting down; the run goes on, attach again".to_owned(),
-        );
+/// Why a run's events stopped before `run.finished`.
+#[derive(Debug)]
+pub(crate) enum Cut {
+    /// The run was deleted.
+    Deleted(RunId),
+    /// The hub is shutting down.
+    Stopping,
+    /// The hub cannot reach its database.
+    DatabaseAway,
+    /// Reading the run's events failed otherwise.
+    ReadFailed,
+}
+
+impl Cut {
+    /// Why `id`'s events stopped, asked of the hub and the store.
+    async fn of(hub: &Hub, id: &RunId) -> Cut {
+        if hub.shutdown_token().is_cancelled() {
+            return Cut::Stopping;
+        }
+        match hub.store().run(id).await {
+            Err(StoreError::NotFound) => Cut::Deleted(id.clone()),
+            Err(StoreError::Unavailable(_)) => Cut::DatabaseAway,
+            _ => Cut::ReadFailed,
+        }
     }
-    match hub.store().run(id).await {
-        Err(StoreError::NotFound) => ("not_found", format!("run `{id}` was deleted")),
-        Err(StoreError::Unavailable(_)) => (
-            "unavailable",
-            "the hub cannot reach its database just now; attach again".to_owned(),
-        ),
-        _ => (
-            "internal",
-            "the hub could not read the run's events; attach again".to_owned(),
-        ),
+
+    /// The `code` of the `RUN_ERROR` that ends the stream.
+    fn code(&self) -> &'static str {
+        match self {
+            Cut::Deleted(_) => "not_found",
+            Cut::Stopping | Cut::DatabaseAway => "unavailable",
+            Cut::ReadFailed => "internal",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Cut::Deleted(id) => format!("run `{id}` was deleted"),
+            Cut::Stopping => "the hub is shutting down; the run goes on, attach again".to_owned(),
+            Cut::DatabaseAway => {
+                "the hub cannot reach its database just now; attach again".to_owned()
+            }
+            Cut::ReadFailed => "the hub could not read the run's events; attach again".to_owned(),
+        }
+    }
+
+    /// The answer to a request that the cut came before any event was sent for.
+    fn into_error(self) -> ApiError {
+        match self {
+            Cut::Deleted(id) => ApiError::run_not_found(id.as_str()),
+            Cut::Stopping | Cut::DatabaseAway => ApiError::unavailable(self.message()),
+            Cut::ReadFailed => ApiError::internal(self.message()),
+        }
     }
 }
 

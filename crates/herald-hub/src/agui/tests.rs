@@ -9,7 +9,7 @@ use herald_protocol::{Event, RunId, Timestamp, parse_event};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::Encoder;
+use super::{Cut, Encoder};
 
 fn run_id() -> RunId {
     RunId::new("r1").expect("a valid run id")
@@ -298,7 +298,7 @@ fn an_aborted_stream_closes_what_is_open_and_errors_once() {
     }
     out.extend(
         encoder
-            .abort("not_found", "run `r1` was deleted".to_owned(), 5)
+            .abort(&Cut::Deleted(run_id()), 5)
             .iter()
             .map(|e| json!(e)),
     );
@@ -316,11 +316,12 @@ fn an_aborted_stream_closes_what_is_open_and_errors_once() {
     );
     assert_eq!(out[6]["code"], "not_found");
     verify(&out).expect("a valid AG-UI stream");
-    assert!(encoder.abort("x", "again".to_owned(), 6).is_empty());
+    assert_eq!(out[6]["message"], "run `r1` was deleted");
+    assert!(encoder.abort(&Cut::Stopping, 6).is_empty());
     // A run with no event, aborted, is started and ended.
     let mut encoder = Encoder::new(&run_id(), None);
     let ended: Vec<Value> = encoder
-        .abort("unavailable", "stopping".to_owned(), 9)
+        .abort(&Cut::DatabaseAway, 9)
         .iter()
         .map(|e| json!(e))
         .collect();
@@ -510,7 +511,7 @@ proptest! {
             out.extend(encoder.push(&event).iter().map(|e| json!(e)));
         }
         if abort {
-            out.extend(encoder.abort("x", "ended".to_owned(), 0).iter().map(|e| json!(e)));
+            out.extend(encoder.abort(&Cut::ReadFailed, 0).iter().map(|e| json!(e)));
         }
         if let Err(e) = verify(&out) {
             return Err(TestCaseError::fail(format!("{e}\nfrom {bodies:#?}\nto {out:#?}")));
