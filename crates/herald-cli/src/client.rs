@@ -89,17 +89,17 @@ impl HubError {
         self.retry_after
     }
 
-    /// A refusal that stored nothing and says to try again: 429 over a rate limit, 503
-    /// while the hub cannot reach its database. Sending the same request again is
-    /// safe, idempotency ids or not.
-    fn says_wait(&self) -> bool {
-        matches!(
-            self.kind,
-            HubErrorKind::Refused {
-                status: 429 | 503,
-                ..
-            }
-        )
+    /// A refusal that says to try again and after which sending `drafts` again cannot
+    /// store them twice: 429 over a rate limit (refused before the store is touched),
+    /// or 503 while the hub cannot reach its database, but only when every draft has
+    /// an idempotency id, since a connection lost at the commit can hide a commit that
+    /// happened.
+    fn says_wait(&self, drafts: &[Draft]) -> bool {
+        match self.kind {
+            HubErrorKind::Refused { status: 429, .. } => true,
+            HubErrorKind::Refused { status: 503, .. } => drafts.iter().all(|d| d.id.is_some()),
+            _ => false,
+        }
     }
 
     /// Whether trying again later may work: no answer, or the hub failing or busy.
@@ -280,7 +280,8 @@ impl Client {
     }
 
     /// [`Client::append`], waiting as long as the hub says (`Retry-After`, or a second)
-    /// while it refuses with 429 or 503, for at most `patience` in all.
+    /// while it refuses in a way that makes sending again safe (see
+    /// [`HubError::says_wait`]), for at most `patience` in all.
     pub(crate) fn append_waiting(
         &self,
         run: &RunId,
@@ -290,7 +291,7 @@ impl Client {
         let deadline = Instant::now() + patience;
         loop {
             match self.append(run, drafts) {
-                Err(e) if e.says_wait() => {
+                Err(e) if e.says_wait(drafts) => {
                     let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
                     if Instant::now() + wait > deadline {
                         return Err(e);

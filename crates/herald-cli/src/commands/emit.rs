@@ -33,7 +33,8 @@ struct Prepared {
     fill_elapsed: bool,
 }
 
-/// How long `emit` waits in all for a hub that answers 429 or 503.
+/// How long `emit` waits in all for a hub that answers 429 (or 503, for events that
+/// all have an `--id`).
 const EMIT_PATIENCE: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(args: &EmitArgs) -> anyhow::Result<u8> {
@@ -54,8 +55,9 @@ pub(crate) fn run(args: &EmitArgs) -> anyhow::Result<u8> {
         }
     }
     let drafts: Vec<Draft> = prepared.into_iter().map(|p| p.draft).collect();
-    // A hub limiting the run's rate (or without its database for a moment) says how
-    // long to wait; a script's emit waits rather than fails, within reason.
+    // A hub limiting the run's rate (or without its database for a moment, when the
+    // events have ids) says how long to wait; a script's emit waits rather than fails,
+    // within reason.
     let reply = client.append_waiting(&run, &drafts, EMIT_PATIENCE)?;
     if reply.cancel_requested {
         // Advisory, as everywhere: the script decides whether to stop.

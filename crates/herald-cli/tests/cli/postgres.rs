@@ -1,8 +1,9 @@
 //! `herald serve --db postgres://...` as real processes on a real PostgreSQL: two hubs
 //! on one database serve the same runs (an event appended through one reaches a
 //! subscriber of the other, in order), concurrent appends through both keep `seq`
-//! dense, SIGKILL loses no acknowledged event, and a database that cannot be opened is
-//! named.
+//! dense, SIGKILL loses no acknowledged event, a database that cannot be opened is
+//! named, and `herald emit` waits for a database that is away only when sending again
+//! cannot store an event twice.
 //!
 //! Each test creates a database of its own on the server at `127.0.0.1:5432` (user
 //! `postgres`, trust auth; `HERALD_TEST_POSTGRES_URL` names another server's
@@ -20,7 +21,7 @@ use herald_protocol::{Event, parse_event};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::hubs::{Running, stderr_of, stdout_events};
+use crate::hubs::{Running, cmd, stderr_of, stdout_events, wait_for};
 use crate::serve::{
     DEADLINE, HubProcess, all_events, call, check_sigkill_loses_nothing, http_client, logs,
     run_to_end, serve,
@@ -375,5 +376,87 @@ fn check_unopenable(url: &str, named: &str) {
     assert!(
         !stderr.contains("hunter2"),
         "the password is shown: {stderr}"
+    );
+}
+
+/// The one value `sql` selects on the maintenance database, as text.
+fn psql_value(sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(admin_url())
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn emit_waits_for_a_database_that_is_away_only_when_sending_again_is_safe() {
+    let db = TestDatabase::create();
+    let hub = db.hub("a");
+    create_run(&hub.url, "away");
+    // The database goes away: no connection of the hub's is left, and none let in.
+    psql(&format!(
+        "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",
+        db.name
+    ))
+    .expect("ALTER DATABASE runs");
+    let connected = format!(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '{}' \
+         AND application_name LIKE 'herald%'",
+        db.name
+    );
+    psql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' \
+         AND application_name LIKE 'herald%'",
+        db.name
+    ))
+    .expect("pg_terminate_backend runs");
+    wait_for("the hub's connections to be gone", || {
+        psql_value(&connected) == "0"
+    });
+    let unreachable = || {
+        std::fs::read_to_string(db.log("a"))
+            .unwrap_or_default()
+            .matches("the database is unreachable")
+            .count()
+    };
+    let emit = |flags: &[&str], message: &str| {
+        let mut command = cmd(&["emit", "--hub", &hub.url, "--run", "away"]);
+        command
+            .args(flags)
+            .args(["log", "level=info", &format!("message={message}")]);
+        command
+    };
+
+    // Without an id, a 503 could hide a commit that happened: emit fails at once,
+    // after one attempt, rather than risk storing the event twice.
+    let out = Running::spawn(emit(&[], "no id")).finish();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("503"), "{stderr}");
+    assert_eq!(unreachable(), 1, "one attempt");
+
+    // With one, it waits, and is taken once the database is back.
+    let waiting = Running::spawn(emit(&["--id", "safe"], "with an id"));
+    wait_for("the emit with an id to be refused", || unreachable() >= 2);
+    psql(&format!(
+        "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+        db.name
+    ))
+    .expect("ALTER DATABASE runs");
+    let out = waiting.finish();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let events = all_events(&http_client(), &hub.url, "away", None);
+    let ids: Vec<Option<&str>> = events.iter().map(|e| e.id.as_deref()).collect();
+    assert_eq!(
+        ids,
+        [Some("safe")],
+        "stored once, and the one without an id not at all"
     );
 }
