@@ -139,6 +139,35 @@ async fn listeners(admin: &PgPool, db: &TestDb) -> i64 {
     connections(admin, db, "herald-listener").await
 }
 
+/// Lets `db` take new connections, or not (its open ones stay), as a restart or an
+/// outage would.
+async fn allow_connections(admin: &PgPool, db: &TestDb, allow: bool) {
+    admin_sql(
+        admin,
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {allow}", db.name()),
+    )
+    .await;
+}
+
+/// Terminates the connections to `db` whose `application_name` is LIKE `name` and
+/// waits until they are gone; how many there were.
+async fn cut(admin: &PgPool, db: &TestDb, name: &str) -> usize {
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name LIKE $1 AND datname = $2",
+    )
+    .bind(name)
+    .bind(db.name())
+    .fetch_all(admin)
+    .await
+    .expect("pg_terminate_backend runs");
+    wait_until(&format!("the {name} connections to be gone"), || async {
+        connections(admin, db, name).await == 0
+    })
+    .await;
+    terminated.into_iter().filter(|t| *t).count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_misses_nothing_when_its_hub_s_listener_is_terminated() {
     let (a, b) = two_hubs(None).await;
@@ -162,24 +191,12 @@ async fn a_stream_misses_nothing_when_its_hub_s_listener_is_terminated() {
     // appends: the database refuses new connections, also a superuser's, but the
     // hubs' pooled connections stay. So these events are committed while B cannot be
     // notified of them, and only the catch-up after B listens again can bring them.
-    admin_sql(
-        &admin,
-        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", db.name()),
-    )
-    .await;
-    let terminated: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = 'herald-listener' AND datname = $1",
-    )
-    .bind(db.name())
-    .fetch_all(&admin)
-    .await
-    .expect("pg_terminate_backend runs");
-    assert_eq!(terminated, [true, true], "A's and B's listeners terminated");
-    wait_until("the listeners to be gone", || async {
-        listeners(&admin, &db).await == 0
-    })
-    .await;
+    allow_connections(&admin, &db, false).await;
+    assert_eq!(
+        cut(&admin, &db, "herald-listener").await,
+        2,
+        "A's and B's listeners terminated"
+    );
     a.append(&run, logs_with_ids("while-down-", 5)).await;
     a.append(&run, logs_with_ids("while-down-again-", 3)).await;
     assert_eq!(
@@ -187,11 +204,7 @@ async fn a_stream_misses_nothing_when_its_hub_s_listener_is_terminated() {
         0,
         "appended while no listener was connected"
     );
-    admin_sql(
-        &admin,
-        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name()),
-    )
-    .await;
+    allow_connections(&admin, &db, true).await;
     // B's listener connects again, and B's stream catches up from its cursor.
     for _ in 0..8 {
         received.push(sse.event().await);
@@ -641,30 +654,11 @@ async fn the_runs_stream_tells_of_a_deletion_it_missed_while_its_listener_was_do
     shown(&mut sse, "B", &[("kept".into(), 0), ("gone".into(), 0)]).await;
 
     // B cannot hear of the deletion: its listener is cut off, and reconnects only after.
-    admin_sql(
-        &admin,
-        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", db.name()),
-    )
-    .await;
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = 'herald-listener' AND datname = $1",
-    )
-    .bind(db.name())
-    .execute(&admin)
-    .await
-    .expect("pg_terminate_backend runs");
-    wait_until("the listeners to be gone", || async {
-        listeners(&admin, &db).await == 0
-    })
-    .await;
+    allow_connections(&admin, &db, false).await;
+    cut(&admin, &db, "herald-listener").await;
     let (status, _) = a.call(Method::DELETE, "/v1/runs/gone", None, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    admin_sql(
-        &admin,
-        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name()),
-    )
-    .await;
+    allow_connections(&admin, &db, true).await;
 
     // Once B listens again it resends its list, and tells of what left it.
     let mut deleted = None;
@@ -698,24 +692,8 @@ async fn the_hubs_answer_503_while_the_database_is_gone_and_go_on_when_it_is_bac
 
     // As a restart does: every connection goes, pooled and listening, and none is let
     // in for a while.
-    admin_sql(
-        &admin,
-        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", db.name()),
-    )
-    .await;
-    admin_sql(
-        &admin,
-        &format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name LIKE 'herald%' AND datname = '{}'",
-            db.name()
-        ),
-    )
-    .await;
-    wait_until("the hubs' connections to be gone", || async {
-        connections(&admin, &db, "herald%").await == 0
-    })
-    .await;
+    allow_connections(&admin, &db, false).await;
+    cut(&admin, &db, "herald%").await;
     let path = format!("/v1/runs/{}/events", run.id);
     let (status, body) = a
         .call(
@@ -730,11 +708,7 @@ async fn the_hubs_answer_503_while_the_database_is_gone_and_go_on_when_it_is_bac
     let (status, body) = b.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
-    admin_sql(
-        &admin,
-        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name()),
-    )
-    .await;
+    allow_connections(&admin, &db, true).await;
     // Both hubs write again at once, and B's stream, which stayed open, misses nothing.
     a.append(&run, logs_with_ids("after-a-", 2)).await;
     b.append(&run, logs_with_ids("after-b-", 2)).await;
