@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 
 use crate::hubs::{Running, cmd, stderr_of, stdout_events, wait_for};
 use crate::serve::{
-    DEADLINE, HubProcess, all_events, call, check_sigkill_loses_nothing, http_client, logs,
-    run_to_end, serve,
+    DEADLINE, HubProcess, all_events, call, check_sigkill_loses_nothing, create_run, http_client,
+    logs, run_to_end, serve,
 };
 
 /// The server's maintenance database, which the tests connect to to create theirs.
@@ -123,16 +123,8 @@ impl Drop for TestDatabase {
 }
 
 /// Creates run `id` through the hub at `url`.
-fn create_run(url: &str, id: &str) {
-    let (status, created) = call(
-        &http_client(),
-        reqwest::Method::POST,
-        &format!("{url}/v1/runs"),
-        None,
-        Some(&json!({"id": id, "name": id})),
-    )
-    .expect("the hub answers");
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+fn create_named(url: &str, id: &str) {
+    create_run(&http_client(), url, None, &json!({"id": id, "name": id}));
 }
 
 /// Appends `events` to run `id` through the hub at `url`; the reply's `last_seq`.
@@ -187,7 +179,7 @@ fn events_appended_through_one_hub_reach_subscribers_of_the_other_in_order() {
         },
         &db.log("b"),
     );
-    create_run(&a.url, "across");
+    create_named(&a.url, "across");
 
     // The stream is open (the hub subscribes before it answers) before any append.
     let stream_client = reqwest::blocking::Client::builder()
@@ -263,7 +255,7 @@ fn concurrent_appends_through_both_hubs_keep_seq_dense() {
     const PER_BATCH: usize = 3;
     let db = TestDatabase::create();
     let hubs = [db.hub("a"), db.hub("b")];
-    create_run(&hubs[0].url, "shared");
+    create_named(&hubs[0].url, "shared");
 
     let started = Instant::now();
     // Each writer's requests go to one hub, as a keep-alive connection through a load
@@ -399,7 +391,7 @@ fn psql_value(sql: &str) -> String {
 fn emit_waits_for_a_database_that_is_away_only_when_sending_again_is_safe() {
     let db = TestDatabase::create();
     let hub = db.hub("a");
-    create_run(&hub.url, "away");
+    create_named(&hub.url, "away");
     // The database goes away: no connection of the hub's is left, and none let in.
     psql(&format!(
         "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",

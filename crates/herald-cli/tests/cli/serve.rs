@@ -188,6 +188,21 @@ pub(crate) fn call(
     Ok((status, body))
 }
 
+/// Creates a run from `body` through the hub at `url` with `token`; 201 expected, the
+/// reply (id, tokens) returned.
+pub(crate) fn create_run(client: &Client, url: &str, token: Option<&str>, body: &Value) -> Value {
+    let (status, created) = call(
+        client,
+        reqwest::Method::POST,
+        &format!("{url}/v1/runs"),
+        token,
+        Some(body),
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created
+}
+
 /// Every event of `run`, paging through the poll route.
 pub(crate) fn all_events(client: &Client, url: &str, run: &str, token: Option<&str>) -> Vec<Event> {
     let mut events: Vec<Event> = Vec::new();
@@ -225,15 +240,12 @@ fn runs_and_tokens_survive_a_restart() {
     let admin = "restart-admin";
     let client = http_client();
     let hub = HubProcess::start(dir.path(), Some(admin));
-    let (status, created) = call(
+    let created = create_run(
         &client,
-        reqwest::Method::POST,
-        &format!("{}/v1/runs", hub.url),
+        &hub.url,
         Some(admin),
-        Some(&json!({"id": "kept", "name": "Kept across restarts"})),
-    )
-    .expect("the hub answers");
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+        &json!({"id": "kept", "name": "Kept across restarts"}),
+    );
     let write = created["write_token"].as_str().expect("a write token");
     let read = created["read_token"].as_str().expect("a read token");
     let events_url = format!("{}/v1/runs/kept/events", hub.url);
@@ -343,15 +355,12 @@ fn sigkill_during_appends_loses_no_acknowledged_event() {
 pub(crate) fn check_sigkill_loses_nothing(start: impl Fn() -> HubProcess) {
     let hub = start();
     let client = http_client();
-    let (status, created) = call(
+    create_run(
         &client,
-        reqwest::Method::POST,
-        &format!("{}/v1/runs", hub.url),
+        &hub.url,
         None,
-        Some(&json!({"id": "crash", "name": "crash"})),
-    )
-    .expect("the hub answers");
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+        &json!({"id": "crash", "name": "crash"}),
+    );
 
     let acks = Arc::new(Mutex::new(Acks::default()));
     let appender = std::thread::spawn({
@@ -539,15 +548,7 @@ fn serve_limits_a_run_s_ingest_as_rate_limit_says() {
         &dir.path().join("hub.log"),
     );
     let client = http_client();
-    let (status, created) = call(
-        &client,
-        reqwest::Method::POST,
-        &format!("{}/v1/runs", hub.url),
-        None,
-        Some(&json!({"name": "flood"})),
-    )
-    .expect("the hub answers");
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = create_run(&client, &hub.url, None, &json!({"name": "flood"}));
     let events = format!(
         "{}/v1/runs/{}/events",
         hub.url,
