@@ -458,6 +458,13 @@ async fn bodies_over_the_limits_are_413() {
         Case::new("create body over max_body_bytes", Method::POST, "/v1/runs")
             .json(json!({"name": "n", "meta": {"blob": "z".repeat(150_000)}}))
             .expect(413, "body_too_large"),
+        Case::new(
+            "AG-UI RunAgentInput over max_body_bytes",
+            Method::POST,
+            "/v1/runs/big/stream?format=ag-ui",
+        )
+        .json(json!({"messages": [], "state": {"blob": "s".repeat(150_000)}}))
+        .expect(413, "body_too_large"),
         Case::new("batch over max_batch", Method::POST, events)
             .json(logs("m", 11))
             .expect(413, "body_too_large"),
