@@ -10,6 +10,7 @@
 //! - `poll`: the (long) poll.
 //! - `sse`: the event stream and `view=state`, resuming across disconnects.
 //! - `ws`: the WebSocket.
+//! - `pacing`: at most four states a second on `view=state`; the keep-alive interval.
 //! - `runs_stream`: `GET /v1/runs/stream`.
 //! - `tokens`: admin, write and read tokens; the open hub.
 //! - `sweep`: stall detection, retention and cancel, on a manual clock.
@@ -29,6 +30,8 @@ mod agui;
 mod append;
 #[path = "ops.rs"]
 mod ops;
+#[path = "pacing.rs"]
+mod pacing;
 #[path = "poll.rs"]
 mod poll;
 #[path = "routes.rs"]
