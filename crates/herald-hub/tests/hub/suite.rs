@@ -9,7 +9,7 @@
 //! - `append`: idempotency and dense `seq` under concurrency.
 //! - `poll`: the (long) poll.
 //! - `sse`: the event stream and `view=state`, resuming across disconnects.
-//! - `ws`: the WebSocket.
+//! - `ws`: the WebSocket; `ws_resume`: resuming it with `{"after": SEQ}` many times.
 //! - `pacing`: at most four states a second on `view=state`; the keep-alive interval.
 //! - `runs_stream`: `GET /v1/runs/stream`.
 //! - `tokens`: admin, write and read tokens; the open hub.
@@ -46,3 +46,5 @@ mod sweep;
 mod tokens;
 #[path = "ws.rs"]
 mod ws;
+#[path = "ws_resume.rs"]
+mod ws_resume;
