@@ -1,4 +1,5 @@
-//! Integration tests of the `herald` binary, run as a real process.
+//! Integration tests of the `herald` binary, run as a real process, and of the SDK
+//! reporting to a real `herald serve`.
 
 #[path = "cli/demo.rs"]
 mod demo;
@@ -16,6 +17,8 @@ mod hubs;
 mod postgres;
 #[path = "cli/runs.rs"]
 mod runs;
+#[path = "cli/sdk_hub.rs"]
+mod sdk_hub;
 #[path = "cli/serve.rs"]
 mod serve;
 #[path = "cli/util.rs"]
