@@ -19,6 +19,8 @@ mod postgres;
 mod runs;
 #[path = "cli/sdk_hub.rs"]
 mod sdk_hub;
+#[path = "cli/secrets.rs"]
+mod secrets;
 #[path = "cli/serve.rs"]
 mod serve;
 #[path = "cli/util.rs"]

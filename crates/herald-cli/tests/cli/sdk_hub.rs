@@ -64,6 +64,30 @@ impl Served {
         }
     }
 
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its stderr, when started with it piped.
+    pub(crate) fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    /// Waits for it to exit (after a signal the test sent), within [`DEADLINE`].
+    pub(crate) fn wait(mut self) {
+        let start = Instant::now();
+        while self
+            .child
+            .try_wait()
+            .expect("waiting for the hub")
+            .is_none()
+        {
+            assert!(start.elapsed() < DEADLINE, "the hub did not stop");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Every event of `run`, paging through; empty while the hub does not know it.
     pub(crate) fn events(&self, run: &str) -> Vec<Event> {
         events_at(&self.url, run, None)
