@@ -7,6 +7,8 @@ mod demo;
 mod emit;
 #[path = "cli/exec.rs"]
 mod exec;
+#[path = "cli/exec_io.rs"]
+mod exec_io;
 #[path = "cli/hub_errors.rs"]
 mod hub_errors;
 #[path = "cli/hub_sink.rs"]
