@@ -17,6 +17,8 @@ mod hub_sink;
 mod hubs;
 #[path = "cli/postgres.rs"]
 mod postgres;
+#[path = "cli/pty.rs"]
+mod pty;
 #[path = "cli/runs.rs"]
 mod runs;
 #[path = "cli/sdk_hub.rs"]
