@@ -1,4 +1,5 @@
-//! Integration tests of the `herald` binary, run as a real process.
+//! Integration tests of the `herald` binary, run as a real process, and of the SDK
+//! reporting to a real `herald serve`.
 
 #[path = "cli/demo.rs"]
 mod demo;
@@ -6,6 +7,8 @@ mod demo;
 mod emit;
 #[path = "cli/exec.rs"]
 mod exec;
+#[path = "cli/exec_io.rs"]
+mod exec_io;
 #[path = "cli/hub_errors.rs"]
 mod hub_errors;
 #[path = "cli/hub_sink.rs"]
@@ -14,8 +17,14 @@ mod hub_sink;
 mod hubs;
 #[path = "cli/postgres.rs"]
 mod postgres;
+#[path = "cli/pty.rs"]
+mod pty;
 #[path = "cli/runs.rs"]
 mod runs;
+#[path = "cli/sdk_hub.rs"]
+mod sdk_hub;
+#[path = "cli/secrets.rs"]
+mod secrets;
 #[path = "cli/serve.rs"]
 mod serve;
 #[path = "cli/util.rs"]

@@ -14,6 +14,7 @@
 //! - `sqlite`, `postgres`: the suite (`suite.rs` and the modules it lists), once per
 //!   store.
 //! - `hubs`: two hubs on one PostgreSQL database.
+//! - `shared_sqlite`: two hubs on one SQLite file, joined by the feeds' interval poll.
 //! - `agui_client`: AG-UI's own client (`HttpAgent`, under Node.js) following runs; on
 //!   SQLite only, as the store is the suite's business.
 //! - `dashboard`: the web pages in headless Chromium, through chromedriver; on SQLite
@@ -30,6 +31,8 @@ mod dashboard;
 mod hubs;
 #[path = "hub/suite.rs"]
 mod postgres;
+#[path = "hub/shared_sqlite.rs"]
+mod shared_sqlite;
 #[path = "hub/suite.rs"]
 mod sqlite;
 #[path = "hub/util.rs"]

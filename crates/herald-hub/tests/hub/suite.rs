@@ -9,7 +9,8 @@
 //! - `append`: idempotency and dense `seq` under concurrency.
 //! - `poll`: the (long) poll.
 //! - `sse`: the event stream and `view=state`, resuming across disconnects.
-//! - `ws`: the WebSocket.
+//! - `ws`: the WebSocket; `ws_resume`: resuming it with `{"after": SEQ}` many times.
+//! - `pacing`: at most four states a second on `view=state`; the keep-alive interval.
 //! - `runs_stream`: `GET /v1/runs/stream`.
 //! - `tokens`: admin, write and read tokens; the open hub.
 //! - `sweep`: stall detection, retention and cancel, on a manual clock.
@@ -29,6 +30,8 @@ mod agui;
 mod append;
 #[path = "ops.rs"]
 mod ops;
+#[path = "pacing.rs"]
+mod pacing;
 #[path = "poll.rs"]
 mod poll;
 #[path = "routes.rs"]
@@ -43,3 +46,5 @@ mod sweep;
 mod tokens;
 #[path = "ws.rs"]
 mod ws;
+#[path = "ws_resume.rs"]
+mod ws_resume;
