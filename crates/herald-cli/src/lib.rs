@@ -55,7 +55,9 @@ pub fn main(cli: Cli) -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("herald: {err:#}");
+            // An error may quote a hub's reply or a producer's text: escaped, as all
+            // text from elsewhere on a terminal.
+            eprintln!("herald: {}", herald::escape_controls(&format!("{err:#}")));
             ExitCode::from(if err.is::<UsageError>() {
                 EXIT_USAGE
             } else {

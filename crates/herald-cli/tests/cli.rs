@@ -4,6 +4,8 @@
 mod demo;
 #[path = "cli/emit.rs"]
 mod emit;
+#[path = "cli/escapes.rs"]
+mod escapes;
 #[path = "cli/exec.rs"]
 mod exec;
 #[path = "cli/hub_errors.rs"]

@@ -29,6 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use herald::escape_controls;
 use herald_protocol::{
     Draft, EventBody, Heartbeat, RunFinished, RunId, RunOutcome, RunStarted, RunState, Timestamp,
     parse_event,
@@ -208,7 +209,7 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
             };
             let error = format!("cannot run `{program}`: {e}");
             reporter.finish(RunOutcome::Failed, Some(error.clone()), code);
-            eprintln!("herald: {error}");
+            eprintln!("herald: {}", escape_controls(&error));
             return Ok(code);
         }
     };
@@ -341,7 +342,7 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
     if let Some(Stop::Idle(idle)) = stop {
         eprintln!(
             "herald: `{}` was idle for {} (--idle-timeout): stopped it and its process group",
-            settings.name,
+            escape_controls(&settings.name),
             show::duration(idle.as_secs_f64())
         );
         let known = match reporter.state() {

@@ -14,9 +14,9 @@ use unicode_width::UnicodeWidthChar;
 ///
 /// Escaped are the C0 controls (U+0000 to U+001F), DEL, the C1 controls (U+0080 to
 /// U+009F) and the bidirectional embeddings, overrides and isolates (U+202A to U+202E,
-/// U+2066 to U+2069, the "Trojan Source" characters). `\n`, `\r` and `\t` are written
-/// as those two characters; the other C0 controls and DEL as `\x1b`; C1 and BiDi
-/// controls as `\u{9b}`, `\u{202e}`. Everything else, backslashes included, is left
+/// U+2066 to U+2069, the "Trojan Source" characters). A line feed, a carriage return
+/// and a tab are shown as `\n`, `\r` and `\t`; the other C0 controls and DEL as
+/// `\x1b`, `\x7f`; C1 and BiDi controls as `\u{9b}`, `\u{202e}`. Everything else, backslashes included, is left
 /// as it is: this is for people to read, not a reversible encoding. Text without such
 /// characters is returned as it is, without copying.
 ///
