@@ -29,6 +29,8 @@
 //!   [`escape_controls`], which every human-facing output of herald shows a
 //!   producer's text through.
 //! - `signals`: what sinks tell the program (a run's [`Cancellation`], hub drops).
+//! - `terminate`: [`Progress::finish_on_signals`], the opt-in last word of a process
+//!   told to stop (SIGINT, SIGTERM, SIGHUP).
 
 #![deny(missing_docs)]
 
@@ -41,6 +43,7 @@ mod progress;
 mod signals;
 mod sink;
 mod terminal;
+mod terminate;
 mod throttle;
 
 pub use dispatch::Stats;

@@ -684,16 +684,16 @@ mod tests {
     /// A run whose every producer-given text is hostile, mid-way, then finishing.
     fn hostile(script: &mut Script) {
         let name = format!("evil{TITLE}{CLEAR}\u{202e}gnp.exe");
-        let stage = format!("st\u{9b}2Jage\r");
+        let stage = "st\u{9b}2Jage\r";
         script
             .event("r1", 0.0, run_started(&name, None))
-            .event("r1", 0.0, stage_started(&stage, Some(10)))
-            .event("r1", 1.0, item_started(&stage, "1", Some("ok.txt")))
+            .event("r1", 0.0, stage_started(stage, Some(10)))
+            .event("r1", 1.0, item_started(stage, "1", Some("ok.txt")))
             .event(
                 "r1",
                 1.5,
                 item_finished(
-                    &stage,
+                    stage,
                     "1",
                     StepOutcome::Failed,
                     Some(&format!("bad{CLEAR}")),
@@ -702,7 +702,7 @@ mod tests {
             .event(
                 "r1",
                 2.0,
-                item_started(&stage, &format!("2{TITLE}"), Some("lab\x1b[1Ael\tx")),
+                item_started(stage, &format!("2{TITLE}"), Some("lab\x1b[1Ael\tx")),
             )
             .event(
                 "r1",
@@ -714,7 +714,7 @@ mod tests {
                 2.0,
                 tool_started("t1", &format!("tool{CLEAR}"), Some("feed\x1b[?25lback")),
             )
-            .event("r1", 2.0, text(&format!("said \x1b[2Kthis\u{2066}")))
+            .event("r1", 2.0, text("said \x1b[2Kthis\u{2066}"))
             .refresh(3.0);
     }
 
