@@ -20,6 +20,8 @@ mod postgres;
 mod runs;
 #[path = "cli/serve.rs"]
 mod serve;
+#[path = "cli/signals.rs"]
+mod signals;
 #[path = "cli/util.rs"]
 mod util;
 #[path = "cli/watch.rs"]
