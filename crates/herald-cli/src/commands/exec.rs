@@ -226,7 +226,8 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
     };
     if io::stderr().is_terminal() {
         if let Some(line) = reporter.where_to_look() {
-            eprintln!("herald: {line}");
+            // The dashboard's link is the hub's text.
+            eprintln!("herald: {}", escape_controls(&line));
         }
     }
     let pid = child.id();
