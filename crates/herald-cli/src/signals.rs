@@ -32,7 +32,9 @@ pub(crate) fn end_by(signal: i32) {
     let _ = emulate_default_handler(signal);
 }
 
-/// Calls `each` on a thread of its own with every stop signal the process gets.
+/// Calls `each` on a thread of its own with every stop signal the process gets, until
+/// it returns `false`. From then on the signals take no action unless another handler
+/// (such as [`on_stop`]'s) does: a caller that stops listening ends the process.
 pub(crate) fn listen(mut each: impl FnMut(i32) -> bool + Send + 'static) -> io::Result<()> {
     let mut signals = Signals::new(STOP)?;
     std::thread::Builder::new()
