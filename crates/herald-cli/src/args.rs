@@ -267,6 +267,12 @@ pub struct ExecArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub heartbeat: Duration,
 
+    /// How long a command asked to stop (TERM after --idle-timeout or a cancel, or a
+    /// signal passed on) has to end before it is killed (KILL), as `timeout
+    /// --kill-after`.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub kill_after: Duration,
+
     /// The run this one belongs to; by default the run of a `herald exec` around this one.
     #[arg(long, env = "HERALD_RUN", value_name = "RUN", value_parser = parse_run_id)]
     pub parent: Option<RunId>,

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use herald::escape_controls;
 use herald_protocol::{Draft, RunId, RunState};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -113,7 +114,18 @@ impl HubError {
 }
 
 impl fmt::Display for HubError {
+    /// With its controls escaped: the messages are the hub's words, and a hub may
+    /// quote a producer's text or be someone else's.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.describe(&mut text)?;
+        f.write_str(&escape_controls(&text))
+    }
+}
+
+impl HubError {
+    fn describe(&self, f: &mut String) -> fmt::Result {
+        use fmt::Write as _;
         let url = &self.url;
         match &self.kind {
             HubErrorKind::Unreachable(detail) => {

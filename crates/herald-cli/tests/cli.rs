@@ -5,6 +5,8 @@
 mod demo;
 #[path = "cli/emit.rs"]
 mod emit;
+#[path = "cli/escapes.rs"]
+mod escapes;
 #[path = "cli/exec.rs"]
 mod exec;
 #[path = "cli/exec_io.rs"]
@@ -27,6 +29,8 @@ mod sdk_hub;
 mod secrets;
 #[path = "cli/serve.rs"]
 mod serve;
+#[path = "cli/signals.rs"]
+mod signals;
 #[path = "cli/util.rs"]
 mod util;
 #[path = "cli/watch.rs"]

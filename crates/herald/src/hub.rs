@@ -600,11 +600,12 @@ impl Sender {
     }
 
     /// Prints a warning once per sink, on stderr: reporting trouble must be visible
-    /// but must not flood the program's output.
+    /// but must not flood the program's output. The hub's own words in it are shown
+    /// escaped, as any text from elsewhere on a terminal.
     fn warn(&mut self, message: &str) {
         if !self.warned {
             self.warned = true;
-            eprintln!("{message}");
+            eprintln!("{}", crate::escape_controls(message));
         }
     }
 

@@ -13,5 +13,7 @@ mod jsonl;
 mod queue;
 #[path = "sdk/terminal.rs"]
 mod terminal;
+#[path = "sdk/terminate.rs"]
+mod terminate;
 #[path = "sdk/util.rs"]
 mod util;
