@@ -124,9 +124,9 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
     let progress = Progress::from_options(&options).map_err(|e| UsageError(e.to_string()))?;
     // Stopped mid-way (Ctrl-C, `kill`, a closed terminal), the run still gets its last
     // word, `cancelled` and naming the signal, in its JSON Lines and on its hub. The
-    // SDK then ends the process by that signal; after the run, while `--serve` keeps
-    // the hub up, Ctrl-C ends it the same way (every append it acknowledged is on disk).
-    progress
+    // SDK then ends the process by that signal. After the run the guard is dropped, so
+    // that `--serve` stops its hub gracefully on Ctrl-C.
+    let signals = progress
         .finish_on_signals()
         .context("listening for signals")?;
     let started = Instant::now();
@@ -196,6 +196,7 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
     }
     let stats = progress.stats();
     drop(progress);
+    drop(signals);
     if stats.hub_dropped_ticks + stats.hub_dropped_milestones > 0 {
         eprintln!(
             "herald: the hub missed {} ticks and {} milestones of this run (it was unreachable for too long)",

@@ -311,13 +311,15 @@ impl Embedded {
         })
     }
 
-    /// Waits for Ctrl-C (or SIGTERM), then stops.
+    /// Waits for Ctrl-C (or SIGTERM), then stops gracefully and says so.
     pub(crate) fn serve_until_interrupted(self) -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
         runtime.block_on(shutdown_signal());
+        drop(self);
+        eprintln!("herald: the hub stopped");
         Ok(())
     }
 }

@@ -29,8 +29,8 @@
 //!   [`escape_controls`], which every human-facing output of herald shows a
 //!   producer's text through.
 //! - `signals`: what sinks tell the program (a run's [`Cancellation`], hub drops).
-//! - `terminate`: [`Progress::finish_on_signals`], the opt-in last word of a process
-//!   told to stop (SIGINT, SIGTERM, SIGHUP).
+//! - `terminate`: [`Progress::finish_on_signals`] and its [`SignalGuard`], the opt-in
+//!   last word of a process told to stop (SIGINT, SIGTERM, SIGHUP).
 
 #![deny(missing_docs)]
 
@@ -58,3 +58,4 @@ pub use progress::{ConfigError, Progress, ProgressMode, ProgressOptions, Target}
 pub use signals::Cancellation;
 pub use sink::{Sink, SinkPolicy};
 pub use terminal::escape_controls;
+pub use terminate::SignalGuard;

@@ -341,3 +341,64 @@ fn watch_stopped_by_ctrl_c_leaves_its_bars_and_the_cursor_on_a_new_line() {
     );
     assert!(!screen.hide_cursor());
 }
+
+#[test]
+fn demo_serve_hands_ctrl_c_to_its_hub_after_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // `script` gives demo a terminal on stdin, which `--serve` needs to keep serving.
+    let line = format!(
+        "exec {} demo --serve --items 3 --speed 50 --progress none --data-dir {}",
+        env!("CARGO_BIN_EXE_herald"),
+        dir.path().display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("HERALD_URL")
+        .env_remove("HERALD_TOKEN")
+        .env_remove("HERALD_RUN")
+        .env_remove("HERALD_PROGRESS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut script = script.spawn().expect("util-linux `script` runs");
+    let mut stdout = script.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 8192];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    wait_for("the run done and the hub still serving", || {
+        out.extend(rx.try_iter().flatten());
+        String::from_utf8_lossy(&out).contains("Ctrl-C to stop")
+    });
+    let mut demo = Vec::new();
+    wait_for("demo under script", || {
+        demo = children_of(script.id());
+        !demo.is_empty()
+    });
+    kill(demo[0], "INT");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = script.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = script.kill();
+            panic!("demo --serve did not stop within {DEADLINE:?} of Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    while let Ok(chunk) = rx.recv_timeout(DEADLINE) {
+        out.extend(chunk);
+    }
+    let text = String::from_utf8_lossy(&out);
+    // `script -e` exits as its command did: 130 had SIGINT killed it.
+    assert_eq!(status.code(), Some(0), "{status:?}:\n{text}");
+    assert!(text.contains("herald: the hub stopped"), "{text}");
+}

@@ -25,9 +25,8 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// then a wait that only a signal ends.
 fn report_and_wait(opt_in: bool) -> ! {
     let progress = Progress::from_env().unwrap();
-    if opt_in {
-        progress.finish_on_signals().unwrap();
-    }
+    // Held until the process ends: this function never returns.
+    let _signals = opt_in.then(|| progress.finish_on_signals().unwrap());
     if let Some(path) = std::env::var_os(PID_FILE) {
         std::fs::write(path, std::process::id().to_string()).unwrap();
     }
@@ -212,6 +211,54 @@ fn without_opting_in_a_signal_leaves_no_final_word() {
     let status = wait_exit(&mut child);
     assert_eq!(status.signal(), Some(15), "{status:?}");
     assert!(finishes(&events(&file)).is_empty(), "opt-in is opt-in");
+}
+
+#[test]
+fn dropping_the_guard_gives_the_signals_back_to_the_program() {
+    const NAME: &str = "terminate::dropping_the_guard_gives_the_signals_back_to_the_program";
+    if std::env::var_os(CHILD).is_some() {
+        let progress = Progress::from_env().unwrap();
+        let signals = progress.finish_on_signals().unwrap();
+        let run = progress.run("import");
+        run.finish();
+        drop(signals);
+        // The program's own handler, as a server's graceful shutdown has.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).unwrap();
+        let later = progress.run("after");
+        later.info(READY);
+        progress.flush();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        later.info("stopping gracefully");
+        later.finish();
+        std::process::exit(0);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("progress.jsonl");
+    let mut child = child(NAME, "handed-back", &file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&file);
+    kill(child.id(), "TERM");
+    let status = wait_exit(&mut child);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the program's handler ran: {status:?}"
+    );
+    let finished = finishes(&events(&file));
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    for (run, status, error) in &finished {
+        assert_eq!(
+            (*status, error),
+            (RunOutcome::Succeeded, &None),
+            "{run} finished by the program, not by herald"
+        );
+    }
 }
 
 #[test]
