@@ -21,13 +21,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herald_protocol::{
-    Draft, Event, EventBody, Heartbeat, Progress, RunId, RunOutcome, RunState, StageFinished,
-    Timestamp,
+    Draft, Event, EventBody, Heartbeat, Log, LogLevel, Progress, RunId, RunOutcome, RunState,
+    StageFinished, Timestamp,
 };
 
+use crate::escape_controls;
 use crate::handles::RunInner;
 use crate::signals::Signals;
 use crate::sink::{Sink, SinkPolicy};
+use crate::terminal::Console;
 use crate::throttle::Throttle;
 
 /// Queued ticks above which further ticks are dropped.
@@ -160,6 +162,19 @@ pub(crate) struct Shared {
     flush_deadline: Duration,
     /// The runs started, to finish those still open when the process is told to stop.
     runs: Mutex<Vec<Weak<RunInner>>>,
+    /// The bars' screen, for the program's own output to get past them.
+    pub(crate) console: Option<Console>,
+}
+
+/// Where stderr stands, for herald's own warnings and the program's lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stderr {
+    /// Bars are drawn there: lines go above them.
+    Bars,
+    /// JSON Lines go there: only JSON may.
+    Json,
+    /// Nothing of herald's: a line may be written as it is.
+    Free,
 }
 
 impl Shared {
@@ -169,14 +184,25 @@ impl Shared {
         signals: Arc<Signals>,
         interval: Duration,
         flush_deadline: Duration,
+        console: Option<Console>,
+        stderr: Stderr,
     ) -> Arc<Shared> {
         let enabled = !sinks.is_empty();
         let channel = Arc::new(Channel::default());
         let sink_errors = Arc::new(AtomicU64::new(0));
         let mut worker = None;
         if enabled {
+            // An item left by a panic reports the panic's message, which the hook keeps.
+            crate::panic::install();
             let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-            let loop_ = Worker::new(sinks, interval, sink_errors.clone());
+            let loop_ = Worker {
+                notices: Notices {
+                    signals: signals.clone(),
+                    console: console.clone(),
+                    stderr,
+                },
+                ..Worker::new(sinks, interval, sink_errors.clone())
+            };
             let ch = channel.clone();
             worker = std::thread::Builder::new()
                 .name("herald-progress".into())
@@ -197,6 +223,7 @@ impl Shared {
             signals,
             flush_deadline,
             runs: Mutex::new(Vec::new()),
+            console,
         })
     }
 
@@ -334,6 +361,14 @@ struct Worker {
     runs: HashMap<RunId, RunCtx>,
     interval: Duration,
     sink_errors: Arc<AtomicU64>,
+    notices: Notices,
+}
+
+/// Where herald's own warnings go.
+struct Notices {
+    signals: Arc<Signals>,
+    console: Option<Console>,
+    stderr: Stderr,
 }
 
 impl Worker {
@@ -351,6 +386,38 @@ impl Worker {
             runs: HashMap::new(),
             interval,
             sink_errors,
+            notices: Notices {
+                signals: Arc::new(Signals::default()),
+                console: None,
+                stderr: Stderr::Free,
+            },
+        }
+    }
+
+    /// Shows herald's own warnings: to a run's sinks as a `log` event at `warn` while
+    /// the run is open (above the bars, in JSON Lines, on the hub), and on a stderr
+    /// that carries neither bars nor JSON Lines as a line of its own.
+    fn notices(&mut self) {
+        for notice in self.notices.signals.take_notices() {
+            let message = notice.message;
+            let open = notice.run.filter(|run| self.runs.contains_key(run));
+            let shown = match &open {
+                Some(run) => {
+                    let log = Log {
+                        level: LogLevel::Warn,
+                        message: message.clone(),
+                    };
+                    self.deliver(run, Draft::new(now_ts(), log), None, Instant::now());
+                    self.notices.stderr == Stderr::Bars
+                }
+                None => match &self.notices.console {
+                    Some(console) => console.println(&escape_controls(&message)).is_ok(),
+                    None => false,
+                },
+            };
+            if !shown && self.notices.stderr == Stderr::Free {
+                eprintln!("{}", escape_controls(&message));
+            }
         }
     }
 
@@ -372,6 +439,7 @@ impl Worker {
             for msg in batch.drain(..) {
                 self.handle(msg);
             }
+            self.notices();
             self.sample(Instant::now(), None);
             self.keepalive(Instant::now());
             let now = now_ts();

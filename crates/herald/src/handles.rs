@@ -27,10 +27,11 @@ fn seconds(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e6
 }
 
-/// Why a handle reports `failed` when dropped unfinished.
+/// Why a handle reports `failed` when dropped unfinished: the panic's message when
+/// it was left by one (`panicked at src/main.rs:10:5: index out of bounds: ...`).
 fn drop_reason() -> String {
     if std::thread::panicking() {
-        "panicked".to_owned()
+        crate::panic::message().unwrap_or_else(|| "panicked".to_owned())
     } else {
         "dropped without finishing (an early return or error path)".to_owned()
     }

@@ -458,7 +458,7 @@ impl Sender {
                 // someone else. Append with the configured token.
                 Reply::Refused(409, _) => self.update(&job.run, |q| q.create = None),
                 Reply::Refused(status, message) => return self.give_up(&job.run, status, &message),
-                Reply::Retry(why, after) => return self.retry_later(&why, after),
+                Reply::Retry(why, after) => return self.retry_later(&job.run, &why, after),
             }
         }
         let token = self.token_for(&job);
@@ -485,14 +485,17 @@ impl Sender {
             }
             Reply::Refused(status @ (400 | 413), message) => {
                 // The hub will never take these events as they are; the rest may go.
-                self.warn(&format!(
-                    "herald: the hub refused events of run {} ({status}): {message}",
-                    job.run
-                ));
+                self.warn(
+                    &job.run,
+                    &format!(
+                        "herald: the hub refused events of run {} ({status}): {message}",
+                        job.run
+                    ),
+                );
                 self.drop_first(&job.run, job.drafts.len());
             }
             Reply::Refused(status, message) => self.give_up(&job.run, status, &message),
-            Reply::Retry(why, after) => self.retry_later(&why, after),
+            Reply::Retry(why, after) => self.retry_later(&job.run, &why, after),
         }
     }
 
@@ -551,7 +554,12 @@ impl Sender {
 
     /// The hub will not take this run's events: drop them, count them, say so once.
     fn give_up(&mut self, run: &RunId, status: u16, message: &str) {
-        self.warn(&format!("herald: the hub refused the events of run {run} ({status}): {message}; they are dropped"));
+        self.warn(
+            run,
+            &format!(
+                "herald: the hub refused the events of run {run} ({status}): {message}; they are dropped"
+            ),
+        );
         let mut state = lock(&self.outbox.state);
         if let Some(i) = state.runs.iter().position(|q| &q.id == run) {
             let dropped = take_front(&mut state, i, usize::MAX);
@@ -576,11 +584,14 @@ impl Sender {
     /// Waits before trying again: as long as the hub's `retry_after` says when it sent
     /// one (a rate limit, an overloaded hub: it knows), otherwise the backoff, which
     /// doubles; both with jitter, so that many producers do not retry in step.
-    fn retry_later(&mut self, why: &str, retry_after: Option<Duration>) {
-        self.warn(&format!(
-            "herald: cannot report to the hub at {} ({why}); retrying",
-            self.url
-        ));
+    fn retry_later(&mut self, run: &RunId, why: &str, retry_after: Option<Duration>) {
+        self.warn(
+            run,
+            &format!(
+                "herald: cannot report to the hub at {} ({why}); retrying",
+                self.url
+            ),
+        );
         let spread = {
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             h.write_u64(self.backoff.as_nanos() as u64);
@@ -599,13 +610,13 @@ impl Sender {
         lock(&self.outbox.state).retry_at = Some(Instant::now() + wait);
     }
 
-    /// Prints a warning once per sink, on stderr: reporting trouble must be visible
-    /// but must not flood the program's output. The hub's own words in it are shown
-    /// escaped, as any text from elsewhere on a terminal.
-    fn warn(&mut self, message: &str) {
+    /// Shows a warning once per sink, where the program's progress goes (above the
+    /// bars, as a `log` event in JSON Lines): reporting trouble must be visible but
+    /// must not flood the program's output.
+    fn warn(&mut self, run: &RunId, message: &str) {
         if !self.warned {
             self.warned = true;
-            eprintln!("{}", crate::escape_controls(message));
+            self.signals.notice(Some(run), message.to_owned());
         }
     }
 

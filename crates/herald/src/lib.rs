@@ -28,6 +28,8 @@
 //! - `jsonl`, `terminal`, `memory`, `hub`: the built-in sinks; `terminal` also holds
 //!   [`escape_controls`], which every human-facing output of herald shows a
 //!   producer's text through.
+//! - `panic`: the panic hook that erases the bars before a panic's message, and keeps
+//!   the message for the handles the unwinding drops.
 //! - `signals`: what sinks tell the program (a run's [`Cancellation`], hub drops).
 //! - `terminate`: [`Progress::finish_on_signals`] and its [`SignalGuard`], the opt-in
 //!   last word of a process told to stop (SIGINT, SIGTERM, SIGHUP).
@@ -39,6 +41,7 @@ mod handles;
 mod hub;
 mod jsonl;
 mod memory;
+mod panic;
 mod progress;
 mod signals;
 mod sink;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herald_protocol::RunId;
 
-use crate::dispatch::{Shared, Stats, lock};
+use crate::dispatch::{Shared, Stats, Stderr, lock};
 use crate::handles::{Run, RunOptions};
 use crate::hub::{HubOptions, HubSink};
 use crate::jsonl::JsonLines;
@@ -33,7 +33,11 @@ pub struct Target {
 }
 
 enum TargetKind {
-    Bars { color: bool },
+    Bars {
+        color: bool,
+    },
+    /// JSON Lines on stderr, which herald then keeps for JSON alone.
+    StderrJson,
     Hub(HubOptions),
     Sink(Box<dyn Sink>),
     Hidden,
@@ -51,7 +55,9 @@ impl Target {
 
     /// JSON Lines on stderr.
     pub fn stderr_json() -> Target {
-        Target::json_writer(io::stderr())
+        Target {
+            kind: TargetKind::StderrJson,
+        }
     }
 
     /// JSON Lines appended to a file, created if missing.
@@ -121,6 +127,7 @@ impl Target {
     fn into_sink_with(self, signals: &Arc<Signals>) -> Option<Box<dyn Sink>> {
         match self.kind {
             TargetKind::Bars { color } => Some(Box::new(TerminalSink::stderr(color))),
+            TargetKind::StderrJson => Some(Box::new(JsonLines::new(io::stderr()))),
             TargetKind::Hub(options) => Some(Box::new(HubSink::start(options, signals.clone()))),
             TargetKind::Sink(sink) => Some(sink),
             TargetKind::Hidden => None,
@@ -132,6 +139,7 @@ impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
             TargetKind::Bars { .. } => "bars",
+            TargetKind::StderrJson => "stderr_json",
             TargetKind::Hub(_) => "hub",
             TargetKind::Sink(_) => "sink",
             TargetKind::Hidden => "hidden",
@@ -287,17 +295,28 @@ impl Progress {
     pub fn new(targets: impl IntoIterator<Item = Target>) -> Progress {
         let mut attach = None;
         let signals = Arc::new(Signals::default());
-        let sinks: Vec<Box<dyn Sink>> = targets
-            .into_iter()
-            .filter_map(|t| {
-                if let TargetKind::Hub(options) = &t.kind {
+        let mut console = None;
+        let mut stderr = Stderr::Free;
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        for target in targets {
+            match target.kind {
+                TargetKind::Hub(ref options) => {
                     attach = attach.take().or_else(|| options.attach.clone());
                 }
-                t.into_sink_with(&signals)
-            })
-            .collect();
+                TargetKind::Bars { color } => {
+                    let bars = TerminalSink::stderr(color);
+                    console.get_or_insert_with(|| bars.console());
+                    stderr = Stderr::Bars;
+                    sinks.push(Box::new(bars));
+                    continue;
+                }
+                TargetKind::StderrJson if stderr == Stderr::Free => stderr = Stderr::Json,
+                _ => {}
+            }
+            sinks.extend(target.into_sink_with(&signals));
+        }
         Progress {
-            shared: Shared::start(sinks, signals, INTERVAL, FLUSH_DEADLINE),
+            shared: Shared::start(sinks, signals, INTERVAL, FLUSH_DEADLINE, console, stderr),
             attach: Arc::new(Mutex::new(attach)),
         }
     }
@@ -334,6 +353,36 @@ impl Progress {
     /// Waits (up to a deadline) until every event reported so far has reached the sinks.
     pub fn flush(&self) {
         self.shared.flush();
+    }
+
+    /// Prints `line` on stderr without tearing the bars: above them, which are drawn
+    /// again below it at once (indicatif's `ProgressBar::println`). A `println!` or
+    /// `eprintln!` of the program's own, written while bars are drawn, would be
+    /// erased by their next redraw: print through this, or inside [`Progress::suspend`].
+    ///
+    /// Without bars, the line goes to stderr as it is, beside JSON Lines if they go
+    /// there too (a reader picks those out by their `"v":1`).
+    pub fn println(&self, line: impl AsRef<str>) {
+        let line = line.as_ref();
+        let printed = self
+            .shared
+            .console
+            .as_ref()
+            .is_some_and(|console| console.println(line).is_ok());
+        if !printed {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Runs `f` with the bars erased, and draws them again after it (indicatif's
+    /// `ProgressBar::suspend`): whatever `f` writes to stdout or stderr stays. Nothing
+    /// is drawn while `f` runs; what is reported meanwhile shows when it returns.
+    /// Without bars, it just runs `f`.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.shared.console {
+            Some(console) => console.suspend(f),
+            None => f(),
+        }
     }
 
     /// What could not be delivered so far.

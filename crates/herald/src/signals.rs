@@ -1,5 +1,5 @@
 //! What sinks tell the program: that someone asked a run to stop (seen by the hub
-//! sink in append replies), and what a sink had to drop.
+//! sink), what a sink had to drop, and herald's own warnings.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +21,15 @@ pub(crate) struct Signals {
     pub(crate) hub_dropped_ticks: AtomicU64,
     /// Milestones a hub sink dropped: buffer full of milestones, or refused by the hub.
     pub(crate) hub_dropped_milestones: AtomicU64,
+    /// herald's own warnings, waiting for the background loop to show them.
+    notices: Mutex<Vec<Notice>>,
+}
+
+/// A warning of herald's own (the hub cannot be reached, it refused events), about
+/// one run or none.
+pub(crate) struct Notice {
+    pub(crate) run: Option<RunId>,
+    pub(crate) message: String,
 }
 
 impl Signals {
@@ -32,6 +41,22 @@ impl Signals {
     /// Records that someone asked `run` to stop, waking whoever waits for it.
     pub(crate) fn request_cancel(&self, run: &RunId) {
         self.cancel(run).request();
+    }
+
+    /// Queues a warning of herald's own for the background loop, which shows it
+    /// where the program's progress goes: above the bars, as a `log` event in JSON
+    /// Lines, or on a stderr that carries neither. Never printed from here: a line
+    /// written past the sinks would be erased by the bars or break a JSON stream.
+    pub(crate) fn notice(&self, run: Option<&RunId>, message: String) {
+        lock(&self.notices).push(Notice {
+            run: run.cloned(),
+            message,
+        });
+    }
+
+    /// The warnings queued so far.
+    pub(crate) fn take_notices(&self) -> Vec<Notice> {
+        std::mem::take(&mut *lock(&self.notices))
     }
 }
 

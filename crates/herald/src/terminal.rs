@@ -7,6 +7,12 @@
 //! [`REDRAW_INTERVAL_S`] and only when it changed. It writes to stderr alone: stdout
 //! belongs to the program's result.
 //!
+//! The screen's state lives behind a lock shared with [`Console`], through which the
+//! program's own output gets past the bars ([`Progress::println`] and
+//! [`Progress::suspend`](crate::Progress::suspend)), and with the panic hook, which
+//! erases the bars before a panic's message is printed, so that nothing the bars did
+//! not write is ever erased by them.
+//!
 //! # Layout
 //!
 //! - `render`: what is shown, as pure functions of run states, the time and the screen
@@ -14,6 +20,8 @@
 //! - `text`: styled lines cut to a width in columns, and the human forms of numbers.
 //! - this file: the driver, tested by feeding its bytes to an in-memory terminal
 //!   emulator (`vt100`) and reading the screen back.
+//!
+//! [`Progress::println`]: crate::Progress::println
 
 mod render;
 mod text;
@@ -24,10 +32,13 @@ pub use text::escape_controls;
 mod fixtures;
 
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
+use std::time::{Duration, Instant};
 
 use console::Term;
 use herald_protocol::{Event, EventBody, RunState, Timestamp};
 
+use crate::dispatch::{lock, now_ts};
 use crate::sink::{Sink, SinkPolicy};
 
 /// Shortest time between two redraws of the live area: at most 20 a second, smooth to
@@ -49,8 +60,16 @@ enum Screen {
     Lines,
 }
 
+/// Every screen drawn on a terminal, for the panic hook to erase.
+static SCREENS: Mutex<Vec<Weak<Mutex<Painter>>>> = Mutex::new(Vec::new());
+
 /// Draws runs as live bars on a terminal.
 pub(crate) struct TerminalSink {
+    painter: Arc<Mutex<Painter>>,
+}
+
+/// The screen as the sink drew it, shared with [`Console`].
+struct Painter {
     out: Box<dyn Write + Send>,
     screen: Screen,
     color: bool,
@@ -63,6 +82,8 @@ pub(crate) struct TerminalSink {
     last_draw: Option<Timestamp>,
     /// The latest time seen, in an event or a refresh.
     now: Option<Timestamp>,
+    /// Inside [`Console::suspend`]: the program has the screen, nothing is drawn.
+    suspended: usize,
 }
 
 impl TerminalSink {
@@ -76,24 +97,114 @@ impl TerminalSink {
             Screen::Lines
         };
         let color = color && !matches!(screen, Screen::Lines);
-        TerminalSink::new(Box::new(io::stderr()), screen, color)
+        let on_terminal = !matches!(screen, Screen::Lines);
+        let sink = TerminalSink::new(Box::new(io::stderr()), screen, color);
+        if on_terminal {
+            let mut screens = lock(&SCREENS);
+            screens.retain(|s| s.strong_count() > 0);
+            screens.push(Arc::downgrade(&sink.painter));
+            drop(screens);
+            crate::panic::install();
+        }
+        sink
     }
 
     fn new(out: Box<dyn Write + Send>, screen: Screen, color: bool) -> TerminalSink {
         TerminalSink {
-            out,
-            screen,
-            color,
-            runs: Vec::new(),
-            pending: Vec::new(),
-            shown: Vec::new(),
-            last_draw: None,
-            now: None,
+            painter: Arc::new(Mutex::new(Painter {
+                out,
+                screen,
+                color,
+                runs: Vec::new(),
+                pending: Vec::new(),
+                shown: Vec::new(),
+                last_draw: None,
+                now: None,
+                suspended: 0,
+            })),
         }
     }
 
+    /// The way for the program's own output to get past this sink's bars.
+    pub(crate) fn console(&self) -> Console {
+        Console {
+            painter: self.painter.clone(),
+        }
+    }
+}
+
+/// Erases the bars of every terminal screen, for a panic's message to be printed
+/// whole where they were; the next redraw draws them again below it.
+///
+/// A screen whose lock is held (by the background thread, in the middle of a frame)
+/// is waited for briefly; one held by the panicking thread itself is left alone.
+pub(crate) fn erase_for_panic() {
+    let screens: Vec<Arc<Mutex<Painter>>> =
+        lock(&SCREENS).iter().filter_map(Weak::upgrade).collect();
+    for screen in screens {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        loop {
+            let painter = match screen.try_lock() {
+                Ok(painter) => painter,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Err(TryLockError::WouldBlock) => break,
+            };
+            let mut painter = painter;
+            let _ = painter.erase();
+            break;
+        }
+    }
+}
+
+/// What the program writes gets past the bars through this: the live area is erased,
+/// the program's output written, and the area drawn again below it.
+#[derive(Clone)]
+pub(crate) struct Console {
+    painter: Arc<Mutex<Painter>>,
+}
+
+impl Console {
+    /// Prints `line` above the bars.
+    pub(crate) fn println(&self, line: &str) -> io::Result<()> {
+        lock(&self.painter).print_above(line)
+    }
+
+    /// Erases the bars, runs `f`, and draws them again: nothing is drawn meanwhile.
+    pub(crate) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        {
+            let mut painter = lock(&self.painter);
+            let _ = painter.erase();
+            painter.suspended += 1;
+        }
+        /// Gives the screen back when `f` returns or unwinds.
+        struct Resume<'a>(&'a Console);
+        impl Drop for Resume<'_> {
+            fn drop(&mut self) {
+                let mut painter = lock(&self.0.painter);
+                painter.suspended -= 1;
+                let now = painter.clock();
+                let _ = painter.draw(now);
+            }
+        }
+        let _resume = Resume(self);
+        f()
+    }
+}
+
+impl Painter {
     fn see(&mut self, t: Timestamp) {
         self.now = Some(self.now.map_or(t, |now| now.max(t)));
+    }
+
+    /// The time for a draw the program asked for: the wall clock, never before what
+    /// the events said.
+    fn clock(&mut self) -> Timestamp {
+        self.see(now_ts());
+        self.now.unwrap_or_else(now_ts)
     }
 
     /// Whether the live area may be redrawn at `now`.
@@ -105,24 +216,76 @@ impl TerminalSink {
         })
     }
 
+    /// The screen's rows and columns; `None` when it cannot redraw.
+    fn size(&self) -> Option<(usize, usize)> {
+        match &self.screen {
+            Screen::Stderr(term) => {
+                let (rows, cols) = term.size();
+                Some((usize::from(rows), usize::from(cols)))
+            }
+            #[cfg(test)]
+            Screen::Fixed { rows, cols } => Some((*rows, *cols)),
+            Screen::Lines => None,
+        }
+    }
+
+    /// The bytes that take the cursor back to the start of the live area and clear
+    /// from there down.
+    fn erase_sequence(&self) -> String {
+        let mut buf = String::new();
+        if !self.shown.is_empty() {
+            buf.push('\r');
+            if self.shown.len() > 1 {
+                buf.push_str(&format!("\x1b[{}A", self.shown.len() - 1));
+            }
+            buf.push_str("\x1b[J");
+        }
+        buf
+    }
+
+    /// Erases the live area, leaving the cursor where it began.
+    fn erase(&mut self) -> io::Result<()> {
+        if self.shown.is_empty() {
+            return Ok(());
+        }
+        let buf = self.erase_sequence();
+        self.shown.clear();
+        self.write(&buf)
+    }
+
+    /// Prints the program's `line` above the bars, after the messages waiting, and
+    /// draws the area again at once.
+    fn print_above(&mut self, line: &str) -> io::Result<()> {
+        let Some(_) = self.size() else {
+            let mut buf = self.pending.drain(..).collect::<Vec<_>>().join("\n");
+            if !buf.is_empty() {
+                buf.push('\n');
+            }
+            buf.push_str(line);
+            buf.push('\n');
+            return self.write(&buf);
+        };
+        if self.suspended > 0 {
+            return self.write(&format!("{}\r\n", line.replace('\n', "\r\n")));
+        }
+        self.pending.push(line.to_owned());
+        let now = self.clock();
+        self.draw(now)
+    }
+
     /// Prints the pending messages and redraws the live area as of `now`, if either
     /// has something new.
     fn draw(&mut self, now: Timestamp) -> io::Result<()> {
-        let (rows, cols) = match &self.screen {
-            Screen::Stderr(term) => {
-                let (rows, cols) = term.size();
-                (usize::from(rows), usize::from(cols))
+        if self.suspended > 0 {
+            return Ok(());
+        }
+        let Some((rows, cols)) = self.size() else {
+            if self.pending.is_empty() {
+                return Ok(());
             }
-            #[cfg(test)]
-            Screen::Fixed { rows, cols } => (*rows, *cols),
-            Screen::Lines => {
-                if self.pending.is_empty() {
-                    return Ok(());
-                }
-                let mut buf = self.pending.drain(..).collect::<Vec<_>>().join("\n");
-                buf.push('\n');
-                return self.write(&buf);
-            }
+            let mut buf = self.pending.drain(..).collect::<Vec<_>>().join("\n");
+            buf.push('\n');
+            return self.write(&buf);
         };
         let frame = render::Frame {
             width: cols,
@@ -135,15 +298,8 @@ impl TerminalSink {
         if self.pending.is_empty() && lines == self.shown {
             return Ok(());
         }
-        let mut buf = String::new();
-        if !self.shown.is_empty() {
-            // Back to the start of the area, and clear from there down.
-            buf.push('\r');
-            if self.shown.len() > 1 {
-                buf.push_str(&format!("\x1b[{}A", self.shown.len() - 1));
-            }
-            buf.push_str("\x1b[J");
-        }
+        // Back to the start of the area, and clear from there down.
+        let mut buf = self.erase_sequence();
         // `\r\n`, not `\n`: a terminal in raw mode (the program may use one) does not
         // turn a bare newline into a return to the first column.
         // Messages are cut to the width like the bars (SPEC: never wrapped); their
@@ -165,10 +321,8 @@ impl TerminalSink {
         self.out.write_all(buf.as_bytes())?;
         self.out.flush()
     }
-}
 
-impl Sink for TerminalSink {
-    fn event(&mut self, event: &Event, state: &RunState) -> io::Result<()> {
+    fn event(&mut self, event: &Event, state: &RunState) {
         self.see(event.ts);
         // With several runs on screen, a message says whose it is.
         let shared = self.runs.iter().any(|run| run.id != state.id);
@@ -180,7 +334,7 @@ impl Sink for TerminalSink {
             EventBody::RunFinished(_) => {
                 self.runs.retain(|run| run.id != state.id);
                 self.pending.extend(render::summary(state, self.color));
-                return Ok(());
+                return;
             }
             EventBody::RunStarted(_) if lines_only => {
                 self.pending.push(render::started(state, self.color));
@@ -196,6 +350,12 @@ impl Sink for TerminalSink {
             Some(run) => run.clone_from(state),
             None => self.runs.push(state.clone()),
         }
+    }
+}
+
+impl Sink for TerminalSink {
+    fn event(&mut self, event: &Event, state: &RunState) -> io::Result<()> {
+        lock(&self.painter).event(event, state);
         Ok(())
     }
 
@@ -204,18 +364,20 @@ impl Sink for TerminalSink {
     }
 
     fn refresh(&mut self, now: Timestamp) -> io::Result<()> {
-        self.see(now);
-        if self.pending.is_empty() && !self.due(now) {
+        let mut painter = lock(&self.painter);
+        painter.see(now);
+        if painter.pending.is_empty() && !painter.due(now) {
             return Ok(());
         }
-        self.draw(now)
+        painter.draw(now)
     }
 
     /// Called after each batch of events: prints its messages now, without waiting for
     /// the next redraw, so an error is seen the moment it is reported.
     fn flush(&mut self) -> io::Result<()> {
-        match self.now {
-            Some(now) if !self.pending.is_empty() => self.draw(now),
+        let mut painter = lock(&self.painter);
+        match painter.now {
+            Some(now) if !painter.pending.is_empty() => painter.draw(now),
             _ => Ok(()),
         }
     }
@@ -223,11 +385,12 @@ impl Sink for TerminalSink {
     /// Draws a last time and leaves the bars of runs still open on screen, where they
     /// show how far those runs got.
     fn close(&mut self) -> io::Result<()> {
-        if let Some(now) = self.now {
-            self.draw(now)?;
+        let mut painter = lock(&self.painter);
+        if let Some(now) = painter.now {
+            painter.draw(now)?;
         }
-        if !std::mem::take(&mut self.shown).is_empty() {
-            self.write("\r\n")?;
+        if !std::mem::take(&mut painter.shown).is_empty() {
+            painter.write("\r\n")?;
         }
         Ok(())
     }

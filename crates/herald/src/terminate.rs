@@ -134,7 +134,7 @@ fn finish_everything(signal: &str) -> Vec<Arc<Shared>> {
         .filter_map(|(_, shared)| shared.upgrade())
         .collect();
     // One reporter may have opted in twice.
-    reporters.sort_by_key(|shared| Arc::as_ptr(shared));
+    reporters.sort_by_key(Arc::as_ptr);
     reporters.dedup_by(|a, b| Arc::ptr_eq(a, b));
     std::thread::scope(|scope| {
         for shared in &reporters {

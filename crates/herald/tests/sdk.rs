@@ -9,6 +9,8 @@ mod handles;
 mod hub;
 #[path = "sdk/jsonl.rs"]
 mod jsonl;
+#[path = "sdk/pty.rs"]
+mod pty;
 #[path = "sdk/queue.rs"]
 mod queue;
 #[path = "sdk/terminal.rs"]

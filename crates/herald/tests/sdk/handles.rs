@@ -119,7 +119,13 @@ fn a_panic_reports_failed_with_the_reason() {
         })
         .unwrap();
     assert_eq!(item.status, StepOutcome::Failed);
-    assert_eq!(item.error.as_deref(), Some("item panicked"));
+    // The panic's own words, where it happened, as the default hook prints them.
+    let error = item.error.unwrap();
+    assert!(
+        error.starts_with("item panicked at crates/herald/tests/sdk/handles.rs:")
+            && error.ends_with(": boom"),
+        "{error}"
+    );
     let stage = only_state(&sink).stages.remove(0);
     assert_eq!(stage.status, StageStatus::Failed);
 }

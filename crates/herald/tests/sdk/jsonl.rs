@@ -118,3 +118,83 @@ fn a_hub_url_without_its_scheme_is_a_clear_error_before_any_work() {
         );
     }
 }
+
+/// Set in the child processes of the tests below.
+const CHILD: &str = "HERALD_JSONL_TEST_CHILD";
+
+/// A loopback URL where nothing listens: connections are refused at once.
+fn refusing_hub() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+#[test]
+fn herald_s_own_warnings_are_log_events_in_a_json_stream() {
+    const NAME: &str = "jsonl::herald_s_own_warnings_are_log_events_in_a_json_stream";
+    if std::env::var_os(CHILD).is_some() {
+        let progress = Progress::from_env().unwrap();
+        let run = progress.run("unreported");
+        run.info("working");
+        // Until the parent has seen the hub sink's warning.
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line).unwrap();
+        run.finish();
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("HERALD_PROGRESS", "json")
+        .env("HERALD_URL", refusing_hub())
+        .env_remove("HERALD_PROGRESS_FILE")
+        .env_remove("HERALD_PROGRESS_FD")
+        .env_remove("HERALD_TOKEN")
+        .env_remove("HERALD_RUN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stderr) {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let warned = |line: &str| line.contains("cannot report to the hub");
+    while !lines.iter().any(|l: &String| warned(l)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("no warning within 20 s:\n{}", lines.join("\n")),
+        }
+    }
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    lines.extend(rx.iter());
+    // Only JSON on the JSON stream; the warning is one of its events.
+    let events: Vec<_> = lines
+        .iter()
+        .map(|l| parse_event(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
+        .collect();
+    let warning = events
+        .iter()
+        .find_map(|e| match &e.body {
+            herald::protocol::EventBody::Log(log) if warned(&log.message) => Some(log),
+            _ => None,
+        })
+        .expect("the warning as a log event");
+    assert_eq!(warning.level, herald::protocol::LogLevel::Warn);
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+}
