@@ -13,10 +13,13 @@
 //! atomic add on the caller's thread.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -112,6 +115,68 @@ impl Msg {
             Msg::Event(_, draft) => draft.body.is_milestone(),
             _ => true,
         }
+    }
+}
+
+/// A future that resolves when the events reported before it was made have reached
+/// the sinks, or at the flush deadline (5 s; for a hub, `HubOptions::flush_deadline`),
+/// whichever comes first. It needs no particular async runtime: the wait happens on a
+/// thread of the SDK's own. Returned by [`Run::finish_async`](crate::Run::finish_async)
+/// and its siblings, and by [`Progress::flush_async`](crate::Progress::flush_async).
+///
+/// Dropping it does not undo anything: the run is finished either way.
+#[must_use = "a future does nothing unless awaited; the run is finished either way"]
+pub struct Flushed {
+    state: Arc<FlushedState>,
+}
+
+#[derive(Default)]
+struct FlushedState {
+    done: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl FlushedState {
+    fn complete(&self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(waker) = lock(&self.waker).take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Flushed {
+    /// A future already resolved: nothing was waiting to be delivered.
+    pub(crate) fn ready() -> Flushed {
+        let state = Arc::new(FlushedState::default());
+        state.complete();
+        Flushed { state }
+    }
+}
+
+impl Future for Flushed {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut waker = lock(&self.state.waker);
+        // Checked again under the lock that `complete` takes, so that a completion
+        // between the first check and the registration cannot be missed.
+        if self.state.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl std::fmt::Debug for Flushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flushed")
+            .field("done", &self.state.done.load(Ordering::Acquire))
+            .finish()
     }
 }
 
@@ -297,6 +362,30 @@ impl Shared {
         // full of milestones; then the deadline below bounds the wait.
         self.push(Msg::Flush(tx));
         let _ = rx.recv_timeout(self.flush_deadline);
+    }
+
+    /// [`Shared::flush`] as a future: the wait happens on a thread of its own, so
+    /// that an async runtime's thread is never held.
+    pub(crate) fn flush_async(&self) -> Flushed {
+        let state = Arc::new(FlushedState::default());
+        if !self.enabled {
+            state.complete();
+            return Flushed { state };
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.push(Msg::Flush(tx));
+        let deadline = self.flush_deadline;
+        let waiter = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("herald-flush".into())
+            .spawn(move || {
+                let _ = rx.recv_timeout(deadline);
+                waiter.complete();
+            });
+        if spawned.is_err() {
+            state.complete();
+        }
+        Flushed { state }
     }
 
     pub(crate) fn stats(&self) -> Stats {

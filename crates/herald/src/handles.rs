@@ -19,7 +19,7 @@ use herald_protocol::{
 };
 use serde_json::{Map, Value};
 
-use crate::dispatch::{Counter, Msg, Shared, lock, now_ts};
+use crate::dispatch::{Counter, Flushed, Msg, Shared, lock, now_ts};
 use crate::signals::{CancelState, Cancellation};
 
 /// A duration in seconds, to the microsecond: the precision of the protocol's times.
@@ -69,6 +69,19 @@ impl RunInner {
     fn finish(&self, status: RunOutcome, result: Option<Value>, error: Option<String>) {
         if self.end(status, result, error) {
             self.shared.flush();
+        }
+    }
+
+    fn finish_async(
+        &self,
+        status: RunOutcome,
+        result: Option<Value>,
+        error: Option<String>,
+    ) -> Flushed {
+        if self.end(status, result, error) {
+            self.shared.flush_async()
+        } else {
+            Flushed::ready()
         }
     }
 
@@ -355,28 +368,67 @@ impl Run {
         self.inner.emit(body);
     }
 
-    /// Finishes the run as `succeeded`, and waits (up to the flush deadline) until the
-    /// sinks have it.
+    /// Finishes the run as `succeeded`, and waits until the sinks have it: a bounded
+    /// flush, at most the flush deadline (5 s; for a hub, `HubOptions::flush_deadline`),
+    /// and no wait at all for a hub that could not be reached since the program
+    /// started (its events are counted as undelivered in [`Progress::stats`]
+    /// instead). From async code, use [`Run::finish_async`], which holds no thread of
+    /// the runtime.
+    ///
+    /// [`Progress::stats`]: crate::Progress::stats
     pub fn finish(self) {
         self.inner.finish(RunOutcome::Succeeded, None, None);
     }
 
-    /// Finishes the run as `succeeded` with a result.
+    /// Finishes the run as `succeeded` with a result; waits as [`Run::finish`] does.
     pub fn finish_with<T: serde::Serialize + ?Sized>(self, result: &T) {
         let result = serde_json::to_value(result).ok();
         self.inner.finish(RunOutcome::Succeeded, result, None);
     }
 
-    /// Finishes the run as `failed`.
+    /// Finishes the run as `failed`; waits as [`Run::finish`] does.
     pub fn fail(self, error: impl fmt::Display) {
         self.inner
             .finish(RunOutcome::Failed, None, Some(error.to_string()));
     }
 
-    /// Finishes the run as `cancelled`.
+    /// Finishes the run as `cancelled`; waits as [`Run::finish`] does.
     pub fn cancelled(self, reason: Option<&str>) {
         self.inner
             .finish(RunOutcome::Cancelled, None, reason.map(str::to_owned));
+    }
+
+    /// [`Run::finish`] for async code: the run is finished at once, and the future
+    /// resolves when the sinks have it (within the same bounded flush), without ever
+    /// holding the runtime's thread.
+    ///
+    /// ```no_run
+    /// # async fn job(progress: herald::Progress) {
+    /// let run = progress.run("agent");
+    /// // ... the work, awaiting as it likes ...
+    /// run.finish_async().await;
+    /// # }
+    /// ```
+    pub fn finish_async(self) -> Flushed {
+        self.inner.finish_async(RunOutcome::Succeeded, None, None)
+    }
+
+    /// [`Run::finish_with`] for async code, as [`Run::finish_async`].
+    pub fn finish_with_async<T: serde::Serialize + ?Sized>(self, result: &T) -> Flushed {
+        let result = serde_json::to_value(result).ok();
+        self.inner.finish_async(RunOutcome::Succeeded, result, None)
+    }
+
+    /// [`Run::fail`] for async code, as [`Run::finish_async`].
+    pub fn fail_async(self, error: impl fmt::Display) -> Flushed {
+        self.inner
+            .finish_async(RunOutcome::Failed, None, Some(error.to_string()))
+    }
+
+    /// [`Run::cancelled`] for async code, as [`Run::finish_async`].
+    pub fn cancelled_async(self, reason: Option<&str>) -> Flushed {
+        self.inner
+            .finish_async(RunOutcome::Cancelled, None, reason.map(str::to_owned))
     }
 
     fn next_call_id(&self, kind: &str) -> String {

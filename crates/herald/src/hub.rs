@@ -111,6 +111,10 @@ struct OutboxState {
     abandon: bool,
     /// Earliest time of the next attempt, while the hub is failing.
     retry_at: Option<Instant>,
+    /// The hub has answered a request (whatever it said).
+    reached: bool,
+    /// Requests that got no answer at all (no connection, no reply).
+    unanswered: u64,
     /// Events per request; halved when the hub says a batch is too large.
     batch: usize,
 }
@@ -131,8 +135,8 @@ pub(crate) struct HubSink {
     session: String,
     flush_deadline: Duration,
     sender: Option<JoinHandle<()>>,
-    /// A run's finish waited out the whole deadline: the hub is away, and closing
-    /// should not wait a second time.
+    /// A run's finish waited out the whole deadline, or did not wait at all for a hub
+    /// never reached: the hub is away, and closing should not wait (again).
     unreachable: bool,
 }
 
@@ -174,7 +178,10 @@ impl HubSink {
         }
     }
 
-    /// Waits until no queue that is finishing a run holds events, or the deadline.
+    /// Waits until no queue that is finishing a run holds events, or the deadline; not
+    /// at all while the hub has never been reached and a request already went
+    /// unanswered: a hub that was down all along is not waited for, and the events are
+    /// counted as undelivered when the sink closes.
     fn wait_for_finishing(&mut self) {
         let deadline = Instant::now() + self.flush_deadline;
         let mut state = lock(&self.outbox.state);
@@ -184,6 +191,10 @@ impl HubSink {
             .any(|r| r.finishing && !r.events.is_empty())
             && !state.abandon
         {
+            if !state.reached && state.unanswered > 0 {
+                self.unreachable = true;
+                return;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.unreachable = true;
@@ -315,15 +326,16 @@ impl Sink for HubSink {
     }
 
     fn close(&mut self) -> io::Result<()> {
-        lock(&self.outbox.state).closing = true;
+        let mut state = lock(&self.outbox.state);
+        state.closing = true;
         self.outbox.work.notify_one();
-        let wait = if self.unreachable {
+        let never_reached = !state.reached && state.unanswered > 0;
+        let wait = if self.unreachable || never_reached {
             Duration::ZERO
         } else {
             self.flush_deadline
         };
         let deadline = Instant::now() + wait;
-        let mut state = lock(&self.outbox.state);
         while state.queued > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -338,6 +350,16 @@ impl Sink for HubSink {
                 .0;
         }
         let abandoned = state.abandon;
+        if abandoned {
+            // Left behind: as lost as events refused, and counted with them.
+            let counts = (state.queued - state.ticks, state.ticks);
+            self.signals
+                .hub_dropped_milestones
+                .fetch_add(counts.0 as u64, Ordering::Relaxed);
+            self.signals
+                .hub_dropped_ticks
+                .fetch_add(counts.1 as u64, Ordering::Relaxed);
+        }
         drop(state);
         self.outbox.work.notify_one();
         if let Some(sender) = self.sender.take() {
@@ -608,6 +630,9 @@ impl Sender {
             }
         };
         lock(&self.outbox.state).retry_at = Some(Instant::now() + wait);
+        // A finish waiting for the hub looks again: it does not wait for one never
+        // reached.
+        self.outbox.drained.notify_all();
     }
 
     /// Shows a warning once per sink, where the program's progress goes (above the
@@ -631,8 +656,12 @@ impl Sender {
         }
         let mut response = match request.send(body) {
             Ok(response) => response,
-            Err(e) => return Reply::Retry(e.to_string(), None),
+            Err(e) => {
+                lock(&self.outbox.state).unanswered += 1;
+                return Reply::Retry(e.to_string(), None);
+            }
         };
+        lock(&self.outbox.state).reached = true;
         let status = response.status().as_u16();
         // Seconds, as the hub sends it; an HTTP date is left to the backoff.
         let retry_after = response
@@ -748,5 +777,33 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "close waited the deadline again"
         );
+    }
+
+    #[test]
+    fn a_hub_never_reached_is_not_waited_for_and_what_it_missed_is_counted() {
+        let signals = Arc::new(Signals::default());
+        let mut options = HubOptions::new("http://127.0.0.1:1", None);
+        options.flush_deadline = Duration::from_secs(30);
+        let mut sink = HubSink::start(options, signals.clone());
+        let state = RunState::new(RunId::new("r").unwrap());
+        sink.event(&warn(1), &state).unwrap();
+        sink.event(&warn(2), &state).unwrap();
+        let finish = event(
+            3,
+            RunFinished {
+                status: RunOutcome::Succeeded,
+                result: None,
+                error: None,
+            },
+        );
+        let started = Instant::now();
+        sink.event(&finish, &state).unwrap();
+        sink.close().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited {:?} for a hub refusing every connection",
+            started.elapsed()
+        );
+        assert_eq!(signals.hub_dropped_milestones.load(Ordering::Relaxed), 3);
     }
 }

@@ -49,7 +49,7 @@ mod terminal;
 mod terminate;
 mod throttle;
 
-pub use dispatch::Stats;
+pub use dispatch::{Flushed, Stats};
 pub use handles::{
     HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run, RunOptions, Stage, Ticks, ToolCall,
 };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herald_protocol::RunId;
 
-use crate::dispatch::{Shared, Stats, Stderr, lock};
+use crate::dispatch::{Flushed, Shared, Stats, Stderr, lock};
 use crate::handles::{Run, RunOptions};
 use crate::hub::{HubOptions, HubSink};
 use crate::jsonl::JsonLines;
@@ -353,6 +353,13 @@ impl Progress {
     /// Waits (up to a deadline) until every event reported so far has reached the sinks.
     pub fn flush(&self) {
         self.shared.flush();
+    }
+
+    /// [`Progress::flush`] for async code: a future that resolves when every event
+    /// reported so far has reached the sinks, or at the deadline, and never holds the
+    /// runtime's thread meanwhile.
+    pub fn flush_async(&self) -> Flushed {
+        self.shared.flush_async()
     }
 
     /// Prints `line` on stderr without tearing the bars: above them, which are drawn

@@ -491,3 +491,93 @@ async fn the_sdk_reports_and_awaits_a_cancel_inside_a_multi_thread_runtime() {
         .await
         .expect("the task ran to its end");
 }
+
+/// The latest a timer task of the runtime was woken while `work` ran, against when it
+/// should have been: what a program's other tasks pay for the SDK.
+async fn timer_lateness_during<F: std::future::Future>(work: F) -> (F::Output, Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut interval = tokio::time::interval(Duration::from_millis(10));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(Ordering::SeqCst) {
+                let at = interval.tick().await;
+                worst = worst.max(tokio::time::Instant::now() - at);
+            }
+            worst
+        })
+    };
+    // The ticker runs before the work starts.
+    tokio::task::yield_now().await;
+    let out = work.await;
+    stop.store(true, Ordering::SeqCst);
+    (out, ticker.await.expect("the ticker ran"))
+}
+
+/// Reports a little to `url` and finishes, as an async program does; the program's
+/// timer is never held up by more than 50 ms meanwhile.
+#[track_caller]
+fn check_timer_not_delayed_by_finish(url: String, finish_async: bool) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ((), worst) = runtime.block_on(timer_lateness_during(async move {
+        let progress = Progress::new([Target::hub(HubOptions::new(&url, None))]);
+        let run = progress.run("async-down");
+        let stage = run.stage("work").total(20);
+        for _ in stage.iter(0..20) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stage.finish();
+        if finish_async {
+            run.finish_async().await;
+        } else {
+            run.finish();
+        }
+        drop(progress);
+    }));
+    assert!(
+        worst < Duration::from_millis(50),
+        "the timer was held up {worst:?} (finish_async: {finish_async})"
+    );
+    worst
+}
+
+#[test]
+fn finishing_with_the_hub_down_never_holds_an_async_program_s_timer() {
+    // Down all along: nothing listens, and the finish does not wait at all.
+    let refusing = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        url
+    };
+    check_timer_not_delayed_by_finish(refusing.clone(), false);
+    check_timer_not_delayed_by_finish(refusing, true);
+}
+
+#[test]
+fn finish_async_waits_for_a_hanging_hub_without_holding_the_runtime() {
+    // A hub that takes connections and never answers: the finish waits out its
+    // deadline, on the SDK's thread, while the runtime's timers keep time.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(8) {
+            held.push(stream);
+        }
+        held
+    });
+    let start = Instant::now();
+    check_timer_not_delayed_by_finish(url, true);
+    drop(held);
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "it did wait for the hub, up to the deadline: {:?}",
+        start.elapsed()
+    );
+}

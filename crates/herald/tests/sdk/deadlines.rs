@@ -86,6 +86,30 @@ fn finishing_against_a_hub_that_never_answers_returns_at_the_flush_deadline() {
     );
 }
 
+/// A loopback URL where nothing listens: connections are refused at once.
+fn refusing_hub() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    drop(listener);
+    url
+}
+
+#[test]
+fn a_hub_unreachable_all_along_is_not_waited_for() {
+    let (progress, took) = finish_against(HubOptions::new(&refusing_hub(), None));
+    assert!(
+        took < Duration::from_secs(1),
+        "finish waited {took:?} for a hub it never reached"
+    );
+    let dropping = Instant::now();
+    drop(progress);
+    assert!(
+        dropping.elapsed() < Duration::from_secs(1),
+        "exiting waited {:?} for a hub it never reached",
+        dropping.elapsed()
+    );
+}
+
 #[test]
 fn a_shorter_flush_deadline_is_the_one_kept() {
     let mut options = HubOptions::new(&hanging_hub(), None);
