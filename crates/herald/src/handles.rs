@@ -615,6 +615,13 @@ impl Stage {
     /// Reports each element of `iter` as an item (ids `1`, `2`, ... in order): started
     /// when the loop takes it, succeeded when the loop takes the next one or ends.
     /// Leaving the loop early (`break`, `?`, a panic) reports the current item failed.
+    ///
+    /// To fail one element and go on, or to leave the loop with `?` and have the item
+    /// report the error itself, use [`Stage::try_iter`] or [`Stage::each`].
+    ///
+    /// Like every adapter here, it takes the stage's total from `iter` when `iter`
+    /// knows its length exactly (an `ExactSizeIterator`: a `Vec`, a slice, a range)
+    /// and no total was set.
     pub fn iter<I: IntoIterator>(&self, iter: I) -> Items<I::IntoIter> {
         self.iter_labeled(iter, |_| None)
     }
@@ -625,23 +632,106 @@ impl Stage {
         I: IntoIterator,
         F: FnMut(&I::Item) -> Option<String>,
     {
+        let iter = iter.into_iter();
+        self.total_from(&iter);
         self.inner.announce();
         Items {
             stage: self.clone(),
-            iter: iter.into_iter(),
+            iter,
             label,
             index: 0,
             current: None,
         }
     }
 
+    /// Reports each element of `iter` as an item (ids `1`, `2`, ... in order) and
+    /// yields it in an [`Attempt`], through which the loop's body says how the item
+    /// went: [`Attempt::check`] a `Result` (an `Err` fails the item with the error's
+    /// text, and is handed back for `?`), [`Attempt::fail`] or [`Attempt::skip`] it
+    /// and go on. An item the body says nothing about succeeds when the loop takes the
+    /// next one; one left by `break`, `?` or a panic fails, with the panic's message
+    /// if it was one.
+    ///
+    /// ```no_run
+    /// # fn download(url: &str) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// # fn main() -> Result<(), std::io::Error> {
+    /// # let run = herald::Progress::hidden().run("fetch");
+    /// let urls = ["https://a.example", "https://b.example"];
+    /// let fetch = run.stage("fetch");
+    /// for url in fetch.try_iter(urls) {
+    ///     // "connection reset by peer" is the item's error, then the loop's.
+    ///     let body = url.check(download(*url))?;
+    ///     if body.is_empty() {
+    ///         url.skip();
+    ///     }
+    /// }
+    /// fetch.finish();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_iter<I: IntoIterator>(&self, iter: I) -> Attempts<I::IntoIter> {
+        let iter = iter.into_iter();
+        self.total_from(&iter);
+        self.inner.announce();
+        Attempts {
+            stage: self.clone(),
+            iter,
+            index: 0,
+            current: None,
+        }
+    }
+
+    /// Calls `work` on each element of `iter`, reporting each as an item: an `Ok`
+    /// succeeds, an `Err` fails the item with the error's text (its `Display`) and the
+    /// loop goes on. Returns the errors, in order. A panic in `work` fails its item
+    /// with the panic's message and goes on unwinding.
+    ///
+    /// ```no_run
+    /// # fn classify(doc: &str) -> Result<(), String> { Ok(()) }
+    /// # let run = herald::Progress::hidden().run("triage");
+    /// let docs = ["a.pdf", "b.pdf"];
+    /// let errors = run.stage("classify").each(docs, |doc| classify(doc));
+    /// println!("{} of {} failed", errors.len(), docs.len());
+    /// ```
+    pub fn each<I, F, E>(&self, iter: I, mut work: F) -> Vec<E>
+    where
+        I: IntoIterator,
+        F: FnMut(I::Item) -> Result<(), E>,
+        E: fmt::Display,
+    {
+        let mut errors = Vec::new();
+        for attempt in self.try_iter(iter) {
+            let (value, slot) = (attempt.value, attempt.slot);
+            if let Err(e) = work(value) {
+                end_slot(&slot, StepOutcome::Failed, Some(e.to_string()));
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
     /// Counts each element of `iter` as one unit, without item events: the cheap
     /// adapter for large loops (indicatif's `wrap_iter`, tqdm's `tqdm(iterable)`).
     pub fn wrap_iter<I: IntoIterator>(&self, iter: I) -> Ticks<I::IntoIter> {
+        let iter = iter.into_iter();
+        self.total_from(&iter);
         self.inner.announce();
         Ticks {
             stage: self.clone(),
-            iter: iter.into_iter(),
+            iter,
+        }
+    }
+
+    /// Takes the total from `iter` when it knows its length exactly and the stage has
+    /// none yet.
+    fn total_from<I: Iterator>(&self, iter: &I) {
+        if self.inner.counter.total().is_some() {
+            return;
+        }
+        if let (lower, Some(upper)) = iter.size_hint() {
+            if lower == upper {
+                self.set_total(lower);
+            }
         }
     }
 
@@ -757,6 +847,98 @@ where
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.iter.size_hint()
+    }
+}
+
+/// The iterator of [`Stage::try_iter`]: yields each element in an [`Attempt`].
+pub struct Attempts<I: Iterator> {
+    stage: Stage,
+    iter: I,
+    index: u64,
+    /// The item in hand, shared with the [`Attempt`] the body holds; empty once the
+    /// body has finished it. Dropped with the iterator (the loop left early), an item
+    /// still in it reports `failed`.
+    current: Option<Arc<Mutex<Option<Item>>>>,
+}
+
+impl<I: Iterator> Iterator for Attempts<I> {
+    type Item = Attempt<I::Item>;
+
+    fn next(&mut self) -> Option<Attempt<I::Item>> {
+        if let Some(slot) = self.current.take() {
+            end_slot(&slot, StepOutcome::Succeeded, None);
+        }
+        let value = self.iter.next()?;
+        self.index += 1;
+        let slot = Arc::new(Mutex::new(Some(self.stage.item(self.index.to_string()))));
+        self.current = Some(slot.clone());
+        Some(Attempt { value, slot })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.iter.size_hint()
+    }
+}
+
+/// Finishes the item in `slot`, if it is still there.
+fn end_slot(slot: &Mutex<Option<Item>>, status: StepOutcome, error: Option<String>) {
+    if let Some(mut item) = lock(slot).take() {
+        item.end(status, error);
+    }
+}
+
+/// One element of [`Stage::try_iter`], and the item it is reported as: the element
+/// is reached through `*attempt`, the item's outcome set through the methods.
+pub struct Attempt<T> {
+    value: T,
+    slot: Arc<Mutex<Option<Item>>>,
+}
+
+impl<T> Attempt<T> {
+    /// Fails the item with the error of `res` (its `Display`) when it is an `Err`,
+    /// and hands `res` back, for `?`.
+    pub fn check<R, E: fmt::Display>(&self, res: Result<R, E>) -> Result<R, E> {
+        if let Err(e) = &res {
+            self.fail(e);
+        }
+        res
+    }
+
+    /// Finishes the item as `failed`, with `error`: shown at once.
+    pub fn fail(&self, error: impl fmt::Display) {
+        end_slot(&self.slot, StepOutcome::Failed, Some(error.to_string()));
+    }
+
+    /// Finishes the item as `skipped`.
+    pub fn skip(&self) {
+        end_slot(&self.slot, StepOutcome::Skipped, None);
+    }
+
+    /// The element, leaving the item to the loop (it succeeds when the loop moves on).
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T> std::ops::Deref for Attempt<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Attempt<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Attempt<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt")
+            .field("value", &self.value)
+            .finish_non_exhaustive()
     }
 }
 
@@ -921,6 +1103,7 @@ const _: () = {
     assert_send_sync::<Run>();
     assert_send_sync::<Stage>();
     assert_send_sync::<Item>();
+    assert_send_sync::<Attempt<u64>>();
     assert_send_sync::<ToolCall>();
     assert_send_sync::<LlmCall>();
 };

@@ -51,7 +51,8 @@ mod throttle;
 
 pub use dispatch::{Flushed, Stats};
 pub use handles::{
-    HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run, RunOptions, Stage, Ticks, ToolCall,
+    Attempt, Attempts, HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run, RunOptions, Stage,
+    Ticks, ToolCall,
 };
 pub use herald_protocol as protocol;
 pub use hub::HubOptions;

@@ -306,3 +306,186 @@ fn a_sink_with_a_keepalive_hears_from_a_silent_run() {
     assert_eq!(&beat.run, run.id());
     run.finish();
 }
+
+/// The `item.finished` events of `events`, as (item, status, error).
+fn item_outcomes(events: &[herald::protocol::Event]) -> Vec<(String, StepOutcome, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ItemFinished(f) => Some((f.item.clone(), f.status, f.error.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn try_iter_fails_one_item_with_its_error_and_goes_on() {
+    let (progress, sink) = recorder();
+    let run = progress.run("job");
+    let fetch = run.stage("fetch");
+    for url in fetch.try_iter(["a", "b", "c", "d"]) {
+        match *url {
+            "b" => {
+                let _ = url.check(Err::<(), _>("connection reset by peer"));
+            }
+            "c" => url.skip(),
+            _ => {}
+        }
+    }
+    fetch.finish();
+    run.finish();
+    drop(progress);
+    let outcomes = item_outcomes(&sink.events());
+    assert_eq!(
+        outcomes,
+        [
+            ("1".into(), StepOutcome::Succeeded, None),
+            (
+                "2".into(),
+                StepOutcome::Failed,
+                Some("connection reset by peer".into())
+            ),
+            ("3".into(), StepOutcome::Skipped, None),
+            ("4".into(), StepOutcome::Succeeded, None),
+        ]
+    );
+    let state = only_state(&sink);
+    assert_eq!(state.status, RunStatus::Succeeded);
+    assert_eq!(
+        state.stages[0].progress.total,
+        Some(4),
+        "from the array's length"
+    );
+}
+
+#[test]
+fn an_item_left_by_a_question_mark_reports_the_error_itself() {
+    fn fetch_all(run: &herald::Run) -> Result<(), std::io::Error> {
+        let fetch = run.stage("fetch");
+        for url in fetch.try_iter(["a", "b", "c"]) {
+            url.check(if *url == "b" {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by peer",
+                ))
+            } else {
+                Ok(())
+            })?;
+        }
+        fetch.finish();
+        Ok(())
+    }
+    let (progress, sink) = recorder();
+    let run = progress.run("job");
+    let res = fetch_all(&run);
+    assert!(res.is_err());
+    run.fail("fetching failed");
+    drop(progress);
+    let outcomes = item_outcomes(&sink.events());
+    assert_eq!(
+        outcomes,
+        [
+            ("1".into(), StepOutcome::Succeeded, None),
+            (
+                "2".into(),
+                StepOutcome::Failed,
+                Some("connection reset by peer".into())
+            ),
+        ],
+        "the real error, not `dropped without finishing`"
+    );
+}
+
+#[test]
+fn each_reports_every_error_by_its_display_and_goes_on() {
+    let (progress, sink) = recorder();
+    let run = progress.run("job");
+    let classify = run.stage("classify");
+    let errors = classify.each(1..=5, |n| {
+        if n % 2 == 0 {
+            Err(format!("document {n} is empty"))
+        } else {
+            Ok(())
+        }
+    });
+    classify.finish();
+    run.finish();
+    drop(progress);
+    assert_eq!(errors, ["document 2 is empty", "document 4 is empty"]);
+    let failed: Vec<_> = item_outcomes(&sink.events())
+        .into_iter()
+        .filter(|(_, status, _)| *status == StepOutcome::Failed)
+        .map(|(item, _, error)| (item, error.unwrap()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("2".to_owned(), "document 2 is empty".to_owned()),
+            ("4".to_owned(), "document 4 is empty".to_owned()),
+        ]
+    );
+    let state = only_state(&sink);
+    assert_eq!(state.items.succeeded, 3);
+    assert_eq!(state.stages[0].progress.total, Some(5));
+}
+
+#[test]
+fn an_item_left_by_a_panic_in_each_reports_the_panic_s_message() {
+    let (progress, sink) = recorder();
+    let run = progress.run("job");
+    let stage = run.stage("work");
+    let worker = std::thread::spawn(move || {
+        stage.each([1, 2], |n| -> Result<(), String> {
+            let empty: Vec<u32> = Vec::new();
+            let _ = empty[n];
+            Ok(())
+        });
+    });
+    assert!(worker.join().is_err());
+    run.finish();
+    drop(progress);
+    let outcomes = item_outcomes(&sink.events());
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let error = outcomes[0].2.as_deref().unwrap();
+    assert!(
+        error.contains("index out of bounds: the len is 0 but the index is 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn adapters_take_the_total_from_an_exact_size_iterator_and_only_then() {
+    let (progress, sink) = recorder();
+    let run = progress.run("job");
+    let exact = run.stage("exact");
+    for _ in exact.iter(vec!["a", "b", "c"]) {}
+    exact.finish();
+    let ticks = run.stage("ticks");
+    for _ in ticks.wrap_iter(0..10) {}
+    ticks.finish();
+    let unknown = run.stage("unknown");
+    for _ in unknown.iter((0..10).filter(|n| n % 3 == 0)) {}
+    unknown.finish();
+    let given = run.stage("given").total(7);
+    for _ in given.iter(0..3) {}
+    given.finish();
+    run.finish();
+    drop(progress);
+    let totals: Vec<(String, Option<u64>)> = sink
+        .events()
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::StageStarted(s) => Some((s.stage.clone(), s.total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        totals,
+        [
+            ("exact".to_owned(), Some(3)),
+            ("ticks".to_owned(), Some(10)),
+            ("unknown".to_owned(), None),
+            ("given".to_owned(), Some(7)),
+        ]
+    );
+}
