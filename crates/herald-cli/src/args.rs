@@ -11,36 +11,27 @@ use herald_protocol::{RunId, TypeFilter};
 #[derive(Debug, Parser)]
 #[command(name = "herald", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Progress output, shared by every command.
-    #[command(flatten)]
-    pub progress: ProgressArgs,
-
     /// The command.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Where progress goes (SPEC section 6). Each flag falls back to its environment
-/// variable.
+/// Where progress goes (SPEC section 6), for the commands that report progress of
+/// their own (`demo`); the others have no such flags to show in their `--help`. Each
+/// flag falls back to its environment variable.
 #[derive(Debug, Args)]
 pub struct ProgressArgs {
     /// Progress on stderr: bars on a terminal and JSON Lines otherwise (auto), or as
     /// chosen.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "HERALD_PROGRESS",
-        value_name = "MODE"
-    )]
+    #[arg(long, value_enum, env = "HERALD_PROGRESS", value_name = "MODE")]
     pub progress: Option<ProgressModeArg>,
 
     /// Also write progress as JSON Lines to this file (appended).
-    #[arg(long, global = true, env = "HERALD_PROGRESS_FILE", value_name = "PATH")]
+    #[arg(long, env = "HERALD_PROGRESS_FILE", value_name = "PATH")]
     pub progress_file: Option<PathBuf>,
 
     /// Also write progress as JSON Lines to this inherited file descriptor.
-    #[arg(long, global = true, env = "HERALD_PROGRESS_FD", value_name = "N")]
+    #[arg(long, env = "HERALD_PROGRESS_FD", value_name = "N")]
     pub progress_fd: Option<u32>,
 }
 
@@ -435,6 +426,10 @@ pub struct DemoArgs {
     /// platform's data directory).
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Where the job's progress goes.
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
 fn parse_speed(s: &str) -> Result<f64, String> {

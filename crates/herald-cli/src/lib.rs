@@ -43,7 +43,7 @@ pub const EXIT_USAGE: u8 = 2;
 /// Runs the command `cli` describes and maps its outcome to an exit code.
 pub fn main(cli: Cli) -> ExitCode {
     let res = match cli.command {
-        Command::Demo(args) => demo::run(&cli.progress, &args),
+        Command::Demo(args) => demo::run(&args.progress, &args),
         Command::Serve(args) => serve::run(&args),
         Command::Watch(args) => commands::watch::run(&args),
         Command::Ls(args) => commands::ls::run(&args),

@@ -189,6 +189,9 @@ pub struct StageStarted {
     /// Items expected, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
+    /// What a unit is ("docs", "B"), when the stage says so from the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// `stage.finished`: a stage ended.
@@ -230,6 +233,10 @@ pub struct Progress {
     pub eta_s: Option<f64>,
     /// Seconds since the stage (or run) started.
     pub elapsed_s: f64,
+    /// What the stage is doing now, for people ("downloading foo.tar.gz"); an empty
+    /// string clears it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `item.started`: one unit of work begins.

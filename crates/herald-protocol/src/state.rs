@@ -143,6 +143,9 @@ pub struct Counter {
     /// When `done` last changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
+    /// What the counter's work is doing now, from the latest `progress` that said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// The count reported by `progress` events; `done` is the larger of it and the
     /// items finished, so that either way of reporting moves the bar.
     #[serde(skip)]
@@ -465,9 +468,11 @@ pub struct RunState {
     pub llm: LlmState,
     /// The agent loop.
     pub agent: AgentState,
-    /// The tail of the streamed text (at most [`MAX_TEXT_BYTES`]).
+    /// The tail of the streamed text (at most [`MAX_TEXT_BYTES`]); each model call's
+    /// text begins on a line of its own.
     pub text: String,
-    /// Bytes of text streamed in all, of which `text` is the tail.
+    /// Bytes of text in all (streamed, and the line breaks between model calls), of
+    /// which `text` is the tail.
     pub text_bytes: u64,
     /// The latest error.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -632,6 +637,9 @@ impl RunState {
                 stage.status = StageStatus::Running;
                 stage.finished_at = None;
                 stage.progress.set_total(b.total);
+                if b.unit.is_some() {
+                    stage.progress.unit = b.unit.clone();
+                }
                 // Counting starts at zero when the stage starts, so that two finished
                 // units are enough for a first estimate.
                 if stage.progress.updated_at.is_none() {
@@ -644,13 +652,10 @@ impl RunState {
                 stage.finished_at = Some(ts);
                 stage.elapsed_s = b.elapsed_s;
                 stage.error = b.error.clone();
-                if b.status == StepOutcome::Succeeded {
-                    if let Some(total) = stage.progress.total {
-                        let origin = stage.started_at;
-                        stage
-                            .progress
-                            .observe(ts, origin, stage.progress.done.max(total));
-                    }
+                // A stage that succeeded is complete, whatever it counted against its
+                // total (an estimate): its count stays what it was.
+                if b.status == StepOutcome::Succeeded && stage.progress.total.is_some() {
+                    stage.progress.percent = Some(100.0);
                 }
                 stage.progress.eta_s = None;
                 if b.status == StepOutcome::Failed {
@@ -696,6 +701,9 @@ impl RunState {
                 // A producer that knows only how far along it is, not of how much.
                 if counter.total.is_none() && b.percent.is_some() {
                     counter.percent = b.percent;
+                }
+                if let Some(message) = &b.message {
+                    counter.message = Some(message.clone()).filter(|m| !m.is_empty());
                 }
             }
             EventBody::ItemStarted(b) => {
@@ -779,6 +787,13 @@ impl RunState {
             }
             EventBody::AgentSystemMessage(_) => {}
             EventBody::LlmRequest(b) => {
+                // Each call's text starts on a line of its own: the texts of two calls
+                // are two texts, not one.
+                if !self.text.is_empty() && !self.text.ends_with('\n') {
+                    self.text.push('\n');
+                    self.text_bytes += 1;
+                    keep_tail(&mut self.text, MAX_TEXT_BYTES);
+                }
                 self.llm.calls += 1;
                 if b.model.is_some() {
                     self.llm.model = b.model.clone();
@@ -826,12 +841,19 @@ impl RunState {
                     .find(|t| t.call_id == b.call_id)
                 {
                     Some(call) => {
-                        call.status = ToolCallStatus::Running;
-                        call.started_at = ts;
+                        // Started after being selected; or started again while it
+                        // runs, which updates its feedback ("Searching page 2 of 5")
+                        // and leaves its start time alone.
+                        if call.status != ToolCallStatus::Running {
+                            call.status = ToolCallStatus::Running;
+                            call.started_at = ts;
+                        }
                         if b.input.is_some() {
                             call.input = b.input.as_ref().map(preview);
                         }
-                        call.feedback = b.feedback.clone();
+                        if b.feedback.is_some() {
+                            call.feedback = b.feedback.clone();
+                        }
                     }
                     None => {
                         self.tools.in_flight.push(ToolCall {

@@ -51,6 +51,26 @@ pub(crate) fn now_ts() -> Timestamp {
     Timestamp::from_unix_micros(micros)
 }
 
+/// Seconds as events carry them: to the millisecond (protocol.md, "Numbers").
+pub(crate) fn round_seconds(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+/// A percentage as events carry it: to a tenth of a point.
+fn round_percent(p: f64) -> f64 {
+    (p * 10.0).round() / 10.0
+}
+
+/// A rate as events carry it: to four significant digits, which keeps a slow rate
+/// (one item an hour is 0.0002778/s) as readable as a fast one.
+fn round_rate(r: f64) -> f64 {
+    if r == 0.0 || !r.is_finite() {
+        return r;
+    }
+    let scale = 10f64.powi(3 - r.abs().log10().floor() as i32);
+    (r * scale).round() / scale
+}
+
 /// A stage's counter, shared between its handles (which bump it) and the background
 /// loop (which samples it).
 #[derive(Debug)]
@@ -63,6 +83,9 @@ pub(crate) struct Counter {
     pub(crate) announced: AtomicBool,
     total: AtomicU64,
     pub(crate) unit: OnceLock<String>,
+    /// What the stage is doing now ([`Stage::set_message`](crate::Stage::set_message)),
+    /// sent with every `progress` while set.
+    pub(crate) message: Mutex<Option<String>>,
     /// When the stage started, for `elapsed_s`.
     pub(crate) started_at: OnceLock<Timestamp>,
 }
@@ -76,6 +99,7 @@ impl Counter {
             announced: AtomicBool::new(false),
             total: AtomicU64::new(NO_TOTAL),
             unit: OnceLock::new(),
+            message: Mutex::new(None),
             started_at: OnceLock::new(),
         }
     }
@@ -451,6 +475,10 @@ struct Worker {
     interval: Duration,
     sink_errors: Arc<AtomicU64>,
     notices: Notices,
+    /// The latest `ts` sent: events are stamped when they happen, on many threads,
+    /// and samples when they are taken, so a later event may carry an earlier time;
+    /// it is raised to this, and every stream reads in time order.
+    last_ts: Option<Timestamp>,
 }
 
 /// Where herald's own warnings go.
@@ -480,7 +508,15 @@ impl Worker {
                 console: None,
                 stderr: Stderr::Free,
             },
+            last_ts: None,
         }
+    }
+
+    /// `ts`, or the latest time already sent if that is later.
+    fn in_order(&mut self, ts: Timestamp) -> Timestamp {
+        let ts = self.last_ts.map_or(ts, |last| last.max(ts));
+        self.last_ts = Some(ts);
+        ts
     }
 
     /// Shows herald's own warnings: to a run's sinks as a `log` event at `warn` while
@@ -529,7 +565,7 @@ impl Worker {
                 self.handle(msg);
             }
             self.notices();
-            self.sample(Instant::now(), None);
+            self.sample(Instant::now(), None, None);
             self.keepalive(Instant::now());
             let now = now_ts();
             self.each_sink(|sink| {
@@ -552,12 +588,12 @@ impl Worker {
             }
             Msg::Heartbeat(run, every) => self.ctx(&run).heartbeat = every,
             Msg::Flush(done) => {
-                self.sample(Instant::now(), None);
+                self.sample(Instant::now(), None, None);
                 self.each_sink(|sink| sink.flush());
                 let _ = done.try_send(());
             }
             Msg::Shutdown(done) => {
-                self.sample(Instant::now(), None);
+                self.sample(Instant::now(), None, None);
                 self.each_sink(|sink| sink.close());
                 for slot in &mut self.slots {
                     slot.alive = false;
@@ -583,11 +619,12 @@ impl Worker {
         let now = Instant::now();
         // A stage's (or the run's) last count goes out before it finishes.
         match &draft.body {
+            // Its last count is the count as of its finish, and carries that time.
             EventBody::StageFinished(StageFinished { stage, .. }) => {
-                self.sample(now, Some((&run, Some(stage.as_str()))));
+                self.sample(now, Some((&run, Some(stage.as_str()))), draft.ts);
                 self.ctx(&run).counters.retain(|c| &c.stage != stage);
             }
-            EventBody::RunFinished(_) => self.sample(now, Some((&run, None))),
+            EventBody::RunFinished(_) => self.sample(now, Some((&run, None)), draft.ts),
             _ => {}
         }
         let finished = matches!(draft.body, EventBody::RunFinished(_));
@@ -599,7 +636,7 @@ impl Worker {
 
     /// Folds `draft` into its run's state and sends it to every sink, or to `only`.
     fn deliver(&mut self, run: &RunId, draft: Draft, only: Option<usize>, now: Instant) {
-        let ts = draft.ts.unwrap_or_else(now_ts);
+        let ts = self.in_order(draft.ts.unwrap_or_else(now_ts));
         let ctx = self.ctx(run);
         ctx.last_event = now;
         let master = Draft {
@@ -631,7 +668,12 @@ impl Worker {
 
     /// Samples counters (all, or those of one run and stage) and offers each change to
     /// each sink through its throttle. A sample for a finishing stage is forced out.
-    fn sample(&mut self, now: Instant, only: Option<(&RunId, Option<&str>)>) {
+    fn sample(
+        &mut self,
+        now: Instant,
+        only: Option<(&RunId, Option<&str>)>,
+        at: Option<Timestamp>,
+    ) {
         let force = only.is_some();
         let runs: Vec<RunId> = match only {
             Some((run, _)) => vec![run.clone()],
@@ -648,26 +690,48 @@ impl Worker {
                 .cloned()
                 .collect();
             for counter in counters {
-                self.sample_counter(&run, &counter, now, force);
+                self.sample_counter(&run, &counter, now, force, at);
             }
         }
     }
 
-    fn sample_counter(&mut self, run: &RunId, counter: &Counter, now: Instant, force: bool) {
-        let Some(ctx) = self.runs.get_mut(run) else {
+    /// Samples one counter and offers the change to each sink; `at` is the time of
+    /// the finish a forced sample precedes.
+    fn sample_counter(
+        &mut self,
+        run: &RunId,
+        counter: &Counter,
+        now: Instant,
+        force: bool,
+        at: Option<Timestamp>,
+    ) {
+        if !self.runs.contains_key(run) {
             return;
-        };
+        }
         let done = counter.done.load(Ordering::Relaxed);
         let total = counter.total();
-        let current = ctx.state.stages.iter().find(|s| s.name == counter.stage);
         let unit = counter.unit.get();
+        let message = lock(&counter.message).clone();
+        let Some(ctx) = self.runs.get(run) else {
+            return;
+        };
+        let current = ctx.state.stages.iter().find(|s| s.name == counter.stage);
         let unchanged = |s: &&herald_protocol::StageState| {
-            s.progress.done == done && s.progress.total == total && s.progress.unit.as_ref() == unit
+            s.progress.done == done
+                && s.progress.total == total
+                && s.progress.unit.as_ref() == unit
+                && s.progress.message == message
         };
         if current.is_some_and(|s| unchanged(&s)) && !force {
             return;
         }
-        let ts = now_ts();
+        // A message taken back is sent as an empty one, which clears it.
+        let cleared = current.is_some_and(|s| s.progress.message.is_some());
+        let message = message.or_else(|| cleared.then(String::new));
+        let ts = self.in_order(at.unwrap_or_else(now_ts));
+        let Some(ctx) = self.runs.get_mut(run) else {
+            return;
+        };
         let started = counter.started_at.get().copied().unwrap_or(ts);
         let mut progress = Progress {
             stage: Some(counter.stage.clone()),
@@ -677,7 +741,10 @@ impl Worker {
             percent: None,
             rate: None,
             eta_s: None,
-            elapsed_s: ts.seconds_since(started).max(0.0),
+            elapsed_s: round_seconds(ts.seconds_since(started).max(0.0)),
+            // Every tick carries it while it is set, so that a sink whose throttle
+            // skipped the tick where it changed still gets it.
+            message,
         };
         // Fold the raw count first, then send it annotated with what the state made
         // of it: every sink and every later fold sees the same rate and ETA.
@@ -686,9 +753,9 @@ impl Worker {
         ctx.state.apply(&master);
         ctx.last_event = now;
         if let Some(stage) = ctx.state.stages.iter().find(|s| s.name == counter.stage) {
-            progress.percent = stage.progress.percent;
-            progress.rate = stage.progress.rate;
-            progress.eta_s = stage.progress.eta_s;
+            progress.percent = stage.progress.percent.map(round_percent);
+            progress.rate = stage.progress.rate.map(round_rate);
+            progress.eta_s = stage.progress.eta_s.map(round_seconds);
         }
         let errors = &self.sink_errors;
         for (i, slot) in self.slots.iter_mut().enumerate() {
@@ -733,7 +800,7 @@ impl Worker {
             let elapsed_s = self
                 .runs
                 .get(&run)
-                .map_or(0.0, |c| c.started.elapsed().as_secs_f64());
+                .map_or(0.0, |c| round_seconds(c.started.elapsed().as_secs_f64()));
             let note = self
                 .runs
                 .get(&run)

@@ -22,9 +22,9 @@ use serde_json::{Map, Value};
 use crate::dispatch::{Counter, Flushed, Msg, Shared, lock, now_ts};
 use crate::signals::{CancelState, Cancellation};
 
-/// A duration in seconds, to the microsecond: the precision of the protocol's times.
+/// A duration in seconds as events carry it, to the millisecond.
 fn seconds(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e6
+    crate::dispatch::round_seconds(d.as_secs_f64())
 }
 
 /// Why a handle reports `failed` when dropped unfinished: the panic's message when
@@ -490,6 +490,7 @@ impl StageInner {
             self.run.emit(StageStarted {
                 stage: self.counter.stage.clone(),
                 total: self.counter.total(),
+                unit: self.counter.unit.get().cloned(),
             });
             self.run.shared.push(Msg::Track(self.counter.clone()));
             self.counter.announced.store(true, Ordering::Release);
@@ -543,11 +544,22 @@ impl Stage {
         self
     }
 
-    /// Sets what a unit is ("docs", "B"). Call before the stage is used.
+    /// Sets what a unit is ("docs", "B"). Call before the stage is used, so that
+    /// `stage.started` carries it.
     #[must_use]
     pub fn unit(self, unit: &str) -> Stage {
         let _ = self.inner.counter.unit.set(unit.to_owned());
         self
+    }
+
+    /// Says what the stage is doing now, shown beside its bar ("downloading
+    /// foo.tar.gz"), as indicatif's `set_message`: it travels with the stage's
+    /// `progress` ticks (a sink that throttles ticks gets it with its next one), so
+    /// setting it is a short lock and never an event of its own. An empty message
+    /// takes it back.
+    pub fn set_message(&self, message: impl Into<String>) {
+        let message = message.into();
+        *lock(&self.inner.counter.message) = Some(message).filter(|m| !m.is_empty());
     }
 
     /// Changes the expected total: it may grow while work is discovered.
@@ -983,6 +995,21 @@ impl ToolCall {
     /// The call id.
     pub fn call_id(&self) -> &str {
         &self.call_id
+    }
+
+    /// Updates the call's feedback while it runs ("Reading page 2 of 5"). Sent as
+    /// `tool.started` again with the same call id, which the protocol's reducer takes
+    /// as new feedback for the call in flight, its start time kept (protocol.md).
+    pub fn feedback(&self, feedback: &str) {
+        if self.finished {
+            return;
+        }
+        self.run.inner.emit(ToolStarted {
+            call_id: self.call_id.clone(),
+            tool: self.tool.clone(),
+            input: None,
+            feedback: Some(feedback.to_owned()),
+        });
     }
 
     /// Finishes the call as `succeeded` with its output.

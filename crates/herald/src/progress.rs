@@ -248,12 +248,14 @@ impl ProgressOptions {
             }
             targets.push(Target::hub(hub.clone()));
         }
+        // `json` asked for JSON Lines on stderr, also when a file or descriptor gets
+        // them too; `auto` sends them to the file or descriptor alone, leaving a
+        // stderr that is not a terminal to the program.
         match self.mode {
             ProgressMode::Bars => targets.push(Target::stderr_bars()),
             ProgressMode::Auto if stderr_is_terminal => targets.push(Target::stderr_bars()),
-            ProgressMode::Auto | ProgressMode::Json if !explicit => {
-                targets.push(Target::stderr_json())
-            }
+            ProgressMode::Json => targets.push(Target::stderr_json()),
+            ProgressMode::Auto if !explicit => targets.push(Target::stderr_json()),
             _ => {}
         }
         Ok(targets)

@@ -185,6 +185,7 @@ mod tests {
                 StageStarted {
                     stage: "fetch".into(),
                     total: Some(10),
+                    unit: None,
                 },
             ))
             .unwrap(),

@@ -130,6 +130,52 @@ fn progress_none_is_silent_and_a_progress_file_gets_the_events() {
 }
 
 #[test]
+fn progress_json_with_a_progress_file_writes_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let out = herald(&["demo", "--items", "3", "--speed", "200"])
+        .env("HERALD_PROGRESS", "json")
+        .env("HERALD_PROGRESS_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let on_stderr = events(&out.stderr);
+    let in_file = events(&std::fs::read(&file).unwrap());
+    assert_eq!(on_stderr.last().unwrap().event_type(), "run.finished");
+    let milestones = |events: &[herald_protocol::Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.body.is_milestone())
+            .map(|e| e.event_type().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        milestones(&on_stderr),
+        milestones(&in_file),
+        "the same stream"
+    );
+}
+
+#[test]
+fn commands_without_progress_of_their_own_have_no_progress_flags() {
+    for command in ["ls", "cancel", "rm", "events", "watch", "emit", "serve"] {
+        // A bad value in the environment is no business of theirs either.
+        let out = herald(&[command, "--help"])
+            .env("HERALD_PROGRESS", "sideways")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}: {help}");
+        assert!(!help.contains("--progress"), "{command} --help:\n{help}");
+    }
+    let out = run(&["demo", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--progress <MODE>", "--progress-file", "--progress-fd"] {
+        assert!(help.contains(flag), "demo --help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
 fn a_failed_item_is_visible_before_the_job_ends() {
     let mut child = herald(&[
         "demo",

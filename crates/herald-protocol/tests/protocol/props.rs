@@ -208,8 +208,8 @@ fn body() -> BoxedStrategy<EventBody> {
         ),
         (
             3,
-            (stage_name(), option::of(count()))
-                .prop_map(|(stage, total)| StageStarted { stage, total }.into())
+            (stage_name(), option::of(count()), o(text()))
+                .prop_map(|(stage, total, unit)| StageStarted { stage, total, unit }.into())
                 .boxed(),
         ),
         (
@@ -237,9 +237,10 @@ fn body() -> BoxedStrategy<EventBody> {
                 option::of(seconds()),
                 option::of(seconds()),
                 seconds(),
+                o(text()),
             )
                 .prop_map(
-                    |(stage, done, total, unit, percent, rate, eta_s, elapsed_s)| {
+                    |(stage, done, total, unit, percent, rate, eta_s, elapsed_s, message)| {
                         Progress {
                             stage,
                             done,
@@ -249,6 +250,7 @@ fn body() -> BoxedStrategy<EventBody> {
                             rate,
                             eta_s,
                             elapsed_s,
+                            message,
                         }
                         .into()
                     },

@@ -234,11 +234,12 @@ fn percent_without_total_steps_follows_the_current_counter() {
     ];
     check(&stage_a[..2], json!({"percent": 0.0}));
     check(&stage_a[..3], json!({"percent": 25.0}));
-    // A succeeded stage with a total counts as complete; with no stage running, the
-    // run is as far as the last stage.
+    // A succeeded stage with a total counts as complete, and keeps the count it
+    // reached (its total was an estimate); with no stage running, the run is as far
+    // as the last stage.
     check(
         &stage_a[..4],
-        json!({"percent": 100.0, "stages": [{"done": 4}]}),
+        json!({"percent": 100.0, "stages": [{"done": 1, "percent": 100.0}]}),
     );
     // A new stage with no total yet: how far the run is cannot be told.
     check(&stage_a[..5], json!({"percent": null}));
@@ -314,6 +315,61 @@ fn percent_without_total_steps_follows_the_current_counter() {
             ),
         ],
         json!({"percent": 62.5, "last_error": {"message": "stage a failed", "source": "stage a"}}),
+    );
+}
+
+#[test]
+fn a_stage_s_unit_and_message() {
+    let steps = [
+        (0.0, json!({"event": "run.started", "name": "sync"})),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "upload", "total": 100, "unit": "B"}),
+        ),
+        (
+            1.0,
+            json!({"event": "progress", "stage": "upload", "done": 10, "elapsed_s": 1, "message": "a.tar.gz"}),
+        ),
+        (
+            2.0,
+            json!({"event": "progress", "stage": "upload", "done": 20, "elapsed_s": 2}),
+        ),
+        (
+            3.0,
+            json!({"event": "progress", "stage": "upload", "done": 30, "elapsed_s": 3, "message": ""}),
+        ),
+    ];
+    check(
+        &steps[..2],
+        json!({"stages": [{"unit": "B", "message": null}]}),
+    );
+    check(&steps[..3], json!({"stages": [{"message": "a.tar.gz"}]}));
+    // A tick that says nothing of it keeps it; an empty one takes it back.
+    check(
+        &steps[..4],
+        json!({"stages": [{"message": "a.tar.gz", "done": 20}]}),
+    );
+    check(&steps, json!({"stages": [{"unit": "B", "message": null}]}));
+}
+
+#[test]
+fn a_tool_started_again_updates_its_feedback_and_keeps_its_start() {
+    let steps = [
+        (0.0, json!({"event": "run.started", "name": "agent"})),
+        (
+            1.0,
+            json!({"event": "tool.started", "call_id": "t1", "tool": "crawl", "feedback": "Reading page 1 of 3"}),
+        ),
+        (
+            4.0,
+            json!({"event": "tool.started", "call_id": "t1", "tool": "crawl", "feedback": "Reading page 2 of 3"}),
+        ),
+    ];
+    check(
+        &steps,
+        json!({"tools": {"in_flight": [
+            {"call_id": "t1", "status": "running", "feedback": "Reading page 2 of 3", "started_at": t(1.0)},
+        ]}}),
     );
 }
 
@@ -457,8 +513,9 @@ fn llm_calls_text_and_the_agent_loop() {
         &steps[..8],
         json!({
             "llm": {"calls": 2, "in_flight": ["c2"], "input_tokens": 100, "output_tokens": 20, "model": "m2"},
-            "text": "Hello, wörld",
-            "text_bytes": 13,
+            // The next call's text will start on a line of its own.
+            "text": "Hello, wörld\n",
+            "text_bytes": 14,
             "agent": {"iteration": 1, "preparing_response": false, "response": null, "history_len": 0},
         }),
     );
@@ -875,7 +932,7 @@ fn eta_from_items_and_from_the_producer() {
     ));
     check(
         &done,
-        json!({"eta_s": null, "stages": [{"eta_s": null, "done": 10, "percent": 100.0}]}),
+        json!({"eta_s": null, "stages": [{"eta_s": null, "done": 5, "percent": 100.0}]}),
     );
 }
 

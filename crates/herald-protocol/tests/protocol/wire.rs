@@ -203,9 +203,10 @@ fn every_event_type_round_trips() {
             StageStarted {
                 stage: "fetch".into(),
                 total: Some(200),
+                unit: Some("docs".into()),
             },
         ),
-        r#"{"v":1,"event":"stage.started","run":"run-1","seq":5,"ts":"2026-11-22T01:07:00.123456Z","stage":"fetch","total":200}"#,
+        r#"{"v":1,"event":"stage.started","run":"run-1","seq":5,"ts":"2026-11-22T01:07:00.123456Z","stage":"fetch","total":200,"unit":"docs"}"#,
     ));
     see(check(
         ev(
@@ -213,6 +214,7 @@ fn every_event_type_round_trips() {
             StageStarted {
                 stage: "fetch".into(),
                 total: None,
+                unit: None,
             },
         ),
         r#"{"v":1,"event":"stage.started","run":"run-1","seq":5,"ts":"2026-11-22T01:07:00.123456Z","stage":"fetch"}"#,
@@ -253,9 +255,10 @@ fn every_event_type_round_trips() {
                 rate: Some(2.5),
                 eta_s: Some(73.2),
                 elapsed_s: 6.8,
+                message: Some("reading report-17.pdf".into()),
             },
         ),
-        r#"{"v":1,"event":"progress","run":"run-1","seq":7,"ts":"2026-11-22T01:07:00.123456Z","stage":"fetch","done":17,"total":200,"unit":"docs","percent":8.5,"rate":2.5,"eta_s":73.2,"elapsed_s":6.8}"#,
+        r#"{"v":1,"event":"progress","run":"run-1","seq":7,"ts":"2026-11-22T01:07:00.123456Z","stage":"fetch","done":17,"total":200,"unit":"docs","percent":8.5,"rate":2.5,"eta_s":73.2,"elapsed_s":6.8,"message":"reading report-17.pdf"}"#,
     ));
     see(check(
         ev(
@@ -269,6 +272,7 @@ fn every_event_type_round_trips() {
                 rate: None,
                 eta_s: None,
                 elapsed_s: 0.5,
+                message: None,
             },
         ),
         r#"{"v":1,"event":"progress","run":"run-1","seq":7,"ts":"2026-11-22T01:07:00.123456Z","done":18446744073709551615,"elapsed_s":0.5}"#,

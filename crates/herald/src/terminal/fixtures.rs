@@ -61,6 +61,7 @@ pub(super) fn stage_started(stage: &str, total: Option<u64>) -> EventBody {
     StageStarted {
         stage: stage.to_owned(),
         total,
+        unit: None,
     }
     .into()
 }
@@ -91,6 +92,7 @@ pub(super) fn progress(stage: &str, done: u64, total: Option<u64>, unit: Option<
         rate: None,
         eta_s: None,
         elapsed_s: 0.0,
+        message: None,
     }
 }
 

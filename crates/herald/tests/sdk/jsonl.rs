@@ -198,3 +198,99 @@ fn herald_s_own_warnings_are_log_events_in_a_json_stream() {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
 }
+
+/// Every line `progress` wrote as an event, with the line itself.
+fn lines_of(out: &Shared) -> Vec<(String, herald::protocol::Event)> {
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    text.lines()
+        .map(|l| {
+            let event = parse_event(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            (l.to_owned(), event)
+        })
+        .collect()
+}
+
+#[test]
+fn times_never_go_back_and_numbers_are_rounded() {
+    let out = Shared::default();
+    let policy = herald::SinkPolicy::every_tick();
+    let progress = Progress::new([Target::sink(
+        herald::JsonLines::new(out.clone()).with_policy(policy),
+    )]);
+    let run = progress.run("ordered");
+    // Several threads report at once, and stages finish right after counting: the
+    // last count of each is sampled after its finish was stamped.
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let run = &run;
+            scope.spawn(move || {
+                for n in 0..20 {
+                    let stage = run.stage(&format!("s{t}-{n}")).total(7).unit("docs");
+                    stage.inc(3);
+                    run.info(format!("{t}/{n}"));
+                    stage.inc(4);
+                    stage.finish();
+                }
+            });
+        }
+    });
+    let slow = run.stage("slow").total(2_048);
+    slow.inc(1);
+    progress.flush();
+    slow.inc(1);
+    slow.finish();
+    run.finish();
+    drop(progress);
+
+    let lines = lines_of(&out);
+    let times: Vec<i64> = lines.iter().map(|(_, e)| e.ts.unix_micros()).collect();
+    for (i, pair) in times.windows(2).enumerate() {
+        assert!(
+            pair[0] <= pair[1],
+            "ts went back after line {}:\n{}\n{}",
+            i + 1,
+            lines[i].0,
+            lines[i + 1].0
+        );
+    }
+    let mut numbers = 0;
+    for (line, _) in &lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        for (key, value) in value.as_object().unwrap() {
+            let Some(x) = value.as_f64().filter(|_| value.is_f64()) else {
+                continue;
+            };
+            let step = match key.as_str() {
+                "percent" => 10.0,
+                k if k.ends_with("_s") => 1000.0,
+                _ => continue,
+            };
+            numbers += 1;
+            assert_eq!((x * step).round() / step, x, "{key} unrounded in {line}");
+        }
+    }
+    assert!(numbers > 100, "only {numbers} numbers checked");
+    // 1 of 2048 is 0.0488%: a tenth of a point at most.
+    assert!(
+        lines.iter().any(
+            |(l, _)| l.contains(r#""stage":"slow","done":1,"total":2048"#)
+                && l.contains(r#""percent":0.0"#)
+        ),
+        "no rounded percent for the slow stage"
+    );
+    // Each stage announced its unit from the start.
+    let units: Vec<Option<String>> = lines
+        .iter()
+        .filter_map(|(_, e)| match &e.body {
+            herald::protocol::EventBody::StageStarted(s) if s.stage != "slow" => {
+                Some(s.unit.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(units.len(), 80);
+    assert!(
+        units.iter().all(|u| u.as_deref() == Some("docs")),
+        "{units:?}"
+    );
+}
