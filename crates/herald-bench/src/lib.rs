@@ -13,9 +13,12 @@
 //!   the tables of `hub-load`.
 //! - [`sdk_cost`]: what a hub sink costs the program's work loop, with the hub up,
 //!   with it down and without one; the tables of `sdk-hub-cost`.
+//! - [`cancel`]: how soon a program that reports nothing hears a cancel made through
+//!   the hub; the table of `cancel-latency`.
 
 #![deny(missing_docs)]
 
+pub mod cancel;
 pub mod eta;
 pub mod hub;
 pub mod sdk_cost;

@@ -17,13 +17,16 @@
 //! creates nor finishes that run, whose owner does; the program's own finish is
 //! reported as a `log` line.
 //!
-//! Append replies carry `cancel_requested`; the sink passes it on to
+//! Append replies carry `cancel_requested`, and once a run is on the hub a thread of
+//! its own follows its cancel state with long polls (`GET /v1/runs/{id}/events
+//! ?types=run.cancel_requested&wait=20`), so that a run that reports nothing still
+//! hears a cancel at once; the sink passes it on to
 //! [`Run::cancellation`](crate::Run::cancellation).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,6 +49,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one long poll for a run's cancel request waits on the hub (at most the
+/// hub's 60): a connection held per open run, renewed this often.
+const CANCEL_POLL: Duration = Duration::from_secs(20);
 
 /// Where and how to report to a hub.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +131,10 @@ struct Outbox {
     work: Condvar,
     /// Signalled when a run's queue drains.
     drained: Condvar,
+    /// The runs whose cancel state is followed, each with whether it still is: set
+    /// false when the run finishes (or the sink closes), and the follower stops after
+    /// its poll in flight.
+    following: Mutex<HashMap<RunId, Arc<AtomicBool>>>,
 }
 
 /// Reports events to a hub. Created through [`Target::hub`](crate::Target::hub).
@@ -149,6 +159,7 @@ impl HubSink {
             }),
             work: Condvar::new(),
             drained: Condvar::new(),
+            following: Mutex::new(HashMap::new()),
         });
         let sender = Sender {
             agent: ureq::Agent::config_builder()
@@ -270,6 +281,14 @@ impl Sink for HubSink {
             return Ok(());
         };
         let milestone = draft.body.is_milestone();
+        if finishing {
+            // Nothing to follow once the run is over; a follower not started yet never
+            // starts.
+            lock(&self.outbox.following)
+                .entry(event.run.clone())
+                .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+                .store(false, Ordering::Relaxed);
+        }
         let mut state = lock(&self.outbox.state);
         // A run's finish is let past the bound: without it the run never ends on the hub.
         if state.queued >= OUTBOX_CAPACITY && !finishing {
@@ -326,6 +345,9 @@ impl Sink for HubSink {
     }
 
     fn close(&mut self) -> io::Result<()> {
+        for following in lock(&self.outbox.following).values() {
+            following.store(false, Ordering::Relaxed);
+        }
         let mut state = lock(&self.outbox.state);
         state.closing = true;
         self.outbox.work.notify_one();
@@ -493,6 +515,9 @@ impl Sender {
                     self.signals.request_cancel(&job.run);
                 }
                 self.acknowledge(&job.run, job.drafts.len());
+                // The run is on the hub and the token opens it: follow its cancel
+                // state from now on.
+                self.follow(&job.run, token);
             }
             Reply::Refused(404, _) if job.create.is_none() && self.can_create(&job.run) => {
                 // The run vanished (deleted, or the hub lost it): create it again.
@@ -519,6 +544,33 @@ impl Sender {
             Reply::Refused(status, message) => self.give_up(&job.run, status, &message),
             Reply::Retry(why, after) => self.retry_later(&job.run, &why, after),
         }
+    }
+
+    /// Starts following `run`'s cancel state on a thread of its own, unless it is
+    /// followed already (or finished).
+    fn follow(&self, run: &RunId, token: Option<String>) {
+        let mut following = lock(&self.outbox.following);
+        if following.contains_key(run) {
+            return;
+        }
+        let active = Arc::new(AtomicBool::new(true));
+        following.insert(run.clone(), active.clone());
+        drop(following);
+        let follower = CancelFollower {
+            agent: ureq::Agent::config_builder()
+                .timeout_global(Some(CANCEL_POLL + REQUEST_TIMEOUT))
+                .http_status_as_error(false)
+                .build()
+                .into(),
+            url: format!("{}/v1/runs/{run}/events", self.url),
+            run: run.clone(),
+            token,
+            signals: self.signals.clone(),
+            active,
+        };
+        let _ = std::thread::Builder::new()
+            .name("herald-hub-cancel".into())
+            .spawn(move || follower.run());
     }
 
     fn can_create(&self, run: &RunId) -> bool {
@@ -681,6 +733,79 @@ impl Sender {
                     .as_str()
                     .map_or(text, str::to_owned);
                 Reply::Refused(status, message)
+            }
+        }
+    }
+}
+
+/// Follows one run's cancel state with long polls for `run.cancel_requested`, so that
+/// a program that reports nothing for a long while (a silent agent waiting on
+/// `Run::cancellation`) still hears a cancel within a second of it: append replies
+/// carry it too, but a silent run appends only its keep-alive, every 10 s.
+struct CancelFollower {
+    agent: ureq::Agent,
+    /// `{hub}/v1/runs/{id}/events`.
+    url: String,
+    run: RunId,
+    token: Option<String>,
+    signals: Arc<Signals>,
+    /// Cleared when the run finishes or the sink closes.
+    active: Arc<AtomicBool>,
+}
+
+impl CancelFollower {
+    fn run(self) {
+        let mut after = 0;
+        let mut backoff = BACKOFF_MIN;
+        while self.active.load(Ordering::Relaxed) {
+            let url = format!(
+                "{}?after={after}&types=run.cancel_requested&wait={}&limit=10",
+                self.url,
+                CANCEL_POLL.as_secs()
+            );
+            let mut request = self.agent.get(&url);
+            if let Some(token) = &self.token {
+                request = request.header("Authorization", &format!("Bearer {token}"));
+            }
+            let mut response = match request.call() {
+                Ok(response) => response,
+                Err(_) => {
+                    // The hub is away: the sender says so; try again later.
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let page: Value = match response.status().as_u16() {
+                200 => response.body_mut().read_json().unwrap_or(Value::Null),
+                // The cursor is past what the hub has (it lost events): from the start.
+                400 => {
+                    after = 0;
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+                // The run is gone, or the token does not open it: nothing to follow.
+                401 | 403 | 404 => return,
+                _ => {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            backoff = BACKOFF_MIN;
+            if page["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                self.signals.request_cancel(&self.run);
+                return;
+            }
+            if let Some(last) = page["last_seq"].as_u64() {
+                after = last;
+            }
+            if matches!(
+                page["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return;
             }
         }
     }

@@ -90,6 +90,18 @@ impl LocalHub {
         Ok((status, events))
     }
 
+    /// Asks the run to stop (`POST /v1/runs/{id}/cancel`).
+    pub(crate) fn cancel(&self, id: &RunId) -> anyhow::Result<()> {
+        let url = format!("{}/v1/runs/{id}/cancel", self.url());
+        self.runtime.block_on(async {
+            let response = self.client.post(&url).body("{}").send().await?;
+            if !response.status().is_success() {
+                bail!("POST {url}: {}", response.status());
+            }
+            anyhow::Ok(())
+        })
+    }
+
     /// Stops serving and waits for the server to end.
     pub(crate) fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

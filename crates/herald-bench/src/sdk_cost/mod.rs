@@ -19,7 +19,7 @@
 //! - `table`: the Markdown report.
 
 mod cpu;
-mod hubs;
+pub(crate) mod hubs;
 mod table;
 mod workload;
 

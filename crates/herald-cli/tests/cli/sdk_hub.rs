@@ -581,3 +581,29 @@ fn finish_async_waits_for_a_hanging_hub_without_holding_the_runtime() {
         start.elapsed()
     );
 }
+
+#[test]
+fn a_silent_program_hears_a_cancel_within_a_second() {
+    let hub = TestHub::start();
+    let progress = Progress::new([Target::hub(HubOptions::new(&hub.url, None))]);
+    for trial in 0..5 {
+        let id = format!("sdk-silent-{trial}");
+        // It reports its start and then nothing at all: no heartbeats, no ticks.
+        let run = progress.run_with("silent", with_id(&id));
+        wait_for("the run on the hub", || {
+            !events_at(&hub.url, &id, None).is_empty()
+        });
+        let cancellation = run.cancellation();
+        let asked = Instant::now();
+        let (status, reply) = hub.post(&format!("/v1/runs/{id}/cancel"), None, &json!({}));
+        assert_eq!(status, 200, "{reply}");
+        assert!(
+            cancellation.wait_timeout(Duration::from_secs(1)),
+            "trial {trial}: no cancel within 1 s of asking"
+        );
+        let heard = asked.elapsed();
+        assert!(heard < Duration::from_secs(1), "trial {trial}: {heard:?}");
+        run.cancelled(Some("stopped on request"));
+    }
+    drop(progress);
+}
