@@ -79,6 +79,8 @@ struct Painter {
     pending: Vec<String>,
     /// The live area as it is on screen now; the cursor is at the end of its last line.
     shown: Vec<String>,
+    /// The screen's width when `shown` was drawn.
+    shown_cols: usize,
     last_draw: Option<Timestamp>,
     /// The latest time seen, in an event or a refresh.
     now: Option<Timestamp>,
@@ -118,6 +120,7 @@ impl TerminalSink {
                 runs: Vec::new(),
                 pending: Vec::new(),
                 shown: Vec::new(),
+                shown_cols: 0,
                 last_draw: None,
                 now: None,
                 suspended: 0,
@@ -158,6 +161,21 @@ pub(crate) fn erase_for_panic() {
             break;
         }
     }
+}
+
+/// The rows the live area `shown`, drawn `drawn_cols` wide, takes on a screen now
+/// `cols` wide. Its lines were cut to the width they were drawn at, one row each; a
+/// terminal narrowed since has wrapped the longer ones over more rows (as terminals
+/// that reflow their text on a resize do, which most do), and erasing the area must
+/// go up over all of them, or their ends would be left behind.
+fn area_rows(shown: &[String], drawn_cols: usize, cols: usize) -> usize {
+    if cols == 0 || cols >= drawn_cols {
+        return shown.len();
+    }
+    shown
+        .iter()
+        .map(|line| console::measure_text_width(line).div_ceil(cols).max(1))
+        .sum()
 }
 
 /// What the program writes gets past the bars through this: the live area is erased,
@@ -234,9 +252,11 @@ impl Painter {
     fn erase_sequence(&self) -> String {
         let mut buf = String::new();
         if !self.shown.is_empty() {
+            let cols = self.size().map_or(self.shown_cols, |(_, cols)| cols);
+            let rows = area_rows(&self.shown, self.shown_cols, cols);
             buf.push('\r');
-            if self.shown.len() > 1 {
-                buf.push_str(&format!("\x1b[{}A", self.shown.len() - 1));
+            if rows > 1 {
+                buf.push_str(&format!("\x1b[{}A", rows - 1));
             }
             buf.push_str("\x1b[J");
         }
@@ -302,16 +322,19 @@ impl Painter {
         let mut buf = self.erase_sequence();
         // `\r\n`, not `\n`: a terminal in raw mode (the program may use one) does not
         // turn a bare newline into a return to the first column.
-        // Messages are cut to the width like the bars (SPEC: never wrapped); their
-        // whole text stays in the run's state, on the hub and in JSON Lines.
+        // Messages are written whole, and the terminal wraps them: they are printed
+        // once and never erased, so a wrapped one tears nothing, where a cut one would
+        // lose the end of an error from the screen and the scrollback alike. Only the
+        // live area, which is redrawn, is cut to the width.
         for line in self.pending.drain(..) {
-            buf.push_str(&console::truncate_str(&line, cols, "…"));
+            buf.push_str(&line);
             buf.push_str("\r\n");
         }
         // No newline after the last line: the area ends where the cursor is, so it
         // can be erased without knowing what else is on screen.
         buf.push_str(&lines.join("\r\n"));
         self.shown = lines;
+        self.shown_cols = cols;
         self.last_draw = Some(now);
         self.write(&buf)
     }
@@ -614,7 +637,7 @@ mod tests {
             "
 ✖ parse: item 4 (page-4.html) failed: invalid UTF-8 at byte 812
 ● ingest · 1 failed · 3.6s
-  ▸ parse  █████████████████████░░░░░░░░░  70%  7/10 · 2.0/s · 3.6s · ETA 1.4s
+  ▸ parse  █████████████████░░░░░░░░  70%  7/10 · 2.0/s · 3.6s · ETA 1.4s
     ↳ page-8.html · 0.1s",
         );
         // Printed once, never redrawn: the bars below it were redrawn many times.
@@ -671,7 +694,7 @@ mod tests {
     }
 
     #[test]
-    fn a_narrow_terminal_cuts_lines_instead_of_wrapping() {
+    fn at_40_columns_a_bar_is_kept_and_long_labels_are_cut() {
         let mut script = Script::new(10, 40, false);
         script
             .event("r1", 0.0, run_started("analysis", None))
@@ -693,14 +716,14 @@ mod tests {
             &script,
             "
 ● analysis · 3.5s
-  ▸ classify   40%  40/100 docs · 20/s …
+  ▸ classify  ███░░░░░░  40%  ETA 1.5s
     ↳ 年次報告書・二〇二四年度・最終版.…",
         );
         assert_nothing_wrapped(&script);
     }
 
     #[test]
-    fn a_long_error_above_the_bars_is_cut_to_the_width_not_wrapped() {
+    fn a_long_error_above_the_bars_wraps_and_is_seen_whole() {
         for color in [false, true] {
             let mut script = Script::new(10, 40, color);
             let error =
@@ -715,16 +738,49 @@ mod tests {
                     item_finished("classify", "7", StepOutcome::Failed, Some(error)),
                 )
                 .refresh(2.0);
-            assert_nothing_wrapped(&script);
-            let first = script
-                .screen()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            assert!(first.starts_with("✖ classify: item 7 failed"), "{first}");
-            assert!(first.ends_with('…'), "cut, not wrapped: {first}");
+            let parser = script.terminal();
+            let screen = parser.screen();
+            // The message runs on over as many rows as it needs...
+            let message_rows = (0..script.rows)
+                .take_while(|&row| screen.row_wrapped(row))
+                .count()
+                + 1;
+            assert!(message_rows >= 2, "{}", script.screen());
+            let message: String = screen
+                .rows(0, script.cols)
+                .take(message_rows)
+                .collect::<Vec<_>>()
+                .concat();
+            assert_eq!(
+                message.trim_end(),
+                format!("✖ classify: item 7 failed: {error}"),
+                "the whole error"
+            );
+            // ... and the bars below it are still cut, never wrapped.
+            for row in message_rows as u16..script.rows {
+                assert!(!screen.row_wrapped(row), "{}", script.screen());
+            }
+            assert!(
+                script.screen().contains("● analysis"),
+                "{}",
+                script.screen()
+            );
         }
+    }
+
+    #[test]
+    fn a_narrowed_screen_has_the_area_s_long_lines_over_more_rows() {
+        let shown = vec![
+            "\x1b[1m● analysis\x1b[0m · 21s".to_owned(),
+            format!("  ▸ classify  {}", "█".repeat(60)),
+            "    ↳ report.pdf".to_owned(),
+        ];
+        // As drawn, and wider: a row each.
+        assert_eq!(area_rows(&shown, 80, 80), 3);
+        assert_eq!(area_rows(&shown, 80, 120), 3);
+        // 74 columns of bar line on 40: two rows; 16 and 20 columns: one each.
+        assert_eq!(area_rows(&shown, 80, 40), 4);
+        assert_eq!(area_rows(&shown, 80, 20), 1 + 4 + 1);
     }
 
     #[test]
@@ -759,7 +815,7 @@ mod tests {
   ✔ table-27  done in 1.0s
   ✔ table-28  done in 1.0s
   ✔ table-29  done in 1.0s
-  ▸ table-30  ████░░░░░░░░░░░░  25%  250/1000 rows · 250/s · 1.0s · ETA 3.0s
+  ▸ table-30  ███░░░░░░░░░░  25%  250/1000 rows · 250/s · 1.0s · ETA 3.0s
   ... and 24 more stages (24 done)",
         );
     }
@@ -938,7 +994,7 @@ mod tests {
         assert_terminal_untouched(&script);
         let screen = script.screen();
         assert!(
-            screen.contains("  error: stop\\x1b]0;pwned\\x07"),
+            screen.contains("  reason: stop\\x1b]0;pwned\\x07"),
             "{screen}"
         );
     }
@@ -1001,7 +1057,42 @@ mod tests {
   ✔ parse  10 done in 5.0s · 1 failed
   ✖ index  failed after 1.0s: disk full
 ● report · 1.0s
-  ▸ render  0 done · 1.0s",
+  ⠋ render  0 done · 1.0s",
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_gives_its_reason_and_the_stages_it_stopped() {
+        let mut script = Script::new(12, 80, false);
+        script
+            .event("r1", 0.0, run_started("import", None))
+            .event("r1", 0.0, stage_started("load", Some(10)))
+            .event("r1", 2.0, progress("load", 3, Some(10), None))
+            .event("r1", 2.0, item_started("load", "4", None))
+            .event(
+                "r1",
+                2.5,
+                item_finished("load", "4", StepOutcome::Succeeded, None),
+            )
+            .event("r1", 2.5, tool_started("t1", "fetch", None))
+            .event(
+                "r1",
+                2.6,
+                tool_finished("t1", "fetch", ToolOutcome::Succeeded, None),
+            )
+            .event(
+                "r1",
+                3.0,
+                run_finished(RunOutcome::Cancelled, Some("asked to stop")),
+            )
+            .refresh(3.5);
+        // One of each: no plural.
+        check(
+            &script,
+            "
+⊘ import cancelled after 3.0s · 1 item ok · 1 tool call
+  reason: asked to stop
+  ⊘ load  cancelled after 3.0s at 3/10",
         );
     }
 
@@ -1096,7 +1187,7 @@ mod tests {
             &script,
             "
 ● analysis · stage 2/3 · 46% · 21s
-  ▸ classify  █████████░░░░░░░░░░░░░░░  40%  40/100 docs · 3.1/s · 13s · ETA 19s",
+  ▸ classify  ██████░░░░░░░░░  40%  40/100 docs · 3.1/s · 13s · ETA 19s",
         );
     }
 

@@ -15,12 +15,16 @@ use super::text::{self, Line, Style};
 
 /// Widest bar, in columns.
 const MAX_BAR: usize = 30;
-/// A bar narrower than this says too little to be worth its columns.
+/// The narrowest bar the text beside it gives way to: below it, the least telling
+/// columns drop first ([`Detail`]).
 const MIN_BAR: usize = 10;
-/// The text beside the bars is measured in steps of this many columns.
-const BAR_STEP: usize = 8;
-/// Stage names are padded to align the bars, up to this many columns.
+/// The narrowest bar at all: when even the essential text leaves less, there is none.
+const MIN_SHRUNK_BAR: usize = 4;
+/// Stage names are padded to align the bars, up to this many columns (a quarter of a
+/// narrow screen, at least 8): longer ones are cut.
 const MAX_NAME: usize = 24;
+/// The frames of the spinner a counter without a total shows, one per 100 ms.
+const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 /// Indentation of a child run under its parent, per level, at most `MAX_DEPTH` levels.
 const INDENT: &str = "  ";
 const MAX_DEPTH: usize = 4;
@@ -174,8 +178,10 @@ pub(crate) fn summary(state: &RunState, color: bool) -> Vec<String> {
         .push(style, &how);
     let items = &state.items;
     if items.succeeded + items.failed + items.skipped > 0 {
-        head.sep()
-            .plain(&format!("{} items ok", text::count(items.succeeded)));
+        head.sep().plain(&format!(
+            "{} ok",
+            text::counted(items.succeeded, "item", "items")
+        ));
         if items.failed > 0 {
             head.plain(", ")
                 .push(Style::Red, &format!("{} failed", text::count(items.failed)));
@@ -186,19 +192,22 @@ pub(crate) fn summary(state: &RunState, color: bool) -> Vec<String> {
     }
     let tools = &state.tools;
     if tools.succeeded + tools.failed > 0 {
-        head.sep().plain(&format!(
-            "{} tool calls",
-            text::count(tools.succeeded + tools.failed)
-        ));
+        let calls = tools.succeeded + tools.failed;
+        head.sep()
+            .plain(&text::counted(calls, "tool call", "tool calls"));
     }
     let mut out = vec![head.finish(usize::MAX, color)];
     // Errors of items, stages and tools were printed when they happened; the run's
-    // own (from `fail`, or a cancel's reason) is only here.
+    // own (from `fail`, or a cancel's reason) is only here. A cancel is no error: it
+    // gives its reason.
+    let cancelled = state.status == RunStatus::Cancelled;
     if let Some(error) = state.last_error.as_ref().filter(|e| e.source == "run") {
         for (k, part) in error.message.lines().enumerate() {
             let mut line = Line::new();
             line.plain("  ");
-            if k == 0 {
+            if k == 0 && cancelled {
+                line.push(Style::Yellow, "reason: ");
+            } else if k == 0 {
                 line.push(Style::Red, "error: ");
             }
             out.push(line.plain(part).finish(usize::MAX, color));
@@ -206,11 +215,47 @@ pub(crate) fn summary(state: &RunState, color: bool) -> Vec<String> {
     }
     let name_width = name_column(&state.stages);
     for stage in &state.stages {
+        // The stages the cancel stopped (the reducer ends them `failed`, without an
+        // error of their own, when the run ends) say they were cancelled.
+        let stopped = cancelled && stage.error.is_none() && stage.finished_at == state.finished_at;
         let mut line = Line::new();
-        line.plain("  ").extend(finished_stage(stage, name_width));
+        if stopped && stage.status == StageStatus::Failed {
+            line.plain("  ").extend(cancelled_stage(stage, name_width));
+        } else {
+            line.plain("  ").extend(finished_stage(stage, name_width));
+        }
         out.push(line.finish(usize::MAX, color));
     }
     out
+}
+
+/// `⊘ classify  cancelled after 3.2s at 40/100`: a stage the run's cancel stopped.
+fn cancelled_stage(stage: &StageState, name_width: usize) -> Line {
+    let counter = &stage.progress;
+    let unit = counter.unit.as_deref();
+    let mut line = Line::new();
+    line.push(Style::Yellow, "⊘")
+        .plain(" ")
+        .plain(&stage.name)
+        .pad_to(2 + name_width)
+        .plain("  ")
+        .push(
+            Style::Yellow,
+            &format!("cancelled after {}", text::duration(stage.elapsed_s)),
+        );
+    match counter.total {
+        Some(total) => {
+            line.plain(&format!(
+                " at {}",
+                text::fraction(counter.done, total, unit)
+            ));
+        }
+        None if counter.done > 0 => {
+            line.plain(&format!(" at {}", text::amount(counter.done, unit)));
+        }
+        None => {}
+    }
+    line
 }
 
 /// The line a stage leaves when it ends, for output that cannot redraw (stderr not a
@@ -343,7 +388,8 @@ fn fit(blocks: &[Block], max_lines: usize) -> Vec<Line> {
     }
     if hidden_runs > 0 {
         let mut line = Line::new();
-        line.push(Style::Dim, &format!("... and {hidden_runs} more runs"));
+        let runs = if hidden_runs == 1 { "run" } else { "runs" };
+        line.push(Style::Dim, &format!("... and {hidden_runs} more {runs}"));
         out.push(line);
     }
     out
@@ -481,21 +527,19 @@ fn header(state: &RunState) -> Line {
 
 fn body(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
     let mut body = Vec::new();
-    let name_width = name_column(&state.stages);
+    let name_width = name_column(&state.stages).min((width / 4).max(8));
     // A run that counts without stages shows its counter as a stage without a name.
     let running = state
         .stages
         .iter()
         .filter(|s| s.status == StageStatus::Running);
-    let counters = running
-        .map(|s| (&s.progress, Some(s.name.as_str()), s.elapsed_s))
-        .chain(state.progress.as_ref().map(|c| (c, None, state.elapsed_s)));
-    // One bar width for all the run's bars, so that they line up.
-    let widest = counters
-        .map(|(counter, name, elapsed)| counter_line(counter, name, elapsed, name_width, 0).width())
-        .max()
-        .unwrap_or(0);
-    let bar = bar_width(width, widest);
+    let counters: Vec<(&Counter, f64)> = running
+        .map(|s| (&s.progress, s.elapsed_s))
+        .chain(state.progress.as_ref().map(|c| (c, state.elapsed_s)))
+        .collect();
+    // One layout for all the run's bars, so that they line up.
+    let layout = layout(&counters, width, name_width);
+    let spin = spinner(now);
     for stage in &state.stages {
         let (line, keep) = match stage.status {
             StageStatus::Running => {
@@ -504,7 +548,8 @@ fn body(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
                     Some(&stage.name),
                     stage.elapsed_s,
                     name_width,
-                    bar,
+                    layout,
+                    spin,
                 );
                 (line, Keep::Running)
             }
@@ -531,7 +576,8 @@ fn body(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
             None,
             state.elapsed_s,
             name_width,
-            bar,
+            layout,
+            spin,
         ));
         body.push(Body {
             line,
@@ -568,63 +614,210 @@ fn name_column(stages: &[StageState]) -> usize {
         .min(MAX_NAME)
 }
 
-/// Columns of the bars on lines `width` wide whose widest counter line takes `widest`
-/// without its bar: what is left, within [`MIN_BAR`, `MAX_BAR`], or none on a narrow
-/// screen. The text's width is rounded up to a multiple of [`BAR_STEP`], so the bar does
-/// not twitch each time a number gains or loses a digit.
-fn bar_width(width: usize, widest: usize) -> usize {
-    // Beside the bar: the line's indent, the text, and a space after the bar.
-    let text = (2 + widest + 1).div_ceil(BAR_STEP) * BAR_STEP;
-    let bar = width.saturating_sub(text).min(MAX_BAR);
-    if bar < MIN_BAR { 0 } else { bar }
+/// What a counter line shows of itself on a screen too narrow for all of it: the
+/// columns drop in this order (the least telling first), each only when the bar would
+/// otherwise be narrower than [`MIN_BAR`]; then the bar shrinks, down to
+/// [`MIN_SHRUNK_BAR`], before the ETA drops too, and last the bar itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Detail {
+    /// Everything: count, rate, elapsed time, ETA.
+    All,
+    /// Without the rate.
+    NoRate,
+    /// Without the stage's elapsed time either (the run's header has the run's).
+    NoElapsed,
+    /// Without the count beside a bar (its percent stays); a counter without a total
+    /// keeps it, as it has nothing else.
+    NoCount,
+    /// Without the ETA: the bar and its percent.
+    NoEta,
 }
 
-/// `▸ classify  ████████░░░░  40%  40/100 docs · 3.1/s · 13s · ETA 19s`, or with no
-/// total, `▸ crawl  42 docs · 3.1/s · 13s`: a running counter with its elapsed time and,
-/// once known, its ETA. Failures are counted in the run's header, which has room.
-fn counter_line(
-    counter: &Counter,
-    name: Option<&str>,
-    elapsed_s: f64,
-    name_width: usize,
+/// How a run's counter lines are laid out: what they show, and how wide their bars
+/// are (0 for none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    detail: Detail,
     bar: usize,
-) -> Line {
-    let mut line = Line::new();
-    line.push(Style::Cyan, "▸").plain(" ");
-    if let Some(name) = name {
-        line.plain(name).pad_to(2 + name_width).plain("  ");
+}
+
+/// The layout of `counters` (each with its elapsed time) on lines `width` wide.
+///
+/// Measured with the widest text each column can take (`1023 MiB`, `59m59s`) rather
+/// than the text it has now, so that a bar neither twitches nor comes and goes as its
+/// numbers grow.
+fn layout(counters: &[(&Counter, f64)], width: usize, name_width: usize) -> Layout {
+    let any_bar = counters.iter().any(|(c, _)| c.total.is_some());
+    let widest = |detail| {
+        counters
+            .iter()
+            .map(|(c, elapsed)| reserved_width(c, *elapsed, name_width, detail))
+            .max()
+            .unwrap_or(0)
+    };
+    // Beside the bar: the line's indent, the text, and a space after the bar.
+    let room = |detail| width.saturating_sub(2 + widest(detail) + 1);
+    let levels = [
+        Detail::All,
+        Detail::NoRate,
+        Detail::NoElapsed,
+        Detail::NoCount,
+    ];
+    if !any_bar {
+        let detail = levels
+            .into_iter()
+            .find(|&d| 2 + widest(d) <= width)
+            .unwrap_or(Detail::NoEta);
+        return Layout { detail, bar: 0 };
     }
+    for detail in levels {
+        if room(detail) >= MIN_BAR {
+            let bar = room(detail).min(MAX_BAR);
+            return Layout { detail, bar };
+        }
+    }
+    for detail in [Detail::NoCount, Detail::NoEta] {
+        if room(detail) >= MIN_SHRUNK_BAR {
+            let bar = room(detail).min(MAX_BAR);
+            return Layout { detail, bar };
+        }
+    }
+    Layout {
+        detail: Detail::NoEta,
+        bar: 0,
+    }
+}
+
+/// The spinner's frame at `now`, for counters without a total.
+fn spinner(now: Timestamp) -> &'static str {
+    SPINNER[(now.unix_micros() / 100_000).rem_euclid(SPINNER.len() as i64) as usize]
+}
+
+/// One column of a counter line: its text, and the widest it can get.
+struct Column {
+    text: String,
+    widest: usize,
+}
+
+/// The columns after a counter's name and bar, as `detail` shows them: the percent and
+/// count (or the count alone, without a total), the rate, the elapsed time and the ETA.
+fn columns(counter: &Counter, elapsed_s: f64, detail: Detail) -> Vec<Column> {
     let unit = counter.unit.as_deref();
+    let bytes = text::is_bytes(unit);
+    let mut out = Vec::new();
     match counter.total {
         Some(total) => {
             let percent = counter
                 .percent
                 .unwrap_or(if total == 0 { 100.0 } else { 0.0 });
-            if bar > 0 {
-                let filled = ((percent.clamp(0.0, 100.0) / 100.0) * bar as f64).floor() as usize;
-                line.push(Style::Cyan, &"█".repeat(filled))
-                    .push(Style::Dim, &"░".repeat(bar - filled))
-                    .plain(" ");
+            out.push(Column {
+                text: text::percent(percent),
+                widest: 4,
+            });
+            if detail < Detail::NoCount {
+                let text = text::fraction(counter.done, total, unit);
+                let widest = text::fraction_widest(total, unit).max(text::columns(&text));
+                out.push(Column { text, widest });
             }
-            line.plain(&text::percent(percent))
-                .plain("  ")
-                .plain(&text::fraction(counter.done, total, unit));
-        }
-        None if unit.is_none() => {
-            line.plain(&format!("{} done", text::count(counter.done)));
         }
         None => {
-            line.plain(&text::amount(counter.done, unit));
+            let text = if unit.is_none() {
+                format!("{} done", text::count(counter.done))
+            } else {
+                text::amount(counter.done, unit)
+            };
+            // `999` becomes `1.0k`, and bytes take at most `1023 MiB`.
+            let widest = text::columns(&text).max(if bytes { 8 } else { 5 });
+            out.push(Column { text, widest });
         }
     }
-    if let Some(rate) = counter.rate {
-        line.sep().plain(&text::rate(rate, unit));
+    if let Some(rate) = counter.rate.filter(|_| detail < Detail::NoRate) {
+        let text = text::rate(rate, unit);
+        let widest = text::columns(&text).max(if bytes { 10 } else { 7 });
+        out.push(Column { text, widest });
     }
-    line.sep().plain(&text::duration(elapsed_s));
+    if detail < Detail::NoElapsed {
+        let text = text::duration(elapsed_s);
+        let widest = text::columns(&text).max(6);
+        out.push(Column { text, widest });
+    }
     // At its total, a stage waiting to be finished has nothing left to estimate.
     let complete = counter.total.is_some_and(|total| counter.done >= total);
-    if let Some(eta) = counter.eta_s.filter(|_| !complete) {
-        line.sep().plain(&format!("ETA {}", text::duration(eta)));
+    if let Some(eta) = counter
+        .eta_s
+        .filter(|_| !complete && detail < Detail::NoEta)
+    {
+        let text = format!("ETA {}", text::duration(eta));
+        let widest = text::columns(&text).max(10);
+        out.push(Column { text, widest });
+    }
+    out
+}
+
+/// The widest a counter line can get without its bar, as `detail` shows it.
+fn reserved_width(counter: &Counter, elapsed_s: f64, name_width: usize, detail: Detail) -> usize {
+    // The icon, and the name column with its gap.
+    let mut width = 2 + if name_width > 0 { name_width + 2 } else { 0 };
+    let columns = columns(counter, elapsed_s, detail);
+    for (i, column) in columns.iter().enumerate() {
+        width += column.widest;
+        width += match i {
+            0 => 0,
+            // Between the percent and the count beside a bar.
+            1 if counter.total.is_some() => 2,
+            _ => 3,
+        };
+    }
+    width
+}
+
+/// `▸ classify  ████████░░░░  40%  40/100 docs · 3.1/s · 13s · ETA 19s`, or with no
+/// total, `⠙ crawl  42 docs · 3.1/s · 13s` (a spinner for its icon): a running counter
+/// with its elapsed time and, once known, its ETA, as `layout` says. Failures are
+/// counted in the run's header, which has room.
+fn counter_line(
+    counter: &Counter,
+    name: Option<&str>,
+    elapsed_s: f64,
+    name_width: usize,
+    layout: Layout,
+    spin: &str,
+) -> Line {
+    let mut line = Line::new();
+    let icon = if counter.total.is_some() { "▸" } else { spin };
+    line.push(Style::Cyan, icon).plain(" ");
+    if let Some(name) = name {
+        line.plain(&text::head(name, name_width))
+            .pad_to(2 + name_width)
+            .plain("  ");
+    }
+    let bar = layout.bar;
+    if let (Some(total), true) = (counter.total, bar > 0) {
+        let percent = counter
+            .percent
+            .unwrap_or(if total == 0 { 100.0 } else { 0.0 });
+        let filled = ((percent.clamp(0.0, 100.0) / 100.0) * bar as f64).floor() as usize;
+        line.push(Style::Cyan, &"█".repeat(filled))
+            .push(Style::Dim, &"░".repeat(bar - filled))
+            .plain(" ");
+    }
+    for (i, column) in columns(counter, elapsed_s, layout.detail)
+        .into_iter()
+        .enumerate()
+    {
+        match i {
+            0 => {}
+            1 if counter.total.is_some() => {
+                line.plain("  ");
+            }
+            _ => {
+                line.sep();
+            }
+        }
+        line.plain(&column.text);
+    }
+    if let Some(message) = &counter.message {
+        line.sep().push(Style::Dim, message);
     }
     line
 }
@@ -854,7 +1047,98 @@ mod tests {
             10,
             "
 ● crawl · 13s
-  ▸ discover  42 docs · 3.1/s · 13s",
+  ⠋ discover  42 docs · 3.1/s · 13s",
+        );
+    }
+
+    /// A download mid-way, with everything a counter line can show.
+    fn download() -> RunState {
+        fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("mirror", None)),
+                (0.0, stage_started("download", Some(5 << 30))),
+                (
+                    600.0,
+                    Progress {
+                        rate: Some(2.5 * 1024.0 * 1024.0),
+                        eta_s: Some(1_260.0),
+                        ..progress("download", 3 << 29, Some(5 << 30), Some("B"))
+                    }
+                    .into(),
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn narrow_screens_drop_columns_in_order_and_keep_a_bar_down_to_40() {
+        let at = |width, expected: &str| {
+            let expected = format!("● mirror · 10m00s\n{expected}");
+            check(&[download()], 600.0, width, 10, &expected);
+        };
+        at(
+            120,
+            "  ▸ download  █████████░░░░░░░░░░░░░░░░░░░░░  30%  1.5 GiB/5.0 GiB · 2.5 MiB/s · 10m00s · ETA 21m00s",
+        );
+        // Narrower, the bar gives way first, down to 10 columns.
+        at(
+            100,
+            "  ▸ download  ████████░░░░░░░░░░░░░░░░░░░░  30%  1.5 GiB/5.0 GiB · 2.5 MiB/s · 10m00s · ETA 21m00s",
+        );
+        // Then the rate goes, then the stage's elapsed time (the header has the run's).
+        at(
+            80,
+            "  ▸ download  ██████░░░░░░░░░░░░░░░  30%  1.5 GiB/5.0 GiB · 10m00s · ETA 21m00s",
+        );
+        at(
+            60,
+            "  ▸ download  ███░░░░░░░  30%  1.5 GiB/5.0 GiB · ETA 21m00s",
+        );
+        // Then the count (the percent stays), and the bar shrinks below 10...
+        at(40, "  ▸ download  ██░░░░░░░  30%  ETA 21m00s");
+        // ... before the ETA goes too.
+        at(34, "  ▸ download  ████░░░░░░░░░░░  30%");
+    }
+
+    #[test]
+    fn a_bar_keeps_its_width_as_its_numbers_grow() {
+        // From a few bytes to nearly 5 GiB, at a steady 2.5 MiB/s.
+        let rate = 2.5 * 1024.0 * 1024.0;
+        let total = 5u64 << 30;
+        let widths: Vec<usize> = [1u64, 100, 1 << 20, 3 << 29, total - (1 << 20)]
+            .iter()
+            .map(|&done| {
+                let run = fold(
+                    "r1",
+                    None,
+                    vec![
+                        (0.0, run_started("mirror", None)),
+                        (0.0, stage_started("download", Some(total))),
+                        (
+                            9.0,
+                            Progress {
+                                rate: Some(rate),
+                                eta_s: Some((total - done) as f64 / rate),
+                                ..progress("download", done, Some(total), Some("B"))
+                            }
+                            .into(),
+                        ),
+                    ],
+                );
+                let frame = Frame {
+                    width: 80,
+                    max_lines: 10,
+                    color: false,
+                };
+                let lines = render(&[run], at(9.0), &frame);
+                lines[1].chars().filter(|&c| c == '█' || c == '░').count()
+            })
+            .collect();
+        assert!(
+            widths.iter().all(|&w| w == widths[0] && w > 0),
+            "{widths:?}"
         );
     }
 

@@ -186,6 +186,30 @@ fn push_styled(out: &mut String, style: Style, text: &str, color: bool) {
     }
 }
 
+/// The start of `s` in at most `max` columns, with `…` marking a cut at its end.
+pub(super) fn head(s: &str, max: usize) -> String {
+    if columns(s) <= max {
+        return s.to_owned();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut used = 1;
+    let mut out = String::new();
+    let mut prev = None;
+    for c in s.chars() {
+        let w = char_columns(c, prev);
+        if used + w > max {
+            break;
+        }
+        used += w;
+        out.push(c);
+        prev = Some(c);
+    }
+    out.push('…');
+    out
+}
+
 /// The end of `s` in at most `max` columns, with `…` marking a cut at its start.
 pub(super) fn tail(s: &str, max: usize) -> String {
     if columns(s) <= max {
@@ -237,6 +261,11 @@ pub(super) fn count(n: u64) -> String {
     scaled(n as f64, 1000.0, &["", "k", "M", "G", "T", "P", "E"], "")
 }
 
+/// `1 item`, `2 items`, `1.2k items`: a count and its noun, singular for one.
+pub(super) fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
 /// A number of bytes for people: `512 B`, `1.2 KiB`, `3.4 MiB`.
 fn bytes(n: f64) -> String {
     if n < 1024.0 {
@@ -276,7 +305,7 @@ fn scaled(n: f64, step: f64, units: &[&str], suffix: &str) -> String {
 }
 
 /// Whether `unit` counts bytes, which get binary prefixes.
-fn is_bytes(unit: Option<&str>) -> bool {
+pub(super) fn is_bytes(unit: Option<&str>) -> bool {
     matches!(unit, Some("B" | "bytes"))
 }
 
@@ -304,6 +333,21 @@ pub(super) fn fraction(done: u64, total: u64, unit: Option<&str>) -> String {
         Some(unit) => format!("{done}/{total} {unit}"),
         None => format!("{done}/{total}"),
     }
+}
+
+/// The widest [`fraction`] of `total` can get as its count grows: the count is
+/// measured at its widest (`1023 MiB`, `12.3k`), so that a layout made from it holds.
+pub(super) fn fraction_widest(total: u64, unit: Option<&str>) -> usize {
+    if is_bytes(unit) {
+        return 8 + 1 + columns(&bytes(total as f64));
+    }
+    let (done, total) = if total < 10_000 {
+        let digits = total.to_string().len();
+        (digits, digits)
+    } else {
+        (5, columns(&count(total)))
+    };
+    done + 1 + total + unit.map_or(0, |u| 1 + columns(u))
 }
 
 /// A rate of `unit` per second: `3.1/s`, `12/s`, `1.2k/s`, `4.0 MiB/s`; per minute

@@ -123,6 +123,24 @@ impl OnPty {
         }
     }
 
+    /// Waits until the screen's written lines (wrapped rows joined) satisfy `done`.
+    #[track_caller]
+    fn wait_lines(&mut self, what: &str, done: impl Fn(&[String]) -> bool) {
+        let start = Instant::now();
+        loop {
+            self.pump();
+            if done(&written_lines(self)) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no {what} within {DEADLINE:?}:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Tells the child to go on.
     fn go(&mut self) {
         self.stdin
@@ -131,12 +149,29 @@ impl OnPty {
         self.stdin.flush().unwrap();
     }
 
-    /// Resizes the terminal, and the emulator with it.
-    #[allow(dead_code)]
+    /// Resizes the terminal as a person drags its window: the emulator's text is
+    /// reflowed to the new width, as most terminals do (GNOME Terminal, iTerm2, kitty,
+    /// Windows Terminal; `vt100` itself only cuts), so that lines wider than the new
+    /// width now take more rows, and the cursor stays at the end of its text.
     fn resize(&mut self, rows: u16, cols: u16) {
         self.pump();
+        let screen = self.parser.screen();
+        let (old_rows, old_cols) = screen.size();
+        let (cursor_row, _) = screen.cursor_position();
+        let texts: Vec<String> = screen.rows(0, old_cols.get()).collect();
+        // Rows joined back into the lines they were written as.
+        let mut lines: Vec<String> = Vec::new();
+        let mut joined = String::new();
+        for row in 0..old_rows.get().min(cursor_row + 1) {
+            joined.push_str(&texts[usize::from(row)]);
+            if !screen.row_wrapped(row) || row == cursor_row {
+                lines.push(std::mem::take(&mut joined).trim_end().to_owned());
+            }
+        }
         resize(&self.master, rows, cols);
-        self.parser.set_size(nonzero(rows), nonzero(cols));
+        let mut parser = vt100::Parser::new(nonzero(rows), nonzero(cols), 0);
+        parser.process(lines.join("\r\n").as_bytes());
+        self.parser = parser;
     }
 
     /// Waits for the child to end and for all it wrote; its status and the screen.
@@ -281,4 +316,147 @@ fn println_and_suspend_keep_the_program_s_lines() {
         "{screen}"
     );
     assert!(screen.contains("✔ import succeeded"), "{screen}");
+}
+
+/// The child's run for the width tests: a finished stage, a byte stage a third done,
+/// and a failed item whose error is longer than a narrow screen.
+fn sync_under_way(progress: &Progress) -> (herald::Run, herald::Stage) {
+    let run = progress.run("sync");
+    let scan = run.stage("scan").total(100).unit("files");
+    scan.inc(100);
+    scan.finish();
+    let upload = run.stage("upload").total(5u64 << 30).unit("B");
+    upload.inc(3 << 29);
+    upload.item("7").fail(LONG_ERROR);
+    (run, upload)
+}
+
+/// An error longer than any screen here is wide.
+const LONG_ERROR: &str = "the mirror answered 503 Service Unavailable: the upstream is overloaded, \
+please try again later (request id 7f3a9c2e, region eu-west-3, attempt 4 of 5)";
+
+/// The rows of the screen that wrapped into the next, as the emulator saw them.
+fn wrapped_rows(pty: &OnPty) -> Vec<u16> {
+    let screen = pty.parser.screen();
+    let (rows, _) = screen.size();
+    (0..rows.get()).filter(|&r| screen.row_wrapped(r)).collect()
+}
+
+/// The screen's text as the lines that were written: wrapped rows joined back.
+fn written_lines(pty: &OnPty) -> Vec<String> {
+    let screen = pty.parser.screen();
+    let (rows, cols) = screen.size();
+    let texts: Vec<String> = screen.rows(0, cols.get()).collect();
+    let mut lines = Vec::new();
+    let mut joined = String::new();
+    for row in 0..rows.get() {
+        joined.push_str(&texts[usize::from(row)]);
+        if !screen.row_wrapped(row) {
+            lines.push(std::mem::take(&mut joined).trim_end().to_owned());
+        }
+    }
+    lines
+}
+
+/// Checks the screen of `sync_under_way` at `cols` wide: the error whole (wrapped as
+/// it needs), then one header, and a bar on the upload's line, none of it wrapped.
+#[track_caller]
+fn check_sync_screen(pty: &OnPty, cols: u16) {
+    let screen = pty.screen();
+    let error = format!("✖ upload: item 7 failed: {LONG_ERROR}");
+    assert!(
+        written_lines(pty).iter().any(|l| l.ends_with(&error)),
+        "the error is not whole at {cols} columns:\n{screen}"
+    );
+    let lines: Vec<&str> = screen.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("● sync"))
+        .unwrap_or_else(|| panic!("no header at {cols} columns:\n{screen}"));
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("● sync")).count(),
+        1,
+        "{screen}"
+    );
+    let upload = lines
+        .iter()
+        .find(|l| l.contains("▸ upload"))
+        .unwrap_or_else(|| panic!("no upload line at {cols} columns:\n{screen}"));
+    assert!(
+        upload.contains('█') || upload.contains('░'),
+        "no bar at {cols} columns:\n{screen}"
+    );
+    assert!(upload.contains("30%"), "{screen}");
+    // Every row with bar characters is the upload's: no stale frame is left.
+    let barred = lines
+        .iter()
+        .filter(|l| l.contains('█') || l.contains('░'))
+        .count();
+    assert_eq!(barred, 1, "stale bars at {cols} columns:\n{screen}");
+    for row in wrapped_rows(pty) {
+        assert!(
+            usize::from(row) < header,
+            "the live area wrapped at row {row}, {cols} columns:\n{screen}"
+        );
+    }
+}
+
+#[test]
+fn bars_fit_screens_40_60_80_and_120_wide() {
+    const NAME: &str = "pty::bars_fit_screens_40_60_80_and_120_wide";
+    if std::env::var_os(CHILD).is_some() {
+        let progress = Progress::from_env().unwrap();
+        let (run, upload) = sync_under_way(&progress);
+        wait_for_go();
+        upload.finish();
+        run.finish();
+        return;
+    }
+    for cols in [40, 60, 80, 120] {
+        let mut pty = OnPty::spawn(NAME, "widths", 24, cols);
+        pty.wait_screen("the upload's bar", |s| {
+            s.lines()
+                .any(|l| l.contains("▸ upload") && l.contains("30%"))
+        });
+        check_sync_screen(&pty, cols);
+        pty.go();
+        let (status, screen) = pty.finish();
+        assert!(status.success(), "{screen}");
+        assert!(screen.contains("✔ sync succeeded"), "{screen}");
+    }
+}
+
+#[test]
+fn a_resize_redraws_cleanly() {
+    const NAME: &str = "pty::a_resize_redraws_cleanly";
+    if std::env::var_os(CHILD).is_some() {
+        let progress = Progress::from_env().unwrap();
+        let (run, upload) = sync_under_way(&progress);
+        wait_for_go();
+        upload.finish();
+        run.finish();
+        return;
+    }
+    let mut pty = OnPty::spawn(NAME, "resize", 24, 120);
+    // Drawn for this width: the upload's line, as written, fits it.
+    let redrawn = |pty: &mut OnPty, cols: usize| {
+        pty.wait_lines(&format!("bars drawn {cols} wide"), |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("▸ upload") && l.contains("30%") && l.chars().count() <= cols)
+        });
+    };
+    redrawn(&mut pty, 120);
+    check_sync_screen(&pty, 120);
+    // Narrower: the lines drawn 120 wide now take two rows each, until redrawn.
+    pty.resize(24, 50);
+    redrawn(&mut pty, 50);
+    check_sync_screen(&pty, 50);
+    // And wider again.
+    pty.resize(24, 90);
+    redrawn(&mut pty, 90);
+    check_sync_screen(&pty, 90);
+    pty.go();
+    let (status, screen) = pty.finish();
+    assert!(status.success(), "{screen}");
 }

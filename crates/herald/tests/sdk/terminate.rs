@@ -316,7 +316,7 @@ fn the_bars_end_on_a_line_of_their_own_with_the_cursor_shown() {
     let screen = parser.screen();
     let text = screen.contents();
     assert!(
-        text.contains("⊘ import cancelled after") && text.contains("error: terminated by SIGTERM"),
+        text.contains("⊘ import cancelled after") && text.contains("reason: terminated by SIGTERM"),
         "{text}"
     );
     assert!(
