@@ -7,6 +7,7 @@
 //! `failed`, never silence.
 
 use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
@@ -734,6 +735,40 @@ impl Stage {
         }
     }
 
+    /// Counts the bytes read through `read` (indicatif's `wrap_read`): the stage's
+    /// unit becomes `B` unless it has one, so its bar reads `1.5 GiB/5.0 GiB` and its
+    /// rate `2.5 MiB/s`. Set the total (the file's length) first.
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// # let run = herald::Progress::hidden().run("checksum");
+    /// let file = std::fs::File::open("image.iso")?;
+    /// let stage = run.stage("read").total(file.metadata()?.len());
+    /// let mut reader = stage.wrap_read(file);
+    /// std::io::copy(&mut reader, &mut std::io::sink())?;
+    /// stage.finish();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wrap_read<R: io::Read>(&self, read: R) -> CountedIo<R> {
+        self.counted_io(read)
+    }
+
+    /// Counts the bytes written through `write` (indicatif's `wrap_write`), as
+    /// [`Stage::wrap_read`] counts those read.
+    pub fn wrap_write<W: io::Write>(&self, write: W) -> CountedIo<W> {
+        self.counted_io(write)
+    }
+
+    fn counted_io<T>(&self, inner: T) -> CountedIo<T> {
+        let _ = self.inner.counter.unit.set("B".to_owned());
+        self.inner.announce();
+        CountedIo {
+            stage: self.clone(),
+            inner,
+        }
+    }
+
     /// Takes the total from `iter` when it knows its length exactly and the stage has
     /// none yet.
     fn total_from<I: Iterator>(&self, iter: &I) {
@@ -950,6 +985,65 @@ impl<T: fmt::Debug> fmt::Debug for Attempt<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Attempt")
             .field("value", &self.value)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reader or writer whose bytes count as a stage's units: made by
+/// [`Stage::wrap_read`] and [`Stage::wrap_write`]. It reads, writes and buffers as the
+/// one it wraps, one atomic add per call.
+pub struct CountedIo<T> {
+    stage: Stage,
+    inner: T,
+}
+
+impl<T> CountedIo<T> {
+    /// The reader or writer it wraps.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The reader or writer it wraps, unwrapped.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+}
+
+impl<R: io::Read> io::Read for CountedIo<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.stage.inc(n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for CountedIo<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        self.stage.inc(amt as u64);
+    }
+}
+
+impl<W: io::Write> io::Write for CountedIo<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.stage.inc(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T> fmt::Debug for CountedIo<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountedIo")
+            .field("stage", &self.stage)
             .finish_non_exhaustive()
     }
 }

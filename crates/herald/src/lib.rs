@@ -51,10 +51,13 @@ mod throttle;
 
 pub use dispatch::{Flushed, Stats};
 pub use handles::{
-    Attempt, Attempts, HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run, RunOptions, Stage,
-    Ticks, ToolCall,
+    Attempt, Attempts, CountedIo, HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run, RunOptions,
+    Stage, Ticks, ToolCall,
 };
 pub use herald_protocol as protocol;
+/// The level of a `log` line ([`Run::log`]), here so that a program needs no `use` of
+/// the protocol crate for it.
+pub use herald_protocol::LogLevel;
 pub use hub::HubOptions;
 pub use jsonl::JsonLines;
 pub use memory::MemorySink;

@@ -263,9 +263,18 @@ impl ProgressOptions {
 }
 
 /// A bad progress setting.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` is its message, as its `Display` is: returned from `main`, it prints
+/// `Error: HERALD_PROGRESS: invalid progress mode ...` rather than a struct.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConfigError {
     message: String,
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl ConfigError {
@@ -328,8 +337,26 @@ impl Progress {
         Progress::new([Target::hidden()])
     }
 
-    /// Reports as the environment says (`HERALD_PROGRESS`, `HERALD_PROGRESS_FILE`,
-    /// `HERALD_PROGRESS_FD`): bars on a terminal, JSON Lines when stderr is not one.
+    /// Reports as the environment says: bars on a terminal, JSON Lines when stderr is
+    /// not one, and a hub when one is named. It reads
+    ///
+    /// - `HERALD_PROGRESS`: `auto` (the default), `bars`, `json` or `none`: what goes on
+    ///   stderr;
+    /// - `HERALD_PROGRESS_FILE`: also JSON Lines to this file, appended to;
+    /// - `HERALD_PROGRESS_FD`: also JSON Lines to this inherited file descriptor;
+    /// - `HERALD_URL`: also report to the hub at this URL;
+    /// - `HERALD_TOKEN`: the token to create runs on that hub with (its admin token;
+    ///   none on an open hub), or with `HERALD_RUN`, that run's write token;
+    /// - `HERALD_RUN`: report the first run into this existing run of the hub (`herald
+    ///   exec` sets it, with `HERALD_URL` and `HERALD_TOKEN`, for its command);
+    /// - `NO_COLOR`: bars without colour.
+    ///
+    /// Empty variables count as unset.
+    ///
+    /// # Errors
+    ///
+    /// A value it cannot use (`HERALD_PROGRESS=sideways`, a `HERALD_URL` without
+    /// `http://`, a progress file that cannot be opened), named in the message.
     pub fn from_env() -> Result<Progress, ConfigError> {
         Progress::from_options(&ProgressOptions::from_env()?)
     }

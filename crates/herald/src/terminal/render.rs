@@ -1143,6 +1143,57 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_s_message_follows_its_numbers_and_the_text_of_a_new_call_its_own_line() {
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("mirror", None)),
+                (0.0, stage_started("download", Some(10))),
+                (
+                    2.0,
+                    Progress {
+                        message: Some("b.tar.gz".into()),
+                        ..progress("download", 4, Some(10), None)
+                    }
+                    .into(),
+                ),
+                (
+                    2.0,
+                    herald_protocol::LlmRequest {
+                        call_id: "c1".into(),
+                        provider: None,
+                        model: None,
+                    }
+                    .into(),
+                ),
+                (2.0, text("The first answer ends here.")),
+                (
+                    2.5,
+                    herald_protocol::LlmRequest {
+                        call_id: "c2".into(),
+                        provider: None,
+                        model: None,
+                    }
+                    .into(),
+                ),
+                (2.5, text("A second")),
+            ],
+        );
+        check(
+            &[run],
+            3.0,
+            100,
+            10,
+            "
+● mirror · 3.0s
+  ▸ download  ████████████░░░░░░░░░░░░░░░░░░  40%  4/10 · 2.0/s · 3.0s · ETA 2.0s · b.tar.gz
+  ◌ calling the model…
+  ❯ A second",
+        );
+    }
+
+    #[test]
     fn a_total_of_zero_is_complete() {
         let run = fold(
             "r1",

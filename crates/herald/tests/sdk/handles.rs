@@ -489,3 +489,106 @@ fn adapters_take_the_total_from_an_exact_size_iterator_and_only_then() {
         ]
     );
 }
+
+#[test]
+fn wrap_read_and_wrap_write_count_bytes() {
+    use std::io::{Read, Write};
+
+    let (progress, sink) = recorder();
+    let run = progress.run("copy");
+    let data = vec![7u8; 100_000];
+    let read = run.stage("read").total(data.len());
+    let mut reader = read.wrap_read(&data[..]);
+    let mut copy = Vec::new();
+    reader.read_to_end(&mut copy).unwrap();
+    read.finish();
+    let write = run.stage("write");
+    let mut writer = write.wrap_write(Vec::new());
+    writer.write_all(&copy).unwrap();
+    writer.flush().unwrap();
+    assert_eq!(writer.get_ref().len(), 100_000);
+    write.finish();
+    run.finish();
+    drop(progress);
+    let started: Vec<(String, Option<String>)> = sink
+        .events()
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::StageStarted(s) => Some((s.stage.clone(), s.unit.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        [
+            ("read".to_owned(), Some("B".to_owned())),
+            ("write".to_owned(), Some("B".to_owned())),
+        ]
+    );
+    let state = only_state(&sink);
+    let done: Vec<u64> = state.stages.iter().map(|s| s.progress.done).collect();
+    assert_eq!(done, [100_000, 100_000]);
+}
+
+#[test]
+fn a_stage_s_message_rides_its_ticks_and_a_tool_s_feedback_can_change() {
+    let sink = herald::MemorySink::every_tick();
+    let progress = herald::Progress::new([herald::Target::memory(&sink)]);
+    let run = progress.run("mirror");
+    let stage = run.stage("download").total(3);
+    stage.set_message("a.tar.gz");
+    stage.inc(1);
+    progress.flush();
+    let state = only_state(&sink);
+    assert_eq!(
+        state.stages[0].progress.message.as_deref(),
+        Some("a.tar.gz")
+    );
+    stage.set_message("");
+    stage.inc(1);
+    progress.flush();
+    assert_eq!(only_state(&sink).stages[0].progress.message, None);
+
+    let tool = run.tool("crawl", None, Some("Reading page 1 of 3"));
+    progress.flush();
+    let started_at = only_state(&sink).tools.in_flight[0].started_at;
+    tool.feedback("Reading page 2 of 3");
+    progress.flush();
+    let call = only_state(&sink).tools.in_flight[0].clone();
+    assert_eq!(call.feedback.as_deref(), Some("Reading page 2 of 3"));
+    assert_eq!(call.started_at, started_at, "still the same call");
+    tool.finish(None);
+    stage.finish();
+    run.finish();
+    drop(progress);
+    let messages: Vec<Option<String>> = sink
+        .events()
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Progress(p) => Some(p.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        messages.contains(&Some("a.tar.gz".to_owned())) && messages.contains(&Some(String::new())),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn config_errors_read_as_their_message_from_main() {
+    let err = "sideways".parse::<herald::ProgressMode>().unwrap_err();
+    // `main` returning `Err` prints `Error: {:?}`.
+    assert_eq!(format!("{err:?}"), err.to_string());
+    assert_eq!(
+        format!("{err:?}"),
+        "invalid progress mode `sideways`: expected auto, bars, json or none"
+    );
+    // Its level needs no `use` of the protocol crate.
+    let (progress, sink) = recorder();
+    let run = progress.run("levels");
+    run.log(herald::LogLevel::Warn, "careful");
+    run.finish();
+    drop(progress);
+    assert_eq!(only_state(&sink).logs[0].level, herald::LogLevel::Warn);
+}
