@@ -36,6 +36,11 @@ impl OnPty {
     /// Runs the test `name` of this binary as a child playing `scenario`, on a
     /// terminal of `rows` by `cols`.
     fn spawn(name: &str, scenario: &str, rows: u16, cols: u16) -> OnPty {
+        OnPty::spawn_with(name, scenario, rows, cols, &[])
+    }
+
+    /// As [`OnPty::spawn`], with `env` set in the child.
+    fn spawn_with(name: &str, scenario: &str, rows: u16, cols: u16, env: &[(&str, &str)]) -> OnPty {
         let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
         let master = openpt(flags).expect("a pseudo-terminal");
         grantpt(&master).expect("grantpt");
@@ -59,6 +64,7 @@ impl OnPty {
             .env_remove("HERALD_PROGRESS_FD")
             .env_remove("HERALD_URL")
             .env_remove("NO_COLOR")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(terminal.try_clone().expect("a second handle"))
             .stderr(terminal);
@@ -459,4 +465,37 @@ fn a_resize_redraws_cleanly() {
     pty.go();
     let (status, screen) = pty.finish();
     assert!(status.success(), "{screen}");
+}
+
+#[test]
+fn herald_s_own_warning_is_printed_above_the_bars_and_stays() {
+    const NAME: &str = "pty::herald_s_own_warning_is_printed_above_the_bars_and_stays";
+    if std::env::var_os(CHILD).is_some() {
+        let progress = Progress::from_env().unwrap();
+        let (run, stage) = run_under_way(&progress);
+        wait_for_go();
+        stage.inc(3);
+        stage.finish();
+        run.finish();
+        return;
+    }
+    // A hub that refuses every connection: the hub sink warns, once.
+    let refusing = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        url
+    };
+    let env = [("HERALD_URL", refusing.as_str())];
+    let mut pty = OnPty::spawn_with(NAME, "warning", 24, 100, &env);
+    let warned = |s: &str| s.contains("⚠ herald: cannot report to the hub at");
+    pty.wait_screen("the warning above the bars", |s| {
+        warned(s) && s.contains("▸ load")
+    });
+    pty.go();
+    let (status, screen) = pty.finish();
+    assert!(status.success(), "{screen}");
+    // Still there after the bars' later frames and the run's summary.
+    assert!(warned(&screen), "{screen}");
+    assert!(screen.contains("✔ import succeeded"), "{screen}");
 }
