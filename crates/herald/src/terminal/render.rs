@@ -486,42 +486,74 @@ fn styled(style: Style, text: &str) -> Line {
 /// One open run's header and body, `width` columns wide.
 fn run_block(state: &RunState, now: Timestamp, width: usize, depth: usize) -> Block {
     Block {
-        header: header(state),
+        header: header(state, width),
         body: body(state, now, width),
         depth,
     }
 }
 
-/// `● analysis · stage 2/3 · 46% · 1 failed · 1m05s`.
-fn header(state: &RunState) -> Line {
-    let mut line = Line::new();
+/// A run name is cut to this many columns before the header drops anything else.
+const MIN_RUN_NAME: usize = 12;
+
+/// `● analysis · stage 2/3 · 46% · 1 failed · 1m05s`, in at most `width` columns when
+/// it can be: a long name is cut first (down to [`MIN_RUN_NAME`]), then the parts drop
+/// in this order: the agent's turn, the stage number, the percent, the elapsed time;
+/// failures, a stall and a cancel request stay.
+fn header(state: &RunState, width: usize) -> Line {
     let stalled = state.status == RunStatus::Stalled;
-    line.push(if stalled { Style::Yellow } else { Style::Cyan }, "●")
-        .plain(" ")
-        .push(Style::Bold, run_name(state));
+    // Each part with its style and how late it drops (higher stays longer), in the
+    // order shown.
+    let mut parts: Vec<(Style, String, u8)> = Vec::new();
     if stalled {
-        line.sep().push(Style::Yellow, "stalled");
+        parts.push((Style::Yellow, "stalled".to_owned(), 9));
     }
     if state.cancel_requested {
-        line.sep().push(Style::Yellow, "cancel requested");
+        parts.push((Style::Yellow, "cancel requested".to_owned(), 8));
     }
     if let Some(steps) = state.total_steps.filter(|&n| n > 0) {
         let at = (state.stages.len() as u64).clamp(1, steps);
-        line.sep().plain(&format!("stage {at}/{steps}"));
+        parts.push((Style::Plain, format!("stage {at}/{steps}"), 2));
         if let Some(p) = state.percent {
-            line.sep().plain(text::percent(p).trim_start());
+            parts.push((Style::Plain, text::percent(p).trim_start().to_owned(), 3));
         }
     }
     if let Some(turn) = state.agent.iteration {
-        line.sep().plain(&format!("turn {turn}"));
+        parts.push((Style::Plain, format!("turn {turn}"), 1));
     }
     if state.items.failed > 0 {
-        line.sep().push(
-            Style::Red,
-            &format!("{} failed", text::count(state.items.failed)),
-        );
+        let failed = format!("{} failed", text::count(state.items.failed));
+        parts.push((Style::Red, failed, 7));
     }
-    line.sep().plain(&text::duration(state.elapsed_s));
+    parts.push((Style::Plain, text::duration(state.elapsed_s), 4));
+    let name = text::escape_controls(run_name(state));
+    let rest = |parts: &[(Style, String, u8)]| {
+        parts
+            .iter()
+            .map(|(_, text, _)| 3 + text::columns(&text::escape_controls(text)))
+            .sum::<usize>()
+    };
+    // The icon and its space, then the name in what the parts leave.
+    let mut room = width.saturating_sub(2 + rest(&parts));
+    while room < MIN_RUN_NAME.min(text::columns(&name)) {
+        let Some(drop) = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, keep))| *keep < 7)
+            .min_by_key(|(_, (_, _, keep))| *keep)
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        parts.remove(drop);
+        room = width.saturating_sub(2 + rest(&parts));
+    }
+    let mut line = Line::new();
+    line.push(if stalled { Style::Yellow } else { Style::Cyan }, "●")
+        .plain(" ")
+        .push(Style::Bold, &text::head(&name, room.max(MIN_RUN_NAME)));
+    for (style, text, _) in &parts {
+        line.sep().push(*style, text);
+    }
     line
 }
 
@@ -1191,6 +1223,41 @@ mod tests {
   ◌ calling the model…
   ❯ A second",
         );
+    }
+
+    #[test]
+    fn a_narrow_header_cuts_the_name_then_drops_the_least_telling_parts() {
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("demo: triage 200 documents", Some(4))),
+                (0.0, stage_started("fetch", Some(10))),
+                (1.0, item_started("fetch", "1", None)),
+                (
+                    2.0,
+                    item_finished("fetch", "1", StepOutcome::Failed, Some("404")),
+                ),
+            ],
+        );
+        let header = |width| {
+            let frame = Frame {
+                width,
+                max_lines: 1,
+                color: false,
+            };
+            render(std::slice::from_ref(&run), at(65.0), &frame).remove(0)
+        };
+        assert_eq!(
+            header(80),
+            "● demo: triage 200 documents · stage 1/4 · 2% · 1 failed · 1m05s"
+        );
+        assert_eq!(
+            header(60),
+            "● demo: triage 200 docu… · stage 1/4 · 2% · 1 failed · 1m05s"
+        );
+        assert_eq!(header(40), "● demo: triage… · 2% · 1 failed · 1m05s");
+        assert_eq!(header(30), "● demo: triage 200… · 1 failed");
     }
 
     #[test]

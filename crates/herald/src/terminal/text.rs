@@ -206,6 +206,8 @@ pub(super) fn head(s: &str, max: usize) -> String {
         out.push(c);
         prev = Some(c);
     }
+    // `demo: triage…`, not `demo: triage …`.
+    out.truncate(out.trim_end().len());
     out.push('…');
     out
 }
