@@ -18,7 +18,6 @@
 //! row updated, the notification) on the hub's own tables.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -131,10 +130,14 @@ struct Workload {
 /// `events` progress events spread evenly over `producers` runs (rounded up).
 fn workload(producers: usize, events: usize, tag: &str) -> anyhow::Result<Workload> {
     let per_run = events.div_ceil(producers);
-    let base_us = Timestamp::from_str("2026-01-01T00:00:00Z")
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .unix_micros();
-    let now = Timestamp::from_unix_micros(base_us + 3_600_000_000);
+    // An hour ago: a hub refuses times far from its own clock, so a fixed date would
+    // be refused once it is a week old.
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_micros() as i64;
+    let base_us = now_us - 3_600_000_000;
+    let now = Timestamp::from_unix_micros(now_us);
     let mut w = Workload {
         runs: Vec::new(),
         drafts: Vec::new(),
