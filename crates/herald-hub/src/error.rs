@@ -12,7 +12,7 @@ use serde_json::json;
 /// The `Retry-After` of a 507, in seconds: space may come back at any moment (a log
 /// rotated, a file deleted), but it is freed by someone, not by the hub, so there is no
 /// point asking every fraction of a second.
-const INSUFFICIENT_STORAGE_RETRY_S: u64 = 10;
+const INSUFFICIENT_STORAGE_RETRY_S: u64 = 5;
 
 /// What went wrong with a request.
 #[derive(Debug)]
