@@ -6,6 +6,8 @@ mod demo;
 mod emit;
 #[path = "cli/exec.rs"]
 mod exec;
+#[path = "cli/full_disk.rs"]
+mod full_disk;
 #[path = "cli/hub_errors.rs"]
 mod hub_errors;
 #[path = "cli/hub_sink.rs"]
