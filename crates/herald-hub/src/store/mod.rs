@@ -193,6 +193,17 @@ impl RunRow {
     }
 }
 
+/// `record` if its row could be read; otherwise `None`, logged. Lists of runs (and the
+/// sweep's) leave out a run whose row cannot be read back rather than fail whole: one
+/// damaged row must not hide every other run.
+pub(crate) fn readable(record: Result<RunRecord, StoreError>) -> Option<RunRecord> {
+    record
+        .map_err(|e| {
+            tracing::error!(error = %e, "a stored run cannot be read back; it is left out of lists")
+        })
+        .ok()
+}
+
 /// A token's row (its run's id and its scope) as either store reads it.
 pub(crate) fn token_from_row(run: String, scope: &str) -> Result<(RunId, Scope), StoreError> {
     match (RunId::new(run), Scope::parse(scope)) {

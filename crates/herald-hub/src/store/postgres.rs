@@ -40,7 +40,7 @@ use super::{
     StoreError, Unreadable, Wake, stamp_ahead,
 };
 use crate::auth::Scope;
-use crate::store::token_from_row;
+use crate::store::{readable, token_from_row};
 
 /// The channel notifications go on; the payload is a run id, nothing more.
 pub(super) const CHANNEL: &str = "herald_runs";
@@ -569,7 +569,10 @@ impl Store for PostgresStore {
         sql.push(" ORDER BY created_us DESC, ord DESC LIMIT ")
             .push_bind(i64::from(filter.limit));
         let rows = sql.build().fetch_all(&mut *self.acquire().await?).await?;
-        rows.iter().map(record_from_row).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|row| readable(record_from_row(row)))
+            .collect())
     }
 
     async fn delete(&self, id: &RunId) -> Result<(), StoreError> {
@@ -597,7 +600,10 @@ impl Store for PostgresStore {
         .bind(now.unix_micros())
         .fetch_all(&mut *self.acquire().await?)
         .await?;
-        rows.iter().map(record_from_row).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|row| readable(record_from_row(row)))
+            .collect())
     }
 
     async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {

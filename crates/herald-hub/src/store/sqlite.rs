@@ -38,7 +38,7 @@ use super::{
     Unreadable, stamp_ahead,
 };
 use crate::auth::Scope;
-use crate::store::token_from_row;
+use crate::store::{readable, token_from_row};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS runs (
@@ -416,7 +416,7 @@ fn query_records(
     let mut rows = select.query(params)?;
     let mut records = Vec::new();
     while let Some(row) = rows.next()? {
-        records.push(record_from_row(row)?);
+        records.extend(readable(record_from_row(row)));
     }
     Ok(records)
 }

@@ -269,3 +269,75 @@ async fn a_stored_event_that_cannot_be_read_back_is_a_marker_and_the_run_goes_on
     assert_eq!(seqs(&hub.all_events(&run).await), [1, 2, 3, 4, 5, 6]);
     assert_eq!(hub.state(&run).await["status"], "succeeded");
 }
+
+/// Runs `sql` on `db` behind the hub's back.
+async fn execute(db: &TestDb, sql: &str) {
+    match STORE {
+        StoreKind::Sqlite => {
+            let path = db.url().strip_prefix("sqlite://").expect("a SQLite URL");
+            let conn = rusqlite::Connection::open(path).expect("the file opens");
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .expect("a busy timeout");
+            conn.execute_batch(sql).expect("the statement runs");
+        }
+        StoreKind::Postgres => {
+            use sqlx::Connection;
+            let mut conn = within("connecting", sqlx::PgConnection::connect(db.url()))
+                .await
+                .expect("the database connects");
+            sqlx::raw_sql(sql)
+                .execute(&mut conn)
+                .await
+                .expect("the statement runs");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_row_cannot_be_read_back_does_not_take_the_list_down() {
+    let db = TestDb::new(STORE).await;
+    let hub = TestHub::on(&db, HubConfig::default(), None).await;
+    for id in ["fine", "summary", "broken"] {
+        let run = hub.create_named(id).await;
+        hub.append(&run, logs("m", 2)).await;
+    }
+    // A stored summary that is not JSON, and a status no hub writes.
+    execute(
+        &db,
+        "UPDATE runs SET state = '{\"id\":' WHERE id = 'summary'",
+    )
+    .await;
+    execute(
+        &db,
+        "UPDATE runs SET status = 'exploded' WHERE id = 'broken'",
+    )
+    .await;
+
+    let (status, reply) = hub.call(Method::GET, "/v1/runs", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let listed: Vec<(&str, &str)> = reply["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("summary", "summary"), ("fine", "fine")],
+        "the broken run left out, the other listed with its initial state"
+    );
+    let mut runs = hub.sse("/v1/runs/stream", None, &[]).await;
+    assert_eq!(runs.status, StatusCode::OK);
+    assert_eq!(runs.message().await.expect("a run").json()["id"], "fine");
+    hub.hub.sweep().await.expect("the sweep runs");
+    // The run itself still answers: its state is folded from its events, never read
+    // from the stored summary.
+    let state = hub
+        .state(&crate::util::Run {
+            id: "summary".into(),
+            write_token: String::new(),
+            read_token: String::new(),
+        })
+        .await;
+    assert_eq!(state["event_count"], 2, "{state}");
+}
