@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
     created_us INTEGER NOT NULL,
     last_seq INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL DEFAULT 'running',
-    last_event_us INTEGER NOT NULL,
+    last_received_us INTEGER NOT NULL,
     last_producer_us INTEGER NOT NULL,
     state TEXT NOT NULL
 );
@@ -63,7 +63,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (run_id, event_id
 "#;
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
-     last_event_us, last_producer_us, state) VALUES (?1, ?1, 60, 86400, 0, 0, 0, '{}')";
+     last_received_us, last_producer_us, state) VALUES (?1, ?1, 60, 86400, 0, 0, 0, '{}')";
 const INSERT_EVENT: &str =
     "INSERT INTO events (run_id, seq, event_id, body) VALUES (?1, ?2, ?3, ?4)";
 
@@ -297,7 +297,7 @@ async fn bare_postgres(admin_url: &str, w: &Workload, batch: usize) -> anyhow::R
             let mut conn = sqlx::PgConnection::connect(&db.url).await?;
             sqlx::query(
                 "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
-                 last_event_us, last_producer_us, state) VALUES ($1, $1, 60, 86400, 0, 0, 0, '{}')",
+                 last_received_us, last_producer_us, state) VALUES ($1, $1, 60, 86400, 0, 0, 0, '{}')",
             )
             .bind(run)
             .execute(&mut conn)
