@@ -11,6 +11,8 @@ mod escapes;
 mod exec;
 #[path = "cli/exec_io.rs"]
 mod exec_io;
+#[path = "cli/full_disk.rs"]
+mod full_disk;
 #[path = "cli/hub_errors.rs"]
 mod hub_errors;
 #[path = "cli/hub_sink.rs"]

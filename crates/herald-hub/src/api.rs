@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_protocol::{
-    BatchFormat, Draft, RunCancelRequested, RunId, RunStatus, Timestamp, TypeFilter, parse_batch,
+    BatchFormat, Draft, MAX_EVENT_BYTES, RunCancelRequested, RunId, RunStatus, Timestamp,
+    TypeFilter, parse_batch,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -24,6 +25,19 @@ use crate::{Hub, stream};
 const MAX_SECONDS: f64 = 366.0 * 86_400.0;
 /// Longest run name, in bytes.
 const MAX_NAME_BYTES: usize = 1024;
+/// Longest `track` of a run, in bytes: a list of type patterns, read back on every
+/// append. Naming every event type of the protocol takes less than half of it.
+const MAX_TRACK_BYTES: usize = 1024;
+/// How far ahead of the hub's clock an event's `ts` may be: an hour. A producer's
+/// clock synchronized or merely drifting is seconds off; one an hour or more ahead is
+/// misconfigured (a time zone taken for UTC), and its times would make every view
+/// wrong, so it is told at once rather than shown runs that started in the future.
+const MAX_TS_AHEAD_S: f64 = 3600.0;
+/// How far behind the hub's clock an event's `ts` may be: a week. Events reach a hub
+/// late when a producer's outbox waited out an outage, or when yesterday's log is
+/// replayed into it; nothing real is older, and a time of year 1 only makes an
+/// absurd `elapsed_s`.
+const MAX_TS_BEHIND_S: f64 = 7.0 * 86_400.0;
 
 pub(crate) fn router(hub: Hub) -> Router {
     let max_body = hub.config().max_body_bytes;
@@ -222,17 +236,30 @@ pub(crate) fn store_error(run: &RunId, e: StoreError) -> ApiError {
             "run_finished",
             format!("run `{run}` has finished and takes no more events"),
         ),
-        StoreError::Unavailable(_) | StoreError::Db(_) => db_error(e),
+        StoreError::EventTooLarge { index, bytes } => ApiError::event_too_large(format!(
+            "event {index} would be stored (with `v`, `run`, `seq` and `ts`) as {bytes} \
+             bytes, over the limit of {MAX_EVENT_BYTES}; nothing of the batch was stored"
+        ))
+        .with_index(index),
+        StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Db(_) => db_error(e),
     }
 }
 
 /// A store failure that is no client's doing: 503 while the database is unreachable
-/// (a load balancer or the SDK tries again), 500 otherwise; both logged.
+/// (a load balancer or the SDK tries again), 507 while its disk is full (the same
+/// request is taken once space is freed), 500 otherwise; all logged.
 pub(crate) fn db_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Unavailable(_) => {
             tracing::warn!(error = %e, "the database is unreachable");
             ApiError::unavailable("the hub cannot reach its database just now; try again")
+        }
+        StoreError::Full(_) => {
+            tracing::error!(error = %e, "the database's disk is full: writes are refused");
+            ApiError::insufficient_storage(
+                "the hub's disk is full: nothing of this request was stored; \
+                 send it again once space is freed",
+            )
         }
         other => ApiError::internal(other),
     }
@@ -344,6 +371,12 @@ pub(crate) async fn create_run(
             ));
         }
     };
+    if track.as_ref().is_some_and(|t| t.len() > MAX_TRACK_BYTES) {
+        return Err(ApiError::invalid_field(
+            "track",
+            format!("`track` must be at most {MAX_TRACK_BYTES} bytes"),
+        ));
+    }
     if track
         .as_ref()
         .is_some_and(|t| t.chars().any(char::is_control))
@@ -360,6 +393,17 @@ pub(crate) async fn create_run(
                 .map_err(|e| ApiError::invalid_field("track", e.to_string()))
         })
         .transpose()?;
+    // Stored with the run, so bounded as the `meta` of a `run.started` event is.
+    if let Some(meta) = &body.meta {
+        let bytes = Value::Object(meta.clone()).to_string().len();
+        if bytes > MAX_EVENT_BYTES {
+            return Err(ApiError::event_too_large(format!(
+                "`meta` is {bytes} bytes of JSON, over the limit of {MAX_EVENT_BYTES} \
+                 that an event's is held to"
+            ))
+            .with_field("meta"));
+        }
+    }
     let write_token = auth::generate(Scope::Write);
     let read_token = auth::generate(Scope::Read);
     let run = NewRun {
@@ -430,6 +474,7 @@ pub(crate) async fn append(
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?;
     let drafts = parse_batch(text, format, &id)?;
+    check_times(&drafts, hub.now())?;
     if drafts.len() > hub.config().max_batch {
         return Err(ApiError::too_large(format!(
             "{} events in one batch, over the limit of {}",
@@ -449,10 +494,12 @@ pub(crate) async fn append(
             wait_s,
         ));
     }
-    let appended = hub
-        .append(&id, drafts, true)
-        .await
-        .map_err(|e| store_error(&id, e))?;
+    let appended = hub.append(&id, drafts, true).await.map_err(|e| {
+        if matches!(e, StoreError::Full(_)) {
+            hub.metrics().disk_full();
+        }
+        store_error(&id, e)
+    })?;
     hub.limiter().charge(&id, events, hub.now());
     Ok(Json(json!({
         "appended": appended.events.len(),
@@ -461,6 +508,35 @@ pub(crate) async fn append(
         "last_seq": appended.last_seq,
         "cancel_requested": appended.state.cancel_requested,
     })))
+}
+
+/// Refuses a batch with an event whose `ts` is further from the hub's clock (`now`)
+/// than [`MAX_TS_BEHIND_S`] or [`MAX_TS_AHEAD_S`], naming its index. Retention and stall
+/// detection read the hub's clock alone, but views show the producer's times, and a
+/// run that started in year 1 or in 9999 shows nothing true.
+fn check_times(drafts: &[Draft], now: Timestamp) -> Result<(), ApiError> {
+    let earliest = now.add_seconds(-MAX_TS_BEHIND_S);
+    let latest = now.add_seconds(MAX_TS_AHEAD_S);
+    for (index, draft) in drafts.iter().enumerate() {
+        let Some(ts) = draft.ts else { continue };
+        let off = if ts > latest {
+            "ahead of"
+        } else if ts < earliest {
+            "behind"
+        } else {
+            continue;
+        };
+        return Err(ApiError::invalid_field(
+            "ts",
+            format!(
+                "event {index}: `ts` {ts} is too far {off} the hub's clock ({now}); the hub \
+                 takes times from 7 days before its clock to 1 hour after it (or leave \
+                 `ts` out for the hub's own)"
+            ),
+        )
+        .with_index(index));
+    }
+    Ok(())
 }
 
 /// `?token=` on routes a browser may open directly.
@@ -514,12 +590,27 @@ pub(crate) async fn cancel(
     } else {
         json_body(&body)?
     };
+    let now = hub.now();
     let draft = Draft::new(
-        hub.now(),
+        now,
         RunCancelRequested {
             reason: body.reason,
         },
     );
+    // The event must be readable once stored: the store refuses it otherwise, but
+    // here the field to blame is known. Measured at the longest `seq` it could get.
+    let bytes = draft
+        .clone()
+        .stamp(id.clone(), u64::MAX, now)
+        .to_json()
+        .len();
+    if bytes > MAX_EVENT_BYTES {
+        return Err(ApiError::event_too_large(format!(
+            "`reason` makes the run.cancel_requested event {bytes} bytes, over the limit \
+             of {MAX_EVENT_BYTES}"
+        ))
+        .with_field("reason"));
+    }
     let appended = hub
         .append(&id, vec![draft], false)
         .await
@@ -622,7 +713,7 @@ pub(crate) async fn healthz(State(hub): State<Hub>) -> Result<Json<Value>, ApiEr
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text")))]
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Result<Response, ApiError> {
     let runs = hub.store().count_by_status().await.map_err(db_error)?;
-    let text = hub.metrics().render(&runs);
+    let text = hub.metrics().render(&runs, hub.store().unreadable_events());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -9,6 +9,11 @@ use axum::response::{IntoResponse, Response};
 use herald_protocol::BatchError;
 use serde_json::json;
 
+/// The `Retry-After` of a 507, in seconds: space may come back at any moment (a log
+/// rotated, a file deleted), but it is freed by someone, not by the hub, so there is no
+/// point asking every fraction of a second.
+const INSUFFICIENT_STORAGE_RETRY_S: u64 = 5;
+
 /// What went wrong with a request.
 #[derive(Debug)]
 pub struct ApiError {
@@ -17,7 +22,7 @@ pub struct ApiError {
     message: String,
     index: Option<usize>,
     field: Option<String>,
-    /// Seconds for `Retry-After`, on a 429.
+    /// Seconds for `Retry-After`, on a 429 or a 507.
     retry_after_s: Option<u64>,
 }
 
@@ -82,6 +87,41 @@ impl ApiError {
     /// 413: the body is over the limit.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+    }
+
+    /// 413: an event would be stored over the protocol's size limit (name the field
+    /// or the event's index with [`ApiError::with_field`], [`ApiError::with_index`]).
+    pub fn event_too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", message)
+    }
+
+    /// 507: the store's disk is full. Nothing was stored; the same request is taken
+    /// once space is freed, so clients are told to try again (`Retry-After`).
+    pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after_s: Some(INSUFFICIENT_STORAGE_RETRY_S),
+            ..ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                message,
+            )
+        }
+    }
+
+    /// This error, naming the field at fault.
+    pub fn with_field(self, field: &str) -> ApiError {
+        ApiError {
+            field: Some(field.to_owned()),
+            ..self
+        }
+    }
+
+    /// This error, naming the index of the event at fault in its batch.
+    pub fn with_index(self, index: usize) -> ApiError {
+        ApiError {
+            index: Some(index),
+            ..self
+        }
     }
 
     /// 500: the hub failed; the details go to the log, not to the client.

@@ -133,14 +133,32 @@ impl TestDb {
     /// A fresh database on `kind`. For PostgreSQL, fails the test, saying what is
     /// missing and how to start it, when the server cannot be reached.
     pub(crate) async fn new(kind: StoreKind) -> TestDb {
+        TestDb::create(kind, None).await
+    }
+
+    /// A fresh database on `kind` whose data lives in `dir`, a folder the test chose
+    /// (on a small file system, say): a SQLite file in it, or a PostgreSQL database in
+    /// `tablespace`, which the caller created at `dir`.
+    pub(crate) async fn new_in(kind: StoreKind, dir: &std::path::Path, tablespace: &str) -> TestDb {
+        TestDb::create(kind, Some((dir, tablespace))).await
+    }
+
+    async fn create(kind: StoreKind, place: Option<(&std::path::Path, &str)>) -> TestDb {
         let inner = match kind {
             StoreKind::Sqlite => {
-                let dir = tempfile::tempdir().expect("a temp dir");
+                let (dir, path) = match place {
+                    Some((dir, _)) => (None, dir.join("herald.db")),
+                    None => {
+                        let dir = tempfile::tempdir().expect("a temp dir");
+                        let path = dir.path().join("herald.db");
+                        (Some(dir), path)
+                    }
+                };
                 DbInner {
                     kind,
-                    url: format!("sqlite://{}", dir.path().join("herald.db").display()),
+                    url: format!("sqlite://{}", path.display()),
                     name: String::new(),
-                    _dir: Some(dir),
+                    _dir: dir,
                 }
             }
             StoreKind::Postgres => {
@@ -152,7 +170,9 @@ impl TestDb {
                 );
                 let admin_url = postgres_admin_url();
                 let mut admin = postgres_admin().await;
-                sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+                let tablespace =
+                    place.map_or(String::new(), |(_, t)| format!(" TABLESPACE \"{t}\""));
+                sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"{tablespace}"))
                     .execute(&mut admin)
                     .await
                     .unwrap_or_else(|e| panic!("creating the database {name}: {e}"));
