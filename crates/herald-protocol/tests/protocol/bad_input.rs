@@ -10,7 +10,7 @@ use herald_protocol::{
     Timestamp, parse_batch, parse_draft_str, parse_event,
 };
 
-use crate::util::{RUN, run_id};
+use crate::util::{RUN, check_wording, run_id, short};
 
 #[derive(Clone, Copy, Debug)]
 enum Input<'a> {
@@ -46,18 +46,10 @@ fn check(input: Input<'_>, expected: &str) -> Option<BatchError> {
             Some(e),
         ),
     };
-    assert_eq!(actual, expected, "{input:?}");
+    assert_eq!(actual, expected, "{}", short(&format!("{input:?}")));
     if let Some(e) = &err {
         // The wording names the index and the field, whatever the mistake.
-        let shown = e.to_string();
-        match e.index {
-            Some(i) => assert!(shown.starts_with(&format!("event {i}: ")), "{shown}"),
-            None => assert!(!shown.starts_with("event "), "{shown}"),
-        }
-        if let Some(field) = &e.error.field {
-            assert!(shown.contains(&format!("`{field}`")), "{shown}");
-        }
-        assert!(!shown.ends_with('.'), "no trailing period: {shown}");
+        check_wording(e);
     }
     err
 }
