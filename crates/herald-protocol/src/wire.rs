@@ -29,8 +29,8 @@ pub const MAX_EVENT_ID_LEN: usize = 128;
 /// Deepest an event's JSON may nest, its own object being level 1.
 ///
 /// Replies wrap events a few levels deeper (a page of events, a run's state in a list,
-/// an MCP result), and serde_json, so herald's own clients, reads at most 128 levels: an
-/// event much deeper than this would be stored and then unreadable to them.
+/// an MCP result), and serde_json reads at most 128 levels: an event much deeper than
+/// this would be stored and then unreadable to a client that reads a reply whole.
 pub const MAX_EVENT_DEPTH: usize = 64;
 
 /// How many times longer than the text it was sent as an event can be once stored, at

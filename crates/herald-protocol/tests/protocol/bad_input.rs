@@ -502,7 +502,7 @@ fn nested_object(levels: usize) -> String {
 
 /// An event nests at most [`MAX_EVENT_DEPTH`] levels, its own object being the first,
 /// so that every reply that wraps it (a page of events, a state in a list, an MCP
-/// result) stays within the 128 levels serde_json, and so herald's own clients, read.
+/// result) stays within the 128 levels serde_json reads.
 #[test]
 fn nesting_depth() {
     for (field, event) in [
