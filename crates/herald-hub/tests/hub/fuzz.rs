@@ -67,6 +67,27 @@ fn hub_with_a_finished_run() -> (tokio::runtime::Runtime, TestHub, Run, u64) {
     (runtime, hub, run, last_seq)
 }
 
+/// The `id:`s of a finished run's whole AG-UI stream, in order, as `(SEQ, INDEX)`.
+async fn agui_ids(hub: &TestHub, run: &Run) -> Vec<(u64, usize)> {
+    let path = format!("/v1/runs/{}/stream?format=ag-ui", run.id);
+    let mut sse = hub.sse(&path, None, &[]).await;
+    assert_eq!(sse.status, StatusCode::OK);
+    sse.rest()
+        .await
+        .iter()
+        .map(|m| {
+            let id =
+                m.id.as_deref()
+                    .expect("every message of a finished run has an id");
+            let (seq, index) = id.split_once('.').expect("SEQ.INDEX");
+            (
+                seq.parse().expect("a seq"),
+                index.parse().expect("an index"),
+            )
+        })
+        .collect()
+}
+
 /// proptest's runner with `cases`, keeping failures beside this file.
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
@@ -181,6 +202,8 @@ fn query_value() -> impl Strategy<Value = Vec<u8>> {
 enum Route {
     Poll,
     Stream,
+    /// The stream with `format=ag-ui`, and the parameter after it.
+    AgUi,
     List,
     RunsStream,
 }
@@ -190,6 +213,7 @@ impl Route {
         match self {
             Route::Poll => &["after", "limit", "wait", "types"],
             Route::Stream => &["after", "types", "view", "format"],
+            Route::AgUi => &["after", "types", "view"],
             Route::List => &["status", "parent", "limit", "before"],
             Route::RunsStream => &["status", "parent"],
         }
@@ -206,8 +230,15 @@ fn query_name(route: Route) -> impl Strategy<Value = String> {
     ]
 }
 
-/// What a route answers to one parameter, `name=value`, alone.
-fn expect_query(route: Route, name: &str, value: &str, last_seq: u64) -> Expect {
+/// What a route answers to one parameter, `name=value`, alone; `ids` are those of the
+/// run's AG-UI stream.
+fn expect_query(
+    route: Route,
+    name: &str,
+    value: &str,
+    last_seq: u64,
+    ids: &[(u64, usize)],
+) -> Expect {
     let u32_in = |range: std::ops::RangeInclusive<u32>| match decimal::<u32>(value) {
         Some(n) if range.contains(&n) => Expect::Ok,
         Some(_) => error(400, "invalid_field", Some(name)),
@@ -250,6 +281,16 @@ fn expect_query(route: Route, name: &str, value: &str, last_seq: u64) -> Expect 
             Some(_) => error(400, "cursor_out_of_range", None),
             None => error(400, "invalid_query", Some("after")),
         },
+        (Route::AgUi, "after") => match decimal::<u64>(value) {
+            Some(n) if n <= last_seq => match ids.iter().find(|&&(seq, _)| seq > n) {
+                Some((seq, index)) => Expect::From(format!("{seq}.{index}")),
+                None => Expect::NoContent,
+            },
+            Some(_) => error(400, "cursor_out_of_range", None),
+            None => error(400, "invalid_query", Some("after")),
+        },
+        // herald's own filters: an AG-UI stream is the whole run.
+        (Route::AgUi, "types" | "view") => error(400, "invalid_field", Some(name)),
         (Route::Stream, "view") => match value {
             "state" | "events" => Expect::Ok,
             _ => error(400, "invalid_field", Some("view")),
@@ -274,23 +315,32 @@ fn expect_query(route: Route, name: &str, value: &str, last_seq: u64) -> Expect 
 #[test]
 fn query_parameters_are_taken_exactly_as_documented() {
     let (runtime, hub, run, last_seq) = hub_with_a_finished_run();
-    let route = select(&[Route::Poll, Route::Stream, Route::List, Route::RunsStream][..]);
+    let ids = runtime.block_on(agui_ids(&hub, &run));
+    let routes = [
+        Route::Poll,
+        Route::Stream,
+        Route::AgUi,
+        Route::List,
+        Route::RunsStream,
+    ];
+    let route = select(routes.to_vec());
     let case =
         route.prop_flat_map(|route| (Just(route), query_name(route), query_value(), any::<bool>()));
     runner(256)
         .run(&case, |(route, name, value, repeated)| {
             let text = String::from_utf8_lossy(&value);
             let path = match route {
-                Route::Poll => format!("/v1/runs/{}/events", run.id),
-                Route::Stream => format!("/v1/runs/{}/stream", run.id),
-                Route::List => "/v1/runs".to_owned(),
-                Route::RunsStream => "/v1/runs/stream".to_owned(),
+                Route::Poll => format!("/v1/runs/{}/events?", run.id),
+                Route::Stream => format!("/v1/runs/{}/stream?", run.id),
+                Route::AgUi => format!("/v1/runs/{}/stream?format=ag-ui&", run.id),
+                Route::List => "/v1/runs?".to_owned(),
+                Route::RunsStream => "/v1/runs/stream?".to_owned(),
             };
             // A parameter given twice is refused, naming it, whatever its values.
             let expected = if repeated {
                 error(400, "invalid_query", Some(&name))
             } else {
-                expect_query(route, &name, &text, last_seq)
+                expect_query(route, &name, &text, last_seq, &ids)
             };
             let pair = format!("{}={}", encoded(name.as_bytes()), encoded(&value));
             let query = if repeated {
@@ -298,7 +348,7 @@ fn query_parameters_are_taken_exactly_as_documented() {
             } else {
                 pair
             };
-            let path = format!("{path}?{query}");
+            let path = format!("{path}{query}");
             let req = hub.request(Method::GET, &path, None);
             let twice = if repeated { ", twice" } else { "" };
             let what = format!("{route:?} {name:?}={text:?}{twice}");
@@ -391,24 +441,7 @@ fn expect_agui_cursor(value: &[u8], last_seq: u64, ids: &[(u64, usize)]) -> Expe
 fn stream_cursors_are_taken_exactly_as_documented() {
     let (runtime, hub, run, last_seq) = hub_with_a_finished_run();
     let agui = format!("/v1/runs/{}/stream?format=ag-ui", run.id);
-    let ids: Vec<(u64, usize)> = runtime.block_on(async {
-        let mut sse = hub.sse(&agui, None, &[]).await;
-        assert_eq!(sse.status, StatusCode::OK);
-        sse.rest()
-            .await
-            .iter()
-            .map(|m| {
-                let id =
-                    m.id.as_deref()
-                        .expect("every message of a finished run has an id");
-                let (seq, index) = id.split_once('.').expect("SEQ.INDEX");
-                (
-                    seq.parse().expect("a seq"),
-                    index.parse().expect("an index"),
-                )
-            })
-            .collect()
-    });
+    let ids = runtime.block_on(agui_ids(&hub, &run));
     assert!(ids.len() > last_seq as usize, "{ids:?}");
     let herald = format!("/v1/runs/{}/stream", run.id);
     runner(256)
