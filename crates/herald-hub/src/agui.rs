@@ -630,10 +630,13 @@ impl Resume {
             Some((seq, index)) => (seq, Some(index.parse().ok()?)),
             None => (s.trim(), None),
         };
-        Some(Resume {
-            seq: seq.parse().ok()?,
-            index,
-        })
+        let seq = seq.parse().ok()?;
+        // `0` is before the first event, which has no messages to resume inside: a
+        // `0.INDEX` names none of the stream's messages.
+        if seq == 0 && index.is_some() {
+            return None;
+        }
+        Some(Resume { seq, index })
     }
 }
 

@@ -235,12 +235,15 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// The field a serde message names: "missing field `x`", "unknown variant ..., expected"
-/// or "x: invalid type".
+/// The field a serde message names: "missing field `x`", "duplicate field `x`",
+/// "unknown field `x`, expected ...", or "x: invalid type".
 fn field_of(message: &str) -> Option<String> {
-    for marker in ["missing field `", "unknown field `"] {
-        if let Some(rest) = message.split(marker).nth(1) {
-            return rest.split('`').next().map(str::to_owned);
+    for marker in ["missing field `", "duplicate field `", "unknown field `"] {
+        if let Some((_, rest)) = message.split_once(marker) {
+            // An unknown field is the client's text, which may hold a backquote: it
+            // ends where serde's list of the known ones starts.
+            let end = rest.rfind("`, expected").or_else(|| rest.find('`'))?;
+            return Some(rest[..end].to_owned());
         }
     }
     let head = message
@@ -301,6 +304,18 @@ mod tests {
             field_of("Failed to deserialize query string: limit: invalid digit found in string")
                 .as_deref(),
             Some("limit")
+        );
+        assert_eq!(
+            field_of("Failed to deserialize query string: duplicate field `after`").as_deref(),
+            Some("after")
+        );
+        assert_eq!(
+            field_of(
+                "Failed to deserialize query string: a`b: unknown field `a`b`, expected one of \
+                 `after`, `limit`"
+            )
+            .as_deref(),
+            Some("a`b")
         );
         assert_eq!(field_of("something else entirely"), None);
     }

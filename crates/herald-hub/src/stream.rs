@@ -654,7 +654,12 @@ pub(crate) async fn runs_stream(
             .status
             .map(|s| s.parse().map_err(|e| ApiError::invalid_field("status", e)))
             .transpose()?,
-        parent: query.parent.map(|p| parse_run_id(&p)).transpose()?,
+        parent: query
+            .parent
+            .map(|p| {
+                parse_run_id(&p).map_err(|_| ApiError::invalid_field("parent", "not a run id"))
+            })
+            .transpose()?,
         before: None,
         limit: 100,
     };

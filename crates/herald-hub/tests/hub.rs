@@ -19,6 +19,8 @@
 //!   SQLite only, as the store is the suite's business.
 //! - `dashboard`: the web pages in headless Chromium, through chromedriver; on SQLite
 //!   only, as they are slow and the pages do not see the store.
+//! - `fuzz`: query parameters, stream cursors and append bodies of any bytes, as
+//!   property tests; on SQLite only, as none of it is the store's.
 
 // Compiling the suite's files once per store is the point of `sqlite` and `postgres`.
 #![allow(clippy::duplicate_mod)]
@@ -27,6 +29,8 @@
 mod agui_client;
 #[path = "hub/dashboard.rs"]
 mod dashboard;
+#[path = "hub/fuzz.rs"]
+mod fuzz;
 #[path = "hub/hubs.rs"]
 mod hubs;
 #[path = "hub/suite.rs"]

@@ -44,6 +44,6 @@ pub use state::{
     ToolCallStatus, ToolsState, fold,
 };
 pub use wire::{
-    BatchError, BatchFormat, ErrorCode, EventError, MAX_EVENT_BYTES, MAX_EVENT_ID_LEN, parse_batch,
-    parse_draft_str, parse_event,
+    BatchError, BatchFormat, ErrorCode, EventError, MAX_EVENT_BYTES, MAX_EVENT_DEPTH,
+    MAX_EVENT_ID_LEN, parse_batch, parse_draft_str, parse_event,
 };
