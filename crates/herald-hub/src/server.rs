@@ -99,15 +99,6 @@ pub(crate) async fn run(
                 }
             }
         };
-        // Left behind once a tenth of the cap is free again, so that a hub hovering at
-        // its cap does not log every connection that closes.
-        if at_cap && permits.available_permits() + 1 >= (max / 10).max(1) {
-            at_cap = false;
-            tracing::info!(
-                max_connections = max,
-                "open connections are below the cap again"
-            );
-        }
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -129,6 +120,16 @@ pub(crate) async fn run(
         if accept_failing {
             accept_failing = false;
             tracing::info!("accepting connections works again");
+        }
+        // The episode is over once a tenth of the cap (one place at least) is still free
+        // with this connection in, so that a hub hovering at its cap does not log every
+        // connection that closes.
+        if at_cap && permits.available_permits() >= (max / 10).max(1) {
+            at_cap = false;
+            tracing::info!(
+                max_connections = max,
+                "open connections are below the cap again"
+            );
         }
         // Events are small and a reader waits for each: no Nagle delay.
         let _ = stream.set_nodelay(true);
