@@ -800,11 +800,11 @@ fn serve_keeps_its_connection_cap_under_the_limit_of_open_files() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let data = dir.path().to_str().expect("a UTF-8 path");
     let log_path = dir.path().join("hub.log");
-    // 256 files: 100 are left for the database and the rest.
+    // 256 files, of which 100 are left for the database and the rest: 156 connections.
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
-        "ulimit -n 256 && exec \"$0\" serve --addr 127.0.0.1:0 --data-dir \"$1\"",
+        "ulimit -n 256 && exec \"$0\" serve --addr 127.0.0.1:0 --data-dir \"$1\" --header-timeout 1s",
         env!("CARGO_BIN_EXE_herald"),
         data,
     ]);
@@ -814,9 +814,31 @@ fn serve_keeps_its_connection_cap_under_the_limit_of_open_files() {
         "HERALD_TOKEN",
         "HERALD_LOG",
         "HERALD_MAX_CONNECTIONS",
+        "HERALD_HEADER_TIMEOUT",
     ] {
         cmd.env_remove(var);
     }
-    let _hub = HubProcess::spawn(cmd, &log_path);
+    let hub = HubProcess::spawn(cmd, &log_path);
     wait_for_log(&log_path, "max_connections=156");
+
+    // More silent connections than the hub has files: before the cap and the header
+    // timeout, they took every file and `/healthz` never answered again.
+    let addr = hub.url.trim_start_matches("http://").to_owned();
+    let silent: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("the backlog takes it"))
+        .collect();
+    let client = Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .expect("an HTTP client");
+    let (status, body) = call(
+        &client,
+        reqwest::Method::GET,
+        &format!("{}/healthz", hub.url),
+        None,
+        None,
+    )
+    .expect("the hub answers once the silent connections time out");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    drop(silent);
 }
