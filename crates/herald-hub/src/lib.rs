@@ -62,7 +62,9 @@ pub use store::{
 /// How the hub behaves.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
-    /// The admin token; `None` runs the hub open (only allowed on loopback).
+    /// The admin token, of at least [`MIN_TOKEN_CHARS`] characters; `None` runs the hub
+    /// open (only allowed on loopback), and then it answers only requests sent to a
+    /// loopback name from its own pages or `cors_origins`.
     pub admin_token: Option<String>,
     /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
