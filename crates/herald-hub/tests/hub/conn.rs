@@ -113,10 +113,11 @@ async fn a_body_must_arrive_whole_within_the_body_timeout() {
              Content-Length: {}\r\n\r\n",
             body.len() + 1000
         );
+        // Before the head is sent: the hub's deadline starts when it has read it.
+        let started = Instant::now();
         assert!(conn.write(head.as_bytes()).await);
         // A byte every 50 ms keeps the body coming, never whole: only a deadline for
         // all of it stops that.
-        let started = Instant::now();
         let mut sent = 0;
         while conn.says_nothing_for(Duration::from_millis(50)).await {
             assert!(
