@@ -99,8 +99,15 @@ pub(crate) async fn run(
                 }
             }
         };
+        // Whether no connection was waiting in the backlog for this place.
+        let mut none_waiting = false;
+        let accept = std::future::poll_fn(|cx| {
+            let accepted = listener.poll_accept(cx);
+            none_waiting |= accepted.is_pending();
+            accepted
+        });
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
@@ -121,10 +128,11 @@ pub(crate) async fn run(
             accept_failing = false;
             tracing::info!("accepting connections works again");
         }
-        // The episode is over once a tenth of the cap (one place at least) is still free
-        // with this connection in, so that a hub hovering at its cap does not log every
+        // The episode is over once a connection finds nobody waiting before it and a
+        // tenth of the cap (one place at least) still free with it in: not each time a
+        // place frees up while others wait, or a hub at its cap would log every
         // connection that closes.
-        if at_cap && permits.available_permits() >= (max / 10).max(1) {
+        if at_cap && none_waiting && permits.available_permits() >= (max / 10).max(1) {
             at_cap = false;
             tracing::info!(
                 max_connections = max,
