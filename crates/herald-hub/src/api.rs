@@ -1,7 +1,7 @@
 //! The REST routes of SPEC section 5, and who may call them.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -59,8 +59,14 @@ pub(crate) fn router(hub: Hub) -> Router {
         .route("/", get(crate::dashboard::page))
         .route("/runs/{id}", get(crate::dashboard::page))
         .route("/assets/{file}", get(crate::dashboard::asset))
+        // After every route: it applies to those registered before it.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            crate::guard::guard,
+        ))
         .layer(
             // Log method and path only: a `?token=` must never reach a log.
             TraceLayer::new_for_http()
@@ -128,6 +134,11 @@ async fn fallback(req: Request) -> ApiError {
     ApiError::route_not_found(req.uri().path())
 }
 
+/// A route's path with a method it does not take; axum adds the `Allow` header.
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::method_not_allowed(req.method().as_str(), req.uri().path())
+}
+
 /// What a route needs of the caller.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Need {
@@ -191,13 +202,15 @@ pub(crate) async fn authorize(
     }
 }
 
-/// The body, or 413 when it is over the limit.
+/// The body, or 413 when it is over the limit, or 408 when it did not arrive in time.
 pub(crate) fn body_bytes(
     hub: &Hub,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(limit) = crate::server::BodyTimedOut::among(&e) {
+            ApiError::body_timeout(limit)
+        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!(
                 "the body is over the limit of {} bytes",
                 hub.config().max_body_bytes
@@ -453,19 +466,26 @@ pub(crate) async fn create_run(
               (status = 429, description = "the run is over its rate limit: nothing stored; `Retry-After` says when to send it again")))]
 pub(crate) async fn append(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
     let body = body_bytes(&hub, body)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    // NDJSON by its media type; anything else is read as a JSON array, so that a
-    // plain `curl -d` (which says form-urlencoded) works too.
-    let format = match content_type.split(';').next().unwrap_or("").trim() {
+    // NDJSON by its media type; `guard` let in only that and JSON's.
+    let format = match content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => {
             BatchFormat::Ndjson
         }
@@ -549,10 +569,11 @@ pub(crate) struct TokenQuery {
     responses((status = 200, description = "the run's state (SPEC section 4)"), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn get_run(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let record = hub
@@ -579,10 +600,11 @@ pub(crate) struct CancelBody {
               (status = 404), (status = 409, description = "the run has finished")))]
 pub(crate) async fn cancel(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
     let body = body_bytes(&hub, body)?;
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -624,9 +646,10 @@ pub(crate) async fn cancel(
     responses((status = 204, description = "deleted"), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn delete_run(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Admin).await?;
     hub.store()
         .delete(&id)

@@ -3,7 +3,8 @@
 //! a generic body and are logged.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::BatchError;
@@ -124,6 +125,85 @@ impl ApiError {
         }
     }
 
+    /// 403: an open hub's request sent to a name that is not loopback's (`Host`), as a
+    /// page does after rebinding its own name to this machine's address.
+    pub(crate) fn host_not_allowed(host: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            format!(
+                "this hub has no admin token, so it answers only requests sent to \
+                 localhost, 127.0.0.1 or [::1], not to `{host}`"
+            ),
+        )
+    }
+
+    /// 403: an open hub's request from a web page of an origin it does not allow.
+    pub(crate) fn origin_not_allowed(origin: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!(
+                "pages of `{origin}` may not call this hub: it has no admin token, so only \
+                 its own pages and the origins it names for CORS (--cors-origin) may"
+            ),
+        )
+    }
+
+    /// 405: the route exists, the method does not; the `Allow` header lists those that
+    /// do.
+    pub(crate) fn method_not_allowed(method: &str, path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} does not take {method}: the Allow header lists what it takes"),
+        )
+    }
+
+    /// 408: the body did not arrive in time.
+    pub(crate) fn body_timeout(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the body did not arrive within {} s of the request's headers",
+                limit.as_secs_f64()
+            ),
+        )
+    }
+
+    /// 415: a body that does not say it is JSON (`Content-Type`); `accepted` lists the
+    /// media types the route takes.
+    pub(crate) fn unsupported_media_type(content_type: Option<&str>, accepted: &str) -> ApiError {
+        let message = match content_type {
+            Some(given) => format!("the body's Content-Type is `{given}`: send it as {accepted}"),
+            None => format!("the body has no Content-Type: send it as {accepted}"),
+        };
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// What hyper answers on its own, before any route, to a request it cannot parse:
+    /// 400 (a malformed request line or header), 414 or 431; `None` for other statuses.
+    pub(crate) fn unparsable_request(status: StatusCode) -> Option<ApiError> {
+        let (code, message) = match status {
+            StatusCode::BAD_REQUEST => ("malformed_request", "the request is not well-formed HTTP"),
+            StatusCode::URI_TOO_LONG => (
+                "uri_too_long",
+                "the request's URI is over the hub's limit of 65534 bytes",
+            ),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+                "headers_too_large",
+                "the request has more headers, or longer ones, than the hub takes",
+            ),
+            _ => return None,
+        };
+        Some(ApiError::new(status, code, message))
+    }
+
     /// 500: the hub failed; the details go to the log, not to the client.
     pub fn internal(err: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %err, "internal error");
@@ -152,6 +232,26 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The code of SPEC's error body (`invalid_field`).
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The sentence of SPEC's error body.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// 400 `invalid_message`: a WebSocket client's message is not a resume, for the
+    /// reason `e` gives (its field kept).
+    pub(crate) fn invalid_message(e: ApiError) -> ApiError {
+        ApiError {
+            code: "invalid_message",
+            message: format!("send {{\"after\": SEQ}} to resume: {}", e.message),
+            ..e
+        }
     }
 }
 
@@ -201,29 +301,63 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// Parses a JSON request body, whatever its Content-Type says (a plain `curl -d` says
-/// form-urlencoded); errors name the field.
+/// Parses a JSON request body (its media type was checked before the route, see
+/// `guard`); errors name the field. A key given twice, at any depth, is refused as in
+/// events (`duplicate_key`), rather than one of the two kept.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?;
+    let value = herald_protocol::parse_json(text).map_err(|error| {
+        ApiError::from(BatchError {
+            index: None,
+            error: herald_protocol::EventError {
+                // "not valid JSON: ..." becomes "the body is not valid JSON: ...".
+                message: match error.code {
+                    herald_protocol::ErrorCode::InvalidJson => {
+                        format!("the body is {}", strip_position(&error.message))
+                    }
+                    _ => error.message,
+                },
+                ..error
+            },
+        })
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.to_string();
-        let message = message
-            .rsplit_once(" at line ")
-            .map_or(message.as_str(), |(m, _)| m)
-            .to_owned();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::bad_request(
-                "invalid_json",
-                format!("the body is not valid JSON: {message}"),
-            );
-        }
+        let message = e.into_inner().to_string();
+        let message = strip_position(&message).to_owned();
         let field = field_of(&message).or_else(|| (path != ".").then_some(path));
         let mut err = ApiError::bad_request("invalid_field", message);
         err.field = field;
         err
     })
+}
+
+/// serde_json's message without the " at line L column C" it ends with.
+fn strip_position(message: &str) -> &str {
+    message.rsplit_once(" at line ").map_or(message, |(m, _)| m)
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        match e {
+            PathRejection::FailedToDeserializePathParams(e) => {
+                let (field, message) = match e.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => (
+                        Some(key.clone()),
+                        format!("the path's `{key}` is not UTF-8 once percent-decoded"),
+                    ),
+                    _ => (None, e.body_text()),
+                };
+                ApiError {
+                    field,
+                    ..ApiError::bad_request("invalid_path", message)
+                }
+            }
+            // A route that reads a parameter it does not have: the hub's mistake.
+            other => ApiError::internal(other.body_text()),
+        }
+    }
 }
 
 impl From<QueryRejection> for ApiError {
@@ -259,16 +393,23 @@ fn field_of(message: &str) -> Option<String> {
     (!field.is_empty() && !field.contains(' ')).then(|| field.to_owned())
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// SPEC's error body.
+    pub(crate) fn body(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(index) = self.index {
             error["index"] = json!(index);
         }
-        if let Some(field) = self.field {
+        if let Some(field) = &self.field {
             error["field"] = json!(field);
         }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_s {
             response
                 .headers_mut()

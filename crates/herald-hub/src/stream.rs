@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::agui;
 use crate::api::{Need, authorize, body_bytes, db_error, parse_run_id, run_for, store_error};
-use crate::error::ApiError;
+use crate::error::{ApiError, json_body};
 use crate::feed::Feed;
 use crate::metrics::SubscriberGuard;
 use crate::store::{RunFilter, RunRecord, StoreError};
@@ -252,10 +252,11 @@ pub(crate) struct PollQuery {
               (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn poll(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let limit = match query.limit {
@@ -367,10 +368,11 @@ fn event_message(event: &Event) -> SseEvent {
               (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn sse(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<SseQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     match query.format.as_deref() {
@@ -423,11 +425,12 @@ pub(crate) async fn sse(
 /// (SPEC section 9). herald's own stream is a `GET`.
 pub(crate) async fn sse_post(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<SseQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     if query.format.as_deref() != Some(agui::FORMAT) {
@@ -576,11 +579,12 @@ struct Resume {
 
 pub(crate) async fn ws(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<WsQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let cursor = Cursor::open(
@@ -593,8 +597,13 @@ pub(crate) async fn ws(
     // Checked last, so that a plain GET learns about the run and its token first, and
     // in the hub's JSON error body rather than axum's text.
     let upgrade = upgrade.map_err(|e| ApiError::bad_request("not_a_websocket", e.body_text()))?;
-    Ok(upgrade.on_upgrade(move |socket| websocket(socket, cursor)))
+    Ok(upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| websocket(socket, cursor)))
 }
+
+/// Largest message a client may send: a resume (`{"after": SEQ}`) is a few bytes.
+const MAX_CLIENT_MESSAGE: usize = 4096;
 
 async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
     loop {
@@ -610,26 +619,78 @@ async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
                     return;
                 }
             },
-            message = socket.recv() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    let res = serde_json::from_str::<Resume>(&text)
-                        .map_err(|e| ApiError::bad_request("invalid_message", format!("send {{\"after\": SEQ}} to resume: {e}")));
-                    let res = match res {
-                        Ok(resume) => cursor.seek(resume.after).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = res {
-                        let body = json!({"error": {"code": "invalid_message", "message": e.to_string()}});
-                        if socket.send(Message::text(body.to_string())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
+            message = socket.recv() => {
+                let refused = match message {
+                    Some(Ok(Message::Text(text))) => match resume(&mut cursor, text.as_str()).await {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    },
+                    Some(Ok(Message::Binary(_))) => Refusal {
+                        code: close_code::UNSUPPORTED,
+                        reason: "binary messages are not understood: send {\"after\": SEQ} as text".into(),
+                        error: None,
+                    },
+                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(_)) => continue,
+                    // The client broke the protocol (an unmasked frame, a text message that
+                    // is not UTF-8, one over the size limit): tell it so, if it still
+                    // listens.
+                    Some(Err(e)) => Refusal {
+                        code: close_code::PROTOCOL,
+                        reason: format!("WebSocket protocol error: {e}"),
+                        error: None,
+                    },
+                };
+                refused.send(&mut socket).await;
+                return;
+            }
         }
     }
+}
+
+/// Why the hub ends a WebSocket a client broke: the close frame's code and reason,
+/// after SPEC's error body as a last text message when there is one.
+struct Refusal {
+    code: u16,
+    reason: String,
+    error: Option<ApiError>,
+}
+
+impl Refusal {
+    async fn send(self, socket: &mut WebSocket) {
+        if let Some(error) = &self.error {
+            let _ = socket.send(Message::text(error.body().to_string())).await;
+        }
+        // A close frame's reason has room for 123 bytes.
+        let mut reason = self.reason;
+        if reason.len() > 123 {
+            let mut end = 120;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push_str("...");
+        }
+        let frame = CloseFrame {
+            code: self.code,
+            reason: reason.into(),
+        };
+        let _ = socket.send(Message::Close(Some(frame))).await;
+    }
+}
+
+/// Moves the cursor as a client's `{"after": SEQ}` asks; anything else ends the socket
+/// (policy violation, 1008), the error naming what was wrong.
+async fn resume(cursor: &mut Cursor, text: &str) -> Result<(), Refusal> {
+    let res = match json_body::<Resume>(text.as_bytes()) {
+        Ok(resume) => cursor.seek(resume.after).await,
+        Err(e) => Err(ApiError::invalid_message(e)),
+    };
+    res.map_err(|e| Refusal {
+        code: close_code::POLICY,
+        reason: format!("{}: {}", e.code(), e.message()),
+        error: Some(e),
+    })
 }
 
 /// `GET /v1/runs/stream` query.

@@ -15,6 +15,9 @@
 //!   store.
 //! - `hubs`: two hubs on one PostgreSQL database.
 //! - `shared_sqlite`: two hubs on one SQLite file, joined by the feeds' interval poll.
+//! - `http`, `conn`: what the hub checks before any route (media types, `Host`,
+//!   `Origin`), its answers outside the routes, and its connections' timeouts and cap;
+//!   on SQLite only, as none of it reaches the store.
 //! - `agui_client`: AG-UI's own client (`HttpAgent`, under Node.js) following runs; on
 //!   SQLite only, as the store is the suite's business.
 //! - `dashboard`: the web pages in headless Chromium, through chromedriver; on SQLite
@@ -27,10 +30,14 @@
 
 #[path = "hub/agui_client.rs"]
 mod agui_client;
+#[path = "hub/conn.rs"]
+mod conn;
 #[path = "hub/dashboard.rs"]
 mod dashboard;
 #[path = "hub/fuzz.rs"]
 mod fuzz;
+#[path = "hub/http.rs"]
+mod http;
 #[path = "hub/hubs.rs"]
 mod hubs;
 #[path = "hub/suite.rs"]

@@ -11,6 +11,7 @@
 //!   (stored, with `seq`) and [`Draft`] (as a producer posts it).
 //! - `wire`: JSON serialization, parsing and validation with errors that name the
 //!   event's index and field ([`parse_batch`], [`parse_event`]).
+//! - `json`: [`parse_json`], JSON text to a `Value` with every object's keys unique.
 //! - `pattern`: [`TypeFilter`], the `tool.*,run.*` patterns of filters.
 //! - `state`: [`RunState`] and [`fold`], the one reducer of run state.
 //! - `eta`: [`EtaEstimator`], the rate and ETA estimator the reducer uses.
@@ -21,6 +22,7 @@
 mod eta;
 mod event;
 mod ids;
+mod json;
 mod pattern;
 mod schema;
 mod state;
@@ -35,6 +37,7 @@ pub use event::{
     StageStarted, StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
 };
 pub use ids::{InvalidRunId, InvalidTimestamp, MAX_RUN_ID_LEN, RunId, Timestamp};
+pub use json::parse_json;
 pub use pattern::{InvalidTypeFilter, TypeFilter};
 pub use schema::event_schema;
 pub use state::{

@@ -7,7 +7,8 @@
 //!
 //! Unknown fields in a built-in event are ignored (and not kept), so that a producer
 //! written against a later minor revision of protocol v1, which may add optional
-//! fields, still works with this hub.
+//! fields, still works with this hub. A key given twice in one object, at any depth,
+//! is refused ([`ErrorCode::DuplicateKey`]) rather than resolved by keeping one.
 
 use std::fmt;
 
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::event::{Custom, Draft, Event, EventBody, PROTOCOL_VERSION};
 use crate::ids::{RunId, Timestamp};
+use crate::json::{parse_json, unique_value};
 
 /// Largest event, in bytes of JSON: 64 KiB.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -62,6 +64,8 @@ pub enum ErrorCode {
     EventTooLarge,
     /// `v` is not a version this crate speaks.
     UnsupportedVersion,
+    /// An object gives one key twice (the field is the key's path).
+    DuplicateKey,
 }
 
 impl ErrorCode {
@@ -75,6 +79,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::EventTooLarge => "event_too_large",
             ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::DuplicateKey => "duplicate_key",
         }
     }
 }
@@ -91,7 +96,11 @@ pub struct EventError {
 }
 
 impl EventError {
-    fn new(code: ErrorCode, field: Option<&str>, message: impl Into<String>) -> EventError {
+    pub(crate) fn new(
+        code: ErrorCode,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> EventError {
         EventError {
             code,
             field: field.map(str::to_owned),
@@ -196,10 +205,7 @@ pub fn parse_batch(body: &str, format: BatchFormat, run: &RunId) -> Result<Vec<D
 /// Parses one draft from its JSON text.
 pub fn parse_draft_str(text: &str, run: &RunId) -> Result<Draft, EventError> {
     check_size(text.len())?;
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        EventError::new(ErrorCode::InvalidJson, None, format!("not valid JSON: {e}"))
-    })?;
-    let Value::Object(map) = value else {
+    let Value::Object(map) = parse_json(text)? else {
         return Err(EventError::new(
             ErrorCode::NotAnObject,
             None,
@@ -230,10 +236,7 @@ pub fn parse_draft_str(text: &str, run: &RunId) -> Result<Draft, EventError> {
 /// found on a JSON Lines stream or in a hub's reply.
 pub fn parse_event(text: &str) -> Result<Event, EventError> {
     check_size(text.len())?;
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        EventError::new(ErrorCode::InvalidJson, None, format!("not valid JSON: {e}"))
-    })?;
-    event_from_value(value)
+    event_from_value(parse_json(text)?)
 }
 
 fn event_from_value(value: Value) -> Result<Event, EventError> {
@@ -640,7 +643,7 @@ impl Serialize for Event {
 
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
-        let value = Value::deserialize(d)?;
+        let value = unique_value(d)?;
         event_from_value(value).map_err(D::Error::custom)
     }
 }

@@ -411,6 +411,47 @@ fn idempotency_ids() {
     }
 }
 
+#[test]
+fn keys_given_twice() {
+    // Whichever copy a parser kept, the producer meant one of them: refused, naming the
+    // key, in the envelope, in a body field, and deep inside a value alike.
+    check_third(
+        r#"{"event":"log","level":"info","message":"a","message":"b"}"#,
+        "duplicate_key message",
+    );
+    check_third(
+        r#"{"event":"log","event":"heartbeat","level":"info","message":"a"}"#,
+        "duplicate_key event",
+    );
+    check_third(
+        r#"{"event":"heartbeat","elapsed_s":1,"id":"k1","id":"k2"}"#,
+        "duplicate_key id",
+    );
+    check_third(
+        r#"{"event":"run.started","name":"a","meta":{"owner":"x","owner":"y"}}"#,
+        "duplicate_key meta.owner",
+    );
+    check_third(
+        r#"{"event":"custom.deploy","targets":[{"region":"eu"},{"region":"eu","region":"us"}]}"#,
+        "duplicate_key targets[1].region",
+    );
+    let err = check_third(
+        r#"{"event":"agent.history","messages":[{"role":"user","role":"system","content":"x"}]}"#,
+        "duplicate_key messages[0].role",
+    )
+    .unwrap();
+    assert!(err.to_string().contains("twice"), "{err}");
+    // The same key in two objects is not a repetition.
+    check_third(r#"{"event":"custom.pair","a":{"k":1},"b":{"k":2}}"#, "ok");
+    // A stored event is held to the same rule.
+    check(
+        Input::Stored(
+            r#"{"v":1,"event":"heartbeat","run":"run-1","seq":3,"seq":4,"ts":"2026-11-22T01:07:00Z","elapsed_s":1}"#,
+        ),
+        "- duplicate_key seq",
+    );
+}
+
 /// An event of exactly `len` bytes.
 fn log_event_of_len(len: usize) -> String {
     let frame = r#"{"event":"log","level":"info","message":""}"#;
