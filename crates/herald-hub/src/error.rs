@@ -7,13 +7,13 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::BatchError;
-use serde_json::json;
+use herald_protocol::api::{ApiErrorCode, ErrorBody, ErrorDetail};
 
 /// What went wrong with a request.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ApiErrorCode,
     message: String,
     index: Option<usize>,
     field: Option<String>,
@@ -22,7 +22,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    fn new(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -34,7 +34,7 @@ impl ApiError {
     }
 
     /// 400: the input is wrong.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -42,25 +42,29 @@ impl ApiError {
     pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             field: Some(field.to_owned()),
-            ..ApiError::bad_request("invalid_field", message)
+            ..ApiError::bad_request(ApiErrorCode::InvalidField, message)
         }
     }
 
     /// 401: no token, or one the hub does not know.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::Unauthorized,
+            message,
+        )
     }
 
     /// 403: a valid token that does not open this.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(StatusCode::FORBIDDEN, ApiErrorCode::Forbidden, message)
     }
 
     /// 404: no such run.
     pub fn run_not_found(id: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "run_not_found",
+            ApiErrorCode::RunNotFound,
             format!("no run `{id}`"),
         )
     }
@@ -69,19 +73,23 @@ impl ApiError {
     pub fn route_not_found(path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ApiErrorCode::NotFound,
             format!("no route {path}"),
         )
     }
 
     /// 409: the run id is taken, or the run already finished.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn conflict(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
     /// 413: the body is over the limit.
     pub fn too_large(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::BodyTooLarge,
+            message,
+        )
     }
 
     /// 500: the hub failed; the details go to the log, not to the client.
@@ -89,7 +97,7 @@ impl ApiError {
         tracing::error!(error = %err, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ApiErrorCode::Internal,
             "the hub failed to answer; see its log",
         )
     }
@@ -97,7 +105,11 @@ impl ApiError {
     /// 503: the hub cannot serve this now: it is shutting down, or its database is
     /// unreachable.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::Unavailable,
+            message,
+        )
     }
 
     /// 429: over a rate limit; the same request is taken after `retry_after_s`
@@ -105,7 +117,11 @@ impl ApiError {
     pub fn rate_limited(message: impl Into<String>, retry_after_s: f64) -> ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s.ceil().max(1.0) as u64),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ApiErrorCode::RateLimited,
+                message,
+            )
         }
     }
 
@@ -124,7 +140,7 @@ impl From<BatchError> for ApiError {
         };
         ApiError {
             status,
-            code: e.error.code.as_str(),
+            code: e.error.code.into(),
             message: e.to_string(),
             index: e.index,
             field: e.error.field.clone(),
@@ -141,22 +157,22 @@ impl From<JsonRejection> for ApiError {
                 // "name: invalid type ...".
                 let detail =
                     std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
-                let mut err = ApiError::bad_request("invalid_field", detail.clone());
+                let mut err = ApiError::bad_request(ApiErrorCode::InvalidField, detail.clone());
                 err.field = field_of(&detail);
                 err
             }
             JsonRejection::JsonSyntaxError(e) => {
-                ApiError::bad_request("invalid_json", e.body_text())
+                ApiError::bad_request(ApiErrorCode::InvalidJson, e.body_text())
             }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ApiErrorCode::UnsupportedMediaType,
                 "send the body as JSON, with Content-Type: application/json",
             ),
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::too_large("the body is over the hub's size limit")
             }
-            other => ApiError::bad_request("invalid_body", other.body_text()),
+            other => ApiError::bad_request(ApiErrorCode::InvalidBody, other.body_text()),
         }
     }
 }
@@ -175,12 +191,12 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
             .to_owned();
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::bad_request(
-                "invalid_json",
+                ApiErrorCode::InvalidJson,
                 format!("the body is not valid JSON: {message}"),
             );
         }
         let field = field_of(&message).or_else(|| (path != ".").then_some(path));
-        let mut err = ApiError::bad_request("invalid_field", message);
+        let mut err = ApiError::bad_request(ApiErrorCode::InvalidField, message);
         err.field = field;
         err
     })
@@ -189,7 +205,7 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> ApiError {
         let detail = e.body_text();
-        let mut err = ApiError::bad_request("invalid_query", detail.clone());
+        let mut err = ApiError::bad_request(ApiErrorCode::InvalidQuery, detail.clone());
         err.field = field_of(&detail);
         err
     }
@@ -218,14 +234,15 @@ fn field_of(message: &str) -> Option<String> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(index) = self.index {
-            error["index"] = json!(index);
-        }
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                index: self.index.map(|i| i as u64),
+                field: self.field,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_s {
             response
                 .headers_mut()
