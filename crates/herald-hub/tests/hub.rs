@@ -18,6 +18,8 @@
 //!   SQLite only, as the store is the suite's business.
 //! - `dashboard`: the web pages in headless Chromium, through chromedriver; on SQLite
 //!   only, as they are slow and the pages do not see the store.
+//! - `schemathesis`: `/openapi.json` validated, and a live hub checked against it by
+//!   schemathesis; on SQLite only.
 
 // Compiling the suite's files once per store is the point of `sqlite` and `postgres`.
 #![allow(clippy::duplicate_mod)]
@@ -30,6 +32,8 @@ mod dashboard;
 mod hubs;
 #[path = "hub/suite.rs"]
 mod postgres;
+#[path = "hub/schemathesis.rs"]
+mod schemathesis;
 #[path = "hub/suite.rs"]
 mod sqlite;
 #[path = "hub/util.rs"]
