@@ -7,12 +7,16 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use herald_protocol::api::{
+    ApiErrorCode, Appended, CancelRun, Cancelled, CreateRun, Created, ErrorBody, Health, RunUrls,
+    RunsPage,
+};
 use herald_protocol::{
-    BatchFormat, Draft, MAX_EVENT_BYTES, RunCancelRequested, RunId, RunStatus, Timestamp,
+    BatchFormat, Draft, MAX_EVENT_BYTES, RunCancelRequested, RunId, RunState, RunStatus, Timestamp,
     TypeFilter, parse_batch,
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
@@ -216,7 +220,7 @@ pub(crate) fn body_bytes(
                 hub.config().max_body_bytes
             ))
         } else {
-            ApiError::bad_request("invalid_body", e.body_text())
+            ApiError::bad_request(ApiErrorCode::InvalidBody, e.body_text())
         }
     })
 }
@@ -242,11 +246,12 @@ pub(crate) async fn run_for(
 pub(crate) fn store_error(run: &RunId, e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::run_not_found(run.as_str()),
-        StoreError::Conflict => {
-            ApiError::conflict("run_exists", format!("a run `{run}` exists already"))
-        }
+        StoreError::Conflict => ApiError::conflict(
+            ApiErrorCode::RunExists,
+            format!("a run `{run}` exists already"),
+        ),
         StoreError::Finished => ApiError::conflict(
-            "run_finished",
+            ApiErrorCode::RunFinished,
             format!("run `{run}` has finished and takes no more events"),
         ),
         StoreError::EventTooLarge { index, bytes } => ApiError::event_too_large(format!(
@@ -278,22 +283,6 @@ pub(crate) fn db_error(e: StoreError) -> ApiError {
     }
 }
 
-/// `POST /v1/runs` body.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateRun {
-    id: Option<String>,
-    name: String,
-    parent: Option<String>,
-    heartbeat_timeout_s: Option<f64>,
-    ttl_s: Option<f64>,
-    /// Type patterns to keep, comma-separated or as a list.
-    #[schema(value_type = Option<Object>)]
-    track: Option<Value>,
-    #[schema(value_type = Option<Object>)]
-    meta: Option<Map<String, Value>>,
-}
-
 fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<f64, ApiError> {
     match value {
         None => Ok(default),
@@ -323,10 +312,10 @@ fn generate_run_id(now: Timestamp) -> RunId {
     RunId::new(format!("run-{stamp}-{suffix}")).expect("generated ids use the run id charset")
 }
 
-#[utoipa::path(post, path = "/v1/runs", request_body = CreateRun,
-    responses((status = 201, description = "created: {id, write_token, read_token, urls}"),
-              (status = 400, description = "bad input"), (status = 401), (status = 403),
-              (status = 409, description = "the id is taken")))]
+#[utoipa::path(post, path = "/v1/runs", request_body = CreateRun, security(("bearerAuth" = [])),
+    responses((status = 201, description = "the run is created", body = Created),
+              (status = 400, description = "a field is invalid: `field` names it", body = ErrorBody),
+              (status = 409, description = "a run with this id exists", body = ErrorBody)))]
 pub(crate) async fn create_run(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -444,32 +433,37 @@ pub(crate) async fn create_run(
     hub.limiter().forget(&id);
     hub.published_state(&record.state);
     let base = base_url(&hub, &headers);
-    let urls = json!({
-        "run": format!("{base}/v1/runs/{id}"),
-        "events": format!("{base}/v1/runs/{id}/events"),
-        "stream": format!("{base}/v1/runs/{id}/stream"),
-        "ws": format!("{}/v1/runs/{id}/ws", base.replacen("http", "ws", 1)),
-        "dashboard": format!("{base}/runs/{id}?token={read_token}"),
-    });
-    let body =
-        json!({"id": id, "write_token": write_token, "read_token": read_token, "urls": urls});
+    let urls = RunUrls {
+        run: format!("{base}/v1/runs/{id}"),
+        events: format!("{base}/v1/runs/{id}/events"),
+        stream: format!("{base}/v1/runs/{id}/stream"),
+        ws: format!("{}/v1/runs/{id}/ws", base.replacen("http", "ws", 1)),
+        dashboard: format!("{base}/runs/{id}?token={read_token}"),
+    };
+    let body = Created {
+        id,
+        write_token,
+        read_token,
+        urls,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/events",
-    params(("id" = String, Path, description = "run id")),
-    request_body(content = Vec<Object>, description = "a JSON array of events, or NDJSON (application/x-ndjson)"),
-    responses((status = 200, description = "{appended, duplicates, last_seq, cancel_requested}"),
-              (status = 400, description = "an event is invalid: index and field named"),
-              (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "the run has finished"), (status = 413),
-              (status = 429, description = "the run is over its rate limit: nothing stored; `Retry-After` says when to send it again")))]
+#[utoipa::path(post, path = "/v1/runs/{id}/events", params(("id" = RunId, Path, description = "run id")),
+    security(("bearerAuth" = [])),
+    request_body(content = Vec<Draft>, description = "A JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`, one event a line): each without `v`, `run` and `seq`, which the hub fills in"),
+    responses((status = 200, description = "the batch is stored, whole and durably", body = Appended),
+              (status = 400, description = "an event is invalid: `index` and `field` name it; nothing is stored", body = ErrorBody),
+              (status = 409, description = "the run has finished", body = ErrorBody),
+              (status = 413, description = "the body, an event or the batch is over its limit", body = ErrorBody),
+              (status = 429, description = "the run is over its rate limit: nothing is stored; `Retry-After` says when to send it again", body = ErrorBody,
+               headers(("Retry-After" = u64, description = "seconds")))))]
 pub(crate) async fn append(
     State(hub): State<Hub>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Appended>, ApiError> {
     let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
     let body = body_bytes(&hub, body)?;
@@ -492,7 +486,7 @@ pub(crate) async fn append(
         _ => BatchFormat::JsonArray,
     };
     let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?;
+        .map_err(|_| ApiError::bad_request(ApiErrorCode::InvalidJson, "the body is not UTF-8"))?;
     let drafts = parse_batch(text, format, &id)?;
     check_times(&drafts, hub.now())?;
     if drafts.len() > hub.config().max_batch {
@@ -521,13 +515,13 @@ pub(crate) async fn append(
         store_error(&id, e)
     })?;
     hub.limiter().charge(&id, events, hub.now());
-    Ok(Json(json!({
-        "appended": appended.events.len(),
-        "duplicates": appended.duplicates,
-        "filtered": appended.filtered,
-        "last_seq": appended.last_seq,
-        "cancel_requested": appended.state.cancel_requested,
-    })))
+    Ok(Json(Appended {
+        appended: appended.events.len() as u64,
+        duplicates: appended.duplicates,
+        filtered: appended.filtered,
+        last_seq: appended.last_seq,
+        cancel_requested: appended.state.cancel_requested,
+    }))
 }
 
 /// Refuses a batch with an event whose `ts` is further from the hub's clock (`now`)
@@ -565,14 +559,15 @@ pub(crate) struct TokenQuery {
     token: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = String, Path, description = "run id")),
-    responses((status = 200, description = "the run's state (SPEC section 4)"), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = RunId, Path, description = "run id")),
+    security(("bearerAuth" = []), ("readToken" = [])),
+    responses((status = 200, description = "the run's state", body = RunState)))]
 pub(crate) async fn get_run(
     State(hub): State<Hub>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunState>, ApiError> {
     let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
@@ -581,34 +576,25 @@ pub(crate) async fn get_run(
         .run(&id)
         .await
         .map_err(|e| store_error(&id, e))?;
-    let state = record.state.at(hub.now());
-    Ok(Json(
-        serde_json::to_value(state).map_err(ApiError::internal)?,
-    ))
+    Ok(Json(record.state.at(hub.now())))
 }
 
-/// `POST /v1/runs/{id}/cancel` body (optional).
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CancelBody {
-    reason: Option<String>,
-}
-
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", params(("id" = String, Path, description = "run id")),
-    request_body(content = Option<CancelBody>),
-    responses((status = 200, description = "{cancel_requested: true, last_seq}"), (status = 401), (status = 403),
-              (status = 404), (status = 409, description = "the run has finished")))]
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", params(("id" = RunId, Path, description = "run id")),
+    security(("bearerAuth" = [])),
+    request_body(content = CancelRun, description = "optional: an empty body is `{}`"),
+    responses((status = 200, description = "`run.cancel_requested` is stored", body = Cancelled),
+              (status = 409, description = "the run has finished", body = ErrorBody)))]
 pub(crate) async fn cancel(
     State(hub): State<Hub>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cancelled>, ApiError> {
     let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
     let body = body_bytes(&hub, body)?;
-    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelBody::default()
+    let body: CancelRun = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRun::default()
     } else {
         json_body(&body)?
     };
@@ -637,13 +623,15 @@ pub(crate) async fn cancel(
         .append(&id, vec![draft], false)
         .await
         .map_err(|e| store_error(&id, e))?;
-    Ok(Json(
-        json!({"cancel_requested": true, "last_seq": appended.last_seq}),
-    ))
+    Ok(Json(Cancelled {
+        cancel_requested: true,
+        last_seq: appended.last_seq,
+    }))
 }
 
-#[utoipa::path(delete, path = "/v1/runs/{id}", params(("id" = String, Path, description = "run id")),
-    responses((status = 204, description = "deleted"), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(delete, path = "/v1/runs/{id}", params(("id" = RunId, Path, description = "run id")),
+    security(("bearerAuth" = [])),
+    responses((status = 204, description = "the run and its events are deleted")))]
 pub(crate) async fn delete_run(
     State(hub): State<Hub>,
     id: Result<Path<String>, PathRejection>,
@@ -659,27 +647,33 @@ pub(crate) async fn delete_run(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/runs` query.
+/// `GET /v1/runs` query. The fields the hub checks itself are strings here, so that its
+/// errors name them; their parameters say what they take.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     /// Only runs with this status.
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
     /// Only children of this run.
+    #[param(value_type = Option<RunId>)]
     parent: Option<String>,
-    /// At most this many (default 50, at most 500).
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
-    /// Only runs created before this RFC 3339 time (the `next_before` of a page).
+    /// Only runs created before this time (the `next_before` of a page).
+    #[param(value_type = Option<Timestamp>)]
     before: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs", params(ListQuery),
-    responses((status = 200, description = "{runs: [state], next_before}"), (status = 400), (status = 401), (status = 403)))]
+#[utoipa::path(get, path = "/v1/runs", params(ListQuery), security(("bearerAuth" = [])),
+    responses((status = 200, description = "the runs, newest first", body = RunsPage)))]
 pub(crate) async fn list_runs(
     State(hub): State<Hub>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunsPage>, ApiError> {
     authorize(&hub, &headers, None, None, Need::Admin).await?;
     let Query(query) = query?;
     let filter = RunFilter {
@@ -717,29 +711,29 @@ pub(crate) async fn list_runs(
     let records = hub.store().list(&filter).await.map_err(db_error)?;
     let now = hub.now();
     let next_before = (records.len() as u32 == filter.limit)
-        .then(|| records.last().map(|r| r.created_at.to_string()))
+        .then(|| records.last().map(|r| r.created_at))
         .flatten();
-    let runs: Vec<Value> = records
-        .iter()
-        .map(|r| serde_json::to_value(r.state.at(now)))
-        .collect::<Result<_, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(Json(json!({"runs": runs, "next_before": next_before})))
+    let runs = records.iter().map(|r| r.state.at(now)).collect();
+    Ok(Json(RunsPage { runs, next_before }))
 }
 
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{status: ok}")))]
-pub(crate) async fn healthz(State(hub): State<Hub>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/healthz", security(()),
+    responses((status = 200, description = "the hub answers and reaches its database", body = Health)))]
+pub(crate) async fn healthz(State(hub): State<Hub>) -> Result<Json<Health>, ApiError> {
     hub.store().count_by_status().await.map_err(db_error)?;
-    Ok(Json(json!({"status": "ok"})))
+    Ok(Json(Health {
+        status: "ok".to_owned(),
+    }))
 }
 
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text")))]
+#[utoipa::path(get, path = "/metrics", security(()),
+    responses((status = 200, description = "Prometheus text metrics", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Result<Response, ApiError> {
     let runs = hub.store().count_by_status().await.map_err(db_error)?;
     let text = hub.metrics().render(&runs, hub.store().unreadable_events());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
-pub(crate) async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+pub(crate) async fn openapi(State(hub): State<Hub>) -> Json<Value> {
+    Json(crate::openapi::document(hub.config().admin_token.is_none()))
 }

@@ -8,7 +8,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::BatchError;
-use serde_json::json;
+use herald_protocol::api::{ApiErrorCode, ErrorBody, ErrorDetail};
 
 /// The `Retry-After` of a 507, in seconds: space may come back at any moment (a log
 /// rotated, a file deleted), but it is freed by someone, not by the hub, so there is no
@@ -19,7 +19,7 @@ const INSUFFICIENT_STORAGE_RETRY_S: u64 = 5;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ApiErrorCode,
     message: String,
     index: Option<usize>,
     field: Option<String>,
@@ -28,7 +28,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    fn new(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -40,7 +40,7 @@ impl ApiError {
     }
 
     /// 400: the input is wrong.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -48,25 +48,29 @@ impl ApiError {
     pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             field: Some(field.to_owned()),
-            ..ApiError::bad_request("invalid_field", message)
+            ..ApiError::bad_request(ApiErrorCode::InvalidField, message)
         }
     }
 
     /// 401: no token, or one the hub does not know.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::Unauthorized,
+            message,
+        )
     }
 
     /// 403: a valid token that does not open this.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(StatusCode::FORBIDDEN, ApiErrorCode::Forbidden, message)
     }
 
     /// 404: no such run.
     pub fn run_not_found(id: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "run_not_found",
+            ApiErrorCode::RunNotFound,
             format!("no run `{id}`"),
         )
     }
@@ -75,25 +79,33 @@ impl ApiError {
     pub fn route_not_found(path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ApiErrorCode::NotFound,
             format!("no route {path}"),
         )
     }
 
     /// 409: the run id is taken, or the run already finished.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn conflict(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
     /// 413: the body is over the limit.
     pub fn too_large(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::BodyTooLarge,
+            message,
+        )
     }
 
     /// 413: an event would be stored over the protocol's size limit (name the field
     /// or the event's index with [`ApiError::with_field`], [`ApiError::with_index`]).
     pub fn event_too_large(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", message)
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::EventTooLarge,
+            message,
+        )
     }
 
     /// 507: the store's disk is full. Nothing was stored; the same request is taken
@@ -103,7 +115,7 @@ impl ApiError {
             retry_after_s: Some(INSUFFICIENT_STORAGE_RETRY_S),
             ..ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
-                "insufficient_storage",
+                ApiErrorCode::InsufficientStorage,
                 message,
             )
         }
@@ -130,7 +142,7 @@ impl ApiError {
     pub(crate) fn host_not_allowed(host: &str) -> ApiError {
         ApiError::new(
             StatusCode::FORBIDDEN,
-            "host_not_allowed",
+            ApiErrorCode::HostNotAllowed,
             format!(
                 "this hub has no admin token, so it answers only requests sent to \
                  localhost, 127.0.0.1 or [::1], not to `{host}`"
@@ -142,7 +154,7 @@ impl ApiError {
     pub(crate) fn origin_not_allowed(origin: &str) -> ApiError {
         ApiError::new(
             StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ApiErrorCode::OriginNotAllowed,
             format!(
                 "pages of `{origin}` may not call this hub: it has no admin token, so only \
                  its own pages and the origins it names for CORS (--cors-origin) may"
@@ -155,7 +167,7 @@ impl ApiError {
     pub(crate) fn method_not_allowed(method: &str, path: &str) -> ApiError {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ApiErrorCode::MethodNotAllowed,
             format!("{path} does not take {method}: the Allow header lists what it takes"),
         )
     }
@@ -164,7 +176,7 @@ impl ApiError {
     pub(crate) fn body_timeout(limit: std::time::Duration) -> ApiError {
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            ApiErrorCode::BodyTimeout,
             format!(
                 "the body did not arrive within {} s of the request's headers",
                 limit.as_secs_f64()
@@ -181,7 +193,7 @@ impl ApiError {
         };
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ApiErrorCode::UnsupportedMediaType,
             message,
         )
     }
@@ -190,13 +202,16 @@ impl ApiError {
     /// 400 (a malformed request line or header), 414 or 431; `None` for other statuses.
     pub(crate) fn unparsable_request(status: StatusCode) -> Option<ApiError> {
         let (code, message) = match status {
-            StatusCode::BAD_REQUEST => ("malformed_request", "the request is not well-formed HTTP"),
+            StatusCode::BAD_REQUEST => (
+                ApiErrorCode::MalformedRequest,
+                "the request is not well-formed HTTP",
+            ),
             StatusCode::URI_TOO_LONG => (
-                "uri_too_long",
+                ApiErrorCode::UriTooLong,
                 "the request's URI is over the hub's limit of 65534 bytes",
             ),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
-                "headers_too_large",
+                ApiErrorCode::HeadersTooLarge,
                 "the request has more headers, or longer ones, than the hub takes",
             ),
             _ => return None,
@@ -209,7 +224,7 @@ impl ApiError {
         tracing::error!(error = %err, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ApiErrorCode::Internal,
             "the hub failed to answer; see its log",
         )
     }
@@ -217,7 +232,11 @@ impl ApiError {
     /// 503: the hub cannot serve this now: it is shutting down, or its database is
     /// unreachable.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::Unavailable,
+            message,
+        )
     }
 
     /// 429: over a rate limit; the same request is taken after `retry_after_s`
@@ -225,7 +244,11 @@ impl ApiError {
     pub fn rate_limited(message: impl Into<String>, retry_after_s: f64) -> ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s.ceil().max(1.0) as u64),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ApiErrorCode::RateLimited,
+                message,
+            )
         }
     }
 
@@ -235,7 +258,7 @@ impl ApiError {
     }
 
     /// The code of SPEC's error body (`invalid_field`).
-    pub(crate) fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> ApiErrorCode {
         self.code
     }
 
@@ -248,7 +271,7 @@ impl ApiError {
     /// reason `e` gives (its field kept).
     pub(crate) fn invalid_message(e: ApiError) -> ApiError {
         ApiError {
-            code: "invalid_message",
+            code: ApiErrorCode::InvalidMessage,
             message: format!("send {{\"after\": SEQ}} to resume: {}", e.message),
             ..e
         }
@@ -264,7 +287,7 @@ impl From<BatchError> for ApiError {
         };
         ApiError {
             status,
-            code: e.error.code.as_str(),
+            code: e.error.code.into(),
             message: e.to_string(),
             index: e.index,
             field: e.error.field.clone(),
@@ -281,22 +304,22 @@ impl From<JsonRejection> for ApiError {
                 // "name: invalid type ...".
                 let detail =
                     std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
-                let mut err = ApiError::bad_request("invalid_field", detail.clone());
+                let mut err = ApiError::bad_request(ApiErrorCode::InvalidField, detail.clone());
                 err.field = field_of(&detail);
                 err
             }
             JsonRejection::JsonSyntaxError(e) => {
-                ApiError::bad_request("invalid_json", e.body_text())
+                ApiError::bad_request(ApiErrorCode::InvalidJson, e.body_text())
             }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ApiErrorCode::UnsupportedMediaType,
                 "send the body as JSON, with Content-Type: application/json",
             ),
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::too_large("the body is over the hub's size limit")
             }
-            other => ApiError::bad_request("invalid_body", other.body_text()),
+            other => ApiError::bad_request(ApiErrorCode::InvalidBody, other.body_text()),
         }
     }
 }
@@ -306,7 +329,7 @@ impl From<JsonRejection> for ApiError {
 /// events (`duplicate_key`), rather than one of the two kept.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?;
+        .map_err(|_| ApiError::bad_request(ApiErrorCode::InvalidJson, "the body is not UTF-8"))?;
     let value = herald_protocol::parse_json(text).map_err(|error| {
         ApiError::from(BatchError {
             index: None,
@@ -327,7 +350,7 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
         let message = e.into_inner().to_string();
         let message = strip_position(&message).to_owned();
         let field = field_of(&message).or_else(|| (path != ".").then_some(path));
-        let mut err = ApiError::bad_request("invalid_field", message);
+        let mut err = ApiError::bad_request(ApiErrorCode::InvalidField, message);
         err.field = field;
         err
     })
@@ -351,7 +374,7 @@ impl From<PathRejection> for ApiError {
                 };
                 ApiError {
                     field,
-                    ..ApiError::bad_request("invalid_path", message)
+                    ..ApiError::bad_request(ApiErrorCode::InvalidPath, message)
                 }
             }
             // A route that reads a parameter it does not have: the hub's mistake.
@@ -363,7 +386,7 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> ApiError {
         let detail = e.body_text();
-        let mut err = ApiError::bad_request("invalid_query", detail.clone());
+        let mut err = ApiError::bad_request(ApiErrorCode::InvalidQuery, detail.clone());
         err.field = field_of(&detail);
         err
     }
@@ -394,16 +417,23 @@ fn field_of(message: &str) -> Option<String> {
 }
 
 impl ApiError {
-    /// SPEC's error body.
-    pub(crate) fn body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(index) = self.index {
-            error["index"] = json!(index);
+    /// The error body of docs/http-api.md.
+    pub(crate) fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                index: self.index.map(|i| i as u64),
+                field: self.field.clone(),
+            },
         }
-        if let Some(field) = &self.field {
-            error["field"] = json!(field);
-        }
-        json!({ "error": error })
+    }
+}
+
+impl ApiError {
+    /// [`ApiError::body`] as JSON text, for answers written outside axum's `Json`.
+    pub(crate) fn body_text(&self) -> String {
+        serde_json::to_string(&self.body()).unwrap_or_else(|_| String::from("{}"))
     }
 }
 

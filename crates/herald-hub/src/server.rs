@@ -477,7 +477,7 @@ impl Conn {
             .and_then(|s| StatusCode::from_u16(s).ok());
         if let Some(error) = status.and_then(ApiError::unparsable_request) {
             let status = error.status();
-            let body = error.body().to_string();
+            let body = error.body_text();
             let answer = format!(
                 "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
                  connection: close\r\n\r\n{body}",

@@ -24,6 +24,8 @@
 //!   only, as they are slow and the pages do not see the store.
 //! - `fuzz`: query parameters, stream cursors and append bodies of any bytes, as
 //!   property tests; on SQLite only, as none of it is the store's.
+//! - `schemathesis`: `/openapi.json` validated, and a live hub checked against it by
+//!   schemathesis; on SQLite only.
 
 // Compiling the suite's files once per store is the point of `sqlite` and `postgres`.
 #![allow(clippy::duplicate_mod)]
@@ -42,6 +44,8 @@ mod http;
 mod hubs;
 #[path = "hub/suite.rs"]
 mod postgres;
+#[path = "hub/schemathesis.rs"]
+mod schemathesis;
 #[path = "hub/shared_sqlite.rs"]
 mod shared_sqlite;
 #[path = "hub/suite.rs"]

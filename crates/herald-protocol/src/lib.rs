@@ -16,9 +16,12 @@
 //! - `state`: [`RunState`] and [`fold`], the one reducer of run state.
 //! - `eta`: [`EtaEstimator`], the rate and ETA estimator the reducer uses.
 //! - `schema`: [`event_schema`], the JSON Schema generated from the types.
+//! - [`api`]: the bodies of the hub's HTTP API; with the `openapi` feature, their
+//!   OpenAPI schemas (and those of [`RunState`] and [`Event`]) through utoipa.
 
 #![deny(missing_docs)]
 
+pub mod api;
 mod eta;
 mod event;
 mod ids;
