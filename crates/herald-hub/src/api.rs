@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_protocol::api::{
-    ApiErrorCode, Appended, CancelRun, Cancelled, CreateRun, Created, ErrorBody, Health, RunUrls,
-    RunsPage,
+    ApiErrorCode, Appended, CancelRun, Cancelled, CreateRun, Created, ErrorBody, Health,
+    MAX_TRACK_CHARS, MAX_TRACK_ITEM_CHARS, MAX_TRACK_ITEMS, RunUrls, RunsPage,
 };
 use herald_protocol::{
     BatchFormat, Draft, MAX_EVENT_BYTES, RunCancelRequested, RunId, RunState, RunStatus, Timestamp,
@@ -29,9 +29,6 @@ use crate::{Hub, stream};
 const MAX_SECONDS: f64 = 366.0 * 86_400.0;
 /// Longest run name, in bytes.
 const MAX_NAME_BYTES: usize = 1024;
-/// Longest `track` of a run, in bytes: a list of type patterns, read back on every
-/// append. Naming every event type of the protocol takes less than half of it.
-const MAX_TRACK_BYTES: usize = 1024;
 /// How far ahead of the hub's clock an event's `ts` may be: an hour. A producer's
 /// clock synchronized or merely drifting is seconds off; one an hour or more ahead is
 /// misconfigured (a time zone taken for UTC), and its times would make every view
@@ -353,6 +350,25 @@ pub(crate) async fn create_run(
     let track = match body.track {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
+        Some(Value::Array(items)) if items.len() > MAX_TRACK_ITEMS => {
+            return Err(ApiError::invalid_field(
+                "track",
+                format!("`track` may list at most {MAX_TRACK_ITEMS} patterns"),
+            ));
+        }
+        Some(Value::Array(items))
+            if items
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|p| p.chars().count() > MAX_TRACK_ITEM_CHARS) =>
+        {
+            return Err(ApiError::invalid_field(
+                "track",
+                format!(
+                    "each pattern of `track` must be at most {MAX_TRACK_ITEM_CHARS} characters"
+                ),
+            ));
+        }
         Some(Value::Array(items)) => Some(
             items
                 .iter()
@@ -373,10 +389,13 @@ pub(crate) async fn create_run(
             ));
         }
     };
-    if track.as_ref().is_some_and(|t| t.len() > MAX_TRACK_BYTES) {
+    if track
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_TRACK_CHARS)
+    {
         return Err(ApiError::invalid_field(
             "track",
-            format!("`track` must be at most {MAX_TRACK_BYTES} bytes"),
+            format!("`track` must be at most {MAX_TRACK_CHARS} characters"),
         ));
     }
     if track

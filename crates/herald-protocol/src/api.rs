@@ -381,17 +381,21 @@ mod schemas {
     }
 
     pub(super) fn track() -> Schema {
-        let patterns = || {
+        let patterns = |max: usize| {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .pattern(Some(track_patterns_regex()))
+                .max_length(Some(max))
         };
         OneOfBuilder::new()
-            .item(patterns().description(Some("comma-separated type patterns")))
+            .item(
+                patterns(super::MAX_TRACK_CHARS).description(Some("comma-separated type patterns")),
+            )
             .item(
                 ArrayBuilder::new()
-                    .items(patterns())
+                    .items(patterns(super::MAX_TRACK_ITEM_CHARS))
                     .min_items(Some(1))
+                    .max_items(Some(super::MAX_TRACK_ITEMS))
                     .description(Some("type patterns, one or more to an item")),
             )
             .item(ObjectBuilder::new().schema_type(Type::Null))
@@ -496,6 +500,16 @@ const CONTROL_SPACE: &str = r"\t\n\u000B\f\r\u0085";
 pub fn type_patterns_regex() -> String {
     patterns_regex(&format!("{CONTROL_SPACE}{PRINTABLE_SPACE}"))
 }
+
+/// Longest `track` a run may ask for, in characters: a run's type patterns are read
+/// back on every append. Naming every event type of the protocol takes less than half.
+pub const MAX_TRACK_CHARS: usize = 1024;
+/// Most patterns in a `track` given as a list.
+pub const MAX_TRACK_ITEMS: usize = 16;
+/// Longest pattern in a `track` given as a list, in characters; with
+/// [`MAX_TRACK_ITEMS`], a list joined by commas stays within [`MAX_TRACK_CHARS`], so
+/// one rule, stated in the OpenAPI schema, holds for both forms.
+pub const MAX_TRACK_ITEM_CHARS: usize = 60;
 
 /// Type patterns as `track` takes them, which refuses control characters.
 #[cfg(feature = "openapi")]

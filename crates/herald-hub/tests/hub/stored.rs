@@ -49,6 +49,22 @@ async fn every_stored_field_is_bounded_before_it_is_stored() {
             .expect(400, "invalid_field")
             .field("track"),
         Case::new(
+            "create: track listing too many patterns",
+            Method::POST,
+            "/v1/runs",
+        )
+        .json(json!({"name": "n", "track": vec!["log"; 17]}))
+        .expect(400, "invalid_field")
+        .field("track"),
+        Case::new(
+            "create: track listing a pattern too long",
+            Method::POST,
+            "/v1/runs",
+        )
+        .json(json!({"name": "n", "track": ["log", format!("custom.{}", "a".repeat(54))]}))
+        .expect(400, "invalid_field")
+        .field("track"),
+        Case::new(
             "append: an event over the limit once stored",
             Method::POST,
             events,
