@@ -559,7 +559,7 @@ async fn stores_deleting_expired_runs_at_once_delete_each_once() {
                 if batch.is_empty() {
                     return deleted;
                 }
-                deleted.extend(batch.into_iter().map(|id| id.as_str().to_owned()));
+                deleted.extend(batch.into_iter().map(|(id, _)| id.as_str().to_owned()));
             }
         })
     });
