@@ -141,6 +141,7 @@ pub(crate) struct ShownRuns {
     last: std::collections::HashMap<RunId, Told>,
 }
 
+/// What was told of one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Told {
     generation: u64,
