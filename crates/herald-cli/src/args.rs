@@ -267,6 +267,12 @@ pub struct ExecArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub heartbeat: Duration,
 
+    /// How long a command asked to stop (TERM after --idle-timeout or a cancel, or a
+    /// signal passed on) has to end before it is killed (KILL), as `timeout
+    /// --kill-after`.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub kill_after: Duration,
+
     /// The run this one belongs to; by default the run of a `herald exec` around this one.
     #[arg(long, env = "HERALD_RUN", value_name = "RUN", value_parser = parse_run_id)]
     pub parent: Option<RunId>,
@@ -361,6 +367,50 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+
+    /// How long a client may take to send a request's headers, from its connection or
+    /// its request's first byte; the connection is closed beyond.
+    #[arg(
+        long,
+        env = "HERALD_HEADER_TIMEOUT",
+        default_value = "10s",
+        value_name = "DUR",
+        value_parser = parse_duration
+    )]
+    pub header_timeout: Duration,
+
+    /// How long a client may take to send a request's whole body, from its headers;
+    /// 408 beyond.
+    #[arg(
+        long,
+        env = "HERALD_BODY_TIMEOUT",
+        default_value = "30s",
+        value_name = "DUR",
+        value_parser = parse_duration
+    )]
+    pub body_timeout: Duration,
+
+    /// How long a kept-alive connection may stay idle between requests. Streams (SSE,
+    /// WebSocket, long polls) are never idle: they keep themselves alive.
+    #[arg(
+        long,
+        env = "HERALD_IDLE_TIMEOUT",
+        default_value = "75s",
+        value_name = "DUR",
+        value_parser = parse_duration
+    )]
+    pub idle_timeout: Duration,
+
+    /// Most connections open at once, WebSockets included; beyond, new ones wait until
+    /// one closes. Default: 10000, or fewer when the limit of open files (`ulimit -n`)
+    /// is lower, leaving 100 files for the database and the rest.
+    #[arg(
+        long,
+        env = "HERALD_MAX_CONNECTIONS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: Option<u32>,
 }
 
 /// `--rate-limit`: a rate, or none.

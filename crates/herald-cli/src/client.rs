@@ -10,6 +10,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use herald::escape_controls;
 use herald_protocol::{Draft, RunId, RunState};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -91,12 +92,15 @@ impl HubError {
 
     /// A refusal that says to try again and after which sending `drafts` again cannot
     /// store them twice: 429 over a rate limit (refused before the store is touched),
-    /// or 503 while the hub cannot reach its database, but only when every draft has
-    /// an idempotency id, since a connection lost at the commit can hide a commit that
-    /// happened.
+    /// 507 while the hub's disk is full (its transaction failed, so nothing of it was
+    /// stored), or 503 while the hub cannot reach its database, but only when every
+    /// draft has an idempotency id, since a connection lost at the commit can hide a
+    /// commit that happened.
     fn says_wait(&self, drafts: &[Draft]) -> bool {
         match self.kind {
-            HubErrorKind::Refused { status: 429, .. } => true,
+            HubErrorKind::Refused {
+                status: 429 | 507, ..
+            } => true,
             HubErrorKind::Refused { status: 503, .. } => drafts.iter().all(|d| d.id.is_some()),
             _ => false,
         }
@@ -113,7 +117,18 @@ impl HubError {
 }
 
 impl fmt::Display for HubError {
+    /// With its controls escaped: the messages are the hub's words, and a hub may
+    /// quote a producer's text or be someone else's.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.describe(&mut text)?;
+        f.write_str(&escape_controls(&text))
+    }
+}
+
+impl HubError {
+    fn describe(&self, f: &mut String) -> fmt::Result {
+        use fmt::Write as _;
         let url = &self.url;
         match &self.kind {
             HubErrorKind::Unreachable(detail) => {
@@ -131,6 +146,14 @@ impl fmt::Display for HubError {
                 write!(f, "the token does not open this: {message}")
             }
             HubErrorKind::NoRun(run) => write!(f, "no run {run} on the hub at {url}"),
+            HubErrorKind::Refused {
+                status: 507,
+                message,
+                ..
+            } => write!(
+                f,
+                "the hub at {url} cannot store anything: its disk is full (507: {message})"
+            ),
             HubErrorKind::Refused {
                 status,
                 code,
@@ -295,6 +318,11 @@ impl Client {
                     let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
                     if Instant::now() + wait > deadline {
                         return Err(e);
+                    }
+                    // A rate limit is the script's own doing and passes by itself; a
+                    // full disk needs someone to act, so the wait is said.
+                    if matches!(e.kind, HubErrorKind::Refused { status: 507, .. }) {
+                        eprintln!("herald: {e}; trying again in {} s", wait.as_secs());
                     }
                     std::thread::sleep(wait);
                 }

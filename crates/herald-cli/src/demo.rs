@@ -122,6 +122,13 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
         eprintln!("herald:   follow: herald watch {run_id} --hub {url}");
     }
     let progress = Progress::from_options(&options).map_err(|e| UsageError(e.to_string()))?;
+    // Stopped mid-way (Ctrl-C, `kill`, a closed terminal), the run still gets its last
+    // word, `cancelled` and naming the signal, in its JSON Lines and on its hub. The
+    // SDK then ends the process by that signal; after the run, while `--serve` keeps
+    // the hub up, Ctrl-C ends it the same way (every append it acknowledged is on disk).
+    progress
+        .finish_on_signals()
+        .context("listening for signals")?;
     let started = Instant::now();
     let run = progress.run_with(
         &format!("demo: triage {} documents", settings.items),

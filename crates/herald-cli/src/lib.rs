@@ -10,13 +10,16 @@
 //!   commands that talk to a hub.
 //! - `demo`: `herald demo`, a real three-stage job against a simulated model.
 //! - `serve`: `herald serve`, the hub.
+//! - `signals`: SIGINT, SIGTERM and SIGHUP for `exec` and `watch`.
 //! - `sim`: the simulated model's latency and text.
 //!
 //! Exit codes: 0 success; 1 the job failed, the hub refused or could not be
 //! reached, or `herald serve` could not open its database; 2 bad usage or settings (clap's own code for argument errors too); a broken
 //! pipe on stdout is not an error. Two commands say more with theirs: `watch` exits
 //! with 0 succeeded, 1 failed, 2 cancelled, 3 stalled or idle timeout; `exec` with its
-//! command's status (128 + the signal when a signal ended it).
+//! command's status (128 + the signal when a signal ended it). Stopped by SIGINT,
+//! SIGTERM or SIGHUP, `demo`, `exec` and `watch` (on a terminal) first have their last
+//! word (the run finished `cancelled`, the bars closed) and then end by that signal.
 
 #![deny(missing_docs)]
 
@@ -25,6 +28,7 @@ mod client;
 mod commands;
 mod demo;
 mod serve;
+mod signals;
 mod sim;
 
 use std::process::ExitCode;
@@ -55,7 +59,9 @@ pub fn main(cli: Cli) -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("herald: {err:#}");
+            // An error may quote a hub's reply or a producer's text: escaped, as all
+            // text from elsewhere on a terminal.
+            eprintln!("herald: {}", herald::escape_controls(&format!("{err:#}")));
             ExitCode::from(if err.is::<UsageError>() {
                 EXIT_USAGE
             } else {

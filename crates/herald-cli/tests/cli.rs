@@ -1,11 +1,18 @@
-//! Integration tests of the `herald` binary, run as a real process.
+//! Integration tests of the `herald` binary, run as a real process, and of the SDK
+//! reporting to a real `herald serve`.
 
 #[path = "cli/demo.rs"]
 mod demo;
 #[path = "cli/emit.rs"]
 mod emit;
+#[path = "cli/escapes.rs"]
+mod escapes;
 #[path = "cli/exec.rs"]
 mod exec;
+#[path = "cli/exec_io.rs"]
+mod exec_io;
+#[path = "cli/full_disk.rs"]
+mod full_disk;
 #[path = "cli/hub_errors.rs"]
 mod hub_errors;
 #[path = "cli/hub_sink.rs"]
@@ -14,10 +21,18 @@ mod hub_sink;
 mod hubs;
 #[path = "cli/postgres.rs"]
 mod postgres;
+#[path = "cli/pty.rs"]
+mod pty;
 #[path = "cli/runs.rs"]
 mod runs;
+#[path = "cli/sdk_hub.rs"]
+mod sdk_hub;
+#[path = "cli/secrets.rs"]
+mod secrets;
 #[path = "cli/serve.rs"]
 mod serve;
+#[path = "cli/signals.rs"]
+mod signals;
 #[path = "cli/util.rs"]
 mod util;
 #[path = "cli/watch.rs"]

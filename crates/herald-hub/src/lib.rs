@@ -16,6 +16,10 @@
 //! - `error`: [`ApiError`], the one error type, with SPEC's error body.
 //! - `metrics`, `openapi`: `/metrics` and `/openapi.json`.
 //! - `dashboard`: the web pages (`/`, `/runs/{id}`) and their embedded assets.
+//! - `guard`: what every request is checked for first: `Host` and `Origin` on an open
+//!   hub, a JSON media type on a body.
+//! - `server`: the accept loop, the connection cap and the header, body and idle
+//!   timeouts.
 //! - `limit`: [`RateLimit`], the per-run ingest limit behind `429`.
 //! - `clock`: [`Clock`], so that stall detection and retention are testable.
 
@@ -28,9 +32,11 @@ mod clock;
 mod dashboard;
 mod error;
 mod feed;
+mod guard;
 mod limit;
 mod metrics;
 mod openapi;
+mod server;
 mod store;
 mod stream;
 
@@ -56,7 +62,9 @@ pub use store::{
 /// How the hub behaves.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
-    /// The admin token; `None` runs the hub open (only allowed on loopback).
+    /// The admin token, of at least [`MIN_TOKEN_CHARS`] characters; `None` runs the hub
+    /// open (only allowed on loopback), and then it answers only requests sent to a
+    /// loopback name from its own pages or `cors_origins`.
     pub admin_token: Option<String>,
     /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
@@ -81,6 +89,91 @@ pub struct HubConfig {
     /// browser (CORS), such as an AG-UI front end served elsewhere; `"*"` for any.
     /// Empty, the default: only the hub's own dashboard, from its own origin.
     pub cors_origins: Vec<String>,
+    /// How long a client may take to send a request's headers, from its connection or
+    /// from the first byte of the request; the connection is closed beyond.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, from its headers: 408
+    /// beyond.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may stay idle between requests. A response
+    /// that streams (SSE, a long poll) is not idle, nor is a WebSocket.
+    pub idle_timeout: Duration,
+    /// Most connections open at once (WebSockets included); beyond, new connections
+    /// wait to be accepted until one closes. Keep it under the process's limit of open
+    /// files, or the hub may fail to accept even `/healthz`.
+    pub max_connections: usize,
+}
+
+/// Fewest characters of an admin token: a token a person could guess is no token.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// A setting of [`HubConfig`] the hub refuses to run with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting, as [`HubConfig`] names it (`admin_token`).
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl HubConfig {
+    /// Checks what the types cannot: an admin token of at least [`MIN_TOKEN_CHARS`]
+    /// characters, not all whitespace; timeouts above zero; room for a connection.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.admin_token {
+            check_admin_token(token)?;
+        }
+        for (setting, timeout) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(ConfigError {
+                    setting,
+                    message: format!("{setting} must be longer than 0"),
+                });
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError {
+                setting: "max_connections",
+                message: "max_connections must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks an admin token as [`HubConfig::validate`] does.
+pub fn check_admin_token(token: &str) -> Result<(), ConfigError> {
+    let refuse = |message: String| ConfigError {
+        setting: "admin_token",
+        message,
+    };
+    if token.trim().is_empty() {
+        return Err(refuse(
+            "the admin token is empty or all whitespace: give a random one of at least 16 \
+             characters (e.g. `openssl rand -hex 32`)"
+                .into(),
+        ));
+    }
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(refuse(format!(
+            "the admin token has {chars} characters, fewer than {MIN_TOKEN_CHARS}: give a \
+             random one (e.g. `openssl rand -hex 32`)"
+        )));
+    }
+    Ok(())
 }
 
 /// The default ingest limit of one run, in events per second: far above what a
@@ -102,6 +195,10 @@ impl Default for HubConfig {
             public_url: None,
             rate_limit: Some(RateLimit::per_second(DEFAULT_EVENTS_PER_S)),
             cors_origins: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
         }
     }
 }
@@ -472,26 +569,36 @@ pub fn app(hub: Hub) -> Router {
 }
 
 /// Serves `hub` on `listener` (with its sweeper) until `shutdown` resolves; then stops
-/// accepting, ends open streams, and lets in-flight requests finish.
+/// accepting, ends open streams, and lets in-flight requests finish. Refuses to start
+/// (`InvalidInput`) with a configuration [`HubConfig::validate`] refuses.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    hub.config()
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let sweeper = hub.spawn_sweeper();
     let waker = hub.spawn_waker();
     let stopping = hub.clone();
-    let res = axum::serve(listener, app(hub))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.shutdown();
-        })
-        .await;
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        stopping.shutdown();
+    });
+    server::run(
+        listener,
+        app(hub.clone()),
+        hub.config(),
+        hub.shutdown_token().clone(),
+    )
+    .await;
+    signal.abort();
     sweeper.abort();
     if let Some(waker) = waker {
         waker.abort();
     }
-    res
+    Ok(())
 }
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ pub enum ToolOutcome {
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     /// Detail for whoever debugs the producer.
@@ -168,6 +169,7 @@ pub struct RunCancelRequested {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunStalled {
     /// Seconds since the run's last event.
+    #[schemars(range(min = 0))]
     pub silent_for_s: f64,
 }
 
@@ -175,6 +177,7 @@ pub struct RunStalled {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Heartbeat {
     /// Seconds since the run started.
+    #[schemars(range(min = 0))]
     pub elapsed_s: f64,
     /// What it is doing, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +188,7 @@ pub struct Heartbeat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StageStarted {
     /// The stage's name, unique within the run.
+    #[schemars(length(min = 1))]
     pub stage: String,
     /// Items expected, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,6 +199,7 @@ pub struct StageStarted {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StageFinished {
     /// The stage's name.
+    #[schemars(length(min = 1))]
     pub stage: String,
     /// How it ended.
     pub status: StepOutcome,
@@ -202,6 +207,7 @@ pub struct StageFinished {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Seconds the stage took.
+    #[schemars(range(min = 0))]
     pub elapsed_s: f64,
 }
 
@@ -210,6 +216,7 @@ pub struct StageFinished {
 pub struct Progress {
     /// The stage this counts, when the run has stages.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub stage: Option<String>,
     /// Units done.
     pub done: u64,
@@ -221,14 +228,18 @@ pub struct Progress {
     pub unit: Option<String>,
     /// `done / total` in percent.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub percent: Option<f64>,
     /// Units per second, smoothed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub rate: Option<f64>,
     /// Estimated seconds left.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub eta_s: Option<f64>,
     /// Seconds since the stage (or run) started.
+    #[schemars(range(min = 0))]
     pub elapsed_s: f64,
 }
 
@@ -236,6 +247,7 @@ pub struct Progress {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ItemStarted {
     /// A stable id for the item.
+    #[schemars(length(min = 1))]
     pub item: String,
     /// The stage it belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,6 +261,7 @@ pub struct ItemStarted {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ItemFinished {
     /// The item's id, as in `item.started`.
+    #[schemars(length(min = 1))]
     pub item: String,
     /// The stage it belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,6 +273,7 @@ pub struct ItemFinished {
     pub error: Option<String>,
     /// Seconds it took.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub elapsed_s: Option<f64>,
 }
 
@@ -276,6 +290,7 @@ pub struct Log {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentIteration {
     /// The turn, from 1.
+    #[schemars(range(min = 1))]
     pub iteration: u64,
 }
 
@@ -306,6 +321,7 @@ pub struct AgentSystemMessage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LlmRequest {
     /// Ties the request to its response and streamed text.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// Who serves the model.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -319,6 +335,7 @@ pub struct LlmRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LlmResponse {
     /// As in the request.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// Why the model stopped (`end_turn`, `tool_use`, `max_tokens`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -331,6 +348,7 @@ pub struct LlmResponse {
     pub output_tokens: Option<u64>,
     /// Seconds the call took.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub elapsed_s: Option<f64>,
 }
 
@@ -348,8 +366,10 @@ pub struct TextDelta {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolSelected {
     /// Ties selection, start and finish together.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// The tool's name.
+    #[schemars(length(min = 1))]
     pub tool: String,
     /// Its arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -360,8 +380,10 @@ pub struct ToolSelected {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolStarted {
     /// As in `tool.selected`.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// The tool's name.
+    #[schemars(length(min = 1))]
     pub tool: String,
     /// Its arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -375,8 +397,10 @@ pub struct ToolStarted {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolFinished {
     /// As in `tool.started`.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// The tool's name.
+    #[schemars(length(min = 1))]
     pub tool: String,
     /// How it ended.
     pub status: ToolOutcome,
@@ -388,6 +412,7 @@ pub struct ToolFinished {
     pub error: Option<String>,
     /// Seconds it took.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub elapsed_s: Option<f64>,
 }
 

@@ -32,6 +32,7 @@ pub const MAX_VALUE_BYTES: usize = 1024;
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Working, as far as anyone knows.
@@ -97,6 +98,7 @@ impl From<RunOutcome> for RunStatus {
 
 /// Where a stage is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StageStatus {
     /// Started and not finished.
@@ -122,6 +124,7 @@ impl From<StepOutcome> for StageStatus {
 /// A counter with a total, its rate and its ETA: the progress of a stage, or of a run
 /// that reports progress without stages.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counter {
     /// Units done.
     pub done: u64,
@@ -200,6 +203,7 @@ fn percent(done: u64, total: u64) -> f64 {
 
 /// One stage of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StageState {
     /// Its name.
     pub name: String,
@@ -255,6 +259,7 @@ impl StageState {
 
 /// Counts of items across the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemCounts {
     /// Finished successfully.
     pub succeeded: u64,
@@ -268,6 +273,7 @@ pub struct ItemCounts {
 
 /// An item in progress.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemState {
     /// Its id.
     pub item: String,
@@ -283,6 +289,7 @@ pub struct ItemState {
 
 /// An item that failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemFailure {
     /// Its id.
     pub item: String,
@@ -303,6 +310,7 @@ pub struct ItemFailure {
 
 /// One tool call, in flight or done.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolCall {
     /// Its call id.
     pub call_id: String,
@@ -328,6 +336,7 @@ pub struct ToolCall {
 
 /// Where a tool call is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ToolCallStatus {
     /// Chosen by the model, not started.
@@ -342,6 +351,7 @@ pub enum ToolCallStatus {
 
 /// The run's tool calls.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolsState {
     /// Selected or running, oldest first.
     pub in_flight: Vec<ToolCall>,
@@ -355,6 +365,7 @@ pub struct ToolsState {
 
 /// The run's model calls.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LlmState {
     /// Requests made.
     pub calls: u64,
@@ -371,6 +382,7 @@ pub struct LlmState {
 
 /// The agent loop's position.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentState {
     /// The current turn, from 1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,6 +398,7 @@ pub struct AgentState {
 
 /// The latest thing that went wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     /// What went wrong.
     pub message: String,
@@ -399,6 +412,7 @@ pub struct ErrorInfo {
 
 /// A `log` line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Severity.
     pub level: LogLevel,
@@ -410,6 +424,7 @@ pub struct LogLine {
 
 /// A run's state, folded from its events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunState {
     /// The run id.
     pub id: RunId,

@@ -16,14 +16,16 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herald_protocol::{
-    Draft, Event, EventBody, Heartbeat, Progress, RunId, RunState, StageFinished, Timestamp,
+    Draft, Event, EventBody, Heartbeat, Progress, RunId, RunOutcome, RunState, StageFinished,
+    Timestamp,
 };
 
+use crate::handles::RunInner;
 use crate::signals::Signals;
 use crate::sink::{Sink, SinkPolicy};
 use crate::throttle::Throttle;
@@ -96,6 +98,10 @@ pub(crate) enum Msg {
     Heartbeat(RunId, Option<Duration>),
     /// Deliver everything queued so far, flush the sinks, then answer.
     Flush(SyncSender<()>),
+    /// Deliver everything queued so far, close every sink (the terminal's bars end
+    /// on a line of their own) and send nothing more to any, then answer: the process
+    /// is about to end.
+    Shutdown(SyncSender<()>),
 }
 
 impl Msg {
@@ -152,6 +158,8 @@ pub(crate) struct Shared {
     /// What sinks tell the program (cancel requests, hub drops).
     pub(crate) signals: Arc<Signals>,
     flush_deadline: Duration,
+    /// The runs started, to finish those still open when the process is told to stop.
+    runs: Mutex<Vec<Weak<RunInner>>>,
 }
 
 impl Shared {
@@ -188,7 +196,33 @@ impl Shared {
             worker: Mutex::new(worker),
             signals,
             flush_deadline,
+            runs: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Remembers a run that started, for [`Shared::cancel_open_runs`]. Runs whose
+    /// handles are all gone are forgotten on the way, so the list holds live runs.
+    pub(crate) fn track_run(&self, run: &Arc<RunInner>) {
+        let mut runs = lock(&self.runs);
+        runs.retain(|r| r.strong_count() > 0);
+        runs.push(Arc::downgrade(run));
+    }
+
+    /// Finishes every run still open as `cancelled` with `reason`, the newest first (a
+    /// sub-run before its parent), then delivers and closes the sinks within the flush
+    /// deadline. Reports nothing more afterwards: for a process about to end.
+    pub(crate) fn cancel_open_runs(&self, reason: &str) {
+        let runs: Vec<Arc<RunInner>> = lock(&self.runs).iter().filter_map(Weak::upgrade).collect();
+        for run in runs.iter().rev() {
+            run.end(RunOutcome::Cancelled, None, Some(reason.to_owned()));
+        }
+        drop(runs);
+        if !self.enabled {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.push(Msg::Shutdown(tx));
+        let _ = rx.recv_timeout(self.flush_deadline);
     }
 
     /// Queues a message; never waits for a sink.
@@ -216,7 +250,8 @@ impl Shared {
         // waits on, is worth it, or a queue half way to refusing ticks. Everything else
         // is picked up on the loop's next turn, at most one interval (50 ms) later, in
         // a batch.
-        let urgent = matches!(msg, Msg::Flush(_)) || len + 1 == TICK_CAPACITY / 2;
+        let urgent =
+            matches!(msg, Msg::Flush(_) | Msg::Shutdown(_)) || len + 1 == TICK_CAPACITY / 2;
         queue.items.push_back(msg);
         drop(queue);
         if urgent {
@@ -362,6 +397,14 @@ impl Worker {
             Msg::Flush(done) => {
                 self.sample(Instant::now(), None);
                 self.each_sink(|sink| sink.flush());
+                let _ = done.try_send(());
+            }
+            Msg::Shutdown(done) => {
+                self.sample(Instant::now(), None);
+                self.each_sink(|sink| sink.close());
+                for slot in &mut self.slots {
+                    slot.alive = false;
+                }
                 let _ = done.try_send(());
             }
         }

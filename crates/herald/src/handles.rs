@@ -66,8 +66,21 @@ impl RunInner {
     }
 
     fn finish(&self, status: RunOutcome, result: Option<Value>, error: Option<String>) {
+        if self.end(status, result, error) {
+            self.shared.flush();
+        }
+    }
+
+    /// Queues `run.finished` unless the run has finished already; `true` if it had
+    /// not. Nothing the run reports afterwards goes out.
+    pub(crate) fn end(
+        &self,
+        status: RunOutcome,
+        result: Option<Value>,
+        error: Option<String>,
+    ) -> bool {
         if self.finished.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         self.push(
             RunFinished {
@@ -77,7 +90,7 @@ impl RunInner {
             }
             .into(),
         );
-        self.shared.flush();
+        true
     }
 }
 
@@ -127,6 +140,7 @@ impl Run {
             cancel,
             next_call: AtomicU64::new(1),
         });
+        inner.shared.track_run(&inner);
         inner.emit(RunStarted {
             name: name.to_owned(),
             total_steps: options.total_steps,

@@ -600,11 +600,12 @@ impl Sender {
     }
 
     /// Prints a warning once per sink, on stderr: reporting trouble must be visible
-    /// but must not flood the program's output.
+    /// but must not flood the program's output. The hub's own words in it are shown
+    /// escaped, as any text from elsewhere on a terminal.
     fn warn(&mut self, message: &str) {
         if !self.warned {
             self.warned = true;
-            eprintln!("{message}");
+            eprintln!("{}", crate::escape_controls(message));
         }
     }
 
@@ -634,7 +635,15 @@ impl Sender {
         match status {
             200..=299 => Reply::Ok(value),
             429 => Reply::Retry("429: it limits this run's rate".to_owned(), retry_after),
-            500..=599 => Reply::Retry(format!("{status}"), retry_after),
+            // The hub's message says why (a full disk, its database away), which is
+            // what a person reading the warning needs.
+            500..=599 => {
+                let why = match value["error"]["message"].as_str() {
+                    Some(message) => format!("{status}: {message}"),
+                    None => status.to_string(),
+                };
+                Reply::Retry(why, retry_after)
+            }
             _ => {
                 let message = value["error"]["message"]
                     .as_str()

@@ -25,8 +25,12 @@
 //!   and feeds the sinks.
 //! - `sink`: the [`Sink`] trait and [`SinkPolicy`], how often a sink takes ticks.
 //! - `throttle`: the per-sink tick throttle.
-//! - `jsonl`, `terminal`, `memory`, `hub`: the built-in sinks.
+//! - `jsonl`, `terminal`, `memory`, `hub`: the built-in sinks; `terminal` also holds
+//!   [`escape_controls`], which every human-facing output of herald shows a
+//!   producer's text through.
 //! - `signals`: what sinks tell the program (a run's [`Cancellation`], hub drops).
+//! - `terminate`: [`Progress::finish_on_signals`], the opt-in last word of a process
+//!   told to stop (SIGINT, SIGTERM, SIGHUP).
 
 #![deny(missing_docs)]
 
@@ -39,6 +43,7 @@ mod progress;
 mod signals;
 mod sink;
 mod terminal;
+mod terminate;
 mod throttle;
 
 pub use dispatch::Stats;
@@ -52,3 +57,4 @@ pub use memory::MemorySink;
 pub use progress::{ConfigError, Progress, ProgressMode, ProgressOptions, Target};
 pub use signals::Cancellation;
 pub use sink::{Sink, SinkPolicy};
+pub use terminal::escape_controls;

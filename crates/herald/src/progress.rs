@@ -277,7 +277,7 @@ impl std::error::Error for ConfigError {}
 /// when the last clone and the last run handle are dropped.
 #[derive(Clone)]
 pub struct Progress {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// An existing hub run that the first run started without an id reports into.
     attach: Arc<Mutex<Option<RunId>>>,
 }

@@ -18,6 +18,8 @@
 mod render;
 mod text;
 
+pub use text::escape_controls;
+
 #[cfg(test)]
 mod fixtures;
 
@@ -643,6 +645,155 @@ mod tests {
         }
         // The same run in color does write colors, so the check above can fail.
         assert!(run(true).iter().any(|esc| esc.ends_with('m')));
+    }
+
+    /// What a terminal was made to do besides showing text.
+    #[derive(Default)]
+    struct Acts {
+        titles: Vec<Vec<u8>>,
+        bells: usize,
+        other: Vec<String>,
+    }
+
+    impl vt100::Callbacks for Acts {
+        fn audible_bell(&mut self, _: &mut vt100::Screen) {
+            self.bells += 1;
+        }
+
+        fn set_window_title(&mut self, _: &mut vt100::Screen, title: &[u8]) {
+            self.titles.push(title.to_vec());
+        }
+
+        fn set_window_icon_name(&mut self, _: &mut vt100::Screen, name: &[u8]) {
+            self.titles.push(name.to_vec());
+        }
+
+        fn unhandled_char(&mut self, _: &mut vt100::Screen, c: char) {
+            self.other.push(format!("char {c:?}"));
+        }
+
+        fn unhandled_control(&mut self, _: &mut vt100::Screen, b: u8) {
+            self.other.push(format!("control {b:#x}"));
+        }
+    }
+
+    /// Names, ids, errors, logs, tools and text that try to act on the terminal.
+    const TITLE: &str = "\x1b]0;pwned\x07";
+    const CLEAR: &str = "\x1b[2J\x1b[H";
+
+    /// A run whose every producer-given text is hostile, mid-way, then finishing.
+    fn hostile(script: &mut Script) {
+        let name = format!("evil{TITLE}{CLEAR}\u{202e}gnp.exe");
+        let stage = "st\u{9b}2Jage\r";
+        script
+            .event("r1", 0.0, run_started(&name, None))
+            .event("r1", 0.0, stage_started(stage, Some(10)))
+            .event("r1", 1.0, item_started(stage, "1", Some("ok.txt")))
+            .event(
+                "r1",
+                1.5,
+                item_finished(
+                    stage,
+                    "1",
+                    StepOutcome::Failed,
+                    Some(&format!("bad{CLEAR}")),
+                ),
+            )
+            .event(
+                "r1",
+                2.0,
+                item_started(stage, &format!("2{TITLE}"), Some("lab\x1b[1Ael\tx")),
+            )
+            .event(
+                "r1",
+                2.0,
+                log(LogLevel::Error, &format!("first{TITLE}\nsecond\x1b[31m\r")),
+            )
+            .event(
+                "r1",
+                2.0,
+                tool_started("t1", &format!("tool{CLEAR}"), Some("feed\x1b[?25lback")),
+            )
+            .event("r1", 2.0, text("said \x1b[2Kthis\u{2066}"))
+            .refresh(3.0);
+    }
+
+    #[track_caller]
+    fn assert_terminal_untouched(script: &Script) {
+        let (rows, cols) = (
+            script.rows.try_into().unwrap(),
+            script.cols.try_into().unwrap(),
+        );
+        let mut parser = vt100::Parser::new_with_callbacks(rows, cols, 0, Acts::default());
+        let bytes = script.bytes();
+        parser.process(&bytes);
+        let acts = parser.callbacks();
+        assert!(
+            acts.titles.is_empty(),
+            "window title set: {:?}",
+            acts.titles
+        );
+        assert_eq!(acts.bells, 0, "bell rung");
+        assert!(acts.other.is_empty(), "unhandled: {:?}", acts.other);
+        assert!(!parser.screen().hide_cursor(), "cursor hidden");
+        let text = String::from_utf8(bytes).unwrap();
+        for esc in escapes(text.as_bytes()) {
+            let color = esc.starts_with('[') && esc.ends_with('m');
+            let cursor = esc == "[J" || (esc.starts_with('[') && esc.ends_with('A'));
+            assert!(color || cursor, "not the sink's own: ESC{esc}");
+        }
+        assert!(
+            !text.chars().any(|c| matches!(c, '\x07' | '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')),
+            "a control reached the terminal: {text:?}"
+        );
+    }
+
+    #[test]
+    fn hostile_names_errors_and_text_are_shown_escaped() {
+        let mut script = Script::new(12, 160, true);
+        hostile(&mut script);
+        assert_terminal_untouched(&script);
+        check(
+            &script,
+            r"
+✖ st\u{9b}2Jage\r: item 1 (ok.txt) failed: bad\x1b[2J\x1b[H
+✖ first\x1b]0;pwned\x07
+  second\x1b[31m\r
+● evil\x1b]0;pwned\x07\x1b[2J\x1b[H\u{202e}gnp.exe · 1 failed · 3.0s
+  ▸ st\u{9b}2Jage\r  ███░░░░░░░░░░░░░░░░░░░░░░░░░░░  10%  1/10 · 3.0s
+    ↳ lab\x1b[1Ael\tx · 1.0s
+  ⚙ tool\x1b[2J\x1b[H: feed\x1b[?25lback… · 1.0s
+  ❯ said \x1b[2Kthis\u{2066}",
+        );
+        script
+            .event(
+                "r1",
+                4.0,
+                run_finished(RunOutcome::Cancelled, Some(&format!("stop{TITLE}"))),
+            )
+            .refresh(4.5);
+        assert_terminal_untouched(&script);
+        let screen = script.screen();
+        assert!(
+            screen.contains("  error: stop\\x1b]0;pwned\\x07"),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn hostile_text_on_a_pipe_is_escaped_too() {
+        let mut script = Script::not_a_terminal();
+        hostile(&mut script);
+        script
+            .event("r1", 4.0, run_finished(RunOutcome::Failed, Some(CLEAR)))
+            .refresh(4.5);
+        let out = String::from_utf8(script.bytes()).unwrap();
+        assert!(!out.contains('\x1b'), "{out:?}");
+        assert!(!out.contains('\r'), "{out:?}");
+        assert!(
+            out.starts_with("● evil\\x1b]0;pwned\\x07\\x1b[2J\\x1b[H\\u{202e}gnp.exe started\n"),
+            "{out}"
+        );
     }
 
     #[test]

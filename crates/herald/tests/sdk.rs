@@ -1,6 +1,8 @@
 //! Integration tests of the SDK: the handles' guarantees, the sinks' output, and the
 //! queue's behaviour when a sink is slow.
 
+#[path = "sdk/deadlines.rs"]
+mod deadlines;
 #[path = "sdk/handles.rs"]
 mod handles;
 #[path = "sdk/hub.rs"]
@@ -11,5 +13,7 @@ mod jsonl;
 mod queue;
 #[path = "sdk/terminal.rs"]
 mod terminal;
+#[path = "sdk/terminate.rs"]
+mod terminate;
 #[path = "sdk/util.rs"]
 mod util;

@@ -11,13 +11,27 @@
 //!   itself is gone;
 //! - with `--idle-timeout`, a command that is silent that long (no output, and no event
 //!   of its own in the run) is stopped with its whole process group, `TERM` and then
-//!   `KILL` after a grace period, as `timeout` does;
+//!   `KILL` after the grace period, as `timeout` does;
 //! - a cancel requested through the hub (seen in a heartbeat's reply) stops it the same
-//!   way, and INT, TERM and HUP sent to exec are passed on to it.
+//!   way;
+//! - INT, TERM and HUP sent to exec are passed on to the command (to its process group
+//!   when it has one of its own), which gets the grace period to end before `KILL`; a
+//!   second one sends `KILL` at once. A Ctrl-C on the terminal reaches a command in
+//!   exec's own group by itself, and is left to it: an interactive command may take
+//!   it in its stride.
+//!
+//! The grace period before `KILL` is `--kill-after` (5 s).
+//!
+//! How the run ends: a command stopped by a signal to exec is `cancelled`,
+//! "terminated by SIGTERM" (naming the signal exec got), and exec then ends by that
+//! same signal, as the default action would, so that its caller sees it (a shell
+//! loop stops on Ctrl-C). A command killed by a signal from elsewhere is `cancelled`
+//! when that signal asks a process to stop (INT, TERM, HUP) and `failed` otherwise
+//! (KILL, SEGV, ...), "terminated by SIGKILL"; exec then exits with 128 + the signal,
+//! as a shell does, and otherwise with the command's status.
 //!
 //! Reporting never breaks the work: when the hub cannot be reached or refuses, exec
-//! says so once on stderr and runs the command all the same. exec exits with the
-//! command's status, 128 + the signal when a signal ended it, as a shell does.
+//! says so once on stderr and runs the command all the same.
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -29,19 +43,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use herald::escape_controls;
 use herald_protocol::{
     Draft, EventBody, Heartbeat, RunFinished, RunId, RunOutcome, RunStarted, RunState, Timestamp,
     parse_event,
 };
 use serde_json::{Map, Value, json};
+use signal_hook::consts::SIGINT;
 
 use crate::args::{ExecArgs, HubArgs};
 use crate::client::{Appended, Client, HubErrorKind, NewRun, Poll};
 use crate::commands::events::PAGE;
 use crate::commands::show;
+use crate::signals;
 
-/// Time between asking a stopped command to end (`TERM`) and forcing it (`KILL`).
-const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Longest a hub request of exec may take: reporting must not hold the work up.
 const HUB_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the command's output may take to drain after it exited; a background
@@ -61,6 +76,8 @@ struct Settings {
     name: String,
     idle_timeout: Option<Duration>,
     heartbeat: Duration,
+    /// Time between asking a stopped command to end and forcing it (`KILL`).
+    kill_after: Duration,
     parent: Option<RunId>,
     /// The command runs in a process group of its own, stopped as a whole.
     own_group: bool,
@@ -76,6 +93,7 @@ fn resolve(args: &ExecArgs) -> Settings {
         name,
         idle_timeout: args.idle_timeout,
         heartbeat: args.heartbeat,
+        kill_after: args.kill_after,
         parent: args.parent.clone(),
         // Only when it is to be stopped as a whole: a command in a group of its own is
         // not in the terminal's foreground, so it could not read from the terminal.
@@ -88,32 +106,22 @@ enum Msg {
     Exited(io::Result<ExitStatus>),
     /// One of the command's output pipes reached its end.
     Closed,
-    Signal(Sig),
-}
-
-/// A signal exec passes on to the command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sig {
-    Int,
-    Term,
-    Hup,
-}
-
-impl Sig {
-    fn name(self) -> &'static str {
-        match self {
-            Sig::Int => "INT",
-            Sig::Term => "TERM",
-            Sig::Hup => "HUP",
-        }
-    }
+    /// exec got a stop signal (INT, TERM or HUP).
+    Signal(i32),
 }
 
 /// Why exec stopped the command.
 enum Stop {
     Idle(Duration),
     Cancel,
-    Signal(Sig),
+}
+
+/// The first stop signal exec got.
+#[derive(Clone, Copy)]
+struct Got {
+    signal: i32,
+    /// Whether exec passed it on (else the command got it from the terminal).
+    passed_on: bool,
 }
 
 /// Whom signals go to: the command's process group, or the command alone.
@@ -180,7 +188,11 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
     // Listening from the start, so that no signal meant for the command is missed:
     // one that comes before it runs is passed on as soon as it does.
     let (tx, rx) = mpsc::channel();
-    listen_for_signals(tx.clone()).context("listening for signals")?;
+    {
+        let tx = tx.clone();
+        signals::listen(move |signal| tx.send(Msg::Signal(signal)).is_ok())
+            .context("listening for signals")?;
+    }
     let mut reporter = Reporter::start(&settings, &args.hub);
 
     let program = &settings.command[0];
@@ -208,13 +220,14 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
             };
             let error = format!("cannot run `{program}`: {e}");
             reporter.finish(RunOutcome::Failed, Some(error.clone()), code);
-            eprintln!("herald: {error}");
+            eprintln!("herald: {}", escape_controls(&error));
             return Ok(code);
         }
     };
     if io::stderr().is_terminal() {
         if let Some(line) = reporter.where_to_look() {
-            eprintln!("herald: {line}");
+            // The dashboard's link is the hub's text.
+            eprintln!("herald: {}", escape_controls(&line));
         }
     }
     let pid = child.id();
@@ -241,6 +254,7 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let mut next_heartbeat = started + settings.heartbeat;
     let mut stop: Option<Stop> = None;
+    let mut got: Option<Got> = None;
     let mut kill_at: Option<Instant> = None;
     let mut open_pipes = 2;
     let status = loop {
@@ -256,12 +270,26 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Msg::Exited(status)) => break status.context("waiting for the command")?,
             Ok(Msg::Closed) => open_pipes -= 1,
-            Ok(Msg::Signal(sig)) => {
+            Ok(Msg::Signal(signal)) => {
                 // In exec's own group the command got a terminal's Ctrl-C already.
-                if settings.own_group || sig != Sig::Int {
-                    target.signal(sig.name());
+                let pass_on = settings.own_group || signal != SIGINT;
+                if pass_on && got.is_some_and(|g| g.passed_on) {
+                    // Asked twice: no more grace.
+                    target.signal("KILL");
+                } else if pass_on {
+                    target.signal(&signal.to_string());
+                    let grace_end = Instant::now() + settings.kill_after;
+                    kill_at = Some(kill_at.map_or(grace_end, |at| at.min(grace_end)));
                 }
-                stop.get_or_insert(Stop::Signal(sig));
+                match &mut got {
+                    Some(first) => first.passed_on |= pass_on,
+                    None => {
+                        got = Some(Got {
+                            signal,
+                            passed_on: pass_on,
+                        })
+                    }
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -282,7 +310,7 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
                 if now >= activity.last() + idle {
                     target.signal("TERM");
                     stop = Some(Stop::Idle(idle));
-                    kill_at = Some(now + KILL_GRACE);
+                    kill_at = Some(now + settings.kill_after);
                 }
             }
         }
@@ -295,12 +323,13 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
             if reply.is_some_and(|r| r.cancel_requested) && stop.is_none() {
                 target.signal("TERM");
                 stop = Some(Stop::Cancel);
-                kill_at = Some(now + KILL_GRACE);
+                kill_at = Some(now + settings.kill_after);
             }
         }
     };
 
-    if settings.own_group && matches!(stop, Some(Stop::Idle(_) | Stop::Cancel)) {
+    let passed_on = got.is_some_and(|g| g.passed_on);
+    if settings.own_group && (passed_on || matches!(stop, Some(Stop::Idle(_) | Stop::Cancel))) {
         // The whole group was told to stop with the command; what outlives the
         // command (a background process that ignores TERM) is killed, so that nothing
         // of a stopped command goes on unreported.
@@ -317,31 +346,37 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
     }
 
     let code = exit_code(status);
-    let (outcome, error) = match (&stop, status.success()) {
-        (_, true) => (RunOutcome::Succeeded, None),
-        (Some(Stop::Idle(idle)), false) => (
+    // Told to stop, exec reports the run cancelled by that, whatever the command made
+    // of the signal; unless the command got a Ctrl-C from the terminal and went on to
+    // succeed (an interactive command interrupted, not stopped).
+    let ended_by = got
+        .filter(|g| g.passed_on || !status.success())
+        .map(|g| g.signal);
+    let (outcome, error) = match (ended_by, &stop, status.success()) {
+        (Some(signal), _, _) => (
+            RunOutcome::Cancelled,
+            Some(format!("terminated by {}", signals::name(signal))),
+        ),
+        (None, _, true) => (RunOutcome::Succeeded, None),
+        (None, Some(Stop::Idle(idle)), false) => (
             RunOutcome::Failed,
             Some(format!(
                 "idle for {} (--idle-timeout): no output and no event; stopped with its process group",
                 show::duration(idle.as_secs_f64())
             )),
         ),
-        (Some(Stop::Cancel), false) => (
+        (None, Some(Stop::Cancel), false) => (
             RunOutcome::Cancelled,
             Some("cancel requested through the hub: stopped".to_owned()),
         ),
-        (Some(Stop::Signal(sig)), false) => (
-            RunOutcome::Cancelled,
-            Some(format!("stopped by SIG{}", sig.name())),
-        ),
-        (None, false) => (RunOutcome::Failed, Some(describe(status))),
+        (None, None, false) => ended(status),
     };
     reporter.finish(outcome, error, code);
 
     if let Some(Stop::Idle(idle)) = stop {
         eprintln!(
             "herald: `{}` was idle for {} (--idle-timeout): stopped it and its process group",
-            settings.name,
+            escape_controls(&settings.name),
             show::duration(idle.as_secs_f64())
         );
         let known = match reporter.state() {
@@ -353,6 +388,9 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
             ),
         };
         eprintln!("herald: last known state: {known}");
+    }
+    if let Some(signal) = ended_by {
+        signals::end_by(signal);
     }
     Ok(code)
 }
@@ -366,11 +404,28 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+/// How a command that failed on its own ended: `failed` with its status, or killed by
+/// a signal, `cancelled` when the signal asks a process to stop (someone stopped it)
+/// and `failed` when it does not (`KILL`, a crash).
+fn ended(status: ExitStatus) -> (RunOutcome, Option<String>) {
     match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        (None, None) => "ended without a status".to_owned(),
+        (Some(code), _) => (
+            RunOutcome::Failed,
+            Some(format!("exited with status {code}")),
+        ),
+        (None, Some(signal)) => {
+            let outcome = if signals::is_stop(signal) {
+                RunOutcome::Cancelled
+            } else {
+                RunOutcome::Failed
+            };
+            let error = format!("terminated by {}", signals::name(signal));
+            (outcome, Some(error))
+        }
+        (None, None) => (
+            RunOutcome::Failed,
+            Some("ended without a status".to_owned()),
+        ),
     }
 }
 
@@ -403,37 +458,6 @@ fn spawn_forward(
         drop(from);
         let _ = tx.send(Msg::Closed);
     });
-}
-
-/// Passes INT, TERM and HUP sent to exec to the main loop, on a thread of its own.
-fn listen_for_signals(tx: Sender<Msg>) -> io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    let (mut int, mut term, mut hup) = runtime.block_on(async {
-        Ok::<_, io::Error>((
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::hangup())?,
-        ))
-    })?;
-    thread::spawn(move || {
-        runtime.block_on(async move {
-            loop {
-                let sig = tokio::select! {
-                    Some(()) = int.recv() => Sig::Int,
-                    Some(()) = term.recv() => Sig::Term,
-                    Some(()) = hup.recv() => Sig::Hup,
-                    else => return,
-                };
-                if tx.send(Msg::Signal(sig)).is_err() {
-                    return;
-                }
-            }
-        });
-    });
-    Ok(())
 }
 
 /// The run on the hub, as far as it can be reached. Every failure is said once on

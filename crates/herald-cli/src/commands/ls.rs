@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use herald::escape_controls;
 use herald_protocol::RunState;
 use serde::Deserialize;
 
@@ -52,6 +53,8 @@ fn status_str(status: RunStatusArg) -> &'static str {
 }
 
 /// The table of `runs` (as the hub sent them, seen at its `now`), aligned in columns.
+/// Names are the producers' text: shown with their controls escaped, so that a name
+/// cannot rewrite the user's terminal (`--json` keeps them exact).
 fn table(runs: &[RunState], now: herald_protocol::Timestamp) -> String {
     let header = ["ID", "NAME", "STATUS", "PROGRESS", "ELAPSED", "LAST EVENT"].map(str::to_owned);
     let rows: Vec<[String; 6]> = runs
@@ -59,7 +62,7 @@ fn table(runs: &[RunState], now: herald_protocol::Timestamp) -> String {
         .map(|run| {
             [
                 run.id.to_string(),
-                show::cut(show::name(run), NAME_WIDTH),
+                show::cut(&escape_controls(show::name(run)), NAME_WIDTH),
                 run.status.as_str().to_owned(),
                 run.percent.map_or("-".to_owned(), show::percent),
                 show::duration(run.elapsed_s),

@@ -8,6 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use herald::escape_controls;
 use herald_protocol::{RunState, Timestamp};
 
 /// The wall clock as a protocol timestamp.
@@ -73,7 +74,8 @@ pub(crate) fn name(state: &RunState) -> &str {
 
 /// One line saying where a run is: name, status, stage and count, percent, ETA,
 /// elapsed time, and what it is doing or waiting on. `state` is as seen at `now`
-/// (`RunState::at`).
+/// (`RunState::at`). Names, notes and tool feedback come from the producer: they are
+/// shown with their controls escaped, so the line stays one line on a terminal.
 pub(crate) fn status_line(state: &RunState, now: Timestamp) -> String {
     let mut parts = vec![name(state).to_owned(), state.status.as_str().to_owned()];
     let counter = match state.current_stage() {
@@ -135,7 +137,7 @@ pub(crate) fn status_line(state: &RunState, now: Timestamp) -> String {
             }
         }
     }
-    parts.join("  ")
+    escape_controls(&parts.join("  ")).into_owned()
 }
 
 #[cfg(test)]

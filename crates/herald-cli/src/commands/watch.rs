@@ -12,7 +12,8 @@
 //! On a terminal it draws the SDK's live bars (on stderr), the same picture the
 //! program's own terminal shows, with what matters (stages ending, errors, the end)
 //! printed above them; otherwise it prints the run's events on stdout as JSON Lines,
-//! as the hub stores them.
+//! as the hub stores them. Stopped by Ctrl-C (or TERM, HUP), the bars are closed
+//! first, so the terminal is left tidy, and watch then ends by that signal.
 //!
 //! Stalled: watch exits with 3 as soon as the run is stalled *now*, that is after it
 //! has caught up with the run's events (a run that stalled once and recovered is
@@ -21,6 +22,7 @@
 //! keeps following instead, for a run expected to come back.
 
 use std::io::{self, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,7 @@ use crate::args::WatchArgs;
 use crate::client::{Client, HubError, HubErrorKind, Poll};
 use crate::commands::events::{LONG_POLL, PAGE};
 use crate::commands::show;
+use crate::signals;
 
 /// Exit code: the run succeeded.
 const EXIT_SUCCEEDED: u8 = 0;
@@ -187,8 +190,13 @@ impl View for JsonLines {
 
 /// The SDK's live bars on stderr, fed with the hub's events and the state watch folds:
 /// the same picture as the program's own terminal would show.
+///
+/// Stopped by a signal (Ctrl-C, mostly), watch closes the bars before it ends by the
+/// signal: they stay on screen as they were, and the shell's prompt comes on a line of
+/// its own instead of after the last bar. Hence the lock, shared with the signal
+/// thread, which holds it to the end so that nothing is drawn after the close.
 struct Bars {
-    sink: Box<dyn Sink>,
+    sink: Arc<Mutex<Box<dyn Sink>>>,
 }
 
 impl Bars {
@@ -196,26 +204,39 @@ impl Bars {
         let sink = herald::Target::stderr_bars()
             .into_sink()
             .expect("the bars target has a sink");
+        let sink = Arc::new(Mutex::new(sink));
+        let last = sink.clone();
+        // Should the signals not be heard, they end watch as they would anyway.
+        let _ = signals::on_stop(move |signal| {
+            let mut sink = last.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = sink.close();
+            signals::end_by(signal);
+        });
         Bars { sink }
+    }
+
+    fn sink(&self) -> std::sync::MutexGuard<'_, Box<dyn Sink>> {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl View for Bars {
     fn event(&mut self, event: &Event, _raw: &str, state: &RunState) -> io::Result<()> {
-        self.sink.event(event, state)
+        self.sink().event(event, state)
     }
 
     fn tick(&mut self, _state: &RunState) -> io::Result<()> {
-        self.sink.refresh(show::now())?;
-        self.sink.flush()
+        let mut sink = self.sink();
+        sink.refresh(show::now())?;
+        sink.flush()
     }
 
     fn finish(&mut self, _state: &RunState) -> io::Result<()> {
-        self.sink.close()
+        self.sink().close()
     }
 
     /// The last known state goes to stderr with the reason for giving up.
     fn give_up(&mut self, _state: &RunState) -> io::Result<()> {
-        self.sink.close()
+        self.sink().close()
     }
 }

@@ -17,6 +17,10 @@ use crate::util::herald;
 /// The longest any one command in these tests may take.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The admin token of hubs started with [`TestHub::with_token`]: 16 characters at
+/// least, or `herald serve` refuses it.
+pub(crate) const ADMIN: &str = "cli-tests-admin-token";
+
 /// A `herald` command with no hub settings from the environment of the test run.
 pub(crate) fn cmd(args: &[&str]) -> Command {
     let mut cmd = herald(args);

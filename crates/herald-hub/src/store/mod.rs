@@ -14,6 +14,7 @@
 
 mod batch;
 mod postgres;
+mod readback;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use crate::auth::Scope;
 
 pub(crate) use batch::{Batch, Stamped, stamp_ahead};
 pub use postgres::PostgresStore;
+pub(crate) use readback::{Read, Unreadable};
 pub use sqlite::SqliteStore;
 
 /// Opens the store a database URL names: `sqlite://PATH` or `postgres://...`
@@ -47,7 +49,7 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// A failure of the store.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum StoreError {
     /// No run with that id.
     NotFound,
@@ -55,6 +57,18 @@ pub enum StoreError {
     Conflict,
     /// The run has finished and takes no more events.
     Finished,
+    /// The event at `index` of the batch would be stored larger than
+    /// [`herald_protocol::MAX_EVENT_BYTES`] (its envelope included), so it could not be
+    /// read back: nothing of the batch was stored.
+    EventTooLarge {
+        /// The event's index in the batch, from 0.
+        index: usize,
+        /// Its size as it would be stored, in bytes.
+        bytes: usize,
+    },
+    /// The database's disk is full: nothing of the write was stored, and the same
+    /// write may succeed once space is freed.
+    Full(String),
     /// The database cannot be reached just now (it is down, restarting, or refuses
     /// connections): worth trying again, unlike [`StoreError::Db`].
     Unavailable(String),
@@ -68,6 +82,12 @@ impl std::fmt::Display for StoreError {
             StoreError::NotFound => f.write_str("no such run"),
             StoreError::Conflict => f.write_str("the run id is taken"),
             StoreError::Finished => f.write_str("the run has finished"),
+            StoreError::EventTooLarge { index, bytes } => write!(
+                f,
+                "event {index} would be stored as {bytes} bytes, over the limit of {}",
+                herald_protocol::MAX_EVENT_BYTES
+            ),
+            StoreError::Full(e) => write!(f, "the database's disk is full: {e}"),
             StoreError::Unavailable(e) => write!(f, "database unavailable: {e}"),
             StoreError::Db(e) => write!(f, "database error: {e}"),
         }
@@ -78,7 +98,10 @@ impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
-        StoreError::Db(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+            _ => StoreError::Db(e.to_string()),
+        }
     }
 }
 
@@ -149,12 +172,38 @@ impl RunRow {
         })
     }
 
-    /// The record, with `state`, the stored state's JSON.
+    /// The record, with `state`, the stored state's JSON. A state that cannot be read
+    /// back is replaced by the run's initial state (its name, parent and status as
+    /// stored) rather than fail the read: lists of runs read every run's stored state,
+    /// and one damaged row must not take the whole list down. Reading the run itself
+    /// folds its events again and does not use the stored state.
     pub(crate) fn into_record(self, state: &str) -> Result<RunRecord, StoreError> {
-        let state = serde_json::from_str(state)
-            .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
-        Ok(self.into_head()?.with_state(state))
+        let head = self.into_head()?;
+        let state = match serde_json::from_str::<RunState>(state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(run = %head.id, error = %e,
+                    "the stored state of a run cannot be read back; listed with its initial state");
+                let mut state =
+                    RunRecord::initial_state(&head.id, &head.name, head.parent.as_ref());
+                state.status = head.status;
+                state.last_seq = head.last_seq;
+                state
+            }
+        };
+        Ok(head.with_state(state))
     }
+}
+
+/// `record` if its row could be read; otherwise `None`, logged. Lists of runs (and the
+/// sweep's) leave out a run whose row cannot be read back rather than fail whole: one
+/// damaged row must not hide every other run.
+pub(crate) fn readable(record: Result<RunRecord, StoreError>) -> Option<RunRecord> {
+    record
+        .map_err(|e| {
+            tracing::error!(error = %e, "a stored run cannot be read back; it is left out of lists")
+        })
+        .ok()
 }
 
 /// A token's row (its run's id and its scope) as either store reads it.
@@ -353,6 +402,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts of runs by status, for metrics.
     async fn count_by_status(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
+
+    /// Stored events this store found it could not read back (and served as
+    /// `custom.unreadable` markers instead), each counted once per process.
+    fn unreadable_events(&self) -> u64;
 
     /// Wake-ups for runs changed by any process on the same database, for stores that
     /// several hubs share: the hub catches the woken runs' readers up from the store.

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, parse_event};
+use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row, Transaction};
@@ -38,11 +38,11 @@ use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    Appended, Batch, NewRun, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store, StoreError,
-    Wake, stamp_ahead,
+    Appended, Batch, NewRun, Read, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store,
+    StoreError, Unreadable, Wake, stamp_ahead,
 };
 use crate::auth::Scope;
-use crate::store::token_from_row;
+use crate::store::{readable, token_from_row};
 
 /// The channel notifications go on. The payload is a run id, for a creation or an
 /// append; or a run id, a space and a generation, for a deletion (run ids have no
@@ -62,7 +62,7 @@ const WRITE_BATCH: &str = "\
         SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[])), \
     updated AS ( \
         UPDATE runs SET last_seq = $5, status = $6, \
-            last_event_us = GREATEST(last_event_us, $7), last_producer_us = $8, state = $9 \
+            last_received_us = GREATEST(last_received_us, $7), last_producer_us = $8, state = $9 \
         WHERE id = $1) \
     SELECT pg_notify($10, $1)";
 
@@ -87,6 +87,7 @@ macro_rules! head_columns {
 pub struct PostgresStore {
     pool: PgPool,
     cache: Arc<StateCache>,
+    unreadable: Unreadable,
     wakes: broadcast::Sender<Wake>,
     /// Stops the listener task when the store is dropped.
     _listener: DropGuard,
@@ -136,6 +137,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             cache: Arc::new(StateCache::default()),
+            unreadable: Unreadable::default(),
             wakes,
             _listener: stop.drop_guard(),
         })
@@ -172,7 +174,8 @@ impl PostgresStore {
         .await?
         .ok_or(StoreError::NotFound)
         .and_then(|row| head_from_row(&row))?;
-        let state = fold_state(&mut tx, &head, self.cache.get(id, head.created_at)).await?;
+        let cached = self.cache.get(id, head.created_at);
+        let state = fold_state(&mut tx, &head, cached, &self.unreadable).await?;
         if only_if_silent && !head.silent_at(now) {
             return Ok(Batch::empty(&head, state).into_appended());
         }
@@ -210,7 +213,7 @@ impl PostgresStore {
             .bind(&batch.bodies)
             .bind(batch.last_seq as i64)
             .bind(batch.state.status.as_str())
-            .bind(batch.last_event_us(now))
+            .bind(Batch::last_received_us(now))
             .bind(Batch::last_producer_us(&head, now, from_producer))
             .bind(batch.state_json()?)
             .bind(CHANNEL)
@@ -307,10 +310,18 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
         if is_unreachable(&e) {
             StoreError::Unavailable(e.to_string())
+        } else if is_disk_full(&e) {
+            StoreError::Full(e.to_string())
         } else {
             StoreError::Db(e.to_string())
         }
     }
+}
+
+/// Whether `e` is PostgreSQL's `disk_full` (SQLSTATE 53100): a table or index could
+/// not grow, and the statement, and so its transaction, failed.
+fn is_disk_full(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("53100"))
 }
 
 /// A failure to get a connection: whatever the cause (refused, timed out, the
@@ -365,35 +376,40 @@ fn record_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
     run_row(row)?.into_record(&state)
 }
 
-/// Parses stored event bodies of run `id`.
-fn parse_bodies(id: &RunId, bodies: Vec<String>) -> Result<Vec<Event>, StoreError> {
-    bodies
-        .iter()
-        .map(|body| {
-            parse_event(body).map_err(|e| StoreError::Db(format!("corrupt event in run {id}: {e}")))
-        })
-        .collect()
-}
-
-/// Up to `limit` events of `id` with `after < seq <= upto`, in order.
+/// Up to `limit` events of `id` with `after < seq <= upto`, in order, with a marker
+/// for each row that cannot be read back (see `readback.rs`).
 async fn events_between(
     conn: &mut PgConnection,
     id: &RunId,
     after: u64,
     upto: u64,
     limit: u32,
+    unreadable: &Unreadable,
 ) -> Result<Vec<Event>, StoreError> {
-    let bodies: Vec<String> = sqlx::query_scalar(
-        "SELECT body FROM events WHERE run_id = $1 AND seq > $2 AND seq <= $3 \
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 AND seq <= $3 \
          ORDER BY seq LIMIT $4",
     )
     .bind(id.as_str())
     .bind(after as i64)
     .bind(upto as i64)
     .bind(i64::from(limit))
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    parse_bodies(id, bodies)
+    let reads: Vec<Read> = rows
+        .iter()
+        .map(|(seq, body)| Read::row(id, *seq as u64, Ok(body)))
+        .collect();
+    let created_at = if Read::need_created_at(&reads) {
+        sqlx::query_scalar("SELECT created_us FROM runs WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(Timestamp::from_unix_micros)
+    } else {
+        None
+    };
+    Ok(unreadable.events(id, reads, created_at))
 }
 
 /// The run's state folded up to `head.last_seq`: from `cached` when it can be (see
@@ -402,10 +418,19 @@ async fn fold_state(
     conn: &mut PgConnection,
     head: &RunHead,
     cached: Option<RunState>,
+    unreadable: &Unreadable,
 ) -> Result<RunState, StoreError> {
     let mut state = head.fold_from(cached);
     while state.last_seq < head.last_seq {
-        let events = events_between(conn, &head.id, state.last_seq, head.last_seq, 1000).await?;
+        let events = events_between(
+            conn,
+            &head.id,
+            state.last_seq,
+            head.last_seq,
+            1000,
+            unreadable,
+        )
+        .await?;
         if events.is_empty() {
             break;
         }
@@ -428,7 +453,7 @@ impl Store for PostgresStore {
         let mut tx = self.begin().await?;
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO runs (id, name, parent, heartbeat_timeout_s, ttl_s, track, meta, \
-             created_us, last_event_us, last_producer_us, state) \
+             created_us, last_received_us, last_producer_us, state) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9) RETURNING ord",
         )
         .bind(run.id.as_str())
@@ -493,7 +518,8 @@ impl Store for PostgresStore {
         .ok_or(StoreError::NotFound)
         .and_then(|row| head_from_row(&row))?;
         // Serve the cached state (with ETA estimators) when it is current.
-        let state = fold_state(&mut conn, &head, self.cache.get(id, head.created_at)).await?;
+        let cached = self.cache.get(id, head.created_at);
+        let state = fold_state(&mut conn, &head, cached, &self.unreadable).await?;
         self.cache.put(head.created_at, state.clone());
         Ok(head.with_state(state))
     }
@@ -532,7 +558,15 @@ impl Store for PostgresStore {
 
     async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
         let mut conn = self.acquire().await?;
-        events_between(&mut conn, id, after, i64::MAX as u64, limit).await
+        events_between(
+            &mut conn,
+            id,
+            after,
+            i64::MAX as u64,
+            limit,
+            &self.unreadable,
+        )
+        .await
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
@@ -556,7 +590,10 @@ impl Store for PostgresStore {
         sql.push(" ORDER BY created_us DESC, ord DESC LIMIT ")
             .push_bind(i64::from(filter.limit));
         let rows = sql.build().fetch_all(&mut *self.acquire().await?).await?;
-        rows.iter().map(record_from_row).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|row| readable(record_from_row(row)))
+            .collect())
     }
 
     async fn delete(&self, id: &RunId) -> Result<u64, StoreError> {
@@ -586,7 +623,10 @@ impl Store for PostgresStore {
         .bind(now.unix_micros())
         .fetch_all(&mut *self.acquire().await?)
         .await?;
-        rows.iter().map(record_from_row).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|row| readable(record_from_row(row)))
+            .collect())
     }
 
     async fn delete_expired(
@@ -641,6 +681,10 @@ impl Store for PostgresStore {
                 Ok((status, n as u64))
             })
             .collect()
+    }
+
+    fn unreadable_events(&self) -> u64 {
+        self.unreadable.count()
     }
 
     fn wakes(&self) -> Option<broadcast::Receiver<Wake>> {

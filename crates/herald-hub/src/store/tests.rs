@@ -42,6 +42,7 @@ on_both_stores!(
     reads_see_runs_tokens_and_counts,
     a_run_created_again_is_not_served_the_deleted_run_s_state,
     two_stores_deleting_expired_runs_delete_each_once,
+    a_run_an_earlier_hub_kept_forever_expires_once_migrated,
 );
 
 /// A fresh database: a SQLite file in a temp dir, or a PostgreSQL database of its own,
@@ -564,4 +565,89 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
 async fn sqlite_has_no_notifications() {
     let db = TestDb::sqlite();
     assert!(db.store().await.wakes().is_none());
+}
+
+/// The runs table as hubs wrote it before retention counted from the hub's clock (the
+/// SQLite store's; PostgreSQL's is its first migration).
+const SQLITE_RUNS_BEFORE_RECEIPT: &str = "
+CREATE TABLE runs (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    parent TEXT,
+    heartbeat_timeout_s REAL NOT NULL,
+    ttl_s REAL NOT NULL,
+    track TEXT,
+    meta TEXT,
+    created_us INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'running',
+    last_event_us INTEGER NOT NULL,
+    last_producer_us INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX runs_expiry ON runs (last_event_us);
+";
+
+/// A run whose producer stamped an event 9999-12-31, stored by an earlier hub, which
+/// kept it out of retention forever; once migrated it expires `ttl_s` after the
+/// migration, by the clock.
+async fn a_run_an_earlier_hub_kept_forever_expires_once_migrated(db: TestDb) {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros() as i64;
+    let forever = "9999-12-31T00:00:00Z"
+        .parse::<Timestamp>()
+        .expect("a time")
+        .unix_micros();
+    let created_us = now_us - 10_000_000;
+    const INSERT: &str = "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
+         last_event_us, last_producer_us, state) VALUES ('old', 'old', 60, 100, $1, $2, $1, '{}')";
+    match &db.postgres {
+        None => {
+            let path = db.url.strip_prefix("sqlite://").expect("a SQLite URL");
+            let conn = rusqlite::Connection::open(path).expect("the file opens");
+            conn.execute_batch(SQLITE_RUNS_BEFORE_RECEIPT)
+                .expect("the old table");
+            conn.execute(&INSERT.replace('$', "?"), [created_us, forever])
+                .expect("the old row");
+        }
+        Some(_) => {
+            let mut first = sqlx::migrate!("./migrations/postgres");
+            first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+            let pool = sqlx::PgPool::connect(&db.url).await.expect("connects");
+            first.run(&pool).await.expect("the first migration");
+            sqlx::query(INSERT)
+                .bind(created_us)
+                .bind(forever)
+                .execute(&pool)
+                .await
+                .expect("the old row");
+            pool.close().await;
+        }
+    }
+    let store = db.store().await;
+    let at_us = |us: i64| Timestamp::from_unix_micros(us);
+    let kept = store
+        .delete_expired(at_us(now_us + 50_000_000), 10)
+        .await
+        .expect("the sweep runs");
+    assert!(
+        kept.is_empty(),
+        "within its ttl_s of the migration: {kept:?}"
+    );
+    let deleted = store
+        .delete_expired(at_us(now_us + 3_600_000_000), 10)
+        .await
+        .expect("the sweep runs");
+    let deleted: Vec<RunId> = deleted.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        deleted,
+        [RunId::new("old").unwrap()],
+        "an hour on, not in 9999"
+    );
+    // Opened again, the migrated file or database is left as it is.
+    drop(store);
+    db.store().await;
 }

@@ -232,6 +232,10 @@ impl Store for Steered {
         self.inner.count_by_status().await
     }
 
+    fn unreadable_events(&self) -> u64 {
+        self.inner.unreadable_events()
+    }
+
     fn wakes(&self) -> Option<broadcast::Receiver<Wake>> {
         Some(self.wakes.subscribe())
     }

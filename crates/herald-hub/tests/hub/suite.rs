@@ -9,12 +9,15 @@
 //! - `append`: idempotency and dense `seq` under concurrency.
 //! - `poll`: the (long) poll.
 //! - `sse`: the event stream and `view=state`, resuming across disconnects.
-//! - `ws`: the WebSocket.
+//! - `ws`: the WebSocket; `ws_resume`: resuming it with `{"after": SEQ}` many times.
+//! - `pacing`: at most four states a second on `view=state`; the keep-alive interval.
 //! - `runs_stream`: `GET /v1/runs/stream`.
 //! - `tokens`: admin, write and read tokens; the open hub.
 //! - `sweep`: stall detection, retention and cancel, on a manual clock.
 //! - `ops`: `/healthz`, `/metrics`, `/openapi.json`.
 //! - `agui`: `?format=ag-ui`, the run as AG-UI events.
+//! - `stored`: what the hub stores is bounded, and reads back even when a row is damaged.
+//! - `full_disk`: a real full file system under the database: 507, reads go on.
 
 use crate::util::StoreKind;
 
@@ -27,8 +30,12 @@ const STORE: StoreKind = StoreKind::of_module(module_path!());
 mod agui;
 #[path = "append.rs"]
 mod append;
+#[path = "full_disk.rs"]
+mod full_disk;
 #[path = "ops.rs"]
 mod ops;
+#[path = "pacing.rs"]
+mod pacing;
 #[path = "poll.rs"]
 mod poll;
 #[path = "routes.rs"]
@@ -37,9 +44,13 @@ mod routes;
 mod runs_stream;
 #[path = "sse.rs"]
 mod sse;
+#[path = "stored.rs"]
+mod stored;
 #[path = "sweep.rs"]
 mod sweep;
 #[path = "tokens.rs"]
 mod tokens;
 #[path = "ws.rs"]
 mod ws;
+#[path = "ws_resume.rs"]
+mod ws_resume;

@@ -151,7 +151,7 @@ fn step_outcome() -> BoxedStrategy<StepOutcome> {
     .boxed()
 }
 
-fn body() -> BoxedStrategy<EventBody> {
+pub(crate) fn body() -> BoxedStrategy<EventBody> {
     let o = |s: BoxedStrategy<String>| option::of(s);
     let arms: Vec<(u32, BoxedStrategy<EventBody>)> = vec![
         (
@@ -430,7 +430,7 @@ fn body() -> BoxedStrategy<EventBody> {
 }
 
 /// Idempotency keys: valid, and often repeated.
-fn event_id() -> BoxedStrategy<Option<String>> {
+pub(crate) fn event_id() -> BoxedStrategy<Option<String>> {
     option::of(prop_oneof![
         3 => proptest::sample::select(&["k1", "k2", "ключ 🔑"][..]).prop_map(str::to_owned),
         1 => Just("k".repeat(128)),
@@ -439,7 +439,7 @@ fn event_id() -> BoxedStrategy<Option<String>> {
     .boxed()
 }
 
-fn parent() -> BoxedStrategy<Option<RunId>> {
+pub(crate) fn parent() -> BoxedStrategy<Option<RunId>> {
     option::of(
         proptest::sample::select(&["caller", "parent.run:7", "run-1"][..])
             .prop_map(|s| RunId::new(s).unwrap()),
@@ -571,7 +571,7 @@ fn next_status(status: RunStatus, body: &EventBody) -> RunStatus {
 // ---------------------------------------------------------------------------------------
 // Properties.
 
-fn config(cases: u32) -> ProptestConfig {
+pub(crate) fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
         // Beside this file, as `props.proptest-regressions`: the default looks for a

@@ -562,7 +562,7 @@ fn body(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
 fn name_column(stages: &[StageState]) -> usize {
     stages
         .iter()
-        .map(|s| text::columns(&s.name))
+        .map(|s| text::columns(&text::escape_controls(&s.name)))
         .max()
         .unwrap_or(0)
         .min(MAX_NAME)
@@ -774,10 +774,12 @@ fn agent_lines(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
         .map(str::trim)
         .find(|l| !l.is_empty())
     {
-        // Text grows at its end: cut from the start, so the newest words show.
+        // Text grows at its end: cut from the start, so the newest words show. Cut
+        // as shown, escapes and all, so that the cut is measured in real columns.
         let mut line = Line::new();
         line.plain("  ").push(Style::Dim, "❯ ");
-        line.plain(&text::tail(last, width.saturating_sub(line.width())));
+        let last = text::escape_controls(last);
+        line.plain(&text::tail(&last, width.saturating_sub(line.width())));
         push(line, Keep::Text);
     }
     out

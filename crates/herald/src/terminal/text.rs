@@ -1,9 +1,66 @@
-//! Text for the terminal: lines of styled spans cut to a width in columns, and the
+//! Text for the terminal: what a producer's text may show of itself
+//! ([`escape_controls`]), lines of styled spans cut to a width in columns, and the
 //! human forms of counts, sizes, rates and durations (`1.2k`, `3.4 MiB/s`, `1m05s`).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use unicode_width::UnicodeWidthChar;
+
+/// `text` made safe to show on a terminal: every character that would act on the
+/// terminal instead of being shown is written out as an escape, so that a run name,
+/// an item id, an error or streamed text can neither move the cursor, retitle the
+/// window, clear the screen nor reorder what is shown around it.
+///
+/// Escaped are the C0 controls (U+0000 to U+001F), DEL, the C1 controls (U+0080 to
+/// U+009F) and the bidirectional embeddings, overrides and isolates (U+202A to U+202E,
+/// U+2066 to U+2069, the "Trojan Source" characters). A line feed, a carriage return
+/// and a tab are shown as `\n`, `\r` and `\t`; the other C0 controls and DEL as
+/// `\x1b`, `\x7f`; C1 and BiDi controls as `\u{9b}`, `\u{202e}`. Everything else, backslashes included, is left
+/// as it is: this is for people to read, not a reversible encoding. Text without such
+/// characters is returned as it is, without copying.
+///
+/// A line break is escaped too: in a single-line place (a bar, a table cell) a break
+/// would tear the layout. Where a multi-line message is welcome, split it into lines
+/// first and escape each one, as the bars do for the messages they print above
+/// themselves.
+///
+/// ```
+/// assert_eq!(herald::escape_controls("a\x1b]0;pwned\x07b"), "a\\x1b]0;pwned\\x07b");
+/// assert_eq!(herald::escape_controls("two\nlines"), "two\\nlines");
+/// assert_eq!(herald::escape_controls("abc\u{202e}fed"), "abc\\u{202e}fed");
+/// assert_eq!(herald::escape_controls("déjà vu · 日本"), "déjà vu · 日本");
+/// ```
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let Some(first) = text.find(is_escaped) else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str(&text[..first]);
+    for c in text[first..].chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0'..='\x1f' | '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if is_escaped(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether [`escape_controls`] writes `c` out as an escape.
+fn is_escaped(c: char) -> bool {
+    matches!(
+        c,
+        '\0'..='\x1f' | '\x7f'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
 
 /// How a span looks. Colors are written only when the sink may use them (`NO_COLOR`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,15 +100,12 @@ impl Line {
         Line::default()
     }
 
-    /// Appends `text` in `style`. Control characters become spaces: a producer's
-    /// message must not move the cursor or change colors on its own.
+    /// Appends `text` in `style`, its control characters escaped
+    /// ([`escape_controls`]): a producer's text must not move the cursor or change
+    /// colors on its own, and must show that it tried.
     pub(super) fn push(&mut self, style: Style, text: &str) -> &mut Line {
-        let clean = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect::<String>();
-        if !clean.is_empty() {
-            self.spans.push((style, clean));
+        if !text.is_empty() {
+            self.spans.push((style, escape_controls(text).into_owned()));
         }
         self
     }
@@ -395,8 +449,42 @@ mod tests {
         assert_eq!(tail("the newest words", 16), "the newest words");
         assert_eq!(tail("最新の言葉", 6), "…言葉");
         assert_eq!(tail("anything", 0), "");
-        // Control characters cannot reach the terminal.
-        check_cut("a\x1b[2Jb\tc\r\n", 20, "a [2Jb c  ");
+        // Control characters cannot reach the terminal: they are shown escaped.
+        check_cut("a\x1b[2Jb\tc\r\n", 20, "a\\x1b[2Jb\\tc\\r\\n");
+        // An escape counts the columns it is shown in.
+        check_cut("ab\x07cd", 6, "ab\\x0…");
+    }
+
+    #[track_caller]
+    fn check_escape(text: &str, expected: &str) {
+        let escaped = escape_controls(text);
+        assert_eq!(escaped, expected);
+        assert!(
+            !escaped.chars().any(is_escaped),
+            "{escaped:?} still holds a control"
+        );
+    }
+
+    #[test]
+    fn controls_are_shown_escaped() {
+        check_escape("plain text", "plain text");
+        check_escape("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07");
+        check_escape("\x1b[2J\x1b[H", "\\x1b[2J\\x1b[H");
+        check_escape("a\rb\nc\td", "a\\rb\\nc\\td");
+        check_escape("\0\x7f", "\\x00\\x7f");
+        // C1: U+009B is a CSI of its own on terminals that take 8-bit controls.
+        check_escape("\u{9b}2J\u{85}\u{80}", "\\u{9b}2J\\u{85}\\u{80}");
+        check_escape(
+            "\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}\u{2066}\u{2067}\u{2068}\u{2069}",
+            "\\u{202a}\\u{202b}\\u{202c}\\u{202d}\\u{202e}\\u{2066}\\u{2067}\\u{2068}\\u{2069}",
+        );
+        // What is text stays as it is: accents, wide characters, emoji, backslashes,
+        // and the characters just outside the escaped ranges.
+        check_escape(
+            "é 日本 ❤\u{FE0F} C:\\dir \u{a0}\u{2029}\u{2070}",
+            "é 日本 ❤\u{FE0F} C:\\dir \u{a0}\u{2029}\u{2070}",
+        );
+        assert!(matches!(escape_controls("clean"), Cow::Borrowed(_)));
     }
 
     #[test]
