@@ -450,7 +450,7 @@ pub(crate) async fn create_run(
         .map_err(|e| store_error(&id, e))?;
     // A run created again under an old id starts with a full bucket, not the old one's.
     hub.limiter().forget(&id);
-    hub.published_state(&record.state);
+    hub.created(&record);
     let base = base_url(&hub, &headers);
     let urls = RunUrls {
         run: format!("{base}/v1/runs/{id}"),
@@ -658,11 +658,12 @@ pub(crate) async fn delete_run(
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Admin).await?;
-    hub.store()
+    let generation = hub
+        .store()
         .delete(&id)
         .await
         .map_err(|e| store_error(&id, e))?;
-    hub.deleted(&id);
+    hub.deleted(&id, generation);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use herald_protocol::{Draft, Event, RunId, RunStalled, RunState};
+use herald_protocol::{Draft, RunId, RunStalled, RunState};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -206,43 +206,89 @@ impl Default for HubConfig {
 /// Most runs one retention transaction deletes.
 const RETENTION_BATCH: u32 = 100;
 
-/// A change to the list of runs, for `GET /v1/runs/stream`.
+/// A change to the list of runs, for `GET /v1/runs/stream`. Each names the run's
+/// generation (see [`RunRecord::generation`]), so that a subscriber can tell a stale
+/// state of a deleted run from a run created again under its id.
 #[derive(Clone, Debug)]
 pub(crate) enum RunChange {
-    State(Arc<RunState>),
-    Deleted(RunId),
+    State {
+        state: Arc<RunState>,
+        generation: u64,
+    },
+    Deleted {
+        id: RunId,
+        generation: u64,
+    },
     /// Changes may have been missed (another hub's, while the store's notifications
     /// were down): send the whole list again.
     Resync,
 }
 
-/// What list subscribers were last told of each run (`None`: deleted), so that the
-/// wake-up of a change already told is dropped. Bounded: it starts over when full,
-/// which costs a repeated message, not a lost one.
+/// What was told of each run: the generation and `last_seq` of the latest state
+/// told, or the generation whose deletion was told (`last_seq` `None`). The hub keeps
+/// one, so that the wake-up of a change already told is not broadcast again; each runs
+/// stream keeps its own, of what it sent, so that it never sends a state older than
+/// one it sent, or of a run it said was deleted.
+///
+/// Bounded: it starts over when full. For the hub that costs a repeated broadcast,
+/// which the streams drop; for a stream, which reaches it only after 10,000 runs, a
+/// stale state could then pass once.
 #[derive(Default)]
-struct ShownRuns {
-    last: std::collections::HashMap<RunId, Option<u64>>,
+pub(crate) struct ShownRuns {
+    last: std::collections::HashMap<RunId, Told>,
+}
+
+/// What was told of one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Told {
+    generation: u64,
+    /// `None`: that generation's deletion was told.
+    last_seq: Option<u64>,
 }
 
 impl ShownRuns {
     const CAPACITY: usize = 10_000;
 
-    /// Records `last_seq` (`None`: deleted) for `run` if it is news: a later state
-    /// than the one told, or a deletion not told yet. A state read before a later one
-    /// was told (a slow wake-up) is not news.
-    fn changed(&mut self, run: &RunId, last_seq: Option<u64>) -> bool {
-        if self.last.len() >= Self::CAPACITY {
+    /// Records the state at `last_seq` of `run`'s creation `generation` (`last_seq`
+    /// `None`: its deletion) if it is news, and says whether it is.
+    ///
+    /// Generations order the creations of one run id, and `last_seq` the states of one
+    /// creation. News is a later state of the creation told or any state of a later
+    /// creation (a run created again starts at `last_seq` 0); the deletion of the
+    /// creation told, or of a later one. A state read before a later one was told (a
+    /// late wake-up, or a read that a deletion overtook) is not news; nor is a state of
+    /// a creation whose deletion was told, nor the deletion of a creation older than
+    /// the one told.
+    pub(crate) fn changed(&mut self, run: &RunId, generation: u64, last_seq: Option<u64>) -> bool {
+        if self.last.len() >= Self::CAPACITY && !self.last.contains_key(run) {
             self.last.clear();
         }
         let news = match (self.last.get(run), last_seq) {
-            (Some(Some(told)), Some(seq)) => seq > *told,
-            (Some(None), None) => false,
-            _ => true,
+            (None, _) => true,
+            (Some(told), Some(seq)) => match told.last_seq {
+                Some(told_seq) => (generation, seq) > (told.generation, told_seq),
+                None => generation > told.generation,
+            },
+            (Some(told), None) => match told.last_seq {
+                Some(_) => generation >= told.generation,
+                None => generation > told.generation,
+            },
         };
         if news {
-            self.last.insert(run.clone(), last_seq);
+            self.last.insert(
+                run.clone(),
+                Told {
+                    generation,
+                    last_seq,
+                },
+            );
         }
         news
+    }
+
+    /// The generation last told of `run`, if any.
+    pub(crate) fn generation(&self, run: &RunId) -> Option<u64> {
+        self.last.get(run).map(|told| told.generation)
     }
 }
 
@@ -342,7 +388,7 @@ impl Hub {
                 .store
                 .append(&id, drafts, now, from_producer)
                 .await?;
-            hub.published(&id, &appended.events, &appended.state);
+            hub.published(&id, &appended);
             Ok::<_, StoreError>(appended)
         });
         let appended = task
@@ -356,42 +402,51 @@ impl Hub {
         Ok(appended)
     }
 
-    fn published(&self, run: &RunId, events: &[Event], state: &RunState) {
-        if events.is_empty() {
+    fn published(&self, run: &RunId, appended: &Appended) {
+        if appended.events.is_empty() {
             return;
         }
-        self.inner.feeds.publish(run, events);
-        // The store's own notification may have told list subscribers already.
-        if self.told(run, Some(state.last_seq)) {
-            let _ = self
-                .inner
-                .changes
-                .send(RunChange::State(Arc::new(state.clone())));
+        self.inner.feeds.publish(run, &appended.events);
+        self.tell_state(&appended.state, appended.generation);
+    }
+
+    /// Tells list subscribers the state of `state.id`'s creation `generation`, unless
+    /// they were told it or a later one (the store's own notification may have told
+    /// them already).
+    fn tell_state(&self, state: &RunState, generation: u64) {
+        if self.told(&state.id, generation, Some(state.last_seq)) {
+            let _ = self.inner.changes.send(RunChange::State {
+                state: Arc::new(state.clone()),
+                generation,
+            });
         }
     }
 
-    /// Records what list subscribers are told of `run` (`None`: its deletion); whether
-    /// it is news to them.
-    fn told(&self, run: &RunId, last_seq: Option<u64>) -> bool {
+    /// Records what list subscribers are told of `run` (`last_seq` `None`: its
+    /// deletion); whether it is news to them. See [`ShownRuns::changed`].
+    fn told(&self, run: &RunId, generation: u64, last_seq: Option<u64>) -> bool {
         let mut told = self.inner.told.lock().unwrap_or_else(|e| e.into_inner());
-        told.changed(run, last_seq)
+        told.changed(run, generation, last_seq)
     }
 
-    /// Tells list subscribers about a run whose state changed without events (created).
-    pub(crate) fn published_state(&self, state: &RunState) {
-        if self.told(&state.id, Some(state.last_seq)) {
-            let _ = self
-                .inner
-                .changes
-                .send(RunChange::State(Arc::new(state.clone())));
-        }
+    /// Tells list subscribers about a run just created.
+    pub(crate) fn created(&self, record: &RunRecord) {
+        self.tell_state(&record.state, record.generation);
     }
 
-    pub(crate) fn deleted(&self, run: &RunId) {
+    /// Tells list subscribers that `run`'s creation `generation` was deleted.
+    pub(crate) fn deleted(&self, run: &RunId, generation: u64) {
         // Open streams of the run end rather than wait for events that cannot come.
         self.inner.feeds.wake(run);
-        if self.told(run, None) {
-            let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
+        self.tell_deleted(run, generation);
+    }
+
+    fn tell_deleted(&self, run: &RunId, generation: u64) {
+        if self.told(run, generation, None) {
+            let _ = self.inner.changes.send(RunChange::Deleted {
+                id: run.clone(),
+                generation,
+            });
         }
     }
 
@@ -419,8 +474,8 @@ impl Hub {
                 .store
                 .delete_expired(now, RETENTION_BATCH)
                 .await?;
-            for id in &deleted {
-                self.deleted(id);
+            for (id, generation) in &deleted {
+                self.deleted(id, *generation);
             }
             if (deleted.len() as u32) < RETENTION_BATCH {
                 return Ok(());
@@ -431,7 +486,7 @@ impl Hub {
     async fn append_stalled(&self, run: &RunId, draft: Draft) -> Result<Appended, StoreError> {
         let now = self.now();
         let appended = self.inner.store.mark_stalled(run, draft, now).await?;
-        self.published(run, &appended.events, &appended.state);
+        self.published(run, &appended);
         Ok(appended)
     }
 
@@ -471,6 +526,10 @@ impl Hub {
                         hub.inner.feeds.catch_up(&run);
                         hub.remote_change(&run).await;
                     }
+                    Ok(Wake::Deleted(run, generation)) => {
+                        hub.inner.feeds.catch_up(&run);
+                        hub.tell_deleted(&run, generation);
+                    }
                     Ok(Wake::All) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         hub.inner.feeds.catch_up_all();
                         let _ = hub.inner.changes.send(RunChange::Resync);
@@ -481,26 +540,19 @@ impl Hub {
         }))
     }
 
-    /// Tells list subscribers about a run another hub may have changed: its state, or
-    /// its deletion. A wake-up for a change this hub made and already told is dropped.
+    /// Tells list subscribers the state of a run another hub may have changed. A
+    /// wake-up for a change already told is dropped, and so is the state read if a
+    /// deletion of its creation was told while it was read.
     async fn remote_change(&self, run: &RunId) {
         if self.inner.changes.receiver_count() == 0 {
             return;
         }
         match self.inner.store.run(run).await {
-            Ok(record) => {
-                if self.told(run, Some(record.last_seq)) {
-                    let _ = self
-                        .inner
-                        .changes
-                        .send(RunChange::State(Arc::new(record.state)));
-                }
-            }
-            Err(StoreError::NotFound) => {
-                if self.told(run, None) {
-                    let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
-                }
-            }
+            Ok(record) => self.tell_state(&record.state, record.generation),
+            // Deleted since it was woken: the deletion's own wake-up (`Wake::Deleted`)
+            // says which creation went, which finding nothing cannot, or, if it was
+            // lost, `Wake::All` has every runs stream look again.
+            Err(StoreError::NotFound) => {}
             Err(e) => tracing::warn!(run = %run, error = %e, "reading a changed run failed"),
         }
     }
@@ -547,4 +599,69 @@ pub async fn serve(
         waker.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tells one run's changes in order, each a generation and a `last_seq` (`None`: the
+    /// deletion of that generation), and checks which of them were news.
+    #[track_caller]
+    fn check(changes: &[(u64, Option<u64>, bool)]) {
+        let run = RunId::new("r").expect("a run id");
+        let mut told = ShownRuns::default();
+        let news: Vec<bool> = changes
+            .iter()
+            .map(|&(generation, last_seq, _)| told.changed(&run, generation, last_seq))
+            .collect();
+        let expected: Vec<bool> = changes.iter().map(|&(_, _, news)| news).collect();
+        assert_eq!(news, expected, "{changes:?}");
+    }
+
+    #[test]
+    fn a_state_is_news_only_if_later_than_the_one_told() {
+        // A late copy of a state told, or an older state, is not news.
+        check(&[
+            (1, Some(0), true),
+            (1, Some(0), false),
+            (1, Some(3), true),
+            (1, Some(2), false),
+            (1, Some(4), true),
+        ]);
+    }
+
+    #[test]
+    fn a_state_read_before_a_deletion_is_not_news_after_it() {
+        check(&[
+            (1, Some(3), true),
+            (1, None, true),
+            (1, Some(3), false),
+            (1, Some(4), false),
+            (1, None, false),
+        ]);
+        // Nor is the deletion of a creation never told, told twice.
+        check(&[(4, None, true), (4, None, false), (3, Some(9), false)]);
+    }
+
+    #[test]
+    fn a_run_created_again_is_news_from_its_first_state() {
+        // It starts again at `last_seq` 0, below the deleted creation's.
+        check(&[
+            (1, Some(5), true),
+            (1, None, true),
+            (2, Some(0), true),
+            (2, Some(1), true),
+        ]);
+        // Told before the deletion of the first creation: that deletion, and the first
+        // creation's states, are older than what was told.
+        check(&[
+            (1, Some(5), true),
+            (2, Some(0), true),
+            (1, Some(7), false),
+            (1, None, false),
+            (2, None, true),
+            (3, Some(0), true),
+        ]);
+    }
 }

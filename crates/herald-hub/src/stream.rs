@@ -34,7 +34,7 @@ use crate::error::{ApiError, json_body};
 use crate::feed::Feed;
 use crate::metrics::SubscriberGuard;
 use crate::store::{RunFilter, RunRecord, StoreError};
-use crate::{Hub, RunChange};
+use crate::{Hub, RunChange, ShownRuns};
 
 /// Events fetched from the store or the feed at once.
 const FETCH: usize = 256;
@@ -742,6 +742,13 @@ pub(crate) struct RunsStreamQuery {
 
 /// `GET /v1/runs/stream`: `event: run` with a run's state whenever it changes (first
 /// the latest runs), `event: deleted` with `{"id"}` when one is deleted.
+///
+/// A change reaches the stream from this hub's own writes and, through the store's
+/// wake-ups, from other hubs', read from the store some time after it happened. So the
+/// stream keeps what it told of each run and sends only news (see
+/// [`ShownRuns::changed`]): never a state older than or equal to one it sent, nor one
+/// of a run it said was deleted, unless the run was created again. Only a resync sends
+/// its list again whole.
 pub(crate) async fn runs_stream(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -768,21 +775,25 @@ pub(crate) async fn runs_stream(
         filter: RunFilter,
         changes: broadcast::Receiver<RunChange>,
         backlog: VecDeque<SseEvent>,
-        /// Runs this client was sent: one that stops matching the filter is sent once
+        /// Runs in this client's list: one that stops matching the filter is sent once
         /// more, so the client sees it leave (e.g. a running run that finished).
         shown: HashSet<RunId>,
+        /// What this client was told of each run, its list included.
+        told: ShownRuns,
         _subscriber: SubscriberGuard,
     }
+    // Subscribed before the list is read, so that no change falls between the two.
     let changes = hub.changes();
     let mut runs = Runs {
         backlog: VecDeque::new(),
         changes,
         filter,
         shown: HashSet::new(),
+        told: ShownRuns::default(),
         _subscriber: hub.metrics().subscriber(),
         hub: hub.clone(),
     };
-    (runs.backlog, runs.shown) = snapshot(&hub, &runs.filter).await?;
+    (runs.backlog, runs.shown) = snapshot(&hub, &runs.filter, &mut runs.told).await?;
     let messages = stream::unfold(runs, |mut r| async move {
         loop {
             if let Some(message) = r.backlog.pop_front() {
@@ -793,7 +804,10 @@ pub(crate) async fn runs_stream(
                 () = r.hub.shutdown_token().cancelled() => return None,
             };
             match change {
-                Ok(RunChange::State(state)) => {
+                Ok(RunChange::State { state, generation }) => {
+                    if !r.told.changed(&state.id, generation, Some(state.last_seq)) {
+                        continue;
+                    }
                     let keep = r.filter.status.is_none_or(|s| s == state.status)
                         && r.filter
                             .parent
@@ -809,7 +823,10 @@ pub(crate) async fn runs_stream(
                         return Some((SseEvent::default().event("run").data(data), r));
                     }
                 }
-                Ok(RunChange::Deleted(id)) => {
+                Ok(RunChange::Deleted { id, generation }) => {
+                    if !r.told.changed(&id, generation, None) {
+                        continue;
+                    }
                     r.shown.remove(&id);
                     let data = json!({"id": id}).to_string();
                     return Some((SseEvent::default().event("deleted").data(data), r));
@@ -817,7 +834,9 @@ pub(crate) async fn runs_stream(
                 // Fell behind, or changes were missed: send the current list again
                 // rather than guess.
                 Ok(RunChange::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    (r.backlog, r.shown) = resync(&r.hub, &r.filter, &r.shown).await.ok()?
+                    (r.backlog, r.shown) = resync(&r.hub, &r.filter, &r.shown, &mut r.told)
+                        .await
+                        .ok()?
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -829,21 +848,29 @@ pub(crate) async fn runs_stream(
 /// The current list again, after changes may have been missed: first, for each run
 /// that was `shown` and is not in the list any more, `event: deleted` if it is gone or
 /// its state once more if it is not (it left the filter, or newer runs pushed it out
-/// of the list), so a client drops what was deleted meanwhile; then the list.
+/// of the list), so a client drops what was deleted meanwhile; then the list. What is
+/// sent is recorded in `told`.
 async fn resync(
     hub: &Hub,
     filter: &RunFilter,
     shown: &HashSet<RunId>,
+    told: &mut ShownRuns,
 ) -> Result<(VecDeque<SseEvent>, HashSet<RunId>), ApiError> {
-    let (list, listed) = snapshot(hub, filter).await?;
+    let (list, listed) = snapshot(hub, filter, told).await?;
     let mut messages = VecDeque::with_capacity(list.len());
     for id in shown.difference(&listed) {
         match hub.store().run(id).await {
             Err(StoreError::NotFound) => {
+                // Whatever this client was told of the run was read before this read,
+                // so that creation, or a later one it was not told of, is gone.
+                if let Some(generation) = told.generation(id) {
+                    told.changed(id, generation, None);
+                }
                 let data = json!({"id": id}).to_string();
                 messages.push_back(SseEvent::default().event("deleted").data(data));
             }
             Ok(record) => {
+                told.changed(id, record.generation, Some(record.last_seq));
                 let data = serde_json::to_string(&record.state.at(hub.now()))
                     .map_err(ApiError::internal)?;
                 messages.push_back(SseEvent::default().event("run").data(data));
@@ -855,15 +882,19 @@ async fn resync(
     Ok((messages, listed))
 }
 
-/// The current list as `event: run` messages, oldest first, and the runs in it.
+/// The current list as `event: run` messages, oldest first, and the runs in it; each
+/// state is recorded in `told`, so that a change read before the list is not sent after
+/// it.
 async fn snapshot(
     hub: &Hub,
     filter: &RunFilter,
+    told: &mut ShownRuns,
 ) -> Result<(VecDeque<SseEvent>, HashSet<RunId>), ApiError> {
     let records = hub.store().list(filter).await.map_err(db_error)?;
     let now = hub.now();
     let mut messages = VecDeque::with_capacity(records.len());
     for record in records.iter().rev() {
+        told.changed(&record.id, record.generation, Some(record.last_seq));
         let data = serde_json::to_string(&record.state.at(now)).map_err(ApiError::internal)?;
         messages.push_back(SseEvent::default().event("run").data(data));
     }

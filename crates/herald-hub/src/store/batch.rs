@@ -62,6 +62,8 @@ pub(crate) struct Batch {
     pub(crate) last_seq: u64,
     /// The run's state after the batch.
     pub(crate) state: RunState,
+    /// The run's generation, from its head.
+    pub(crate) generation: u64,
 }
 
 impl Batch {
@@ -74,6 +76,7 @@ impl Batch {
             filtered: 0,
             last_seq: head.last_seq,
             state,
+            generation: head.generation,
         }
     }
 
@@ -146,6 +149,7 @@ impl Batch {
             filtered,
             last_seq: seq,
             state,
+            generation: head.generation,
         })
     }
 
@@ -178,6 +182,7 @@ impl Batch {
             filtered: self.filtered,
             last_seq: self.last_seq,
             state: self.state,
+            generation: self.generation,
         }
     }
 }

@@ -143,6 +143,7 @@ pub(crate) struct RunRow {
     pub(crate) last_seq: i64,
     pub(crate) status: String,
     pub(crate) last_producer_us: i64,
+    pub(crate) ord: i64,
 }
 
 impl RunRow {
@@ -167,6 +168,7 @@ impl RunRow {
             last_seq: u64::try_from(self.last_seq).map_err(|_| bad("last_seq"))?,
             status: self.status.parse().map_err(|_| bad("status"))?,
             last_producer_at: Timestamp::from_unix_micros(self.last_producer_us),
+            generation: u64::try_from(self.ord).map_err(|_| bad("ord"))?,
         })
     }
 
@@ -225,6 +227,7 @@ pub(crate) struct RunHead {
     pub(crate) last_seq: u64,
     pub(crate) status: RunStatus,
     pub(crate) last_producer_at: Timestamp,
+    pub(crate) generation: u64,
 }
 
 impl RunHead {
@@ -256,6 +259,7 @@ impl RunHead {
             last_seq: self.last_seq,
             status: self.status,
             last_producer_at: self.last_producer_at,
+            generation: self.generation,
             state,
         }
     }
@@ -284,6 +288,12 @@ pub struct RunRecord {
     pub status: RunStatus,
     /// When its producer last said anything (or when it was created).
     pub last_producer_at: Timestamp,
+    /// Which creation of its id this is: the store's counter of created runs (its
+    /// `ord` column), which never repeats a value and grows with each creation. A run
+    /// deleted and created again under the same id has a larger one, even when both
+    /// were created at the same `created_at` (clocks of several hubs differ, and a
+    /// test's clock may stand still).
+    pub generation: u64,
     /// Its state as of its last event (without ETA estimators).
     pub state: RunState,
 }
@@ -316,6 +326,8 @@ pub struct Appended {
     pub last_seq: u64,
     /// The run's state after the append.
     pub state: RunState,
+    /// The [`RunRecord::generation`] of the run appended to.
+    pub generation: u64,
 }
 
 /// Which runs to list, newest first.
@@ -371,17 +383,22 @@ pub trait Store: Send + Sync + 'static {
     /// Runs, newest first.
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Deletes a run, its tokens and its events; `NotFound` if there is none.
-    async fn delete(&self, id: &RunId) -> Result<(), StoreError>;
+    /// Deletes a run, its tokens and its events, and returns the run's
+    /// [`RunRecord::generation`]; `NotFound` if there is none.
+    async fn delete(&self, id: &RunId) -> Result<u64, StoreError>;
 
     /// Running runs whose producer has been silent past their heartbeat timeout.
     async fn silent_runs(&self, now: Timestamp) -> Result<Vec<RunRecord>, StoreError>;
 
     /// Deletes up to `limit` runs whose last event is older than their time to live at
-    /// `now`, and returns their ids. The condition is checked by the delete itself, so
-    /// a run that got an event since it was found expired is kept, and several hubs
-    /// sweeping at once delete each run once.
-    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError>;
+    /// `now`, and returns their ids and [`RunRecord::generation`]s. The condition is
+    /// checked by the delete itself, so a run that got an event since it was found
+    /// expired is kept, and several hubs sweeping at once delete each run once.
+    async fn delete_expired(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(RunId, u64)>, StoreError>;
 
     /// Counts of runs by status, for metrics.
     async fn count_by_status(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
@@ -402,8 +419,12 @@ pub trait Store: Send + Sync + 'static {
 /// A wake-up from the store: something changed, read the store to see what.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wake {
-    /// The run was created, appended to or deleted.
+    /// The run was created or appended to.
     Run(RunId),
+    /// The run's creation of that [`RunRecord::generation`] was deleted. A reader told
+    /// of a run by an earlier read needs this to know which creation is gone: reading
+    /// the store after the fact finds nothing, or a run created again since.
+    Deleted(RunId, u64),
     /// Anything may have changed: notifications were lost (the store reconnected, or
     /// a receiver fell behind), so every reader catches up.
     All,

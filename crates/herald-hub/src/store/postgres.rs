@@ -7,7 +7,9 @@
 //! stored (one query for the batch), folds with the same [`Batch::fold`] as SQLite,
 //! inserts the events (one `INSERT ... SELECT FROM UNNEST`), writes the run's summary
 //! back, and `NOTIFY`s the run's id. PostgreSQL delivers a notification only when its
-//! transaction commits, so a woken reader always finds the events.
+//! transaction commits, so a woken reader always finds the events. A deletion's
+//! notification also carries the deleted run's generation ([`Wake::Deleted`]), as
+//! reading the store afterwards cannot tell which creation of the id went.
 //!
 //! A listener task holds one connection (`application_name` `herald-listener`) that
 //! `LISTEN`s on [`CHANNEL`] and turns each notification into a [`Wake`]. When that
@@ -42,7 +44,9 @@ use super::{
 use crate::auth::Scope;
 use crate::store::{readable, token_from_row};
 
-/// The channel notifications go on; the payload is a run id, nothing more.
+/// The channel notifications go on. The payload is a run id, for a creation or an
+/// append; or a run id, a space and a generation, for a deletion (run ids have no
+/// spaces).
 pub(super) const CHANNEL: &str = "herald_runs";
 
 /// The migrations, embedded in the binary and applied at start under an advisory
@@ -75,7 +79,7 @@ const WAKE_BACKLOG: usize = 4096;
 macro_rules! head_columns {
     () => {
         "id, name, parent, heartbeat_timeout_s, ttl_s, track, created_us, last_seq, status, \
-         last_producer_us"
+         last_producer_us, ord"
     };
 }
 
@@ -221,6 +225,23 @@ impl PostgresStore {
     }
 }
 
+/// The wake-up a notification's payload (see [`CHANNEL`]) asks for: [`Wake::All`] if
+/// it is not one this store sends, as then anything may have changed.
+fn wake_of(payload: &str) -> Wake {
+    let (id, generation) = match payload.split_once(' ') {
+        Some((id, generation)) => match generation.parse() {
+            Ok(generation) => (id, Some(generation)),
+            Err(_) => return Wake::All,
+        },
+        None => (payload, None),
+    };
+    match (RunId::new(id), generation) {
+        (Ok(id), Some(generation)) => Wake::Deleted(id, generation),
+        (Ok(id), None) => Wake::Run(id),
+        (Err(_), _) => Wake::All,
+    }
+}
+
 /// Wakes every hub's readers of `id` once the transaction commits.
 async fn notify(conn: &mut PgConnection, id: &RunId) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_notify($1, $2)")
@@ -232,8 +253,9 @@ async fn notify(conn: &mut PgConnection, id: &RunId) -> Result<(), StoreError> {
 }
 
 /// Turns notifications into wake-ups until `stop`: `LISTEN`, then [`Wake::All`] (so
-/// readers catch up on what they may have missed before), then one [`Wake::Run`] per
-/// notification; on a lost connection, the same again after a pause that grows.
+/// readers catch up on what they may have missed before), then one [`Wake::Run`] or
+/// [`Wake::Deleted`] per notification; on a lost connection, the same again after a
+/// pause that grows.
 async fn listen(pool: PgPool, wakes: broadcast::Sender<Wake>, stop: CancellationToken) {
     const FIRST_PAUSE: Duration = Duration::from_millis(100);
     const LONGEST_PAUSE: Duration = Duration::from_secs(5);
@@ -269,11 +291,7 @@ async fn listen(pool: PgPool, wakes: broadcast::Sender<Wake>, stop: Cancellation
             };
             match received {
                 Ok(Some(notification)) => {
-                    let wake = match RunId::new(notification.payload().to_owned()) {
-                        Ok(id) => Wake::Run(id),
-                        Err(_) => Wake::All,
-                    };
-                    let _ = wakes.send(wake);
+                    let _ = wakes.send(wake_of(notification.payload()));
                 }
                 Ok(None) => {
                     tracing::warn!("the notification connection was lost; listening again");
@@ -344,6 +362,7 @@ fn run_row(row: &PgRow) -> Result<RunRow, StoreError> {
         last_seq: row.try_get(7)?,
         status: row.try_get(8)?,
         last_producer_us: row.try_get(9)?,
+        ord: row.try_get(10)?,
     })
 }
 
@@ -353,7 +372,7 @@ fn head_from_row(row: &PgRow) -> Result<RunHead, StoreError> {
 
 /// A run's record, its stored state included, from `head_columns!` then `state`.
 fn record_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
-    let state: String = row.try_get(10)?;
+    let state: String = row.try_get(11)?;
     run_row(row)?.into_record(&state)
 }
 
@@ -432,10 +451,10 @@ impl Store for PostgresStore {
             serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
         let created_us = run.created_at.unix_micros();
         let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
+        let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO runs (id, name, parent, heartbeat_timeout_s, ttl_s, track, meta, \
              created_us, last_received_us, last_producer_us, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9) RETURNING ord",
         )
         .bind(run.id.as_str())
         .bind(&run.name)
@@ -450,9 +469,9 @@ impl Store for PostgresStore {
         )
         .bind(created_us)
         .bind(state_json)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await;
-        match inserted {
+        let ord = match inserted {
             Err(e) if is_unique_violation(&e, "runs_pkey") => return Err(StoreError::Conflict),
             other => other?,
         };
@@ -480,6 +499,8 @@ impl Store for PostgresStore {
             last_seq: 0,
             status: RunStatus::Running,
             last_producer_at: run.created_at,
+            generation: u64::try_from(ord)
+                .map_err(|_| StoreError::Db("corrupt run row: ord".into()))?,
         };
         Ok(head.with_state(state))
     }
@@ -575,20 +596,22 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn delete(&self, id: &RunId) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RunId) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        let deleted = sqlx::query("DELETE FROM runs WHERE id = $1")
+        let ord: i64 = sqlx::query_scalar("DELETE FROM runs WHERE id = $1 RETURNING ord")
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        notify(&mut tx, id).await?;
+            .ok_or(StoreError::NotFound)?;
+        sqlx::query("SELECT pg_notify($1, $2 || ' ' || $3)")
+            .bind(CHANNEL)
+            .bind(id.as_str())
+            .bind(ord)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         self.cache.remove(id);
-        Ok(())
+        u64::try_from(ord).map_err(|_| StoreError::Db("corrupt run row: ord".into()))
     }
 
     async fn silent_runs(&self, now: Timestamp) -> Result<Vec<RunRecord>, StoreError> {
@@ -606,32 +629,43 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
+    async fn delete_expired(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(RunId, u64)>, StoreError> {
         let mut tx = self.begin().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
+        let rows: Vec<(String, i64)> = sqlx::query_as(
             "DELETE FROM runs WHERE id IN ( \
                  SELECT id FROM runs WHERE expires_us < $1 \
                  ORDER BY expires_us LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING id",
+             RETURNING id, ord",
         )
         .bind(now.unix_micros())
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        if ids.is_empty() {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        sqlx::query("SELECT pg_notify($1, id) FROM UNNEST($2::TEXT[]) AS id")
-            .bind(CHANNEL)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        let (ids, ords): (Vec<String>, Vec<i64>) = rows.into_iter().unzip();
+        sqlx::query(
+            "SELECT pg_notify($1, id || ' ' || ord) FROM UNNEST($2::TEXT[], $3::BIGINT[]) \
+             AS deleted (id, ord)",
+        )
+        .bind(CHANNEL)
+        .bind(&ids)
+        .bind(&ords)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
+        let corrupt = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
         ids.into_iter()
-            .map(|id| {
-                let id = RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))?;
+            .zip(ords)
+            .map(|(id, ord)| {
+                let id = RunId::new(id).map_err(|_| corrupt("id"))?;
                 self.cache.remove(&id);
-                Ok(id)
+                Ok((id, u64::try_from(ord).map_err(|_| corrupt("ord"))?))
             })
             .collect()
     }

@@ -93,7 +93,7 @@ const STATEMENT_CACHE: usize = 32;
 macro_rules! head_columns {
     () => {
         "id, name, parent, heartbeat_timeout_s, ttl_s, track, created_us, last_seq, status, \
-         last_producer_us"
+         last_producer_us, ord"
     };
 }
 
@@ -297,6 +297,7 @@ fn run_row(row: &Row<'_>) -> Result<RunRow, StoreError> {
         last_seq: row.get(7)?,
         status: row.get(8)?,
         last_producer_us: row.get(9)?,
+        ord: row.get(10)?,
     })
 }
 
@@ -339,7 +340,7 @@ pub(super) fn fold_state(
 
 /// A run's record, its stored state included, from `head_columns!` then `state`.
 fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
-    let state: String = row.get(10)?;
+    let state: String = row.get(11)?;
     run_row(row)?.into_record(&state)
 }
 
@@ -534,7 +535,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete(&self, id: &RunId) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RunId) -> Result<u64, StoreError> {
         let id = id.clone();
         self.writer
             .write(move |group| writer::delete(group, &id))
@@ -558,7 +559,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
+    async fn delete_expired(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(RunId, u64)>, StoreError> {
         self.writer
             .write(move |group| writer::delete_expired(group, now, limit))
             .await

@@ -362,10 +362,13 @@ async fn reads_see_runs_tokens_and_counts(db: TestDb) {
         "tokens go too"
     );
     assert!(matches!(store.run(&r2).await, Err(StoreError::NotFound)));
-    let mut expired = store
+    let mut expired: Vec<RunId> = store
         .delete_expired(at(3601.0), 10)
         .await
-        .expect("expired runs deleted");
+        .expect("expired runs deleted")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     expired.sort();
     assert_eq!(
         expired,
@@ -397,9 +400,11 @@ async fn reads_see_runs_tokens_and_counts(db: TestDb) {
 async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
     let (a, b) = (db.store().await, db.store().await);
     let id = RunId::new("again").unwrap();
-    a.create_run(&new_run("again", None))
+    let first = a
+        .create_run(&new_run("again", None))
         .await
-        .expect("created");
+        .expect("created")
+        .generation;
     let logs: Vec<String> = (0..5).map(|i| log(&format!("old{i}"))).collect();
     a.append(&id, drafts(&id, &logs), at(1.0), true)
         .await
@@ -407,14 +412,23 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
     // Store b caches the first run's state, then the run is deleted and created again
     // through store a, which b does not hear of.
     assert_eq!(b.run(&id).await.expect("read").state.event_count, 5);
-    a.delete(&id).await.expect("deleted");
+    assert_eq!(
+        a.delete(&id).await.expect("deleted"),
+        first,
+        "the generation deleted"
+    );
     let again = NewRun {
         created_at: at(10.0),
         write_hash: "w-again-2".into(),
         read_hash: "r-again-2".into(),
         ..new_run("again", None)
     };
-    a.create_run(&again).await.expect("created again");
+    let second = a
+        .create_run(&again)
+        .await
+        .expect("created again")
+        .generation;
+    assert!(second > first, "created again: {first} then {second}");
     let logs: Vec<String> = (0..6).map(|i| log(&format!("new{i}"))).collect();
     a.append(&id, drafts(&id, &logs), at(11.0), true)
         .await
@@ -422,11 +436,15 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
 
     let record = b.run(&id).await.expect("read");
     assert_eq!(record.state.event_count, 6, "only the new run's events");
+    assert_eq!(record.generation, second);
     let appended = b
         .append(&id, drafts(&id, &[log("b")]), at(12.0), true)
         .await
         .expect("appended through b");
     assert_eq!(appended.state.event_count, 7);
+    assert_eq!(appended.generation, second);
+    let expired = b.delete_expired(at(1e9), 10).await.expect("expired");
+    assert_eq!(expired, [(id, second)], "the generation deleted");
 }
 
 async fn two_stores_deleting_expired_runs_delete_each_once(db: TestDb) {
@@ -454,7 +472,7 @@ async fn two_stores_deleting_expired_runs_delete_each_once(db: TestDb) {
                 if batch.is_empty() {
                     return deleted;
                 }
-                deleted.extend(batch);
+                deleted.extend(batch.into_iter().map(|(id, _)| id));
             }
         })
     });
@@ -493,9 +511,11 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
     );
 
     let id = RunId::new("woken").unwrap();
-    a.create_run(&new_run("woken", None))
+    let generation = a
+        .create_run(&new_run("woken", None))
         .await
-        .expect("created");
+        .expect("created")
+        .generation;
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
     a.append(&id, drafts(&id, &[log("a")]), at(1.0), true)
         .await
@@ -519,7 +539,26 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
         .expect("appended");
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
     a.delete(&id).await.expect("deleted");
-    assert_eq!(next(&mut wakes).await, Wake::Run(id));
+    assert_eq!(
+        next(&mut wakes).await,
+        Wake::Deleted(id, generation),
+        "a deletion names the creation it deleted"
+    );
+    let expiring = RunId::new("expiring").unwrap();
+    a.create_run(&new_run("expiring", None))
+        .await
+        .expect("created");
+    assert_eq!(next(&mut wakes).await, Wake::Run(expiring.clone()));
+    let expired = a.delete_expired(at(1e9), 10).await.expect("expired");
+    let [(id, generation)] = &expired[..] else {
+        panic!("one run expired: {expired:?}");
+    };
+    assert_eq!(
+        next(&mut wakes).await,
+        Wake::Deleted(id.clone(), *generation),
+        "so does retention's"
+    );
+    assert_eq!(*id, expiring);
 }
 
 #[tokio::test]
@@ -602,6 +641,7 @@ async fn a_run_an_earlier_hub_kept_forever_expires_once_migrated(db: TestDb) {
         .delete_expired(at_us(now_us + 3_600_000_000), 10)
         .await
         .expect("the sweep runs");
+    let deleted: Vec<RunId> = deleted.into_iter().map(|(id, _)| id).collect();
     assert_eq!(
         deleted,
         [RunId::new("old").unwrap()],

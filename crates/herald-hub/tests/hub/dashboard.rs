@@ -985,28 +985,24 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// A hub on a given port over a given SQLite file, to be stopped and started again.
+/// A hub over a given SQLite file, to be stopped and started again.
 struct Restartable {
     stop: Option<oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn serve_on(addr: SocketAddr, db: &Path) -> Restartable {
+/// Serves a hub over `db` on a clone of `listener`, which the test keeps: a stopped
+/// hub closes only its clone, so the port stays the test's between hubs (connections
+/// wait in its backlog meanwhile), and no other process can take it before the next
+/// hub starts.
+async fn serve_on(listener: &StdListener, db: &Path) -> Restartable {
     let store = SqliteStore::open(db).await.expect("the store opens");
     let hub = Hub::new(Arc::new(store), HubConfig::default());
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let listener = loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => break listener,
-            Err(e) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "binding {addr} again: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let listener = listener.try_clone().expect("the listener clones");
+    listener
+        .set_nonblocking(true)
+        .expect("the listener is non-blocking");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(herald_hub::serve(listener, hub, async move {
         let _ = stopped.await;
@@ -1036,9 +1032,9 @@ async fn the_pages_reconnect_by_themselves_after_a_hub_restart() {
     };
     let dir = tempfile::tempdir().expect("a temp dir");
     let db = dir.path().join("herald.db");
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let url = format!("http://{addr}");
-    let hub = serve_on(addr, &db).await;
+    let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port on loopback");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    let hub = serve_on(&listener, &db).await;
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         let req = client.post(format!("{url}{path}")).json(&body);
@@ -1073,7 +1069,7 @@ async fn the_pages_reconnect_by_themselves_after_a_hub_restart() {
         .await;
     browser.screenshot("run-reconnecting").await;
 
-    let hub = serve_on(addr, &db).await;
+    let hub = serve_on(&listener, &db).await;
     post("/v1/runs/phoenix/events", json!([progress("rise", 9, 10)])).await;
     browser
         .wait(

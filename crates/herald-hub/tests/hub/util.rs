@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use herald_hub::{Hub, HubConfig, ManualClock, Wake};
+use herald_hub::{Hub, HubConfig, ManualClock, Store, Wake};
 use herald_protocol::{Event, Timestamp, parse_event};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -370,6 +370,16 @@ impl TestHub {
             let wake = within("the store's listener to listen", wakes.recv()).await;
             assert_eq!(wake.ok(), Some(Wake::All), "the listener's first wake-up");
         }
+        TestHub::serving(db, store, config, clock).await
+    }
+
+    /// A hub with `config` over `store`, a store on `db` (perhaps one the test wraps).
+    pub(crate) async fn serving(
+        db: &TestDb,
+        store: Arc<dyn Store>,
+        config: HubConfig,
+        clock: Option<Arc<ManualClock>>,
+    ) -> TestHub {
         let admin = config.admin_token.clone();
         let hub = match &clock {
             Some(clock) => Hub::with_clock(store, config, clock.clone()),

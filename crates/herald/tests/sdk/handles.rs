@@ -288,6 +288,50 @@ fn the_heartbeat_guard_speaks_while_the_run_is_silent() {
 }
 
 #[test]
+fn the_heartbeat_guard_stays_quiet_while_events_flow() {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(300);
+    let (progress, sink) = recorder();
+    let run = progress.run("busy-work");
+    let guard = run.heartbeat_every(EVERY);
+    // Events for five intervals, far closer together than one.
+    let flowing = std::time::Instant::now();
+    let mut steps = 0;
+    while flowing.elapsed() < 5 * EVERY {
+        run.info(format!("step {steps}"));
+        steps += 1;
+        std::thread::sleep(EVERY / 30);
+    }
+    // Then silence: the guard speaks, so it was up all along.
+    wait_for(&sink, "heartbeat", 1);
+    drop(guard);
+    run.finish();
+    drop(progress);
+
+    // A heartbeat only ever follows a silence of the guard's interval. One whose
+    // silence was shorter spoke while events flowed; one after a longer pause of this
+    // thread (a busy machine) is right, and passes.
+    let events = sink.events();
+    assert_eq!(
+        events.iter().filter(|e| e.event_type() == "log").count(),
+        steps
+    );
+    let mut beats = 0;
+    for pair in events.windows(2) {
+        if pair[1].event_type() != "heartbeat" {
+            continue;
+        }
+        beats += 1;
+        let silent_s = pair[1].ts.seconds_since(pair[0].ts);
+        assert!(
+            silent_s >= EVERY.as_secs_f64() - 0.001,
+            "a heartbeat after {silent_s} s of silence, after {:?}",
+            pair[0].body
+        );
+    }
+    assert!(beats >= 1);
+}
+
+#[test]
 fn a_sink_with_a_keepalive_hears_from_a_silent_run() {
     let policy = herald::SinkPolicy {
         keepalive: Some(std::time::Duration::from_millis(100)),

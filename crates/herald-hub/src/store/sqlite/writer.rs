@@ -21,7 +21,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 
 use herald_protocol::{RunId, RunState, Timestamp};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{INSERT_EVENT, fold_state, run_head, run_record};
@@ -302,16 +302,16 @@ pub(super) fn create(group: &mut Group<'_>, run: &NewRun) -> Result<RunRecord, S
 }
 
 /// Deletes a run; its tokens and events go with it (foreign keys, `ON DELETE CASCADE`).
-pub(super) fn delete(group: &mut Group<'_>, id: &RunId) -> Result<(), StoreError> {
-    let deleted = group
+/// Returns its generation.
+pub(super) fn delete(group: &mut Group<'_>, id: &RunId) -> Result<u64, StoreError> {
+    let deleted: Option<i64> = group
         .conn
-        .prepare_cached("DELETE FROM runs WHERE id = ?1")?
-        .execute([id.as_str()])?;
+        .prepare_cached("DELETE FROM runs WHERE id = ?1 RETURNING ord")?
+        .query_row([id.as_str()], |row| row.get(0))
+        .optional()?;
     group.states.insert(id.clone(), None);
-    if deleted == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+    let ord = deleted.ok_or(StoreError::NotFound)?;
+    u64::try_from(ord).map_err(|_| StoreError::Db("corrupt run row: ord".into()))
 }
 
 /// An append, as `Store::append` and `Store::mark_stalled` ask for it.
@@ -385,28 +385,31 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
 }
 
 /// Deletes up to `limit` runs expired at `now`, found and deleted in one statement
-/// inside the group's transaction, so an append cannot slip in between.
+/// inside the group's transaction, so an append cannot slip in between; their ids and
+/// generations.
 pub(super) fn delete_expired(
     group: &mut Group<'_>,
     now: Timestamp,
     limit: u32,
-) -> Result<Vec<RunId>, StoreError> {
+) -> Result<Vec<(RunId, u64)>, StoreError> {
     let mut delete = group.conn.prepare_cached(
         "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
          WHERE last_received_us + CAST(ttl_s * 1000000 AS INTEGER) < ?1 \
-         ORDER BY last_received_us LIMIT ?2) RETURNING id",
+         ORDER BY last_received_us LIMIT ?2) RETURNING id, ord",
     )?;
     let mut rows = delete.query(params![now.unix_micros(), limit as i64])?;
-    let mut ids = Vec::new();
+    let mut deleted = Vec::new();
     while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        ids.push(RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))?);
+        let (id, ord): (String, i64) = (row.get(0)?, row.get(1)?);
+        let corrupt = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
+        let id = RunId::new(id).map_err(|_| corrupt("id"))?;
+        deleted.push((id, u64::try_from(ord).map_err(|_| corrupt("ord"))?));
     }
     drop(rows);
-    for id in &ids {
+    for (id, _) in &deleted {
         group.states.insert(id.clone(), None);
     }
-    Ok(ids)
+    Ok(deleted)
 }
 
 #[cfg(test)]
