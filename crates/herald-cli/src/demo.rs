@@ -295,6 +295,7 @@ fn classify(run: &Run, settings: &Settings, docs: &mut [Doc]) {
                 stop_reason: Some("end_turn".into()),
                 input_tokens: Some(900),
                 output_tokens: Some(7),
+                ..LlmUsage::default()
             });
             return Err("the model answered `{\"label\": invoice` (malformed JSON)".to_owned());
         }
@@ -303,6 +304,7 @@ fn classify(run: &Run, settings: &Settings, docs: &mut [Doc]) {
             stop_reason: Some("end_turn".into()),
             input_tokens: Some(850 + doc % 200),
             output_tokens: Some(5),
+            ..LlmUsage::default()
         });
         Ok(label)
     });
@@ -346,6 +348,7 @@ fn summarize(run: &Run, settings: &Settings, docs: &[Doc]) -> Vec<String> {
             stop_reason: Some("end_turn".into()),
             input_tokens: Some(4_000),
             output_tokens: Some(32),
+            ..LlmUsage::default()
         });
         for item in items {
             item.finish();
@@ -381,6 +384,7 @@ fn write_report(run: &Run, settings: &Settings, docs: &[Doc], summaries: &[Strin
         stop_reason: Some("tool_use".into()),
         input_tokens: Some(6_000),
         output_tokens: Some(40),
+        ..LlmUsage::default()
     });
 
     let query = json!({"query": "risks OR late OR unclear", "limit": 20});
@@ -423,6 +427,7 @@ fn write_report(run: &Run, settings: &Settings, docs: &[Doc], summaries: &[Strin
         stop_reason: Some("end_turn".into()),
         input_tokens: Some(6_500),
         output_tokens: Some(48),
+        ..LlmUsage::default()
     });
     run.response(&report, Some(2));
     stage.inc(1);
