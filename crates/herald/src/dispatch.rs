@@ -91,9 +91,10 @@ pub(crate) enum Msg {
     Event(RunId, Box<Draft>),
     /// Start sampling this counter (sent just after its `stage.started`).
     Track(Arc<Counter>),
-    /// Emit `heartbeat` for this run whenever it has been silent this long; `None`
-    /// stops.
-    Heartbeat(RunId, Option<Duration>),
+    /// A heartbeat guard of this run with this interval begins (`true`) or ends.
+    /// Guards nest (a model call's adapter inside a program's own), so the run keeps
+    /// the intervals of every live guard and beats at the shortest.
+    Heartbeat(RunId, Duration, bool),
     /// Deliver everything queued so far, flush the sinks, then answer.
     Flush(SyncSender<()>),
 }
@@ -289,7 +290,8 @@ struct RunCtx {
     counters: Vec<Arc<Counter>>,
     /// Per slot, in slot order.
     slots: Vec<SlotRun>,
-    heartbeat: Option<Duration>,
+    /// The intervals of the run's live heartbeat guards.
+    heartbeats: Vec<Duration>,
     last_event: Instant,
     started: Instant,
 }
@@ -358,7 +360,13 @@ impl Worker {
                 let run = counter.run.clone();
                 self.ctx(&run).counters.push(counter);
             }
-            Msg::Heartbeat(run, every) => self.ctx(&run).heartbeat = every,
+            Msg::Heartbeat(run, every, true) => self.ctx(&run).heartbeats.push(every),
+            Msg::Heartbeat(run, every, false) => {
+                let beats = &mut self.ctx(&run).heartbeats;
+                if let Some(pos) = beats.iter().position(|d| *d == every) {
+                    beats.swap_remove(pos);
+                }
+            }
             Msg::Flush(done) => {
                 self.sample(Instant::now(), None);
                 self.each_sink(|sink| sink.flush());
@@ -373,7 +381,7 @@ impl Worker {
             state: RunState::new(run.clone()),
             counters: Vec::new(),
             slots: (0..slots).map(|_| SlotRun::default()).collect(),
-            heartbeat: None,
+            heartbeats: Vec::new(),
             last_event: Instant::now(),
             started: Instant::now(),
         })
@@ -513,7 +521,7 @@ impl Worker {
     fn keepalive(&mut self, now: Instant) {
         let mut due: Vec<(RunId, Option<usize>)> = Vec::new();
         for (run, ctx) in &self.runs {
-            if let Some(every) = ctx.heartbeat {
+            if let Some(&every) = ctx.heartbeats.iter().min() {
                 if now.saturating_duration_since(ctx.last_event) >= every {
                     due.push((run.clone(), None));
                     continue;

@@ -216,12 +216,15 @@ impl Run {
     }
 
     /// Emits `heartbeat` whenever the run has been silent for `interval`, until the
-    /// guard is dropped.
+    /// guard is dropped. Guards nest: while several live, the shortest interval holds.
     pub fn heartbeat_every(&self, interval: Duration) -> HeartbeatGuard {
         self.inner
             .shared
-            .push(Msg::Heartbeat(self.inner.id.clone(), Some(interval)));
-        HeartbeatGuard { run: self.clone() }
+            .push(Msg::Heartbeat(self.inner.id.clone(), interval, true));
+        HeartbeatGuard {
+            run: self.clone(),
+            interval,
+        }
     }
 
     /// Reports `agent.iteration`: the agent loop begins turn `iteration` (from 1).
@@ -862,12 +865,15 @@ impl Drop for LlmCall {
 #[must_use = "heartbeats stop when the guard is dropped"]
 pub struct HeartbeatGuard {
     run: Run,
+    interval: Duration,
 }
 
 impl Drop for HeartbeatGuard {
     fn drop(&mut self) {
         let inner = &self.run.inner;
-        inner.shared.push(Msg::Heartbeat(inner.id.clone(), None));
+        inner
+            .shared
+            .push(Msg::Heartbeat(inner.id.clone(), self.interval, false));
     }
 }
 

@@ -316,6 +316,24 @@ fn the_heartbeat_guard_speaks_while_the_run_is_silent() {
 }
 
 #[test]
+fn a_heartbeat_guard_dropped_inside_another_leaves_the_outer_one_speaking() {
+    let (progress, sink) = recorder();
+    let run = progress.run("nested");
+    let outer = run.heartbeat_every(std::time::Duration::from_millis(100));
+    // A model call's stream adapter holds a guard of its own while it waits for bytes;
+    // when the call ends, the program's own guard goes on.
+    drop(run.heartbeat_every(std::time::Duration::from_secs(3600)));
+    let before = sink
+        .events()
+        .iter()
+        .filter(|e| e.event_type() == "heartbeat")
+        .count();
+    wait_for(&sink, "heartbeat", before + 2);
+    drop(outer);
+    run.finish();
+}
+
+#[test]
 fn a_sink_with_a_keepalive_hears_from_a_silent_run() {
     let policy = herald::SinkPolicy {
         keepalive: Some(std::time::Duration::from_millis(100)),
