@@ -27,6 +27,8 @@
 //! - `throttle`: the per-sink tick throttle.
 //! - `jsonl`, `terminal`, `memory`, `hub`: the built-in sinks.
 //! - `signals`: what sinks tell the program (a run's [`Cancellation`], hub drops).
+//! - `llm` (features `anthropic`, `openai`): `LlmStream` and `LlmRead`, which watch a
+//!   model provider's streamed response and report the call by themselves.
 
 #![deny(missing_docs)]
 
@@ -34,6 +36,8 @@ mod dispatch;
 mod handles;
 mod hub;
 mod jsonl;
+#[cfg(any(feature = "anthropic", feature = "openai"))]
+mod llm;
 mod memory;
 mod progress;
 mod signals;
@@ -48,6 +52,8 @@ pub use handles::{
 pub use herald_protocol as protocol;
 pub use hub::HubOptions;
 pub use jsonl::JsonLines;
+#[cfg(any(feature = "anthropic", feature = "openai"))]
+pub use llm::{LlmError, LlmRead, LlmReply, LlmStream, LlmToolUse};
 pub use memory::MemorySink;
 pub use progress::{ConfigError, Progress, ProgressMode, ProgressOptions, Target};
 pub use signals::Cancellation;
