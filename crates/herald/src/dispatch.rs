@@ -192,6 +192,11 @@ impl Shared {
         })
     }
 
+    /// Whether anything is reported at all: without a sink, events need not be built.
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Queues a message; never waits for a sink.
     pub(crate) fn push(&self, msg: Msg) {
         if !self.enabled {

@@ -808,6 +808,10 @@ impl LlmCall {
 
     /// Reports streamed tokens of this call (`text.delta`).
     pub fn text(&self, text: impl Into<String>) {
+        // The hot path of a streamed answer: with nowhere to report, build nothing.
+        if !self.run.inner.shared.enabled() {
+            return;
+        }
         self.run.inner.emit(TextDelta {
             text: text.into(),
             call_id: Some(self.call_id.clone()),

@@ -36,10 +36,46 @@ struct Chunk<'a> {
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
     /// Absent or `null` in some servers' usage chunk, empty in OpenAI's.
-    #[serde(borrow)]
-    choices: Option<Vec<Choice<'a>>>,
+    #[serde(borrow, default)]
+    choices: FirstChoice<'a>,
     usage: Option<Usage>,
     error: Option<Value>,
+}
+
+/// The choice with index 0 of a chunk's `choices`, read without collecting the others
+/// (a chunk has one choice unless the request asked for `n` > 1).
+#[derive(Default)]
+struct FirstChoice<'a>(Option<Choice<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = FirstChoice<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of choices, or null")
+            }
+
+            fn visit_unit<E>(self) -> Result<FirstChoice<'a>, E> {
+                Ok(FirstChoice(None))
+            }
+
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<FirstChoice<'a>, S::Error> {
+                let mut first = None;
+                while let Some(choice) = seq.next_element::<Choice<'a>>()? {
+                    if first.is_none() && choice.index == 0 {
+                        first = Some(choice);
+                    }
+                }
+                Ok(FirstChoice(first))
+            }
+        }
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -125,7 +161,7 @@ impl State {
                 call.reply.output_tokens = usage.completion_tokens;
             }
         }
-        let Some(choice) = chunk.choices.into_iter().flatten().find(|c| c.index == 0) else {
+        let Some(choice) = chunk.choices.0 else {
             return;
         };
         if let Some(delta) = choice.delta {

@@ -72,7 +72,10 @@ impl SseParser {
         };
         // Providers send UTF-8; a line that is not is kept, with replacement
         // characters, rather than lost.
-        let value = String::from_utf8_lossy(value);
+        let value = match std::str::from_utf8(value) {
+            Ok(value) => std::borrow::Cow::Borrowed(value),
+            Err(_) => String::from_utf8_lossy(value),
+        };
         match field {
             b"event" => {
                 self.event.clear();

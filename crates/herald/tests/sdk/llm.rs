@@ -562,3 +562,39 @@ fn an_adapter_dropped_unfinished_reports_a_failed_call_once() {
     );
     assert_eq!(responses[1]["stop_reason"], "end_turn");
 }
+
+#[test]
+fn a_usage_chunk_with_null_or_no_choices_still_counts_and_sse_events_can_be_fed_whole() {
+    for usage_chunk in [
+        r#"{"id":"x","object":"chat.completion.chunk","model":"qwen3","choices":null,"usage":{"prompt_tokens":7,"completion_tokens":2}}"#,
+        r#"{"id":"x","object":"chat.completion.chunk","model":"qwen3","usage":{"prompt_tokens":7,"completion_tokens":2}}"#,
+    ] {
+        let (progress, sink) = recorder();
+        let run = progress.run("agent");
+        let mut stream = LlmStream::openai_compatible(&run, "vllm", "qwen3");
+        // As a client that parses server-sent events hands them over.
+        stream.feed_event(
+            None,
+            r#"{"id":"x","object":"chat.completion.chunk","model":"qwen3","choices":[{"index":0,"delta":{"reasoning_content":"Hm."}}]}"#,
+        );
+        stream.feed_event(
+            Some("message"),
+            r#"{"id":"x","object":"chat.completion.chunk","model":"qwen3","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#,
+        );
+        stream.feed_event(None, usage_chunk);
+        stream.feed_event(None, "[DONE]");
+        let reply = stream.finish();
+        run.finish();
+        drop(progress);
+        assert_eq!(reply.text, "Hi");
+        check(
+            &sink.events(),
+            &[
+                json!({"event": "llm.request", "call_id": "llm-1", "provider": "vllm", "model": "qwen3"}),
+                text("Hi", "llm-1"),
+                json!({"event": "llm.response", "call_id": "llm-1", "model": "qwen3",
+                       "stop_reason": "stop", "input_tokens": 7, "output_tokens": 2}),
+            ],
+        );
+    }
+}
