@@ -104,6 +104,7 @@ impl LlmStream {
         let llm = run.llm_call(Some(provider), Some(model));
         LlmStream {
             call: Call {
+                call_id: llm.call_id().to_owned(),
                 run: run.clone(),
                 heartbeat: Some(run.heartbeat_every(HEARTBEAT_EVERY)),
                 llm: Some(llm),
@@ -125,8 +126,8 @@ impl LlmStream {
     }
 
     /// The call id of `llm.request`, `text.delta` and `llm.response`.
-    pub fn call_id(&self) -> Option<&str> {
-        self.call.llm.as_ref().map(LlmCall::call_id)
+    pub fn call_id(&self) -> &str {
+        &self.call.call_id
     }
 
     /// Observes bytes of the response body, as the client read them, in chunks of any
@@ -254,6 +255,7 @@ impl Wire {
 
 /// The call as both wire formats report it.
 struct Call {
+    call_id: String,
     run: Run,
     /// `None` once the call is closed: `llm.response` went out.
     llm: Option<LlmCall>,
@@ -442,6 +444,13 @@ pub struct LlmToolUse {
     /// itself when it was not JSON.
     pub input: Value,
 }
+
+// An adapter lives in the task or thread that reads the stream, which may move.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<LlmStream>();
+    assert_send_sync::<LlmRead<std::fs::File>>();
+};
 
 /// Why a model call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -540,11 +540,15 @@ fn an_adapter_dropped_unfinished_reports_a_failed_call_once() {
     let (progress, sink) = recorder();
     let run = progress.run("agent");
     let mut stream = LlmStream::openai_compatible(&run, "vllm", "qwen3");
+    assert_eq!(stream.call_id(), "llm-1");
     stream.feed(&fixture("openai/text.sse")[..200]);
     drop(stream);
-    let finished = LlmStream::anthropic(&run, "claude-opus-4-1");
-    let mut finished = finished;
+    let mut finished = LlmStream::anthropic(&run, "claude-opus-4-1");
     finished.feed(&fixture("anthropic/text.sse"));
+    // Closed by its `message_stop`, the call keeps its id, and finishing reports nothing
+    // more.
+    assert_eq!(finished.call_id(), "llm-2");
+    assert_eq!(finished.reply().text, "Hello!");
     let reply = finished.finish();
     assert_eq!(reply.text, "Hello!");
     run.finish();
