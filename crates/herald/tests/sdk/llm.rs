@@ -602,3 +602,36 @@ fn a_usage_chunk_with_null_or_no_choices_still_counts_and_sse_events_can_be_fed_
         );
     }
 }
+
+#[test]
+fn a_read_error_fails_the_call_and_reaches_the_program_unchanged() {
+    /// The first half of a stream, then a connection reset.
+    struct Reset(Vec<u8>);
+    impl Read for Reset {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::ErrorKind::ConnectionReset.into());
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Ok(n)
+        }
+    }
+    let (progress, sink) = recorder();
+    let run = progress.run("agent");
+    let half = fixture("anthropic/tool_use.sse")[..1500].to_vec();
+    let mut reader = LlmStream::anthropic(&run, "claude-opus-4-1").reader(Reset(half.clone()));
+    let mut bytes = Vec::new();
+    let err = reader.read_to_end(&mut bytes).expect_err("the reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(bytes, half);
+    let reply = reader.finish();
+    run.finish();
+    drop(progress);
+    let error = reply.error.expect("a failed call");
+    assert!(error.message.starts_with("reading the stream: "), "{error}");
+    let response = reported(&sink.events()).pop().unwrap();
+    assert_eq!(response["stop_reason"], "error");
+    assert_eq!(response["error"], error.to_string());
+}
