@@ -479,6 +479,27 @@ pub struct DemoArgs {
     /// platform's data directory).
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Write the report with a real model instead of the simulated one: `anthropic`
+    /// (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL) or `openai` (OPENAI_API_KEY,
+    /// OPENAI_BASE_URL, also for vLLM, llama.cpp and Ollama). The documents' stages
+    /// stay simulated.
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub llm: Option<LlmProviderArg>,
+
+    /// With --llm: the model (default: claude-sonnet-4-5 for anthropic, gpt-4o-mini
+    /// for openai).
+    #[arg(long, value_name = "MODEL", requires = "llm")]
+    pub model: Option<String>,
+}
+
+/// `--llm` values: whose API the demo's agent talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LlmProviderArg {
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// OpenAI's chat completions, or a server that speaks them.
+    Openai,
 }
 
 fn parse_speed(s: &str) -> Result<f64, String> {

@@ -473,7 +473,7 @@ impl Client {
 }
 
 /// A transport error in words: ureq's I/O errors say "io: ..." and nest their cause.
-fn transport(e: &ureq::Error) -> String {
+pub(crate) fn transport(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Io(io) => io.to_string(),
         ureq::Error::Timeout(_) => "no answer in time".to_owned(),

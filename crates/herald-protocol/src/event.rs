@@ -337,7 +337,12 @@ pub struct LlmResponse {
     /// As in the request.
     #[schemars(length(min = 1))]
     pub call_id: String,
-    /// Why the model stopped (`end_turn`, `tool_use`, `max_tokens`, ...).
+    /// The model that answered, as the provider names it (often more precise than the
+    /// request's alias, e.g. a dated version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Why the model stopped (`end_turn`, `tool_use`, `max_tokens`, ...), or `error`
+    /// when the call failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
     /// Prompt tokens.
@@ -346,10 +351,17 @@ pub struct LlmResponse {
     /// Completion tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// Seconds from the request to the first streamed token (time to first token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_s: Option<f64>,
     /// Seconds the call took.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub elapsed_s: Option<f64>,
+    /// What went wrong, when the call failed: the provider's error type and message,
+    /// or the HTTP status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `text.delta`: streamed tokens.

@@ -375,7 +375,7 @@ pub struct LlmState {
     pub input_tokens: u64,
     /// Completion tokens, summed over responses.
     pub output_tokens: u64,
-    /// The model of the last request.
+    /// The model of the last call: as it answered (`llm.response`), else as requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
@@ -402,7 +402,8 @@ pub struct AgentState {
 pub struct ErrorInfo {
     /// What went wrong.
     pub message: String,
-    /// Where: `run`, `stage <name>`, `item <id>`, `tool <name>` or `log`.
+    /// Where: `run`, `stage <name>`, `item <id>`, `tool <name>`, `llm <call id>` or
+    /// `log`.
     pub source: String,
     /// When.
     pub at: Timestamp,
@@ -811,6 +812,12 @@ impl RunState {
                 let (input, output) = (b.input_tokens.unwrap_or(0), b.output_tokens.unwrap_or(0));
                 self.llm.input_tokens = self.llm.input_tokens.saturating_add(input);
                 self.llm.output_tokens = self.llm.output_tokens.saturating_add(output);
+                if b.model.is_some() {
+                    self.llm.model = b.model.clone();
+                }
+                if let Some(error) = &b.error {
+                    self.set_error(error, format!("llm {}", b.call_id), event);
+                }
             }
             EventBody::TextDelta(b) => {
                 self.text_bytes += b.text.len() as u64;

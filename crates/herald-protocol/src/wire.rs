@@ -573,6 +573,7 @@ fn validate_body(body: &EventBody) -> Result<(), EventError> {
         EventBody::LlmRequest(b) => non_empty("call_id", &b.call_id),
         EventBody::LlmResponse(b) => {
             non_empty("call_id", &b.call_id)?;
+            non_negative_opt("ttft_s", b.ttft_s)?;
             non_negative_opt("elapsed_s", b.elapsed_s)
         }
         EventBody::ToolSelected(b) => {

@@ -241,6 +241,10 @@ fn out_of_range_values() {
         "invalid_field elapsed_s",
     );
     check_third(
+        r#"{"event":"llm.response","call_id":"c","ttft_s":-0.1}"#,
+        "invalid_field ttft_s",
+    );
+    check_third(
         r#"{"event":"run.stalled","silent_for_s":-60}"#,
         "invalid_field silent_for_s",
     );

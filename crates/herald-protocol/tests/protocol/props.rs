@@ -334,20 +334,25 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
         (
             2,
             (
-                call_id(),
-                o(text()),
-                option::of(count()),
-                option::of(count()),
-                option::of(seconds()),
+                (call_id(), o(text()), o(text())),
+                (option::of(count()), option::of(count())),
+                (option::of(seconds()), option::of(seconds()), o(text())),
             )
                 .prop_map(
-                    |(call_id, stop_reason, input_tokens, output_tokens, elapsed_s)| {
+                    |(
+                        (call_id, model, stop_reason),
+                        (input_tokens, output_tokens),
+                        (ttft_s, elapsed_s, error),
+                    )| {
                         LlmResponse {
                             call_id,
+                            model,
                             stop_reason,
                             input_tokens,
                             output_tokens,
+                            ttft_s,
                             elapsed_s,
+                            error,
                         }
                         .into()
                     },

@@ -136,7 +136,14 @@ fn tool_and_model_calls_report_their_outcomes() {
         stop_reason: Some("tool_use".into()),
         input_tokens: Some(10),
         output_tokens: Some(3),
+        ..LlmUsage::default()
     });
+    let overloaded = run.llm_call(Some("sim"), Some("sim-1"));
+    overloaded.fail(
+        "overloaded_error: Overloaded (HTTP 529)",
+        LlmUsage::default(),
+    );
+    drop(run.llm_call(Some("sim"), Some("sim-1")));
     let ok = run.tool(
         "search",
         Some(json!({"q": "x"})),
@@ -162,8 +169,8 @@ fn tool_and_model_calls_report_their_outcomes() {
         Some("Searching the docs")
     );
     assert_eq!(state.agent.response.as_deref(), Some("done"));
-    let statuses: Vec<ToolOutcome> = sink
-        .events()
+    let sink_events = sink.events();
+    let statuses: Vec<ToolOutcome> = sink_events
         .iter()
         .filter_map(|e| match &e.body {
             EventBody::ToolFinished(t) => Some(t.status),
@@ -171,6 +178,27 @@ fn tool_and_model_calls_report_their_outcomes() {
         })
         .collect();
     assert_eq!(statuses, [ToolOutcome::Succeeded, ToolOutcome::Failed]);
+    let responses: Vec<(Option<&str>, Option<&str>)> = sink_events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::LlmResponse(r) => Some((r.stop_reason.as_deref(), r.error.as_deref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        responses,
+        [
+            (Some("tool_use"), None),
+            (
+                Some("error"),
+                Some("overloaded_error: Overloaded (HTTP 529)")
+            ),
+            (
+                Some("error"),
+                Some("model call dropped without finishing (an early return or error path)")
+            ),
+        ]
+    );
     assert!(milestones(&sink.events()).contains(&"custom.deploy".to_owned()));
 }
 
@@ -329,6 +357,24 @@ fn the_heartbeat_guard_stays_quiet_while_events_flow() {
         );
     }
     assert!(beats >= 1);
+}
+
+#[test]
+fn a_heartbeat_guard_dropped_inside_another_leaves_the_outer_one_speaking() {
+    let (progress, sink) = recorder();
+    let run = progress.run("nested");
+    let outer = run.heartbeat_every(std::time::Duration::from_millis(100));
+    // A model call's stream adapter holds a guard of its own while it waits for bytes;
+    // when the call ends, the program's own guard goes on.
+    drop(run.heartbeat_every(std::time::Duration::from_secs(3600)));
+    let before = sink
+        .events()
+        .iter()
+        .filter(|e| e.event_type() == "heartbeat")
+        .count();
+    wait_for(&sink, "heartbeat", before + 2);
+    drop(outer);
+    run.finish();
 }
 
 #[test]
