@@ -358,6 +358,50 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+
+    /// How long a client may take to send a request's headers, from its connection or
+    /// its request's first byte; the connection is closed beyond.
+    #[arg(
+        long,
+        env = "HERALD_HEADER_TIMEOUT",
+        default_value = "10s",
+        value_name = "DUR",
+        value_parser = parse_duration
+    )]
+    pub header_timeout: Duration,
+
+    /// How long a client may take to send a request's whole body, from its headers;
+    /// 408 beyond.
+    #[arg(
+        long,
+        env = "HERALD_BODY_TIMEOUT",
+        default_value = "30s",
+        value_name = "DUR",
+        value_parser = parse_duration
+    )]
+    pub body_timeout: Duration,
+
+    /// How long a kept-alive connection may stay idle between requests. Streams (SSE,
+    /// WebSocket, long polls) are never idle: they keep themselves alive.
+    #[arg(
+        long,
+        env = "HERALD_IDLE_TIMEOUT",
+        default_value = "75s",
+        value_name = "DUR",
+        value_parser = parse_duration
+    )]
+    pub idle_timeout: Duration,
+
+    /// Most connections open at once, WebSockets included; beyond, new ones wait until
+    /// one closes. Default: 10000, or fewer when the limit of open files (`ulimit -n`)
+    /// is lower, leaving 100 files for the database and the rest.
+    #[arg(
+        long,
+        env = "HERALD_MAX_CONNECTIONS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: Option<u32>,
 }
 
 /// `--rate-limit`: a rate, or none.
@@ -430,6 +474,27 @@ pub struct DemoArgs {
     /// Where the job's progress goes.
     #[command(flatten)]
     pub progress: ProgressArgs,
+
+    /// Write the report with a real model instead of the simulated one: `anthropic`
+    /// (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL) or `openai` (OPENAI_API_KEY,
+    /// OPENAI_BASE_URL, also for vLLM, llama.cpp and Ollama). The documents' stages
+    /// stay simulated.
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub llm: Option<LlmProviderArg>,
+
+    /// With --llm: the model (default: claude-sonnet-4-5 for anthropic, gpt-4o-mini
+    /// for openai).
+    #[arg(long, value_name = "MODEL", requires = "llm")]
+    pub model: Option<String>,
+}
+
+/// `--llm` values: whose API the demo's agent talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LlmProviderArg {
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// OpenAI's chat completions, or a server that speaks them.
+    Openai,
 }
 
 fn parse_speed(s: &str) -> Result<f64, String> {

@@ -92,12 +92,15 @@ impl HubError {
 
     /// A refusal that says to try again and after which sending `drafts` again cannot
     /// store them twice: 429 over a rate limit (refused before the store is touched),
-    /// or 503 while the hub cannot reach its database, but only when every draft has
-    /// an idempotency id, since a connection lost at the commit can hide a commit that
-    /// happened.
+    /// 507 while the hub's disk is full (its transaction failed, so nothing of it was
+    /// stored), or 503 while the hub cannot reach its database, but only when every
+    /// draft has an idempotency id, since a connection lost at the commit can hide a
+    /// commit that happened.
     fn says_wait(&self, drafts: &[Draft]) -> bool {
         match self.kind {
-            HubErrorKind::Refused { status: 429, .. } => true,
+            HubErrorKind::Refused {
+                status: 429 | 507, ..
+            } => true,
             HubErrorKind::Refused { status: 503, .. } => drafts.iter().all(|d| d.id.is_some()),
             _ => false,
         }
@@ -143,6 +146,14 @@ impl HubError {
                 write!(f, "the token does not open this: {message}")
             }
             HubErrorKind::NoRun(run) => write!(f, "no run {run} on the hub at {url}"),
+            HubErrorKind::Refused {
+                status: 507,
+                message,
+                ..
+            } => write!(
+                f,
+                "the hub at {url} cannot store anything: its disk is full (507: {message})"
+            ),
             HubErrorKind::Refused {
                 status,
                 code,
@@ -308,6 +319,11 @@ impl Client {
                     if Instant::now() + wait > deadline {
                         return Err(e);
                     }
+                    // A rate limit is the script's own doing and passes by itself; a
+                    // full disk needs someone to act, so the wait is said.
+                    if matches!(e.kind, HubErrorKind::Refused { status: 507, .. }) {
+                        eprintln!("herald: {e}; trying again in {} s", wait.as_secs());
+                    }
                     std::thread::sleep(wait);
                 }
                 other => return other,
@@ -457,7 +473,7 @@ impl Client {
 }
 
 /// A transport error in words: ureq's I/O errors say "io: ..." and nest their cause.
-fn transport(e: &ureq::Error) -> String {
+pub(crate) fn transport(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Io(io) => io.to_string(),
         ureq::Error::Timeout(_) => "no answer in time".to_owned(),

@@ -1,5 +1,6 @@
 //! `herald demo`: a real multi-stage job — fetch, classify and summarize N documents,
-//! then write a report with an agent loop — against the simulated model of `sim.rs`.
+//! then write a report with an agent loop — against the simulated model of `sim.rs`,
+//! or with `--llm` a real model writing the report (`llm_agent.rs`).
 //!
 //! It reports through the SDK exactly as a user's program would, and uses every kind
 //! of event a producer writes: stages, items (from several threads), progress,
@@ -23,13 +24,14 @@ use serde_json::{Value, json};
 
 use crate::UsageError;
 use crate::args::{DemoArgs, ProgressArgs, ProgressModeArg};
+use crate::llm_agent::{self, LlmSettings};
 use crate::serve::Embedded;
 use crate::sim::Sim;
 
 /// Documents fetched and classified at once.
 const WORKERS: u64 = 4;
 /// Documents summarized per model call.
-const SUMMARY_BATCH: usize = 10;
+pub(crate) const SUMMARY_BATCH: usize = 10;
 
 /// The settings `herald demo` runs with, resolved from its arguments.
 struct Settings {
@@ -65,11 +67,11 @@ fn demo_run_id() -> RunId {
 }
 
 /// A document as it moves through the job.
-struct Doc {
-    id: u64,
-    title: String,
-    label: Option<&'static str>,
-    error: Option<String>,
+pub(crate) struct Doc {
+    pub(crate) id: u64,
+    pub(crate) title: String,
+    pub(crate) label: Option<&'static str>,
+    pub(crate) error: Option<String>,
 }
 
 pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Result<u8> {
@@ -89,6 +91,10 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
             .into());
         }
     }
+    let llm = args
+        .llm
+        .map(|provider| LlmSettings::from_env(provider, args.model.as_deref()))
+        .transpose()?;
     let embedded = if args.serve {
         Some(Embedded::start(args.data_dir.clone())?)
     } else {
@@ -153,7 +159,16 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
     let mut docs = fetch(&run, &settings);
     classify(&run, &settings, &mut docs);
     let summaries = summarize(&run, &settings, &docs);
-    let report = write_report(&run, &settings, &docs, &summaries);
+    let (report, llm_report) = match &llm {
+        None => (write_report(&run, &settings, &docs, &summaries), None),
+        Some(llm) => match write_llm_report(&run, llm, &settings, &docs, &summaries) {
+            Ok(report) => (report.text.clone(), Some(report)),
+            Err(e) => {
+                run.fail(format!("{e:#}"));
+                return Err(e);
+            }
+        },
+    };
 
     let failed: Vec<Value> = docs
         .iter()
@@ -172,7 +187,7 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
     } else {
         "failed"
     };
-    let result = json!({
+    let mut result = json!({
         "run": run_id,
         "status": status,
         "documents": settings.items,
@@ -181,6 +196,9 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
         "report": report,
         "elapsed_s": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     });
+    if let Some(r) = &llm_report {
+        result["llm"] = json!({"model": r.model, "turns": r.turns, "tool_calls": r.tool_calls});
+    }
     if failed.is_empty() {
         run.finish_with(&result);
     } else {
@@ -303,6 +321,7 @@ fn classify(run: &Run, settings: &Settings, docs: &mut [Doc]) {
                 stop_reason: Some("end_turn".into()),
                 input_tokens: Some(900),
                 output_tokens: Some(7),
+                ..LlmUsage::default()
             });
             return Err("the model answered `{\"label\": invoice` (malformed JSON)".to_owned());
         }
@@ -311,6 +330,7 @@ fn classify(run: &Run, settings: &Settings, docs: &mut [Doc]) {
             stop_reason: Some("end_turn".into()),
             input_tokens: Some(850 + doc % 200),
             output_tokens: Some(5),
+            ..LlmUsage::default()
         });
         Ok(label)
     });
@@ -354,6 +374,7 @@ fn summarize(run: &Run, settings: &Settings, docs: &[Doc]) -> Vec<String> {
             stop_reason: Some("end_turn".into()),
             input_tokens: Some(4_000),
             output_tokens: Some(32),
+            ..LlmUsage::default()
         });
         for item in items {
             item.finish();
@@ -389,6 +410,7 @@ fn write_report(run: &Run, settings: &Settings, docs: &[Doc], summaries: &[Strin
         stop_reason: Some("tool_use".into()),
         input_tokens: Some(6_000),
         output_tokens: Some(40),
+        ..LlmUsage::default()
     });
 
     let query = json!({"query": "risks OR late OR unclear", "limit": 20});
@@ -431,10 +453,32 @@ fn write_report(run: &Run, settings: &Settings, docs: &[Doc], summaries: &[Strin
         stop_reason: Some("end_turn".into()),
         input_tokens: Some(6_500),
         output_tokens: Some(48),
+        ..LlmUsage::default()
     });
     run.response(&report, Some(2));
     stage.inc(1);
     stage.finish();
+    report
+}
+
+/// The `report` stage with a real model (`--llm`): the agent loop of `llm_agent.rs`.
+fn write_llm_report(
+    run: &Run,
+    llm: &LlmSettings,
+    settings: &Settings,
+    docs: &[Doc],
+    summaries: &[String],
+) -> anyhow::Result<llm_agent::Report> {
+    let stage = run.stage("report");
+    stage.inc(0);
+    let report = llm_agent::write_report(run, llm, settings.speed, docs, summaries);
+    match &report {
+        Ok(_) => {
+            stage.inc(1);
+            stage.finish();
+        }
+        Err(e) => stage.fail(format!("{e:#}")),
+    }
     report
 }
 

@@ -9,6 +9,7 @@
 //! - `commands`: `watch`, `ls`, `events`, `emit`, `exec`, `cancel` and `rm`, the
 //!   commands that talk to a hub.
 //! - `demo`: `herald demo`, a real three-stage job against a simulated model.
+//! - `llm_agent`: `herald demo --llm`, the report's agent loop against a real model.
 //! - `serve`: `herald serve`, the hub.
 //! - `signals`: SIGINT, SIGTERM and SIGHUP for `exec` and `watch`.
 //! - `sim`: the simulated model's latency and text.
@@ -27,6 +28,7 @@ pub mod args;
 mod client;
 mod commands;
 mod demo;
+mod llm_agent;
 mod serve;
 mod signals;
 mod sim;

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use herald_hub::{Hub, HubConfig, PostgresStore, RateLimit, SqliteStore, Store};
@@ -27,6 +28,37 @@ pub(crate) struct ServeSettings {
     pub(crate) rate_limit: Option<RateLimit>,
     /// Origins allowed to call the hub from a browser.
     pub(crate) cors_origins: Vec<String>,
+    pub(crate) header_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// The cap on connections without `--max-connections`: the hub's default, or fewer
+/// when the process may open fewer files, so that it never runs out of them (and
+/// cannot accept even `/healthz`). `RESERVED_FILES` are left for the database's files
+/// and connections, the listener and the rest.
+fn default_max_connections() -> usize {
+    const RESERVED_FILES: usize = 100;
+    let default = HubConfig::default().max_connections;
+    match open_files_limit() {
+        Some(limit) => default.min(limit.saturating_sub(RESERVED_FILES).max(limit / 2).max(1)),
+        None => default,
+    }
+}
+
+/// The soft limit of open files of this process, if it has one.
+#[cfg(unix)]
+fn open_files_limit() -> Option<usize> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit
+        .current
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+#[cfg(not(unix))]
+fn open_files_limit() -> Option<usize> {
+    None
 }
 
 /// Where the hub keeps its data.
@@ -74,7 +106,12 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<ServeSettings, UsageError> {
             args.addr
         ))
     })?;
+    // Empty is unset, as for every variable; anything else must be a real secret.
     let token = args.token.clone().filter(|t| !t.is_empty());
+    if let Some(token) = &token {
+        herald_hub::check_admin_token(token)
+            .map_err(|e| UsageError(format!("--token (HERALD_TOKEN) refused: {e}")))?;
+    }
     if !addr.ip().is_loopback() && token.is_none() {
         return Err(UsageError(format!(
             "refusing to listen on {addr} without an admin token: set --token or HERALD_TOKEN \
@@ -120,6 +157,12 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<ServeSettings, UsageError> {
         token,
         rate_limit,
         cors_origins,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args
+            .max_connections
+            .map_or_else(default_max_connections, |n| n as usize),
     })
 }
 
@@ -185,6 +228,10 @@ pub(crate) async fn bind(
         admin_token: settings.token.clone(),
         rate_limit: settings.rate_limit,
         cors_origins: settings.cors_origins.clone(),
+        header_timeout: settings.header_timeout,
+        body_timeout: settings.body_timeout,
+        idle_timeout: settings.idle_timeout,
+        max_connections: settings.max_connections,
         ..HubConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(settings.addr)
@@ -203,7 +250,13 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<u8> {
         let db = settings.db.display();
         // The address goes to stdout, alone on its line, for scripts and tests.
         println!("herald hub listening on http://{addr}");
-        tracing::info!(%addr, db = %db, open = settings.token.is_none(), "hub started");
+        tracing::info!(
+            %addr,
+            db = %db,
+            open = settings.token.is_none(),
+            max_connections = settings.max_connections,
+            "hub started"
+        );
         herald_hub::serve(listener, hub, shutdown_signal()).await?;
         tracing::info!("hub stopped");
         Ok(0)
@@ -261,6 +314,7 @@ impl Embedded {
     /// platform's data directory): the demo's hub is its own, whatever
     /// `HERALD_DATABASE_URL` says, so `db` is `None` here.
     pub(crate) fn start(data_dir: Option<PathBuf>) -> anyhow::Result<Embedded> {
+        let defaults = HubConfig::default();
         let args = ServeArgs {
             addr: "127.0.0.1:0".into(),
             data_dir,
@@ -268,6 +322,10 @@ impl Embedded {
             token: None,
             rate_limit: None,
             cors_origins: Vec::new(),
+            header_timeout: defaults.header_timeout,
+            body_timeout: defaults.body_timeout,
+            idle_timeout: defaults.idle_timeout,
+            max_connections: None,
         };
         let settings = resolve(&args)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();

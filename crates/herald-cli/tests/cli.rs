@@ -3,6 +3,8 @@
 
 #[path = "cli/demo.rs"]
 mod demo;
+#[path = "cli/demo_llm.rs"]
+mod demo_llm;
 #[path = "cli/emit.rs"]
 mod emit;
 #[path = "cli/escapes.rs"]
@@ -11,12 +13,17 @@ mod escapes;
 mod exec;
 #[path = "cli/exec_io.rs"]
 mod exec_io;
+#[path = "cli/full_disk.rs"]
+mod full_disk;
 #[path = "cli/hub_errors.rs"]
 mod hub_errors;
 #[path = "cli/hub_sink.rs"]
 mod hub_sink;
 #[path = "cli/hubs.rs"]
 mod hubs;
+// The stub model provider of the SDK's tests, with the SDK's recorded fixtures.
+#[path = "../../herald/tests/sdk/llm_server.rs"]
+mod llm_server;
 #[path = "cli/postgres.rs"]
 mod postgres;
 #[path = "cli/pty.rs"]

@@ -49,6 +49,7 @@ use axum::http::StatusCode;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
+use herald_protocol::api::ApiErrorCode;
 use herald_protocol::{
     Counter, Event, EventBody, ItemCounts, RunId, RunOutcome, RunState, RunStatus, StageState,
     ToolOutcome,
@@ -570,10 +571,10 @@ fn json_text(value: &Value) -> String {
 /// The body of `POST /v1/runs/{id}/stream?format=ag-ui`: AG-UI's `RunAgentInput`. Its
 /// ids are ignored (the run is the one in the path); its fields are checked for their
 /// types, so a client that sends something else is told which field is wrong.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // Read only to check the body's shape.
-struct RunAgentInput {
+pub(crate) struct RunAgentInput {
     thread_id: Option<String>,
     run_id: Option<String>,
     messages: Option<Vec<Value>>,
@@ -590,7 +591,7 @@ pub(crate) fn check_input(body: &[u8]) -> Result<(), ApiError> {
     }
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ApiErrorCode::InvalidBody,
             "the body must be an AG-UI RunAgentInput: a JSON object",
         ));
     }
@@ -630,10 +631,13 @@ impl Resume {
             Some((seq, index)) => (seq, Some(index.parse().ok()?)),
             None => (s.trim(), None),
         };
-        Some(Resume {
-            seq: seq.parse().ok()?,
-            index,
-        })
+        let seq = seq.parse().ok()?;
+        // `0` is before the first event, which has no messages to resume inside: a
+        // `0.INDEX` names none of the stream's messages.
+        if seq == 0 && index.is_some() {
+            return None;
+        }
+        Some(Resume { seq, index })
     }
 }
 
@@ -668,7 +672,7 @@ pub(crate) async fn stream(
             if seq == resume.seq {
                 if resume.index.is_some_and(|i| i >= out.len()) {
                     return Err(ApiError::bad_request(
-                        "invalid_cursor",
+                        ApiErrorCode::InvalidCursor,
                         format!(
                             "event {seq} of run `{id}` is {} AG-UI messages; there is no {}.{}",
                             out.len(),

@@ -1,17 +1,22 @@
 //! The REST routes of SPEC section 5, and who may call them.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use herald_protocol::api::{
+    ApiErrorCode, Appended, CancelRun, Cancelled, CreateRun, Created, ErrorBody, Health,
+    MAX_TRACK_CHARS, MAX_TRACK_ITEM_CHARS, MAX_TRACK_ITEMS, RunUrls, RunsPage,
+};
 use herald_protocol::{
-    BatchFormat, Draft, RunCancelRequested, RunId, RunStatus, Timestamp, TypeFilter, parse_batch,
+    BatchFormat, Draft, MAX_EVENT_BYTES, RunCancelRequested, RunId, RunState, RunStatus, Timestamp,
+    TypeFilter, parse_batch,
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
@@ -24,6 +29,16 @@ use crate::{Hub, stream};
 const MAX_SECONDS: f64 = 366.0 * 86_400.0;
 /// Longest run name, in bytes.
 const MAX_NAME_BYTES: usize = 1024;
+/// How far ahead of the hub's clock an event's `ts` may be: an hour. A producer's
+/// clock synchronized or merely drifting is seconds off; one an hour or more ahead is
+/// misconfigured (a time zone taken for UTC), and its times would make every view
+/// wrong, so it is told at once rather than shown runs that started in the future.
+const MAX_TS_AHEAD_S: f64 = 3600.0;
+/// How far behind the hub's clock an event's `ts` may be: a week. Events reach a hub
+/// late when a producer's outbox waited out an outage, or when yesterday's log is
+/// replayed into it; nothing real is older, and a time of year 1 only makes an
+/// absurd `elapsed_s`.
+const MAX_TS_BEHIND_S: f64 = 7.0 * 86_400.0;
 
 pub(crate) fn router(hub: Hub) -> Router {
     let max_body = hub.config().max_body_bytes;
@@ -45,8 +60,14 @@ pub(crate) fn router(hub: Hub) -> Router {
         .route("/", get(crate::dashboard::page))
         .route("/runs/{id}", get(crate::dashboard::page))
         .route("/assets/{file}", get(crate::dashboard::asset))
+        // After every route: it applies to those registered before it.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            crate::guard::guard,
+        ))
         .layer(
             // Log method and path only: a `?token=` must never reach a log.
             TraceLayer::new_for_http()
@@ -114,6 +135,11 @@ async fn fallback(req: Request) -> ApiError {
     ApiError::route_not_found(req.uri().path())
 }
 
+/// A route's path with a method it does not take; axum adds the `Allow` header.
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::method_not_allowed(req.method().as_str(), req.uri().path())
+}
+
 /// What a route needs of the caller.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Need {
@@ -177,19 +203,21 @@ pub(crate) async fn authorize(
     }
 }
 
-/// The body, or 413 when it is over the limit.
+/// The body, or 413 when it is over the limit, or 408 when it did not arrive in time.
 pub(crate) fn body_bytes(
     hub: &Hub,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(limit) = crate::server::BodyTimedOut::among(&e) {
+            ApiError::body_timeout(limit)
+        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!(
                 "the body is over the limit of {} bytes",
                 hub.config().max_body_bytes
             ))
         } else {
-            ApiError::bad_request("invalid_body", e.body_text())
+            ApiError::bad_request(ApiErrorCode::InvalidBody, e.body_text())
         }
     })
 }
@@ -215,43 +243,41 @@ pub(crate) async fn run_for(
 pub(crate) fn store_error(run: &RunId, e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::run_not_found(run.as_str()),
-        StoreError::Conflict => {
-            ApiError::conflict("run_exists", format!("a run `{run}` exists already"))
-        }
+        StoreError::Conflict => ApiError::conflict(
+            ApiErrorCode::RunExists,
+            format!("a run `{run}` exists already"),
+        ),
         StoreError::Finished => ApiError::conflict(
-            "run_finished",
+            ApiErrorCode::RunFinished,
             format!("run `{run}` has finished and takes no more events"),
         ),
-        StoreError::Unavailable(_) | StoreError::Db(_) => db_error(e),
+        StoreError::EventTooLarge { index, bytes } => ApiError::event_too_large(format!(
+            "event {index} would be stored (with `v`, `run`, `seq` and `ts`) as {bytes} \
+             bytes, over the limit of {MAX_EVENT_BYTES}; nothing of the batch was stored"
+        ))
+        .with_index(index),
+        StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Db(_) => db_error(e),
     }
 }
 
 /// A store failure that is no client's doing: 503 while the database is unreachable
-/// (a load balancer or the SDK tries again), 500 otherwise; both logged.
+/// (a load balancer or the SDK tries again), 507 while its disk is full (the same
+/// request is taken once space is freed), 500 otherwise; all logged.
 pub(crate) fn db_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Unavailable(_) => {
             tracing::warn!(error = %e, "the database is unreachable");
             ApiError::unavailable("the hub cannot reach its database just now; try again")
         }
+        StoreError::Full(_) => {
+            tracing::error!(error = %e, "the database's disk is full: writes are refused");
+            ApiError::insufficient_storage(
+                "the hub's disk is full: nothing of this request was stored; \
+                 send it again once space is freed",
+            )
+        }
         other => ApiError::internal(other),
     }
-}
-
-/// `POST /v1/runs` body.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateRun {
-    id: Option<String>,
-    name: String,
-    parent: Option<String>,
-    heartbeat_timeout_s: Option<f64>,
-    ttl_s: Option<f64>,
-    /// Type patterns to keep, comma-separated or as a list.
-    #[schema(value_type = Option<Object>)]
-    track: Option<Value>,
-    #[schema(value_type = Option<Object>)]
-    meta: Option<Map<String, Value>>,
 }
 
 fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<f64, ApiError> {
@@ -283,10 +309,10 @@ fn generate_run_id(now: Timestamp) -> RunId {
     RunId::new(format!("run-{stamp}-{suffix}")).expect("generated ids use the run id charset")
 }
 
-#[utoipa::path(post, path = "/v1/runs", request_body = CreateRun,
-    responses((status = 201, description = "created: {id, write_token, read_token, urls}"),
-              (status = 400, description = "bad input"), (status = 401), (status = 403),
-              (status = 409, description = "the id is taken")))]
+#[utoipa::path(post, path = "/v1/runs", request_body = CreateRun, security(("bearerAuth" = [])),
+    responses((status = 201, description = "the run is created", body = Created),
+              (status = 400, description = "a field is invalid: `field` names it", body = ErrorBody),
+              (status = 409, description = "a run with this id exists", body = ErrorBody)))]
 pub(crate) async fn create_run(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -324,6 +350,25 @@ pub(crate) async fn create_run(
     let track = match body.track {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
+        Some(Value::Array(items)) if items.len() > MAX_TRACK_ITEMS => {
+            return Err(ApiError::invalid_field(
+                "track",
+                format!("`track` may list at most {MAX_TRACK_ITEMS} patterns"),
+            ));
+        }
+        Some(Value::Array(items))
+            if items
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|p| p.chars().count() > MAX_TRACK_ITEM_CHARS) =>
+        {
+            return Err(ApiError::invalid_field(
+                "track",
+                format!(
+                    "each pattern of `track` must be at most {MAX_TRACK_ITEM_CHARS} characters"
+                ),
+            ));
+        }
         Some(Value::Array(items)) => Some(
             items
                 .iter()
@@ -346,6 +391,15 @@ pub(crate) async fn create_run(
     };
     if track
         .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_TRACK_CHARS)
+    {
+        return Err(ApiError::invalid_field(
+            "track",
+            format!("`track` must be at most {MAX_TRACK_CHARS} characters"),
+        ));
+    }
+    if track
+        .as_ref()
         .is_some_and(|t| t.chars().any(char::is_control))
     {
         // No event type has one; PostgreSQL's text cannot hold NUL.
@@ -360,6 +414,17 @@ pub(crate) async fn create_run(
                 .map_err(|e| ApiError::invalid_field("track", e.to_string()))
         })
         .transpose()?;
+    // Stored with the run, so bounded as the `meta` of a `run.started` event is.
+    if let Some(meta) = &body.meta {
+        let bytes = Value::Object(meta.clone()).to_string().len();
+        if bytes > MAX_EVENT_BYTES {
+            return Err(ApiError::event_too_large(format!(
+                "`meta` is {bytes} bytes of JSON, over the limit of {MAX_EVENT_BYTES} \
+                 that an event's is held to"
+            ))
+            .with_field("meta"));
+        }
+    }
     let write_token = auth::generate(Scope::Write);
     let read_token = auth::generate(Scope::Read);
     let run = NewRun {
@@ -385,51 +450,64 @@ pub(crate) async fn create_run(
         .map_err(|e| store_error(&id, e))?;
     // A run created again under an old id starts with a full bucket, not the old one's.
     hub.limiter().forget(&id);
-    hub.published_state(&record.state);
+    hub.created(&record);
     let base = base_url(&hub, &headers);
-    let urls = json!({
-        "run": format!("{base}/v1/runs/{id}"),
-        "events": format!("{base}/v1/runs/{id}/events"),
-        "stream": format!("{base}/v1/runs/{id}/stream"),
-        "ws": format!("{}/v1/runs/{id}/ws", base.replacen("http", "ws", 1)),
-        "dashboard": format!("{base}/runs/{id}?token={read_token}"),
-    });
-    let body =
-        json!({"id": id, "write_token": write_token, "read_token": read_token, "urls": urls});
+    let urls = RunUrls {
+        run: format!("{base}/v1/runs/{id}"),
+        events: format!("{base}/v1/runs/{id}/events"),
+        stream: format!("{base}/v1/runs/{id}/stream"),
+        ws: format!("{}/v1/runs/{id}/ws", base.replacen("http", "ws", 1)),
+        dashboard: format!("{base}/runs/{id}?token={read_token}"),
+    };
+    let body = Created {
+        id,
+        write_token,
+        read_token,
+        urls,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/events",
-    params(("id" = String, Path, description = "run id")),
-    request_body(content = Vec<Object>, description = "a JSON array of events, or NDJSON (application/x-ndjson)"),
-    responses((status = 200, description = "{appended, duplicates, last_seq, cancel_requested}"),
-              (status = 400, description = "an event is invalid: index and field named"),
-              (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "the run has finished"), (status = 413),
-              (status = 429, description = "the run is over its rate limit: nothing stored; `Retry-After` says when to send it again")))]
+#[utoipa::path(post, path = "/v1/runs/{id}/events", params(("id" = RunId, Path, description = "run id")),
+    security(("bearerAuth" = [])),
+    request_body(content = Vec<Draft>, description = "A JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`, one event a line): each without `v`, `run` and `seq`, which the hub fills in"),
+    responses((status = 200, description = "the batch is stored, whole and durably", body = Appended),
+              (status = 400, description = "an event is invalid: `index` and `field` name it; nothing is stored", body = ErrorBody),
+              (status = 409, description = "the run has finished", body = ErrorBody),
+              (status = 413, description = "the body, an event or the batch is over its limit", body = ErrorBody),
+              (status = 429, description = "the run is over its rate limit: nothing is stored; `Retry-After` says when to send it again", body = ErrorBody,
+               headers(("Retry-After" = u64, description = "seconds")))))]
 pub(crate) async fn append(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Appended>, ApiError> {
+    let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
     let body = body_bytes(&hub, body)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    // NDJSON by its media type; anything else is read as a JSON array, so that a
-    // plain `curl -d` (which says form-urlencoded) works too.
-    let format = match content_type.split(';').next().unwrap_or("").trim() {
+    // NDJSON by its media type; `guard` let in only that and JSON's.
+    let format = match content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => {
             BatchFormat::Ndjson
         }
         _ => BatchFormat::JsonArray,
     };
     let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?;
+        .map_err(|_| ApiError::bad_request(ApiErrorCode::InvalidJson, "the body is not UTF-8"))?;
     let drafts = parse_batch(text, format, &id)?;
+    check_times(&drafts, hub.now())?;
     if drafts.len() > hub.config().max_batch {
         return Err(ApiError::too_large(format!(
             "{} events in one batch, over the limit of {}",
@@ -449,18 +527,49 @@ pub(crate) async fn append(
             wait_s,
         ));
     }
-    let appended = hub
-        .append(&id, drafts, true)
-        .await
-        .map_err(|e| store_error(&id, e))?;
+    let appended = hub.append(&id, drafts, true).await.map_err(|e| {
+        if matches!(e, StoreError::Full(_)) {
+            hub.metrics().disk_full();
+        }
+        store_error(&id, e)
+    })?;
     hub.limiter().charge(&id, events, hub.now());
-    Ok(Json(json!({
-        "appended": appended.events.len(),
-        "duplicates": appended.duplicates,
-        "filtered": appended.filtered,
-        "last_seq": appended.last_seq,
-        "cancel_requested": appended.state.cancel_requested,
-    })))
+    Ok(Json(Appended {
+        appended: appended.events.len() as u64,
+        duplicates: appended.duplicates,
+        filtered: appended.filtered,
+        last_seq: appended.last_seq,
+        cancel_requested: appended.state.cancel_requested,
+    }))
+}
+
+/// Refuses a batch with an event whose `ts` is further from the hub's clock (`now`)
+/// than [`MAX_TS_BEHIND_S`] or [`MAX_TS_AHEAD_S`], naming its index. Retention and stall
+/// detection read the hub's clock alone, but views show the producer's times, and a
+/// run that started in year 1 or in 9999 shows nothing true.
+fn check_times(drafts: &[Draft], now: Timestamp) -> Result<(), ApiError> {
+    let earliest = now.add_seconds(-MAX_TS_BEHIND_S);
+    let latest = now.add_seconds(MAX_TS_AHEAD_S);
+    for (index, draft) in drafts.iter().enumerate() {
+        let Some(ts) = draft.ts else { continue };
+        let off = if ts > latest {
+            "ahead of"
+        } else if ts < earliest {
+            "behind"
+        } else {
+            continue;
+        };
+        return Err(ApiError::invalid_field(
+            "ts",
+            format!(
+                "event {index}: `ts` {ts} is too far {off} the hub's clock ({now}); the hub \
+                 takes times from 7 days before its clock to 1 hour after it (or leave \
+                 `ts` out for the hub's own)"
+            ),
+        )
+        .with_index(index));
+    }
+    Ok(())
 }
 
 /// `?token=` on routes a browser may open directly.
@@ -469,14 +578,16 @@ pub(crate) struct TokenQuery {
     token: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = String, Path, description = "run id")),
-    responses((status = 200, description = "the run's state (SPEC section 4)"), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = RunId, Path, description = "run id")),
+    security(("bearerAuth" = []), ("readToken" = [])),
+    responses((status = 200, description = "the run's state", body = RunState)))]
 pub(crate) async fn get_run(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunState>, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let record = hub
@@ -484,88 +595,105 @@ pub(crate) async fn get_run(
         .run(&id)
         .await
         .map_err(|e| store_error(&id, e))?;
-    let state = record.state.at(hub.now());
-    Ok(Json(
-        serde_json::to_value(state).map_err(ApiError::internal)?,
-    ))
+    Ok(Json(record.state.at(hub.now())))
 }
 
-/// `POST /v1/runs/{id}/cancel` body (optional).
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CancelBody {
-    reason: Option<String>,
-}
-
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", params(("id" = String, Path, description = "run id")),
-    request_body(content = Option<CancelBody>),
-    responses((status = 200, description = "{cancel_requested: true, last_seq}"), (status = 401), (status = 403),
-              (status = 404), (status = 409, description = "the run has finished")))]
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", params(("id" = RunId, Path, description = "run id")),
+    security(("bearerAuth" = [])),
+    request_body(content = CancelRun, description = "optional: an empty body is `{}`"),
+    responses((status = 200, description = "`run.cancel_requested` is stored", body = Cancelled),
+              (status = 409, description = "the run has finished", body = ErrorBody)))]
 pub(crate) async fn cancel(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cancelled>, ApiError> {
+    let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
     let body = body_bytes(&hub, body)?;
-    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelBody::default()
+    let body: CancelRun = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRun::default()
     } else {
         json_body(&body)?
     };
+    let now = hub.now();
     let draft = Draft::new(
-        hub.now(),
+        now,
         RunCancelRequested {
             reason: body.reason,
         },
     );
+    // The event must be readable once stored: the store refuses it otherwise, but
+    // here the field to blame is known. Measured at the longest `seq` it could get.
+    let bytes = draft
+        .clone()
+        .stamp(id.clone(), u64::MAX, now)
+        .to_json()
+        .len();
+    if bytes > MAX_EVENT_BYTES {
+        return Err(ApiError::event_too_large(format!(
+            "`reason` makes the run.cancel_requested event {bytes} bytes, over the limit \
+             of {MAX_EVENT_BYTES}"
+        ))
+        .with_field("reason"));
+    }
     let appended = hub
         .append(&id, vec![draft], false)
         .await
         .map_err(|e| store_error(&id, e))?;
-    Ok(Json(
-        json!({"cancel_requested": true, "last_seq": appended.last_seq}),
-    ))
+    Ok(Json(Cancelled {
+        cancel_requested: true,
+        last_seq: appended.last_seq,
+    }))
 }
 
-#[utoipa::path(delete, path = "/v1/runs/{id}", params(("id" = String, Path, description = "run id")),
-    responses((status = 204, description = "deleted"), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(delete, path = "/v1/runs/{id}", params(("id" = RunId, Path, description = "run id")),
+    security(("bearerAuth" = [])),
+    responses((status = 204, description = "the run and its events are deleted")))]
 pub(crate) async fn delete_run(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let Path(id) = id?;
     let id = run_for(&hub, &headers, &id, None, Need::Admin).await?;
-    hub.store()
+    let generation = hub
+        .store()
         .delete(&id)
         .await
         .map_err(|e| store_error(&id, e))?;
-    hub.deleted(&id);
+    hub.deleted(&id, generation);
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/runs` query.
+/// `GET /v1/runs` query. The fields the hub checks itself are strings here, so that its
+/// errors name them; their parameters say what they take.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     /// Only runs with this status.
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
     /// Only children of this run.
+    #[param(value_type = Option<RunId>)]
     parent: Option<String>,
-    /// At most this many (default 50, at most 500).
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
-    /// Only runs created before this RFC 3339 time (the `next_before` of a page).
+    /// Only runs created before this time (the `next_before` of a page).
+    #[param(value_type = Option<Timestamp>)]
     before: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs", params(ListQuery),
-    responses((status = 200, description = "{runs: [state], next_before}"), (status = 400), (status = 401), (status = 403)))]
+#[utoipa::path(get, path = "/v1/runs", params(ListQuery), security(("bearerAuth" = [])),
+    responses((status = 200, description = "the runs, newest first", body = RunsPage)))]
 pub(crate) async fn list_runs(
     State(hub): State<Hub>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunsPage>, ApiError> {
     authorize(&hub, &headers, None, None, Need::Admin).await?;
     let Query(query) = query?;
     let filter = RunFilter {
@@ -603,29 +731,29 @@ pub(crate) async fn list_runs(
     let records = hub.store().list(&filter).await.map_err(db_error)?;
     let now = hub.now();
     let next_before = (records.len() as u32 == filter.limit)
-        .then(|| records.last().map(|r| r.created_at.to_string()))
+        .then(|| records.last().map(|r| r.created_at))
         .flatten();
-    let runs: Vec<Value> = records
-        .iter()
-        .map(|r| serde_json::to_value(r.state.at(now)))
-        .collect::<Result<_, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(Json(json!({"runs": runs, "next_before": next_before})))
+    let runs = records.iter().map(|r| r.state.at(now)).collect();
+    Ok(Json(RunsPage { runs, next_before }))
 }
 
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{status: ok}")))]
-pub(crate) async fn healthz(State(hub): State<Hub>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/healthz", security(()),
+    responses((status = 200, description = "the hub answers and reaches its database", body = Health)))]
+pub(crate) async fn healthz(State(hub): State<Hub>) -> Result<Json<Health>, ApiError> {
     hub.store().count_by_status().await.map_err(db_error)?;
-    Ok(Json(json!({"status": "ok"})))
+    Ok(Json(Health {
+        status: "ok".to_owned(),
+    }))
 }
 
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text")))]
+#[utoipa::path(get, path = "/metrics", security(()),
+    responses((status = 200, description = "Prometheus text metrics", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Result<Response, ApiError> {
     let runs = hub.store().count_by_status().await.map_err(db_error)?;
-    let text = hub.metrics().render(&runs);
+    let text = hub.metrics().render(&runs, hub.store().unreadable_events());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
-pub(crate) async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+pub(crate) async fn openapi(State(hub): State<Hub>) -> Json<Value> {
+    Json(crate::openapi::document(hub.config().admin_token.is_none()))
 }

@@ -11,6 +11,7 @@
 use std::sync::LazyLock;
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -94,7 +95,14 @@ pub(crate) async fn page(headers: HeaderMap) -> Response {
 }
 
 /// `GET /assets/{file}`: an embedded script, stylesheet or icon.
-pub(crate) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn asset(
+    file: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Path(file) = match file {
+        Ok(file) => file,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     match ASSETS.iter().position(|a| a.name == file) {
         Some(i) => respond(&ASSETS[i], &ETAGS[i + 1], &headers),
         None => ApiError::route_not_found(&format!("/assets/{file}")).into_response(),

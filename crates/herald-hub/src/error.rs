@@ -3,26 +3,32 @@
 //! a generic body and are logged.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::BatchError;
-use serde_json::json;
+use herald_protocol::api::{ApiErrorCode, ErrorBody, ErrorDetail};
+
+/// The `Retry-After` of a 507, in seconds: space may come back at any moment (a log
+/// rotated, a file deleted), but it is freed by someone, not by the hub, so there is no
+/// point asking every fraction of a second.
+const INSUFFICIENT_STORAGE_RETRY_S: u64 = 5;
 
 /// What went wrong with a request.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ApiErrorCode,
     message: String,
     index: Option<usize>,
     field: Option<String>,
-    /// Seconds for `Retry-After`, on a 429.
+    /// Seconds for `Retry-After`, on a 429 or a 507.
     retry_after_s: Option<u64>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    fn new(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -34,7 +40,7 @@ impl ApiError {
     }
 
     /// 400: the input is wrong.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -42,25 +48,29 @@ impl ApiError {
     pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             field: Some(field.to_owned()),
-            ..ApiError::bad_request("invalid_field", message)
+            ..ApiError::bad_request(ApiErrorCode::InvalidField, message)
         }
     }
 
     /// 401: no token, or one the hub does not know.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::Unauthorized,
+            message,
+        )
     }
 
     /// 403: a valid token that does not open this.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(StatusCode::FORBIDDEN, ApiErrorCode::Forbidden, message)
     }
 
     /// 404: no such run.
     pub fn run_not_found(id: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "run_not_found",
+            ApiErrorCode::RunNotFound,
             format!("no run `{id}`"),
         )
     }
@@ -69,19 +79,144 @@ impl ApiError {
     pub fn route_not_found(path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ApiErrorCode::NotFound,
             format!("no route {path}"),
         )
     }
 
     /// 409: the run id is taken, or the run already finished.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn conflict(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
     /// 413: the body is over the limit.
     pub fn too_large(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::BodyTooLarge,
+            message,
+        )
+    }
+
+    /// 413: an event would be stored over the protocol's size limit (name the field
+    /// or the event's index with [`ApiError::with_field`], [`ApiError::with_index`]).
+    pub fn event_too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::EventTooLarge,
+            message,
+        )
+    }
+
+    /// 507: the store's disk is full. Nothing was stored; the same request is taken
+    /// once space is freed, so clients are told to try again (`Retry-After`).
+    pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after_s: Some(INSUFFICIENT_STORAGE_RETRY_S),
+            ..ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                ApiErrorCode::InsufficientStorage,
+                message,
+            )
+        }
+    }
+
+    /// This error, naming the field at fault.
+    pub fn with_field(self, field: &str) -> ApiError {
+        ApiError {
+            field: Some(field.to_owned()),
+            ..self
+        }
+    }
+
+    /// This error, naming the index of the event at fault in its batch.
+    pub fn with_index(self, index: usize) -> ApiError {
+        ApiError {
+            index: Some(index),
+            ..self
+        }
+    }
+
+    /// 403: an open hub's request sent to a name that is not loopback's (`Host`), as a
+    /// page does after rebinding its own name to this machine's address.
+    pub(crate) fn host_not_allowed(host: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ApiErrorCode::HostNotAllowed,
+            format!(
+                "this hub has no admin token, so it answers only requests sent to \
+                 localhost, 127.0.0.1 or [::1], not to `{host}`"
+            ),
+        )
+    }
+
+    /// 403: an open hub's request from a web page of an origin it does not allow.
+    pub(crate) fn origin_not_allowed(origin: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ApiErrorCode::OriginNotAllowed,
+            format!(
+                "pages of `{origin}` may not call this hub: it has no admin token, so only \
+                 its own pages and the origins it names for CORS (--cors-origin) may"
+            ),
+        )
+    }
+
+    /// 405: the route exists, the method does not; the `Allow` header lists those that
+    /// do.
+    pub(crate) fn method_not_allowed(method: &str, path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ApiErrorCode::MethodNotAllowed,
+            format!("{path} does not take {method}: the Allow header lists what it takes"),
+        )
+    }
+
+    /// 408: the body did not arrive in time.
+    pub(crate) fn body_timeout(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ApiErrorCode::BodyTimeout,
+            format!(
+                "the body did not arrive within {} s of the request's headers",
+                limit.as_secs_f64()
+            ),
+        )
+    }
+
+    /// 415: a body that does not say it is JSON (`Content-Type`); `accepted` lists the
+    /// media types the route takes.
+    pub(crate) fn unsupported_media_type(content_type: Option<&str>, accepted: &str) -> ApiError {
+        let message = match content_type {
+            Some(given) => format!("the body's Content-Type is `{given}`: send it as {accepted}"),
+            None => format!("the body has no Content-Type: send it as {accepted}"),
+        };
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiErrorCode::UnsupportedMediaType,
+            message,
+        )
+    }
+
+    /// What hyper answers on its own, before any route, to a request it cannot parse:
+    /// 400 (a malformed request line or header), 414 or 431; `None` for other statuses.
+    pub(crate) fn unparsable_request(status: StatusCode) -> Option<ApiError> {
+        let (code, message) = match status {
+            StatusCode::BAD_REQUEST => (
+                ApiErrorCode::MalformedRequest,
+                "the request is not well-formed HTTP",
+            ),
+            StatusCode::URI_TOO_LONG => (
+                ApiErrorCode::UriTooLong,
+                "the request's URI is over the hub's limit of 65534 bytes",
+            ),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+                ApiErrorCode::HeadersTooLarge,
+                "the request has more headers, or longer ones, than the hub takes",
+            ),
+            _ => return None,
+        };
+        Some(ApiError::new(status, code, message))
     }
 
     /// 500: the hub failed; the details go to the log, not to the client.
@@ -89,7 +224,7 @@ impl ApiError {
         tracing::error!(error = %err, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ApiErrorCode::Internal,
             "the hub failed to answer; see its log",
         )
     }
@@ -97,7 +232,11 @@ impl ApiError {
     /// 503: the hub cannot serve this now: it is shutting down, or its database is
     /// unreachable.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::Unavailable,
+            message,
+        )
     }
 
     /// 429: over a rate limit; the same request is taken after `retry_after_s`
@@ -105,13 +244,37 @@ impl ApiError {
     pub fn rate_limited(message: impl Into<String>, retry_after_s: f64) -> ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s.ceil().max(1.0) as u64),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ApiErrorCode::RateLimited,
+                message,
+            )
         }
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The code of SPEC's error body (`invalid_field`).
+    pub(crate) fn code(&self) -> ApiErrorCode {
+        self.code
+    }
+
+    /// The sentence of SPEC's error body.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// 400 `invalid_message`: a WebSocket client's message is not a resume, for the
+    /// reason `e` gives (its field kept).
+    pub(crate) fn invalid_message(e: ApiError) -> ApiError {
+        ApiError {
+            code: ApiErrorCode::InvalidMessage,
+            message: format!("send {{\"after\": SEQ}} to resume: {}", e.message),
+            ..e
+        }
     }
 }
 
@@ -124,7 +287,7 @@ impl From<BatchError> for ApiError {
         };
         ApiError {
             status,
-            code: e.error.code.as_str(),
+            code: e.error.code.into(),
             message: e.to_string(),
             index: e.index,
             field: e.error.field.clone(),
@@ -141,66 +304,103 @@ impl From<JsonRejection> for ApiError {
                 // "name: invalid type ...".
                 let detail =
                     std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
-                let mut err = ApiError::bad_request("invalid_field", detail.clone());
+                let mut err = ApiError::bad_request(ApiErrorCode::InvalidField, detail.clone());
                 err.field = field_of(&detail);
                 err
             }
             JsonRejection::JsonSyntaxError(e) => {
-                ApiError::bad_request("invalid_json", e.body_text())
+                ApiError::bad_request(ApiErrorCode::InvalidJson, e.body_text())
             }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ApiErrorCode::UnsupportedMediaType,
                 "send the body as JSON, with Content-Type: application/json",
             ),
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::too_large("the body is over the hub's size limit")
             }
-            other => ApiError::bad_request("invalid_body", other.body_text()),
+            other => ApiError::bad_request(ApiErrorCode::InvalidBody, other.body_text()),
         }
     }
 }
 
-/// Parses a JSON request body, whatever its Content-Type says (a plain `curl -d` says
-/// form-urlencoded); errors name the field.
+/// Parses a JSON request body (its media type was checked before the route, see
+/// `guard`); errors name the field. A key given twice, at any depth, is refused as in
+/// events (`duplicate_key`), rather than one of the two kept.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request(ApiErrorCode::InvalidJson, "the body is not UTF-8"))?;
+    let value = herald_protocol::parse_json(text).map_err(|error| {
+        ApiError::from(BatchError {
+            index: None,
+            error: herald_protocol::EventError {
+                // "not valid JSON: ..." becomes "the body is not valid JSON: ...".
+                message: match error.code {
+                    herald_protocol::ErrorCode::InvalidJson => {
+                        format!("the body is {}", strip_position(&error.message))
+                    }
+                    _ => error.message,
+                },
+                ..error
+            },
+        })
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.to_string();
-        let message = message
-            .rsplit_once(" at line ")
-            .map_or(message.as_str(), |(m, _)| m)
-            .to_owned();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::bad_request(
-                "invalid_json",
-                format!("the body is not valid JSON: {message}"),
-            );
-        }
+        let message = e.into_inner().to_string();
+        let message = strip_position(&message).to_owned();
         let field = field_of(&message).or_else(|| (path != ".").then_some(path));
-        let mut err = ApiError::bad_request("invalid_field", message);
+        let mut err = ApiError::bad_request(ApiErrorCode::InvalidField, message);
         err.field = field;
         err
     })
 }
 
+/// serde_json's message without the " at line L column C" it ends with.
+fn strip_position(message: &str) -> &str {
+    message.rsplit_once(" at line ").map_or(message, |(m, _)| m)
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        match e {
+            PathRejection::FailedToDeserializePathParams(e) => {
+                let (field, message) = match e.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => (
+                        Some(key.clone()),
+                        format!("the path's `{key}` is not UTF-8 once percent-decoded"),
+                    ),
+                    _ => (None, e.body_text()),
+                };
+                ApiError {
+                    field,
+                    ..ApiError::bad_request(ApiErrorCode::InvalidPath, message)
+                }
+            }
+            // A route that reads a parameter it does not have: the hub's mistake.
+            other => ApiError::internal(other.body_text()),
+        }
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> ApiError {
         let detail = e.body_text();
-        let mut err = ApiError::bad_request("invalid_query", detail.clone());
+        let mut err = ApiError::bad_request(ApiErrorCode::InvalidQuery, detail.clone());
         err.field = field_of(&detail);
         err
     }
 }
 
-/// The field a serde message names: "missing field `x`", "unknown variant ..., expected"
-/// or "x: invalid type".
+/// The field a serde message names: "missing field `x`", "duplicate field `x`",
+/// "unknown field `x`, expected ...", or "x: invalid type".
 fn field_of(message: &str) -> Option<String> {
-    for marker in ["missing field `", "unknown field `"] {
-        if let Some(rest) = message.split(marker).nth(1) {
-            return rest.split('`').next().map(str::to_owned);
+    for marker in ["missing field `", "duplicate field `", "unknown field `"] {
+        if let Some((_, rest)) = message.split_once(marker) {
+            // An unknown field is the client's text, which may hold a backquote: it
+            // ends where serde's list of the known ones starts.
+            let end = rest.rfind("`, expected").or_else(|| rest.find('`'))?;
+            return Some(rest[..end].to_owned());
         }
     }
     let head = message
@@ -216,16 +416,30 @@ fn field_of(message: &str) -> Option<String> {
     (!field.is_empty() && !field.contains(' ')).then(|| field.to_owned())
 }
 
+impl ApiError {
+    /// The error body of docs/http-api.md.
+    pub(crate) fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                index: self.index.map(|i| i as u64),
+                field: self.field.clone(),
+            },
+        }
+    }
+}
+
+impl ApiError {
+    /// [`ApiError::body`] as JSON text, for answers written outside axum's `Json`.
+    pub(crate) fn body_text(&self) -> String {
+        serde_json::to_string(&self.body()).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(index) = self.index {
-            error["index"] = json!(index);
-        }
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_s {
             response
                 .headers_mut()
@@ -261,6 +475,18 @@ mod tests {
             field_of("Failed to deserialize query string: limit: invalid digit found in string")
                 .as_deref(),
             Some("limit")
+        );
+        assert_eq!(
+            field_of("Failed to deserialize query string: duplicate field `after`").as_deref(),
+            Some("after")
+        );
+        assert_eq!(
+            field_of(
+                "Failed to deserialize query string: a`b: unknown field `a`b`, expected one of \
+                 `after`, `limit`"
+            )
+            .as_deref(),
+            Some("a`b")
         );
         assert_eq!(field_of("something else entirely"), None);
     }

@@ -16,6 +16,10 @@
 //! - `error`: [`ApiError`], the one error type, with SPEC's error body.
 //! - `metrics`, `openapi`: `/metrics` and `/openapi.json`.
 //! - `dashboard`: the web pages (`/`, `/runs/{id}`) and their embedded assets.
+//! - `guard`: what every request is checked for first: `Host` and `Origin` on an open
+//!   hub, a JSON media type on a body.
+//! - `server`: the accept loop, the connection cap and the header, body and idle
+//!   timeouts.
 //! - `limit`: [`RateLimit`], the per-run ingest limit behind `429`.
 //! - `clock`: [`Clock`], so that stall detection and retention are testable.
 
@@ -28,9 +32,11 @@ mod clock;
 mod dashboard;
 mod error;
 mod feed;
+mod guard;
 mod limit;
 mod metrics;
 mod openapi;
+mod server;
 mod store;
 mod stream;
 
@@ -39,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use herald_protocol::{Draft, Event, RunId, RunStalled, RunState};
+use herald_protocol::{Draft, RunId, RunStalled, RunState};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +62,9 @@ pub use store::{
 /// How the hub behaves.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
-    /// The admin token; `None` runs the hub open (only allowed on loopback).
+    /// The admin token, of at least [`MIN_TOKEN_CHARS`] characters; `None` runs the hub
+    /// open (only allowed on loopback), and then it answers only requests sent to a
+    /// loopback name from its own pages or `cors_origins`.
     pub admin_token: Option<String>,
     /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
@@ -81,6 +89,91 @@ pub struct HubConfig {
     /// browser (CORS), such as an AG-UI front end served elsewhere; `"*"` for any.
     /// Empty, the default: only the hub's own dashboard, from its own origin.
     pub cors_origins: Vec<String>,
+    /// How long a client may take to send a request's headers, from its connection or
+    /// from the first byte of the request; the connection is closed beyond.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, from its headers: 408
+    /// beyond.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may stay idle between requests. A response
+    /// that streams (SSE, a long poll) is not idle, nor is a WebSocket.
+    pub idle_timeout: Duration,
+    /// Most connections open at once (WebSockets included); beyond, new connections
+    /// wait to be accepted until one closes. Keep it under the process's limit of open
+    /// files, or the hub may fail to accept even `/healthz`.
+    pub max_connections: usize,
+}
+
+/// Fewest characters of an admin token: a token a person could guess is no token.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// A setting of [`HubConfig`] the hub refuses to run with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting, as [`HubConfig`] names it (`admin_token`).
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl HubConfig {
+    /// Checks what the types cannot: an admin token of at least [`MIN_TOKEN_CHARS`]
+    /// characters, not all whitespace; timeouts above zero; room for a connection.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.admin_token {
+            check_admin_token(token)?;
+        }
+        for (setting, timeout) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(ConfigError {
+                    setting,
+                    message: format!("{setting} must be longer than 0"),
+                });
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError {
+                setting: "max_connections",
+                message: "max_connections must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks an admin token as [`HubConfig::validate`] does.
+pub fn check_admin_token(token: &str) -> Result<(), ConfigError> {
+    let refuse = |message: String| ConfigError {
+        setting: "admin_token",
+        message,
+    };
+    if token.trim().is_empty() {
+        return Err(refuse(
+            "the admin token is empty or all whitespace: give a random one of at least 16 \
+             characters (e.g. `openssl rand -hex 32`)"
+                .into(),
+        ));
+    }
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(refuse(format!(
+            "the admin token has {chars} characters, fewer than {MIN_TOKEN_CHARS}: give a \
+             random one (e.g. `openssl rand -hex 32`)"
+        )));
+    }
+    Ok(())
 }
 
 /// The default ingest limit of one run, in events per second: far above what a
@@ -102,6 +195,10 @@ impl Default for HubConfig {
             public_url: None,
             rate_limit: Some(RateLimit::per_second(DEFAULT_EVENTS_PER_S)),
             cors_origins: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
         }
     }
 }
@@ -109,43 +206,89 @@ impl Default for HubConfig {
 /// Most runs one retention transaction deletes.
 const RETENTION_BATCH: u32 = 100;
 
-/// A change to the list of runs, for `GET /v1/runs/stream`.
+/// A change to the list of runs, for `GET /v1/runs/stream`. Each names the run's
+/// generation (see [`RunRecord::generation`]), so that a subscriber can tell a stale
+/// state of a deleted run from a run created again under its id.
 #[derive(Clone, Debug)]
 pub(crate) enum RunChange {
-    State(Arc<RunState>),
-    Deleted(RunId),
+    State {
+        state: Arc<RunState>,
+        generation: u64,
+    },
+    Deleted {
+        id: RunId,
+        generation: u64,
+    },
     /// Changes may have been missed (another hub's, while the store's notifications
     /// were down): send the whole list again.
     Resync,
 }
 
-/// What list subscribers were last told of each run (`None`: deleted), so that the
-/// wake-up of a change already told is dropped. Bounded: it starts over when full,
-/// which costs a repeated message, not a lost one.
+/// What was told of each run: the generation and `last_seq` of the latest state
+/// told, or the generation whose deletion was told (`last_seq` `None`). The hub keeps
+/// one, so that the wake-up of a change already told is not broadcast again; each runs
+/// stream keeps its own, of what it sent, so that it never sends a state older than
+/// one it sent, or of a run it said was deleted.
+///
+/// Bounded: it starts over when full. For the hub that costs a repeated broadcast,
+/// which the streams drop; for a stream, which reaches it only after 10,000 runs, a
+/// stale state could then pass once.
 #[derive(Default)]
-struct ShownRuns {
-    last: std::collections::HashMap<RunId, Option<u64>>,
+pub(crate) struct ShownRuns {
+    last: std::collections::HashMap<RunId, Told>,
+}
+
+/// What was told of one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Told {
+    generation: u64,
+    /// `None`: that generation's deletion was told.
+    last_seq: Option<u64>,
 }
 
 impl ShownRuns {
     const CAPACITY: usize = 10_000;
 
-    /// Records `last_seq` (`None`: deleted) for `run` if it is news: a later state
-    /// than the one told, or a deletion not told yet. A state read before a later one
-    /// was told (a slow wake-up) is not news.
-    fn changed(&mut self, run: &RunId, last_seq: Option<u64>) -> bool {
-        if self.last.len() >= Self::CAPACITY {
+    /// Records the state at `last_seq` of `run`'s creation `generation` (`last_seq`
+    /// `None`: its deletion) if it is news, and says whether it is.
+    ///
+    /// Generations order the creations of one run id, and `last_seq` the states of one
+    /// creation. News is a later state of the creation told or any state of a later
+    /// creation (a run created again starts at `last_seq` 0); the deletion of the
+    /// creation told, or of a later one. A state read before a later one was told (a
+    /// late wake-up, or a read that a deletion overtook) is not news; nor is a state of
+    /// a creation whose deletion was told, nor the deletion of a creation older than
+    /// the one told.
+    pub(crate) fn changed(&mut self, run: &RunId, generation: u64, last_seq: Option<u64>) -> bool {
+        if self.last.len() >= Self::CAPACITY && !self.last.contains_key(run) {
             self.last.clear();
         }
         let news = match (self.last.get(run), last_seq) {
-            (Some(Some(told)), Some(seq)) => seq > *told,
-            (Some(None), None) => false,
-            _ => true,
+            (None, _) => true,
+            (Some(told), Some(seq)) => match told.last_seq {
+                Some(told_seq) => (generation, seq) > (told.generation, told_seq),
+                None => generation > told.generation,
+            },
+            (Some(told), None) => match told.last_seq {
+                Some(_) => generation >= told.generation,
+                None => generation > told.generation,
+            },
         };
         if news {
-            self.last.insert(run.clone(), last_seq);
+            self.last.insert(
+                run.clone(),
+                Told {
+                    generation,
+                    last_seq,
+                },
+            );
         }
         news
+    }
+
+    /// The generation last told of `run`, if any.
+    pub(crate) fn generation(&self, run: &RunId) -> Option<u64> {
+        self.last.get(run).map(|told| told.generation)
     }
 }
 
@@ -245,7 +388,7 @@ impl Hub {
                 .store
                 .append(&id, drafts, now, from_producer)
                 .await?;
-            hub.published(&id, &appended.events, &appended.state);
+            hub.published(&id, &appended);
             Ok::<_, StoreError>(appended)
         });
         let appended = task
@@ -259,42 +402,51 @@ impl Hub {
         Ok(appended)
     }
 
-    fn published(&self, run: &RunId, events: &[Event], state: &RunState) {
-        if events.is_empty() {
+    fn published(&self, run: &RunId, appended: &Appended) {
+        if appended.events.is_empty() {
             return;
         }
-        self.inner.feeds.publish(run, events);
-        // The store's own notification may have told list subscribers already.
-        if self.told(run, Some(state.last_seq)) {
-            let _ = self
-                .inner
-                .changes
-                .send(RunChange::State(Arc::new(state.clone())));
+        self.inner.feeds.publish(run, &appended.events);
+        self.tell_state(&appended.state, appended.generation);
+    }
+
+    /// Tells list subscribers the state of `state.id`'s creation `generation`, unless
+    /// they were told it or a later one (the store's own notification may have told
+    /// them already).
+    fn tell_state(&self, state: &RunState, generation: u64) {
+        if self.told(&state.id, generation, Some(state.last_seq)) {
+            let _ = self.inner.changes.send(RunChange::State {
+                state: Arc::new(state.clone()),
+                generation,
+            });
         }
     }
 
-    /// Records what list subscribers are told of `run` (`None`: its deletion); whether
-    /// it is news to them.
-    fn told(&self, run: &RunId, last_seq: Option<u64>) -> bool {
+    /// Records what list subscribers are told of `run` (`last_seq` `None`: its
+    /// deletion); whether it is news to them. See [`ShownRuns::changed`].
+    fn told(&self, run: &RunId, generation: u64, last_seq: Option<u64>) -> bool {
         let mut told = self.inner.told.lock().unwrap_or_else(|e| e.into_inner());
-        told.changed(run, last_seq)
+        told.changed(run, generation, last_seq)
     }
 
-    /// Tells list subscribers about a run whose state changed without events (created).
-    pub(crate) fn published_state(&self, state: &RunState) {
-        if self.told(&state.id, Some(state.last_seq)) {
-            let _ = self
-                .inner
-                .changes
-                .send(RunChange::State(Arc::new(state.clone())));
-        }
+    /// Tells list subscribers about a run just created.
+    pub(crate) fn created(&self, record: &RunRecord) {
+        self.tell_state(&record.state, record.generation);
     }
 
-    pub(crate) fn deleted(&self, run: &RunId) {
+    /// Tells list subscribers that `run`'s creation `generation` was deleted.
+    pub(crate) fn deleted(&self, run: &RunId, generation: u64) {
         // Open streams of the run end rather than wait for events that cannot come.
         self.inner.feeds.wake(run);
-        if self.told(run, None) {
-            let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
+        self.tell_deleted(run, generation);
+    }
+
+    fn tell_deleted(&self, run: &RunId, generation: u64) {
+        if self.told(run, generation, None) {
+            let _ = self.inner.changes.send(RunChange::Deleted {
+                id: run.clone(),
+                generation,
+            });
         }
     }
 
@@ -322,8 +474,8 @@ impl Hub {
                 .store
                 .delete_expired(now, RETENTION_BATCH)
                 .await?;
-            for id in &deleted {
-                self.deleted(id);
+            for (id, generation) in &deleted {
+                self.deleted(id, *generation);
             }
             if (deleted.len() as u32) < RETENTION_BATCH {
                 return Ok(());
@@ -334,7 +486,7 @@ impl Hub {
     async fn append_stalled(&self, run: &RunId, draft: Draft) -> Result<Appended, StoreError> {
         let now = self.now();
         let appended = self.inner.store.mark_stalled(run, draft, now).await?;
-        self.published(run, &appended.events, &appended.state);
+        self.published(run, &appended);
         Ok(appended)
     }
 
@@ -374,6 +526,10 @@ impl Hub {
                         hub.inner.feeds.catch_up(&run);
                         hub.remote_change(&run).await;
                     }
+                    Ok(Wake::Deleted(run, generation)) => {
+                        hub.inner.feeds.catch_up(&run);
+                        hub.tell_deleted(&run, generation);
+                    }
                     Ok(Wake::All) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         hub.inner.feeds.catch_up_all();
                         let _ = hub.inner.changes.send(RunChange::Resync);
@@ -384,26 +540,19 @@ impl Hub {
         }))
     }
 
-    /// Tells list subscribers about a run another hub may have changed: its state, or
-    /// its deletion. A wake-up for a change this hub made and already told is dropped.
+    /// Tells list subscribers the state of a run another hub may have changed. A
+    /// wake-up for a change already told is dropped, and so is the state read if a
+    /// deletion of its creation was told while it was read.
     async fn remote_change(&self, run: &RunId) {
         if self.inner.changes.receiver_count() == 0 {
             return;
         }
         match self.inner.store.run(run).await {
-            Ok(record) => {
-                if self.told(run, Some(record.last_seq)) {
-                    let _ = self
-                        .inner
-                        .changes
-                        .send(RunChange::State(Arc::new(record.state)));
-                }
-            }
-            Err(StoreError::NotFound) => {
-                if self.told(run, None) {
-                    let _ = self.inner.changes.send(RunChange::Deleted(run.clone()));
-                }
-            }
+            Ok(record) => self.tell_state(&record.state, record.generation),
+            // Deleted since it was woken: the deletion's own wake-up (`Wake::Deleted`)
+            // says which creation went, which finding nothing cannot, or, if it was
+            // lost, `Wake::All` has every runs stream look again.
+            Err(StoreError::NotFound) => {}
             Err(e) => tracing::warn!(run = %run, error = %e, "reading a changed run failed"),
         }
     }
@@ -420,24 +569,99 @@ pub fn app(hub: Hub) -> Router {
 }
 
 /// Serves `hub` on `listener` (with its sweeper) until `shutdown` resolves; then stops
-/// accepting, ends open streams, and lets in-flight requests finish.
+/// accepting, ends open streams, and lets in-flight requests finish. Refuses to start
+/// (`InvalidInput`) with a configuration [`HubConfig::validate`] refuses.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    hub.config()
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let sweeper = hub.spawn_sweeper();
     let waker = hub.spawn_waker();
     let stopping = hub.clone();
-    let res = axum::serve(listener, app(hub))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.shutdown();
-        })
-        .await;
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        stopping.shutdown();
+    });
+    server::run(
+        listener,
+        app(hub.clone()),
+        hub.config(),
+        hub.shutdown_token().clone(),
+    )
+    .await;
+    signal.abort();
     sweeper.abort();
     if let Some(waker) = waker {
         waker.abort();
     }
-    res
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tells one run's changes in order, each a generation and a `last_seq` (`None`: the
+    /// deletion of that generation), and checks which of them were news.
+    #[track_caller]
+    fn check(changes: &[(u64, Option<u64>, bool)]) {
+        let run = RunId::new("r").expect("a run id");
+        let mut told = ShownRuns::default();
+        let news: Vec<bool> = changes
+            .iter()
+            .map(|&(generation, last_seq, _)| told.changed(&run, generation, last_seq))
+            .collect();
+        let expected: Vec<bool> = changes.iter().map(|&(_, _, news)| news).collect();
+        assert_eq!(news, expected, "{changes:?}");
+    }
+
+    #[test]
+    fn a_state_is_news_only_if_later_than_the_one_told() {
+        // A late copy of a state told, or an older state, is not news.
+        check(&[
+            (1, Some(0), true),
+            (1, Some(0), false),
+            (1, Some(3), true),
+            (1, Some(2), false),
+            (1, Some(4), true),
+        ]);
+    }
+
+    #[test]
+    fn a_state_read_before_a_deletion_is_not_news_after_it() {
+        check(&[
+            (1, Some(3), true),
+            (1, None, true),
+            (1, Some(3), false),
+            (1, Some(4), false),
+            (1, None, false),
+        ]);
+        // Nor is the deletion of a creation never told, told twice.
+        check(&[(4, None, true), (4, None, false), (3, Some(9), false)]);
+    }
+
+    #[test]
+    fn a_run_created_again_is_news_from_its_first_state() {
+        // It starts again at `last_seq` 0, below the deleted creation's.
+        check(&[
+            (1, Some(5), true),
+            (1, None, true),
+            (2, Some(0), true),
+            (2, Some(1), true),
+        ]);
+        // Told before the deletion of the first creation: that deletion, and the first
+        // creation's states, are older than what was told.
+        check(&[
+            (1, Some(5), true),
+            (2, Some(0), true),
+            (1, Some(7), false),
+            (1, None, false),
+            (2, None, true),
+            (3, Some(0), true),
+        ]);
+    }
 }

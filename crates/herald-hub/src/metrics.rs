@@ -1,5 +1,6 @@
 //! Prometheus text metrics: runs by status, events appended, appends refused by the rate
-//! limit, open subscribers, and a histogram of append latency.
+//! limit or a full disk, stored events that could not be read back, open subscribers,
+//! and a histogram of append latency.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ pub(crate) struct Metrics {
     duplicates: AtomicU64,
     appends: AtomicU64,
     rate_limited: AtomicU64,
+    disk_full: AtomicU64,
     subscribers: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_sum_us: AtomicU64,
@@ -42,13 +44,20 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an append refused because the store's disk is full.
+    pub(crate) fn disk_full(&self) {
+        self.disk_full.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an open subscriber until the guard is dropped.
     pub(crate) fn subscriber(self: &std::sync::Arc<Self>) -> SubscriberGuard {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         SubscriberGuard(self.clone())
     }
 
-    pub(crate) fn render(&self, runs: &[(RunStatus, u64)]) -> String {
+    /// The metrics as Prometheus text, with `runs` counted by status and `unreadable`,
+    /// the stored events the store found it could not read back.
+    pub(crate) fn render(&self, runs: &[(RunStatus, u64)], unreadable: u64) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP herald_runs Runs stored, by status.");
         let _ = writeln!(out, "# TYPE herald_runs gauge");
@@ -87,6 +96,18 @@ impl Metrics {
             "herald_appends_rate_limited_total",
             "Appends refused with 429: the run was over its rate limit.",
             &self.rate_limited,
+        );
+        counter(
+            &mut out,
+            "herald_appends_disk_full_total",
+            "Appends refused with 507: the store's disk was full.",
+            &self.disk_full,
+        );
+        counter(
+            &mut out,
+            "herald_events_unreadable_total",
+            "Stored events that could not be read back, served as custom.unreadable markers (each counted once per process).",
+            &AtomicU64::new(unreadable),
         );
         let _ = writeln!(
             out,

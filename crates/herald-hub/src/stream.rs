@@ -14,26 +14,27 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
+use herald_protocol::api::{ApiErrorCode, ErrorBody, EventsPage};
 use herald_protocol::{Event, EventBody, RunId, RunState, TypeFilter};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
 use crate::agui;
 use crate::api::{Need, authorize, body_bytes, db_error, parse_run_id, run_for, store_error};
-use crate::error::ApiError;
+use crate::error::{ApiError, json_body};
 use crate::feed::Feed;
 use crate::metrics::SubscriberGuard;
 use crate::store::{RunFilter, RunRecord, StoreError};
-use crate::{Hub, RunChange};
+use crate::{Hub, RunChange, ShownRuns};
 
 /// Events fetched from the store or the feed at once.
 const FETCH: usize = 256;
@@ -212,7 +213,7 @@ impl Cursor {
 pub(crate) fn check_cursor(after: u64, last_seq: u64) -> Result<(), ApiError> {
     if after > last_seq {
         return Err(ApiError::bad_request(
-            "cursor_out_of_range",
+            ApiErrorCode::CursorOutOfRange,
             format!(
                 "the cursor {after} is past the run's last event ({last_seq}); resume from at most {last_seq}"
             ),
@@ -233,29 +234,37 @@ fn parse_types(types: Option<&str>) -> Result<Option<TypeFilter>, ApiError> {
 
 /// `GET /v1/runs/{id}/events` query.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PollQuery {
-    /// Events after this `seq` (default 0).
+    /// Events after this `seq` (default 0), at most the run's last.
+    #[param(minimum = 0)]
     after: Option<u64>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Type patterns, comma-separated (`tool.*,run.*`).
+    #[param(value_type = Option<crate::openapi::TypePatterns>)]
     types: Option<String>,
-    /// Wait up to this many seconds for a new event (at most 60).
+    /// Wait up to this many seconds for a new event (longer waits are cut to 60).
+    #[param(minimum = 0)]
     wait: Option<f64>,
-    /// A read token, for clients that cannot set headers.
+    /// A read token, for clients that cannot set headers: the `readToken` scheme.
+    #[param(ignore)]
     token: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = String, Path, description = "run id"), PollQuery),
-    responses((status = 200, description = "{events, last_seq, status}"), (status = 400, description = "bad query or cursor"),
-              (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = RunId, Path, description = "run id"), PollQuery),
+    security(("bearerAuth" = []), ("readToken" = [])),
+    responses((status = 200, description = "the events after the cursor; with `wait`, once there is one or the wait is over", body = EventsPage),
+              (status = 400, description = "a parameter is invalid, or the cursor is past the run's last event (`cursor_out_of_range`)", body = ErrorBody)))]
 pub(crate) async fn poll(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<PollQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventsPage>, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let limit = match query.limit {
@@ -315,27 +324,51 @@ pub(crate) async fn poll(
         .run(&id)
         .await
         .map_err(|e| store_error(&id, e))?;
-    Ok(Json(json!({
-        "events": events.iter().map(|e| e.as_ref()).collect::<Vec<_>>(),
-        "last_seq": record.last_seq,
-        "status": record.status.as_str(),
-    })))
+    Ok(Json(EventsPage {
+        events: events.iter().map(|e| Event::clone(e)).collect(),
+        last_seq: record.last_seq,
+        status: record.status,
+    }))
 }
 
 /// `GET /v1/runs/{id}/stream` query.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SseQuery {
-    /// Events after this `seq`; `Last-Event-ID` takes precedence.
+    /// Events after this `seq`, at most the run's last; `Last-Event-ID` takes precedence.
+    #[param(minimum = 0)]
     after: Option<u64>,
-    /// Type patterns, comma-separated.
+    /// Type patterns, comma-separated; not with `format=ag-ui`.
+    #[param(value_type = Option<crate::openapi::TypePatterns>)]
     types: Option<String>,
-    /// `state` for the run's state instead of its events.
+    /// `state` for the run's state instead of its events; not with `format=ag-ui`.
+    #[param(value_type = Option<StreamView>)]
     view: Option<String>,
-    /// Another protocol's encoding.
+    /// `ag-ui` for the AG-UI event protocol instead of herald's events.
+    #[param(value_type = Option<StreamFormat>)]
     format: Option<String>,
-    /// A read token (EventSource cannot set headers).
+    /// A read token (EventSource cannot set headers): the `readToken` scheme.
+    #[param(ignore)]
     token: Option<String>,
+}
+
+/// What `view=` takes.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used: the handler reads the string.
+pub(crate) enum StreamView {
+    #[schema(rename = "events")]
+    Events,
+    #[schema(rename = "state")]
+    State,
+}
+
+/// What `format=` takes.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used: the handler reads the string.
+pub(crate) enum StreamFormat {
+    #[schema(rename = "ag-ui")]
+    AgUi,
 }
 
 fn sse_headers(mut response: Response) -> Response {
@@ -361,16 +394,19 @@ fn event_message(event: &Event) -> SseEvent {
         .data(event.to_json())
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/stream", params(("id" = String, Path, description = "run id"), SseQuery),
-    responses((status = 200, description = "text/event-stream: `id: seq`, `event: type`, `data: event`"),
-              (status = 204, description = "the run has finished and the cursor is at its end"),
-              (status = 400), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/stream", params(("id" = RunId, Path, description = "run id"), SseQuery),
+    security(("bearerAuth" = []), ("readToken" = [])),
+    responses((status = 200, description = "Server-Sent Events: `id: SEQ`, `event: TYPE`, `data: EVENT`; with `view=state`, `event: state` and the run's state; with `format=ag-ui`, AG-UI's events as `data:` lines",
+               content_type = "text/event-stream", body = String),
+              (status = 204, description = "the run has finished and the cursor is at its end: nothing more will come"),
+              (status = 400, description = "a parameter is invalid, the cursor or `Last-Event-ID` is not one of the stream's, or `types`/`view` was given with `format=ag-ui`", body = ErrorBody)))]
 pub(crate) async fn sse(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<SseQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     match query.format.as_deref() {
@@ -414,20 +450,25 @@ pub(crate) async fn sse(
     Ok(sse_of(&hub, events))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/stream", params(("id" = String, Path, description = "run id"), SseQuery),
-    request_body(content = Object, description = "AG-UI's RunAgentInput; its ids are ignored (the run is the one in the path)"),
-    responses((status = 200, description = "text/event-stream of AG-UI events (`data: <json>`), from the run's first event to its end"),
-              (status = 400, description = "`format` is not `ag-ui`, `types` or `view` was given, the cursor is not one of the stream's, or the body is not a RunAgentInput"),
-              (status = 401), (status = 403), (status = 404), (status = 413)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/stream",
+    params(("id" = RunId, Path, description = "run id"),
+           ("format" = StreamFormat, Query, description = "`ag-ui`: a POST on a run's stream is AG-UI's (herald's own events are a GET)"),
+           ("after" = Option<u64>, Query, minimum = 0, description = "Resume after this event's messages, at most the run's last")),
+    security(("bearerAuth" = []), ("readToken" = [])),
+    request_body(content = agui::RunAgentInput, description = "AG-UI's RunAgentInput (an empty body is `{}`); its ids are ignored: the run is the one in the path"),
+    responses((status = 200, description = "Server-Sent Events of AG-UI events (`data: <json>`), from the run's first event to its end",
+               content_type = "text/event-stream", body = String),
+              (status = 400, description = "`format` is not `ag-ui`, `types` or `view` was given, the cursor is not one of the stream's, or the body is not a RunAgentInput", body = ErrorBody)))]
 /// `POST /v1/runs/{id}/stream?format=ag-ui`: how AG-UI's `HttpAgent` attaches to a run
 /// (SPEC section 9). herald's own stream is a `GET`.
 pub(crate) async fn sse_post(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<SseQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     if query.format.as_deref() != Some(agui::FORMAT) {
@@ -456,7 +497,7 @@ fn last_event_id<T>(
             v.to_str()
                 .ok()
                 .and_then(parse)
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", expected))
+                .ok_or_else(|| ApiError::bad_request(ApiErrorCode::InvalidCursor, expected))
         })
         .transpose()
 }
@@ -576,11 +617,12 @@ struct Resume {
 
 pub(crate) async fn ws(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<WsQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let Query(query) = query?;
     let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let cursor = Cursor::open(
@@ -592,9 +634,15 @@ pub(crate) async fn ws(
     .await?;
     // Checked last, so that a plain GET learns about the run and its token first, and
     // in the hub's JSON error body rather than axum's text.
-    let upgrade = upgrade.map_err(|e| ApiError::bad_request("not_a_websocket", e.body_text()))?;
-    Ok(upgrade.on_upgrade(move |socket| websocket(socket, cursor)))
+    let upgrade =
+        upgrade.map_err(|e| ApiError::bad_request(ApiErrorCode::NotAWebsocket, e.body_text()))?;
+    Ok(upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| websocket(socket, cursor)))
 }
+
+/// Largest message a client may send: a resume (`{"after": SEQ}`) is a few bytes.
+const MAX_CLIENT_MESSAGE: usize = 4096;
 
 async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
     loop {
@@ -610,26 +658,78 @@ async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
                     return;
                 }
             },
-            message = socket.recv() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    let res = serde_json::from_str::<Resume>(&text)
-                        .map_err(|e| ApiError::bad_request("invalid_message", format!("send {{\"after\": SEQ}} to resume: {e}")));
-                    let res = match res {
-                        Ok(resume) => cursor.seek(resume.after).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = res {
-                        let body = json!({"error": {"code": "invalid_message", "message": e.to_string()}});
-                        if socket.send(Message::text(body.to_string())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
+            message = socket.recv() => {
+                let refused = match message {
+                    Some(Ok(Message::Text(text))) => match resume(&mut cursor, text.as_str()).await {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    },
+                    Some(Ok(Message::Binary(_))) => Refusal {
+                        code: close_code::UNSUPPORTED,
+                        reason: "binary messages are not understood: send {\"after\": SEQ} as text".into(),
+                        error: None,
+                    },
+                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(_)) => continue,
+                    // The client broke the protocol (an unmasked frame, a text message that
+                    // is not UTF-8, one over the size limit): tell it so, if it still
+                    // listens.
+                    Some(Err(e)) => Refusal {
+                        code: close_code::PROTOCOL,
+                        reason: format!("WebSocket protocol error: {e}"),
+                        error: None,
+                    },
+                };
+                refused.send(&mut socket).await;
+                return;
+            }
         }
     }
+}
+
+/// Why the hub ends a WebSocket a client broke: the close frame's code and reason,
+/// after SPEC's error body as a last text message when there is one.
+struct Refusal {
+    code: u16,
+    reason: String,
+    error: Option<ApiError>,
+}
+
+impl Refusal {
+    async fn send(self, socket: &mut WebSocket) {
+        if let Some(error) = &self.error {
+            let _ = socket.send(Message::text(error.body_text())).await;
+        }
+        // A close frame's reason has room for 123 bytes.
+        let mut reason = self.reason;
+        if reason.len() > 123 {
+            let mut end = 120;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push_str("...");
+        }
+        let frame = CloseFrame {
+            code: self.code,
+            reason: reason.into(),
+        };
+        let _ = socket.send(Message::Close(Some(frame))).await;
+    }
+}
+
+/// Moves the cursor as a client's `{"after": SEQ}` asks; anything else ends the socket
+/// (policy violation, 1008), the error naming what was wrong.
+async fn resume(cursor: &mut Cursor, text: &str) -> Result<(), Refusal> {
+    let res = match json_body::<Resume>(text.as_bytes()) {
+        Ok(resume) => cursor.seek(resume.after).await,
+        Err(e) => Err(ApiError::invalid_message(e)),
+    };
+    res.map_err(|e| Refusal {
+        code: close_code::POLICY,
+        reason: format!("{}: {}", e.code(), e.message()),
+        error: Some(e),
+    })
 }
 
 /// `GET /v1/runs/stream` query.
@@ -642,6 +742,13 @@ pub(crate) struct RunsStreamQuery {
 
 /// `GET /v1/runs/stream`: `event: run` with a run's state whenever it changes (first
 /// the latest runs), `event: deleted` with `{"id"}` when one is deleted.
+///
+/// A change reaches the stream from this hub's own writes and, through the store's
+/// wake-ups, from other hubs', read from the store some time after it happened. So the
+/// stream keeps what it told of each run and sends only news (see
+/// [`ShownRuns::changed`]): never a state older than or equal to one it sent, nor one
+/// of a run it said was deleted, unless the run was created again. Only a resync sends
+/// its list again whole.
 pub(crate) async fn runs_stream(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -654,7 +761,12 @@ pub(crate) async fn runs_stream(
             .status
             .map(|s| s.parse().map_err(|e| ApiError::invalid_field("status", e)))
             .transpose()?,
-        parent: query.parent.map(|p| parse_run_id(&p)).transpose()?,
+        parent: query
+            .parent
+            .map(|p| {
+                parse_run_id(&p).map_err(|_| ApiError::invalid_field("parent", "not a run id"))
+            })
+            .transpose()?,
         before: None,
         limit: 100,
     };
@@ -663,21 +775,25 @@ pub(crate) async fn runs_stream(
         filter: RunFilter,
         changes: broadcast::Receiver<RunChange>,
         backlog: VecDeque<SseEvent>,
-        /// Runs this client was sent: one that stops matching the filter is sent once
+        /// Runs in this client's list: one that stops matching the filter is sent once
         /// more, so the client sees it leave (e.g. a running run that finished).
         shown: HashSet<RunId>,
+        /// What this client was told of each run, its list included.
+        told: ShownRuns,
         _subscriber: SubscriberGuard,
     }
+    // Subscribed before the list is read, so that no change falls between the two.
     let changes = hub.changes();
     let mut runs = Runs {
         backlog: VecDeque::new(),
         changes,
         filter,
         shown: HashSet::new(),
+        told: ShownRuns::default(),
         _subscriber: hub.metrics().subscriber(),
         hub: hub.clone(),
     };
-    (runs.backlog, runs.shown) = snapshot(&hub, &runs.filter).await?;
+    (runs.backlog, runs.shown) = snapshot(&hub, &runs.filter, &mut runs.told).await?;
     let messages = stream::unfold(runs, |mut r| async move {
         loop {
             if let Some(message) = r.backlog.pop_front() {
@@ -688,7 +804,10 @@ pub(crate) async fn runs_stream(
                 () = r.hub.shutdown_token().cancelled() => return None,
             };
             match change {
-                Ok(RunChange::State(state)) => {
+                Ok(RunChange::State { state, generation }) => {
+                    if !r.told.changed(&state.id, generation, Some(state.last_seq)) {
+                        continue;
+                    }
                     let keep = r.filter.status.is_none_or(|s| s == state.status)
                         && r.filter
                             .parent
@@ -704,7 +823,10 @@ pub(crate) async fn runs_stream(
                         return Some((SseEvent::default().event("run").data(data), r));
                     }
                 }
-                Ok(RunChange::Deleted(id)) => {
+                Ok(RunChange::Deleted { id, generation }) => {
+                    if !r.told.changed(&id, generation, None) {
+                        continue;
+                    }
                     r.shown.remove(&id);
                     let data = json!({"id": id}).to_string();
                     return Some((SseEvent::default().event("deleted").data(data), r));
@@ -712,7 +834,9 @@ pub(crate) async fn runs_stream(
                 // Fell behind, or changes were missed: send the current list again
                 // rather than guess.
                 Ok(RunChange::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    (r.backlog, r.shown) = resync(&r.hub, &r.filter, &r.shown).await.ok()?
+                    (r.backlog, r.shown) = resync(&r.hub, &r.filter, &r.shown, &mut r.told)
+                        .await
+                        .ok()?
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -724,21 +848,29 @@ pub(crate) async fn runs_stream(
 /// The current list again, after changes may have been missed: first, for each run
 /// that was `shown` and is not in the list any more, `event: deleted` if it is gone or
 /// its state once more if it is not (it left the filter, or newer runs pushed it out
-/// of the list), so a client drops what was deleted meanwhile; then the list.
+/// of the list), so a client drops what was deleted meanwhile; then the list. What is
+/// sent is recorded in `told`.
 async fn resync(
     hub: &Hub,
     filter: &RunFilter,
     shown: &HashSet<RunId>,
+    told: &mut ShownRuns,
 ) -> Result<(VecDeque<SseEvent>, HashSet<RunId>), ApiError> {
-    let (list, listed) = snapshot(hub, filter).await?;
+    let (list, listed) = snapshot(hub, filter, told).await?;
     let mut messages = VecDeque::with_capacity(list.len());
     for id in shown.difference(&listed) {
         match hub.store().run(id).await {
             Err(StoreError::NotFound) => {
+                // Whatever this client was told of the run was read before this read,
+                // so that creation, or a later one it was not told of, is gone.
+                if let Some(generation) = told.generation(id) {
+                    told.changed(id, generation, None);
+                }
                 let data = json!({"id": id}).to_string();
                 messages.push_back(SseEvent::default().event("deleted").data(data));
             }
             Ok(record) => {
+                told.changed(id, record.generation, Some(record.last_seq));
                 let data = serde_json::to_string(&record.state.at(hub.now()))
                     .map_err(ApiError::internal)?;
                 messages.push_back(SseEvent::default().event("run").data(data));
@@ -750,15 +882,19 @@ async fn resync(
     Ok((messages, listed))
 }
 
-/// The current list as `event: run` messages, oldest first, and the runs in it.
+/// The current list as `event: run` messages, oldest first, and the runs in it; each
+/// state is recorded in `told`, so that a change read before the list is not sent after
+/// it.
 async fn snapshot(
     hub: &Hub,
     filter: &RunFilter,
+    told: &mut ShownRuns,
 ) -> Result<(VecDeque<SseEvent>, HashSet<RunId>), ApiError> {
     let records = hub.store().list(filter).await.map_err(db_error)?;
     let now = hub.now();
     let mut messages = VecDeque::with_capacity(records.len());
     for record in records.iter().rev() {
+        told.changed(&record.id, record.generation, Some(record.last_seq));
         let data = serde_json::to_string(&record.state.at(now)).map_err(ApiError::internal)?;
         messages.push_back(SseEvent::default().event("run").data(data));
     }

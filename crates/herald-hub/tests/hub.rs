@@ -15,22 +15,37 @@
 //!   store.
 //! - `hubs`: two hubs on one PostgreSQL database.
 //! - `shared_sqlite`: two hubs on one SQLite file, joined by the feeds' interval poll.
+//! - `http`, `conn`: what the hub checks before any route (media types, `Host`,
+//!   `Origin`), its answers outside the routes, and its connections' timeouts and cap;
+//!   on SQLite only, as none of it reaches the store.
 //! - `agui_client`: AG-UI's own client (`HttpAgent`, under Node.js) following runs; on
 //!   SQLite only, as the store is the suite's business.
 //! - `dashboard`: the web pages in headless Chromium, through chromedriver; on SQLite
 //!   only, as they are slow and the pages do not see the store.
+//! - `fuzz`: query parameters, stream cursors and append bodies of any bytes, as
+//!   property tests; on SQLite only, as none of it is the store's.
+//! - `schemathesis`: `/openapi.json` validated, and a live hub checked against it by
+//!   schemathesis; on SQLite only.
 
 // Compiling the suite's files once per store is the point of `sqlite` and `postgres`.
 #![allow(clippy::duplicate_mod)]
 
 #[path = "hub/agui_client.rs"]
 mod agui_client;
+#[path = "hub/conn.rs"]
+mod conn;
 #[path = "hub/dashboard.rs"]
 mod dashboard;
+#[path = "hub/fuzz.rs"]
+mod fuzz;
+#[path = "hub/http.rs"]
+mod http;
 #[path = "hub/hubs.rs"]
 mod hubs;
 #[path = "hub/suite.rs"]
 mod postgres;
+#[path = "hub/schemathesis.rs"]
+mod schemathesis;
 #[path = "hub/shared_sqlite.rs"]
 mod shared_sqlite;
 #[path = "hub/suite.rs"]

@@ -117,6 +117,7 @@ pub enum ToolOutcome {
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     /// Detail for whoever debugs the producer.
@@ -168,6 +169,7 @@ pub struct RunCancelRequested {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunStalled {
     /// Seconds since the run's last event.
+    #[schemars(range(min = 0))]
     pub silent_for_s: f64,
 }
 
@@ -175,6 +177,7 @@ pub struct RunStalled {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Heartbeat {
     /// Seconds since the run started.
+    #[schemars(range(min = 0))]
     pub elapsed_s: f64,
     /// What it is doing, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +188,7 @@ pub struct Heartbeat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StageStarted {
     /// The stage's name, unique within the run.
+    #[schemars(length(min = 1))]
     pub stage: String,
     /// Items expected, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +202,7 @@ pub struct StageStarted {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StageFinished {
     /// The stage's name.
+    #[schemars(length(min = 1))]
     pub stage: String,
     /// How it ended.
     pub status: StepOutcome,
@@ -205,6 +210,7 @@ pub struct StageFinished {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Seconds the stage took.
+    #[schemars(range(min = 0))]
     pub elapsed_s: f64,
 }
 
@@ -213,6 +219,7 @@ pub struct StageFinished {
 pub struct Progress {
     /// The stage this counts, when the run has stages.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub stage: Option<String>,
     /// Units done.
     pub done: u64,
@@ -224,14 +231,18 @@ pub struct Progress {
     pub unit: Option<String>,
     /// `done / total` in percent.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub percent: Option<f64>,
     /// Units per second, smoothed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub rate: Option<f64>,
     /// Estimated seconds left.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub eta_s: Option<f64>,
     /// Seconds since the stage (or run) started.
+    #[schemars(range(min = 0))]
     pub elapsed_s: f64,
     /// What the stage is doing now, for people ("downloading foo.tar.gz"); an empty
     /// string clears it.
@@ -243,6 +254,7 @@ pub struct Progress {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ItemStarted {
     /// A stable id for the item.
+    #[schemars(length(min = 1))]
     pub item: String,
     /// The stage it belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -256,6 +268,7 @@ pub struct ItemStarted {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ItemFinished {
     /// The item's id, as in `item.started`.
+    #[schemars(length(min = 1))]
     pub item: String,
     /// The stage it belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,6 +280,7 @@ pub struct ItemFinished {
     pub error: Option<String>,
     /// Seconds it took.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub elapsed_s: Option<f64>,
 }
 
@@ -283,6 +297,7 @@ pub struct Log {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentIteration {
     /// The turn, from 1.
+    #[schemars(range(min = 1))]
     pub iteration: u64,
 }
 
@@ -313,6 +328,7 @@ pub struct AgentSystemMessage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LlmRequest {
     /// Ties the request to its response and streamed text.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// Who serves the model.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -326,8 +342,14 @@ pub struct LlmRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LlmResponse {
     /// As in the request.
+    #[schemars(length(min = 1))]
     pub call_id: String,
-    /// Why the model stopped (`end_turn`, `tool_use`, `max_tokens`, ...).
+    /// The model that answered, as the provider names it (often more precise than the
+    /// request's alias, e.g. a dated version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Why the model stopped (`end_turn`, `tool_use`, `max_tokens`, ...), or `error`
+    /// when the call failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
     /// Prompt tokens.
@@ -336,9 +358,17 @@ pub struct LlmResponse {
     /// Completion tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// Seconds from the request to the first streamed token (time to first token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_s: Option<f64>,
     /// Seconds the call took.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub elapsed_s: Option<f64>,
+    /// What went wrong, when the call failed: the provider's error type and message,
+    /// or the HTTP status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `text.delta`: streamed tokens.
@@ -355,8 +385,10 @@ pub struct TextDelta {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolSelected {
     /// Ties selection, start and finish together.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// The tool's name.
+    #[schemars(length(min = 1))]
     pub tool: String,
     /// Its arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,8 +399,10 @@ pub struct ToolSelected {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolStarted {
     /// As in `tool.selected`.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// The tool's name.
+    #[schemars(length(min = 1))]
     pub tool: String,
     /// Its arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -382,8 +416,10 @@ pub struct ToolStarted {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolFinished {
     /// As in `tool.started`.
+    #[schemars(length(min = 1))]
     pub call_id: String,
     /// The tool's name.
+    #[schemars(length(min = 1))]
     pub tool: String,
     /// How it ended.
     pub status: ToolOutcome,
@@ -395,6 +431,7 @@ pub struct ToolFinished {
     pub error: Option<String>,
     /// Seconds it took.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub elapsed_s: Option<f64>,
 }
 

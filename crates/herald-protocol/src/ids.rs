@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest run id, in bytes (all allowed characters are ASCII).
@@ -104,11 +104,13 @@ pub struct Timestamp(DateTime<Utc>);
 
 /// Why a string is not a valid [`Timestamp`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidTimestamp;
+pub struct InvalidTimestamp {
+    reason: &'static str,
+}
 
 impl fmt::Display for InvalidTimestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not an RFC 3339 timestamp (expected e.g. 2026-11-22T01:07:00.123456Z)")
+        f.write_str(self.reason)
     }
 }
 
@@ -155,8 +157,20 @@ impl fmt::Display for Timestamp {
 impl FromStr for Timestamp {
     type Err = InvalidTimestamp;
     fn from_str(s: &str) -> Result<Timestamp, InvalidTimestamp> {
-        let t = DateTime::parse_from_rfc3339(s).map_err(|_| InvalidTimestamp)?;
-        Ok(Timestamp::from_datetime(t.with_timezone(&Utc)))
+        let t = DateTime::parse_from_rfc3339(s)
+            .map_err(|_| InvalidTimestamp {
+                reason: "not an RFC 3339 timestamp (expected e.g. 2026-11-22T01:07:00.123456Z)",
+            })?
+            .with_timezone(&Utc);
+        // RFC 3339 writes four-digit years. A time its offset moves out of them in UTC
+        // (`9999-12-31T23:59:59-01:00`) would be written `+10000-01-01T...Z`, which no
+        // parser, this one included, reads back.
+        if !(0..=9999).contains(&t.year()) {
+            return Err(InvalidTimestamp {
+                reason: "outside the years 0000 to 9999 once in UTC",
+            });
+        }
+        Ok(Timestamp::from_datetime(t))
     }
 }
 
@@ -200,8 +214,18 @@ mod tests {
             "2026-11-22",
             "2026-11-22 01:07:00",
             "2026-13-01T00:00:00Z",
+            "9999-12-31T23:59:59-00:01",
+            "0000-01-01T00:00:00+00:01",
         ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
+        }
+        // Every timestamp that parses is written as one that parses back to it.
+        for edge in [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999+00:00",
+        ] {
+            let t: Timestamp = edge.parse().unwrap();
+            assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t), "{edge}");
         }
     }
 }

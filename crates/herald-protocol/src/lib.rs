@@ -11,16 +11,21 @@
 //!   (stored, with `seq`) and [`Draft`] (as a producer posts it).
 //! - `wire`: JSON serialization, parsing and validation with errors that name the
 //!   event's index and field ([`parse_batch`], [`parse_event`]).
+//! - `json`: [`parse_json`], JSON text to a `Value` with every object's keys unique.
 //! - `pattern`: [`TypeFilter`], the `tool.*,run.*` patterns of filters.
 //! - `state`: [`RunState`] and [`fold`], the one reducer of run state.
 //! - `eta`: [`EtaEstimator`], the rate and ETA estimator the reducer uses.
 //! - `schema`: [`event_schema`], the JSON Schema generated from the types.
+//! - [`api`]: the bodies of the hub's HTTP API; with the `openapi` feature, their
+//!   OpenAPI schemas (and those of [`RunState`] and [`Event`]) through utoipa.
 
 #![deny(missing_docs)]
 
+pub mod api;
 mod eta;
 mod event;
 mod ids;
+mod json;
 mod pattern;
 mod schema;
 mod state;
@@ -35,6 +40,7 @@ pub use event::{
     StageStarted, StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
 };
 pub use ids::{InvalidRunId, InvalidTimestamp, MAX_RUN_ID_LEN, RunId, Timestamp};
+pub use json::parse_json;
 pub use pattern::{InvalidTypeFilter, TypeFilter};
 pub use schema::event_schema;
 pub use state::{
@@ -44,6 +50,6 @@ pub use state::{
     ToolCallStatus, ToolsState, fold,
 };
 pub use wire::{
-    BatchError, BatchFormat, ErrorCode, EventError, MAX_EVENT_BYTES, MAX_EVENT_ID_LEN, parse_batch,
-    parse_draft_str, parse_event,
+    BatchError, BatchFormat, ErrorCode, EventError, MAX_EVENT_BYTES, MAX_EVENT_DEPTH,
+    MAX_EVENT_ID_LEN, parse_batch, parse_draft_str, parse_event,
 };

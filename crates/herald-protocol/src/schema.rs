@@ -45,7 +45,7 @@ pub fn event_schema() -> Value {
     let mut custom = envelope_properties();
     custom.insert(
         "event".into(),
-        json!({ "type": "string", "pattern": format!("^{}[a-z0-9_]+$", Custom::PREFIX.replace('.', "\\\\.")) }),
+        json!({ "type": "string", "pattern": format!("^{}[a-z0-9_]+$", Custom::PREFIX.replace('.', "\\.")) }),
     );
     variants.push(json!({
         "title": "custom.<name>",
@@ -81,7 +81,13 @@ fn envelope_properties() -> Map<String, Value> {
     );
     props.insert(
         "id".into(),
-        json!({ "type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LEN }),
+        json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_EVENT_ID_LEN,
+            "pattern": r"^[^\u0000-\u001F\u007F-\u009F]+$",
+            "description": "1 to 128 bytes, without control characters",
+        }),
     );
     props.insert("parent".into(), run_id);
     props
@@ -110,6 +116,23 @@ mod tests {
             "schema/event-v1.schema.json is out of date with the event types; \
              regenerate it with `HERALD_UPDATE_SCHEMA=1 cargo test -p herald-protocol schema` \
              and review the diff"
+        );
+    }
+
+    /// The pattern is a regular expression: the dot of `custom.` escaped once, so it
+    /// matches a dot, not a backslash and any character.
+    #[test]
+    fn custom_events_are_matched_by_their_prefix() {
+        let schema = event_schema();
+        let custom = schema["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["title"] == "custom.<name>")
+            .unwrap();
+        assert_eq!(
+            custom["properties"]["event"]["pattern"],
+            r"^custom\.[a-z0-9_]+$"
         );
     }
 

@@ -32,6 +32,7 @@ pub const MAX_VALUE_BYTES: usize = 1024;
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Working, as far as anyone knows.
@@ -97,6 +98,7 @@ impl From<RunOutcome> for RunStatus {
 
 /// Where a stage is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StageStatus {
     /// Started and not finished.
@@ -122,6 +124,7 @@ impl From<StepOutcome> for StageStatus {
 /// A counter with a total, its rate and its ETA: the progress of a stage, or of a run
 /// that reports progress without stages.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counter {
     /// Units done.
     pub done: u64,
@@ -203,6 +206,7 @@ fn percent(done: u64, total: u64) -> f64 {
 
 /// One stage of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StageState {
     /// Its name.
     pub name: String,
@@ -258,6 +262,7 @@ impl StageState {
 
 /// Counts of items across the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemCounts {
     /// Finished successfully.
     pub succeeded: u64,
@@ -271,6 +276,7 @@ pub struct ItemCounts {
 
 /// An item in progress.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemState {
     /// Its id.
     pub item: String,
@@ -286,6 +292,7 @@ pub struct ItemState {
 
 /// An item that failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemFailure {
     /// Its id.
     pub item: String,
@@ -306,6 +313,7 @@ pub struct ItemFailure {
 
 /// One tool call, in flight or done.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolCall {
     /// Its call id.
     pub call_id: String,
@@ -331,6 +339,7 @@ pub struct ToolCall {
 
 /// Where a tool call is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ToolCallStatus {
     /// Chosen by the model, not started.
@@ -345,6 +354,7 @@ pub enum ToolCallStatus {
 
 /// The run's tool calls.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolsState {
     /// Selected or running, oldest first.
     pub in_flight: Vec<ToolCall>,
@@ -358,6 +368,7 @@ pub struct ToolsState {
 
 /// The run's model calls.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LlmState {
     /// Requests made.
     pub calls: u64,
@@ -367,13 +378,14 @@ pub struct LlmState {
     pub input_tokens: u64,
     /// Completion tokens, summed over responses.
     pub output_tokens: u64,
-    /// The model of the last request.
+    /// The model of the last call: as it answered (`llm.response`), else as requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 
 /// The agent loop's position.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentState {
     /// The current turn, from 1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -389,10 +401,12 @@ pub struct AgentState {
 
 /// The latest thing that went wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     /// What went wrong.
     pub message: String,
-    /// Where: `run`, `stage <name>`, `item <id>`, `tool <name>` or `log`.
+    /// Where: `run`, `stage <name>`, `item <id>`, `tool <name>`, `llm <call id>` or
+    /// `log`.
     pub source: String,
     /// When.
     pub at: Timestamp,
@@ -402,6 +416,7 @@ pub struct ErrorInfo {
 
 /// A `log` line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Severity.
     pub level: LogLevel,
@@ -413,6 +428,7 @@ pub struct LogLine {
 
 /// A run's state, folded from its events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunState {
     /// The run id.
     pub id: RunId,
@@ -811,6 +827,12 @@ impl RunState {
                 let (input, output) = (b.input_tokens.unwrap_or(0), b.output_tokens.unwrap_or(0));
                 self.llm.input_tokens = self.llm.input_tokens.saturating_add(input);
                 self.llm.output_tokens = self.llm.output_tokens.saturating_add(output);
+                if b.model.is_some() {
+                    self.llm.model = b.model.clone();
+                }
+                if let Some(error) = &b.error {
+                    self.set_error(error, format!("llm {}", b.call_id), event);
+                }
             }
             EventBody::TextDelta(b) => {
                 self.text_bytes += b.text.len() as u64;

@@ -7,7 +7,8 @@
 //!
 //! Unknown fields in a built-in event are ignored (and not kept), so that a producer
 //! written against a later minor revision of protocol v1, which may add optional
-//! fields, still works with this hub.
+//! fields, still works with this hub. A key given twice in one object, at any depth,
+//! is refused ([`ErrorCode::DuplicateKey`]) rather than resolved by keeping one.
 
 use std::fmt;
 
@@ -19,12 +20,31 @@ use serde_json::{Map, Value};
 
 use crate::event::{Custom, Draft, Event, EventBody, PROTOCOL_VERSION};
 use crate::ids::{RunId, Timestamp};
+use crate::json::{parse_json, unique_value};
 
 /// Largest event, in bytes of JSON: 64 KiB.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// Longest idempotency key (`id`), in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// Deepest an event's JSON may nest, its own object being level 1.
+///
+/// Replies wrap events a few levels deeper (a page of events, a run's state in a list,
+/// an MCP result), and serde_json reads at most 128 levels: an event much deeper than
+/// this would be stored and then unreadable to a client that reads a reply whole.
+pub const MAX_EVENT_DEPTH: usize = 64;
+
+/// How many times longer than the text it was sent as an event can be once stored, at
+/// most. Numbers are written in full, `1e15` as `1000000000000000.0` (with its comma, 5
+/// bytes become 19, the most any number grows), an integer in a field of seconds gains
+/// `.0`, a `ts` its six fractional digits; nothing else grows. So an event sent in an
+/// eighth of the limit, less room for the envelope, fits once stored unmeasured.
+const MAX_GROWTH: usize = 8;
+
+/// Room for the envelope the hub adds to a draft: `"v":1,`, `"run":"<128 bytes>",`,
+/// `"seq":<20 digits>,` and `"ts":"<27 bytes>",` come to 205 bytes.
+const ENVELOPE_BYTES: usize = 256;
 
 /// What kind of mistake an event has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,10 +60,12 @@ pub enum ErrorCode {
     MissingField,
     /// A field has the wrong type or an out-of-range value.
     InvalidField,
-    /// The event is larger than [`MAX_EVENT_BYTES`].
+    /// The event is larger than [`MAX_EVENT_BYTES`], as sent or as stored.
     EventTooLarge,
     /// `v` is not a version this crate speaks.
     UnsupportedVersion,
+    /// An object gives one key twice (the field is the key's path).
+    DuplicateKey,
 }
 
 impl ErrorCode {
@@ -57,6 +79,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::EventTooLarge => "event_too_large",
             ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::DuplicateKey => "duplicate_key",
         }
     }
 }
@@ -73,7 +96,11 @@ pub struct EventError {
 }
 
 impl EventError {
-    fn new(code: ErrorCode, field: Option<&str>, message: impl Into<String>) -> EventError {
+    pub(crate) fn new(
+        code: ErrorCode,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> EventError {
         EventError {
             code,
             field: field.map(str::to_owned),
@@ -178,16 +205,14 @@ pub fn parse_batch(body: &str, format: BatchFormat, run: &RunId) -> Result<Vec<D
 /// Parses one draft from its JSON text.
 pub fn parse_draft_str(text: &str, run: &RunId) -> Result<Draft, EventError> {
     check_size(text.len())?;
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        EventError::new(ErrorCode::InvalidJson, None, format!("not valid JSON: {e}"))
-    })?;
-    let Value::Object(map) = value else {
+    let Value::Object(map) = parse_json(text)? else {
         return Err(EventError::new(
             ErrorCode::NotAnObject,
             None,
             "an event must be a JSON object",
         ));
     };
+    check_depth(&map)?;
     let d = decode(map, Mode::Draft)?;
     if let Some(r) = d.run {
         if &r != run {
@@ -197,22 +222,21 @@ pub fn parse_draft_str(text: &str, run: &RunId) -> Result<Draft, EventError> {
             ));
         }
     }
-    Ok(Draft {
+    let draft = Draft {
         ts: d.ts,
         id: d.id,
         parent: d.parent,
         body: d.body,
-    })
+    };
+    check_stored_size(text.len(), &draft, run)?;
+    Ok(draft)
 }
 
 /// Parses one stored event (with `v`, `run`, `seq` and `ts`) from its JSON text, as
 /// found on a JSON Lines stream or in a hub's reply.
 pub fn parse_event(text: &str) -> Result<Event, EventError> {
     check_size(text.len())?;
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        EventError::new(ErrorCode::InvalidJson, None, format!("not valid JSON: {e}"))
-    })?;
-    event_from_value(value)
+    event_from_value(parse_json(text)?)
 }
 
 fn event_from_value(value: Value) -> Result<Event, EventError> {
@@ -244,6 +268,68 @@ fn check_size(len: usize) -> Result<(), EventError> {
             ErrorCode::EventTooLarge,
             None,
             format!("the event is {len} bytes, over the limit of {MAX_EVENT_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a field whose value nests the event deeper than [`MAX_EVENT_DEPTH`].
+///
+/// Only drafts are checked: a stored event is read back as deep as serde_json reads,
+/// so that one stored before this limit is not lost.
+fn check_depth(fields: &Map<String, Value>) -> Result<(), EventError> {
+    // serde_json reads at most 128 levels, which bounds this recursion as well.
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    for (name, value) in fields {
+        let levels = 1 + depth(value);
+        if levels > MAX_EVENT_DEPTH {
+            return Err(EventError::invalid(
+                name,
+                format!(
+                    "`{name}` nests the event {levels} levels deep, over the limit of \
+                     {MAX_EVENT_DEPTH} levels"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a draft that would be over [`MAX_EVENT_BYTES`] as the hub stores it: with
+/// its envelope and the longest `seq`, and its numbers written in full. An event
+/// accepted at its size as sent and stored over the limit could not be read back.
+fn check_stored_size(sent: usize, draft: &Draft, run: &RunId) -> Result<(), EventError> {
+    if sent * MAX_GROWTH + ENVELOPE_BYTES <= MAX_EVENT_BYTES {
+        return Ok(());
+    }
+    struct AsStored<'a>(&'a Draft, &'a RunId);
+    impl Serialize for AsStored<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let AsStored(draft, run) = self;
+            // Every `ts` is written in as many bytes, so any stands for the hub's own.
+            let ts = draft.ts.unwrap_or(Timestamp::from_unix_micros(0));
+            serialize_flat(
+                s,
+                Some((run, u64::MAX)),
+                Some(ts),
+                draft.id.as_deref(),
+                draft.parent.as_ref(),
+                &draft.body,
+            )
+        }
+    }
+    let stored = serde_json::to_string(&AsStored(draft, run)).map_or(usize::MAX, |s| s.len());
+    if stored > MAX_EVENT_BYTES {
+        return Err(EventError::new(
+            ErrorCode::EventTooLarge,
+            None,
+            format!("the event is {stored} bytes as stored, over the limit of {MAX_EVENT_BYTES}"),
         ));
     }
     Ok(())
@@ -487,6 +573,7 @@ fn validate_body(body: &EventBody) -> Result<(), EventError> {
         EventBody::LlmRequest(b) => non_empty("call_id", &b.call_id),
         EventBody::LlmResponse(b) => {
             non_empty("call_id", &b.call_id)?;
+            non_negative_opt("ttft_s", b.ttft_s)?;
             non_negative_opt("elapsed_s", b.elapsed_s)
         }
         EventBody::ToolSelected(b) => {
@@ -557,7 +644,7 @@ impl Serialize for Event {
 
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
-        let value = Value::deserialize(d)?;
+        let value = unique_value(d)?;
         event_from_value(value).map_err(D::Error::custom)
     }
 }

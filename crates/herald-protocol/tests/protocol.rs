@@ -7,12 +7,21 @@
 //! - `bad_input`: what the parser rejects, with the index, field and code it names.
 //! - `reducer`: `fold` and `RunState::at` on hand-written runs (SPEC section 4).
 //! - `props`: property tests over generated valid event streams.
+//! - `fuzz`: hostile input of every kind through every parser, as property tests.
+//! - `corpus`: the seed inputs of `tests/corpus/`, each with its expected outcome.
+//! - `patterns`: type patterns parse exactly their grammar and match what they should.
 
 #[path = "protocol/util.rs"]
 mod util;
 
 #[path = "protocol/bad_input.rs"]
 mod bad_input;
+#[path = "protocol/corpus.rs"]
+mod corpus;
+#[path = "protocol/fuzz.rs"]
+mod fuzz;
+#[path = "protocol/patterns.rs"]
+mod patterns;
 #[path = "protocol/props.rs"]
 mod props;
 #[path = "protocol/reducer.rs"]

@@ -122,9 +122,10 @@ pub(crate) enum Msg {
     Event(RunId, Box<Draft>),
     /// Start sampling this counter (sent just after its `stage.started`).
     Track(Arc<Counter>),
-    /// Emit `heartbeat` for this run whenever it has been silent this long; `None`
-    /// stops.
-    Heartbeat(RunId, Option<Duration>),
+    /// A heartbeat guard of this run with this interval begins (`true`) or ends.
+    /// Guards nest (a model call's adapter inside a program's own), so the run keeps
+    /// the intervals of every live guard and beats at the shortest.
+    Heartbeat(RunId, Duration, bool),
     /// Deliver everything queued so far, flush the sinks, then answer.
     Flush(SyncSender<()>),
     /// Deliver everything queued so far, close every sink (the terminal's bars end
@@ -341,6 +342,11 @@ impl Shared {
         let _ = rx.recv_timeout(self.flush_deadline);
     }
 
+    /// Whether anything is reported at all: without a sink, events need not be built.
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Queues a message; never waits for a sink.
     pub(crate) fn push(&self, msg: Msg) {
         if !self.enabled {
@@ -464,7 +470,8 @@ struct RunCtx {
     counters: Vec<Arc<Counter>>,
     /// Per slot, in slot order.
     slots: Vec<SlotRun>,
-    heartbeat: Option<Duration>,
+    /// The intervals of the run's live heartbeat guards.
+    heartbeats: Vec<Duration>,
     last_event: Instant,
     started: Instant,
 }
@@ -586,7 +593,13 @@ impl Worker {
                 let run = counter.run.clone();
                 self.ctx(&run).counters.push(counter);
             }
-            Msg::Heartbeat(run, every) => self.ctx(&run).heartbeat = every,
+            Msg::Heartbeat(run, every, true) => self.ctx(&run).heartbeats.push(every),
+            Msg::Heartbeat(run, every, false) => {
+                let beats = &mut self.ctx(&run).heartbeats;
+                if let Some(pos) = beats.iter().position(|d| *d == every) {
+                    beats.swap_remove(pos);
+                }
+            }
             Msg::Flush(done) => {
                 self.sample(Instant::now(), None, None);
                 self.each_sink(|sink| sink.flush());
@@ -609,7 +622,7 @@ impl Worker {
             state: RunState::new(run.clone()),
             counters: Vec::new(),
             slots: (0..slots).map(|_| SlotRun::default()).collect(),
-            heartbeat: None,
+            heartbeats: Vec::new(),
             last_event: Instant::now(),
             started: Instant::now(),
         })
@@ -780,7 +793,7 @@ impl Worker {
     fn keepalive(&mut self, now: Instant) {
         let mut due: Vec<(RunId, Option<usize>)> = Vec::new();
         for (run, ctx) in &self.runs {
-            if let Some(every) = ctx.heartbeat {
+            if let Some(&every) = ctx.heartbeats.iter().min() {
                 if now.saturating_duration_since(ctx.last_event) >= every {
                     due.push((run.clone(), None));
                     continue;

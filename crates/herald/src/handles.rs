@@ -245,12 +245,15 @@ impl Run {
     }
 
     /// Emits `heartbeat` whenever the run has been silent for `interval`, until the
-    /// guard is dropped.
+    /// guard is dropped. Guards nest: while several live, the shortest interval holds.
     pub fn heartbeat_every(&self, interval: Duration) -> HeartbeatGuard {
         self.inner
             .shared
-            .push(Msg::Heartbeat(self.inner.id.clone(), Some(interval)));
-        HeartbeatGuard { run: self.clone() }
+            .push(Msg::Heartbeat(self.inner.id.clone(), interval, true));
+        HeartbeatGuard {
+            run: self.clone(),
+            interval,
+        }
     }
 
     /// Reports `agent.iteration`: the agent loop begins turn `iteration` (from 1).
@@ -1155,12 +1158,16 @@ pub struct LlmCall {
 /// What a model call returned, for [`LlmCall::finish`].
 #[derive(Clone, Debug, Default)]
 pub struct LlmUsage {
+    /// The model that answered, when the provider names it.
+    pub model: Option<String>,
     /// Why the model stopped.
     pub stop_reason: Option<String>,
     /// Prompt tokens.
     pub input_tokens: Option<u64>,
     /// Completion tokens.
     pub output_tokens: Option<u64>,
+    /// Time from the request to the first streamed token.
+    pub ttft: Option<Duration>,
 }
 
 impl LlmCall {
@@ -1171,6 +1178,10 @@ impl LlmCall {
 
     /// Reports streamed tokens of this call (`text.delta`).
     pub fn text(&self, text: impl Into<String>) {
+        // The hot path of a streamed answer: with nowhere to report, build nothing.
+        if !self.run.inner.shared.enabled() {
+            return;
+        }
         self.run.inner.emit(TextDelta {
             text: text.into(),
             call_id: Some(self.call_id.clone()),
@@ -1179,29 +1190,48 @@ impl LlmCall {
 
     /// Finishes the call (`llm.response`).
     pub fn finish(mut self, usage: LlmUsage) {
-        self.end(usage);
+        self.end(usage, None);
     }
 
-    fn end(&mut self, usage: LlmUsage) {
+    /// Finishes the call as failed: `llm.response` with stop reason `error` and what
+    /// went wrong (shown as the run's last error). `usage` holds what is known, e.g.
+    /// the tokens counted before the failure.
+    pub fn fail(mut self, error: impl fmt::Display, usage: LlmUsage) {
+        self.end(
+            LlmUsage {
+                stop_reason: Some("error".to_owned()),
+                ..usage
+            },
+            Some(error.to_string()),
+        );
+    }
+
+    fn end(&mut self, usage: LlmUsage, error: Option<String>) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
         self.run.inner.emit(LlmResponse {
             call_id: self.call_id.clone(),
+            model: usage.model,
             stop_reason: usage.stop_reason,
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
+            ttft_s: usage.ttft.map(seconds),
             elapsed_s: Some(seconds(self.started.elapsed())),
+            error,
         });
     }
 }
 
 impl Drop for LlmCall {
     fn drop(&mut self) {
-        self.end(LlmUsage {
-            stop_reason: Some("error".to_owned()),
-            ..LlmUsage::default()
-        });
+        self.end(
+            LlmUsage {
+                stop_reason: Some("error".to_owned()),
+                ..LlmUsage::default()
+            },
+            Some(format!("model call {}", drop_reason())),
+        );
     }
 }
 
@@ -1209,12 +1239,15 @@ impl Drop for LlmCall {
 #[must_use = "heartbeats stop when the guard is dropped"]
 pub struct HeartbeatGuard {
     run: Run,
+    interval: Duration,
 }
 
 impl Drop for HeartbeatGuard {
     fn drop(&mut self) {
         let inner = &self.run.inner;
-        inner.shared.push(Msg::Heartbeat(inner.id.clone(), None));
+        inner
+            .shared
+            .push(Msg::Heartbeat(inner.id.clone(), self.interval, false));
     }
 }
 

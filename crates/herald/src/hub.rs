@@ -727,7 +727,15 @@ impl Sender {
         match status {
             200..=299 => Reply::Ok(value),
             429 => Reply::Retry("429: it limits this run's rate".to_owned(), retry_after),
-            500..=599 => Reply::Retry(format!("{status}"), retry_after),
+            // The hub's message says why (a full disk, its database away), which is
+            // what a person reading the warning needs.
+            500..=599 => {
+                let why = match value["error"]["message"].as_str() {
+                    Some(message) => format!("{status}: {message}"),
+                    None => status.to_string(),
+                };
+                Reply::Retry(why, retry_after)
+            }
             _ => {
                 let message = value["error"]["message"]
                     .as_str()

@@ -33,6 +33,8 @@
 //! - `signals`: what sinks tell the program (a run's [`Cancellation`], hub drops).
 //! - `terminate`: [`Progress::finish_on_signals`] and its [`SignalGuard`], the opt-in
 //!   last word of a process told to stop (SIGINT, SIGTERM, SIGHUP).
+//! - `llm` (features `anthropic`, `openai`): `LlmStream` and `LlmRead`, which watch a
+//!   model provider's streamed response and report the call by themselves.
 
 #![deny(missing_docs)]
 
@@ -40,6 +42,8 @@ mod dispatch;
 mod handles;
 mod hub;
 mod jsonl;
+#[cfg(any(feature = "anthropic", feature = "openai"))]
+mod llm;
 mod memory;
 mod panic;
 mod progress;
@@ -60,6 +64,8 @@ pub use herald_protocol as protocol;
 pub use herald_protocol::LogLevel;
 pub use hub::HubOptions;
 pub use jsonl::JsonLines;
+#[cfg(any(feature = "anthropic", feature = "openai"))]
+pub use llm::{LlmError, LlmRead, LlmReply, LlmStream, LlmToolUse};
 pub use memory::MemorySink;
 pub use progress::{ConfigError, Progress, ProgressMode, ProgressOptions, Target};
 pub use signals::Cancellation;

@@ -1,5 +1,5 @@
-//! Integration tests of the SDK: the handles' guarantees, the sinks' output, and the
-//! queue's behaviour when a sink is slow.
+//! Integration tests of the SDK: the handles' guarantees, the sinks' output, the
+//! queue's behaviour when a sink is slow, and the model stream adapters.
 
 #[path = "sdk/deadlines.rs"]
 mod deadlines;
@@ -9,6 +9,10 @@ mod handles;
 mod hub;
 #[path = "sdk/jsonl.rs"]
 mod jsonl;
+#[path = "sdk/llm.rs"]
+mod llm;
+#[path = "sdk/llm_server.rs"]
+mod llm_server;
 #[path = "sdk/pty.rs"]
 mod pty;
 #[path = "sdk/queue.rs"]

@@ -18,7 +18,6 @@
 //! row updated, the notification) on the hub's own tables.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -49,7 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
     created_us INTEGER NOT NULL,
     last_seq INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL DEFAULT 'running',
-    last_event_us INTEGER NOT NULL,
+    last_received_us INTEGER NOT NULL,
     last_producer_us INTEGER NOT NULL,
     state TEXT NOT NULL
 );
@@ -64,7 +63,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (run_id, event_id
 "#;
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
-     last_event_us, last_producer_us, state) VALUES (?1, ?1, 60, 86400, 0, 0, 0, '{}')";
+     last_received_us, last_producer_us, state) VALUES (?1, ?1, 60, 86400, 0, 0, 0, '{}')";
 const INSERT_EVENT: &str =
     "INSERT INTO events (run_id, seq, event_id, body) VALUES (?1, ?2, ?3, ?4)";
 
@@ -131,10 +130,14 @@ struct Workload {
 /// `events` progress events spread evenly over `producers` runs (rounded up).
 fn workload(producers: usize, events: usize, tag: &str) -> anyhow::Result<Workload> {
     let per_run = events.div_ceil(producers);
-    let base_us = Timestamp::from_str("2026-01-01T00:00:00Z")
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .unix_micros();
-    let now = Timestamp::from_unix_micros(base_us + 3_600_000_000);
+    // An hour ago: a hub refuses times far from its own clock, so a fixed date would
+    // be refused once it is a week old.
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_micros() as i64;
+    let base_us = now_us - 3_600_000_000;
+    let now = Timestamp::from_unix_micros(now_us);
     let mut w = Workload {
         runs: Vec::new(),
         drafts: Vec::new(),
@@ -294,7 +297,7 @@ async fn bare_postgres(admin_url: &str, w: &Workload, batch: usize) -> anyhow::R
             let mut conn = sqlx::PgConnection::connect(&db.url).await?;
             sqlx::query(
                 "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
-                 last_event_us, last_producer_us, state) VALUES ($1, $1, 60, 86400, 0, 0, 0, '{}')",
+                 last_received_us, last_producer_us, state) VALUES ($1, $1, 60, 86400, 0, 0, 0, '{}')",
             )
             .bind(run)
             .execute(&mut conn)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use herald_protocol::{EventBody, RunOutcome};
 use serde_json::json;
 
-use crate::hubs::{DEADLINE, Running, TestHub, cmd, run_within, stderr_of, wait_for};
+use crate::hubs::{ADMIN, DEADLINE, Running, TestHub, cmd, run_within, stderr_of, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_herald");
 
@@ -49,17 +49,17 @@ fn output_and_exit_status_pass_through() {
 
 #[test]
 fn the_command_reports_into_its_own_run() {
-    let hub = TestHub::with_token("secret");
+    let hub = TestHub::with_token(ADMIN);
     let script = r#"
-        [ "$HERALD_TOKEN" != secret ] || { echo "the admin token leaked" >&2; exit 9; }
+        [ "$HERALD_TOKEN" != "$ADMIN_TOKEN" ] || { echo "the admin token leaked" >&2; exit 9; }
         "$HERALD_BIN" emit log level=info message="from the child" || exit 8
         "$HERALD_BIN" emit progress done=1 total=2 || exit 7
         printf '%s' "$HERALD_RUN"
     "#;
     let mut command = hub.herald(&[
-        "exec", "--token", "secret", "--name", "nested", "--", "sh", "-c", script,
+        "exec", "--token", ADMIN, "--name", "nested", "--", "sh", "-c", script,
     ]);
-    command.env("HERALD_BIN", BIN);
+    command.env("HERALD_BIN", BIN).env("ADMIN_TOKEN", ADMIN);
     let out = run_within(command);
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -96,9 +96,11 @@ fn a_silent_command_is_stopped_with_its_process_group() {
     ]));
     let took = start.elapsed();
     let stderr = stderr_of(&out);
-    // sh dies of the TERM sent to its group: 128 + 15, as a shell reports it.
+    // sh dies of the TERM sent to its group: 128 + 15, as a shell reports it. That,
+    // and exec saying why, show it was stopped rather than left to its 30 s; how soon
+    // depends on the machine, but not before its second of silence.
     assert_eq!(out.status.code(), Some(143), "{stderr}");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(took >= Duration::from_secs(1), "stopped after {took:?}");
     assert!(stderr.contains("was idle for 1.0s"), "{stderr}");
     assert!(
         stderr.contains("last known state: stuck  failed"),
@@ -120,24 +122,58 @@ fn a_silent_command_is_stopped_with_its_process_group() {
 
 #[test]
 fn events_of_the_command_count_as_activity() {
+    const IDLE_S: f64 = 3.0;
     let hub = TestHub::start();
-    // No output at all, but an event every 0.4 s: never idle for 1 s.
-    let script = r#"for i in 1 2 3 4; do sleep 0.4; "$HERALD_BIN" emit heartbeat || exit 8; done"#;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = dir.path().join("stop");
+    // No output at all, only events, one after the other (each a `herald emit` of
+    // its own, far quicker than the idle timeout even on a busy machine), until the
+    // test says stop.
+    let script = r#"until [ -e "$STOP" ]; do "$HERALD_BIN" emit heartbeat || exit 8; done"#;
     let mut command = hub.herald(&[
         "exec",
         "--name",
         "reporting",
         "--idle-timeout",
-        "1s",
+        "3s",
         "--",
         "sh",
         "-c",
         script,
     ]);
-    command.env("HERALD_BIN", BIN);
-    let out = run_within(command);
+    command.env("HERALD_BIN", BIN).env("STOP", &stop);
+    let mut exec = Running::spawn(command);
+
+    // The command's events span more than the idle timeout: it lived past it on
+    // events alone.
+    let run = hub.run_named("reporting");
+    let id = run["id"].as_str().unwrap();
+    let span_s = || {
+        let beats: Vec<_> = hub
+            .events(id)
+            .into_iter()
+            // Not exec's own heartbeats, which are not the command's activity.
+            .filter(|e| {
+                e.event_type() == "heartbeat"
+                    && !e
+                        .id
+                        .as_deref()
+                        .is_some_and(|id| id.starts_with("herald-exec:"))
+            })
+            .collect();
+        match (beats.first(), beats.last()) {
+            (Some(first), Some(last)) => last.ts.seconds_since(first.ts),
+            _ => 0.0,
+        }
+    };
+    wait_for("events spanning the idle timeout", || {
+        exec.has_ended() || span_s() > IDLE_S + 0.5
+    });
+    std::fs::write(&stop, "").unwrap();
+    let out = exec.finish_within(3 * DEADLINE);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    assert_eq!(hub.run_named("reporting")["status"], "succeeded");
+    assert!(span_s() > IDLE_S, "{} s of events", span_s());
+    assert_eq!(hub.state(id)["status"], "succeeded");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::hubs::{TestHub, cmd, run_within, stderr_of};
+use crate::hubs::{ADMIN, TestHub, cmd, run_within, stderr_of};
 
 #[test]
 fn an_unreachable_hub_is_named() {
@@ -28,7 +28,7 @@ fn an_unreachable_hub_is_named() {
 
 #[test]
 fn a_missing_wrong_or_foreign_token_is_named() {
-    let hub = TestHub::with_token("secret");
+    let hub = TestHub::with_token(ADMIN);
     let check = |args: &[&str], needle: &str| {
         let out = run_within(hub.herald(args));
         let stderr = stderr_of(&out);
@@ -68,6 +68,6 @@ fn a_missing_wrong_or_foreign_token_is_named() {
     // The right tokens open what they should.
     let out = run_within(hub.herald(&["events", &a.id, "--token", &a.read_token]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    let out = run_within(hub.herald(&["ls", "--token", "secret"]));
+    let out = run_within(hub.herald(&["ls", "--token", ADMIN]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 }

@@ -1,64 +1,99 @@
 //! The SDK's hub sink through `herald demo --hub`: reporting survives the hub going
 //! away for 30 s, and `demo --serve` runs a hub of its own.
+//!
+//! Every process here runs with a deadline and is killed past it.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
 
 use herald_protocol::{Event, parse_event};
 use serde_json::Value;
 
-use crate::hubs::cmd;
+use crate::hubs::{Running, TestHub, cmd, run_within, stderr_of, wait_for};
 
-/// A free loopback port, so that a hub can be restarted at the same address.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A TCP relay on a loopback port that the test holds from its start to its end, to a
+/// hub, or to none while the hub is down: it then closes each connection it takes at
+/// once, as a hub that died leaves them. So a hub can come back on a port of its own
+/// while its clients keep their address, which no other process can take meanwhile.
+struct Relay {
+    url: String,
+    addr: SocketAddr,
+    to: Arc<Mutex<Option<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
 }
 
-/// `herald serve` on `port` with its data in `dir`, once it says it listens.
-fn start_hub(port: u16, dir: &Path) -> Child {
-    let mut child = cmd(&[
-        "serve",
-        "--addr",
-        &format!("127.0.0.1:{port}"),
-        "--data-dir",
-    ])
-    .arg(dir)
-    .env("HERALD_LOG", "warn")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("herald serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "herald serve said {line:?}");
-    child
+impl Relay {
+    fn start() -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port on loopback");
+        let addr = listener.local_addr().expect("an address");
+        let to = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        thread::spawn({
+            let to = Arc::clone(&to);
+            let stop = Arc::clone(&stop);
+            move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Ok(client) = client else { continue };
+                    let hub = *to.lock().unwrap();
+                    match hub.and_then(|hub| TcpStream::connect(hub).ok()) {
+                        Some(upstream) => splice(client, upstream),
+                        None => drop(client),
+                    }
+                }
+            }
+        });
+        Relay {
+            url: format!("http://{addr}"),
+            addr,
+            to,
+            stop,
+        }
+    }
+
+    /// Relays to `hub` from now on; to none if `None`.
+    fn to(&self, hub: Option<&TestHub>) {
+        let addr = hub.map(|hub| {
+            let addr = hub.url.strip_prefix("http://").expect("an http URL");
+            addr.parse().expect("an IP address and a port")
+        });
+        *self.to.lock().unwrap() = addr;
+    }
 }
 
-fn get(url: &str) -> Option<Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    agent.get(url).call().ok()?.body_mut().read_json().ok()
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accepting thread, which then ends.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Copies bytes both ways between `client` and `upstream` until either side ends, then
+/// ends both, as a direct connection to a hub that died would end.
+fn splice(client: TcpStream, upstream: TcpStream) {
+    let clone = |s: &TcpStream| s.try_clone().expect("a socket's clone");
+    for (mut from, mut to) in [(clone(&client), clone(&upstream)), (upstream, client)] {
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+        });
+    }
 }
 
 /// Every event of `run` on the hub, paging through.
-fn hub_events(url: &str, run: &str) -> Vec<Event> {
+fn hub_events(hub: &TestHub, run: &str) -> Vec<Event> {
     let mut events = Vec::new();
     loop {
         let after = events.last().map_or(0, |e: &Event| e.seq);
-        let page = get(&format!(
-            "{url}/v1/runs/{run}/events?after={after}&limit=1000"
-        ))
-        .expect("a page");
+        let (status, page) = hub.get(&format!("/v1/runs/{run}/events?after={after}&limit=1000"));
+        assert_eq!(status, 200, "a page: {page}");
         let batch: Vec<Event> = page["events"]
             .as_array()
             .unwrap()
@@ -93,13 +128,13 @@ fn milestones(events: &[Event]) -> Vec<Value> {
 #[test]
 fn every_milestone_arrives_once_and_in_order_across_a_30_second_outage() {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut hub = start_hub(port, data.path());
+    let relay = Relay::start();
+    let hub = TestHub::on_data_dir(data.path());
+    relay.to(Some(&hub));
     let local = data.path().join("local.jsonl");
 
     // About a minute of work at this speed: the outage falls in its middle.
-    let mut demo = cmd(&[
+    let mut command = cmd(&[
         "demo",
         "--items",
         "40",
@@ -108,45 +143,36 @@ fn every_milestone_arrives_once_and_in_order_across_a_30_second_outage() {
         "--progress",
         "none",
         "--hub",
-        &url,
-    ])
-    .arg("--progress-file")
-    .arg(&local)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+        &relay.url,
+    ]);
+    command.arg("--progress-file").arg(&local);
+    let mut demo = Running::spawn(command);
 
     // Wait until the hub has the run and some of its events.
-    let started = Instant::now();
-    let run = loop {
-        let runs = get(&format!("{url}/v1/runs")).unwrap_or_default();
+    let mut run = None;
+    wait_for("the run on the hub with 5 events", || {
+        let (_, runs) = hub.get("/v1/runs");
         let first = runs["runs"].as_array().and_then(|r| r.first()).cloned();
-        if let Some(run) = first.filter(|r| r["last_seq"].as_u64().unwrap_or(0) >= 5) {
-            break run["id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the run never reached the hub"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        run = first
+            .filter(|r| r["last_seq"].as_u64().unwrap_or(0) >= 5)
+            .map(|r| r["id"].as_str().unwrap().to_owned());
+        run.is_some()
+    });
+    let run = run.unwrap();
 
-    // The hub goes away abruptly, stays away for 30 s, and comes back.
-    hub.kill().unwrap();
-    hub.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(30));
-    assert!(
-        demo.try_wait().unwrap().is_none(),
-        "the demo should outlast the outage"
-    );
-    let mut hub = start_hub(port, data.path());
+    // The hub goes away abruptly, stays away for 30 s (the outage the SDK must ride
+    // out, not a wait for anything), and comes back on the same data, behind the same
+    // address.
+    relay.to(None);
+    drop(hub);
+    thread::sleep(Duration::from_secs(30));
+    assert!(!demo.has_ended(), "the demo should outlast the outage");
+    let hub = TestHub::on_data_dir(data.path());
+    relay.to(Some(&hub));
 
-    let status = demo.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut demo.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "the work went on normally: {stderr}");
+    let out = demo.finish_within(Duration::from_secs(300));
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "the work went on normally: {stderr}");
     assert!(!stderr.contains("missed"), "nothing was dropped: {stderr}");
 
     let local_events: Vec<Event> = std::fs::read_to_string(&local)
@@ -154,7 +180,7 @@ fn every_milestone_arrives_once_and_in_order_across_a_30_second_outage() {
         .lines()
         .map(|l| parse_event(l).unwrap())
         .collect();
-    let on_hub = hub_events(&url, &run);
+    let on_hub = hub_events(&hub, &run);
     let (expected, got) = (milestones(&local_events), milestones(&on_hub));
     assert!(
         expected.len() > 100,
@@ -177,14 +203,12 @@ fn every_milestone_arrives_once_and_in_order_across_a_30_second_outage() {
         "dense seq"
     );
     assert_eq!(on_hub.last().unwrap().event_type(), "run.finished");
-    hub.kill().unwrap();
-    hub.wait().unwrap();
 }
 
 #[test]
 fn demo_serve_runs_a_hub_of_its_own_and_stores_the_run() {
     let data = tempfile::tempdir().unwrap();
-    let out = cmd(&[
+    let mut command = cmd(&[
         "demo",
         "--serve",
         "--items",
@@ -194,13 +218,10 @@ fn demo_serve_runs_a_hub_of_its_own_and_stores_the_run() {
         "--progress",
         "none",
         "--json",
-    ])
-    .arg("--data-dir")
-    .arg(data.path())
-    .stdin(Stdio::null())
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    ]);
+    command.arg("--data-dir").arg(data.path());
+    let out = run_within(command);
+    let stderr = stderr_of(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("reports to the hub at http://127.0.0.1:"),
@@ -217,18 +238,15 @@ fn demo_serve_runs_a_hub_of_its_own_and_stores_the_run() {
     }
 
     // With stdin not a terminal it stops when the job is done; its data stays.
-    let port = free_port();
-    let mut hub = start_hub(port, data.path());
-    let state = get(&format!("http://127.0.0.1:{port}/v1/runs/{run}")).expect("the run is stored");
+    let hub = TestHub::on_data_dir(data.path());
+    let state = hub.state(run);
     assert_eq!(state["status"], "succeeded");
     assert_eq!(state["items"]["succeeded"], 15);
-    hub.kill().unwrap();
-    hub.wait().unwrap();
 }
 
 #[test]
 fn demo_with_an_unreachable_hub_still_does_the_work() {
-    let out = cmd(&[
+    let out = run_within(cmd(&[
         "demo",
         "--items",
         "3",
@@ -238,11 +256,8 @@ fn demo_with_an_unreachable_hub_still_does_the_work() {
         "none",
         "--hub",
         "http://127.0.0.1:1",
-    ])
-    .stdin(Stdio::null())
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    ]));
+    let stderr = stderr_of(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("cannot report to the hub at http://127.0.0.1:1"),
@@ -257,10 +272,8 @@ fn demo_with_an_unreachable_hub_still_does_the_work() {
 
 #[test]
 fn bad_hub_settings_are_usage_errors() {
-    let out = cmd(&["demo", "--hub", "127.0.0.1:7311"]).output().unwrap();
+    let out = run_within(cmd(&["demo", "--hub", "127.0.0.1:7311"]));
     assert_eq!(out.status.code(), Some(2));
-    let out = cmd(&["demo", "--serve", "--hub", "http://127.0.0.1:7311"])
-        .output()
-        .unwrap();
+    let out = run_within(cmd(&["demo", "--serve", "--hub", "http://127.0.0.1:7311"]));
     assert_eq!(out.status.code(), Some(2));
 }

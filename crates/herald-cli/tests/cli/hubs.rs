@@ -3,6 +3,7 @@
 //! set runs up and look at them; and `herald` commands run with a deadline.
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -15,6 +16,10 @@ use crate::util::herald;
 
 /// The longest any one command in these tests may take.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The admin token of hubs started with [`TestHub::with_token`]: 16 characters at
+/// least, or `herald serve` refuses it.
+pub(crate) const ADMIN: &str = "cli-tests-admin-token";
 
 /// A `herald` command with no hub settings from the environment of the test run.
 pub(crate) fn cmd(args: &[&str]) -> Command {
@@ -29,7 +34,8 @@ pub(crate) fn cmd(args: &[&str]) -> Command {
 pub(crate) struct TestHub {
     child: Child,
     _stdout: BufReader<ChildStdout>,
-    _dir: tempfile::TempDir,
+    /// Its data directory, unless the test keeps it (see [`TestHub::on_data_dir`]).
+    _dir: Option<tempfile::TempDir>,
     /// `http://127.0.0.1:PORT`.
     pub(crate) url: String,
     admin: Option<String>,
@@ -46,23 +52,33 @@ pub(crate) struct TestRun {
 impl TestHub {
     /// An open hub, as on loopback by default.
     pub(crate) fn start() -> TestHub {
-        TestHub::launch(None, &[])
+        TestHub::launch(None, &[], None)
     }
 
     /// A hub with the admin token `token`.
     pub(crate) fn with_token(token: &str) -> TestHub {
-        TestHub::launch(Some(token), &[])
+        TestHub::launch(Some(token), &[], None)
     }
 
     /// An open hub with more `herald serve` flags.
     pub(crate) fn with_flags(flags: &[&str]) -> TestHub {
-        TestHub::launch(None, flags)
+        TestHub::launch(None, flags, None)
     }
 
-    fn launch(admin: Option<&str>, flags: &[&str]) -> TestHub {
-        let dir = tempfile::tempdir().expect("a temporary directory");
+    /// An open hub over the data directory `data`, which outlives it: a hub started
+    /// on it again finds what this one stored.
+    pub(crate) fn on_data_dir(data: &Path) -> TestHub {
+        TestHub::launch(None, &[], Some(data))
+    }
+
+    fn launch(admin: Option<&str>, flags: &[&str], data: Option<&Path>) -> TestHub {
+        let dir = match data {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().expect("a temporary directory")),
+        };
+        let data = data.or(dir.as_ref().map(tempfile::TempDir::path));
         let mut command = cmd(&["serve", "--addr", "127.0.0.1:0", "--data-dir"]);
-        command.arg(dir.path()).args(flags);
+        command.arg(data.expect("a data directory")).args(flags);
         if let Some(token) = admin {
             command.args(["--token", token]);
         }
@@ -261,14 +277,25 @@ impl Running {
         String::from_utf8_lossy(&self.out).into_owned()
     }
 
+    /// Whether it has ended.
+    pub(crate) fn has_ended(&mut self) -> bool {
+        self.child.try_wait().expect("waiting for herald").is_some()
+    }
+
     /// Waits for it to end, at most [`DEADLINE`] after it started; kills it and
     /// panics past that.
-    pub(crate) fn finish(mut self) -> Output {
+    pub(crate) fn finish(self) -> Output {
+        self.finish_within(DEADLINE)
+    }
+
+    /// Waits for it to end, at most `deadline` after it started (for a command that
+    /// takes long by design); kills it and panics past that.
+    pub(crate) fn finish_within(mut self, deadline: Duration) -> Output {
         loop {
             if let Some(status) = self.child.try_wait().expect("waiting for herald") {
                 // The pipes close with the process (and whatever it left running);
                 // take what is left in them.
-                let until = self.started + DEADLINE;
+                let until = self.started + deadline;
                 for (rx, buf) in [(&self.stdout, &mut self.out), (&self.stderr, &mut self.err)] {
                     while let Ok(chunk) =
                         rx.recv_timeout(until.saturating_duration_since(Instant::now()))
@@ -282,11 +309,11 @@ impl Running {
                     stderr: std::mem::take(&mut self.err),
                 };
             }
-            if self.started.elapsed() > DEADLINE {
+            if self.started.elapsed() > deadline {
                 let _ = self.child.kill();
                 self.collect();
                 panic!(
-                    "herald did not end within {DEADLINE:?}; stderr so far:\n{}",
+                    "herald did not end within {deadline:?}; stderr so far:\n{}",
                     String::from_utf8_lossy(&self.err)
                 );
             }

@@ -28,6 +28,10 @@ pub(crate) fn serve(args: &[&str]) -> Command {
         "HERALD_DATABASE_URL",
         "HERALD_TOKEN",
         "HERALD_LOG",
+        "HERALD_HEADER_TIMEOUT",
+        "HERALD_BODY_TIMEOUT",
+        "HERALD_IDLE_TIMEOUT",
+        "HERALD_MAX_CONNECTIONS",
     ] {
         cmd.env_remove(var);
     }
@@ -237,7 +241,7 @@ pub(crate) fn logs(prefix: &str, n: usize) -> Value {
 #[test]
 fn runs_and_tokens_survive_a_restart() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let admin = "restart-admin";
+    let admin = "restart-admin-token";
     let client = http_client();
     let hub = HubProcess::start(dir.path(), Some(admin));
     let created = create_run(
@@ -610,7 +614,7 @@ fn serve_takes_only_origins_as_cors_origins() {
         "--data-dir",
         data,
         "--token",
-        "t0k",
+        "cors-admin-token-16",
     ]);
     cmd.env("HERALD_CORS_ORIGINS", "http://localhost:3000,*");
     let hub = HubProcess::spawn(cmd, &dir.path().join("hub.log"));
@@ -625,4 +629,216 @@ fn serve_takes_only_origins_as_cors_origins() {
             .and_then(|v| v.to_str().ok()),
         Some("*")
     );
+}
+
+#[test]
+fn serve_refuses_an_admin_token_a_person_could_guess() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data = dir.path().to_str().expect("a UTF-8 path");
+    let base = ["--addr", "127.0.0.1:0", "--data-dir", data];
+    for (how, token) in [
+        ("--token", "secret"),
+        ("--token", "k3y"),
+        ("--token", "fifteen-chars!!"),
+        ("--token", "                    "),
+        ("--token", "\t\n"),
+        ("HERALD_TOKEN", "hunter2"),
+        ("HERALD_TOKEN", "   "),
+    ] {
+        let mut cmd = serve(&base);
+        if how == "--token" {
+            cmd.args(["--token", token]);
+        } else {
+            cmd.env("HERALD_TOKEN", token);
+        }
+        let out = run_to_end(cmd, "herald serve with a weak token");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{how} {token:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "it never listened");
+        assert!(
+            stderr.contains("--token") && stderr.contains("HERALD_TOKEN") && stderr.contains("16"),
+            "{stderr}"
+        );
+        if !token.trim().is_empty() {
+            assert!(!stderr.contains(token), "the token is shown: {stderr}");
+        }
+        assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    }
+    // Sixteen characters will do.
+    let mut args = base.to_vec();
+    args.extend(["--token", "sixteen-chars-ok"]);
+    let hub = HubProcess::launch(&args, &dir.path().join("hub.log"));
+    let (status, _) = call(
+        &http_client(),
+        reqwest::Method::GET,
+        &format!("{}/v1/runs", hub.url),
+        Some("sixteen-chars-ok"),
+        None,
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Waits until `log_path` holds a line containing `needle`, failing the test after
+/// [`DEADLINE`]; the log's text.
+fn wait_for_log(log_path: &Path, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "gave up after {DEADLINE:?} waiting for `{needle}` in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_caps_connections_and_times_them_out_as_its_flags_and_environment_say() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data = dir.path().to_str().expect("a UTF-8 path");
+    let log_path = dir.path().join("hub.log");
+    let mut cmd = serve(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--max-connections",
+        "2",
+        "--header-timeout",
+        "1h",
+    ]);
+    cmd.env("HERALD_IDLE_TIMEOUT", "300ms");
+    let hub = HubProcess::spawn(cmd, &log_path);
+    let addr = hub.url.trim_start_matches("http://").to_owned();
+    let connect = || {
+        let stream = TcpStream::connect(&addr).expect("the hub's port takes connections");
+        stream
+            .set_read_timeout(Some(DEADLINE))
+            .expect("a read timeout");
+        stream
+    };
+    // Two connections that say nothing take both places; three more wait, each with a
+    // request.
+    let silent = [connect(), connect()];
+    let mut waiting: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = connect();
+            write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("a request");
+            stream
+        })
+        .collect();
+    wait_for_log(&log_path, "connections are open, the most the hub takes");
+
+    // The silent ones leave: the waiting ones are served.
+    drop(silent);
+    for stream in &mut waiting {
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).expect("an answer");
+        assert_eq!(
+            &answer,
+            b"HTTP/1.1 200",
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // Served and kept alive, each is closed after the idle timeout of the environment
+    // (the flags' header timeout is an hour).
+    let started = Instant::now();
+    for stream in &mut waiting {
+        let mut rest = Vec::new();
+        stream
+            .read_to_end(&mut rest)
+            .expect("the hub closes the connection");
+    }
+    assert!(started.elapsed() < DEADLINE, "closed by the idle timeout");
+
+    // The next connection finds room, and the log says the episode ended, having said
+    // once that it began.
+    let (status, _) = call(
+        &http_client(),
+        reqwest::Method::GET,
+        &format!("{}/healthz", hub.url),
+        None,
+        None,
+    )
+    .expect("the hub answers");
+    assert_eq!(status, StatusCode::OK);
+    let log = wait_for_log(&log_path, "below the cap again");
+    assert_eq!(
+        log.matches("the most the hub takes").count(),
+        1,
+        "one line for the episode, not one per connection:\n{log}"
+    );
+    drop(hub);
+
+    for (flag, value) in [
+        ("--header-timeout", "0"),
+        ("--body-timeout", "soon"),
+        ("--idle-timeout", "-1s"),
+        ("--max-connections", "0"),
+    ] {
+        let flag_value = format!("{flag}={value}");
+        let out = run_to_end(
+            serve(&["--addr", "127.0.0.1:0", "--data-dir", data, &flag_value]),
+            "herald serve with a bad setting",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag_value}: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+}
+
+#[test]
+fn serve_keeps_its_connection_cap_under_the_limit_of_open_files() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data = dir.path().to_str().expect("a UTF-8 path");
+    let log_path = dir.path().join("hub.log");
+    // 256 files, of which 100 are left for the database and the rest: 156 connections.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -n 256 && exec \"$0\" serve --addr 127.0.0.1:0 --data-dir \"$1\" --header-timeout 1s",
+        env!("CARGO_BIN_EXE_herald"),
+        data,
+    ]);
+    for var in [
+        "HERALD_ADDR",
+        "HERALD_DATABASE_URL",
+        "HERALD_TOKEN",
+        "HERALD_LOG",
+        "HERALD_MAX_CONNECTIONS",
+        "HERALD_HEADER_TIMEOUT",
+    ] {
+        cmd.env_remove(var);
+    }
+    let hub = HubProcess::spawn(cmd, &log_path);
+    wait_for_log(&log_path, "max_connections=156");
+
+    // More silent connections than the hub has files: before the cap and the header
+    // timeout, they took every file and `/healthz` never answered again.
+    let addr = hub.url.trim_start_matches("http://").to_owned();
+    let silent: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("the backlog takes it"))
+        .collect();
+    let client = Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .expect("an HTTP client");
+    let (status, body) = call(
+        &client,
+        reqwest::Method::GET,
+        &format!("{}/healthz", hub.url),
+        None,
+        None,
+    )
+    .expect("the hub answers once the silent connections time out");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    drop(silent);
 }

@@ -555,3 +555,56 @@ fn a_tool_s_string_input_is_json_and_a_call_id_used_again_is_a_call_of_its_own()
     // The result's content is text: a string output as itself.
     assert_eq!(out[8]["content"], "ok");
 }
+
+/// The cursors of an AG-UI stream (`Last-Event-ID`), read from any text.
+mod cursors {
+    use std::str::FromStr;
+
+    use proptest::prelude::*;
+
+    use crate::agui::{Resume, sse_id};
+
+    /// A number as a cursor holds one: ASCII digits after an optional `+` (Rust reads
+    /// `+5` as 5; no client is hurt by it), that fit.
+    fn decimal<T: FromStr>(s: &str) -> Option<T> {
+        let digits = s.strip_prefix('+').unwrap_or(s);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    proptest! {
+        /// Text is a cursor exactly when it is `SEQ` or `SEQ.INDEX`, spaces around it
+        /// aside, and never `0.INDEX`: event 0 is before the first, and has no messages.
+        #[test]
+        fn any_text_is_a_cursor_exactly_in_the_documented_forms(
+            text in prop_oneof![
+                "(?s).{0,12}",
+                "[0-9.+ \\t\\-]{0,10}",
+                (0u64..20, proptest::option::of(0usize..5)).prop_map(|(seq, index)| match index {
+                    Some(index) => format!("{seq}.{index}"),
+                    None => seq.to_string(),
+                }),
+            ],
+        ) {
+            let trimmed = text.trim();
+            let expected = match trimmed.split_once('.') {
+                Some((seq, index)) => match (decimal::<u64>(seq), decimal::<usize>(index)) {
+                    (Some(0), Some(_)) | (None, _) | (_, None) => None,
+                    (Some(seq), Some(index)) => Some(Resume { seq, index: Some(index) }),
+                },
+                None => decimal::<u64>(trimmed).map(Resume::after),
+            };
+            prop_assert_eq!(Resume::parse(&text), expected);
+        }
+
+        /// Every id a stream writes reads back as the cursor it stands for.
+        #[test]
+        fn every_id_written_reads_back(seq in 1u64.., index in any::<usize>()) {
+            let id = sse_id(seq, index);
+            prop_assert_eq!(Resume::parse(&id), Some(Resume { seq, index: Some(index) }));
+            prop_assert_eq!(Resume::parse(&seq.to_string()), Some(Resume::after(seq)));
+        }
+    }
+}

@@ -1,11 +1,12 @@
 //! What every store does to a batch of drafts before it writes them: stamping, the
 //! tracking filter, idempotency, dense `seq`s after the stored `last_seq`, and folding
 //! into the run's state. Stores differ only in how they lock the run, look up stored
-//! ids and write rows; this is the one place that decides what an append stores.
+//! ids and write rows; this is the one place that decides what an append stores, and
+//! so where an event that could not be read back is refused (see [`Batch::fold`]).
 
 use std::collections::HashSet;
 
-use herald_protocol::{Draft, Event, RunId, RunState, Timestamp};
+use herald_protocol::{Draft, Event, MAX_EVENT_BYTES, RunId, RunState, Timestamp};
 
 use super::{Appended, RunHead, StoreError};
 
@@ -61,6 +62,8 @@ pub(crate) struct Batch {
     pub(crate) last_seq: u64,
     /// The run's state after the batch.
     pub(crate) state: RunState,
+    /// The run's generation, from its head.
+    pub(crate) generation: u64,
 }
 
 impl Batch {
@@ -73,6 +76,7 @@ impl Batch {
             filtered: 0,
             last_seq: head.last_seq,
             state,
+            generation: head.generation,
         }
     }
 
@@ -85,6 +89,12 @@ impl Batch {
     /// the batch, are skipped as duplicates; any other event after `run.finished`, in
     /// this batch or an earlier one, refuses the whole batch with `Finished`. So a
     /// retried batch a finished run already has is still acknowledged.
+    ///
+    /// An event whose stored JSON is over [`MAX_EVENT_BYTES`] refuses the whole batch
+    /// with `EventTooLarge`: readers parse stored events with the protocol's limit, so
+    /// such a row could never be read back. A draft under the limit can still be over
+    /// it once stored, with the envelope (`v`, `run`, `seq`, `ts`) the hub adds, and the
+    /// hub's own events (a cancel's `reason`) are checked here too.
     pub(crate) fn fold(
         head: &RunHead,
         mut state: RunState,
@@ -97,7 +107,7 @@ impl Batch {
         let mut duplicates = 0;
         let mut filtered = 0;
         let mut seen_ids = HashSet::new();
-        for Stamped { mut event, json } in stamped {
+        for (index, Stamped { mut event, json }) in stamped.into_iter().enumerate() {
             let event_type = event.event_type();
             let tracked = head.track.as_ref().is_none_or(|t| t.matches(event_type))
                 || event_type.starts_with("run.");
@@ -122,6 +132,12 @@ impl Batch {
                     event.to_json()
                 }
             };
+            if body.len() > MAX_EVENT_BYTES {
+                return Err(StoreError::EventTooLarge {
+                    index,
+                    bytes: body.len(),
+                });
+            }
             state.apply(&event);
             events.push(event);
             bodies.push(body);
@@ -133,15 +149,16 @@ impl Batch {
             filtered,
             last_seq: seq,
             state,
+            generation: head.generation,
         })
     }
 
-    /// The time retention counts from after the batch, before the store takes the
-    /// later of it and the stored one: the hub's clock as well as the events' own
-    /// times, so a producer with a clock behind cannot get its run deleted early.
-    pub(crate) fn last_event_us(&self, now: Timestamp) -> i64 {
-        let event_us = self.state.last_event_at.unwrap_or(now).unix_micros();
-        event_us.max(now.unix_micros())
+    /// The time retention counts from after the batch (before the store takes the
+    /// later of it and the stored one): when the hub received it, by its own clock.
+    /// Never the events' own times, which a producer chooses: a run stamped
+    /// 9999-12-31 would be kept forever.
+    pub(crate) fn last_received_us(now: Timestamp) -> i64 {
+        now.unix_micros()
     }
 
     /// The run's `last_producer_us` after the batch: `now` if the producer spoke.
@@ -165,6 +182,7 @@ impl Batch {
             filtered: self.filtered,
             last_seq: self.last_seq,
             state: self.state,
+            generation: self.generation,
         }
     }
 }

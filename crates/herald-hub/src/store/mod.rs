@@ -14,6 +14,7 @@
 
 mod batch;
 mod postgres;
+mod readback;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use crate::auth::Scope;
 
 pub(crate) use batch::{Batch, Stamped, stamp_ahead};
 pub use postgres::PostgresStore;
+pub(crate) use readback::{Read, Unreadable};
 pub use sqlite::SqliteStore;
 
 /// Opens the store a database URL names: `sqlite://PATH` or `postgres://...`
@@ -47,7 +49,7 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// A failure of the store.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum StoreError {
     /// No run with that id.
     NotFound,
@@ -55,6 +57,18 @@ pub enum StoreError {
     Conflict,
     /// The run has finished and takes no more events.
     Finished,
+    /// The event at `index` of the batch would be stored larger than
+    /// [`herald_protocol::MAX_EVENT_BYTES`] (its envelope included), so it could not be
+    /// read back: nothing of the batch was stored.
+    EventTooLarge {
+        /// The event's index in the batch, from 0.
+        index: usize,
+        /// Its size as it would be stored, in bytes.
+        bytes: usize,
+    },
+    /// The database's disk is full: nothing of the write was stored, and the same
+    /// write may succeed once space is freed.
+    Full(String),
     /// The database cannot be reached just now (it is down, restarting, or refuses
     /// connections): worth trying again, unlike [`StoreError::Db`].
     Unavailable(String),
@@ -68,6 +82,12 @@ impl std::fmt::Display for StoreError {
             StoreError::NotFound => f.write_str("no such run"),
             StoreError::Conflict => f.write_str("the run id is taken"),
             StoreError::Finished => f.write_str("the run has finished"),
+            StoreError::EventTooLarge { index, bytes } => write!(
+                f,
+                "event {index} would be stored as {bytes} bytes, over the limit of {}",
+                herald_protocol::MAX_EVENT_BYTES
+            ),
+            StoreError::Full(e) => write!(f, "the database's disk is full: {e}"),
             StoreError::Unavailable(e) => write!(f, "database unavailable: {e}"),
             StoreError::Db(e) => write!(f, "database error: {e}"),
         }
@@ -78,7 +98,10 @@ impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
-        StoreError::Db(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+            _ => StoreError::Db(e.to_string()),
+        }
     }
 }
 
@@ -120,6 +143,7 @@ pub(crate) struct RunRow {
     pub(crate) last_seq: i64,
     pub(crate) status: String,
     pub(crate) last_producer_us: i64,
+    pub(crate) ord: i64,
 }
 
 impl RunRow {
@@ -144,15 +168,42 @@ impl RunRow {
             last_seq: u64::try_from(self.last_seq).map_err(|_| bad("last_seq"))?,
             status: self.status.parse().map_err(|_| bad("status"))?,
             last_producer_at: Timestamp::from_unix_micros(self.last_producer_us),
+            generation: u64::try_from(self.ord).map_err(|_| bad("ord"))?,
         })
     }
 
-    /// The record, with `state`, the stored state's JSON.
+    /// The record, with `state`, the stored state's JSON. A state that cannot be read
+    /// back is replaced by the run's initial state (its name, parent and status as
+    /// stored) rather than fail the read: lists of runs read every run's stored state,
+    /// and one damaged row must not take the whole list down. Reading the run itself
+    /// folds its events again and does not use the stored state.
     pub(crate) fn into_record(self, state: &str) -> Result<RunRecord, StoreError> {
-        let state = serde_json::from_str(state)
-            .map_err(|_| StoreError::Db("corrupt run row: state".into()))?;
-        Ok(self.into_head()?.with_state(state))
+        let head = self.into_head()?;
+        let state = match serde_json::from_str::<RunState>(state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(run = %head.id, error = %e,
+                    "the stored state of a run cannot be read back; listed with its initial state");
+                let mut state =
+                    RunRecord::initial_state(&head.id, &head.name, head.parent.as_ref());
+                state.status = head.status;
+                state.last_seq = head.last_seq;
+                state
+            }
+        };
+        Ok(head.with_state(state))
     }
+}
+
+/// `record` if its row could be read; otherwise `None`, logged. Lists of runs (and the
+/// sweep's) leave out a run whose row cannot be read back rather than fail whole: one
+/// damaged row must not hide every other run.
+pub(crate) fn readable(record: Result<RunRecord, StoreError>) -> Option<RunRecord> {
+    record
+        .map_err(|e| {
+            tracing::error!(error = %e, "a stored run cannot be read back; it is left out of lists")
+        })
+        .ok()
 }
 
 /// A token's row (its run's id and its scope) as either store reads it.
@@ -176,6 +227,7 @@ pub(crate) struct RunHead {
     pub(crate) last_seq: u64,
     pub(crate) status: RunStatus,
     pub(crate) last_producer_at: Timestamp,
+    pub(crate) generation: u64,
 }
 
 impl RunHead {
@@ -207,6 +259,7 @@ impl RunHead {
             last_seq: self.last_seq,
             status: self.status,
             last_producer_at: self.last_producer_at,
+            generation: self.generation,
             state,
         }
     }
@@ -235,6 +288,12 @@ pub struct RunRecord {
     pub status: RunStatus,
     /// When its producer last said anything (or when it was created).
     pub last_producer_at: Timestamp,
+    /// Which creation of its id this is: the store's counter of created runs (its
+    /// `ord` column), which never repeats a value and grows with each creation. A run
+    /// deleted and created again under the same id has a larger one, even when both
+    /// were created at the same `created_at` (clocks of several hubs differ, and a
+    /// test's clock may stand still).
+    pub generation: u64,
     /// Its state as of its last event (without ETA estimators).
     pub state: RunState,
 }
@@ -267,6 +326,8 @@ pub struct Appended {
     pub last_seq: u64,
     /// The run's state after the append.
     pub state: RunState,
+    /// The [`RunRecord::generation`] of the run appended to.
+    pub generation: u64,
 }
 
 /// Which runs to list, newest first.
@@ -322,20 +383,29 @@ pub trait Store: Send + Sync + 'static {
     /// Runs, newest first.
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Deletes a run, its tokens and its events; `NotFound` if there is none.
-    async fn delete(&self, id: &RunId) -> Result<(), StoreError>;
+    /// Deletes a run, its tokens and its events, and returns the run's
+    /// [`RunRecord::generation`]; `NotFound` if there is none.
+    async fn delete(&self, id: &RunId) -> Result<u64, StoreError>;
 
     /// Running runs whose producer has been silent past their heartbeat timeout.
     async fn silent_runs(&self, now: Timestamp) -> Result<Vec<RunRecord>, StoreError>;
 
     /// Deletes up to `limit` runs whose last event is older than their time to live at
-    /// `now`, and returns their ids. The condition is checked by the delete itself, so
-    /// a run that got an event since it was found expired is kept, and several hubs
-    /// sweeping at once delete each run once.
-    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError>;
+    /// `now`, and returns their ids and [`RunRecord::generation`]s. The condition is
+    /// checked by the delete itself, so a run that got an event since it was found
+    /// expired is kept, and several hubs sweeping at once delete each run once.
+    async fn delete_expired(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(RunId, u64)>, StoreError>;
 
     /// Counts of runs by status, for metrics.
     async fn count_by_status(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
+
+    /// Stored events this store found it could not read back (and served as
+    /// `custom.unreadable` markers instead), each counted once per process.
+    fn unreadable_events(&self) -> u64;
 
     /// Wake-ups for runs changed by any process on the same database, for stores that
     /// several hubs share: the hub catches the woken runs' readers up from the store.
@@ -349,8 +419,12 @@ pub trait Store: Send + Sync + 'static {
 /// A wake-up from the store: something changed, read the store to see what.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wake {
-    /// The run was created, appended to or deleted.
+    /// The run was created or appended to.
     Run(RunId),
+    /// The run's creation of that [`RunRecord::generation`] was deleted. A reader told
+    /// of a run by an earlier read needs this to know which creation is gone: reading
+    /// the store after the fact finds nothing, or a run created again since.
+    Deleted(RunId, u64),
     /// Anything may have changed: notifications were lost (the store reconnected, or
     /// a receiver fell behind), so every reader catches up.
     All,

@@ -7,7 +7,9 @@
 //! stored (one query for the batch), folds with the same [`Batch::fold`] as SQLite,
 //! inserts the events (one `INSERT ... SELECT FROM UNNEST`), writes the run's summary
 //! back, and `NOTIFY`s the run's id. PostgreSQL delivers a notification only when its
-//! transaction commits, so a woken reader always finds the events.
+//! transaction commits, so a woken reader always finds the events. A deletion's
+//! notification also carries the deleted run's generation ([`Wake::Deleted`]), as
+//! reading the store afterwards cannot tell which creation of the id went.
 //!
 //! A listener task holds one connection (`application_name` `herald-listener`) that
 //! `LISTEN`s on [`CHANNEL`] and turns each notification into a [`Wake`]. When that
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, parse_event};
+use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row, Transaction};
@@ -36,13 +38,15 @@ use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    Appended, Batch, NewRun, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store, StoreError,
-    Wake, stamp_ahead,
+    Appended, Batch, NewRun, Read, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store,
+    StoreError, Unreadable, Wake, stamp_ahead,
 };
 use crate::auth::Scope;
-use crate::store::token_from_row;
+use crate::store::{readable, token_from_row};
 
-/// The channel notifications go on; the payload is a run id, nothing more.
+/// The channel notifications go on. The payload is a run id, for a creation or an
+/// append; or a run id, a space and a generation, for a deletion (run ids have no
+/// spaces).
 pub(super) const CHANNEL: &str = "herald_runs";
 
 /// The migrations, embedded in the binary and applied at start under an advisory
@@ -58,7 +62,7 @@ const WRITE_BATCH: &str = "\
         SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[])), \
     updated AS ( \
         UPDATE runs SET last_seq = $5, status = $6, \
-            last_event_us = GREATEST(last_event_us, $7), last_producer_us = $8, state = $9 \
+            last_received_us = GREATEST(last_received_us, $7), last_producer_us = $8, state = $9 \
         WHERE id = $1) \
     SELECT pg_notify($10, $1)";
 
@@ -75,7 +79,7 @@ const WAKE_BACKLOG: usize = 4096;
 macro_rules! head_columns {
     () => {
         "id, name, parent, heartbeat_timeout_s, ttl_s, track, created_us, last_seq, status, \
-         last_producer_us"
+         last_producer_us, ord"
     };
 }
 
@@ -83,6 +87,7 @@ macro_rules! head_columns {
 pub struct PostgresStore {
     pool: PgPool,
     cache: Arc<StateCache>,
+    unreadable: Unreadable,
     wakes: broadcast::Sender<Wake>,
     /// Stops the listener task when the store is dropped.
     _listener: DropGuard,
@@ -132,6 +137,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             cache: Arc::new(StateCache::default()),
+            unreadable: Unreadable::default(),
             wakes,
             _listener: stop.drop_guard(),
         })
@@ -168,7 +174,8 @@ impl PostgresStore {
         .await?
         .ok_or(StoreError::NotFound)
         .and_then(|row| head_from_row(&row))?;
-        let state = fold_state(&mut tx, &head, self.cache.get(id, head.created_at)).await?;
+        let cached = self.cache.get(id, head.created_at);
+        let state = fold_state(&mut tx, &head, cached, &self.unreadable).await?;
         if only_if_silent && !head.silent_at(now) {
             return Ok(Batch::empty(&head, state).into_appended());
         }
@@ -206,7 +213,7 @@ impl PostgresStore {
             .bind(&batch.bodies)
             .bind(batch.last_seq as i64)
             .bind(batch.state.status.as_str())
-            .bind(batch.last_event_us(now))
+            .bind(Batch::last_received_us(now))
             .bind(Batch::last_producer_us(&head, now, from_producer))
             .bind(batch.state_json()?)
             .bind(CHANNEL)
@@ -215,6 +222,23 @@ impl PostgresStore {
         tx.commit().await?;
         self.cache.put(head.created_at, batch.state.clone());
         Ok(batch.into_appended())
+    }
+}
+
+/// The wake-up a notification's payload (see [`CHANNEL`]) asks for: [`Wake::All`] if
+/// it is not one this store sends, as then anything may have changed.
+fn wake_of(payload: &str) -> Wake {
+    let (id, generation) = match payload.split_once(' ') {
+        Some((id, generation)) => match generation.parse() {
+            Ok(generation) => (id, Some(generation)),
+            Err(_) => return Wake::All,
+        },
+        None => (payload, None),
+    };
+    match (RunId::new(id), generation) {
+        (Ok(id), Some(generation)) => Wake::Deleted(id, generation),
+        (Ok(id), None) => Wake::Run(id),
+        (Err(_), _) => Wake::All,
     }
 }
 
@@ -229,8 +253,9 @@ async fn notify(conn: &mut PgConnection, id: &RunId) -> Result<(), StoreError> {
 }
 
 /// Turns notifications into wake-ups until `stop`: `LISTEN`, then [`Wake::All`] (so
-/// readers catch up on what they may have missed before), then one [`Wake::Run`] per
-/// notification; on a lost connection, the same again after a pause that grows.
+/// readers catch up on what they may have missed before), then one [`Wake::Run`] or
+/// [`Wake::Deleted`] per notification; on a lost connection, the same again after a
+/// pause that grows.
 async fn listen(pool: PgPool, wakes: broadcast::Sender<Wake>, stop: CancellationToken) {
     const FIRST_PAUSE: Duration = Duration::from_millis(100);
     const LONGEST_PAUSE: Duration = Duration::from_secs(5);
@@ -266,11 +291,7 @@ async fn listen(pool: PgPool, wakes: broadcast::Sender<Wake>, stop: Cancellation
             };
             match received {
                 Ok(Some(notification)) => {
-                    let wake = match RunId::new(notification.payload().to_owned()) {
-                        Ok(id) => Wake::Run(id),
-                        Err(_) => Wake::All,
-                    };
-                    let _ = wakes.send(wake);
+                    let _ = wakes.send(wake_of(notification.payload()));
                 }
                 Ok(None) => {
                     tracing::warn!("the notification connection was lost; listening again");
@@ -289,10 +310,18 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
         if is_unreachable(&e) {
             StoreError::Unavailable(e.to_string())
+        } else if is_disk_full(&e) {
+            StoreError::Full(e.to_string())
         } else {
             StoreError::Db(e.to_string())
         }
     }
+}
+
+/// Whether `e` is PostgreSQL's `disk_full` (SQLSTATE 53100): a table or index could
+/// not grow, and the statement, and so its transaction, failed.
+fn is_disk_full(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("53100"))
 }
 
 /// A failure to get a connection: whatever the cause (refused, timed out, the
@@ -333,6 +362,7 @@ fn run_row(row: &PgRow) -> Result<RunRow, StoreError> {
         last_seq: row.try_get(7)?,
         status: row.try_get(8)?,
         last_producer_us: row.try_get(9)?,
+        ord: row.try_get(10)?,
     })
 }
 
@@ -342,39 +372,44 @@ fn head_from_row(row: &PgRow) -> Result<RunHead, StoreError> {
 
 /// A run's record, its stored state included, from `head_columns!` then `state`.
 fn record_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
-    let state: String = row.try_get(10)?;
+    let state: String = row.try_get(11)?;
     run_row(row)?.into_record(&state)
 }
 
-/// Parses stored event bodies of run `id`.
-fn parse_bodies(id: &RunId, bodies: Vec<String>) -> Result<Vec<Event>, StoreError> {
-    bodies
-        .iter()
-        .map(|body| {
-            parse_event(body).map_err(|e| StoreError::Db(format!("corrupt event in run {id}: {e}")))
-        })
-        .collect()
-}
-
-/// Up to `limit` events of `id` with `after < seq <= upto`, in order.
+/// Up to `limit` events of `id` with `after < seq <= upto`, in order, with a marker
+/// for each row that cannot be read back (see `readback.rs`).
 async fn events_between(
     conn: &mut PgConnection,
     id: &RunId,
     after: u64,
     upto: u64,
     limit: u32,
+    unreadable: &Unreadable,
 ) -> Result<Vec<Event>, StoreError> {
-    let bodies: Vec<String> = sqlx::query_scalar(
-        "SELECT body FROM events WHERE run_id = $1 AND seq > $2 AND seq <= $3 \
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 AND seq <= $3 \
          ORDER BY seq LIMIT $4",
     )
     .bind(id.as_str())
     .bind(after as i64)
     .bind(upto as i64)
     .bind(i64::from(limit))
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    parse_bodies(id, bodies)
+    let reads: Vec<Read> = rows
+        .iter()
+        .map(|(seq, body)| Read::row(id, *seq as u64, Ok(body)))
+        .collect();
+    let created_at = if Read::need_created_at(&reads) {
+        sqlx::query_scalar("SELECT created_us FROM runs WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(Timestamp::from_unix_micros)
+    } else {
+        None
+    };
+    Ok(unreadable.events(id, reads, created_at))
 }
 
 /// The run's state folded up to `head.last_seq`: from `cached` when it can be (see
@@ -383,10 +418,19 @@ async fn fold_state(
     conn: &mut PgConnection,
     head: &RunHead,
     cached: Option<RunState>,
+    unreadable: &Unreadable,
 ) -> Result<RunState, StoreError> {
     let mut state = head.fold_from(cached);
     while state.last_seq < head.last_seq {
-        let events = events_between(conn, &head.id, state.last_seq, head.last_seq, 1000).await?;
+        let events = events_between(
+            conn,
+            &head.id,
+            state.last_seq,
+            head.last_seq,
+            1000,
+            unreadable,
+        )
+        .await?;
         if events.is_empty() {
             break;
         }
@@ -407,10 +451,10 @@ impl Store for PostgresStore {
             serde_json::to_string(&state).map_err(|e| StoreError::Db(e.to_string()))?;
         let created_us = run.created_at.unix_micros();
         let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
+        let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO runs (id, name, parent, heartbeat_timeout_s, ttl_s, track, meta, \
-             created_us, last_event_us, last_producer_us, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9)",
+             created_us, last_received_us, last_producer_us, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9) RETURNING ord",
         )
         .bind(run.id.as_str())
         .bind(&run.name)
@@ -425,9 +469,9 @@ impl Store for PostgresStore {
         )
         .bind(created_us)
         .bind(state_json)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await;
-        match inserted {
+        let ord = match inserted {
             Err(e) if is_unique_violation(&e, "runs_pkey") => return Err(StoreError::Conflict),
             other => other?,
         };
@@ -455,6 +499,8 @@ impl Store for PostgresStore {
             last_seq: 0,
             status: RunStatus::Running,
             last_producer_at: run.created_at,
+            generation: u64::try_from(ord)
+                .map_err(|_| StoreError::Db("corrupt run row: ord".into()))?,
         };
         Ok(head.with_state(state))
     }
@@ -472,7 +518,8 @@ impl Store for PostgresStore {
         .ok_or(StoreError::NotFound)
         .and_then(|row| head_from_row(&row))?;
         // Serve the cached state (with ETA estimators) when it is current.
-        let state = fold_state(&mut conn, &head, self.cache.get(id, head.created_at)).await?;
+        let cached = self.cache.get(id, head.created_at);
+        let state = fold_state(&mut conn, &head, cached, &self.unreadable).await?;
         self.cache.put(head.created_at, state.clone());
         Ok(head.with_state(state))
     }
@@ -511,7 +558,15 @@ impl Store for PostgresStore {
 
     async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
         let mut conn = self.acquire().await?;
-        events_between(&mut conn, id, after, i64::MAX as u64, limit).await
+        events_between(
+            &mut conn,
+            id,
+            after,
+            i64::MAX as u64,
+            limit,
+            &self.unreadable,
+        )
+        .await
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
@@ -535,23 +590,28 @@ impl Store for PostgresStore {
         sql.push(" ORDER BY created_us DESC, ord DESC LIMIT ")
             .push_bind(i64::from(filter.limit));
         let rows = sql.build().fetch_all(&mut *self.acquire().await?).await?;
-        rows.iter().map(record_from_row).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|row| readable(record_from_row(row)))
+            .collect())
     }
 
-    async fn delete(&self, id: &RunId) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RunId) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        let deleted = sqlx::query("DELETE FROM runs WHERE id = $1")
+        let ord: i64 = sqlx::query_scalar("DELETE FROM runs WHERE id = $1 RETURNING ord")
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        notify(&mut tx, id).await?;
+            .ok_or(StoreError::NotFound)?;
+        sqlx::query("SELECT pg_notify($1, $2 || ' ' || $3)")
+            .bind(CHANNEL)
+            .bind(id.as_str())
+            .bind(ord)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         self.cache.remove(id);
-        Ok(())
+        u64::try_from(ord).map_err(|_| StoreError::Db("corrupt run row: ord".into()))
     }
 
     async fn silent_runs(&self, now: Timestamp) -> Result<Vec<RunRecord>, StoreError> {
@@ -563,35 +623,49 @@ impl Store for PostgresStore {
         .bind(now.unix_micros())
         .fetch_all(&mut *self.acquire().await?)
         .await?;
-        rows.iter().map(record_from_row).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|row| readable(record_from_row(row)))
+            .collect())
     }
 
-    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
+    async fn delete_expired(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(RunId, u64)>, StoreError> {
         let mut tx = self.begin().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
+        let rows: Vec<(String, i64)> = sqlx::query_as(
             "DELETE FROM runs WHERE id IN ( \
                  SELECT id FROM runs WHERE expires_us < $1 \
                  ORDER BY expires_us LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING id",
+             RETURNING id, ord",
         )
         .bind(now.unix_micros())
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        if ids.is_empty() {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        sqlx::query("SELECT pg_notify($1, id) FROM UNNEST($2::TEXT[]) AS id")
-            .bind(CHANNEL)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        let (ids, ords): (Vec<String>, Vec<i64>) = rows.into_iter().unzip();
+        sqlx::query(
+            "SELECT pg_notify($1, id || ' ' || ord) FROM UNNEST($2::TEXT[], $3::BIGINT[]) \
+             AS deleted (id, ord)",
+        )
+        .bind(CHANNEL)
+        .bind(&ids)
+        .bind(&ords)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
+        let corrupt = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
         ids.into_iter()
-            .map(|id| {
-                let id = RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))?;
+            .zip(ords)
+            .map(|(id, ord)| {
+                let id = RunId::new(id).map_err(|_| corrupt("id"))?;
                 self.cache.remove(&id);
-                Ok(id)
+                Ok((id, u64::try_from(ord).map_err(|_| corrupt("ord"))?))
             })
             .collect()
     }
@@ -607,6 +681,10 @@ impl Store for PostgresStore {
                 Ok((status, n as u64))
             })
             .collect()
+    }
+
+    fn unreadable_events(&self) -> u64 {
+        self.unreadable.count()
     }
 
     fn wakes(&self) -> Option<broadcast::Receiver<Wake>> {

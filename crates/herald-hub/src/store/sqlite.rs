@@ -27,17 +27,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp, parse_event};
+use herald_protocol::{Draft, Event, RunId, RunState, RunStatus, Timestamp};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 
 use self::writer::{AppendJob, Writer};
 use super::{
-    Appended, NewRun, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store, StoreError,
-    stamp_ahead,
+    Appended, NewRun, Read, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store, StoreError,
+    Unreadable, stamp_ahead,
 };
 use crate::auth::Scope;
-use crate::store::token_from_row;
+use crate::store::{readable, token_from_row};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS runs (
@@ -52,13 +53,13 @@ CREATE TABLE IF NOT EXISTS runs (
     created_us INTEGER NOT NULL,
     last_seq INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL DEFAULT 'running',
-    last_event_us INTEGER NOT NULL,
+    last_received_us INTEGER NOT NULL,
     last_producer_us INTEGER NOT NULL,
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, last_producer_us);
 CREATE INDEX IF NOT EXISTS runs_parent ON runs (parent);
-CREATE INDEX IF NOT EXISTS runs_expiry ON runs (last_event_us);
+CREATE INDEX IF NOT EXISTS runs_expiry ON runs (last_received_us);
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
@@ -92,7 +93,7 @@ const STATEMENT_CACHE: usize = 32;
 macro_rules! head_columns {
     () => {
         "id, name, parent, heartbeat_timeout_s, ttl_s, track, created_us, last_seq, status, \
-         last_producer_us"
+         last_producer_us, ord"
     };
 }
 
@@ -101,6 +102,7 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
     cache: Arc<StateCache>,
+    unreadable: Arc<Unreadable>,
 }
 
 impl SqliteStore {
@@ -122,10 +124,12 @@ impl SqliteStore {
         })
         .await?;
         let cache = Arc::new(StateCache::default());
+        let unreadable = Arc::new(Unreadable::default());
         Ok(SqliteStore {
-            writer: Writer::spawn(conn, Arc::clone(&cache))?,
+            writer: Writer::spawn(conn, Arc::clone(&cache), Arc::clone(&unreadable))?,
             readers: Arc::new(readers),
             cache,
+            unreadable,
         })
     }
 
@@ -172,9 +176,44 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         )));
     }
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    migrate(&conn)?;
     conn.execute_batch(SCHEMA)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
+}
+
+/// Brings a file written by an earlier hub up to [`SCHEMA`], in one transaction under
+/// the write lock, so that processes opening the file at once migrate it once. Each
+/// step looks whether it is needed, so a file already up to date is left alone.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let res = (|| {
+        let old_retention = conn
+            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'last_event_us'")?
+            .exists([])?;
+        if old_retention {
+            // Retention counted from the later of the hub's clock and the events' own
+            // times, so a run stamped in the far future was never deleted. It counts
+            // from the hub's time of receipt now; a time still ahead of the clock is
+            // brought back to it. (The index on the column follows the rename.)
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            conn.execute_batch("ALTER TABLE runs RENAME COLUMN last_event_us TO last_received_us")?;
+            conn.execute(
+                "UPDATE runs SET last_received_us = ?1 WHERE last_received_us > ?1",
+                [now_us],
+            )?;
+        }
+        Ok::<_, StoreError>(())
+    })();
+    match res {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+    res
 }
 
 /// Runs blocking database work off the async threads.
@@ -258,6 +297,7 @@ fn run_row(row: &Row<'_>) -> Result<RunRow, StoreError> {
         last_seq: row.get(7)?,
         status: row.get(8)?,
         last_producer_us: row.get(9)?,
+        ord: row.get(10)?,
     })
 }
 
@@ -271,14 +311,16 @@ pub(super) fn fold_state(
     conn: &Connection,
     head: &RunHead,
     cached: Option<RunState>,
+    unreadable: &Unreadable,
 ) -> Result<RunState, StoreError> {
     let mut state = head.fold_from(cached);
     let mut catch_up = conn.prepare_cached(
-        "SELECT body FROM events WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3 \
+        "SELECT seq, body FROM events WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3 \
          ORDER BY seq LIMIT 1000",
     )?;
     while state.last_seq < head.last_seq {
         let events = query_events(
+            conn,
             &mut catch_up,
             &head.id,
             params![
@@ -286,6 +328,7 @@ pub(super) fn fold_state(
                 state.last_seq as i64,
                 head.last_seq as i64
             ],
+            unreadable,
         )?;
         if events.is_empty() {
             break;
@@ -297,7 +340,7 @@ pub(super) fn fold_state(
 
 /// A run's record, its stored state included, from `head_columns!` then `state`.
 fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
-    let state: String = row.get(10)?;
+    let state: String = row.get(11)?;
     run_row(row)?.into_record(&state)
 }
 
@@ -327,21 +370,41 @@ fn run_record(conn: &Connection, id: &RunId) -> Result<RunRecord, StoreError> {
     }
 }
 
-/// Runs `select`, whose rows are event bodies of run `id`, and parses them.
+/// Runs `select`, whose rows are the `seq` and body of events of run `id`, and reads
+/// them, with a marker for each row that cannot be read back (see `readback.rs`).
 fn query_events(
+    conn: &Connection,
     select: &mut rusqlite::Statement<'_>,
     id: &RunId,
     params: impl rusqlite::Params,
+    unreadable: &Unreadable,
 ) -> Result<Vec<Event>, StoreError> {
     let mut rows = select.query(params)?;
-    let mut events = Vec::new();
+    let mut reads = Vec::new();
     while let Some(row) = rows.next()? {
-        let body: String = row.get(0)?;
-        let event = parse_event(&body)
-            .map_err(|e| StoreError::Db(format!("corrupt event in run {id}: {e}")))?;
-        events.push(event);
+        let seq: i64 = row.get(0)?;
+        // Read whatever the column holds: SQLite keeps a blob or bad UTF-8 in a TEXT
+        // column if that is what was written.
+        let body = match row.get_ref(1)? {
+            ValueRef::Text(bytes) => {
+                std::str::from_utf8(bytes).map_err(|e| format!("the stored text is not UTF-8: {e}"))
+            }
+            ValueRef::Blob(bytes) => Err(format!("a blob of {} bytes, not text", bytes.len())),
+            ValueRef::Null => Err("NULL, not text".to_owned()),
+            ValueRef::Integer(_) | ValueRef::Real(_) => Err("a number, not text".to_owned()),
+        };
+        reads.push(Read::row(id, seq as u64, body));
     }
-    Ok(events)
+    drop(rows);
+    let created_at = if Read::need_created_at(&reads) {
+        conn.prepare_cached("SELECT created_us FROM runs WHERE id = ?1")?
+            .query_row([id.as_str()], |row| row.get(0))
+            .optional()?
+            .map(Timestamp::from_unix_micros)
+    } else {
+        None
+    };
+    Ok(unreadable.events(id, reads, created_at))
 }
 
 /// Runs `select`, whose rows are `head_columns!` then `state`, into records.
@@ -354,7 +417,7 @@ fn query_records(
     let mut rows = select.query(params)?;
     let mut records = Vec::new();
     while let Some(row) = rows.next()? {
-        records.push(record_from_row(row)?);
+        records.extend(readable(record_from_row(row)));
     }
     Ok(records)
 }
@@ -371,11 +434,13 @@ impl Store for SqliteStore {
     async fn run(&self, id: &RunId) -> Result<RunRecord, StoreError> {
         let id = id.clone();
         let cache = Arc::clone(&self.cache);
+        let unreadable = Arc::clone(&self.unreadable);
         self.readers
             .read(move |conn| {
                 let head = run_head(conn, &id)?;
                 // Serve the cached state (with ETA estimators) when it is current.
-                let state = fold_state(conn, &head, cache.get(&id, head.created_at))?;
+                let cached = cache.get(&id, head.created_at);
+                let state = fold_state(conn, &head, cached, &unreadable)?;
                 cache.put(head.created_at, state.clone());
                 Ok(head.with_state(state))
             })
@@ -421,15 +486,18 @@ impl Store for SqliteStore {
 
     async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
         let id = id.clone();
+        let unreadable = Arc::clone(&self.unreadable);
         self.readers
             .read(move |conn| {
                 let mut select = conn.prepare_cached(
-                    "SELECT body FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    "SELECT seq, body FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )?;
                 query_events(
+                    conn,
                     &mut select,
                     &id,
                     params![id.as_str(), after as i64, limit as i64],
+                    &unreadable,
                 )
             })
             .await
@@ -467,7 +535,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete(&self, id: &RunId) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RunId) -> Result<u64, StoreError> {
         let id = id.clone();
         self.writer
             .write(move |group| writer::delete(group, &id))
@@ -491,7 +559,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<RunId>, StoreError> {
+    async fn delete_expired(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(RunId, u64)>, StoreError> {
         self.writer
             .write(move |group| writer::delete_expired(group, now, limit))
             .await
@@ -513,5 +585,9 @@ impl Store for SqliteStore {
                 Ok(counts)
             })
             .await
+    }
+
+    fn unreadable_events(&self) -> u64 {
+        self.unreadable.count()
     }
 }

@@ -42,6 +42,7 @@ on_both_stores!(
     reads_see_runs_tokens_and_counts,
     a_run_created_again_is_not_served_the_deleted_run_s_state,
     two_stores_deleting_expired_runs_delete_each_once,
+    a_run_an_earlier_hub_kept_forever_expires_once_migrated,
 );
 
 /// A fresh database: a SQLite file in a temp dir, or a PostgreSQL database of its own,
@@ -361,10 +362,13 @@ async fn reads_see_runs_tokens_and_counts(db: TestDb) {
         "tokens go too"
     );
     assert!(matches!(store.run(&r2).await, Err(StoreError::NotFound)));
-    let mut expired = store
+    let mut expired: Vec<RunId> = store
         .delete_expired(at(3601.0), 10)
         .await
-        .expect("expired runs deleted");
+        .expect("expired runs deleted")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     expired.sort();
     assert_eq!(
         expired,
@@ -396,9 +400,11 @@ async fn reads_see_runs_tokens_and_counts(db: TestDb) {
 async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
     let (a, b) = (db.store().await, db.store().await);
     let id = RunId::new("again").unwrap();
-    a.create_run(&new_run("again", None))
+    let first = a
+        .create_run(&new_run("again", None))
         .await
-        .expect("created");
+        .expect("created")
+        .generation;
     let logs: Vec<String> = (0..5).map(|i| log(&format!("old{i}"))).collect();
     a.append(&id, drafts(&id, &logs), at(1.0), true)
         .await
@@ -406,14 +412,23 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
     // Store b caches the first run's state, then the run is deleted and created again
     // through store a, which b does not hear of.
     assert_eq!(b.run(&id).await.expect("read").state.event_count, 5);
-    a.delete(&id).await.expect("deleted");
+    assert_eq!(
+        a.delete(&id).await.expect("deleted"),
+        first,
+        "the generation deleted"
+    );
     let again = NewRun {
         created_at: at(10.0),
         write_hash: "w-again-2".into(),
         read_hash: "r-again-2".into(),
         ..new_run("again", None)
     };
-    a.create_run(&again).await.expect("created again");
+    let second = a
+        .create_run(&again)
+        .await
+        .expect("created again")
+        .generation;
+    assert!(second > first, "created again: {first} then {second}");
     let logs: Vec<String> = (0..6).map(|i| log(&format!("new{i}"))).collect();
     a.append(&id, drafts(&id, &logs), at(11.0), true)
         .await
@@ -421,11 +436,15 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
 
     let record = b.run(&id).await.expect("read");
     assert_eq!(record.state.event_count, 6, "only the new run's events");
+    assert_eq!(record.generation, second);
     let appended = b
         .append(&id, drafts(&id, &[log("b")]), at(12.0), true)
         .await
         .expect("appended through b");
     assert_eq!(appended.state.event_count, 7);
+    assert_eq!(appended.generation, second);
+    let expired = b.delete_expired(at(1e9), 10).await.expect("expired");
+    assert_eq!(expired, [(id, second)], "the generation deleted");
 }
 
 async fn two_stores_deleting_expired_runs_delete_each_once(db: TestDb) {
@@ -453,7 +472,7 @@ async fn two_stores_deleting_expired_runs_delete_each_once(db: TestDb) {
                 if batch.is_empty() {
                     return deleted;
                 }
-                deleted.extend(batch);
+                deleted.extend(batch.into_iter().map(|(id, _)| id));
             }
         })
     });
@@ -492,9 +511,11 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
     );
 
     let id = RunId::new("woken").unwrap();
-    a.create_run(&new_run("woken", None))
+    let generation = a
+        .create_run(&new_run("woken", None))
         .await
-        .expect("created");
+        .expect("created")
+        .generation;
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
     a.append(&id, drafts(&id, &[log("a")]), at(1.0), true)
         .await
@@ -518,11 +539,115 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
         .expect("appended");
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
     a.delete(&id).await.expect("deleted");
-    assert_eq!(next(&mut wakes).await, Wake::Run(id));
+    assert_eq!(
+        next(&mut wakes).await,
+        Wake::Deleted(id, generation),
+        "a deletion names the creation it deleted"
+    );
+    let expiring = RunId::new("expiring").unwrap();
+    a.create_run(&new_run("expiring", None))
+        .await
+        .expect("created");
+    assert_eq!(next(&mut wakes).await, Wake::Run(expiring.clone()));
+    let expired = a.delete_expired(at(1e9), 10).await.expect("expired");
+    let [(id, generation)] = &expired[..] else {
+        panic!("one run expired: {expired:?}");
+    };
+    assert_eq!(
+        next(&mut wakes).await,
+        Wake::Deleted(id.clone(), *generation),
+        "so does retention's"
+    );
+    assert_eq!(*id, expiring);
 }
 
 #[tokio::test]
 async fn sqlite_has_no_notifications() {
     let db = TestDb::sqlite();
     assert!(db.store().await.wakes().is_none());
+}
+
+/// The runs table as hubs wrote it before retention counted from the hub's clock (the
+/// SQLite store's; PostgreSQL's is its first migration).
+const SQLITE_RUNS_BEFORE_RECEIPT: &str = "
+CREATE TABLE runs (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    parent TEXT,
+    heartbeat_timeout_s REAL NOT NULL,
+    ttl_s REAL NOT NULL,
+    track TEXT,
+    meta TEXT,
+    created_us INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'running',
+    last_event_us INTEGER NOT NULL,
+    last_producer_us INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX runs_expiry ON runs (last_event_us);
+";
+
+/// A run whose producer stamped an event 9999-12-31, stored by an earlier hub, which
+/// kept it out of retention forever; once migrated it expires `ttl_s` after the
+/// migration, by the clock.
+async fn a_run_an_earlier_hub_kept_forever_expires_once_migrated(db: TestDb) {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros() as i64;
+    let forever = "9999-12-31T00:00:00Z"
+        .parse::<Timestamp>()
+        .expect("a time")
+        .unix_micros();
+    let created_us = now_us - 10_000_000;
+    const INSERT: &str = "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
+         last_event_us, last_producer_us, state) VALUES ('old', 'old', 60, 100, $1, $2, $1, '{}')";
+    match &db.postgres {
+        None => {
+            let path = db.url.strip_prefix("sqlite://").expect("a SQLite URL");
+            let conn = rusqlite::Connection::open(path).expect("the file opens");
+            conn.execute_batch(SQLITE_RUNS_BEFORE_RECEIPT)
+                .expect("the old table");
+            conn.execute(&INSERT.replace('$', "?"), [created_us, forever])
+                .expect("the old row");
+        }
+        Some(_) => {
+            let mut first = sqlx::migrate!("./migrations/postgres");
+            first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+            let pool = sqlx::PgPool::connect(&db.url).await.expect("connects");
+            first.run(&pool).await.expect("the first migration");
+            sqlx::query(INSERT)
+                .bind(created_us)
+                .bind(forever)
+                .execute(&pool)
+                .await
+                .expect("the old row");
+            pool.close().await;
+        }
+    }
+    let store = db.store().await;
+    let at_us = |us: i64| Timestamp::from_unix_micros(us);
+    let kept = store
+        .delete_expired(at_us(now_us + 50_000_000), 10)
+        .await
+        .expect("the sweep runs");
+    assert!(
+        kept.is_empty(),
+        "within its ttl_s of the migration: {kept:?}"
+    );
+    let deleted = store
+        .delete_expired(at_us(now_us + 3_600_000_000), 10)
+        .await
+        .expect("the sweep runs");
+    let deleted: Vec<RunId> = deleted.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        deleted,
+        [RunId::new("old").unwrap()],
+        "an hour on, not in 9999"
+    );
+    // Opened again, the migrated file or database is left as it is.
+    drop(store);
+    db.store().await;
 }

@@ -985,28 +985,24 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// A hub on a given port over a given SQLite file, to be stopped and started again.
+/// A hub over a given SQLite file, to be stopped and started again.
 struct Restartable {
     stop: Option<oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn serve_on(addr: SocketAddr, db: &Path) -> Restartable {
+/// Serves a hub over `db` on a clone of `listener`, which the test keeps: a stopped
+/// hub closes only its clone, so the port stays the test's between hubs (connections
+/// wait in its backlog meanwhile), and no other process can take it before the next
+/// hub starts.
+async fn serve_on(listener: &StdListener, db: &Path) -> Restartable {
     let store = SqliteStore::open(db).await.expect("the store opens");
     let hub = Hub::new(Arc::new(store), HubConfig::default());
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let listener = loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => break listener,
-            Err(e) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "binding {addr} again: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let listener = listener.try_clone().expect("the listener clones");
+    listener
+        .set_nonblocking(true)
+        .expect("the listener is non-blocking");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(herald_hub::serve(listener, hub, async move {
         let _ = stopped.await;
@@ -1036,9 +1032,9 @@ async fn the_pages_reconnect_by_themselves_after_a_hub_restart() {
     };
     let dir = tempfile::tempdir().expect("a temp dir");
     let db = dir.path().join("herald.db");
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let url = format!("http://{addr}");
-    let hub = serve_on(addr, &db).await;
+    let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port on loopback");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    let hub = serve_on(&listener, &db).await;
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         let req = client.post(format!("{url}{path}")).json(&body);
@@ -1073,7 +1069,7 @@ async fn the_pages_reconnect_by_themselves_after_a_hub_restart() {
         .await;
     browser.screenshot("run-reconnecting").await;
 
-    let hub = serve_on(addr, &db).await;
+    let hub = serve_on(&listener, &db).await;
     post("/v1/runs/phoenix/events", json!([progress("rise", 9, 10)])).await;
     browser
         .wait(
@@ -1196,16 +1192,49 @@ try {
 </script>
 "#;
 
-/// Serves [`FRONT_END`] on a free loopback port: an origin other than the hub's.
+/// A page of another origin that tries what any web page the user visits could: post
+/// to an open hub on loopback with requests a browser sends without a preflight (a
+/// `text/plain` body, a form, a bodiless cancel), in `no-cors` mode as a form or an
+/// image would, where the page cannot read the answers but the hub gets the requests.
+/// It says in `#done` when every one has settled. Its query says where:
+/// `?hub=URL&run=ID`.
+const ATTACKER: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>Any web page</title>
+<main><p id="done"></p></main>
+<script type="module">
+const q = new URLSearchParams(location.search);
+const hub = q.get("hub");
+const run = q.get("run");
+const text = { "Content-Type": "text/plain" };
+const settled = await Promise.allSettled([
+  fetch(`${hub}/v1/runs`, { method: "POST", mode: "no-cors", headers: text,
+    body: JSON.stringify({ id: "planted", name: "planted by a web page" }) }),
+  fetch(`${hub}/v1/runs`, { method: "POST", mode: "no-cors",
+    body: new URLSearchParams({ name: "planted by a form" }) }),
+  fetch(`${hub}/v1/runs/${run}/events`, { method: "POST", mode: "no-cors", headers: text,
+    body: JSON.stringify([{ event: "log", level: "error", message: "planted" }]) }),
+  fetch(`${hub}/v1/runs/${run}/cancel`, { method: "POST", mode: "no-cors" }),
+]);
+document.getElementById("done").textContent = settled.map((s) => s.status).join(",");
+</script>
+"#;
+
+/// Serves [`FRONT_END`] (and [`ATTACKER`] at `/attack`) on a free loopback port: an
+/// origin other than the hub's.
 async fn serve_front_end() -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");
     let origin = format!("http://{}", listener.local_addr().expect("an address"));
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(|| async { axum::response::Html(FRONT_END) }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Html(FRONT_END) }),
+        )
+        .route(
+            "/attack",
+            axum::routing::get(|| async { axum::response::Html(ATTACKER) }),
+        );
     let served = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -1291,5 +1320,48 @@ async fn an_agui_front_end_on_another_origin_follows_a_run_when_the_hub_allows_i
         .await;
     let error = browser.text("#error").await;
     assert!(error.contains("TypeError"), "{error}");
+    front_end.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_of_another_origin_plants_nothing_on_an_open_hub() {
+    let Some(browser) = Browser::start(1024, 768).await else {
+        return;
+    };
+    let (origin, front_end) = serve_front_end().await;
+    // An open hub on loopback: any page the user visits can make the browser post to
+    // it without a preflight. The hub refuses each (a foreign origin, a body not typed
+    // as JSON), and nothing is stored.
+    let open = TestHub::open(StoreKind::Sqlite).await;
+    let target = open.create_named("target").await;
+    browser
+        .goto(&format!(
+            "{origin}/attack?hub={}&run={}",
+            open.url, target.id
+        ))
+        .await;
+    browser
+        .wait(
+            "the page's requests to settle",
+            "document.getElementById('done').textContent !== ''",
+        )
+        .await;
+    let (_, list) = open.call(Method::GET, "/v1/runs", None, None).await;
+    let ids: Vec<&str> = list["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["target"], "no run planted: {list}");
+    assert!(
+        open.all_events(&target).await.is_empty(),
+        "no event planted"
+    );
+    assert_eq!(
+        open.state(&target).await["cancel_requested"],
+        false,
+        "no cancel"
+    );
     front_end.abort();
 }

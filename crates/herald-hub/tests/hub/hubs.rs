@@ -419,7 +419,13 @@ async fn next_change(sse: &mut Sse) -> (String, Value) {
 
 /// Reads `run` messages of a runs stream until each run of `last_seqs` was shown at its
 /// `last_seq`. A hub tells of another hub's change when it is woken, and by then the
-/// run may have changed again: it may show a run's states merged, never out of order.
+/// run may have changed again: it may show a run's states merged, never out of order,
+/// and never one twice.
+///
+/// A hub handles wake-ups in order. So to be sure that the stream sent everything
+/// earlier changes made it send, a caller includes in `last_seqs` a run created through
+/// the other hub after them: no earlier wake-up reads it, so once it is shown, the
+/// stream has read whatever the earlier ones made the hub send.
 async fn shown(sse: &mut Sse, hub: &str, last_seqs: &[(String, u64)]) {
     let mut waiting: std::collections::HashMap<&str, u64> = last_seqs
         .iter()
@@ -559,7 +565,7 @@ async fn stores_deleting_expired_runs_at_once_delete_each_once() {
                 if batch.is_empty() {
                     return deleted;
                 }
-                deleted.extend(batch.into_iter().map(|id| id.as_str().to_owned()));
+                deleted.extend(batch.into_iter().map(|(id, _)| id.as_str().to_owned()));
             }
         })
     });
@@ -651,27 +657,40 @@ async fn the_runs_stream_tells_of_a_deletion_it_missed_while_its_listener_was_do
     a.create_named("gone").await;
     let mut sse = b.sse("/v1/runs/stream", None, &[]).await;
     assert_eq!(sse.status, StatusCode::OK);
-    shown(&mut sse, "B", &[("kept".into(), 0), ("gone".into(), 0)]).await;
+    // B's list, then a run created through A after it: once B shows that run, B has
+    // handled the earlier creations' wake-ups too, and the stream read all they made B
+    // send.
+    a.create_named("last").await;
+    let listed = [("kept".into(), 0), ("gone".into(), 0), ("last".into(), 0)];
+    shown(&mut sse, "B", &listed).await;
 
     // B cannot hear of the deletion: its listener is cut off, and reconnects only after.
     allow_connections(&admin, &db, false).await;
-    cut(&admin, &db, "herald-listener").await;
+    assert_eq!(
+        cut(&admin, &db, "herald-listener").await,
+        2,
+        "A's and B's listeners terminated"
+    );
     let (status, _) = a.call(Method::DELETE, "/v1/runs/gone", None, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     allow_connections(&admin, &db, true).await;
 
-    // Once B listens again it resends its list, and tells of what left it.
-    let mut deleted = None;
-    while deleted.is_none() {
-        match next_change(&mut sse).await {
-            (event, body) if event == "deleted" => deleted = Some(body),
-            (event, state) if event == "run" => {
-                assert_eq!(state["id"], "kept", "only the kept run is listed: {state}")
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+    // Once B listens again it resends its list, first telling of what left it. Nothing
+    // else can tell B of the deletion: it handled every wake-up before the cut, and its
+    // listener was away when the deletion's notification went.
+    assert_eq!(
+        next_change(&mut sse).await,
+        ("deleted".to_owned(), json!({"id": "gone"})),
+        "the resync tells of the deletion first"
+    );
+    for id in ["kept", "last"] {
+        let (event, state) = next_change(&mut sse).await;
+        assert_eq!(
+            (event.as_str(), &state["id"]),
+            ("run", &json!(id)),
+            "then resends the list, oldest first: {state}"
+        );
     }
-    assert_eq!(deleted, Some(json!({"id": "gone"})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

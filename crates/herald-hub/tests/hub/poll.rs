@@ -1,6 +1,8 @@
 //! `GET /v1/runs/{id}/events`: paging, filters and the long poll.
-
-use std::time::Instant;
+//!
+//! A long poll here waits far longer (60 s, the most a poll waits) than `within` lets a
+//! test wait (`DEADLINE`): one that answers within that did not sit out its wait,
+//! however slow the machine, and no clock is read.
 
 use serde_json::json;
 
@@ -58,11 +60,10 @@ async fn long_poll_answers_as_soon_as_an_event_is_appended() {
     let run = hub.create_named("lp").await;
     hub.append(&run, logs("before", 1)).await;
 
-    let started = Instant::now();
     let waiting = tokio::spawn({
         let hub = hub.clone();
         let run = run.clone();
-        async move { hub.poll(&run, "after=1&wait=5").await }
+        async move { hub.poll(&run, "after=1&wait=60").await }
     });
     // Append only once the poll is waiting in the hub.
     wait_until("the long poll to subscribe", || async {
@@ -76,18 +77,12 @@ async fn long_poll_answers_as_soon_as_an_event_is_appended() {
         .expect("the poll ran");
     assert_eq!(seqs(&polled.events), [2]);
     assert_eq!(polled.events[0].id, None);
-    // A bound, not a benchmark: it did not sit out its wait.
-    assert!(
-        started.elapsed().as_secs_f64() < 5.0,
-        "{:?}",
-        started.elapsed()
-    );
 
     // With a type filter it keeps waiting through events that do not match.
     let waiting = tokio::spawn({
         let hub = hub.clone();
         let run = run.clone();
-        async move { hub.poll(&run, "after=2&wait=5&types=tool.*").await }
+        async move { hub.poll(&run, "after=2&wait=60&types=tool.*").await }
     });
     wait_until("the filtered poll to subscribe", || async {
         hub.metric("herald_subscribers").await == 1.0
@@ -114,7 +109,7 @@ async fn long_poll_answers_as_soon_as_an_event_is_appended() {
     hub.append(&run, json!([finished("succeeded")])).await;
     let polled = within(
         "a poll at the end of a finished run",
-        hub.poll(&run, "after=6&wait=30"),
+        hub.poll(&run, "after=6&wait=60"),
     )
     .await;
     assert!(polled.events.is_empty());
@@ -126,13 +121,12 @@ async fn a_long_poll_on_a_run_deleted_meanwhile_answers_404_at_once() {
     let hub = std::sync::Arc::new(TestHub::open(STORE).await);
     let run = hub.create_named("gone").await;
     hub.append(&run, logs("m", 1)).await;
-    let started = Instant::now();
     let waiting = tokio::spawn({
         let hub = hub.clone();
         async move {
             hub.call(
                 reqwest::Method::GET,
-                "/v1/runs/gone/events?after=1&wait=30",
+                "/v1/runs/gone/events?after=1&wait=60",
                 None,
                 None,
             )
@@ -152,6 +146,4 @@ async fn a_long_poll_on_a_run_deleted_meanwhile_answers_404_at_once() {
         .expect("the poll ran");
     assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"]["code"], "run_not_found");
-    // A bound, not a benchmark: it did not sit out its 30 s.
-    assert!(started.elapsed().as_secs_f64() < 30.0);
 }

@@ -16,6 +16,8 @@
 //! - `sweep`: stall detection, retention and cancel, on a manual clock.
 //! - `ops`: `/healthz`, `/metrics`, `/openapi.json`.
 //! - `agui`: `?format=ag-ui`, the run as AG-UI events.
+//! - `stored`: what the hub stores is bounded, and reads back even when a row is damaged.
+//! - `full_disk`: a real full file system under the database: 507, reads go on.
 
 use crate::util::StoreKind;
 
@@ -28,6 +30,8 @@ const STORE: StoreKind = StoreKind::of_module(module_path!());
 mod agui;
 #[path = "append.rs"]
 mod append;
+#[path = "full_disk.rs"]
+mod full_disk;
 #[path = "ops.rs"]
 mod ops;
 #[path = "pacing.rs"]
@@ -40,6 +44,8 @@ mod routes;
 mod runs_stream;
 #[path = "sse.rs"]
 mod sse;
+#[path = "stored.rs"]
+mod stored;
 #[path = "sweep.rs"]
 mod sweep;
 #[path = "tokens.rs"]

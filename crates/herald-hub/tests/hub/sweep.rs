@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::STORE;
-use crate::util::{Run, TestHub, error_body, finished, logs, types};
+use crate::util::{Case, Run, TestHub, check, error_body, finished, logs, types};
 
 async fn sweep(hub: &TestHub) {
     hub.hub.sweep().await.expect("the sweep runs");
@@ -238,4 +238,85 @@ async fn cancel_appends_run_cancel_requested_and_the_producer_sees_it() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(hub.state(&other).await["cancel_requested"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_and_stalls_follow_the_hub_s_clock_and_far_off_times_are_refused() {
+    let hub = TestHub::with_clock(STORE, HubConfig::default()).await;
+    let run = hub
+        .create(json!({"id": "skewed", "name": "skewed", "ttl_s": 100, "heartbeat_timeout_s": 30}))
+        .await;
+    let clock = hub.clock.as_ref().expect("a manual clock");
+    let at = |secs: f64| {
+        herald_hub::Clock::now(&**clock)
+            .add_seconds(secs)
+            .to_string()
+    };
+    let log = |ts: String| json!({"event": "log", "level": "info", "message": "m", "ts": ts});
+    // Too far from the hub's clock: refused, naming the field and the event.
+    let cases = vec![
+        Case::new("ts in 9999", Method::POST, "/v1/runs/skewed/events")
+            .json(json!([log(at(0.0)), log("9999-12-31T23:59:59Z".into())]))
+            .expect(400, "invalid_field")
+            .field("ts")
+            .index(1),
+        Case::new("ts in year 1", Method::POST, "/v1/runs/skewed/events")
+            .json(json!([log("0001-01-01T00:00:00Z".into())]))
+            .expect(400, "invalid_field")
+            .field("ts")
+            .index(0),
+        Case::new(
+            "ts an hour and a second ahead",
+            Method::POST,
+            "/v1/runs/skewed/events",
+        )
+        .json(json!([log(at(3601.0))]))
+        .expect(400, "invalid_field")
+        .field("ts")
+        .index(0),
+        Case::new(
+            "ts a week and a second behind",
+            Method::POST,
+            "/v1/runs/skewed/events",
+        )
+        .json(json!([log(at(-7.0 * 86_400.0 - 1.0))]))
+        .expect(400, "invalid_field")
+        .field("ts")
+        .index(0),
+    ];
+    check(&hub, cases).await;
+    assert!(
+        hub.all_events(&run).await.is_empty(),
+        "nothing of them stored"
+    );
+
+    // Within the bounds: taken, as the producer stamped them. The latest is 59 min
+    // ahead of the hub, which neither keeps the run alive nor delays its stall.
+    hub.append(
+        &run,
+        json!([log(at(-7.0 * 86_400.0 + 1.0)), log(at(3540.0))]),
+    )
+    .await;
+    let state = hub.state(&run).await;
+    assert_eq!(state["last_event_at"], at(3540.0), "{state}");
+    hub.advance(31.0);
+    sweep(&hub).await;
+    assert_eq!(
+        status(&hub, &run).await,
+        "stalled",
+        "30 s after the hub received it"
+    );
+    // The stall at 31 s is the run's last event: it is deleted ttl_s after that, by
+    // the hub's clock, not an hour later as its producer's times would have it.
+    hub.advance(99.0);
+    sweep(&hub).await;
+    assert_eq!(
+        status(&hub, &run).await,
+        "stalled",
+        "exactly ttl_s is not past it"
+    );
+    hub.advance(2.0);
+    sweep(&hub).await;
+    let (status, _) = hub.call(Method::GET, "/v1/runs/skewed", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

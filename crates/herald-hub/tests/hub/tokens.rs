@@ -5,7 +5,30 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use super::STORE;
-use crate::util::{ADMIN, Case, TestHub, check, error_body, logs, seqs};
+use crate::util::{ADMIN, Case, Run, TestHub, check, error_body, logs, seqs, types};
+
+/// The ids of the hub's runs, sorted, as the admin sees them.
+async fn run_ids(hub: &TestHub, token: Option<&str>) -> Vec<String> {
+    let (status, body) = hub.call(Method::GET, "/v1/runs", token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut ids: Vec<String> = body["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r["id"].as_str().expect("an id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Checks that `run` is deleted: its state is not found, even by the admin (or on an
+/// open hub).
+async fn assert_deleted(hub: &TestHub, run: &Run, token: Option<&str>) {
+    let path = format!("/v1/runs/{}", run.id);
+    let (status, body) = hub.call(Method::GET, &path, token, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    error_body(&body, "run_not_found");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_admin_token_each_token_opens_only_its_own() {
@@ -138,9 +161,18 @@ async fn with_an_admin_token_each_token_opens_only_its_own() {
     let (status, _) = hub.ws("b", "", None).await.err().expect("refused");
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    // Nothing of b changed.
-    assert_eq!(seqs(&hub.all_events(&b).await), [1, 2]);
-    assert_eq!(hub.state(&b).await["cancel_requested"], false);
+    // Nothing refused was stored: no run created or deleted, no event appended, no
+    // cancel requested, on either run.
+    assert_eq!(run_ids(&hub, Some(ADMIN)).await, ["a", "b"]);
+    for run in [&a, &b] {
+        assert_eq!(seqs(&hub.all_events(run).await), [1, 2], "{}", run.id);
+        assert_eq!(
+            hub.state(run).await["cancel_requested"],
+            false,
+            "{}",
+            run.id
+        );
+    }
 
     // What each token does open.
     assert_eq!(hub.state(&a).await["last_seq"], 2);
@@ -155,6 +187,10 @@ async fn with_an_admin_token_each_token_opens_only_its_own() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // The cancel is stored: an event, and the state says so.
+    let events = hub.all_events(&a).await;
+    assert_eq!(types(&events[2..]), ["log", "run.cancel_requested"]);
+    assert_eq!(hub.state(&a).await["cancel_requested"], true);
     let mut ws = hub
         .ws("a", "", Some(&a.read_token))
         .await
@@ -203,10 +239,13 @@ async fn with_an_admin_token_each_token_opens_only_its_own() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(seqs(&hub.all_events(&b).await), [1, 2, 3], "stored");
     let (status, _) = hub
         .call(Method::DELETE, "/v1/runs/b", Some(ADMIN), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_deleted(&hub, &b, Some(ADMIN)).await;
+    assert_eq!(run_ids(&hub, Some(ADMIN)).await, ["a"]);
 
     // A deleted run's tokens are gone with it.
     let (status, body) = hub
@@ -243,7 +282,9 @@ async fn an_open_hub_needs_no_token_anywhere() {
     assert_eq!(ws.event().await.seq, 1);
     let (status, _) = no_token(Method::POST, "/v1/runs/free/cancel", None).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(hub.state(&run).await["cancel_requested"], true, "stored");
     let (status, _) = no_token(Method::DELETE, "/v1/runs/free", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    drop(run);
+    assert_deleted(&hub, &run, None).await;
+    assert_eq!(run_ids(&hub, None).await, Vec::<String>::new());
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use herald_hub::{Hub, HubConfig, ManualClock, Wake};
+use herald_hub::{Hub, HubConfig, ManualClock, Store, Wake};
 use herald_protocol::{Event, Timestamp, parse_event};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -133,14 +133,32 @@ impl TestDb {
     /// A fresh database on `kind`. For PostgreSQL, fails the test, saying what is
     /// missing and how to start it, when the server cannot be reached.
     pub(crate) async fn new(kind: StoreKind) -> TestDb {
+        TestDb::create(kind, None).await
+    }
+
+    /// A fresh database on `kind` whose data lives in `dir`, a folder the test chose
+    /// (on a small file system, say): a SQLite file in it, or a PostgreSQL database in
+    /// `tablespace`, which the caller created at `dir`.
+    pub(crate) async fn new_in(kind: StoreKind, dir: &std::path::Path, tablespace: &str) -> TestDb {
+        TestDb::create(kind, Some((dir, tablespace))).await
+    }
+
+    async fn create(kind: StoreKind, place: Option<(&std::path::Path, &str)>) -> TestDb {
         let inner = match kind {
             StoreKind::Sqlite => {
-                let dir = tempfile::tempdir().expect("a temp dir");
+                let (dir, path) = match place {
+                    Some((dir, _)) => (None, dir.join("herald.db")),
+                    None => {
+                        let dir = tempfile::tempdir().expect("a temp dir");
+                        let path = dir.path().join("herald.db");
+                        (Some(dir), path)
+                    }
+                };
                 DbInner {
                     kind,
-                    url: format!("sqlite://{}", dir.path().join("herald.db").display()),
+                    url: format!("sqlite://{}", path.display()),
                     name: String::new(),
-                    _dir: Some(dir),
+                    _dir: dir,
                 }
             }
             StoreKind::Postgres => {
@@ -152,7 +170,9 @@ impl TestDb {
                 );
                 let admin_url = postgres_admin_url();
                 let mut admin = postgres_admin().await;
-                sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+                let tablespace =
+                    place.map_or(String::new(), |(_, t)| format!(" TABLESPACE \"{t}\""));
+                sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"{tablespace}"))
                     .execute(&mut admin)
                     .await
                     .unwrap_or_else(|e| panic!("creating the database {name}: {e}"));
@@ -350,6 +370,16 @@ impl TestHub {
             let wake = within("the store's listener to listen", wakes.recv()).await;
             assert_eq!(wake.ok(), Some(Wake::All), "the listener's first wake-up");
         }
+        TestHub::serving(db, store, config, clock).await
+    }
+
+    /// A hub with `config` over `store`, a store on `db` (perhaps one the test wraps).
+    pub(crate) async fn serving(
+        db: &TestDb,
+        store: Arc<dyn Store>,
+        config: HubConfig,
+        clock: Option<Arc<ManualClock>>,
+    ) -> TestHub {
         let admin = config.admin_token.clone();
         let hub = match &clock {
             Some(clock) => Hub::with_clock(store, config, clock.clone()),
@@ -636,6 +666,144 @@ pub(crate) async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// A plain TCP connection to a hub, for what an HTTP client would not send: half a
+/// request, a body a byte at a time, a URI over 64 KiB, nothing at all.
+pub(crate) struct RawConn {
+    pub(crate) stream: TcpStream,
+    read: Vec<u8>,
+}
+
+impl RawConn {
+    /// Connects to the hub at `url` (`http://HOST:PORT`).
+    pub(crate) async fn open(url: &str) -> RawConn {
+        let addr = url.trim_start_matches("http://");
+        let stream = within("connecting", TcpStream::connect(addr))
+            .await
+            .expect("the hub's port takes connections");
+        RawConn {
+            stream,
+            read: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes`; `false` if the hub has closed the connection.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
+    /// Reads until the hub closes the connection, failing the test after
+    /// [`DEADLINE`]; all that was read.
+    pub(crate) async fn until_closed(&mut self, what: &str) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        within(what, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return std::mem::take(&mut self.read),
+                    Ok(n) => self.read.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads one response with a `Content-Length` body, failing the test after
+    /// [`DEADLINE`].
+    pub(crate) async fn response(&mut self, what: &str) -> RawResponse {
+        use tokio::io::AsyncReadExt;
+        within(what, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Some(response) = RawResponse::parse(&mut self.read) {
+                    return response;
+                }
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => panic!(
+                        "the connection closed inside a response: {:?}",
+                        String::from_utf8_lossy(&self.read)
+                    ),
+                    Ok(n) => self.read.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Whether anything arrives within `wait`: for what must not happen, so `wait` is
+    /// the longest the test gives it, not a time anything is expected to take.
+    pub(crate) async fn says_nothing_for(&mut self, wait: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        // A socket's read is cancel-safe: nothing is lost when the wait runs out.
+        match tokio::time::timeout(wait, self.stream.read(&mut buf)).await {
+            Err(_) => true,
+            Ok(Ok(n)) => {
+                self.read.extend_from_slice(&buf[..n]);
+                false
+            }
+            Ok(Err(_)) => false,
+        }
+    }
+}
+
+/// A response read off a [`RawConn`].
+#[derive(Debug)]
+pub(crate) struct RawResponse {
+    pub(crate) status: u16,
+    /// Header names in lower case.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// Takes a whole response off the front of `read`, if it holds one.
+    fn parse(read: &mut Vec<u8>) -> Option<RawResponse> {
+        let end = read.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8(read[..end].to_vec()).expect("a UTF-8 head");
+        let mut lines = head.split("\r\n");
+        let status = lines.next()?.split(' ').nth(1)?.parse().expect("a status");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse().expect("a length"));
+        if read.len() < end + 4 + len {
+            return None;
+        }
+        let body = read[end + 4..end + 4 + len].to_vec();
+        read.drain(..end + 4 + len);
+        Some(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The value of header `name` (lower case).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    #[track_caller]
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "the body of a {} is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
 /// A run as created: its id and tokens.
 #[derive(Clone, Debug)]
 pub(crate) struct Run {
@@ -711,6 +879,8 @@ pub(crate) enum Body {
     Json(Value),
     /// Text with its content type.
     Raw(String, &'static str),
+    /// Text without a content type.
+    Untyped(String),
 }
 
 /// One request and the error it must get.
@@ -719,6 +889,7 @@ pub(crate) struct Case {
     token: Option<String>,
     method: Method,
     path: String,
+    headers: Vec<(&'static str, String)>,
     body: Body,
     status: u16,
     code: &'static str,
@@ -733,6 +904,7 @@ impl Case {
             token: None,
             method,
             path: path.into(),
+            headers: Vec::new(),
             body: Body::None,
             status: 400,
             code: "",
@@ -760,6 +932,20 @@ impl Case {
             body: Body::Raw(body.into(), content_type),
             ..self
         }
+    }
+
+    /// A body sent without `Content-Type`.
+    pub(crate) fn untyped(self, body: impl Into<String>) -> Case {
+        Case {
+            body: Body::Untyped(body.into()),
+            ..self
+        }
+    }
+
+    /// A header sent with the request.
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Case {
+        self.headers.push((name, value.into()));
+        self
     }
 
     pub(crate) fn expect(self, status: u16, code: &'static str) -> Case {
@@ -791,10 +977,14 @@ pub(crate) async fn check(hub: &TestHub, cases: Vec<Case>) {
     let mut failures = Vec::new();
     for case in cases {
         let mut req = hub.request(case.method.clone(), &case.path, case.token.as_deref());
+        for (name, value) in &case.headers {
+            req = req.header(*name, value);
+        }
         req = match case.body {
             Body::None => req,
             Body::Json(body) => req.json(&body),
             Body::Raw(text, content_type) => req.header("content-type", content_type).body(text),
+            Body::Untyped(text) => req.body(text),
         };
         let (status, body) = send(req).await;
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1013,11 +1203,32 @@ impl Ws {
 
     /// Sends a text message.
     pub(crate) async fn send(&mut self, text: &str) {
-        within(
-            "sending on the WebSocket",
-            self.socket.send(WsMessage::text(text)),
-        )
+        self.send_message(WsMessage::text(text)).await;
+    }
+
+    /// Sends a message of any kind.
+    pub(crate) async fn send_message(&mut self, message: WsMessage) {
+        within("sending on the WebSocket", self.socket.send(message))
+            .await
+            .expect("the socket is open");
+    }
+
+    /// The code and reason of the hub's close frame, skipping other messages; fails
+    /// the test if the socket ends without one.
+    pub(crate) async fn close_frame(&mut self) -> (u16, String) {
+        within("the hub's close frame", async {
+            loop {
+                match self.socket.next().await {
+                    Some(Ok(WsMessage::Close(Some(frame)))) => {
+                        return (u16::from(frame.code), frame.reason.to_string());
+                    }
+                    Some(Ok(WsMessage::Close(None))) => panic!("a close frame without a code"),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("the socket failed before a close frame: {e}"),
+                    None => panic!("the socket ended without a close frame"),
+                }
+            }
+        })
         .await
-        .expect("the socket is open");
     }
 }

@@ -151,7 +151,7 @@ fn step_outcome() -> BoxedStrategy<StepOutcome> {
     .boxed()
 }
 
-fn body() -> BoxedStrategy<EventBody> {
+pub(crate) fn body() -> BoxedStrategy<EventBody> {
     let o = |s: BoxedStrategy<String>| option::of(s);
     let arms: Vec<(u32, BoxedStrategy<EventBody>)> = vec![
         (
@@ -336,20 +336,25 @@ fn body() -> BoxedStrategy<EventBody> {
         (
             2,
             (
-                call_id(),
-                o(text()),
-                option::of(count()),
-                option::of(count()),
-                option::of(seconds()),
+                (call_id(), o(text()), o(text())),
+                (option::of(count()), option::of(count())),
+                (option::of(seconds()), option::of(seconds()), o(text())),
             )
                 .prop_map(
-                    |(call_id, stop_reason, input_tokens, output_tokens, elapsed_s)| {
+                    |(
+                        (call_id, model, stop_reason),
+                        (input_tokens, output_tokens),
+                        (ttft_s, elapsed_s, error),
+                    )| {
                         LlmResponse {
                             call_id,
+                            model,
                             stop_reason,
                             input_tokens,
                             output_tokens,
+                            ttft_s,
                             elapsed_s,
+                            error,
                         }
                         .into()
                     },
@@ -432,7 +437,7 @@ fn body() -> BoxedStrategy<EventBody> {
 }
 
 /// Idempotency keys: valid, and often repeated.
-fn event_id() -> BoxedStrategy<Option<String>> {
+pub(crate) fn event_id() -> BoxedStrategy<Option<String>> {
     option::of(prop_oneof![
         3 => proptest::sample::select(&["k1", "k2", "ключ 🔑"][..]).prop_map(str::to_owned),
         1 => Just("k".repeat(128)),
@@ -441,7 +446,7 @@ fn event_id() -> BoxedStrategy<Option<String>> {
     .boxed()
 }
 
-fn parent() -> BoxedStrategy<Option<RunId>> {
+pub(crate) fn parent() -> BoxedStrategy<Option<RunId>> {
     option::of(
         proptest::sample::select(&["caller", "parent.run:7", "run-1"][..])
             .prop_map(|s| RunId::new(s).unwrap()),
@@ -573,7 +578,7 @@ fn next_status(status: RunStatus, body: &EventBody) -> RunStatus {
 // ---------------------------------------------------------------------------------------
 // Properties.
 
-fn config(cases: u32) -> ProptestConfig {
+pub(crate) fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
         // Beside this file, as `props.proptest-regressions`: the default looks for a

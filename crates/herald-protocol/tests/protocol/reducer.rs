@@ -544,6 +544,44 @@ fn llm_calls_text_and_the_agent_loop() {
 }
 
 #[test]
+fn a_response_names_the_model_that_answered_and_a_failed_call_is_the_last_error() {
+    let steps = [
+        (0.0, json!({"event": "run.started", "name": "agent"})),
+        (
+            1.0,
+            json!({"event": "llm.request", "call_id": "c1", "provider": "anthropic", "model": "claude-x"}),
+        ),
+        (
+            3.0,
+            json!({"event": "llm.response", "call_id": "c1", "model": "claude-x-20250805", "stop_reason": "end_turn", "ttft_s": 0.8, "elapsed_s": 2.0}),
+        ),
+        (
+            4.0,
+            json!({"event": "llm.request", "call_id": "c2", "provider": "anthropic", "model": "claude-x"}),
+        ),
+        (
+            4.5,
+            json!({"event": "llm.response", "call_id": "c2", "stop_reason": "error", "error": "overloaded_error: Overloaded (HTTP 529)"}),
+        ),
+    ];
+    check(
+        &steps[..3],
+        json!({
+            "llm": {"calls": 1, "in_flight": [], "model": "claude-x-20250805"},
+            "last_error": null,
+        }),
+    );
+    // A request names its model again; a response without one leaves it.
+    check(
+        &steps,
+        json!({
+            "llm": {"calls": 2, "in_flight": [], "model": "claude-x"},
+            "last_error": {"message": "overloaded_error: Overloaded (HTTP 529)", "source": "llm c2", "at": t(4.5), "seq": 5},
+        }),
+    );
+}
+
+#[test]
 fn token_counts_saturate() {
     let max = u64::MAX;
     check(

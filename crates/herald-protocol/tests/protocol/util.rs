@@ -1,6 +1,6 @@
 //! Helpers shared by the tests: a fixed clock, run ids and scripts of events.
 
-use herald_protocol::{Event, RunId, Timestamp, parse_draft_str};
+use herald_protocol::{BatchError, Event, RunId, Timestamp, parse_draft_str};
 use serde_json::Value;
 
 /// The run every script belongs to.
@@ -35,4 +35,32 @@ pub(crate) fn script(steps: &[(f64, Value)]) -> Vec<Event> {
             draft.stamp(run.clone(), i as u64 + 1, at(*secs))
         })
         .collect()
+}
+
+/// Checks that an error reads well: the event's index first when it has one, its field
+/// in backquotes when it has one, and no trailing period.
+#[track_caller]
+pub(crate) fn check_wording(e: &BatchError) {
+    let shown = e.to_string();
+    match e.index {
+        Some(i) => assert!(shown.starts_with(&format!("event {i}: ")), "{shown}"),
+        None => assert!(!shown.starts_with("event "), "{shown}"),
+    }
+    if let Some(field) = &e.error.field {
+        assert!(shown.contains(&format!("`{field}`")), "{shown}");
+    }
+    assert!(!shown.ends_with('.'), "no trailing period: {shown}");
+}
+
+/// `text`, or its start when it is too long to show in a failure's message.
+pub(crate) fn short(text: &str) -> String {
+    const SHOWN: usize = 300;
+    if text.len() <= SHOWN {
+        return format!("{text:?}");
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &text[..end], text.len())
 }

@@ -395,23 +395,45 @@ fn every_event_type_round_trips() {
             15,
             LlmResponse {
                 call_id: "c1".into(),
+                model: Some("claude-opus-4-1-20250805".into()),
                 stop_reason: Some("tool_use".into()),
                 input_tokens: Some(1200),
                 output_tokens: Some(85),
+                ttft_s: Some(0.42),
                 elapsed_s: Some(2.75),
+                error: None,
             },
         ),
-        r#"{"v":1,"event":"llm.response","run":"run-1","seq":15,"ts":"2026-11-22T01:07:00.123456Z","call_id":"c1","stop_reason":"tool_use","input_tokens":1200,"output_tokens":85,"elapsed_s":2.75}"#,
+        r#"{"v":1,"event":"llm.response","run":"run-1","seq":15,"ts":"2026-11-22T01:07:00.123456Z","call_id":"c1","model":"claude-opus-4-1-20250805","stop_reason":"tool_use","input_tokens":1200,"output_tokens":85,"ttft_s":0.42,"elapsed_s":2.75}"#,
     ));
     see(check(
         ev(
             15,
             LlmResponse {
                 call_id: "c1".into(),
+                model: None,
+                stop_reason: Some("error".into()),
+                input_tokens: None,
+                output_tokens: None,
+                ttft_s: None,
+                elapsed_s: Some(0.3),
+                error: Some("overloaded_error: Overloaded (HTTP 529)".into()),
+            },
+        ),
+        r#"{"v":1,"event":"llm.response","run":"run-1","seq":15,"ts":"2026-11-22T01:07:00.123456Z","call_id":"c1","stop_reason":"error","elapsed_s":0.3,"error":"overloaded_error: Overloaded (HTTP 529)"}"#,
+    ));
+    see(check(
+        ev(
+            15,
+            LlmResponse {
+                call_id: "c1".into(),
+                model: None,
                 stop_reason: None,
                 input_tokens: None,
                 output_tokens: None,
+                ttft_s: None,
                 elapsed_s: None,
+                error: None,
             },
         ),
         r#"{"v":1,"event":"llm.response","run":"run-1","seq":15,"ts":"2026-11-22T01:07:00.123456Z","call_id":"c1"}"#,

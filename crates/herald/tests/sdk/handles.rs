@@ -142,7 +142,14 @@ fn tool_and_model_calls_report_their_outcomes() {
         stop_reason: Some("tool_use".into()),
         input_tokens: Some(10),
         output_tokens: Some(3),
+        ..LlmUsage::default()
     });
+    let overloaded = run.llm_call(Some("sim"), Some("sim-1"));
+    overloaded.fail(
+        "overloaded_error: Overloaded (HTTP 529)",
+        LlmUsage::default(),
+    );
+    drop(run.llm_call(Some("sim"), Some("sim-1")));
     let ok = run.tool(
         "search",
         Some(json!({"q": "x"})),
@@ -168,8 +175,8 @@ fn tool_and_model_calls_report_their_outcomes() {
         Some("Searching the docs")
     );
     assert_eq!(state.agent.response.as_deref(), Some("done"));
-    let statuses: Vec<ToolOutcome> = sink
-        .events()
+    let sink_events = sink.events();
+    let statuses: Vec<ToolOutcome> = sink_events
         .iter()
         .filter_map(|e| match &e.body {
             EventBody::ToolFinished(t) => Some(t.status),
@@ -177,6 +184,27 @@ fn tool_and_model_calls_report_their_outcomes() {
         })
         .collect();
     assert_eq!(statuses, [ToolOutcome::Succeeded, ToolOutcome::Failed]);
+    let responses: Vec<(Option<&str>, Option<&str>)> = sink_events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::LlmResponse(r) => Some((r.stop_reason.as_deref(), r.error.as_deref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        responses,
+        [
+            (Some("tool_use"), None),
+            (
+                Some("error"),
+                Some("overloaded_error: Overloaded (HTTP 529)")
+            ),
+            (
+                Some("error"),
+                Some("model call dropped without finishing (an early return or error path)")
+            ),
+        ]
+    );
     assert!(milestones(&sink.events()).contains(&"custom.deploy".to_owned()));
 }
 
@@ -290,6 +318,68 @@ fn the_heartbeat_guard_speaks_while_the_run_is_silent() {
     assert_eq!(b.note.as_deref(), Some("indexing"));
     assert!(b.elapsed_s >= 0.1, "{}", b.elapsed_s);
     drop(guard);
+    run.finish();
+}
+
+#[test]
+fn the_heartbeat_guard_stays_quiet_while_events_flow() {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(300);
+    let (progress, sink) = recorder();
+    let run = progress.run("busy-work");
+    let guard = run.heartbeat_every(EVERY);
+    // Events for five intervals, far closer together than one.
+    let flowing = std::time::Instant::now();
+    let mut steps = 0;
+    while flowing.elapsed() < 5 * EVERY {
+        run.info(format!("step {steps}"));
+        steps += 1;
+        std::thread::sleep(EVERY / 30);
+    }
+    // Then silence: the guard speaks, so it was up all along.
+    wait_for(&sink, "heartbeat", 1);
+    drop(guard);
+    run.finish();
+    drop(progress);
+
+    // A heartbeat only ever follows a silence of the guard's interval. One whose
+    // silence was shorter spoke while events flowed; one after a longer pause of this
+    // thread (a busy machine) is right, and passes.
+    let events = sink.events();
+    assert_eq!(
+        events.iter().filter(|e| e.event_type() == "log").count(),
+        steps
+    );
+    let mut beats = 0;
+    for pair in events.windows(2) {
+        if pair[1].event_type() != "heartbeat" {
+            continue;
+        }
+        beats += 1;
+        let silent_s = pair[1].ts.seconds_since(pair[0].ts);
+        assert!(
+            silent_s >= EVERY.as_secs_f64() - 0.001,
+            "a heartbeat after {silent_s} s of silence, after {:?}",
+            pair[0].body
+        );
+    }
+    assert!(beats >= 1);
+}
+
+#[test]
+fn a_heartbeat_guard_dropped_inside_another_leaves_the_outer_one_speaking() {
+    let (progress, sink) = recorder();
+    let run = progress.run("nested");
+    let outer = run.heartbeat_every(std::time::Duration::from_millis(100));
+    // A model call's stream adapter holds a guard of its own while it waits for bytes;
+    // when the call ends, the program's own guard goes on.
+    drop(run.heartbeat_every(std::time::Duration::from_secs(3600)));
+    let before = sink
+        .events()
+        .iter()
+        .filter(|e| e.event_type() == "heartbeat")
+        .count();
+    wait_for(&sink, "heartbeat", before + 2);
+    drop(outer);
     run.finish();
 }
 

@@ -1,5 +1,5 @@
 //! The hub sink against a stub hub on a real loopback socket that answers what a test
-//! tells it to: here, a rate limit's `429` with `Retry-After`.
+//! tells it to: here, a rate limit's `429` and a full disk's `507`, with `Retry-After`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -100,10 +100,14 @@ fn serve(
                 .next()
                 .unwrap_or((200, None));
             let n = body.as_array().map_or(0, Vec::len);
-            let reply = if status == 200 {
-                json!({"appended": n, "duplicates": 0, "last_seq": n, "cancel_requested": false})
-            } else {
-                json!({"error": {"code": "rate_limited", "message": "slow down"}})
+            let reply = match status {
+                200 => {
+                    json!({"appended": n, "duplicates": 0, "last_seq": n, "cancel_requested": false})
+                }
+                507 => {
+                    json!({"error": {"code": "insufficient_storage", "message": "the hub's disk is full"}})
+                }
+                _ => json!({"error": {"code": "rate_limited", "message": "slow down"}}),
             };
             (status, header, reply)
         };
@@ -126,7 +130,19 @@ fn serve(
 
 #[test]
 fn a_rate_limited_append_is_sent_again_after_retry_after_and_nothing_is_lost() {
-    let hub = StubHub::start(vec![(429, Some("Retry-After: 1"))]);
+    check_sent_again_after_retry_after(429);
+}
+
+#[test]
+fn an_append_refused_by_a_full_disk_is_sent_again_after_retry_after_and_nothing_is_lost() {
+    check_sent_again_after_retry_after(507);
+}
+
+/// The hub refuses the first append with `status` and `Retry-After: 1`: the sink sends
+/// the same events again, no sooner, and every event arrives.
+#[track_caller]
+fn check_sent_again_after_retry_after(status: u16) {
+    let hub = StubHub::start(vec![(status, Some("Retry-After: 1"))]);
     let progress = Progress::new([Target::hub(HubOptions::new(&hub.url, None))]);
     let run = progress.run("limited");
     run.info("one");

@@ -4,15 +4,15 @@
 use std::io;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use herald::protocol::{Event, RunState};
+use herald::protocol::{Event, EventBody, LogLevel, RunState};
 use herald::{Progress, Sink, Target};
 
 /// A sink that holds the background thread until the test lets it go.
 struct Stuck {
     gate: Arc<Mutex<Receiver<()>>>,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<Event>>>,
 }
 
 impl Sink for Stuck {
@@ -21,15 +21,23 @@ impl Sink for Stuck {
             // Block on the first event until released.
             let _ = self.gate.lock().unwrap().recv();
         }
-        self.seen
-            .lock()
-            .unwrap()
-            .push(event.event_type().to_owned());
+        self.seen.lock().unwrap().push(event.clone());
         Ok(())
     }
 }
 
-fn stuck() -> (Progress, SyncSender<()>, Arc<Mutex<Vec<String>>>) {
+/// The messages of the `log` events of `level` among `events`, in order.
+fn logged(events: &[Event], level: LogLevel) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Log(log) if log.level == level => Some(log.message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stuck() -> (Progress, SyncSender<()>, Arc<Mutex<Vec<Event>>>) {
     let (tx, rx) = sync_channel(1);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Stuck {
@@ -41,18 +49,32 @@ fn stuck() -> (Progress, SyncSender<()>, Arc<Mutex<Vec<String>>>) {
 
 #[test]
 fn a_stuck_sink_drops_ticks_first_and_keeps_milestones() {
+    const TICKS: usize = 5_000;
     let (progress, release, seen) = stuck();
     let run = progress.run("stuck");
-    let started = Instant::now();
-    // Far more ticks (info logs) than the queue holds, then milestones.
-    for i in 0..5_000 {
-        run.info(format!("tick {i}"));
+    // Far more ticks (info logs) than the queue holds, then milestones, on a thread of
+    // their own: the sink is held until they are all reported, so a report that
+    // waited for it would never end.
+    let reporting = std::thread::spawn({
+        let run = run.clone();
+        move || {
+            for i in 0..TICKS {
+                run.info(format!("tick {i}"));
+            }
+            for i in 0..100 {
+                run.warn(format!("milestone {i}"));
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !reporting.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reporting waited for the stuck sink"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
-    for i in 0..100 {
-        run.warn(format!("milestone {i}"));
-    }
-    // None of this waited for the sink.
-    assert!(started.elapsed() < Duration::from_secs(5));
+    reporting.join().expect("the reports ran");
     let stats = progress.stats();
     assert!(stats.dropped_ticks > 0, "{stats:?}");
     assert_eq!(stats.dropped_milestones, 0, "{stats:?}");
@@ -61,9 +83,29 @@ fn a_stuck_sink_drops_ticks_first_and_keeps_milestones() {
     run.finish();
     drop(progress);
     let seen = seen.lock().unwrap();
-    let warns = seen.iter().filter(|t| *t == "log").count();
-    assert!(warns >= 100, "milestones lost: {warns} log events seen");
-    assert_eq!(seen.last().map(String::as_str), Some("run.finished"));
+    let milestones: Vec<String> = (0..100).map(|i| format!("milestone {i}")).collect();
+    assert_eq!(
+        logged(&seen, LogLevel::Warn),
+        milestones,
+        "every milestone, once, in order"
+    );
+    // Every tick was delivered or counted as dropped, and those delivered are in order.
+    let ticks = logged(&seen, LogLevel::Info);
+    assert_eq!(
+        ticks.len() as u64 + stats.dropped_ticks,
+        TICKS as u64,
+        "{stats:?}"
+    );
+    let numbers: Vec<usize> = ticks
+        .iter()
+        .map(|t| t["tick ".len()..].parse().expect("a tick's number"))
+        .collect();
+    assert!(numbers.is_sorted(), "ticks out of order");
+    assert_eq!(
+        seen.last().map(Event::event_type),
+        Some("run.finished"),
+        "finished last"
+    );
 }
 
 /// A sink that fails on its first event.

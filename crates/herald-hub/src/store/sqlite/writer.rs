@@ -12,19 +12,23 @@
 //! A job that fails (`NotFound`, `Finished`, `Conflict`, a failed statement, a panic)
 //! is rolled back to its savepoint, and the rest of its group commits without it. If
 //! SQLite aborted the whole transaction, or the commit fails, every job of the group is
-//! answered with the error: nothing was stored, and nothing was acknowledged.
+//! answered with the error: nothing was stored, and nothing was acknowledged. A full
+//! disk is the common cause of both, and stays [`StoreError::Full`] for every job, so
+//! that each is told to try again rather than that the hub failed.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 
 use herald_protocol::{RunId, RunState, Timestamp};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{INSERT_EVENT, fold_state, run_head, run_record};
 use crate::auth::Scope;
-use crate::store::{Appended, Batch, NewRun, RunRecord, Stamped, StateCache, StoreError};
+use crate::store::{
+    Appended, Batch, NewRun, RunRecord, Stamped, StateCache, StoreError, Unreadable,
+};
 
 /// Most jobs in one transaction. It bounds how long one group holds SQLite's write
 /// lock (which other processes on the file wait for) and how long the first job of a
@@ -39,8 +43,13 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread over `conn`, a read-write connection with the schema
-    /// in place; committed groups update `cache`.
-    pub(super) fn spawn(conn: Connection, cache: Arc<StateCache>) -> Result<Writer, StoreError> {
+    /// in place; committed groups update `cache`; rows it cannot read back are
+    /// reported to `unreadable`.
+    pub(super) fn spawn(
+        conn: Connection,
+        cache: Arc<StateCache>,
+        unreadable: Arc<Unreadable>,
+    ) -> Result<Writer, StoreError> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
@@ -53,7 +62,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    commit_group(&conn, &cache, jobs);
+                    commit_group(&conn, &cache, &unreadable, jobs);
                 }
             })
             .map_err(|e| StoreError::Db(format!("cannot start the SQLite writer thread: {e}")))?;
@@ -88,10 +97,11 @@ trait Job: Send {
 
 /// A job's result, held until its group's transaction has ended.
 trait Outcome {
-    fn is_ok(&self) -> bool;
+    /// The job's own error, if it failed.
+    fn error(&self) -> Option<&StoreError>;
 
     /// Answers the job: its own result if the group committed, `failure` otherwise.
-    fn send(self: Box<Self>, failure: Option<&str>);
+    fn send(self: Box<Self>, failure: Option<&StoreError>);
 }
 
 struct WriteJob<F, T> {
@@ -125,13 +135,13 @@ where
 }
 
 impl<T: Send + 'static> Outcome for Done<T> {
-    fn is_ok(&self) -> bool {
-        self.res.is_ok()
+    fn error(&self) -> Option<&StoreError> {
+        self.res.as_ref().err()
     }
 
-    fn send(self: Box<Self>, failure: Option<&str>) {
+    fn send(self: Box<Self>, failure: Option<&StoreError>) {
         let res = match (self.res, failure) {
-            (Ok(_), Some(e)) => Err(StoreError::Db(e.to_owned())),
+            (Ok(_), Some(e)) => Err(e.clone()),
             (res, _) => res,
         };
         let _ = self.reply.send(res);
@@ -142,6 +152,7 @@ impl<T: Send + 'static> Outcome for Done<T> {
 pub(super) struct Group<'c> {
     conn: &'c Connection,
     cache: &'c StateCache,
+    unreadable: &'c Unreadable,
     /// States folded by the group's jobs, with their runs' `created_at` (`None`: the
     /// run was deleted), which go to the cache only once the group has committed.
     states: HashMap<RunId, Option<(Timestamp, RunState)>>,
@@ -160,43 +171,53 @@ impl Group<'_> {
 }
 
 /// Runs `jobs` in one transaction, then answers each.
-fn commit_group(conn: &Connection, cache: &StateCache, jobs: Vec<Box<dyn Job>>) {
+fn commit_group(
+    conn: &Connection,
+    cache: &StateCache,
+    unreadable: &Unreadable,
+    jobs: Vec<Box<dyn Job>>,
+) {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let e = StoreError::from(e);
         for job in jobs {
-            job.fail(StoreError::Db(e.to_string()));
+            job.fail(e.clone());
         }
         return;
     }
     let mut group = Group {
         conn,
         cache,
+        unreadable,
         states: HashMap::new(),
     };
     let mut outcomes = Vec::with_capacity(jobs.len());
     // Set once the transaction can no longer commit: every job of the group fails.
-    let mut aborted: Option<String> = None;
+    let mut aborted: Option<StoreError> = None;
     for job in jobs {
         if let Some(e) = &aborted {
-            job.fail(StoreError::Db(e.clone()));
+            job.fail(e.clone());
             continue;
         }
         if let Err(e) = exec(conn, "SAVEPOINT job") {
-            job.fail(StoreError::Db(e.to_string()));
-            aborted = Some(e.to_string());
+            let e = StoreError::from(e);
+            job.fail(e.clone());
+            aborted = Some(e);
             continue;
         }
         let outcome = job.run(&mut group);
-        let end = if outcome.is_ok() {
-            exec(conn, "RELEASE job")
-        } else {
-            exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+        let end = match outcome.error() {
+            None => exec(conn, "RELEASE job"),
+            Some(_) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
         };
         // Some errors (a full disk, an I/O error) make SQLite roll back the whole
-        // transaction, savepoints included.
+        // transaction, savepoints included; the job's own error says which.
         match end {
-            Err(e) => aborted = Some(e.to_string()),
+            Err(e) => aborted = Some(StoreError::from(e)),
             Ok(()) if conn.is_autocommit() => {
-                aborted = Some("SQLite rolled the transaction back".into());
+                aborted = Some(match outcome.error() {
+                    Some(full @ StoreError::Full(_)) => full.clone(),
+                    _ => StoreError::Db("SQLite rolled the transaction back".into()),
+                });
             }
             Ok(()) => {}
         }
@@ -204,7 +225,7 @@ fn commit_group(conn: &Connection, cache: &StateCache, jobs: Vec<Box<dyn Job>>) 
     }
     let failure = match aborted {
         Some(e) => Some(e),
-        None => exec(conn, "COMMIT").err().map(|e| e.to_string()),
+        None => exec(conn, "COMMIT").err().map(StoreError::from),
     };
     if failure.is_some() && !conn.is_autocommit() {
         let _ = exec(conn, "ROLLBACK");
@@ -222,7 +243,7 @@ fn commit_group(conn: &Connection, cache: &StateCache, jobs: Vec<Box<dyn Job>>) 
         }
     }
     for outcome in outcomes {
-        outcome.send(failure.as_deref());
+        outcome.send(failure.as_ref());
     }
 }
 
@@ -240,7 +261,7 @@ pub(super) fn create(group: &mut Group<'_>, run: &NewRun) -> Result<RunRecord, S
     let res = conn
         .prepare_cached(
             "INSERT INTO runs (id, name, parent, heartbeat_timeout_s, ttl_s, track, meta, \
-             created_us, last_event_us, last_producer_us, state) \
+             created_us, last_received_us, last_producer_us, state) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9)",
         )?
         .execute(params![
@@ -281,16 +302,16 @@ pub(super) fn create(group: &mut Group<'_>, run: &NewRun) -> Result<RunRecord, S
 }
 
 /// Deletes a run; its tokens and events go with it (foreign keys, `ON DELETE CASCADE`).
-pub(super) fn delete(group: &mut Group<'_>, id: &RunId) -> Result<(), StoreError> {
-    let deleted = group
+/// Returns its generation.
+pub(super) fn delete(group: &mut Group<'_>, id: &RunId) -> Result<u64, StoreError> {
+    let deleted: Option<i64> = group
         .conn
-        .prepare_cached("DELETE FROM runs WHERE id = ?1")?
-        .execute([id.as_str()])?;
+        .prepare_cached("DELETE FROM runs WHERE id = ?1 RETURNING ord")?
+        .query_row([id.as_str()], |row| row.get(0))
+        .optional()?;
     group.states.insert(id.clone(), None);
-    if deleted == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+    let ord = deleted.ok_or(StoreError::NotFound)?;
+    u64::try_from(ord).map_err(|_| StoreError::Db("corrupt run row: ord".into()))
 }
 
 /// An append, as `Store::append` and `Store::mark_stalled` ask for it.
@@ -317,7 +338,12 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
         only_if_silent,
     } = job;
     let head = run_head(conn, &id)?;
-    let state = fold_state(conn, &head, group.state(&id, head.created_at))?;
+    let state = fold_state(
+        conn,
+        &head,
+        group.state(&id, head.created_at),
+        group.unreadable,
+    )?;
     if only_if_silent && !head.silent_at(now) {
         return Ok(Batch::empty(&head, state).into_appended());
     }
@@ -340,13 +366,13 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
         }
         conn.prepare_cached(
             "UPDATE runs SET last_seq = ?1, status = ?2, \
-             last_event_us = MAX(last_event_us, ?3), last_producer_us = ?4, state = ?5 \
+             last_received_us = MAX(last_received_us, ?3), last_producer_us = ?4, state = ?5 \
              WHERE id = ?6",
         )?
         .execute(params![
             batch.last_seq as i64,
             batch.state.status.as_str(),
-            batch.last_event_us(now),
+            Batch::last_received_us(now),
             Batch::last_producer_us(&head, now, from_producer),
             batch.state_json()?,
             id.as_str(),
@@ -359,28 +385,31 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
 }
 
 /// Deletes up to `limit` runs expired at `now`, found and deleted in one statement
-/// inside the group's transaction, so an append cannot slip in between.
+/// inside the group's transaction, so an append cannot slip in between; their ids and
+/// generations.
 pub(super) fn delete_expired(
     group: &mut Group<'_>,
     now: Timestamp,
     limit: u32,
-) -> Result<Vec<RunId>, StoreError> {
+) -> Result<Vec<(RunId, u64)>, StoreError> {
     let mut delete = group.conn.prepare_cached(
         "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
-         WHERE last_event_us + CAST(ttl_s * 1000000 AS INTEGER) < ?1 \
-         ORDER BY last_event_us LIMIT ?2) RETURNING id",
+         WHERE last_received_us + CAST(ttl_s * 1000000 AS INTEGER) < ?1 \
+         ORDER BY last_received_us LIMIT ?2) RETURNING id, ord",
     )?;
     let mut rows = delete.query(params![now.unix_micros(), limit as i64])?;
-    let mut ids = Vec::new();
+    let mut deleted = Vec::new();
     while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        ids.push(RunId::new(id).map_err(|e| StoreError::Db(e.to_string()))?);
+        let (id, ord): (String, i64) = (row.get(0)?, row.get(1)?);
+        let corrupt = |what: &str| StoreError::Db(format!("corrupt run row: {what}"));
+        let id = RunId::new(id).map_err(|_| corrupt("id"))?;
+        deleted.push((id, u64::try_from(ord).map_err(|_| corrupt("ord"))?));
     }
     drop(rows);
-    for id in &ids {
+    for (id, _) in &deleted {
         group.states.insert(id.clone(), None);
     }
-    Ok(ids)
+    Ok(deleted)
 }
 
 #[cfg(test)]
@@ -398,6 +427,7 @@ mod tests {
         _dir: tempfile::TempDir,
         conn: Connection,
         cache: StateCache,
+        unreadable: Unreadable,
     }
 
     impl Fixture {
@@ -408,6 +438,7 @@ mod tests {
                 _dir: dir,
                 conn,
                 cache: StateCache::default(),
+                unreadable: Unreadable::default(),
             };
             let (jobs, replies): (Vec<_>, Vec<_>) = ["a", "b"]
                 .into_iter()
@@ -421,7 +452,7 @@ mod tests {
         }
 
         fn group(&self, jobs: Vec<Box<dyn Job>>) {
-            commit_group(&self.conn, &self.cache, jobs);
+            commit_group(&self.conn, &self.cache, &self.unreadable, jobs);
         }
 
         /// The stored events' `seq`s and ids, checked against their bodies.

@@ -1,0 +1,237 @@
+//! How long the hub waits on a connection, and how many it keeps: a client that
+//! sends half its headers, trickles its body or says nothing is cut off after the
+//! configured time, while a stream that is quiet for longer stays open; past the cap,
+//! new connections wait until one closes. Real sockets, small timeouts, and waits on
+//! what the hub does (it closes, it answers) with a deadline.
+
+use std::time::{Duration, Instant};
+
+use herald_hub::HubConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::util::{DEADLINE, RawConn, StoreKind, TestHub, error_body, logs, within};
+
+/// A hub with these timeouts and cap; what is not given is long enough not to matter.
+async fn hub_with(config: HubConfig) -> TestHub {
+    TestHub::start(StoreKind::Sqlite, config, None).await
+}
+
+fn long() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// `GET /healthz` on a kept-alive connection, as raw bytes.
+fn healthz(hub: &TestHub) -> String {
+    let host = hub.url.trim_start_matches("http://");
+    format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_must_arrive_within_the_header_timeout() {
+    let timeout = Duration::from_millis(300);
+    let hub = hub_with(HubConfig {
+        header_timeout: timeout,
+        idle_timeout: long(),
+        body_timeout: long(),
+        ..HubConfig::default()
+    })
+    .await;
+    let host = hub.url.trim_start_matches("http://").to_owned();
+
+    // Half a request: the line and a header, never the blank line.
+    let started = Instant::now();
+    let mut half = RawConn::open(&hub.url).await;
+    assert!(
+        half.write(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n").as_bytes())
+            .await
+    );
+    // A connection that says nothing at all.
+    let mut silent = RawConn::open(&hub.url).await;
+    let said = half.until_closed("the hub to close half a request").await;
+    assert!(said.is_empty(), "no answer to half a request: {said:?}");
+    assert!(
+        started.elapsed() >= timeout,
+        "not before the timeout: {:?}",
+        started.elapsed()
+    );
+    silent
+        .until_closed("the hub to close a silent connection")
+        .await;
+
+    // A header a byte at a time cannot hold the connection either: the timeout runs
+    // from the request's first byte, not from the last.
+    let mut slow = RawConn::open(&hub.url).await;
+    let request = healthz(&hub);
+    let started = Instant::now();
+    let mut open = true;
+    for byte in request.as_bytes().chunks(1).take(request.len() - 2) {
+        if !slow.write(byte).await {
+            open = false;
+            break;
+        }
+        if !slow.says_nothing_for(Duration::from_millis(50)).await {
+            open = false;
+            break;
+        }
+    }
+    assert!(
+        !open,
+        "the hub kept a request trickling in for {:?}, past its header timeout",
+        started.elapsed()
+    );
+
+    // A whole request in time is answered, and the hub serves on.
+    let mut whole = RawConn::open(&hub.url).await;
+    assert!(whole.write(request.as_bytes()).await);
+    assert_eq!(
+        whole.response("the answer to a whole request").await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_must_arrive_whole_within_the_body_timeout() {
+    let timeout = Duration::from_millis(500);
+    let hub = hub_with(HubConfig {
+        body_timeout: timeout,
+        header_timeout: long(),
+        idle_timeout: long(),
+        ..HubConfig::default()
+    })
+    .await;
+    let run = hub.create_named("slow").await;
+    let host = hub.url.trim_start_matches("http://").to_owned();
+    let body = logs("m", 1).to_string();
+    for (what, path) in [
+        ("create", "/v1/runs".to_owned()),
+        ("append", format!("/v1/runs/{}/events", run.id)),
+    ] {
+        let mut conn = RawConn::open(&hub.url).await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len() + 1000
+        );
+        // Before the head is sent: the hub's deadline starts when it has read it.
+        let started = Instant::now();
+        assert!(conn.write(head.as_bytes()).await);
+        // A byte every 50 ms keeps the body coming, never whole: only a deadline for
+        // all of it stops that.
+        let mut sent = 0;
+        while conn.says_nothing_for(Duration::from_millis(50)).await {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{what}: no answer within {DEADLINE:?}"
+            );
+            if !conn.write(&body.as_bytes()[sent % body.len()..][..1]).await {
+                break;
+            }
+            sent += 1;
+        }
+        let response = conn
+            .response(&format!("the answer to the slow {what}"))
+            .await;
+        assert_eq!(response.status, 408, "{what}");
+        assert!(
+            started.elapsed() >= timeout,
+            "{what}: not before the timeout"
+        );
+        let error = error_body(&response.json(), "body_timeout").clone();
+        assert!(error["message"].to_string().contains("0.5"), "{error:?}");
+        conn.until_closed("the hub to close the connection").await;
+    }
+    // Nothing of it was stored, and a body in time is taken.
+    assert!(hub.all_events(&run).await.is_empty());
+    let (_, list) = hub.call(Method::GET, "/v1/runs", None, None).await;
+    assert_eq!(list["runs"].as_array().map(Vec::len), Some(1), "{list}");
+    hub.append(&run, logs("m", 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_but_quiet_streams_are_not() {
+    let timeout = Duration::from_millis(300);
+    let hub = hub_with(HubConfig {
+        idle_timeout: timeout,
+        header_timeout: long(),
+        body_timeout: long(),
+        ..HubConfig::default()
+    })
+    .await;
+    let run = hub.create_named("quiet").await;
+    hub.append(&run, logs("m", 1)).await;
+    // Streams with no keep-alive comment due for 15 s: quiet far longer than the idle
+    // timeout.
+    let mut sse = hub.stream(&run, "", None).await;
+    assert_eq!(sse.event().await.seq, 1);
+    let mut ws = hub
+        .ws(&run.id, "", Some(&run.read_token))
+        .await
+        .expect("a socket");
+    assert_eq!(ws.event().await.seq, 1);
+    let long_poll = {
+        let request = hub.request(
+            Method::GET,
+            &format!("/v1/runs/{}/events?after=1&wait=60", run.id),
+            Some(&run.read_token),
+        );
+        tokio::spawn(async move { request.send().await })
+    };
+
+    // A kept-alive connection, between requests, is closed after the idle timeout.
+    let mut idle = RawConn::open(&hub.url).await;
+    assert!(idle.write(healthz(&hub).as_bytes()).await);
+    assert_eq!(idle.response("the first answer").await.status, 200);
+    let started = Instant::now();
+    // And it can be used again before then: the timeout runs from the last answer.
+    assert!(idle.write(healthz(&hub).as_bytes()).await);
+    assert_eq!(idle.response("the second answer").await.status, 200);
+    idle.until_closed("the hub to close an idle connection")
+        .await;
+    assert!(started.elapsed() >= timeout, "not before the timeout");
+
+    // The streams, quiet for longer than that, are still open.
+    hub.append(&run, logs("n", 1)).await;
+    assert_eq!(sse.event().await.seq, 2);
+    assert_eq!(ws.event().await.seq, 2);
+    let polled = within("the long poll", long_poll)
+        .await
+        .expect("the task ran")
+        .expect("the long poll answers");
+    assert_eq!(polled.status(), StatusCode::OK);
+    let polled: serde_json::Value = polled.json().await.expect("JSON");
+    assert_eq!(polled["events"][0]["seq"], 2, "{polled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_a_connection_waits_until_another_closes() {
+    let mut hub = hub_with(HubConfig {
+        max_connections: 2,
+        header_timeout: long(),
+        idle_timeout: long(),
+        ..HubConfig::default()
+    })
+    .await;
+    // Two connections that say nothing take both places.
+    let first = RawConn::open(&hub.url).await;
+    let mut second = RawConn::open(&hub.url).await;
+    // A third is taken by the kernel's backlog, and its request waits.
+    let mut third = RawConn::open(&hub.url).await;
+    assert!(third.write(healthz(&hub).as_bytes()).await);
+    assert!(
+        third.says_nothing_for(Duration::from_millis(500)).await,
+        "a third connection was served past a cap of 2"
+    );
+    // One closes: the waiting connection is accepted and answered.
+    drop(first);
+    let response = third.response("the waiting request's answer").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json(), json!({"status": "ok"}));
+    drop(third);
+
+    // The hub stops, closing the connection that still says nothing.
+    within("the hub to stop", hub.stop()).await;
+    second
+        .until_closed("the hub to close its last connection")
+        .await;
+}
