@@ -166,7 +166,8 @@ fn tool_and_model_calls_report_their_outcomes() {
     drop(progress);
 
     let state = only_state(&sink);
-    assert_eq!(state.text, "Hello, world");
+    // The calls after the first start their text on a line of their own.
+    assert_eq!(state.text, "Hello, world\n");
     assert_eq!(state.llm.output_tokens, 3);
     assert_eq!(state.tools.succeeded, 1);
     assert_eq!(state.tools.failed, 1);
