@@ -909,7 +909,14 @@ proptest! {
 
 /// Whether `field` is a key that `text` repeats.
 fn repeated_key(text: &str, field: Option<&str>) -> bool {
-    field.is_some_and(|field| text.matches(&quoted(field)).count() > 1)
+    // The field is a path (`event[0].meta`) when the repeat is nested: its last key is
+    // the one given twice.
+    let given_twice = |key: &str| text.matches(&quoted(key)).count() > 1;
+    field.is_some_and(|field| {
+        let last = field.rsplit('.').next().unwrap_or(field);
+        let last = last.split('[').next().unwrap_or(last);
+        given_twice(field) || given_twice(last)
+    })
 }
 
 /// Every field of every event type (those of `every-type.json`, which has them all),
