@@ -395,3 +395,22 @@ fn async_spans_across_awaits_on_a_multi_thread_runtime() {
     let logs = events.iter().filter(|e| e["message"] == "fetched").count();
     assert_eq!(logs, 3);
 }
+
+#[test]
+fn items_without_an_id_are_numbered_in_their_stage() {
+    let ((), sink) = traced(|| {
+        let run = info_span!("numbered", herald = "run");
+        let _run = run.enter();
+        let stage = info_span!("pages", herald = "stage");
+        let _stage = stage.enter();
+        for _ in 0..2 {
+            info_span!("page", herald = "item").in_scope(|| {});
+        }
+    });
+    let ids: Vec<Value> = milestones(&sink)
+        .into_iter()
+        .filter(|e| e["event"] == "item.started")
+        .map(|e| e["item"].clone())
+        .collect();
+    assert_eq!(ids, [json!("1"), json!("2")]);
+}
