@@ -27,7 +27,8 @@
 //! - `stage`: a stage of the nearest run above it. `total` and `unit` are the stage's;
 //!   recording `done` (`Span::current().record("done", n)`) sets the count, recording
 //!   `total` changes the total. An event with a field `herald.inc = n` anywhere inside
-//!   counts `n` more units; each item finished counts one by itself.
+//!   counts `n` more units, as does [`SpanExt::herald_stage`]'s handle, which no filter
+//!   stands between; each item finished counts one by itself.
 //! - `item`: an item of the nearest stage above it, with the field `item` or `id` as
 //!   its id (else `1`, `2`, ... in the stage's order) and `label` as its label. An item
 //!   span with no stage above it is not reported.
@@ -48,7 +49,7 @@ use std::sync::{Arc, Mutex};
 
 use ::tracing::field::{Field, Visit};
 use ::tracing::span::{Attributes, Id, Record};
-use ::tracing::{Event, Level, Subscriber};
+use ::tracing::{Dispatch, Event, Level, Span, Subscriber};
 use ::tracing_subscriber::layer::{Context, Layer};
 use ::tracing_subscriber::registry::{LookupSpan, SpanRef};
 use herald_protocol::LogLevel;
@@ -69,6 +70,7 @@ pub fn layer(progress: &Progress) -> HeraldLayer {
     HeraldLayer {
         progress: progress.clone(),
         open: Arc::new(Mutex::new(Vec::new())),
+        find: None,
     }
 }
 
@@ -78,6 +80,85 @@ pub struct HeraldLayer {
     /// The runs whose spans are open, oldest first, with their span ids: where events
     /// and marked spans outside any run span go.
     open: Arc<Mutex<Vec<(Id, Run)>>>,
+    /// Finds the handles above a span through the subscriber this layer was added to,
+    /// whose type only [`Layer::on_layer`] knows: what [`SpanExt`] calls.
+    find: Option<fn(&HeraldLayer, &Dispatch, &Id) -> Found>,
+}
+
+/// The nearest run and stage above a span.
+#[derive(Default)]
+struct Found {
+    run: Option<Run>,
+    stage: Option<Stage>,
+}
+
+fn find<S>(layer: &HeraldLayer, dispatch: &Dispatch, id: &Id) -> Found
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(span) = dispatch.downcast_ref::<S>().and_then(|s| s.span(id)) else {
+        return Found::default();
+    };
+    let stage = span
+        .scope()
+        .find_map(|s| match &s.extensions().get::<Node>()?.handle {
+            Handle::Stage { stage, .. } => Some(stage.clone()),
+            _ => None,
+        });
+    Found {
+        run: layer.run_above(Some(span)),
+        stage,
+    }
+}
+
+/// What a `tracing` span offers herald's reporting, in the manner of
+/// tracing-indicatif's `IndicatifSpanExt`: the handles of the nearest marked spans above
+/// it, to count ticks or report what spans cannot say.
+///
+/// ```no_run
+/// use herald::tracing::SpanExt;
+///
+/// # fn work() {}
+/// #[tracing::instrument(fields(herald = "stage", total = 1000))]
+/// fn crunch() {
+///     let stage = tracing::Span::current().herald_stage();
+///     for _ in 0..1000 {
+///         work();
+///         if let Some(stage) = &stage {
+///             stage.inc(1);
+///         }
+///     }
+/// }
+/// ```
+///
+/// Unlike an event with `herald.inc`, this goes to the layer directly, so no filter in
+/// front of it can drop the count. Both return `None` when the span is not recorded,
+/// no herald layer is installed, or no marked span above reported anywhere.
+pub trait SpanExt {
+    /// The stage of the nearest stage span at or above this one.
+    fn herald_stage(&self) -> Option<Stage>;
+    /// The run of the nearest marked span at or above this one, else the run started
+    /// last that is still open.
+    fn herald_run(&self) -> Option<Run>;
+}
+
+impl SpanExt for Span {
+    fn herald_stage(&self) -> Option<Stage> {
+        found(self).stage
+    }
+
+    fn herald_run(&self) -> Option<Run> {
+        found(self).run
+    }
+}
+
+fn found(span: &Span) -> Found {
+    span.with_subscriber(|(id, dispatch)| {
+        let layer = dispatch.downcast_ref::<HeraldLayer>()?;
+        Some((layer.find?)(layer, dispatch, id))
+    })
+    .flatten()
+    .unwrap_or_default()
 }
 
 impl fmt::Debug for HeraldLayer {
@@ -317,6 +398,10 @@ impl<S> Layer<S> for HeraldLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_layer(&mut self, _subscriber: &mut S) {
+        self.find = Some(find::<S>);
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
         attrs.record(&mut fields);

@@ -4,6 +4,7 @@
 
 use herald::MemorySink;
 use herald::protocol::{Event, EventBody, RunStatus};
+use herald::tracing::SpanExt;
 use serde_json::{Value, json};
 use tracing::instrument::WithSubscriber;
 use tracing::{Instrument, debug, error, info, info_span, instrument, trace, warn};
@@ -413,4 +414,58 @@ fn items_without_an_id_are_numbered_in_their_stage() {
         .map(|e| e["item"].clone())
         .collect();
     assert_eq!(ids, [json!("1"), json!("2")]);
+}
+
+#[instrument(fields(herald = "stage", total = 5))]
+fn crunched() {
+    // Below the filter in front of the layer: this tick is never seen.
+    tracing::trace!(herald.inc = 100);
+    let stage = info_span!("inner").in_scope(|| tracing::Span::current().herald_stage());
+    let stage = stage.expect("a stage span is above");
+    assert_eq!(stage.name(), "crunched");
+    for _ in 0..5 {
+        stage.inc(1);
+    }
+    let run = tracing::Span::current()
+        .herald_run()
+        .expect("a run is above");
+    run.custom("checkpoint", serde_json::Map::new());
+}
+
+#[test]
+fn a_span_gives_its_stage_and_run_handles_whatever_filter_stands_in_front() {
+    let (progress, sink) = recorder();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(herald::tracing::layer(&progress));
+    tracing::subscriber::with_default(subscriber, || {
+        info_span!("filtered", herald = "run").in_scope(crunched);
+        // Outside any herald span, and with no run open, there is nothing to give.
+        assert!(tracing::Span::current().herald_stage().is_none());
+        assert!(tracing::Span::current().herald_run().is_none());
+    });
+    progress.flush();
+    // Without the layer there is nothing either.
+    let span = info_span!("no subscriber", herald = "stage");
+    assert!(span.herald_stage().is_none());
+
+    assert_eq!(
+        milestones(&sink),
+        [
+            json!({"event": "run.started", "name": "filtered"}),
+            json!({"event": "stage.started", "stage": "crunched", "total": 5}),
+            json!({"event": "custom.checkpoint"}),
+            json!({"event": "stage.finished", "stage": "crunched", "status": "succeeded"}),
+            json!({"event": "run.finished", "status": "succeeded"}),
+        ]
+    );
+    let last = sink
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::Progress(p) => Some(p.done),
+            _ => None,
+        })
+        .next_back();
+    assert_eq!(last, Some(5));
 }
