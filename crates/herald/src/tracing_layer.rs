@@ -301,12 +301,17 @@ impl HeraldLayer {
     where
         S: for<'a> LookupSpan<'a>,
     {
-        let (kind, fields) = match span.extensions().get::<Node>() {
-            Some(node) if matches!(node.handle, Handle::Pending) => {
-                (node.kind, node.fields.clone())
-            }
-            _ => return,
+        // The span's own extensions stay locked until its handle is in place, so that
+        // threads entering it at once start it once. Only ancestors are looked up
+        // meanwhile, and no lock is ever taken from a parent down to a child.
+        let mut ext = span.extensions_mut();
+        let Some(node) = ext.get_mut::<Node>() else {
+            return;
         };
+        if !matches!(node.handle, Handle::Pending) {
+            return;
+        }
+        let (kind, fields) = (node.kind, &node.fields);
         let name = span.name();
         let parent = span.parent();
         let (run, handle) = match kind {
@@ -387,10 +392,8 @@ impl HeraldLayer {
                 None => (None, Handle::Detached),
             },
         };
-        if let Some(node) = span.extensions_mut().get_mut::<Node>() {
-            node.run = run;
-            node.handle = handle;
-        }
+        node.run = run;
+        node.handle = handle;
     }
 }
 

@@ -469,3 +469,39 @@ fn a_span_gives_its_stage_and_run_handles_whatever_filter_stands_in_front() {
         .next_back();
     assert_eq!(last, Some(5));
 }
+
+#[test]
+fn a_span_entered_by_many_threads_at_once_starts_once() {
+    let threads = 8;
+    let ((), sink) = traced(|| {
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let run = info_span!("race", herald = "run");
+        let _run = run.enter();
+        for round in 0..100 {
+            // A fresh stage span each round, first entered by every thread together.
+            let stage = info_span!("contended", herald = "stage", round);
+            let barrier = std::sync::Barrier::new(threads);
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    let (dispatch, stage, barrier) = (dispatch.clone(), stage.clone(), &barrier);
+                    scope.spawn(move || {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            barrier.wait();
+                            stage.in_scope(|| {});
+                        })
+                    });
+                }
+            });
+        }
+    });
+    let events = milestones(&sink);
+    let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+    assert_eq!((count("stage.started"), count("stage.finished")), (100, 100));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "stage.finished")
+            .all(|e| e["status"] == "succeeded"),
+        "{events:?}"
+    );
+}
