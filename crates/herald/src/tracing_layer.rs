@@ -456,6 +456,10 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // Reporting nowhere, an event is not worth formatting.
+        if !self.progress.shared.enabled() {
+            return;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let mut fields = fields.0;
