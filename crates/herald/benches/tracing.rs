@@ -63,8 +63,12 @@ fn layer(c: &mut Criterion) {
     }
     // The handle a span gives counts with one atomic add, the SDK's own tick.
     within_stage(&subscribers[1].1, || {
-        let stage = tracing::Span::current().herald_stage().expect("a stage span");
-        group.bench_function("span_ext_inc/herald", |b| b.iter(|| stage.inc(black_box(1))));
+        let stage = tracing::Span::current()
+            .herald_stage()
+            .expect("a stage span");
+        group.bench_function("span_ext_inc/herald", |b| {
+            b.iter(|| stage.inc(black_box(1)))
+        });
     });
     group.finish();
     let stats = progress.stats();

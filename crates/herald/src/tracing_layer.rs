@@ -43,6 +43,8 @@
 //! - Every `tracing` event inside a run's span, and any event while a run is open,
 //!   becomes a `log` of that run: TRACE and DEBUG are `debug`, INFO `info`, WARN `warn`,
 //!   ERROR `error`; the message comes first, then the other fields as `key=value`.
+//!   Events on herald's own threads (named `herald-*`) are left out: they are the SDK's
+//!   own work, which reported would report itself without end.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -269,6 +271,13 @@ fn error_field(fields: &Map<String, Value>) -> Option<String> {
         .filter(|e| !e.is_empty() && e != "false")
 }
 
+/// Whether the caller is one of the SDK's own threads, which are all named `herald-*`.
+fn on_heralds_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("herald-"))
+}
+
 fn log_level(level: &Level) -> LogLevel {
     match *level {
         Level::ERROR => LogLevel::Error,
@@ -456,8 +465,11 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        // Reporting nowhere, an event is not worth formatting.
-        if !self.progress.shared.enabled() {
+        // Reporting nowhere, an event is not worth formatting. And an event from one of
+        // herald's own threads (`herald-progress`, `herald-hub-sink`, ...) is the SDK's
+        // own work, e.g. its HTTP client's logs through `tracing-log`: reported, each
+        // would be delivered by the same thread and log again, without end.
+        if !self.progress.shared.enabled() || on_heralds_thread() {
             return;
         }
         let mut fields = Fields::default();

@@ -3,7 +3,9 @@
 //! logs, unmarked spans are passed through, across threads and `.await`s.
 
 use herald::MemorySink;
-use herald::protocol::{Event, EventBody, RunStatus};
+use std::sync::{Arc, OnceLock};
+
+use herald::protocol::{Event, EventBody, RunState, RunStatus};
 use herald::tracing::SpanExt;
 use serde_json::{Value, json};
 use tracing::instrument::WithSubscriber;
@@ -496,7 +498,10 @@ fn a_span_entered_by_many_threads_at_once_starts_once() {
     });
     let events = milestones(&sink);
     let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
-    assert_eq!((count("stage.started"), count("stage.finished")), (100, 100));
+    assert_eq!(
+        (count("stage.started"), count("stage.finished")),
+        (100, 100)
+    );
     assert!(
         events
             .iter()
@@ -504,4 +509,51 @@ fn a_span_entered_by_many_threads_at_once_starts_once() {
             .all(|e| e["status"] == "succeeded"),
         "{events:?}"
     );
+}
+
+/// A sink that, like the hub sink's HTTP client under `tracing-log`, emits a `tracing`
+/// event on herald's own thread for every event it delivers, through the program's
+/// dispatch (set once the reporter, which the dispatch's layer needs, exists).
+struct Chatty {
+    dispatch: Arc<OnceLock<tracing::Dispatch>>,
+    record: MemorySink,
+}
+
+impl herald::Sink for Chatty {
+    fn event(&mut self, event: &Event, state: &RunState) -> std::io::Result<()> {
+        if let Some(dispatch) = self.dispatch.get() {
+            tracing::dispatcher::with_default(dispatch, || {
+                debug!("delivered {}", event.event_type());
+            });
+        }
+        herald::Sink::event(&mut self.record, event, state)
+    }
+}
+
+#[test]
+fn events_from_heralds_own_threads_are_not_reported_back() {
+    let (record, slot) = (MemorySink::new(), Arc::new(OnceLock::new()));
+    let progress = herald::Progress::new([herald::Target::sink(Chatty {
+        dispatch: slot.clone(),
+        record: record.clone(),
+    })]);
+    let layer = herald::tracing::layer(&progress);
+    let dispatch = slot.get_or_init(|| tracing_subscriber::registry().with(layer).into());
+    tracing::dispatcher::with_default(dispatch, || {
+        info_span!("quiet", herald = "run").in_scope(|| {
+            info!("from the program");
+            // Once the sink has delivered these, any event it logged was reported (or
+            // not); twice, so that a reported one would be delivered too.
+            progress.flush();
+            progress.flush();
+        });
+    });
+    progress.flush();
+    let logs: Vec<Value> = milestones(&record)
+        .into_iter()
+        .filter(|e| e["event"] == "log")
+        .map(|e| e["message"].clone())
+        .take(3)
+        .collect();
+    assert_eq!(logs, [json!("from the program")]);
 }
