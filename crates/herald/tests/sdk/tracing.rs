@@ -557,3 +557,28 @@ fn events_from_heralds_own_threads_are_not_reported_back() {
         .collect();
     assert_eq!(logs, [json!("from the program")]);
 }
+
+#[test]
+fn a_stage_without_a_run_above_joins_the_run_started_last_still_open() {
+    let ((), sink) = traced(|| {
+        let first = info_span!("first", herald = "run");
+        first.in_scope(|| {});
+        let second = info_span!("second", herald = "run");
+        second.in_scope(|| {});
+        // A thread that did not inherit any span, as a task spawned without its span.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        std::thread::scope(|scope| {
+            scope.spawn(|| tracing::dispatcher::with_default(&dispatch, || fetch(0)));
+        });
+        drop(second);
+        drop(first);
+    });
+    let states = sink.states();
+    assert_eq!(
+        states.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["first", "second"]
+    );
+    assert!(states[0].stages.is_empty());
+    assert_eq!(states[1].stages[0].name, "fetch");
+    assert_eq!(states[1].items.succeeded, 3);
+}
