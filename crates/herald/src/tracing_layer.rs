@@ -47,7 +47,7 @@
 //!   own work, which reported would report itself without end.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use ::tracing::field::{Field, Visit};
 use ::tracing::span::{Attributes, Id, Record};
@@ -71,7 +71,7 @@ const INC: &str = "herald.inc";
 pub fn layer(progress: &Progress) -> HeraldLayer {
     HeraldLayer {
         progress: progress.clone(),
-        open: Arc::new(Mutex::new(Vec::new())),
+        open: Mutex::new(Vec::new()),
         find: None,
     }
 }
@@ -81,7 +81,7 @@ pub struct HeraldLayer {
     progress: Progress,
     /// The runs whose spans are open, oldest first, with their span ids: where events
     /// and marked spans outside any run span go.
-    open: Arc<Mutex<Vec<(Id, Run)>>>,
+    open: Mutex<Vec<(Id, Run)>>,
     /// Finds the handles above a span through the subscriber this layer was added to,
     /// whose type only [`Layer::on_layer`] knows: what [`SpanExt`] calls.
     find: Option<fn(&HeraldLayer, &Dispatch, &Id) -> Found>,
@@ -564,3 +564,9 @@ where
         }
     }
 }
+
+// A subscriber is shared by every thread: assert at compile time that the layer can be.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<HeraldLayer>();
+};
