@@ -35,6 +35,8 @@
 //!   last word of a process told to stop (SIGINT, SIGTERM, SIGHUP).
 //! - `llm` (features `anthropic`, `openai`): `LlmStream` and `LlmRead`, which watch a
 //!   model provider's streamed response and report the call by themselves.
+//! - `tracing` (feature `tracing`): [`tracing::layer`], which turns a program's
+//!   `tracing` spans into runs, stages, items and tool calls, and its events into logs.
 
 #![deny(missing_docs)]
 
@@ -52,6 +54,11 @@ mod sink;
 mod terminal;
 mod terminate;
 mod throttle;
+// One module, documented where it is written; named `tracing` for its callers
+// (`herald::tracing::layer`), while its own code names the crate as `::tracing`.
+#[cfg(feature = "tracing")]
+#[path = "tracing_layer.rs"]
+pub mod tracing;
 
 pub use dispatch::{Flushed, Stats};
 pub use handles::{

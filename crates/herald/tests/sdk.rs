@@ -1,5 +1,6 @@
 //! Integration tests of the SDK: the handles' guarantees, the sinks' output, the
-//! queue's behaviour when a sink is slow, and the model stream adapters.
+//! queue's behaviour when a sink is slow, the model stream adapters and the `tracing`
+//! layer.
 
 #[path = "sdk/deadlines.rs"]
 mod deadlines;
@@ -21,5 +22,7 @@ mod queue;
 mod terminal;
 #[path = "sdk/terminate.rs"]
 mod terminate;
+#[path = "sdk/tracing.rs"]
+mod tracing;
 #[path = "sdk/util.rs"]
 mod util;
