@@ -242,9 +242,11 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
                     |(stage, done, total, unit, percent, rate, eta_s, elapsed_s)| {
                         Progress {
                             stage,
+                            call_id: None,
                             done,
                             total,
                             unit,
+                            message: None,
                             percent,
                             rate,
                             eta_s,

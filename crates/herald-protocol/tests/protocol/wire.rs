@@ -246,9 +246,11 @@ fn every_event_type_round_trips() {
             7,
             Progress {
                 stage: Some("fetch".into()),
+                call_id: None,
                 done: 17,
                 total: Some(200),
                 unit: Some("docs".into()),
+                message: None,
                 percent: Some(8.5),
                 rate: Some(2.5),
                 eta_s: Some(73.2),
@@ -262,9 +264,11 @@ fn every_event_type_round_trips() {
             7,
             Progress {
                 stage: None,
+                call_id: None,
                 done: u64::MAX,
                 total: None,
                 unit: None,
+                message: None,
                 percent: None,
                 rate: None,
                 eta_s: None,
