@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use herald_protocol::{
     AgentHistory, AgentIteration, AgentPreparingResponse, AgentResponse, AgentSystemMessage,
     ChatMessage, Custom, Draft, EventBody, ItemFinished, ItemStarted, LlmRequest, LlmResponse, Log,
-    LogLevel, RunFinished, RunId, RunOutcome, RunStarted, StageFinished, StageStarted, StepOutcome,
-    TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
+    LogLevel, Progress, RunFinished, RunId, RunOutcome, RunStarted, StageFinished, StageStarted,
+    StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
 };
 use serde_json::{Map, Value};
 
@@ -323,6 +323,8 @@ impl Run {
             tool: tool.to_owned(),
             started: Instant::now(),
             finished: false,
+            ticks: ToolTicks::new(),
+            unit: None,
         }
     }
 
@@ -737,7 +739,10 @@ impl<I: Iterator> Iterator for Ticks<I> {
 
 /// A tool call in progress. Created by [`Run::tool`].
 ///
-/// Dropped unfinished, it reports `tool.finished` with `failed`.
+/// A long call can report how far it has come ([`ToolCall::progress`],
+/// [`ToolCall::inc`], [`ToolCall::message`]): `progress` events with its call id, which
+/// the views show on the tool's row. Dropped unfinished, it reports `tool.finished`
+/// with `failed`.
 #[must_use = "a tool call dropped at once reports failed"]
 pub struct ToolCall {
     run: Run,
@@ -745,12 +750,145 @@ pub struct ToolCall {
     tool: String,
     started: Instant,
     finished: bool,
+    ticks: ToolTicks,
+    unit: Option<String>,
+}
+
+/// A tool call's count. Unlike a stage's, it is not sampled by the background loop:
+/// the handle itself decides when a count is worth an event, so a tick costs an atomic
+/// add, a clock read and two comparisons, and an event goes out only when the count
+/// moved a percentage point, the total changed, or [`TOOL_TICK_INTERVAL_US`] passed.
+/// Those events are ticks like a stage's: the first dropped when a sink falls behind.
+struct ToolTicks {
+    done: AtomicU64,
+    /// [`NO_COUNT`] until a total is known.
+    total: AtomicU64,
+    /// The count at which the next event is due.
+    next: AtomicU64,
+    /// Microseconds after the call started when the last event went out.
+    last_us: AtomicU64,
+    /// The count last sent, or [`NO_COUNT`] before the first.
+    sent: AtomicU64,
+}
+
+/// No total, or nothing sent yet, in [`ToolTicks`].
+const NO_COUNT: u64 = u64::MAX;
+
+/// The longest a moving tool count waits for its next event.
+const TOOL_TICK_INTERVAL_US: u64 = 1_000_000;
+
+impl ToolTicks {
+    fn new() -> ToolTicks {
+        ToolTicks {
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(NO_COUNT),
+            next: AtomicU64::new(0),
+            last_us: AtomicU64::new(0),
+            sent: AtomicU64::new(NO_COUNT),
+        }
+    }
+
+    fn total(&self) -> Option<u64> {
+        match self.total.load(Ordering::Relaxed) {
+            NO_COUNT => None,
+            n => Some(n),
+        }
+    }
 }
 
 impl ToolCall {
     /// The call id.
     pub fn call_id(&self) -> &str {
         &self.call_id
+    }
+
+    /// Sets what a unit of the call's progress is ("pages", "B").
+    pub fn unit(mut self, unit: &str) -> ToolCall {
+        self.unit = Some(unit.to_owned());
+        self
+    }
+
+    /// Reports that `done` of `total` units are done.
+    pub fn progress(&self, done: u64, total: u64) {
+        let total = total.min(NO_COUNT - 1);
+        let changed = self.ticks.total.swap(total, Ordering::Relaxed) != total;
+        self.ticks.done.store(done, Ordering::Relaxed);
+        self.tick_if_due(done, changed);
+    }
+
+    /// Counts `n` more units done. Cheap enough for a tight loop: an event goes out
+    /// only at each percentage point of the total, or once a second without one.
+    #[inline]
+    pub fn inc(&self, n: u64) {
+        let done = self
+            .ticks
+            .done
+            .fetch_add(n, Ordering::Relaxed)
+            .saturating_add(n);
+        self.tick_if_due(done, false);
+    }
+
+    /// Units done so far.
+    pub fn position(&self) -> u64 {
+        self.ticks.done.load(Ordering::Relaxed)
+    }
+
+    /// Says what the call is doing now ("Page 3 of 12"), at once, with its count.
+    pub fn message(&self, message: impl Into<String>) {
+        self.tick(Some(message.into()));
+    }
+
+    /// Sends the count if it moved far enough, or long enough ago; `force` sends it
+    /// anyway (a new total).
+    fn tick_if_due(&self, done: u64, force: bool) {
+        if force {
+            return self.tick(None);
+        }
+        if self.ticks.sent.load(Ordering::Relaxed) == done {
+            return;
+        }
+        let last_us = self.ticks.last_us.load(Ordering::Relaxed);
+        if done >= self.ticks.next.load(Ordering::Relaxed)
+            || self.micros() >= last_us.saturating_add(TOOL_TICK_INTERVAL_US)
+        {
+            self.tick(None);
+        }
+    }
+
+    fn micros(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Sends the current count as `progress` with the call id.
+    fn tick(&self, message: Option<String>) {
+        let done = self.ticks.done.load(Ordering::Relaxed);
+        let total = self.ticks.total();
+        // The next event is due a percentage point on; without a total, only by time.
+        let step = total.map_or(NO_COUNT, |t| (t / 100).max(1));
+        self.ticks
+            .next
+            .store(done.saturating_add(step), Ordering::Relaxed);
+        self.ticks.last_us.store(self.micros(), Ordering::Relaxed);
+        self.ticks.sent.store(done, Ordering::Relaxed);
+        let percent = total.map(|t| {
+            if t == 0 {
+                100.0
+            } else {
+                (done as f64 / t as f64 * 100.0).min(100.0)
+            }
+        });
+        self.run.inner.emit(Progress {
+            stage: None,
+            call_id: Some(self.call_id.clone()),
+            done,
+            total,
+            unit: self.unit.clone(),
+            message,
+            percent,
+            rate: None,
+            eta_s: None,
+            elapsed_s: seconds(self.started.elapsed()),
+        });
     }
 
     /// Finishes the call as `succeeded` with its output.
@@ -766,6 +904,11 @@ impl ToolCall {
     fn end(&mut self, status: ToolOutcome, output: Option<Value>, error: Option<String>) {
         if std::mem::replace(&mut self.finished, true) {
             return;
+        }
+        // The last count goes out before the call ends, as a stage's does.
+        let sent = self.ticks.sent.load(Ordering::Relaxed);
+        if sent != NO_COUNT && sent != self.ticks.done.load(Ordering::Relaxed) {
+            self.tick(None);
         }
         self.run.inner.emit(ToolFinished {
             call_id: self.call_id.clone(),
