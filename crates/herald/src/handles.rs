@@ -754,19 +754,18 @@ pub struct ToolCall {
     unit: Option<String>,
 }
 
-/// A tool call's count. Unlike a stage's, it is not sampled by the background loop:
-/// the handle itself decides when a count is worth an event, so a tick costs an atomic
-/// add, a clock read and two comparisons, and an event goes out only when the count
-/// moved a percentage point, the total changed, or [`TOOL_TICK_INTERVAL_US`] passed.
-/// Those events are ticks like a stage's: the first dropped when a sink falls behind.
+/// A tool call's count. Unlike a stage's, it is not sampled by the background loop
+/// (whose counters are stages'): the handle itself decides when a count is worth an
+/// event, without reading the clock, so a tick costs an atomic add, a load and a
+/// comparison. An event goes out when the count moved a percentage point of its total
+/// (without a total, 1% of the count itself), or the total changed. Those events are
+/// ticks like a stage's: the first dropped when a sink falls behind.
 struct ToolTicks {
     done: AtomicU64,
     /// [`NO_COUNT`] until a total is known.
     total: AtomicU64,
     /// The count at which the next event is due.
     next: AtomicU64,
-    /// Microseconds after the call started when the last event went out.
-    last_us: AtomicU64,
     /// The count last sent, or [`NO_COUNT`] before the first.
     sent: AtomicU64,
 }
@@ -774,16 +773,12 @@ struct ToolTicks {
 /// No total, or nothing sent yet, in [`ToolTicks`].
 const NO_COUNT: u64 = u64::MAX;
 
-/// The longest a moving tool count waits for its next event.
-const TOOL_TICK_INTERVAL_US: u64 = 1_000_000;
-
 impl ToolTicks {
     fn new() -> ToolTicks {
         ToolTicks {
             done: AtomicU64::new(0),
             total: AtomicU64::new(NO_COUNT),
             next: AtomicU64::new(0),
-            last_us: AtomicU64::new(0),
             sent: AtomicU64::new(NO_COUNT),
         }
     }
@@ -812,12 +807,15 @@ impl ToolCall {
     pub fn progress(&self, done: u64, total: u64) {
         let total = total.min(NO_COUNT - 1);
         let changed = self.ticks.total.swap(total, Ordering::Relaxed) != total;
+        // A count lower than the last one sent is work reset: worth showing at once.
+        let reset = done < self.ticks.sent.load(Ordering::Relaxed);
         self.ticks.done.store(done, Ordering::Relaxed);
-        self.tick_if_due(done, changed);
+        self.tick_if_due(done, changed || reset);
     }
 
     /// Counts `n` more units done. Cheap enough for a tight loop: an event goes out
-    /// only at each percentage point of the total, or once a second without one.
+    /// only at each percentage point of the total (without one, each 1% the count
+    /// grew).
     #[inline]
     pub fn inc(&self, n: u64) {
         let done = self
@@ -825,7 +823,9 @@ impl ToolCall {
             .done
             .fetch_add(n, Ordering::Relaxed)
             .saturating_add(n);
-        self.tick_if_due(done, false);
+        if done >= self.ticks.next.load(Ordering::Relaxed) {
+            self.tick_if_due(done, false);
+        }
     }
 
     /// Units done so far.
@@ -838,37 +838,27 @@ impl ToolCall {
         self.tick(Some(message.into()));
     }
 
-    /// Sends the count if it moved far enough, or long enough ago; `force` sends it
+    /// Sends the count if it moved far enough since the last one; `force` sends it
     /// anyway (a new total).
     fn tick_if_due(&self, done: u64, force: bool) {
-        if force {
-            return self.tick(None);
-        }
-        if self.ticks.sent.load(Ordering::Relaxed) == done {
-            return;
-        }
-        let last_us = self.ticks.last_us.load(Ordering::Relaxed);
-        if done >= self.ticks.next.load(Ordering::Relaxed)
-            || self.micros() >= last_us.saturating_add(TOOL_TICK_INTERVAL_US)
-        {
+        let moved = self.ticks.sent.load(Ordering::Relaxed) != done
+            && done >= self.ticks.next.load(Ordering::Relaxed);
+        if force || moved {
             self.tick(None);
         }
-    }
-
-    fn micros(&self) -> u64 {
-        self.started.elapsed().as_micros() as u64
     }
 
     /// Sends the current count as `progress` with the call id.
     fn tick(&self, message: Option<String>) {
         let done = self.ticks.done.load(Ordering::Relaxed);
         let total = self.ticks.total();
-        // The next event is due a percentage point on; without a total, only by time.
-        let step = total.map_or(NO_COUNT, |t| (t / 100).max(1));
+        // The next event is due a percentage point on: of the total, or without one,
+        // of the count itself, so that a count of unknown end sends a number of events
+        // that grows with its logarithm.
+        let step = (total.unwrap_or(done) / 100).max(1);
         self.ticks
             .next
             .store(done.saturating_add(step), Ordering::Relaxed);
-        self.ticks.last_us.store(self.micros(), Ordering::Relaxed);
         self.ticks.sent.store(done, Ordering::Relaxed);
         let percent = total.map(|t| {
             if t == 0 {
