@@ -308,16 +308,31 @@ export function showRun(ctx, id) {
     inFlightHead.hidden = inFlight.hidden = flying.length === 0;
     reconcile(inFlight, flying, (g) => g.key, () => h('li', { class: 'tool' },
       h('span', { class: 'tool-name' }), ' ', h('span', { class: 'tool-status' }), ' ', h('span', { class: 'muted tool-time' }),
-      h('div', { class: 'feedback' })), (el, g) => {
+      h('div', { class: 'feedback' }),
+      h('div', { class: 'bar tool-progress', hidden: true }, h('progress', { max: 100 }), h('span', { class: 'pct' }),
+        h('span', { class: 'muted tool-count' }))), (el, g) => {
       const c = g.calls[0];
       setText(el.querySelector('.tool-name'), `${c.tool}${g.calls.length > 1 ? ` ×${g.calls.length}` : ''}`);
       setText(el.querySelector('.tool-status'), c.status === 'selected' ? '(selected)' : '(running)');
       const time = el.querySelector('.tool-time');
       time.dataset.started = c.started_at;
       setText(time, `for ${duration(Math.max(0, (Date.now() - Date.parse(c.started_at)) / 1000))}`);
+      // What the call says it is doing now outranks what it said when it started.
+      const p = c.progress;
+      const said = (p && p.message) || c.feedback;
       const fb = el.querySelector('.feedback');
-      fb.hidden = !c.feedback;
-      setText(fb, c.feedback || '');
+      fb.hidden = !said;
+      setText(fb, said || '');
+      const bar = el.querySelector('.tool-progress');
+      bar.hidden = !p;
+      if (p) {
+        const meter = bar.querySelector('progress');
+        setAttr(meter, 'aria-label', `Progress of ${c.tool}`);
+        setProgress(meter, p.percent, false);
+        setText(bar.querySelector('.pct'), percentText(p.percent));
+        const count = p.total !== undefined ? `${p.done} / ${p.total}` : `${p.done}`;
+        setText(bar.querySelector('.tool-count'), `${count}${p.unit ? ` ${p.unit}` : ''}`);
+      }
     });
 
     const done = group([...tools.done].reverse());
@@ -452,7 +467,8 @@ function section(id, heading, ...children) {
 function group(calls) {
   const groups = new Map();
   for (const c of calls) {
-    const key = JSON.stringify([c.tool, c.input ?? null, c.feedback ?? null, c.status]);
+    // A call that reports its own progress has a row of its own.
+    const key = JSON.stringify([c.tool, c.input ?? null, c.feedback ?? null, c.status, c.progress ? c.call_id : null]);
     if (!groups.has(key)) groups.set(key, { key, calls: [] });
     groups.get(key).calls.push(c);
   }
@@ -469,7 +485,7 @@ function describe(e) {
     case 'heartbeat': return { summary: e.note || `alive after ${duration(e.elapsed_s)}` };
     case 'stage.started': return { summary: `${e.stage}${e.total !== undefined ? ` (${e.total} items)` : ''}` };
     case 'stage.finished': return { summary: `${e.stage} ${e.status}${e.error ? `: ${e.error}` : ''}`, bad: e.status === 'failed' };
-    case 'progress': return { summary: `${e.stage ? `${e.stage}: ` : ''}${e.done}${e.total !== undefined ? ` / ${e.total}` : ''}` };
+    case 'progress': return { summary: `${e.stage ? `${e.stage}: ` : ''}${e.call_id ? `tool ${e.call_id}: ` : ''}${e.done}${e.total !== undefined ? ` / ${e.total}` : ''}${e.message ? ` (${clip(e.message, 200)})` : ''}` };
     case 'item.started': return { summary: `${e.label || e.item}${e.stage ? ` (${e.stage})` : ''}` };
     case 'item.finished': return { summary: `${e.item} ${e.status}${e.error ? `: ${e.error}` : ''}`, bad: e.status === 'failed' };
     case 'log': return { summary: `${e.level}: ${clip(e.message, 200)}`, bad: e.level === 'error' };

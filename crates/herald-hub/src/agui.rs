@@ -38,6 +38,12 @@
 //!   (`progress:<run>`), replaced by each snapshot. Once one was sent, a stage's end
 //!   and the run's end send it again, so that what a front end shows last is the
 //!   run's final state, not its last tick.
+//! - A tool call's own progress (`progress` with its `call_id`) is an
+//!   `ACTIVITY_SNAPSHOT` of `activityType` `TOOL_PROGRESS`, one message per call
+//!   (`tool-progress:<toolCallId>`), whose `content` is the call's progress as the
+//!   state keeps it (`done`, `total`, `unit`, `percent`, `message`, `updated_at`)
+//!   beside `tool_call_id`, `call_id` and `tool`. Activity messages are independent
+//!   of the tool call's own events, so they may follow its `TOOL_CALL_END`.
 //! - A stream that cannot go on (the run deleted, the hub stopping, the database away)
 //!   ends with `RUN_ERROR` and a code saying which (`not_found`, `unavailable`),
 //!   never with silence. That `RUN_ERROR` has no `id:`, so an EventSource that
@@ -52,7 +58,7 @@ use futures_util::stream::{self, StreamExt};
 use herald_protocol::api::ApiErrorCode;
 use herald_protocol::{
     Counter, Event, EventBody, ItemCounts, RunId, RunOutcome, RunState, RunStatus, StageState,
-    ToolOutcome,
+    ToolOutcome, ToolProgress,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -70,6 +76,9 @@ const MAX_REMEMBERED_CALLS: usize = 65_536;
 
 /// `activityType` of the progress snapshots.
 const ACTIVITY_PROGRESS: &str = "PROGRESS";
+
+/// `activityType` of a tool call's own progress.
+const ACTIVITY_TOOL_PROGRESS: &str = "TOOL_PROGRESS";
 
 /// One AG-UI event: its type and fields, and the base fields every event may carry.
 #[derive(Debug, Serialize)]
@@ -189,6 +198,17 @@ impl<'a> ProgressContent<'a> {
             items: &state.items,
         }
     }
+}
+
+/// A tool call's own progress: what its `ACTIVITY_SNAPSHOT` carries, in the state's
+/// field names beside the AG-UI id of the call.
+#[derive(Serialize)]
+struct ToolProgressContent<'a> {
+    tool_call_id: &'a str,
+    call_id: &'a str,
+    tool: &'a str,
+    #[serde(flatten)]
+    progress: &'a ToolProgress,
 }
 
 /// An open text message: the `call_id` its deltas carry (none for deltas without one)
@@ -339,6 +359,17 @@ impl Encoder {
                 emit(&mut out, Kind::StepFinished { step_name }, true);
                 self.progress_after_change(&mut out, ts);
             }
+            EventBody::Progress(progress) if progress.call_id.is_some() => {
+                match self.tool_activity(progress.call_id.as_deref().unwrap_or_default()) {
+                    Some(kind) => emit(&mut out, kind, true),
+                    // A call not in flight has no row: the run's progress, unchanged
+                    // by it, still carries the event.
+                    None => {
+                        self.progress_shown = true;
+                        emit(&mut out, self.progress_snapshot(), true);
+                    }
+                }
+            }
             EventBody::Progress(_)
             | EventBody::ItemStarted(_)
             | EventBody::ItemFinished(_)
@@ -442,6 +473,39 @@ impl Encoder {
             content,
             replace: true,
         }
+    }
+
+    /// `ACTIVITY_SNAPSHOT` of a tool call's own progress, as the state keeps it, for a
+    /// call in flight; its message is the call's (`tool-progress:<toolCallId>`), so
+    /// each snapshot replaces the call's last one and never the run's progress.
+    fn tool_activity(&self, call_id: &str) -> Option<Kind> {
+        let call = self
+            .state
+            .tools
+            .in_flight
+            .iter()
+            .find(|t| t.call_id == call_id)?;
+        let progress = call.progress.as_ref()?;
+        // The AG-UI id of the call, which differs from its `call_id` when that was
+        // used again; a call only selected has none yet and goes by its `call_id`.
+        let tool_call_id = self
+            .tools
+            .get(call_id)
+            .map_or(call_id, String::as_str)
+            .to_owned();
+        let content = serde_json::to_value(ToolProgressContent {
+            tool_call_id: &tool_call_id,
+            call_id,
+            tool: &call.tool,
+            progress,
+        })
+        .unwrap_or_default();
+        Some(Kind::ActivitySnapshot {
+            message_id: format!("tool-progress:{tool_call_id}"),
+            activity_type: ACTIVITY_TOOL_PROGRESS,
+            content,
+            replace: true,
+        })
     }
 
     /// The progress again after a stage or the run finished, once it was shown: so

@@ -214,13 +214,18 @@ pub struct StageFinished {
     pub elapsed_s: f64,
 }
 
-/// `progress`: how far a stage (or the run) has come.
+/// `progress`: how far a stage (or the run, or a tool call) has come.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Progress {
     /// The stage this counts, when the run has stages.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub stage: Option<String>,
+    /// The tool call this counts, instead of a stage: such a `progress` moves that
+    /// call's own counter and never a stage's or the run's percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub call_id: Option<String>,
     /// Units done.
     pub done: u64,
     /// Units expected; may grow while work is discovered.
@@ -229,6 +234,10 @@ pub struct Progress {
     /// What a unit is ("docs", "B").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// What the stage, or with `call_id` the tool call, is doing now, for people
+    /// ("downloading foo.tar.gz", "Page 3 of 12"); an empty string clears a stage's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// `done / total` in percent.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
@@ -244,10 +253,6 @@ pub struct Progress {
     /// Seconds since the stage (or run) started.
     #[schemars(range(min = 0))]
     pub elapsed_s: f64,
-    /// What the stage is doing now, for people ("downloading foo.tar.gz"); an empty
-    /// string clears it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
 }
 
 /// `item.started`: one unit of work begins.

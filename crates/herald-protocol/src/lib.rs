@@ -47,7 +47,7 @@ pub use state::{
     AgentState, Counter, ErrorInfo, ItemCounts, ItemFailure, ItemState, LlmState, LogLine,
     MAX_LISTED_FAILURES, MAX_LISTED_ITEMS, MAX_LISTED_LOGS, MAX_LISTED_TOOLS, MAX_STAGES,
     MAX_TEXT_BYTES, MAX_VALUE_BYTES, RunState, RunStatus, StageState, StageStatus, ToolCall,
-    ToolCallStatus, ToolsState, fold,
+    ToolCallStatus, ToolProgress, ToolsState, fold,
 };
 pub use wire::{
     BatchError, BatchFormat, ErrorCode, EventError, MAX_EVENT_BYTES, MAX_EVENT_DEPTH,

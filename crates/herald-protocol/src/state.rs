@@ -335,6 +335,32 @@ pub struct ToolCall {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How far the call has come, once it reported `progress` with its call id; kept
+    /// as last reported after it finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ToolProgress>,
+}
+
+/// The progress a tool call reported about itself (`progress` with `call_id`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolProgress {
+    /// Units done.
+    pub done: u64,
+    /// Units expected, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// What a unit is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// `done / total` in percent, or as the tool reported it without a total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// What the tool is doing now, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it last reported.
+    pub updated_at: Timestamp,
 }
 
 /// Where a tool call is.
@@ -682,6 +708,31 @@ impl RunState {
                     self.set_error(&msg, format!("stage {}", b.stage), event);
                 }
             }
+            EventBody::Progress(b) if b.call_id.is_some() => {
+                // A tool's own counter: it never moves a stage or the run's percent. A
+                // call not in flight (unknown, or finished) has no row to update.
+                let call_id = b.call_id.as_deref();
+                if let Some(call) = self
+                    .tools
+                    .in_flight
+                    .iter_mut()
+                    .find(|t| Some(t.call_id.as_str()) == call_id)
+                {
+                    // What a tick leaves out (the total, the unit, the message) stays
+                    // as the call last said it.
+                    let last = call.progress.take();
+                    let last = last.as_ref();
+                    let total = b.total.or(last.and_then(|p| p.total));
+                    call.progress = Some(ToolProgress {
+                        done: b.done,
+                        total,
+                        unit: b.unit.clone().or(last.and_then(|p| p.unit.clone())),
+                        percent: total.map(|t| percent(b.done, t)).or(b.percent),
+                        message: b.message.clone().or(last.and_then(|p| p.message.clone())),
+                        updated_at: ts,
+                    });
+                }
+            }
             EventBody::Progress(b) => {
                 let counter = match &b.stage {
                     Some(name) => {
@@ -850,6 +901,7 @@ impl RunState {
                         started_at: ts,
                         elapsed_s: None,
                         error: None,
+                        progress: None,
                     });
                     self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
                 }
@@ -887,6 +939,7 @@ impl RunState {
                             started_at: ts,
                             elapsed_s: None,
                             error: None,
+                            progress: None,
                         });
                         self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
                     }
@@ -909,6 +962,7 @@ impl RunState {
                         started_at: ts,
                         elapsed_s: None,
                         error: None,
+                        progress: None,
                     },
                 };
                 call.status = match b.status {

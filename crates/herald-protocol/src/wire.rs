@@ -549,6 +549,16 @@ fn validate_body(body: &EventBody) -> Result<(), EventError> {
             if let Some(stage) = &b.stage {
                 non_empty("stage", stage)?;
             }
+            if let Some(call_id) = &b.call_id {
+                non_empty("call_id", call_id)?;
+                // One count moves one counter: a tool's progress is not also a stage's.
+                if b.stage.is_some() {
+                    return Err(EventError::invalid(
+                        "stage",
+                        "`stage` and `call_id` name two counters; a `progress` counts one",
+                    ));
+                }
+            }
             if let Some(p) = b.percent {
                 if !(0.0..=100.0).contains(&p) {
                     return Err(EventError::invalid(

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
-use herald::{Progress, Stage, Target};
+use herald::{Progress, Stage, Target, ToolCall};
 use indicatif::{InMemoryTerm, ProgressBar, ProgressDrawTarget};
 
 /// Ticks per criterion iteration.
@@ -76,6 +76,11 @@ const HERALD_BARS: Variant = Variant {
     function: "herald_inc",
     parameter: "stderr_bars",
     label: "herald Stage::inc(1), Target::stderr_bars() on a pty",
+};
+const HERALD_TOOL: Variant = Variant {
+    function: "herald_tool_inc",
+    parameter: "json_lines",
+    label: "herald ToolCall::inc(1), Target::json_writer(io::sink())",
 };
 const HERALD_WRAP: Variant = Variant {
     function: "herald_wrap_iter",
@@ -126,6 +131,7 @@ fn main() {
         bench_herald_inc(&mut group, &HERALD_JSON, || {
             Progress::new([Target::json_writer(std::io::sink())])
         });
+        bench_herald_tool_inc(&mut group);
         bench_herald_wrap_iter(&mut group);
         bench_indicatif_inc(&mut group, &INDICATIF_HIDDEN, ProgressDrawTarget::hidden);
         bench_indicatif_inc(&mut group, &INDICATIF_TERM, in_memory_term);
@@ -182,6 +188,25 @@ fn bench_herald_inc(
         })
     });
     stage.finish();
+    run.finish();
+}
+
+/// A tool call's own count: throttled in the handle rather than sampled, so its tick
+/// is measured apart from a stage's. Without a total, as the stage's.
+fn bench_herald_tool_inc(group: &mut BenchmarkGroup<'_, WallTime>) {
+    let progress = Progress::new([Target::json_writer(std::io::sink())]);
+    let run = progress.run("bench");
+    let call = run.tool("ticks", None, None);
+    call.inc(1);
+    group.bench_function(id(&HERALD_TOOL), |b| {
+        b.iter(|| {
+            let call: &ToolCall = black_box(&call);
+            for _ in 0..TICKS {
+                call.inc(1);
+            }
+        })
+    });
+    call.finish(None);
     run.finish();
 }
 
@@ -385,6 +410,7 @@ fn print_summary(started: SystemTime, bars: &BarsResult, tqdm: &TqdmResult) {
         &HERALD_HIDDEN,
         &HERALD_JSON,
         &HERALD_BARS,
+        &HERALD_TOOL,
         &HERALD_WRAP,
         &INDICATIF_HIDDEN,
         &INDICATIF_TERM,

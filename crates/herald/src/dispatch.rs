@@ -748,6 +748,7 @@ impl Worker {
         let started = counter.started_at.get().copied().unwrap_or(ts);
         let mut progress = Progress {
             stage: Some(counter.stage.clone()),
+            call_id: None,
             done,
             total,
             unit: counter.unit.get().cloned(),

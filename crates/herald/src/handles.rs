@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use herald_protocol::{
     AgentHistory, AgentIteration, AgentPreparingResponse, AgentResponse, AgentSystemMessage,
     ChatMessage, Custom, Draft, EventBody, ItemFinished, ItemStarted, LlmRequest, LlmResponse, Log,
-    LogLevel, RunFinished, RunId, RunOutcome, RunStarted, StageFinished, StageStarted, StepOutcome,
-    TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
+    LogLevel, Progress, RunFinished, RunId, RunOutcome, RunStarted, StageFinished, StageStarted,
+    StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
 };
 use serde_json::{Map, Value};
 
@@ -338,6 +338,8 @@ impl Run {
             tool: tool.to_owned(),
             started: Instant::now(),
             finished: false,
+            ticks: ToolTicks::new(),
+            unit: None,
         }
     }
 
@@ -1078,7 +1080,10 @@ impl<I: Iterator> Iterator for Ticks<I> {
 
 /// A tool call in progress. Created by [`Run::tool`].
 ///
-/// Dropped unfinished, it reports `tool.finished` with `failed`.
+/// A long call can report how far it has come ([`ToolCall::progress`],
+/// [`ToolCall::inc`], [`ToolCall::message`]): `progress` events with its call id, which
+/// the views show on the tool's row. Dropped unfinished, it reports `tool.finished`
+/// with `failed`.
 #[must_use = "a tool call dropped at once reports failed"]
 pub struct ToolCall {
     run: Run,
@@ -1086,6 +1091,45 @@ pub struct ToolCall {
     tool: String,
     started: Instant,
     finished: bool,
+    ticks: ToolTicks,
+    unit: Option<String>,
+}
+
+/// A tool call's count. Unlike a stage's, it is not sampled by the background loop
+/// (whose counters are stages'): the handle itself decides when a count is worth an
+/// event, without reading the clock, so a tick costs an atomic add, a load and a
+/// comparison. An event goes out when the count moved a percentage point of its total
+/// (without a total, 1% of the count itself), or the total changed. Those events are
+/// ticks like a stage's: the first dropped when a sink falls behind.
+struct ToolTicks {
+    done: AtomicU64,
+    /// [`NO_COUNT`] until a total is known.
+    total: AtomicU64,
+    /// The count at which the next event is due.
+    next: AtomicU64,
+    /// The count last sent, or [`NO_COUNT`] before the first.
+    sent: AtomicU64,
+}
+
+/// No total, or nothing sent yet, in [`ToolTicks`].
+const NO_COUNT: u64 = u64::MAX;
+
+impl ToolTicks {
+    fn new() -> ToolTicks {
+        ToolTicks {
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(NO_COUNT),
+            next: AtomicU64::new(0),
+            sent: AtomicU64::new(NO_COUNT),
+        }
+    }
+
+    fn total(&self) -> Option<u64> {
+        match self.total.load(Ordering::Relaxed) {
+            NO_COUNT => None,
+            n => Some(n),
+        }
+    }
 }
 
 impl ToolCall {
@@ -1109,6 +1153,90 @@ impl ToolCall {
         });
     }
 
+    /// Sets what a unit of the call's progress is ("pages", "B").
+    pub fn unit(mut self, unit: &str) -> ToolCall {
+        self.unit = Some(unit.to_owned());
+        self
+    }
+
+    /// Reports that `done` of `total` units are done.
+    pub fn progress(&self, done: u64, total: u64) {
+        let total = total.min(NO_COUNT - 1);
+        let changed = self.ticks.total.swap(total, Ordering::Relaxed) != total;
+        // A count lower than the last one sent is work reset: worth showing at once.
+        let reset = done < self.ticks.sent.load(Ordering::Relaxed);
+        self.ticks.done.store(done, Ordering::Relaxed);
+        self.tick_if_due(done, changed || reset);
+    }
+
+    /// Counts `n` more units done. Cheap enough for a tight loop: an event goes out
+    /// only at each percentage point of the total (without one, each 1% the count
+    /// grew).
+    #[inline]
+    pub fn inc(&self, n: u64) {
+        let done = self
+            .ticks
+            .done
+            .fetch_add(n, Ordering::Relaxed)
+            .saturating_add(n);
+        if done >= self.ticks.next.load(Ordering::Relaxed) {
+            self.tick_if_due(done, false);
+        }
+    }
+
+    /// Units done so far.
+    pub fn position(&self) -> u64 {
+        self.ticks.done.load(Ordering::Relaxed)
+    }
+
+    /// Says what the call is doing now ("Page 3 of 12"), at once, with its count.
+    pub fn message(&self, message: impl Into<String>) {
+        self.tick(Some(message.into()));
+    }
+
+    /// Sends the count if it moved far enough since the last one; `force` sends it
+    /// anyway (a new total).
+    fn tick_if_due(&self, done: u64, force: bool) {
+        let moved = self.ticks.sent.load(Ordering::Relaxed) != done
+            && done >= self.ticks.next.load(Ordering::Relaxed);
+        if force || moved {
+            self.tick(None);
+        }
+    }
+
+    /// Sends the current count as `progress` with the call id.
+    fn tick(&self, message: Option<String>) {
+        let done = self.ticks.done.load(Ordering::Relaxed);
+        let total = self.ticks.total();
+        // The next event is due a percentage point on: of the total, or without one,
+        // of the count itself, so that a count of unknown end sends a number of events
+        // that grows with its logarithm.
+        let step = (total.unwrap_or(done) / 100).max(1);
+        self.ticks
+            .next
+            .store(done.saturating_add(step), Ordering::Relaxed);
+        self.ticks.sent.store(done, Ordering::Relaxed);
+        let percent = total.map(|t| {
+            if t == 0 {
+                100.0
+            } else {
+                (done as f64 / t as f64 * 100.0).min(100.0)
+            }
+        });
+        self.run.inner.emit(Progress {
+            stage: None,
+            call_id: Some(self.call_id.clone()),
+            done,
+            total,
+            unit: self.unit.clone(),
+            message,
+            percent,
+            rate: None,
+            eta_s: None,
+            elapsed_s: seconds(self.started.elapsed()),
+        });
+    }
+
     /// Finishes the call as `succeeded` with its output.
     pub fn finish(mut self, output: Option<Value>) {
         self.end(ToolOutcome::Succeeded, output, None);
@@ -1122,6 +1250,11 @@ impl ToolCall {
     fn end(&mut self, status: ToolOutcome, output: Option<Value>, error: Option<String>) {
         if std::mem::replace(&mut self.finished, true) {
             return;
+        }
+        // The last count goes out before the call ends, as a stage's does.
+        let sent = self.ticks.sent.load(Ordering::Relaxed);
+        if sent != NO_COUNT && sent != self.ticks.done.load(Ordering::Relaxed) {
+            self.tick(None);
         }
         self.run.inner.emit(ToolFinished {
             call_id: self.call_id.clone(),

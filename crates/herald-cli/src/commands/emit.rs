@@ -285,8 +285,18 @@ fn stamped(draft: Draft) -> Draft {
 }
 
 /// Sets `elapsed_s` from the run's state: the stage's time for a stage's event, the
-/// run's otherwise.
+/// tool call's for a tool's progress, the run's otherwise.
 fn fill_elapsed(draft: &mut Draft, state: &RunState) {
+    // A call's time is the run's less how long after the run's start the call began.
+    let call_elapsed = |call_id: &str| {
+        let call = state.tools.in_flight.iter().find(|t| t.call_id == call_id);
+        call.map_or(state.elapsed_s, |call| {
+            let began = state
+                .started_at
+                .map_or(0.0, |start| call.started_at.seconds_since(start));
+            (state.elapsed_s - began).max(0.0)
+        })
+    };
     let stage_elapsed = |name: &str| {
         state
             .stages
@@ -296,7 +306,10 @@ fn fill_elapsed(draft: &mut Draft, state: &RunState) {
     };
     match &mut draft.body {
         EventBody::Progress(p) => {
-            p.elapsed_s = p.stage.as_deref().map_or(state.elapsed_s, stage_elapsed);
+            p.elapsed_s = match (&p.call_id, &p.stage) {
+                (Some(call_id), _) => call_elapsed(call_id),
+                (None, stage) => stage.as_deref().map_or(state.elapsed_s, stage_elapsed),
+            };
         }
         EventBody::StageFinished(s) => s.elapsed_s = stage_elapsed(&s.stage),
         EventBody::Heartbeat(h) => h.elapsed_s = state.elapsed_s,

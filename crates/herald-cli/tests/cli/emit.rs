@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use herald_protocol::EventBody;
+use herald_protocol::{EventBody, Timestamp};
 use serde_json::json;
 
 use crate::hubs::{DEADLINE, Running, TestHub, cmd, run_within, stderr_of};
@@ -127,6 +127,45 @@ fn events_reach_the_run_with_the_types_they_need() {
         "text stays text where any type will do"
     );
     assert_eq!(hub.state(&run.id)["status"], "succeeded");
+}
+
+#[test]
+fn a_tool_s_progress_from_a_script_counts_the_tool_s_time() {
+    let hub = TestHub::start();
+    let run = hub.create(json!({"name": "script"}));
+    // The run began ten minutes ago, its tool call a minute ago.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let ago = |secs: i64| json!(Timestamp::from_unix_micros(now - secs * 1_000_000));
+    hub.append(
+        &run,
+        json!([
+            {"event": "run.started", "name": "script", "ts": ago(600)},
+            {"event": "tool.started", "call_id": "t1", "tool": "crawl", "ts": ago(60)},
+        ]),
+    );
+    let mut command = hub.herald(&["emit", "--token", &run.write_token]);
+    command.env("HERALD_RUN", &run.id).args([
+        "progress",
+        "call_id=t1",
+        "done=3",
+        "total=12",
+        "message=Page 3 of 12",
+    ]);
+    let out = run_within(command);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+
+    let events = hub.events(&run.id);
+    let Some(EventBody::Progress(p)) = events.last().map(|e| &e.body) else {
+        panic!("{events:?}");
+    };
+    assert_eq!(p.call_id.as_deref(), Some("t1"));
+    assert_eq!(p.message.as_deref(), Some("Page 3 of 12"));
+    assert!((60.0..300.0).contains(&p.elapsed_s), "{}", p.elapsed_s);
+    let state = hub.state(&run.id);
+    assert_eq!(state["tools"]["in_flight"][0]["progress"]["percent"], 25.0);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `--progress auto` on a real pseudo-terminal: live bars redrawn in place, in color,
 //! and without color under `NO_COLOR`. (Forced bars on a pipe, and the screens
-//! themselves, are tested in the SDK.)
+//! themselves, are tested in the SDK.) `herald watch` draws the same bars for a run on
+//! a hub.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -15,7 +16,9 @@ use std::time::Instant;
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
 
-use crate::hubs::{DEADLINE, cmd};
+use serde_json::json;
+
+use crate::hubs::{DEADLINE, TestHub, cmd};
 
 /// Runs `herald ARGS` with its stdout and stderr on a new 30x100 pseudo-terminal and
 /// `env` set; everything it wrote there, and whether it succeeded.
@@ -143,4 +146,30 @@ fn no_color_leaves_the_bars_and_takes_the_color_away() {
             String::from_utf8_lossy(&out)
         );
     }
+}
+
+#[test]
+fn watch_on_a_terminal_shows_a_tool_s_own_progress_on_its_row() {
+    let hub = TestHub::start();
+    let run = hub.create(json!({"name": "crawler"}));
+    hub.append(
+        &run,
+        json!([
+            {"event": "run.started", "name": "crawler"},
+            {"event": "tool.started", "call_id": "t1", "tool": "crawl", "feedback": "Crawling the site"},
+            {"event": "progress", "call_id": "t1", "done": 3, "total": 12, "unit": "pages",
+             "message": "Page 3 of 12", "elapsed_s": 1.0},
+        ]),
+    );
+    // The run stays open: watch draws it until nothing arrives for a second.
+    let (ok, out) = on_a_terminal(
+        &["watch", "--idle-timeout", "1s", &run.id],
+        &[("HERALD_URL", hub.url.as_str()), ("NO_COLOR", "1")],
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(!ok, "an idle timeout is not a success:\n{text}");
+    assert!(
+        text.contains("⚙ crawl: Page 3 of 12… · 25%  3/12 pages · "),
+        "the tool's row without its progress:\n{text}"
+    );
 }

@@ -381,7 +381,8 @@ fn verify(out: &[Value]) -> Result<(), String> {
             "STEP_FINISHED" => close(&mut steps, field("stepName")?)?,
             "TEXT_MESSAGE_START" => {
                 let id = field("messageId")?;
-                if !used.insert(format!("message {id}")) {
+                if !used.insert(format!("message {id}")) || used.contains(&format!("activity {id}"))
+                {
                     return Err(format!("{kind} at {i}: message {id} was used before"));
                 }
                 open(&mut messages, id)?;
@@ -414,7 +415,11 @@ fn verify(out: &[Value]) -> Result<(), String> {
             }
             "TOOL_CALL_END" => close(&mut tools, field("toolCallId")?)?,
             "TOOL_CALL_RESULT" => {
-                field("messageId")?;
+                let id = field("messageId")?;
+                if used.contains(&format!("activity {id}")) {
+                    return Err(format!("{kind} at {i}: {id} is an activity's id"));
+                }
+                used.insert(format!("message {id}"));
                 field("toolCallId")?;
                 field("content")?;
             }
@@ -439,6 +444,13 @@ fn verify(out: &[Value]) -> Result<(), String> {
             "ACTIVITY_SNAPSHOT" => {
                 if !e["content"].is_object() {
                     return Err(format!("activity at {i} without an object content"));
+                }
+                // The client keeps activities among the messages: an id of a text
+                // message or a tool result would be mistaken for one.
+                let id = field("messageId")?;
+                used.insert(format!("activity {id}"));
+                if used.contains(&format!("message {id}")) {
+                    return Err(format!("activity at {i}: {id} is a message's id"));
                 }
             }
             "CUSTOM" => {
@@ -491,6 +503,8 @@ fn any_body() -> impl Strategy<Value = Value> {
         })),
         (1..5u64).prop_map(|d| json!({"event": "progress", "done": d, "total": 4,
                                       "elapsed_s": d as f64})),
+        (name.clone(), 1..5u64).prop_map(|(c, d)| json!({"event": "progress", "call_id": c,
+                                      "done": d, "elapsed_s": d as f64})),
         Just(json!({"event": "log", "level": "info", "message": "m"})),
         Just(json!({"event": "heartbeat", "elapsed_s": 1.0})),
         name.clone()
@@ -554,6 +568,64 @@ fn a_tool_s_string_input_is_json_and_a_call_id_used_again_is_a_call_of_its_own()
     assert_eq!(out[8]["messageId"], "result:t1:2");
     // The result's content is text: a string output as itself.
     assert_eq!(out[8]["content"], "ok");
+}
+
+#[test]
+fn a_tool_s_own_progress_is_an_activity_of_that_call() {
+    let bodies = [
+        json!({"event": "run.started", "name": "n"}),
+        // Before the call starts, and for a call that ended, there is no row: the
+        // run's progress stands for the event.
+        json!({"event": "progress", "call_id": "t1", "done": 1, "elapsed_s": 0.5}),
+        json!({"event": "tool.started", "call_id": "t1", "tool": "crawl"}),
+        json!({"event": "progress", "call_id": "t1", "done": 3, "total": 12, "unit": "pages",
+               "message": "Page 3 of 12", "elapsed_s": 1.0}),
+        json!({"event": "tool.finished", "call_id": "t1", "tool": "crawl", "status": "succeeded"}),
+        // The same call id again is a call of its own, and so is its activity.
+        json!({"event": "tool.started", "call_id": "t1", "tool": "crawl"}),
+        json!({"event": "progress", "call_id": "t1", "done": 1, "total": 2, "elapsed_s": 1.0}),
+        json!({"event": "tool.finished", "call_id": "t1", "tool": "crawl", "status": "succeeded"}),
+        json!({"event": "run.finished", "status": "succeeded"}),
+    ];
+    let out = check(
+        None,
+        &bodies,
+        &[
+            "RUN_STARTED",
+            "ACTIVITY_SNAPSHOT",
+            "TOOL_CALL_START",
+            "TOOL_CALL_END",
+            "ACTIVITY_SNAPSHOT",
+            "TOOL_CALL_RESULT",
+            "TOOL_CALL_START",
+            "TOOL_CALL_END",
+            "ACTIVITY_SNAPSHOT",
+            "TOOL_CALL_RESULT",
+            "ACTIVITY_SNAPSHOT",
+            "RUN_FINISHED",
+        ],
+    );
+    assert_eq!(out[1]["messageId"], "progress:r1");
+    assert_eq!(out[1]["activityType"], "PROGRESS");
+    assert_eq!(out[4]["messageId"], "tool-progress:t1");
+    assert_eq!(out[4]["activityType"], "TOOL_PROGRESS");
+    assert_eq!(out[4]["replace"], true);
+    assert_eq!(
+        out[4]["content"],
+        json!({"tool_call_id": "t1", "call_id": "t1", "tool": "crawl", "done": 3, "total": 12,
+               "unit": "pages", "percent": 25.0, "message": "Page 3 of 12",
+               "updated_at": out[4]["content"]["updated_at"]})
+    );
+    assert_eq!(out[4]["rawEvent"]["call_id"], "t1");
+    assert_eq!(out[8]["messageId"], "tool-progress:t1:2");
+    assert_eq!(out[8]["content"]["tool_call_id"], "t1:2");
+    assert_eq!(out[8]["content"]["percent"], 50.0);
+    // The run's own progress never counted the tool.
+    assert!(
+        out[10]["content"].get("progress").is_none(),
+        "{:#}",
+        out[10]
+    );
 }
 
 /// The cursors of an AG-UI stream (`Last-Event-ID`), read from any text.

@@ -256,6 +256,86 @@ async fn http_agent_follows_a_live_agent_run_to_its_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_agent_receives_a_tool_s_own_progress_as_its_activity() {
+    let Some(node) = node() else { return };
+    let hub = TestHub::with_admin(StoreKind::Sqlite).await;
+    let run = hub.create_named("crawler").await;
+    hub.append(
+        &run,
+        json!([{"event": "run.started", "name": "agent"},
+               {"event": "tool.started", "call_id": "t1", "tool": "crawl",
+                "feedback": "Crawling the site"},
+               {"event": "progress", "call_id": "t1", "done": 3, "total": 12,
+                "unit": "pages", "message": "Page 3 of 12", "elapsed_s": 1.0}]),
+    )
+    .await;
+    // Through the hub, the state shows the tool's progress on its row, and only there.
+    let state = hub.state(&run).await;
+    let tool = &state["tools"]["in_flight"][0];
+    assert_eq!(tool["call_id"], "t1");
+    assert_eq!(tool["progress"]["done"], 3);
+    assert_eq!(tool["progress"]["total"], 12);
+    assert_eq!(tool["progress"]["percent"], 25.0);
+    assert_eq!(tool["progress"]["unit"], "pages");
+    assert_eq!(tool["progress"]["message"], "Page 3 of 12");
+    assert!(state.get("progress").is_none(), "{state:#}");
+
+    let client = attach(&node, &hub, &run);
+    wait_until("the AG-UI client to attach", || async {
+        hub.metric("herald_subscribers").await == 1.0
+    })
+    .await;
+    hub.append(
+        &run,
+        json!([{"event": "progress", "call_id": "t1", "done": 9, "elapsed_s": 2.0},
+               {"event": "tool.finished", "call_id": "t1", "tool": "crawl",
+                "status": "succeeded", "output": "12 pages"},
+               {"event": "run.finished", "status": "succeeded"}]),
+    )
+    .await;
+    let followed = Followed::of(client).await;
+    followed.assert_accepted();
+    let activities: Vec<&Value> = followed
+        .events
+        .iter()
+        .filter(|e| e["type"] == "ACTIVITY_SNAPSHOT")
+        .collect();
+    assert_eq!(activities.len(), 2, "{:#?}", followed.events);
+    assert!(
+        activities
+            .iter()
+            .all(|a| a["messageId"] == "tool-progress:t1" && a["activityType"] == "TOOL_PROGRESS"),
+        "{activities:#?}"
+    );
+    // Each snapshot comes before the call's result.
+    let kinds = followed.kinds();
+    let result_at = kinds.iter().position(|k| *k == "TOOL_CALL_RESULT").unwrap();
+    let last_activity_at = kinds
+        .iter()
+        .rposition(|k| *k == "ACTIVITY_SNAPSHOT")
+        .unwrap();
+    assert!(last_activity_at < result_at, "{kinds:?}");
+
+    // The client keeps one activity message for the call, as last reported.
+    let messages = followed.last["messages"]
+        .as_array()
+        .expect("the agent's messages");
+    let activity = messages
+        .iter()
+        .find(|m| m["id"] == "tool-progress:t1")
+        .unwrap_or_else(|| panic!("no activity for t1 in {messages:#?}"));
+    assert_eq!(activity["role"], "activity");
+    assert_eq!(activity["activityType"], "TOOL_PROGRESS");
+    let content = numbers_as_floats(&activity["content"]);
+    assert_eq!(content["tool_call_id"], "t1");
+    assert_eq!(content["tool"], "crawl");
+    assert_eq!(content["done"], 9.0);
+    assert_eq!(content["total"], 12.0);
+    assert_eq!(content["percent"], 75.0);
+    assert_eq!(content["message"], "Page 3 of 12");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_agent_sees_a_failed_run_as_a_run_error_and_an_unknown_run_as_a_404() {
     let Some(node) = node() else { return };
     let hub = TestHub::open(StoreKind::Sqlite).await;

@@ -634,6 +634,71 @@ async fn the_run_page_shows_a_failed_item_tools_and_text_as_they_happen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_shows_a_tool_s_own_progress_on_its_row() {
+    let Some(browser) = Browser::start(1280, 1000).await else {
+        return;
+    };
+    let hub = TestHub::open(StoreKind::Sqlite).await;
+    let run = hub.create(json!({"id": "crawler", "name": "Crawl"})).await;
+    hub.append(
+        &run,
+        json!([
+            {"event": "run.started", "name": "Crawl"},
+            {"event": "tool.started", "call_id": "t1", "tool": "crawl", "feedback": "Crawling the site"},
+            {"event": "tool.started", "call_id": "t2", "tool": "search_docs", "feedback": "Searching the docs"},
+            {"event": "progress", "call_id": "t1", "done": 3, "total": 12, "unit": "pages",
+             "message": "Page 3 of 12", "elapsed_s": 1.0},
+        ]),
+    )
+    .await;
+    browser.goto(&format!("{}/runs/crawler", hub.url)).await;
+    let crawl_row = "[...document.querySelectorAll('#tools-in-flight li.tool')].find(li => li.querySelector('.tool-name').textContent === 'crawl')";
+    browser
+        .wait(
+            "the tool's bar",
+            &format!("{crawl_row}?.querySelector('.tool-progress progress')?.value === 25"),
+        )
+        .await;
+    let row = |what: &str| format!("const row = {crawl_row}; return {what};");
+    assert_eq!(
+        browser
+            .js(
+                &row("[row.querySelector('.feedback').textContent, row.querySelector('.tool-progress .pct').textContent, row.querySelector('.tool-count').textContent, row.querySelector('.tool-progress').hidden, row.querySelector('progress').getAttribute('aria-label')]"),
+                vec![]
+            )
+            .await,
+        json!(["Page 3 of 12", "25%", "3 / 12 pages", false, "Progress of crawl"]),
+        "the tool's row shows its message, percent and count"
+    );
+    // A tool that reports no progress shows no bar; the run has no percent of its own.
+    assert_eq!(
+        browser
+            .js(
+                "const rows = [...document.querySelectorAll('#tools-in-flight li.tool')]; const other = rows.find(li => li.querySelector('.tool-name').textContent === 'search_docs'); return [rows.length, other.querySelector('.tool-progress').hidden, document.getElementById('overall-progress').hasAttribute('value')];",
+                vec![]
+            )
+            .await,
+        json!([2, true, false])
+    );
+    browser.mark().await;
+
+    hub.append(
+        &run,
+        json!([{"event": "progress", "call_id": "t1", "done": 9, "elapsed_s": 2.0}]),
+    )
+    .await;
+    browser
+        .wait(
+            "the tool's bar to move live",
+            &format!("{crawl_row}?.querySelector('.tool-progress progress')?.value === 75 && {crawl_row}.querySelector('.tool-count').textContent === '9 / 12 pages'"),
+        )
+        .await;
+    browser.not_reloaded().await;
+    browser.screenshot("tool-progress").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_run_is_marked_in_the_list_and_on_its_page() {
     let Some(browser) = Browser::start(1280, 800).await else {
         return;

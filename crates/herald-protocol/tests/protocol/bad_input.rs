@@ -237,6 +237,22 @@ fn out_of_range_values() {
         "invalid_field stage",
     );
     check_third(
+        r#"{"event":"progress","call_id":"","done":1,"elapsed_s":1}"#,
+        "invalid_field call_id",
+    );
+    check_third(
+        r#"{"event":"progress","stage":"fetch","call_id":"t1","done":1,"elapsed_s":1}"#,
+        "invalid_field stage",
+    );
+    check_third(
+        r#"{"event":"progress","message":"Page 3","done":1,"elapsed_s":1}"#,
+        "invalid_field message",
+    );
+    check_third(
+        r#"{"event":"progress","call_id":"t1","message":"Page 3","done":1,"elapsed_s":1}"#,
+        "ok",
+    );
+    check_third(
         r#"{"event":"heartbeat","elapsed_s":-0.5}"#,
         "invalid_field elapsed_s",
     );

@@ -243,6 +243,7 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
                     |(stage, done, total, unit, percent, rate, eta_s, elapsed_s, message)| {
                         Progress {
                             stage,
+                            call_id: None,
                             done,
                             total,
                             unit,

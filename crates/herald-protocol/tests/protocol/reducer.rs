@@ -458,6 +458,88 @@ fn tools_from_selection_to_finish() {
 }
 
 #[test]
+fn a_tool_reports_its_own_progress() {
+    let steps = [
+        (0.0, json!({"event": "run.started", "name": "agent"})),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "answer", "total": 4}),
+        ),
+        (
+            0.0,
+            json!({"event": "progress", "stage": "answer", "done": 1, "total": 4, "elapsed_s": 0}),
+        ),
+        (
+            1.0,
+            json!({"event": "tool.started", "call_id": "t1", "tool": "crawl"}),
+        ),
+        (
+            2.0,
+            json!({"event": "progress", "call_id": "t1", "done": 3, "total": 12, "unit": "pages",
+                   "message": "Page 3 of 12", "elapsed_s": 1}),
+        ),
+        // A tick that leaves out the total, the unit and the message keeps them.
+        (
+            3.0,
+            json!({"event": "progress", "call_id": "t1", "done": 6, "elapsed_s": 2}),
+        ),
+        // A call that is not in flight has no row to move, and nothing else moves.
+        (
+            3.5,
+            json!({"event": "progress", "call_id": "nobody", "done": 99, "total": 100, "elapsed_s": 2}),
+        ),
+        (
+            4.0,
+            json!({"event": "tool.finished", "call_id": "t1", "tool": "crawl", "status": "succeeded"}),
+        ),
+    ];
+    check(
+        &steps[..6],
+        json!({
+            "percent": 25.0,
+            "stages": [{"name": "answer", "done": 1, "total": 4, "percent": 25.0}],
+            "progress": null,
+            "tools": {"in_flight": [
+                {"call_id": "t1", "status": "running", "progress": {
+                    "done": 6, "total": 12, "unit": "pages", "percent": 50.0,
+                    "message": "Page 3 of 12", "updated_at": t(3.0)}},
+            ]},
+        }),
+    );
+    check(
+        &steps,
+        json!({
+            "percent": 25.0,
+            "stages": [{"name": "answer", "done": 1, "total": 4}],
+            "progress": null,
+            "tools": {"in_flight": [], "done": [
+                {"call_id": "t1", "status": "succeeded", "progress": {"done": 6, "total": 12}},
+            ]},
+        }),
+    );
+    // Without a total, the percent the tool gave is kept; without either, none.
+    let base = &steps[..4];
+    let mut with_percent = base.to_vec();
+    with_percent.push((
+        2.0,
+        json!({"event": "progress", "call_id": "t1", "done": 7, "percent": 40, "elapsed_s": 1}),
+    ));
+    check(
+        &with_percent,
+        json!({"tools": {"in_flight": [{"progress": {"done": 7, "total": null, "percent": 40.0}}]}}),
+    );
+    let mut bare = base.to_vec();
+    bare.push((
+        2.0,
+        json!({"event": "progress", "call_id": "t1", "done": 7, "elapsed_s": 1}),
+    ));
+    check(
+        &bare,
+        json!({"tools": {"in_flight": [{"progress": {"done": 7, "total": null, "percent": null}}]}}),
+    );
+}
+
+#[test]
 fn llm_calls_text_and_the_agent_loop() {
     let steps = [
         (0.0, json!({"event": "run.started", "name": "agent"})),

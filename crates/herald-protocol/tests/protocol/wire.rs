@@ -248,6 +248,7 @@ fn every_event_type_round_trips() {
             7,
             Progress {
                 stage: Some("fetch".into()),
+                call_id: None,
                 done: 17,
                 total: Some(200),
                 unit: Some("docs".into()),
@@ -258,13 +259,14 @@ fn every_event_type_round_trips() {
                 message: Some("reading report-17.pdf".into()),
             },
         ),
-        r#"{"v":1,"event":"progress","run":"run-1","seq":7,"ts":"2026-11-22T01:07:00.123456Z","stage":"fetch","done":17,"total":200,"unit":"docs","percent":8.5,"rate":2.5,"eta_s":73.2,"elapsed_s":6.8,"message":"reading report-17.pdf"}"#,
+        r#"{"v":1,"event":"progress","run":"run-1","seq":7,"ts":"2026-11-22T01:07:00.123456Z","stage":"fetch","done":17,"total":200,"unit":"docs","message":"reading report-17.pdf","percent":8.5,"rate":2.5,"eta_s":73.2,"elapsed_s":6.8}"#,
     ));
     see(check(
         ev(
             7,
             Progress {
                 stage: None,
+                call_id: None,
                 done: u64::MAX,
                 total: None,
                 unit: None,

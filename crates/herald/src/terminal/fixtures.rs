@@ -85,14 +85,15 @@ pub(super) fn stage_finished(
 pub(super) fn progress(stage: &str, done: u64, total: Option<u64>, unit: Option<&str>) -> Progress {
     Progress {
         stage: Some(stage.to_owned()),
+        call_id: None,
         done,
         total,
         unit: unit.map(str::to_owned),
+        message: None,
         percent: None,
         rate: None,
         eta_s: None,
         elapsed_s: 0.0,
-        message: None,
     }
 }
 

@@ -8,7 +8,7 @@
 
 use herald_protocol::{
     Counter, Event, EventBody, LogLevel, RunState, RunStatus, StageState, StageStatus, StepOutcome,
-    Timestamp, ToolCallStatus, ToolOutcome,
+    Timestamp, ToolCallStatus, ToolOutcome, ToolProgress,
 };
 
 use super::text::{self, Line, Style};
@@ -960,7 +960,12 @@ fn agent_lines(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
             .push(Style::Cyan, "⚙")
             .plain(" ")
             .push(Style::Bold, &tool.tool);
-        match (&tool.feedback, tool.status) {
+        // What the call says it is doing now outranks what it said when it started.
+        let progress = tool.progress.as_ref();
+        let feedback = progress
+            .and_then(|p| p.message.as_ref())
+            .or(tool.feedback.as_ref());
+        match (feedback, tool.status) {
             (Some(feedback), _) => {
                 line.plain(": ").plain(feedback);
                 if feedback.ends_with(char::is_alphanumeric) {
@@ -971,6 +976,9 @@ fn agent_lines(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
                 line.push(Style::Dim, ": selected");
             }
             (None, _) => {}
+        }
+        if let Some(progress) = progress {
+            line.sep().plain(&tool_count(progress));
         }
         line.sep().push(
             Style::Dim,
@@ -1008,6 +1016,20 @@ fn agent_lines(state: &RunState, now: Timestamp, width: usize) -> Vec<Body> {
         push(line, Keep::Text);
     }
     out
+}
+
+/// A tool call's own count: `42%  5/12 pages`, `40%  7 pages` when it gave a percent
+/// without a total, or `7 pages`.
+fn tool_count(progress: &ToolProgress) -> String {
+    let unit = progress.unit.as_deref();
+    let amount = match progress.total {
+        Some(total) => text::fraction(progress.done, total, unit),
+        None => text::amount(progress.done, unit),
+    };
+    match progress.percent {
+        Some(p) => format!("{}  {amount}", text::percent(p).trim_start()),
+        None => amount,
+    }
 }
 
 #[cfg(test)]
@@ -1448,6 +1470,35 @@ mod tests {
   ... and 2 more stages (2 done)
   ● summarizer · 1.0s
     ⚙ search_docs: Searching the docs… · 0.5s",
+        );
+    }
+
+    #[test]
+    fn a_tool_shows_its_own_progress_on_its_row() {
+        let tool_progress = |done, total, message: Option<&str>| Progress {
+            stage: None,
+            call_id: Some("t1".into()),
+            message: message.map(str::to_owned),
+            ..progress("ignored", done, total, Some("pages"))
+        };
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("agent", None)),
+                (1.0, tool_started("t1", "crawl", Some("Crawling the site"))),
+                (2.0, tool_progress(3, Some(12), Some("Page 3 of 12")).into()),
+                (2.5, tool_progress(5, None, None).into()),
+            ],
+        );
+        check(
+            &[run],
+            3.0,
+            80,
+            6,
+            "
+● agent · 3.0s
+  ⚙ crawl: Page 3 of 12… · 41%  5/12 pages · 2.0s",
         );
     }
 

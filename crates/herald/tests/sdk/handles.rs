@@ -210,6 +210,129 @@ fn tool_and_model_calls_report_their_outcomes() {
 }
 
 #[test]
+fn a_tool_call_reports_its_progress_on_its_own_row() {
+    let (progress, sink) = recorder();
+    let run = progress.run("agent");
+    let stage = run.stage("answer").total(2);
+    stage.inc(1);
+    let call = run.tool("crawl", None, None).unit("pages");
+    call.progress(0, 1000);
+    call.message("Reading the sitemap");
+    // A thousand ticks in a tight loop send one event per percentage point, never one
+    // per tick.
+    for _ in 0..1000 {
+        call.inc(1);
+    }
+    assert_eq!(call.position(), 1000);
+    call.inc(5);
+    call.finish(None);
+    run.finish();
+    drop(progress);
+
+    let events = sink.events();
+    let ticks: Vec<&herald::protocol::Progress> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Progress(p) if p.call_id.is_some() => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        (100..=105).contains(&ticks.len()),
+        "{} tool ticks for 1005 increments",
+        ticks.len()
+    );
+    assert!(
+        ticks
+            .iter()
+            .all(|p| p.call_id.as_deref() == Some(call_id(&events))
+                && p.stage.is_none()
+                && p.unit.as_deref() == Some("pages"))
+    );
+    assert_eq!(ticks[1].message.as_deref(), Some("Reading the sitemap"));
+    // The last count goes out before the call ends.
+    let last = ticks.last().unwrap();
+    assert_eq!((last.done, last.total), (1005, Some(1000)));
+    let last_tick_at = events
+        .iter()
+        .position(|e| matches!(&e.body, EventBody::Progress(p) if p.done == 1005))
+        .unwrap();
+    assert!(matches!(
+        events[last_tick_at + 1].body,
+        EventBody::ToolFinished(_)
+    ));
+
+    let state = only_state(&sink);
+    let tool = &state.tools.done[0];
+    let tool_progress = tool.progress.as_ref().expect("the tool's progress is kept");
+    assert_eq!(
+        (
+            tool_progress.done,
+            tool_progress.total,
+            tool_progress.percent
+        ),
+        (1005, Some(1000), Some(100.0))
+    );
+    assert_eq!(
+        tool_progress.message.as_deref(),
+        Some("Reading the sitemap")
+    );
+    // The stage and the run count only what the stage counted.
+    assert_eq!(
+        (
+            state.stages[0].progress.done,
+            state.stages[0].progress.percent
+        ),
+        (1, Some(50.0))
+    );
+    assert!(state.progress.is_none());
+}
+
+#[test]
+fn a_tool_count_without_a_total_sends_events_as_it_grows_by_a_percent() {
+    let (progress, sink) = recorder();
+    let run = progress.run("agent");
+    let call = run.tool("scan", None, None);
+    for _ in 0..10_000 {
+        call.inc(1);
+    }
+    call.finish(None);
+    run.finish();
+    drop(progress);
+
+    let counts: Vec<u64> = sink
+        .events()
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Progress(p) => Some(p.done),
+            _ => None,
+        })
+        .collect();
+    // One per unit up to 200, then one per 1% of the count: about 600, not 10 000.
+    assert!(
+        (500..=700).contains(&counts.len()),
+        "{} events",
+        counts.len()
+    );
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+    assert_eq!(counts.last(), Some(&10_000));
+    let state = only_state(&sink);
+    let tool_progress = state.tools.done[0].progress.as_ref().unwrap();
+    assert_eq!((tool_progress.done, tool_progress.total), (10_000, None));
+}
+
+/// The call id of the only `tool.started` in `events`.
+fn call_id(events: &[herald::protocol::Event]) -> &str {
+    events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::ToolStarted(t) => Some(t.call_id.as_str()),
+            _ => None,
+        })
+        .expect("a tool.started")
+}
+
+#[test]
 fn child_runs_name_their_parent_and_ids_can_be_chosen() {
     let (progress, sink) = recorder();
     let id = "my-run.1".parse().unwrap();
