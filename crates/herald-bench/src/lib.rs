@@ -1,6 +1,6 @@
 //! herald's benchmarks and load generators: the code behind every figure in
-//! BENCHMARKS.md, each measured side by side with the peer it is compared to (SPEC
-//! section 8). Peers' algorithms are modelled here so that the crates we ship never
+//! BENCHMARKS.md, each measured side by side with the peer it is compared to.
+//! Peers' algorithms are modelled here so that the crates we ship never
 //! carry them; binaries in `src/bin` print the tables.
 //!
 //! # Layout

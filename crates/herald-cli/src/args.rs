@@ -16,7 +16,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where progress goes (SPEC section 6), for the commands that report progress of
+/// Where progress goes (docs/sdk.md#choosing-where-progress-goes), for the commands that report progress of
 /// their own (`demo`); the others have no such flags to show in their `--help`. Each
 /// flag falls back to its environment variable.
 #[derive(Debug, Args)]
@@ -106,7 +106,7 @@ With --idle-timeout the command runs in its own process group (as with `timeout`
 is stopped as a whole when the command is silent for too long: no output and no event
 of its own. In its own group the command cannot read from the terminal.";
 
-/// Where the hub is, and the token to show it (SPEC section 7).
+/// Where the hub is, and the token to show it (docs/cli.md).
 #[derive(Debug, Args)]
 pub struct HubArgs {
     /// The hub's URL.

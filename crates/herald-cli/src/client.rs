@@ -1,4 +1,4 @@
-//! A small blocking client of the hub's HTTP API (SPEC section 5), and what its
+//! A small blocking client of the hub's HTTP API (docs/http-api.md), and what its
 //! failures mean to a person at a shell.
 //!
 //! Every command that talks to a hub goes through [`Client`]: it adds the token, reads

@@ -1,4 +1,4 @@
-//! `herald serve`: the hub (SPEC section 5) on a real listener, with SQLite by default
+//! `herald serve`: the hub (docs/http-api.md) on a real listener, with SQLite by default
 //! and PostgreSQL when `--db`/`HERALD_DATABASE_URL` names one, so that several hubs can
 //! serve the same runs.
 //!

@@ -6,7 +6,7 @@
 // code path for all of them. `subscribe` adds what EventSource would have given:
 // reconnecting with backoff, resuming after the last `id:` with `Last-Event-ID`.
 
-/** An error answer of the hub: its status, code and message (SPEC section 5). */
+/** An error answer of the hub: its status, code and message (docs/http-api.md#errors). */
 export class HubError extends Error {
   constructor(status, code, message) {
     super(message);

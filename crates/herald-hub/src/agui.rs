@@ -1,4 +1,4 @@
-//! `?format=ag-ui` (SPEC section 9): a run's events encoded as AG-UI events, so AG-UI
+//! `?format=ag-ui` (docs/http-api.md#ag-ui): a run's events encoded as AG-UI events, so AG-UI
 //! front ends, and AG-UI's own `HttpAgent`, can follow a herald run as if it were an
 //! agent.
 //!
@@ -10,7 +10,7 @@
 //! through the same [`Cursor`] as herald's own streams and ends the response after the
 //! last event, which is how `HttpAgent` learns the run is over.
 //!
-//! Choices SPEC leaves open, made here:
+//! Choices the mapping of docs/http-api.md#ag-ui rests on, made here:
 //!
 //! - An AG-UI stream is the whole run from its first event: AG-UI's client has no
 //!   cursor. For plain SSE clients each message has an `id:` (`SEQ.INDEX`, see

@@ -1,4 +1,4 @@
-//! The REST routes of SPEC section 5, and who may call them.
+//! The REST routes of docs/http-api.md, and who may call them.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};

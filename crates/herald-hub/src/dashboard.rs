@@ -1,4 +1,4 @@
-//! The dashboard (SPEC section 5, `GET /` and `GET /runs/{id}`): one static HTML shell
+//! The dashboard (docs/http-api.md#the-dashboard, `GET /` and `GET /runs/{id}`): one static HTML shell
 //! and the ES modules and stylesheet it loads, embedded in the binary.
 //!
 //! The pages carry no data and need no token: the browser reads everything through the

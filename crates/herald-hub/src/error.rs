@@ -257,12 +257,12 @@ impl ApiError {
         self.status
     }
 
-    /// The code of SPEC's error body (`invalid_field`).
+    /// The code of the error body of docs/http-api.md#errors (`invalid_field`).
     pub(crate) fn code(&self) -> ApiErrorCode {
         self.code
     }
 
-    /// The sentence of SPEC's error body.
+    /// The sentence of the error body of docs/http-api.md#errors.
     pub(crate) fn message(&self) -> &str {
         &self.message
     }

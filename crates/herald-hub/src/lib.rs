@@ -1,5 +1,5 @@
 //! The herald hub (`herald serve`): any process posts events for a run, any viewer
-//! polls, long-polls or subscribes (SSE, WebSocket). SPEC section 5.
+//! polls, long-polls or subscribes (SSE, WebSocket); docs/http-api.md describes the routes.
 //!
 //! [`app`] builds the routes over a [`Hub`]; [`serve`] runs them on a listener until a
 //! shutdown future resolves, so a test can bind `127.0.0.1:0` or call the router
@@ -9,11 +9,11 @@
 //!
 //! - `api`: the REST routes: create, append, state, poll, cancel, delete, list.
 //! - `stream`: SSE, WebSocket and the long poll, over a per-subscriber cursor.
-//! - `agui`: `?format=ag-ui`, a run's events as AG-UI events (SPEC section 9).
+//! - `agui`: `?format=ag-ui`, a run's events as AG-UI events (docs/http-api.md#ag-ui).
 //! - `feed`: fan-out of new events to subscribers without a query per subscriber.
 //! - `store`: the [`Store`] trait and its SQLite and PostgreSQL implementations.
 //! - `auth`: admin and per-run tokens, hashed at rest, compared in constant time.
-//! - `error`: [`ApiError`], the one error type, with SPEC's error body.
+//! - `error`: [`ApiError`], the one error type, with the error body of docs/http-api.md#errors.
 //! - `metrics`, `openapi`: `/metrics` and `/openapi.json`.
 //! - `dashboard`: the web pages (`/`, `/runs/{id}`) and their embedded assets.
 //! - `guard`: what every request is checked for first: `Host` and `Origin` on an open
@@ -563,7 +563,7 @@ impl Hub {
     }
 }
 
-/// The routes of SPEC section 5 over `hub`.
+/// The routes of docs/http-api.md over `hub`.
 pub fn app(hub: Hub) -> Router {
     api::router(hub)
 }

@@ -1,4 +1,4 @@
-//! Ingest limits: SPEC section 5's `429 over a rate limit`.
+//! Ingest limits: the `429 rate_limited` of docs/http-api.md#limits.
 //!
 //! What is limited is the rate of events appended to one run, because that is what a
 //! runaway producer (a tick in a tight loop, a retry storm) costs the store and every

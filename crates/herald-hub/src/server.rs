@@ -23,7 +23,7 @@
 //!
 //! hyper answers a request it cannot parse (a malformed request line or header, a URI
 //! over 64 KiB, headers over its buffer) on its own, with an empty body, before any
-//! route runs. [`Conn`] replaces that answer with the same status and SPEC's error body.
+//! route runs. [`Conn`] replaces that answer with the same status and the error body of docs/http-api.md#errors.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -438,7 +438,7 @@ impl BodyTimedOut {
 /// It also replaces hyper's own answer to a request it could not parse. That answer is
 /// the only thing hyper writes while no request is being served; it has a status of
 /// 400, 414 or 431, `content-length: 0` and no `content-type`, which no answer of the
-/// routes has. It is replaced by the same status with SPEC's error body, and whatever
+/// routes has. It is replaced by the same status with the error body of docs/http-api.md#errors, and whatever
 /// hyper writes after it (it closes the connection next) is dropped.
 pub(crate) struct Conn {
     stream: TcpStream,

@@ -460,7 +460,7 @@ pub(crate) async fn sse(
                content_type = "text/event-stream", body = String),
               (status = 400, description = "`format` is not `ag-ui`, `types` or `view` was given, the cursor is not one of the stream's, or the body is not a RunAgentInput", body = ErrorBody)))]
 /// `POST /v1/runs/{id}/stream?format=ag-ui`: how AG-UI's `HttpAgent` attaches to a run
-/// (SPEC section 9). herald's own stream is a `GET`.
+/// (docs/http-api.md#ag-ui). herald's own stream is a `GET`.
 pub(crate) async fn sse_post(
     State(hub): State<Hub>,
     id: Result<Path<String>, PathRejection>,
@@ -688,7 +688,7 @@ async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
 }
 
 /// Why the hub ends a WebSocket a client broke: the close frame's code and reason,
-/// after SPEC's error body as a last text message when there is one.
+/// after the error body of docs/http-api.md#errors as a last text message when there is one.
 struct Refusal {
     code: u16,
     reason: String,

@@ -1,4 +1,4 @@
-//! The bodies of the hub's HTTP API (SPEC section 5) as types: what a client sends to
+//! The bodies of the hub's HTTP API (docs/http-api.md) as types: what a client sends to
 //! create or cancel a run, and what the hub answers to create, append, poll, list and
 //! cancel, and with every error. The hub returns these; clients read them, so a renamed
 //! field breaks the build instead of a client at run time.

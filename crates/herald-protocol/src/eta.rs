@@ -1,4 +1,4 @@
-//! herald's rate and ETA estimator (SPEC section 4).
+//! herald's rate and ETA estimator (docs/protocol.md#rate-and-eta).
 //!
 //! The rate is smoothed over *time*, not over updates: each completion's units and the
 //! seconds since the previous one enter two sums that decay by `exp(-dt/tau)`, and the

@@ -1,4 +1,4 @@
-//! The event types of SPEC section 3: one struct per event type, the [`EventBody`] enum
+//! The event types of docs/protocol.md#event-types: one struct per event type, the [`EventBody`] enum
 //! over them, and the envelope types [`Event`] (stored, with `seq`) and [`Draft`] (as a
 //! producer posts it, before a `seq` is assigned).
 //!

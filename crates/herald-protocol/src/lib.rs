@@ -1,5 +1,5 @@
 //! herald's event protocol, version 1: the contract between everything that reports
-//! progress and everything that shows it (SPEC sections 3 and 4).
+//! progress and everything that shows it (docs/protocol.md).
 //!
 //! It is pure: no I/O, no clock, no threads. Time enters only as event timestamps and
 //! as arguments (`RunState::at(now)`).

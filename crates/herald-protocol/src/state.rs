@@ -1,4 +1,4 @@
-//! The one reducer: [`RunState`] folded from a run's events (SPEC section 4).
+//! The one reducer: [`RunState`] folded from a run's events (docs/protocol.md#run-state).
 //!
 //! The terminal bars, the hub's `GET /v1/runs/{id}`, `herald watch` and the dashboard all
 //! read run state from here; nothing else derives it. The reducer is total: any event

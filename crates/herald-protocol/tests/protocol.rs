@@ -3,9 +3,9 @@
 //! # Layout
 //!
 //! - `util`: a fixed clock, run ids, and scripts of events written as JSON.
-//! - `wire`: every event type serializes to the exact JSON of SPEC section 3 and back.
+//! - `wire`: every event type serializes to the exact JSON of docs/protocol.md#events and back.
 //! - `bad_input`: what the parser rejects, with the index, field and code it names.
-//! - `reducer`: `fold` and `RunState::at` on hand-written runs (SPEC section 4).
+//! - `reducer`: `fold` and `RunState::at` on hand-written runs (docs/protocol.md#run-state).
 //! - `props`: property tests over generated valid event streams.
 //! - `fuzz`: hostile input of every kind through every parser, as property tests.
 //! - `corpus`: the seed inputs of `tests/corpus/`, each with its expected outcome.

@@ -1,5 +1,5 @@
 //! The SDK's cost per progress tick, side by side with `indicatif::ProgressBar::inc`
-//! and tqdm, in one run (SPEC section 8; the figures live in `BENCHMARKS.md`).
+//! and tqdm, in one run (the figures live in `BENCHMARKS.md`).
 //!
 //! Every variant does 1000 ticks per criterion iteration and declares
 //! `Throughput::Elements(1000)`, so criterion's time per iteration in µs reads as ns per

@@ -18,7 +18,7 @@ pub struct JsonLines<W: Write + Send + 'static> {
 }
 
 impl<W: Write + Send + 'static> JsonLines<W> {
-    /// A sink writing to `out` with the default throttle (SPEC section 6).
+    /// A sink writing to `out` with the default throttle (docs/sdk.md).
     pub fn new(out: W) -> JsonLines<W> {
         JsonLines {
             out: io::BufWriter::new(out),

@@ -88,7 +88,7 @@ impl CancelState {
 /// A run's cancellation request, to check, wait for, or `.await` (it is a future that
 /// needs no particular runtime). Created by [`Run::cancellation`](crate::Run::cancellation).
 ///
-/// Cancellation is advisory (SPEC section 5): the program decides how to stop, usually
+/// Cancellation is advisory (docs/http-api.md#post-v1runsidcancel): the program decides how to stop, usually
 /// by finishing its run with [`Run::cancelled`](crate::Run::cancelled).
 #[derive(Clone)]
 pub struct Cancellation {

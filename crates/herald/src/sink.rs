@@ -41,7 +41,7 @@ pub trait Sink: Send + 'static {
     }
 }
 
-/// How a sink wants `progress` ticks delivered (SPEC section 6).
+/// How a sink wants `progress` ticks delivered (docs/sdk.md).
 ///
 /// Milestones always go out at once. A tick goes out when its counter moved by at
 /// least `min_percent` points since the last tick sent to this sink, or when
@@ -62,7 +62,7 @@ pub struct SinkPolicy {
 
 impl Default for SinkPolicy {
     /// At most one tick per 10 percentage points or per 5 s, and an event at least every
-    /// 10 s: the defaults SPEC section 6 sets for JSON Lines and the hub.
+    /// 10 s: the defaults docs/sdk.md gives for JSON Lines and the hub.
     fn default() -> SinkPolicy {
         SinkPolicy {
             every_tick: false,

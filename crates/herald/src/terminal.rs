@@ -1,4 +1,4 @@
-//! The terminal sink: live bars on stderr for people (SPEC section 6).
+//! The terminal sink: live bars on stderr for people (docs/sdk.md).
 //!
 //! [`TerminalSink`] owns the screen. It keeps the latest state of each open run, prints
 //! what must not be missed (errors, warnings and logs, failed items, stages and tools,

@@ -1,4 +1,4 @@
-//! ETA quality (SPEC section 8): herald's estimator against the plain average, tqdm's
+//! ETA quality (BENCHMARKS.md): herald's estimator against the plain average, tqdm's
 //! EMA and indicatif's estimator, replayed on synthetic and recorded traces.
 //!
 //! - `estimators`: the [`Estimator`] trait, herald's adapter and the peers' models.

@@ -8,7 +8,7 @@
 //!   person would have looked at it; it favours neither dense nor sparse stretches.
 //! - **Silences.** A gap of [`SILENCE_S`] or more between two completions (or between
 //!   the start and the first) is a silence: a stall that no estimator can foresee, and
-//!   during which herald shows the run `stalled` instead of an ETA (SPEC section 4,
+//!   during which herald shows the run `stalled` instead of an ETA (docs/protocol.md#status;
 //!   the hub's default `heartbeat_timeout_s` is 60 s). Instants inside a silence are not
 //!   scored, and the truth an estimate is held to is the *working* time left: the time
 //!   to the last completion less the silences still ahead. So every estimator is judged

@@ -1,4 +1,4 @@
-//! The hub under load (SPEC section 8): ingest against a bare SQLite insert loop,
+//! The hub under load (BENCHMARKS.md): ingest against a bare SQLite insert loop,
 //! publish-to-subscriber latency with many SSE subscribers, and memory per idle
 //! stream; the figures of `hub-load` and of BENCHMARKS.md.
 //!

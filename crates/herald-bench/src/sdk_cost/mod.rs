@@ -1,6 +1,6 @@
 //! What a hub sink costs the program's own work loop, with the hub up and with it
 //! down, against no hub sink at all: the figures of `sdk-hub-cost` and of
-//! BENCHMARKS.md ("SDK work loop with and without a hub"; SPEC section 6: reporting
+//! BENCHMARKS.md ("SDK work loop with and without a hub"; docs/sdk.md#reporting: reporting
 //! never blocks, slows or crashes the work).
 //!
 //! One process runs the same work loop (stages of items through `Stage::iter`, each

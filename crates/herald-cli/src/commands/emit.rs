@@ -247,7 +247,7 @@ fn typed(
             let mut message = describe(&err);
             if err.code == ErrorCode::UnknownEvent {
                 message.push_str(
-                    " (the types are those of SPEC section 3, such as log, progress, stage.started, or custom.NAME)",
+                    " (the types are those of the protocol, docs/protocol.md, such as log, progress, stage.started, or custom.NAME)",
                 );
             } else if err.code == ErrorCode::InvalidField {
                 message.push_str(" (KEY=VALUE gives text or a number; KEY:=JSON gives any JSON)");

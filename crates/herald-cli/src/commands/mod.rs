@@ -1,4 +1,4 @@
-//! The commands that talk to a hub (SPEC section 7), each through the blocking
+//! The commands that talk to a hub (docs/cli.md), each through the blocking
 //! [`Client`](crate::client::Client).
 //!
 //! # Layout

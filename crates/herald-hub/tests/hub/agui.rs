@@ -1,5 +1,5 @@
-//! `GET` and `POST /v1/runs/{id}/stream?format=ag-ui`: a run as AG-UI events (SPEC
-//! section 9), live, resumed by EventSource's `Last-Event-ID`, and the requests an
+//! `GET` and `POST /v1/runs/{id}/stream?format=ag-ui`: a run as AG-UI events
+//! (docs/http-api.md#ag-ui), live, resumed by EventSource's `Last-Event-ID`, and the requests an
 //! AG-UI stream refuses. AG-UI's own client is
 //! run against the hub in `agui_client.rs`.
 

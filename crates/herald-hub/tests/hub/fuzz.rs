@@ -1,6 +1,6 @@
 //! Fuzzing the hub through a real listener, with property tests: query parameters,
 //! stream cursors (`Last-Event-ID`, herald's `SEQ` and AG-UI's `SEQ.INDEX`) and append
-//! bodies of any bytes. The hub never answers a 5xx or anything but SPEC's error body,
+//! bodies of any bytes. The hub never answers a 5xx or anything but the error body of docs/http-api.md#errors,
 //! takes exactly the values it documents, names the parameter it refuses, resumes a
 //! stream exactly after an accepted cursor, and stores a batch whole or not at all.
 //!
@@ -109,7 +109,7 @@ enum Expect {
     NoContent,
     /// 200, a stream whose first message has this `id:`.
     From(String),
-    /// SPEC's error body: status, code, and the field it names.
+    /// the error body of docs/http-api.md#errors: status, code, and the field it names.
     Error(u16, &'static str, Option<String>),
 }
 
@@ -606,7 +606,7 @@ fn batches_are_stored_whole_or_not_at_all() {
 }
 
 /// `[[[[...` 100 000 deep (more than a stack holds frames for), wherever the hub reads
-/// JSON, is a 4xx in SPEC's error body, and the hub goes on serving.
+/// JSON, is a 4xx in the error body of docs/http-api.md#errors, and the hub goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_brackets_are_refused_and_the_hub_goes_on() {
     let hub = TestHub::open(StoreKind::Sqlite).await;

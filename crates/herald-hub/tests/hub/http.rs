@@ -1,7 +1,7 @@
 //! The hub's HTTP surface before any route: bodies must say they are JSON; an open hub
 //! answers only loopback names (`Host`) and pages it allows (`Origin`); and what is
 //! answered outside the routes (405, a path that is not UTF-8, what hyper cannot
-//! parse) has SPEC's error body too. On SQLite only: none of it reaches the store.
+//! parse) has the error body of docs/http-api.md#errors too. On SQLite only: none of it reaches the store.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! Two hubs on one PostgreSQL database (SPEC section 5, "Several hubs on one
-//! PostgreSQL"): hub A and hub B, in this process, each with a store of its own
+//! Two hubs on one PostgreSQL database (docs/http-api.md#several-hubs):
+//! hub A and hub B, in this process, each with a store of its own
 //! (`PostgresStore::connect`) on the same fresh database and a listener of its own.
 //!
 //! The hubs' feeds poll the store once an hour, so what reaches B's readers from A's

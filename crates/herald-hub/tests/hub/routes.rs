@@ -1,4 +1,4 @@
-//! The REST routes of SPEC section 5 and the status and body of every error.
+//! The REST routes of docs/http-api.md and the status and body of every error.
 
 use herald_hub::HubConfig;
 use reqwest::{Method, StatusCode};

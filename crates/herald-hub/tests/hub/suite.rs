@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //!
-//! - `routes`: every REST route of SPEC section 5 and every error status.
+//! - `routes`: every REST route of docs/http-api.md and every error status.
 //! - `append`: idempotency and dense `seq` under concurrency.
 //! - `poll`: the (long) poll.
 //! - `sse`: the event stream and `view=state`, resuming across disconnects.

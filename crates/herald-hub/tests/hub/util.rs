@@ -842,7 +842,7 @@ pub(crate) fn finished(status: &str) -> Value {
     json!({"event": "run.finished", "status": status})
 }
 
-/// Checks that `body` is SPEC's error body with `code`, and returns its `error` object.
+/// Checks that `body` is the error body of docs/http-api.md#errors with `code`, and returns its `error` object.
 #[track_caller]
 pub(crate) fn error_body<'a>(body: &'a Value, code: &str) -> &'a serde_json::Map<String, Value> {
     let error = body["error"]
@@ -971,7 +971,7 @@ impl Case {
     }
 }
 
-/// The one place that sends the cases: each must get its status and SPEC's error body
+/// The one place that sends the cases: each must get its status and the error body of docs/http-api.md#errors
 /// with its code, field and index.
 pub(crate) async fn check(hub: &TestHub, cases: Vec<Case>) {
     let mut failures = Vec::new();

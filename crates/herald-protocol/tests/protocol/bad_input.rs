@@ -1,4 +1,4 @@
-//! Bad input: every mistake SPEC section 3 lists is rejected with a clear error that
+//! Bad input: every mistake docs/protocol.md#validation-errors lists is rejected with a clear error that
 //! names the event's index, the field and an [`ErrorCode`], and a rejected batch yields
 //! nothing.
 //!

@@ -565,7 +565,7 @@ fn check_bounds(state: &RunState) {
     assert_eq!(status, state.status.as_str());
 }
 
-/// The status SPEC sections 4 and 5 describe, from the previous one and the next event.
+/// The status docs/protocol.md#status describes, from the previous one and the next event.
 fn next_status(status: RunStatus, body: &EventBody) -> RunStatus {
     match body {
         _ if status.is_terminal() => status,
@@ -595,7 +595,7 @@ proptest! {
     #![proptest_config(config(64))]
 
     /// Folding every prefix of any stream never panics, keeps every bound, follows the
-    /// SPEC's status rules, and counts what it folded.
+    /// status rules of docs/protocol.md#status, and counts what it folded.
     #[test]
     fn every_prefix_folds_within_bounds(events in stream(80)) {
         let mut state = RunState::new(run_id(RUN));

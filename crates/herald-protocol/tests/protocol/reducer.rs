@@ -1,4 +1,4 @@
-//! The reducer (SPEC section 4) on hand-written runs.
+//! The reducer (docs/protocol.md#run-state) on hand-written runs.
 //!
 //! A run is a script of `(seconds after T0, draft as JSON)`; the expected state is a
 //! JSON *pattern* matched against the serialized `RunState`: every key it names must

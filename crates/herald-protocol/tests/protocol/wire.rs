@@ -1,5 +1,5 @@
-//! The wire form: every event type of SPEC section 3 serializes to exactly the JSON the
-//! SPEC describes (its field names, `"v":1` and the envelope first, `ts` with six
+//! The wire form: every event type of docs/protocol.md#events serializes to exactly the JSON it
+//! describes (its field names, `"v":1` and the envelope first, `ts` with six
 //! fractional digits and `Z`, absent optionals omitted) and parses back to the same event.
 
 use std::collections::BTreeSet;
@@ -541,12 +541,12 @@ fn every_event_type_round_trips() {
     expected.insert("custom.deploy_2".into());
     assert_eq!(
         seen, expected,
-        "every event type of SPEC section 3 is covered"
+        "every event type of docs/protocol.md#events is covered"
     );
     assert_eq!(
         EVENT_TYPES.len(),
         22,
-        "SPEC section 3 names 22 built-in types"
+        "docs/protocol.md#events names 22 built-in types"
     );
 }
 
