@@ -70,7 +70,7 @@ fn instrumented_functions_report_a_run_a_stage_with_its_total_and_each_item() {
         milestones(&sink),
         [
             json!({"event": "run.started", "name": "job", "total_steps": 1}),
-            json!({"event": "stage.started", "stage": "fetch", "total": 3}),
+            json!({"event": "stage.started", "stage": "fetch", "total": 3, "unit": "docs"}),
             json!({"event": "item.started", "item": "1", "stage": "fetch"}),
             json!({"event": "item.finished", "item": "1", "stage": "fetch", "status": "succeeded"}),
             json!({"event": "item.started", "item": "2", "stage": "fetch"}),
