@@ -199,6 +199,27 @@ impl TestDb {
     pub(crate) fn name(&self) -> &str {
         &self.inner.name
     }
+
+    /// How many hubs' notification listeners have `LISTEN`ed on this PostgreSQL
+    /// database (0 for SQLite).
+    pub(crate) async fn listeners_listening(&self) -> i64 {
+        if self.inner.kind != StoreKind::Postgres {
+            return 0;
+        }
+        let mut conn = PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("the PostgreSQL server takes a connection");
+        let count = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'herald-listener' \
+             AND datname = $1 AND state = 'idle' AND query ILIKE 'LISTEN%'",
+        )
+        .bind(self.name())
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_stat_activity reads");
+        let _ = conn.close().await;
+        count
+    }
 }
 
 impl Drop for DbInner {
@@ -362,13 +383,30 @@ impl TestHub {
         config: HubConfig,
         clock: Option<Arc<ManualClock>>,
     ) -> TestHub {
+        let listening_before = db.listeners_listening().await;
         let store = herald_hub::open_store(db.url())
             .await
             .unwrap_or_else(|e| panic!("the store at {} opens: {e}", db.url()));
-        // Subscribed at once: the listener cannot have connected to the database yet.
+        // Subscribed as soon as the store is open, which on a busy machine can still be
+        // after the listener connected and sent its first wake-up: then the database
+        // shows one more listener `LISTEN`ing, and that wake-up went out before the hub
+        // served anything. (One sent just after that check lands in the test, and is
+        // harmless: feeds catch up from their cursors, and runs streams send only what
+        // they have not sent.)
         if let Some(mut wakes) = store.wakes() {
-            let wake = within("the store's listener to listen", wakes.recv()).await;
-            assert_eq!(wake.ok(), Some(Wake::All), "the listener's first wake-up");
+            within("the store's listener to listen", async {
+                tokio::select! {
+                    wake = wakes.recv() => {
+                        assert_eq!(wake.ok(), Some(Wake::All), "the listener's first wake-up");
+                    }
+                    () = async {
+                        while db.listeners_listening().await <= listening_before {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    } => {}
+                }
+            })
+            .await;
         }
         TestHub::serving(db, store, config, clock).await
     }
