@@ -416,7 +416,7 @@ pub(crate) async fn create_run(
         .transpose()?;
     // Stored with the run, so bounded as the `meta` of a `run.started` event is.
     if let Some(meta) = &body.meta {
-        let bytes = Value::Object(meta.clone()).to_string().len();
+        let bytes = serde_json::to_vec(meta).map_or(usize::MAX, |json| json.len());
         if bytes > MAX_EVENT_BYTES {
             return Err(ApiError::event_too_large(format!(
                 "`meta` is {bytes} bytes of JSON, over the limit of {MAX_EVENT_BYTES} \
@@ -507,7 +507,6 @@ pub(crate) async fn append(
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request(ApiErrorCode::InvalidJson, "the body is not UTF-8"))?;
     let drafts = parse_batch(text, format, &id)?;
-    check_times(&drafts, hub.now())?;
     if drafts.len() > hub.config().max_batch {
         return Err(ApiError::too_large(format!(
             "{} events in one batch, over the limit of {}",
@@ -515,6 +514,7 @@ pub(crate) async fn append(
             hub.config().max_batch
         )));
     }
+    check_times(&drafts, hub.now())?;
     let events = drafts.len();
     if let Err(wait_s) = hub.limiter().check(&id, events, hub.now()) {
         hub.metrics().rate_limited();
