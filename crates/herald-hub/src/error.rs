@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::path::ErrorKind;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::BatchError;
@@ -292,34 +292,6 @@ impl From<BatchError> for ApiError {
             index: e.index,
             field: e.error.field.clone(),
             retry_after_s: None,
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> ApiError {
-        match e {
-            JsonRejection::JsonDataError(e) => {
-                // serde names the field in its message: "missing field `name`" or
-                // "name: invalid type ...".
-                let detail =
-                    std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
-                let mut err = ApiError::bad_request(ApiErrorCode::InvalidField, detail.clone());
-                err.field = field_of(&detail);
-                err
-            }
-            JsonRejection::JsonSyntaxError(e) => {
-                ApiError::bad_request(ApiErrorCode::InvalidJson, e.body_text())
-            }
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ApiErrorCode::UnsupportedMediaType,
-                "send the body as JSON, with Content-Type: application/json",
-            ),
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::too_large("the body is over the hub's size limit")
-            }
-            other => ApiError::bad_request(ApiErrorCode::InvalidBody, other.body_text()),
         }
     }
 }
