@@ -397,11 +397,10 @@ impl Shared {
     /// [`Shared::flush`] as a future: the wait happens on a thread of its own, so
     /// that an async runtime's thread is never held.
     pub(crate) fn flush_async(&self) -> Flushed {
-        let state = Arc::new(FlushedState::default());
         if !self.enabled {
-            state.complete();
-            return Flushed { state };
+            return Flushed::ready();
         }
+        let state = Arc::new(FlushedState::default());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.push(Msg::Flush(tx));
         let deadline = self.flush_deadline;
