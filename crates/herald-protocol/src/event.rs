@@ -365,6 +365,7 @@ pub struct LlmResponse {
     pub output_tokens: Option<u64>,
     /// Seconds from the request to the first streamed token (time to first token).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub ttft_s: Option<f64>,
     /// Seconds the call took.
     #[serde(skip_serializing_if = "Option::is_none")]
