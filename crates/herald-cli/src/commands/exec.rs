@@ -391,6 +391,9 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
     }
     if let Some(signal) = ended_by {
         signals::end_by(signal);
+        // The default action did not end the process (the signal is ignored here):
+        // exit as a shell reports a death by it, never with the command's own status.
+        return Ok(u8::try_from(128 + signal).unwrap_or(255));
     }
     Ok(code)
 }
