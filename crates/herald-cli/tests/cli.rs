@@ -28,6 +28,8 @@ mod llm_server;
 mod postgres;
 #[path = "cli/pty.rs"]
 mod pty;
+#[path = "cli/pyenv.rs"]
+mod pyenv;
 #[path = "cli/runs.rs"]
 mod runs;
 #[path = "cli/sdk_hub.rs"]
