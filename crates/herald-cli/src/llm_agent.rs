@@ -40,6 +40,11 @@ const SYSTEM: &str = "You triage business documents and write short risk reports
     Use the tools to read the documents you need before you answer. \
     Answer with the report alone: three to five plain sentences.";
 
+/// How long a model's API may take to start its answer...
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// ... and to finish streaming it.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The model the agent talks to, resolved from `--llm`, `--model` and the provider's
 /// environment.
 pub(crate) struct LlmSettings {
@@ -86,9 +91,15 @@ impl LlmSettings {
                 "{base_var} must be an http:// or https:// URL, not `{base}`"
             )));
         }
+        let model = model.unwrap_or(default_model).trim();
+        if model.is_empty() {
+            return Err(UsageError(
+                "--model must name a model, not be empty".to_owned(),
+            ));
+        }
         Ok(LlmSettings {
             provider,
-            model: model.unwrap_or(default_model).to_owned(),
+            model: model.to_owned(),
             key,
             url: format!("{}{path}", base.trim_end_matches('/')),
         })
@@ -249,6 +260,11 @@ pub(crate) fn write_report(
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
+        // A provider that accepts the request and then says nothing must not hold the
+        // demo forever: the answer's headers within two minutes (a streamed answer
+        // sends them at once), the whole stream within ten.
+        .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+        .timeout_recv_body(Some(STREAM_TIMEOUT))
         .build()
         .into();
     let prompt = format!(
@@ -317,12 +333,10 @@ fn call_with_retries(
                 )
             });
         }
-        // Backing off 1, 2, 4 s, or as long as the API asked; `--speed` shortens the
-        // demo's waits, this one too.
-        let wait = retry_after
-            .unwrap_or_default()
-            .max(Duration::from_secs(1 << (attempt - 1)));
-        let wait = wait.div_f64(speed);
+        // Backing off 1, 2, 4 s, which `--speed` shortens as it does the demo's other
+        // waits, but never to less than the API asked for: its Retry-After is its own.
+        let backoff = Duration::from_secs(1 << (attempt - 1)).div_f64(speed);
+        let wait = retry_after.unwrap_or_default().max(backoff);
         run.warn(format!(
             "the model's API answered {error}; trying again in {:.1} s",
             wait.as_secs_f64()
