@@ -1008,7 +1008,6 @@ class Stage(_Guard):
         self._iter_base = 0
         self._iter_left: int | None = None
         self._announced: int | None = None
-        self._announced_at = 0.0
         run._stages[name] = self
         run._emit("stage.started", {"stage": name, "total": total, "unit": unit})
         run._loop.push((1, self))
@@ -1102,7 +1101,6 @@ class Stage(_Guard):
                 if self._announced != k:
                     self._finish_announced(loop, run, now)
                     self._announced = k
-                    self._announced_at = now
                     loop._deliver(
                         run, "item.started", now_micros(), {"item": str(k), "stage": self._name}
                     )
@@ -1110,17 +1108,13 @@ class Stage(_Guard):
                 self._finish_announced(loop, run, now)
 
     def _finish_announced(self, loop: _Loop, run: _RunCore, now: float) -> None:
+        # No `elapsed_s`: the sampler saw the item between two samples, not its times.
         if self._announced is not None:
             loop._deliver(
                 run,
                 "item.finished",
                 now_micros(),
-                {
-                    "item": str(self._announced),
-                    "stage": self._name,
-                    "status": "succeeded",
-                    "elapsed_s": round_seconds(now - self._announced_at),
-                },
+                {"item": str(self._announced), "stage": self._name, "status": "succeeded"},
             )
             self._announced = None
 
