@@ -247,6 +247,7 @@ class _Loop:
         self.closed = False
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.owner: Callable[[], Any] = lambda: True
 
     def start(self) -> None:
         if self.enabled:
@@ -289,6 +290,9 @@ class _Loop:
             self.wake.clear()
             try:
                 self._turn()
+                if self.owner() is None and not self.queue and not self.closed:
+                    # The reporter and every run of it are gone: nothing more can come.
+                    self.queue.append((5, threading.Event(), time.monotonic()))
             except Exception as e:  # never let the loop die: say it once, go on
                 self._internal_error(e)
 
@@ -504,6 +508,7 @@ class Progress:
             elif target.kind == "sink":
                 sinks.append(target.value)
         self._loop = _Loop(sinks, interval, flush_deadline)
+        self._loop.owner = weakref.ref(self)
         self._loop.start()
         self._runs: dict = {}
         _reporters.add(self)
@@ -943,6 +948,7 @@ class Run(_Guard):
         with _open_lock:
             if self in _open_runs:
                 _open_runs.remove(self)
+        self._progress._runs.pop(self.id, None)
         if wait:
             self._progress.flush(self._loop.flush_deadline)
 
