@@ -1039,9 +1039,11 @@ class Stage(_Guard):
     def total(self) -> int | None:
         return self._total
 
-    def inc(self, n: int = 1) -> None:
+    def inc(self, n: int = 1, _one: int = 1) -> None:
         """Counts `n` more units done."""
-        if n.__class__ is not int or n < 0:
+        # The hot path: `n is _one` (small ints are shared) skips the checks for inc(1),
+        # without the warning a literal after `is` draws.
+        if n is not _one and (n.__class__ is not int or n < 0):
             check_count("n", n)
         self._done += n
 
