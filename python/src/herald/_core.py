@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import builtins
 import contextlib
 import contextvars
 import itertools
@@ -44,10 +45,14 @@ from ._wire import (
 
 T = TypeVar("T")
 
+builtins_id = builtins.id  # `id` is a parameter's name here, as in the protocol
+
 #: How often the background loop drains the queue and samples counters (seconds).
 INTERVAL = 0.05
 #: How long finishing a run (or exiting) waits for the sinks.
 FLUSH_DEADLINE = 5.0
+#: The error of an item or call still open when its run ends.
+LEFT_OPEN = "left unfinished when the run ended"
 #: Queued messages above which ticks are refused, and above which milestones are.
 TICK_CAPACITY = 1024
 MILESTONE_CAPACITY = 65_536
@@ -670,6 +675,8 @@ class Run(_Guard):
         self._cancel = False
         self._token: contextvars.Token | None = None
         self._stages: dict = {}
+        # Items, tool calls and model calls not ended yet, ended `failed` with the run.
+        self._open: dict = {}
         self._calls = itertools.count(1)
         self._lock = threading.Lock()
         progress._runs[id] = self
@@ -937,6 +944,8 @@ class Run(_Guard):
         with self._lock:
             if self._finished:
                 return
+            for handle in list(self._open.values()):
+                handle._exit_error(LEFT_OPEN)
             stages = [s for s in self._stages.values() if not s._finished]
             for stage in reversed(stages):
                 if status == "succeeded":
@@ -1196,6 +1205,7 @@ class Item(_Guard):
         self._stage = stage
         self._started = time.monotonic()
         self._finished = False
+        run._open[builtins_id(self)] = self
         run._emit("item.started", {"item": id, "stage": stage, "label": label})
 
     def __enter__(self) -> Item:
@@ -1227,6 +1237,7 @@ class Item(_Guard):
         if self._finished:
             return
         self._finished = True
+        self._run._open.pop(builtins_id(self), None)
         self._run._emit(
             "item.finished",
             {
@@ -1262,6 +1273,7 @@ class ToolCall(_Guard):
         self._message: str | None = None
         self._sent: tuple | None = None
         self.output: Any = None
+        run._open[builtins_id(self)] = self
         run._emit(
             "tool.started",
             {"call_id": call_id, "tool": tool, "input": input, "feedback": feedback},
@@ -1347,6 +1359,7 @@ class ToolCall(_Guard):
         if self._sent is not None and self._sent != (self._done, self._total):
             self._send_progress(True)
         self._finished = True
+        self._run._open.pop(builtins_id(self), None)
         self._run._emit(
             "tool.finished",
             {
@@ -1374,6 +1387,7 @@ class LlmCall(_Guard):
         self.stop_reason: str | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        run._open[builtins_id(self)] = self
         run._emit("llm.request", {"call_id": call_id, "provider": provider, "model": model})
 
     def __enter__(self) -> LlmCall:
@@ -1458,6 +1472,7 @@ class LlmCall(_Guard):
         if self._finished:
             return
         self._finished = True
+        self._run._open.pop(builtins_id(self), None)
         now = time.monotonic()
         self._run._emit(
             "llm.response",
