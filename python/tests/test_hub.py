@@ -246,3 +246,28 @@ print(run.id)
         ]
 
     assert milestones(local) == milestones(remote)
+
+
+def test_at_exit_open_runs_are_finished_and_flushed_to_the_hub(hub: Hub) -> None:
+    code = """
+import herald
+progress = herald.Progress.from_env()
+run = progress.run("left open", id="left-open-1")
+stage = run.stage("work", total=50)
+for i in range(50):
+    with stage.item(f"doc-{i}"):
+        stage.inc(1)
+# no finish: the program just ends
+"""
+    out = run_python(code, env={"HERALD_URL": hub.url, "HERALD_PROGRESS": "none"})
+    assert out.returncode == 0, out.stderr
+    # Delivered before the process ended: nothing to wait for.
+    events = hub.events("left-open-1")
+    assert sum(e["event"] == "item.finished" for e in events) == 50
+    end = events[-1]
+    assert (end["event"], end["status"], end["error"]) == (
+        "run.finished",
+        "failed",
+        "the program exited with the run open",
+    )
+    assert hub.state("left-open-1")["stages"][0]["status"] == "failed"
