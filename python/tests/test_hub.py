@@ -137,7 +137,11 @@ def test_a_hub_that_is_down_never_raises_nor_blocks() -> None:
     assert progress.stats.hub_dropped_milestones > 0
 
 
-def test_a_cancel_request_reaches_the_program_through_append_replies(hub: Hub) -> None:
+def test_a_cancel_request_reaches_the_program_through_append_replies(hub: Hub, monkeypatch) -> None:
+    from herald import _hub
+
+    # Without the long poll (tested below), only append replies can tell the program.
+    monkeypatch.setattr(_hub.HubSink, "_follow", lambda self, run, token: None)
     progress = herald.Progress([herald.Target.hub(hub.url)])
     with progress.run("cancellable") as run:
         run.info("working")
@@ -271,3 +275,15 @@ for i in range(50):
         "the program exited with the run open",
     )
     assert hub.state("left-open-1")["stages"][0]["status"] == "failed"
+
+
+def test_a_silent_run_hears_a_cancel_through_the_long_poll(hub: Hub) -> None:
+    progress = herald.Progress([herald.Target.hub(hub.url)])
+    with progress.run("silent") as run:
+        run.info("on the hub")
+        wait_until(lambda: hub.count(run.id, "log") >= 1, what="the run on the hub")
+        hub.post(f"/v1/runs/{run.id}/cancel", {"reason": "stop now"})
+        # No append after the request: only the sink's long poll can tell the program.
+        wait_until(lambda: run.cancelled, what="run.cancelled without an append")
+        run.finish_cancelled()
+    assert hub.finished_state(run.id)["status"] == "cancelled"

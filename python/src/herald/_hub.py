@@ -7,8 +7,10 @@ blocking `urllib`, no event loop forced on the program); the run created from it
 batches of up to 500, halved on `413`; every event stamped `<session>:<seq>` so a retried
 batch is never stored twice; retries with jittered exponential backoff (200 ms to 10 s)
 that wait at least the `Retry-After` the hub sent; `cancel_requested` from append replies
-passed to `Run.cancelled`; one warning when the hub cannot be reached or refuses; a
-bounded flush when a run finishes and at exit, and none for a hub never reached.
+passed to `Run.cancelled`, and followed with a long poll per open run once it is on
+the hub (so a silent run hears a cancel at once); one warning when the hub cannot be
+reached or refuses; a bounded flush when a run finishes and at exit, and none for a hub
+never reached.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ BATCH = 500
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 10.0
 REQUEST_TIMEOUT = 10.0
+#: How long one long poll for a run's cancel request waits on the hub.
+CANCEL_POLL = 20.0
 
 
 class _RunQueue:
@@ -74,6 +78,7 @@ class HubSink(Sink):
         self._batch = BATCH
         self._backoff = BACKOFF_MIN
         self._warned = False
+        self._following: set = set()
         self._thread = threading.Thread(target=self._sender, name="herald-hub-sink", daemon=True)
         self._thread.start()
 
@@ -235,6 +240,7 @@ class HubSink(Sink):
                 if progress is not None:
                     progress._cancel_requested(run)
             self._take_front(run, len(drafts), lost=False)
+            self._follow(run, token)
         elif reply[0] == "refused":
             status, message = reply[1], reply[2]
             if status == 404 and create is None and self._created(run):
@@ -252,6 +258,54 @@ class HubSink(Sink):
                 self._give_up(run, status, message)
         else:
             self._retry_later(run, reply[1], reply[2])
+
+    def _follow(self, run: str, token: str | None) -> None:
+        """Once the run is on the hub, follows its cancel state with long polls on a
+        thread of its own (one held connection per open run), so that a program that
+        reports nothing still hears a cancel at once."""
+        with self._cond:
+            if run in self._following or self._closing:
+                return
+            queue = self._runs.get(run)
+            if queue is None or queue.finishing:
+                return
+            self._following.add(run)
+        threading.Thread(
+            target=self._follow_cancel, args=(run, token), name="herald-hub-cancel", daemon=True
+        ).start()
+
+    def _follow_cancel(self, run: str, token: str | None) -> None:
+        headers = {"User-Agent": "herald-python"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        after = 0
+        failures = 0
+        while True:
+            with self._cond:
+                queue = self._runs.get(run)
+                if self._closing or queue is None or queue.finishing:
+                    return
+            url = (
+                f"{self._url}/v1/runs/{run}/events?types=run.cancel_requested"
+                f"&wait={CANCEL_POLL:g}&after={after}"
+            )
+            try:
+                request = urllib.request.Request(url, headers=headers)
+                with urllib.request.urlopen(request, timeout=CANCEL_POLL + REQUEST_TIMEOUT) as r:
+                    page = json.loads(r.read())
+                failures = 0
+            except Exception:
+                # The hub is away or refuses: append replies still carry the news.
+                failures += 1
+                time.sleep(min(BACKOFF_MIN * 2**failures, BACKOFF_MAX))
+                continue
+            events = page.get("events") or []
+            if events:
+                after = events[-1].get("seq", after)
+                progress = self._progress()
+                if progress is not None:
+                    progress._cancel_requested(run)
+                return
 
     def _created(self, run: str) -> bool:
         with self._cond:
