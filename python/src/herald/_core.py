@@ -498,13 +498,17 @@ class Progress:
 
         sinks: list = []
         self._attach: str | None = None
+        # stderr carries bars or JSON Lines: herald's own warnings go there as events only
+        self._stderr_taken = False
         for target in targets:
             if not isinstance(target, Target):
                 raise TypeError(f"targets must hold herald.Target, not {type(target).__name__}")
             if target.kind == "bars":
                 sinks.append(TerminalSink(sys.stderr))
+                self._stderr_taken = True
             elif target.kind == "stderr_json":
                 sinks.append(JsonLinesSink.stderr())
+                self._stderr_taken = True
             elif target.kind == "hub":
                 url, token, attach = target.value
                 if attach is not None and self._attach is None:
@@ -594,7 +598,8 @@ class Progress:
         run = self._runs.get(run_id)
         if run is not None and not run._finished:
             self._loop.push_event(run._core, "log", {"level": "warn", "message": message})
-        else:
+        elif not self._stderr_taken:
+            # No run to carry it, and nothing of herald's on stderr to tear.
             with contextlib.suppress(Exception):
                 sys.stderr.write(message + "\n")
 
