@@ -70,6 +70,7 @@ def test_every_event_validates_against_the_protocols_schema(tmp_path, validator)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     lines = _lines(path)
+    field_order = {b["title"]: b["properties"] for b in validator.schema["oneOf"]}
     kinds = set()
     for line in lines:
         assert line.startswith('{"v":1,"event":"'), line
@@ -77,10 +78,15 @@ def test_every_event_validates_against_the_protocols_schema(tmp_path, validator)
         errors = list(validator.iter_errors(event))
         assert not errors, (line, [e.message for e in errors])
         kinds.add(event["event"])
-        # the envelope first, in the Rust SDK's order
+        # the envelope first, then the type's fields, in the Rust SDK's order (the
+        # schema's, which is generated from the Rust types)
         keys = list(event)
         envelope = [k for k in ("v", "event", "run", "seq", "ts", "id", "parent") if k in event]
         assert keys[: len(envelope)] == envelope
+        if not event["event"].startswith("custom."):
+            order = list(field_order[event["event"]])
+            rest = keys[len(envelope) :]
+            assert rest == sorted(rest, key=order.index), (event["event"], rest)
     for kind in [
         "run.started", "run.finished", "stage.started", "stage.finished", "progress",
         "item.started", "item.finished", "log", "heartbeat", "agent.iteration",
