@@ -287,3 +287,23 @@ def test_a_silent_run_hears_a_cancel_through_the_long_poll(hub: Hub) -> None:
         wait_until(lambda: run.cancelled, what="run.cancelled without an append")
         run.finish_cancelled()
     assert hub.finished_state(run.id)["status"] == "cancelled"
+
+
+def test_a_hub_that_went_away_holds_a_finish_at_most_the_flush_deadline(hub: Hub) -> None:
+    progress = herald.Progress([herald.Target.hub(hub.url)], flush_deadline=1.0)
+    run = progress.run("hub goes away")
+    run.info("reached")
+    wait_until(lambda: hub.count(run.id, "log") >= 1, what="the run on the hub")
+    hub.kill()
+    for i in range(100):
+        run.info(f"line {i}")
+    started = time.monotonic()
+    run.finish()  # waits for the hub, up to the deadline, and never raises
+    waited = time.monotonic() - started
+    assert 0.9 <= waited < 3.0, waited
+    started = time.monotonic()
+    progress.close()  # the hub was waited for once already: not again
+    assert time.monotonic() - started < 0.9
+    # what never reached the hub is counted: the info lines (ticks) and the finish
+    assert progress.stats.hub_dropped_ticks >= 100
+    assert progress.stats.hub_dropped_milestones >= 1

@@ -79,6 +79,7 @@ class HubSink(Sink):
         self._backoff = BACKOFF_MIN
         self._warned = False
         self._following: set = set()
+        self._unreachable = False
         self._thread = threading.Thread(target=self._sender, name="herald-hub-sink", daemon=True)
         self._thread.start()
 
@@ -163,6 +164,10 @@ class HubSink(Sink):
             while self._queued > 0 and not self._abandon and not self._never_reached():
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    if deadline > 0:
+                        # A wait of the whole deadline: the hub is away; closing will
+                        # not wait for it again.
+                        self._unreachable = True
                     return
                 self._cond.wait(left)
 
@@ -170,7 +175,7 @@ class HubSink(Sink):
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-            if self._never_reached():
+            if self._never_reached() or self._unreachable:
                 deadline = 0.0
             while self._queued > 0 and not self._abandon:
                 left = deadline - time.monotonic()
