@@ -336,3 +336,11 @@ def test_items_and_calls_left_open_fail_when_their_run_ends() -> None:
         "fetch": ("succeeded", None),
     }
     assert sink.events[-1]["status"] == "succeeded"
+
+
+def test_println_without_bars_goes_to_stderr_as_it_is(capsys) -> None:
+    progress, _ = memory()
+    progress.println("plain line")
+    assert capsys.readouterr().err == "plain line\n"
+    with pytest.raises(TypeError, match="line"):
+        progress.println(3)  # type: ignore[arg-type]

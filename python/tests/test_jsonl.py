@@ -252,6 +252,7 @@ with progress.run("evil\\x1b]0;pwned\\x07name") as run:
         for _ in stage.iter(range(3)):
             time.sleep(0.15)
     run.warn("two\\nlines")
+    progress.println("a line of the program's own")
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env.update(PYTHONPATH=str(SRC), NO_COLOR="1", HERALD_PROGRESS="auto")
@@ -274,5 +275,6 @@ with progress.run("evil\\x1b]0;pwned\\x07name") as run:
     assert "evil\\x1b]0;pwned\\x07name" in screen
     assert "s\\u{202e}tage" in screen
     assert "two\\nlines" in screen
+    assert "a line of the program's own" in screen
     assert "\x1b]0;pwned" not in screen
     assert '{"v":1' not in screen  # bars, not JSON, on a terminal

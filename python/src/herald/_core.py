@@ -342,8 +342,10 @@ class _Loop:
                 self.closed = True
                 msg[1].set()
                 return
-            elif kind == 6:  # a callable run on the loop (a stage's sampled items)
-                msg[1]()
+            elif kind == 6:  # a line of the program's, above the bars
+                for slot in self.slots:
+                    if not slot.disabled and hasattr(slot.sink, "println"):
+                        slot.sink.println(msg[1])
         now = time.monotonic()
         self._sample_all(now)
         self._beat(now)
@@ -500,12 +502,13 @@ class Progress:
         self._attach: str | None = None
         # stderr carries bars or JSON Lines: herald's own warnings go there as events only
         self._stderr_taken = False
+        self._bars = False
         for target in targets:
             if not isinstance(target, Target):
                 raise TypeError(f"targets must hold herald.Target, not {type(target).__name__}")
             if target.kind == "bars":
                 sinks.append(TerminalSink(sys.stderr))
-                self._stderr_taken = True
+                self._stderr_taken = self._bars = True
             elif target.kind == "stderr_json":
                 sinks.append(JsonLinesSink.stderr())
                 self._stderr_taken = True
@@ -568,6 +571,20 @@ class Progress:
         if id is None:
             id = _generate_run_id(name)
         return Run(self, id, name, parent_id, total_steps, meta)
+
+    def println(self, line: str) -> None:
+        """Prints `line` on stderr without tearing the bars: above them, which are drawn
+        again below it (tqdm's `tqdm.write`, indicatif's `println`). A `print` to stderr
+        while bars are drawn would be erased by their next redraw. Without bars the line
+        goes to stderr as it is."""
+        check_str("line", line, empty=True)
+        if self._bars:
+            self._loop.push((6, line))
+            self._loop.wake.set()
+        else:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
 
     def flush(self, timeout: float = FLUSH_DEADLINE) -> bool:
         """Waits (up to `timeout` seconds) until every event reported so far has

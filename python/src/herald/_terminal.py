@@ -90,6 +90,11 @@ class TerminalSink(Sink):
         self._out.write(text + "\n")
         self._dirty = True
 
+    def println(self, line: str) -> None:
+        """A line of the program's own, printed above the bars as it is."""
+        self._above(line)
+        self._drawn_at = 0.0
+
     def event(self, event: Event) -> None:
         f = event.fields
         name = event.event
