@@ -307,3 +307,34 @@ def test_a_hub_that_went_away_holds_a_finish_at_most_the_flush_deadline(hub: Hub
     # what never reached the hub is counted: the info lines (ticks) and the finish
     assert progress.stats.hub_dropped_ticks >= 100
     assert progress.stats.hub_dropped_milestones >= 1
+
+
+def test_a_hub_with_an_admin_token(herald_bin: str, tmp_path) -> None:
+    admin = "admin-token-0123456789"
+    hub = Hub(herald_bin, tmp_path / "guarded")
+    hub.start(("--token", admin))
+    try:
+        sink = herald.MemorySink()
+        good = herald.Progress([herald.Target.hub(hub.url, token=admin)])
+        with good.run("with the admin token") as run:
+            run.info("appended with the run's write token")
+        state = hub.get(f"/v1/runs/{run.id}", token=admin)
+        assert state["status"] == "succeeded"
+        assert state["logs"][0]["message"] == "appended with the run's write token"
+
+        bad = herald.Progress(
+            [herald.Target.hub(hub.url, token="not-the-admin-token"), herald.Target.memory(sink)]
+        )
+        with bad.run("refused") as refused:
+            refused.info("never stored")
+            wait_until(
+                lambda: any(e["event"] == "log" and e["level"] == "warn" for e in sink.events),
+                what="the refusal's warning",
+            )
+        warnings = [
+            e["message"] for e in sink.events if e["event"] == "log" and e["level"] == "warn"
+        ]
+        assert len(warnings) == 1 and "(401)" in warnings[0], warnings
+        assert bad.stats.hub_dropped_milestones >= 1
+    finally:
+        hub.stop()
