@@ -62,16 +62,16 @@ _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
 )
 # Runs open in this process, oldest first: `current_run()` falls back on the newest, for
 # threads that did not inherit the context (a tqdm bar in a worker thread).
-_open_runs: list = []
+_open_runs: list[Run] = []
 _open_lock = threading.Lock()
 
 
 def current_run() -> Run | None:
     """The run of the innermost `with progress.run(...)` in this context, else the run
     started last that is still open, else None."""
-    run = _current_run.get()
-    if run is not None and not run._finished:
-        return run
+    current = _current_run.get()
+    if current is not None and not current._finished:
+        return current
     with _open_lock:
         for run in reversed(_open_runs):
             if not run._finished:
@@ -100,7 +100,7 @@ class Target:
         return Target("stderr_json")
 
     @staticmethod
-    def json_file(path: str | os.PathLike) -> Target:
+    def json_file(path: str | os.PathLike[str]) -> Target:
         """JSON Lines appended to a file, created if missing."""
         try:
             return Target("sink", JsonLinesSink.path(os.fspath(path)))
@@ -152,7 +152,7 @@ class Target:
         return f"Target({self.kind})"
 
 
-def _targets_from_env(bars: bool = True) -> list:
+def _targets_from_env(bars: bool = True) -> list[Any]:
     def var(name: str) -> str | None:
         v = os.environ.get(name)
         return v if v else None
@@ -202,9 +202,9 @@ class _Slot:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.policy = sink.policy
-        self.seqs: dict = {}
-        self.throttles: dict = {}
-        self.last_sent: dict = {}
+        self.seqs: dict[str, Any] = {}
+        self.throttles: dict[tuple[str, str, int], Throttle] = {}
+        self.last_sent: dict[str, Any] = {}
         self.disabled = False
 
 
@@ -217,7 +217,7 @@ class _RunCore:
         self.id = id
         self.parent = parent
         self.started = time.monotonic()
-        self.heartbeats: list = []
+        self.heartbeats: list[Any] = []
         self.last_event = self.started
         self.open = True
         self.handle = weakref.ref(handle)
@@ -238,16 +238,16 @@ class Stats:
 
 
 class _Loop:
-    def __init__(self, sinks: list, interval: float, flush_deadline: float) -> None:
+    def __init__(self, sinks: list[Any], interval: float, flush_deadline: float) -> None:
         self.slots = [_Slot(s) for s in sinks]
         self.enabled = bool(self.slots)
-        self.queue: deque = deque()
+        self.queue: deque[Any] = deque()
         self.wake = threading.Event()
         self.interval = interval
         self.flush_deadline = flush_deadline
         self.stats = Stats()
-        self.stages: list = []
-        self.runs: dict = {}
+        self.stages: list[Any] = []
+        self.runs: dict[str, Any] = {}
         self.last_ts = 0
         self.closed = False
         self.thread: threading.Thread | None = None
@@ -261,7 +261,7 @@ class _Loop:
 
     # caller side -----------------------------------------------------------------
 
-    def push_event(self, run: _RunCore, event: str, fields: dict) -> None:
+    def push_event(self, run: _RunCore, event: str, fields: dict[str, Any]) -> None:
         if not self.enabled:
             return
         queue = self.queue
@@ -274,7 +274,7 @@ class _Loop:
             return
         queue.append((0, run, event, now_micros(), fields))
 
-    def push(self, msg: tuple) -> None:
+    def push(self, msg: tuple[Any, ...]) -> None:
         if self.enabled:
             self.queue.append(msg)
 
@@ -378,7 +378,12 @@ class _Loop:
         return format_ts(micros)
 
     def _deliver(
-        self, run: _RunCore, event: str, micros: int, fields: dict, only: _Slot | None = None
+        self,
+        run: _RunCore,
+        event: str,
+        micros: int,
+        fields: dict[str, Any],
+        only: _Slot | None = None,
     ) -> None:
         ts = self._stamp(micros)
         now = time.monotonic()
@@ -421,7 +426,7 @@ class _Loop:
             percent: float | None = 100.0 if total == 0 else min(done / total * 100.0, 100.0)
         else:
             percent = None
-        fields: dict | None = None
+        fields: dict[str, Any] | None = None
         micros = now_micros()
         for slot in self.slots:
             if slot.disabled:
@@ -477,7 +482,7 @@ class _Loop:
 
 # --- the reporter ----------------------------------------------------------------------
 
-_reporters: weakref.WeakSet = weakref.WeakSet()
+_reporters: weakref.WeakSet[Progress] = weakref.WeakSet()
 
 
 class Progress:
@@ -498,7 +503,7 @@ class Progress:
         from ._hub import HubSink
         from ._terminal import TerminalSink
 
-        sinks: list = []
+        sinks: list[Any] = []
         self._attach: str | None = None
         # stderr carries bars or JSON Lines: herald's own warnings go there as events only
         self._stderr_taken = False
@@ -522,7 +527,7 @@ class Progress:
         self._loop = _Loop(sinks, interval, flush_deadline)
         self._loop.owner = weakref.ref(self)
         self._loop.start()
-        self._runs: dict = {}
+        self._runs: dict[str, Any] = {}
         _reporters.add(self)
 
     @classmethod
@@ -547,7 +552,7 @@ class Progress:
         id: str | None = None,  # noqa: A002 - as the protocol names it
         parent: Run | str | None = None,
         total_steps: int | None = None,
-        meta: dict | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Run:
         """Starts a run (`run.started`). Use it as a context manager: an exception
         fails it (naming the exception, which still propagates), a normal exit
@@ -687,7 +692,7 @@ class Run(_Guard):
         name: str,
         parent: str | None,
         total_steps: int | None,
-        meta: dict | None,
+        meta: dict[str, Any] | None,
     ) -> None:
         self._progress = progress
         self._loop = progress._loop
@@ -695,10 +700,10 @@ class Run(_Guard):
         self._name = name
         self._finished = False
         self._cancel = False
-        self._token: contextvars.Token | None = None
-        self._stages: dict = {}
+        self._token: contextvars.Token[Run | None] | None = None
+        self._stages: dict[str, Any] = {}
         # Items, tool calls and model calls not ended yet, ended `failed` with the run.
-        self._open: dict = {}
+        self._open: dict[int, Any] = {}
         self._calls = itertools.count(1)
         self._lock = threading.Lock()
         progress._runs[id] = self
@@ -778,7 +783,7 @@ class Run(_Guard):
 
     cancel_requested = cancelled
 
-    def _emit(self, event: str, fields: dict) -> None:
+    def _emit(self, event: str, fields: dict[str, Any]) -> None:
         if not self._finished or event == "run.finished":
             self._loop.push_event(self._core, event, fields)
 
@@ -845,7 +850,7 @@ class Run(_Guard):
             raise ValueError("iteration counts from 1")
         self._emit("agent.iteration", {"iteration": iteration})
 
-    def history(self, messages: list) -> None:
+    def history(self, messages: list[Any]) -> None:
         if not isinstance(messages, list):
             raise TypeError(f"messages must be a list, not {type(messages).__name__}")
         for i, m in enumerate(messages):
@@ -925,7 +930,7 @@ class Run(_Guard):
         check_opt_count("iteration", iteration)
         self._emit("agent.response", {"text": text, "iteration": iteration})
 
-    def custom(self, name: str, fields: dict | None = None, **more: Any) -> None:
+    def custom(self, name: str, fields: dict[str, Any] | None = None, **more: Any) -> None:
         """A custom event `custom.<name>` with any JSON fields."""
         _wire.check_custom_name(name)
         body = dict(fields or {})
@@ -1126,7 +1131,7 @@ class Stage(_Guard):
                     self._iter_left = self._done - self._iter_base + 1
 
     # the sampler's side (on the background thread)
-    def _sample(self) -> tuple:
+    def _sample(self) -> tuple[Any, ...]:
         return self._done, self._total
 
     def _sample_items(self, loop: _Loop, final: bool) -> None:
@@ -1293,7 +1298,7 @@ class ToolCall(_Guard):
         self._total: int | None = None
         self._unit: str | None = None
         self._message: str | None = None
-        self._sent: tuple | None = None
+        self._sent: tuple[Any, ...] | None = None
         self.output: Any = None
         run._open[builtins_id(self)] = self
         run._emit(

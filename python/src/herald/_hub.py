@@ -43,9 +43,9 @@ class _RunQueue:
 
     def __init__(self, run_id: str) -> None:
         self.id = run_id
-        self.create: dict | None = None
+        self.create: dict[str, Any] | None = None
         self.write_token: str | None = None
-        self.events: deque = deque()  # (draft, milestone)
+        self.events: deque[Any] = deque()  # (draft, milestone)
         self.finishing = False
 
 
@@ -67,7 +67,7 @@ class HubSink(Sink):
         self._progress = weakref.ref(progress)
         self._session = os.urandom(8).hex()
         self._cond = threading.Condition()
-        self._runs: dict = {}
+        self._runs: dict[str, Any] = {}
         self._queued = 0
         self._ticks = 0
         self._closing = False
@@ -78,7 +78,7 @@ class HubSink(Sink):
         self._batch = BATCH
         self._backoff = BACKOFF_MIN
         self._warned = False
-        self._following: set = set()
+        self._following: set[str] = set()
         self._unreachable = False
         self._thread = threading.Thread(target=self._sender, name="herald-hub-sink", daemon=True)
         self._thread.start()
@@ -95,14 +95,18 @@ class HubSink(Sink):
             level, outcome = {
                 "succeeded": ("info", "succeeded"),
                 "failed": ("error", "failed"),
-            }.get(status, ("warn", "was cancelled"))
+            }.get(str(status), ("warn", "was cancelled"))
             error = fields.get("error")
             detail = f": {error}" if error else ""
             name, fields = (
                 "log",
                 {"level": level, "message": f"the program's work {outcome}{detail}"},
             )
-        draft: dict = {"event": name, "ts": event.ts, "id": f"{self._session}:{event.seq}"}
+        draft: dict[str, Any] = {
+            "event": name,
+            "ts": event.ts,
+            "id": f"{self._session}:{event.seq}",
+        }
         if event.parent is not None:
             draft["parent"] = event.parent
         for k, v in fields.items():
@@ -200,7 +204,7 @@ class HubSink(Sink):
             except Exception as e:  # never die: the rest may still go
                 self._retry_later(job[0], f"internal error: {e!r}", None)
 
-    def _next_job(self) -> tuple | None:
+    def _next_job(self) -> tuple[Any, ...] | None:
         with self._cond:
             while True:
                 if self._abandon or (self._closing and self._queued == 0):
@@ -216,7 +220,9 @@ class HubSink(Sink):
                     wait = 1.0
                 self._cond.wait(wait)
 
-    def _send(self, run: str, create: dict | None, token: str | None, drafts: list) -> None:
+    def _send(
+        self, run: str, create: dict[str, Any] | None, token: str | None, drafts: list[Any]
+    ) -> None:
         if create is not None:
             reply = self._post("/v1/runs", self._token, create)
             if reply[0] == "ok":
@@ -317,7 +323,7 @@ class HubSink(Sink):
             queue = self._runs.get(run)
             return queue is not None and queue.write_token is not None
 
-    def _post(self, path: str, token: str | None, body: Any) -> tuple:
+    def _post(self, path: str, token: str | None, body: Any) -> tuple[Any, ...]:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": "application/json", "User-Agent": "herald-python"}
         if token:

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import time
-from typing import IO
+from typing import IO, Any
 
 from ._sinks import EVERY_TICK, Event, Sink
 
@@ -26,7 +26,7 @@ def escape_controls(text: str) -> str:
     """Shows C0, DEL, C1 and the BiDi overrides and isolates as escapes (`\\x1b`,
     `\\n`, `\\u{202e}`), as the Rust SDK's `escape_controls` does."""
 
-    def one(m: re.Match) -> str:
+    def one(m: re.Match[str]) -> str:
         c = m.group()
         if c in _SHORT:
             return _SHORT[c]
@@ -66,7 +66,7 @@ class _Run:
     def __init__(self, name: str) -> None:
         self.name = name
         self.started = time.monotonic()
-        self.stages: dict = {}
+        self.stages: dict[str, Any] = {}
         self.note: str | None = None
 
 
@@ -76,7 +76,7 @@ class TerminalSink(Sink):
     def __init__(self, out: IO[str], color: bool | None = None) -> None:
         self._out = out
         self._color = (not os.environ.get("NO_COLOR")) if color is None else color
-        self._runs: dict = {}
+        self._runs: dict[str, Any] = {}
         self._lines = 0
         self._dirty = False
         self._drawn_at = 0.0
@@ -106,7 +106,7 @@ class TerminalSink(Sink):
             return
         elif name == "run.finished":
             status = f.get("status")
-            code = {"succeeded": "32", "failed": "31"}.get(status, "33")
+            code = {"succeeded": "32", "failed": "31"}.get(str(status), "33")
             error = f.get("error")
             detail = f": {e(error)}" if error else ""
             self._above(
