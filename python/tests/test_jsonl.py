@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -278,3 +279,34 @@ with progress.run("evil\\x1b]0;pwned\\x07name") as run:
     assert "a line of the program's own" in screen
     assert "\x1b]0;pwned" not in screen
     assert '{"v":1' not in screen  # bars, not JSON, on a terminal
+
+
+def test_the_bars_render_stages_counts_and_lines_above() -> None:
+    import io
+
+    from herald._sinks import Event
+    from herald._terminal import TerminalSink
+
+    out = io.StringIO()
+    bars = TerminalSink(out, color=False)
+
+    def feed(event: str, **fields) -> None:
+        bars.event(Event(event, "r1", 1, "2026-12-05T19:00:00.000000Z", None, fields))
+
+    feed("run.started", name="triage\x1b[2J")
+    feed("stage.started", stage="fetch", total=10, unit="docs")
+    feed("progress", stage="fetch", done=5, total=10, unit="docs", elapsed_s=1.0)
+    bars.refresh()
+    screen = out.getvalue()
+    assert "triage\\x1b[2J" in screen and "\x1b[2J" not in screen
+    assert "▸ fetch" in screen and " 50%" in screen and "5/10 docs" in screen
+    feed("log", level="warn", message="slow\nsource")
+    feed("item.finished", item="doc-3", stage="fetch", status="failed", error="bad JSON")
+    feed("stage.finished", stage="fetch", status="succeeded", elapsed_s=2.0)
+    feed("run.finished", status="succeeded")
+    bars.close(0.0)
+    lines = [re.sub(r"\x1b\[\d*[A-Z]", "", line) for line in out.getvalue().split("\n")]
+    assert "  warn slow\\nsource" in lines
+    assert "  ✘ item doc-3: bad JSON" in lines
+    assert "  fetch succeeded 5/10 in 2s" in lines
+    assert any(line.endswith("✔ triage\\x1b[2J succeeded in 0s") for line in lines)

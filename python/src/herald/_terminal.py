@@ -175,7 +175,8 @@ class TerminalSink(Sink):
 
     def _stage_line(self, stage: _Stage, now: float, width: int) -> str:
         elapsed = now - stage.started
-        rate = stage.done / elapsed if elapsed > 0 else 0.0
+        # A plain average, once there is a second to average over.
+        rate = stage.done / elapsed if elapsed >= 1.0 else 0.0
         unit = f" {escape_controls(stage.unit)}" if stage.unit else ""
         parts = [f"▸ {escape_controls(stage.name)[: max(width // 4, 8)]}"]
         if stage.total:
