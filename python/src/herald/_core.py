@@ -340,6 +340,8 @@ class _Loop:
                             self.stats.sink_errors += 1
                             slot.disabled = True
                 self.closed = True
+                self.enabled = False  # what is reported after this goes nowhere
+                self.queue.clear()
                 msg[1].set()
                 return
             elif kind == 6:  # a line of the program's, above the bars
