@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use herald_protocol::{Draft, RunId, RunStatus, Timestamp, TypeFilter, parse_draft_str};
 use sqlx::Connection;
 
-use crate::store::{NewRun, Store, StoreError, Wake, open_store};
+use crate::store::{Author, NewRun, Store, StoreError, Wake, open_store};
 
 /// Each test once per store.
 macro_rules! on_both_stores {
@@ -193,7 +193,7 @@ async fn two_stores_on_one_database_keep_seq_dense_and_states_current(db: TestDb
                     .collect();
                 for _ in 0..2 {
                     let res = store
-                        .append(&run, drafts(&run, &texts), at(i as f64), true)
+                        .append(&run, drafts(&run, &texts), at(i as f64), Author::Producer)
                         .await
                         .expect("appended");
                     appended += res.events.len();
@@ -224,7 +224,12 @@ async fn two_stores_on_one_database_keep_seq_dense_and_states_current(db: TestDb
     }
     // And an append through either folds onto the whole history.
     let more = stores[0]
-        .append(&run, drafts(&run, &[log("last")]), at(99.0), true)
+        .append(
+            &run,
+            drafts(&run, &[log("last")]),
+            at(99.0),
+            Author::Producer,
+        )
         .await
         .expect("appended");
     assert_eq!(more.state.event_count, total as u64 + 1);
@@ -239,7 +244,7 @@ async fn a_finished_run_takes_no_event_but_acknowledges_retries(db: TestDb) {
         .id;
     let batch = [log("a"), finished()];
     let res = store
-        .append(&run, drafts(&run, &batch), at(1.0), true)
+        .append(&run, drafts(&run, &batch), at(1.0), Author::Producer)
         .await
         .expect("appended");
     assert_eq!(
@@ -248,7 +253,7 @@ async fn a_finished_run_takes_no_event_but_acknowledges_retries(db: TestDb) {
     );
 
     let retry = store
-        .append(&run, drafts(&run, &batch), at(2.0), true)
+        .append(&run, drafts(&run, &batch), at(2.0), Author::Producer)
         .await
         .expect("a retry is acknowledged");
     assert_eq!(
@@ -257,7 +262,12 @@ async fn a_finished_run_takes_no_event_but_acknowledges_retries(db: TestDb) {
     );
 
     let late = store
-        .append(&run, drafts(&run, &[log("a"), log("b")]), at(3.0), true)
+        .append(
+            &run,
+            drafts(&run, &[log("a"), log("b")]),
+            at(3.0),
+            Author::Producer,
+        )
         .await;
     assert!(matches!(late, Err(StoreError::Finished)), "{late:?}");
     assert_eq!(store.events(&run, 0, 100).await.expect("events").len(), 2);
@@ -280,7 +290,7 @@ async fn untracked_types_are_dropped_but_run_events_pass(db: TestDb) {
             &run,
             drafts(&run, &[progress, log("a"), finished()]),
             at(1.0),
-            true,
+            Author::Producer,
         )
         .await
         .expect("appended");
@@ -297,7 +307,7 @@ async fn mark_stalled_appends_only_while_the_producer_is_silent(db: TestDb) {
         .expect("created")
         .id;
     store
-        .append(&run, drafts(&run, &[log("a")]), at(10.0), true)
+        .append(&run, drafts(&run, &[log("a")]), at(10.0), Author::Producer)
         .await
         .expect("appended");
     let stalled =
@@ -320,7 +330,7 @@ async fn mark_stalled_appends_only_while_the_producer_is_silent(db: TestDb) {
 
     // The producer speaks: running again, and silent again a timeout later.
     store
-        .append(&run, drafts(&run, &[log("b")]), at(210.0), true)
+        .append(&run, drafts(&run, &[log("b")]), at(210.0), Author::Producer)
         .await
         .expect("appended");
     assert_eq!(store.silent_runs(at(260.0)).await.expect("silent").len(), 0);
@@ -334,7 +344,7 @@ async fn reads_see_runs_tokens_and_counts(db: TestDb) {
     }
     let r2 = RunId::new("r2").unwrap();
     store
-        .append(&r2, drafts(&r2, &[finished()]), at(1.0), true)
+        .append(&r2, drafts(&r2, &[finished()]), at(1.0), Author::Producer)
         .await
         .expect("appended");
     let (run, scope) = store.token("r-r2").await.expect("read").expect("a token");
@@ -406,7 +416,7 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
         .expect("created")
         .generation;
     let logs: Vec<String> = (0..5).map(|i| log(&format!("old{i}"))).collect();
-    a.append(&id, drafts(&id, &logs), at(1.0), true)
+    a.append(&id, drafts(&id, &logs), at(1.0), Author::Producer)
         .await
         .expect("appended");
     // Store b caches the first run's state, then the run is deleted and created again
@@ -430,7 +440,7 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
         .generation;
     assert!(second > first, "created again: {first} then {second}");
     let logs: Vec<String> = (0..6).map(|i| log(&format!("new{i}"))).collect();
-    a.append(&id, drafts(&id, &logs), at(11.0), true)
+    a.append(&id, drafts(&id, &logs), at(11.0), Author::Producer)
         .await
         .expect("appended");
 
@@ -438,7 +448,7 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
     assert_eq!(record.state.event_count, 6, "only the new run's events");
     assert_eq!(record.generation, second);
     let appended = b
-        .append(&id, drafts(&id, &[log("b")]), at(12.0), true)
+        .append(&id, drafts(&id, &[log("b")]), at(12.0), Author::Producer)
         .await
         .expect("appended through b");
     assert_eq!(appended.state.event_count, 7);
@@ -459,7 +469,12 @@ async fn two_stores_deleting_expired_runs_delete_each_once(db: TestDb) {
     // One run speaks just before the sweep: it is not expired any more.
     let fresh = RunId::new("old7").unwrap();
     stores[0]
-        .append(&fresh, drafts(&fresh, &[log("x")]), at(3000.0), true)
+        .append(
+            &fresh,
+            drafts(&fresh, &[log("x")]),
+            at(3000.0),
+            Author::Producer,
+        )
         .await
         .expect("appended");
 
@@ -517,7 +532,7 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
         .expect("created")
         .generation;
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
-    a.append(&id, drafts(&id, &[log("a")]), at(1.0), true)
+    a.append(&id, drafts(&id, &[log("a")]), at(1.0), Author::Producer)
         .await
         .expect("appended");
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
@@ -534,7 +549,7 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
     .expect("terminated");
     assert_eq!(terminated, [true, true], "both stores' listeners");
     assert_eq!(next(&mut wakes).await, Wake::All, "listening again");
-    a.append(&id, drafts(&id, &[log("b")]), at(2.0), true)
+    a.append(&id, drafts(&id, &[log("b")]), at(2.0), Author::Producer)
         .await
         .expect("appended");
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
@@ -567,28 +582,6 @@ async fn sqlite_has_no_notifications() {
     assert!(db.store().await.wakes().is_none());
 }
 
-/// The runs table as hubs wrote it before retention counted from the hub's clock (the
-/// SQLite store's; PostgreSQL's is its first migration).
-const SQLITE_RUNS_BEFORE_RECEIPT: &str = "
-CREATE TABLE runs (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    parent TEXT,
-    heartbeat_timeout_s REAL NOT NULL,
-    ttl_s REAL NOT NULL,
-    track TEXT,
-    meta TEXT,
-    created_us INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'running',
-    last_event_us INTEGER NOT NULL,
-    last_producer_us INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE INDEX runs_expiry ON runs (last_event_us);
-";
-
 /// A run whose producer stamped an event 9999-12-31, stored by an earlier hub, which
 /// kept it out of retention forever; once migrated it expires `ttl_s` after the
 /// migration, by the clock.
@@ -608,8 +601,10 @@ async fn a_run_an_earlier_hub_kept_forever_expires_once_migrated(db: TestDb) {
         None => {
             let path = db.url.strip_prefix("sqlite://").expect("a SQLite URL");
             let conn = rusqlite::Connection::open(path).expect("the file opens");
-            conn.execute_batch(SQLITE_RUNS_BEFORE_RECEIPT)
-                .expect("the old table");
+            // The tables as hubs wrote them before retention counted from the hub's
+            // clock.
+            conn.execute_batch(crate::store::SQLITE_MIGRATIONS[0])
+                .expect("the old tables");
             conn.execute(&INSERT.replace('$', "?"), [created_us, forever])
                 .expect("the old row");
         }
