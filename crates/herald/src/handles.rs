@@ -20,8 +20,37 @@ use herald_protocol::{
 };
 use serde_json::{Map, Value};
 
-use crate::dispatch::{Counter, Flushed, Msg, Shared, lock, now_ts};
+use crate::dispatch::{Counter, Flushed, Msg, Shared, now_ts};
+use crate::lock::lock;
 use crate::signals::{CancelState, Cancellation};
+
+/// Why [`Run::custom`] reported nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CustomError {
+    /// The name is not `[a-z0-9_]+`.
+    BadName(String),
+    /// A field uses a name of the envelope (`Custom::RESERVED_FIELDS`: `v`, `event`,
+    /// `run`, `seq`, `ts`, `id`, `parent`).
+    ReservedField(String),
+}
+
+impl fmt::Display for CustomError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CustomError::BadName(name) => write!(
+                f,
+                "`{name}` is not a custom event name: use lower-case letters, digits and `_`"
+            ),
+            CustomError::ReservedField(field) => write!(
+                f,
+                "a custom event cannot have a field `{field}`: the envelope uses that name"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CustomError {}
 
 /// A duration in seconds as events carry it, to the millisecond.
 fn seconds(d: Duration) -> f64 {
@@ -357,16 +386,19 @@ impl Run {
         });
     }
 
-    /// Reports `custom.<name>` with the given fields. Returns `false` (and reports
-    /// nothing) when `name` is not `[a-z0-9_]+` or a field uses an envelope name.
-    pub fn custom(&self, name: &str, fields: Map<String, Value>) -> bool {
-        match Custom::new(name, fields) {
-            Some(custom) => {
-                self.inner.emit(EventBody::Custom(custom));
-                true
-            }
-            None => false,
+    /// Reports `custom.<name>` with the given fields; reports nothing, and says why,
+    /// when `name` is not `[a-z0-9_]+` or a field uses a name of the envelope.
+    pub fn custom(&self, name: &str, fields: Map<String, Value>) -> Result<(), CustomError> {
+        if let Some(field) = Custom::RESERVED_FIELDS
+            .iter()
+            .find(|f| fields.contains_key(**f))
+        {
+            return Err(CustomError::ReservedField((*field).to_owned()));
         }
+        let custom =
+            Custom::new(name, fields).ok_or_else(|| CustomError::BadName(name.to_owned()))?;
+        self.inner.emit(EventBody::Custom(custom));
+        Ok(())
     }
 
     /// Reports any event.

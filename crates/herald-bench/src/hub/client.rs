@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
-use serde_json::{Value, json};
+use herald_protocol::api::{Appended, CreateRun};
 
 /// Longest a single request of the load generator may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,7 +27,11 @@ pub(crate) async fn create_run(
 ) -> anyhow::Result<()> {
     let res = client
         .post(format!("{base}/v1/runs"))
-        .json(&json!({"id": id, "name": format!("hub-load {id}")}))
+        .json(&CreateRun {
+            id: Some(id.to_owned()),
+            name: format!("hub-load {id}"),
+            ..CreateRun::default()
+        })
         .timeout(REQUEST_TIMEOUT)
         .send()
         .await
@@ -41,13 +45,13 @@ pub(crate) async fn create_run(
     Ok(())
 }
 
-/// Posts a JSON array of events to run `id`; the hub's `{appended, last_seq, ...}`.
+/// Posts a JSON array of events to run `id`; the hub's reply.
 pub(crate) async fn append(
     client: &reqwest::Client,
     base: &str,
     id: &str,
     body: String,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Appended> {
     let res = client
         .post(format!("{base}/v1/runs/{id}/events"))
         .header("content-type", "application/json")
@@ -61,7 +65,7 @@ pub(crate) async fn append(
     if !status.is_success() {
         bail!("appending to run {id}: {status} {text}");
     }
-    serde_json::from_str(&text).context("the append's reply is not JSON")
+    serde_json::from_str(&text).with_context(|| format!("the append's reply is not one: {text}"))
 }
 
 /// Prometheus gauge `name` from `/metrics`.

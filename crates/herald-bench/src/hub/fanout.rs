@@ -167,7 +167,7 @@ async fn measure(
         let body = format!(r#"[{{"event":"custom.ping","sent_us":{sent_us}}}]"#);
         let reply = append(&client, &base, RUN, body).await?;
         append_us.push(sent.elapsed().as_micros() as u64);
-        ensure!(reply["appended"] == 1, "a ping was not appended: {reply}");
+        ensure!(reply.appended == 1, "a ping was not appended: {reply:?}");
         ensure!(
             start.elapsed() < Duration::from_secs(timeout_s),
             "fanout over time"
