@@ -119,29 +119,20 @@ pub(crate) struct AdminRun(pub(crate) RunId);
 /// A caller with the hub's admin token (create, list, the runs stream).
 pub(crate) struct Admin;
 
-impl FromRequestParts<Hub> for ReadRun {
-    type Rejection = ApiError;
+/// Each per-run extractor: the run, once the caller may do its need on it.
+macro_rules! run_extractors {
+    ($($extractor:ident: $need:expr),* $(,)?) => {$(
+        impl FromRequestParts<Hub> for $extractor {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
-        run_for(parts, hub, Need::Read).await.map(ReadRun)
-    }
+            async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
+                run_for(parts, hub, $need).await.map($extractor)
+            }
+        }
+    )*};
 }
 
-impl FromRequestParts<Hub> for WriteRun {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
-        run_for(parts, hub, Need::Write).await.map(WriteRun)
-    }
-}
-
-impl FromRequestParts<Hub> for AdminRun {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
-        run_for(parts, hub, Need::Admin).await.map(AdminRun)
-    }
-}
+run_extractors!(ReadRun: Need::Read, WriteRun: Need::Write, AdminRun: Need::Admin);
 
 impl FromRequestParts<Hub> for Admin {
     type Rejection = ApiError;

@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_protocol::{Draft, RunId, RunStatus, Timestamp, TypeFilter, parse_draft_str};
+use herald_testkit::pg::TempDatabase;
 use sqlx::Connection;
 
 use crate::store::{Author, NewRun, Store, StoreError, Wake, open_store};
@@ -50,14 +50,7 @@ on_both_stores!(
 struct TestDb {
     url: String,
     _dir: Option<tempfile::TempDir>,
-    postgres: Option<(String, String)>,
-}
-
-/// The PostgreSQL server the tests create their databases on, through its
-/// maintenance database; `HERALD_TEST_POSTGRES_URL` overrides it.
-fn postgres_admin_url() -> String {
-    std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    postgres: Option<TempDatabase>,
 }
 
 impl TestDb {
@@ -71,37 +64,13 @@ impl TestDb {
     }
 
     async fn postgres() -> TestDb {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let admin = postgres_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin)
+        let db = TempDatabase::create("herald_unit", None)
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {admin} is unreachable ({e}); the stores' tests need it. \
-                 Start it with `pg_ctlcluster 15 main start` (`.ci/run` does), or point \
-                 HERALD_TEST_POSTGRES_URL at another server."
-                )
-            });
-        let name = format!(
-            "herald_unit_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            sqlx::raw_sql(&sql)
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
-        let base = admin.split('?').next().unwrap_or(&admin);
-        let base = &base[..base.rfind('/').expect("a database in the URL")];
+            .unwrap_or_else(|e| panic!("{e}"));
         TestDb {
-            url: format!("{base}/{name}"),
+            url: db.url().to_owned(),
             _dir: None,
-            postgres: Some((admin, name)),
+            postgres: Some(db),
         }
     }
 
@@ -112,25 +81,8 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop cannot await: a thread with a runtime of its own does it.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(_))) {
-            eprintln!("could not drop a test database: {dropped:?}");
+        if let Some(Err(e)) = self.postgres.take().map(|db| db.drop_blocking()) {
+            eprintln!("could not drop a test database: {e}");
         }
     }
 }
@@ -537,13 +489,15 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
         .expect("appended");
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
 
-    let (admin, name) = db.postgres.clone().expect("a PostgreSQL database");
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connects");
+    let pg = db.postgres.as_ref().expect("a PostgreSQL database");
+    let mut conn = sqlx::PgConnection::connect(pg.admin_url())
+        .await
+        .expect("connects");
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = 'herald-listener' AND datname = $1",
     )
-    .bind(&name)
+    .bind(pg.name())
     .fetch_all(&mut conn)
     .await
     .expect("terminated");
