@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //!
-//! From the top down; a module uses only those below it (ARCHITECTURE.md's code map).
+//! From the top down; a module uses only those below it (ARCHITECTURE.md's code map,
+//! held by the test `hub_modules_are_layered`).
 //!
 //! - `routes`: the router, its layers and CORS; `openapi`: `/openapi.json`, generated
 //!   from the handlers' annotations.
@@ -18,7 +19,8 @@
 //!   `Origin` on an open hub, a JSON media type on a body).
 //! - `access`: who may call what, as axum extractors (the run a route names once its
 //!   token is checked, the body within its limit); `cursor`: a reader's position in a
-//!   run's events and where a stream resumes, for every stream.
+//!   run's events and where a stream resumes, for every stream; `sse`: an SSE
+//!   response with its keep-alive.
 //! - `hub`: [`Hub`], the shared state, and how changes reach subscribers.
 //! - `feed`: fan-out of new events to subscribers without a query per subscriber.
 //! - `store`: the [`Store`] trait and its SQLite and PostgreSQL implementations.

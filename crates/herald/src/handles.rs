@@ -24,6 +24,15 @@ use crate::dispatch::{Counter, Flushed, Msg, Shared, now_ts};
 use crate::lock::lock;
 use crate::signals::{CancelState, Cancellation};
 
+/// When a tool call's count goes out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    /// Once it moved far enough since the last one sent.
+    IfMoved,
+    /// At once.
+    Now,
+}
+
 /// Why [`Run::custom`] reported nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1198,7 +1207,12 @@ impl ToolCall {
         // A count lower than the last one sent is work reset: worth showing at once.
         let reset = done < self.ticks.sent.load(Ordering::Relaxed);
         self.ticks.done.store(done, Ordering::Relaxed);
-        self.tick_if_due(done, changed || reset);
+        let emit = if changed || reset {
+            Emit::Now
+        } else {
+            Emit::IfMoved
+        };
+        self.tick_if_due(done, emit);
     }
 
     /// Counts `n` more units done. Cheap enough for a tight loop: an event goes out
@@ -1212,7 +1226,7 @@ impl ToolCall {
             .fetch_add(n, Ordering::Relaxed)
             .saturating_add(n);
         if done >= self.ticks.next.load(Ordering::Relaxed) {
-            self.tick_if_due(done, false);
+            self.tick_if_due(done, Emit::IfMoved);
         }
     }
 
@@ -1226,12 +1240,12 @@ impl ToolCall {
         self.tick(Some(message.into()));
     }
 
-    /// Sends the count if it moved far enough since the last one; `force` sends it
-    /// anyway (a new total).
-    fn tick_if_due(&self, done: u64, force: bool) {
+    /// Sends the count if it moved far enough since the last one, or at once when
+    /// `emit` says so (a new total).
+    fn tick_if_due(&self, done: u64, emit: Emit) {
         let moved = self.ticks.sent.load(Ordering::Relaxed) != done
             && done >= self.ticks.next.load(Ordering::Relaxed);
-        if force || moved {
+        if emit == Emit::Now || moved {
             self.tick(None);
         }
     }
