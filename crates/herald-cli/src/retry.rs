@@ -1,5 +1,6 @@
-//! The one retry policy of the CLI's requests to a hub (`emit`, `exec`, `watch`):
-//! exponential backoff with jitter, never sooner than the hub's `Retry-After`.
+//! The one retry policy of the CLI's requests, to a hub (`emit`, `exec`, `watch`) or
+//! to a model's API (`demo --llm`): exponential backoff with jitter, never sooner than
+//! the server's `Retry-After`.
 
 use std::time::Duration;
 
