@@ -25,12 +25,16 @@ use serde_json::{Value, json};
 use crate::UsageError;
 use crate::args::LlmProviderArg;
 use crate::demo::{Doc, SUMMARY_BATCH};
+use crate::retry::Backoff;
 
 /// Model calls per report, at most: the loop ends there even if the model still calls
 /// tools.
 const MAX_TURNS: u64 = 8;
 /// Tries of one model call when the API is rate limited, overloaded or failing.
 const ATTEMPTS: u32 = 4;
+/// The first wait before calling the model again, and the longest (before `--speed`).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(4);
 /// The completion budget of each call.
 const MAX_TOKENS: u64 = 1024;
 /// Summaries a search returns, at most.
@@ -319,6 +323,7 @@ fn call_with_retries(
     body: &Value,
 ) -> anyhow::Result<LlmReply> {
     let mut attempt = 1;
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
         let (res, retry_after) = call(agent, llm, run, body);
         let error = match res {
@@ -333,10 +338,13 @@ fn call_with_retries(
                 )
             });
         }
-        // Backing off 1, 2, 4 s, which `--speed` shortens as it does the demo's other
-        // waits, but never to less than the API asked for: its Retry-After is its own.
-        let backoff = Duration::from_secs(1 << (attempt - 1)).div_f64(speed);
-        let wait = retry_after.unwrap_or_default().max(backoff);
+        // Backing off from a second, which `--speed` shortens as it does the demo's
+        // other waits, but never to less than the API asked for: its Retry-After is
+        // its own.
+        let wait = backoff
+            .delay(None)
+            .div_f64(speed)
+            .max(retry_after.unwrap_or_default());
         run.warn(format!(
             "the model's API answered {error}; trying again in {:.1} s",
             wait.as_secs_f64()
