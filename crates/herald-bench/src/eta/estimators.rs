@@ -23,6 +23,9 @@ pub trait Estimator {
     /// observation) for a run of `total` work, or `None` when there is no estimate.
     fn eta(&self, t: f64, total: f64) -> Option<f64>;
 
+    /// The run has `total_units` units: called once, before the first observation.
+    fn start(&mut self, _total_units: u64) {}
+
     /// A low and a high estimate of the seconds left, for estimators that give one.
     fn range(&self, _t: f64, _total: f64) -> Option<(f64, f64)> {
         None
@@ -77,6 +80,7 @@ impl Peer {
 #[derive(Clone, Debug)]
 pub struct Herald {
     inner: EtaEstimator,
+    total_units: Option<u64>,
 }
 
 impl Herald {
@@ -84,7 +88,10 @@ impl Herald {
     pub fn new(config: EtaConfig) -> Herald {
         let mut inner = EtaEstimator::new(config);
         inner.observe(0.0, 0.0);
-        Herald { inner }
+        Herald {
+            inner,
+            total_units: None,
+        }
     }
 }
 
@@ -93,13 +100,19 @@ impl Estimator for Herald {
         self.inner.observe_weighted(t, work, done);
     }
 
+    fn start(&mut self, total_units: u64) {
+        self.total_units = Some(total_units);
+    }
+
     fn eta(&self, t: f64, total: f64) -> Option<f64> {
-        self.inner.eta_at(t, total)
+        self.inner
+            .estimate_weighted_at(t, total, self.total_units)
+            .map(|e| e.eta_s)
     }
 
     fn range(&self, t: f64, total: f64) -> Option<(f64, f64)> {
         self.inner
-            .estimate_at(t, total)
+            .estimate_weighted_at(t, total, self.total_units)
             .map(|e| (e.low_s, e.high_s))
     }
 }
@@ -477,7 +490,8 @@ mod tests {
     #[test]
     fn herald_is_created_at_the_start() {
         // Two units at 1 s and 2 s; herald's default tuning gives 1 unit/s for a
-        // steady run, so 8 s are left, counted down at the query.
+        // steady run, so 8 s are left, counted down at the query for two typical gaps
+        // (2 s), then held.
         check(
             Herald::new(EtaConfig::default()),
             &[(1.0, 1), (2.0, 2)],
@@ -490,7 +504,7 @@ mod tests {
             &[(1.0, 1), (2.0, 2)],
             10,
             5.0,
-            Some(5.0),
+            Some(6.0),
         );
         check(
             Herald::new(EtaConfig::default()),

@@ -161,6 +161,7 @@ pub fn score(trace: &Trace, contenders: Vec<Contender>) -> TraceReport {
         mut estimator,
     } in contenders
     {
+        estimator.start(trace.total());
         let mut first = None;
         let mut row = Vec::with_capacity(instants.len());
         let mut range_row = Vec::with_capacity(instants.len());
@@ -414,7 +415,10 @@ mod tests {
         assert_eq!(s.coverage, 1.0);
         // Its range [truth, truth + 1 s] always holds the truth and is 1 s wide.
         assert_eq!(s.calibration, Some(100.0));
-        let want: f64 = (1..=190).map(|k| 1.0 / (100.0 - k as f64 / 2.0)).sum::<f64>() / 190.0;
+        let want: f64 = (1..=190)
+            .map(|k| 1.0 / (100.0 - k as f64 / 2.0))
+            .sum::<f64>()
+            / 190.0;
         assert!((s.width.unwrap() - want * 100.0).abs() < 1e-9);
     }
 

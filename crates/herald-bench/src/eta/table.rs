@@ -132,10 +132,7 @@ fn standing(out: &mut String, suite: &[SuiteScore]) {
         "{} has the highest MAPE of all on: {worst} (target: no trace).",
         herald.name
     );
-    let best_jitter = peers
-        .iter()
-        .map(|p| p.jitter)
-        .fold(f64::INFINITY, f64::min);
+    let best_jitter = peers.iter().map(|p| p.jitter).fold(f64::INFINITY, f64::min);
     let _ = writeln!(
         out,
         "{}'s suite jitter is {:.2}, the best peer's {best_jitter:.2} (target: no worse).",

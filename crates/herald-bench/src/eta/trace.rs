@@ -191,8 +191,7 @@ impl Trace {
                 }
                 Some(_) => {}
             }
-            let weighted = completions.is_empty() && line.weight.is_some()
-                || !weights.is_empty();
+            let weighted = completions.is_empty() && line.weight.is_some() || !weights.is_empty();
             match (weighted, line.weight, line.total_weight) {
                 (true, Some(w), Some(tw)) => {
                     match total_weight {
@@ -304,7 +303,9 @@ impl Trace {
 /// Checks one line's weight; returns the weight done with it.
 fn check_weight(weight: f64, done: f64, total: f64) -> Result<f64, String> {
     if !weight.is_finite() || weight < 0.0 {
-        return Err(format!("weight {weight} is not a finite, non-negative number"));
+        return Err(format!(
+            "weight {weight} is not a finite, non-negative number"
+        ));
     }
     if !total.is_finite() || total < 0.0 {
         return Err(format!(
@@ -346,14 +347,16 @@ fn check_next(prev: Option<Completion>, c: Completion, total: u64) -> Result<(),
 /// Where the real traces live: `crates/herald-bench/traces/real/`, recorded on a real
 /// machine by `record.py` there.
 pub fn real_suite_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("traces").join("real")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("traces")
+        .join("real")
 }
 
 /// Reads one trace file in the recorded format, named after its file stem; errors
 /// name the file and the line.
 pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let name = path.file_stem().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),

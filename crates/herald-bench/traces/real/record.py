@@ -103,15 +103,29 @@ def build():
 
 
 def tests():
-    """herald-protocol's test suites on two threads: one unit per test that passed."""
+    """herald-protocol's test suites, built first, then run on two threads: one unit per
+    test that passed."""
+    cmd = ["cargo", "test", "-p", "herald-protocol", "--no-run", "--message-format"]
+    out = subprocess.run(
+        cmd + ["json"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    binaries = [
+        msg["executable"]
+        for msg in map(json.loads, out.splitlines())
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable")
+    ]
     rec = Recorder()
-    cmd = ["cargo", "test", "-p", "herald-protocol", "--", "--test-threads", "2"]
-    with subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    ) as proc:
-        for raw in proc.stdout:
-            if re.match(r"^test .* \.\.\. ok$", raw.strip()):
-                rec.done()
+    for binary in binaries:
+        with subprocess.Popen(
+            [binary, "--test-threads", "2"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ) as proc:
+            for raw in proc.stdout:
+                if re.match(r"^test .* \.\.\. ok$", raw.strip()):
+                    rec.done()
     rec.write("tests", weighted=False)
 
 
@@ -191,16 +205,20 @@ def download():
 
 def crates():
     """cargo fetches the workspace's dependencies from crates.io into an empty cargo
-    home (parallel downloads), weighted by the bytes of each .crate file."""
+    home (parallel downloads), weighted by the bytes of each .crate file. The clock
+    starts when cargo starts downloading (`Downloading crates ...`), as its bar does,
+    after the index update."""
     home = Path(tempfile.mkdtemp(prefix="eta-cargo-"))
     env = dict(os.environ, CARGO_HOME=str(home))
-    rec = Recorder()
+    rec = None
     got = []
     cmd = ["cargo", "fetch", "--locked"]
     with subprocess.Popen(
         cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     ) as proc:
         for raw in proc.stderr:
+            if rec is None and "Downloading crates" in raw:
+                rec = Recorder()
             m = re.match(r"^\s*Downloaded (\S+) v(\S+)", raw)
             if m:
                 got.append((time.monotonic(), m.group(1), m.group(2)))
