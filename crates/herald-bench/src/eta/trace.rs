@@ -567,5 +567,87 @@ mod tests {
             "the trace ends at 1 of 3 units; only finished runs can be scored",
         );
         check_err("\n", "the trace has no completion");
+        check_err(
+            "{\"t\":1,\"done\":1,\"total\":3,\"wieght\":2}\n",
+            "line 1: unknown field `wieght`, expected one of `t`, `done`, `total`, `weight`, `total_weight` at line 1 column 34",
+        );
+    }
+
+    fn weighted(lines: &[(f64, u64, &str, &str)]) -> String {
+        lines
+            .iter()
+            .map(|(t, done, w, tw)| {
+                format!(
+                    "{{\"t\":{t},\"done\":{done},\"total\":2,\"weight\":{w},\"total_weight\":{tw}}}\n"
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weighted_traces_parse_and_round_trip() {
+        let text = weighted(&[(1.0, 1, "300", "1000"), (2.0, 2, "700", "1000")]);
+        let trace = Trace::from_jsonl("w", &text).unwrap();
+        assert!(trace.is_weighted());
+        assert_eq!(trace.work_at(0), 300.0);
+        assert_eq!(trace.work_at(1), 1000.0);
+        assert_eq!(trace.total_work(), 1000.0);
+        assert_eq!(Trace::from_jsonl("w", &trace.to_jsonl()).unwrap(), trace);
+        let counted = trace.unweighted();
+        assert_eq!(counted.work_at(1), 2.0);
+        assert_eq!(counted.total_work(), 2.0);
+    }
+
+    #[test]
+    fn bad_weights_are_named() {
+        check_err(
+            &weighted(&[(1.0, 1, "-1", "10"), (2.0, 2, "11", "10")]),
+            "line 1: weight -1 is not a finite, non-negative number",
+        );
+        check_err(
+            &weighted(&[(1.0, 1, "1e400", "10")]),
+            "line 1: number out of range at line 1 column 40",
+        );
+        check_err(
+            &weighted(&[(1.0, 1, "6", "10"), (2.0, 2, "6", "10")]),
+            "line 2: total_weight 10 is below the weight done, 12",
+        );
+        check_err(
+            &weighted(&[(1.0, 1, "6", "-10")]),
+            "line 1: total_weight -10 is not a finite, non-negative number",
+        );
+        check_err(
+            &weighted(&[(1.0, 1, "6", "10"), (2.0, 2, "4", "12")]),
+            "line 2: total_weight 12 differs from 10 on line 1",
+        );
+        check_err(
+            &weighted(&[(1.0, 1, "6", "10"), (2.0, 2, "3", "10")]),
+            "the trace ends at weight 9 of total_weight 10; only finished runs can be scored",
+        );
+        check_err(
+            "{\"t\":1,\"done\":1,\"total\":2,\"weight\":1,\"total_weight\":2}\n{\"t\":2,\"done\":2,\"total\":2}\n",
+            "line 2: weight is missing",
+        );
+        check_err(
+            "{\"t\":1,\"done\":1,\"total\":2,\"weight\":1}\n",
+            "line 1: total_weight is missing",
+        );
+        check_err(
+            "{\"t\":1,\"done\":1,\"total\":2}\n{\"t\":2,\"done\":2,\"total\":2,\"weight\":1,\"total_weight\":2}\n",
+            "line 2: weight is given, but not on line 1",
+        );
+        let trace = Trace::from_jsonl("t", "{\"t\":1,\"done\":1,\"total\":1}\n").unwrap();
+        assert_eq!(
+            trace
+                .clone()
+                .weighted(&[f64::NAN], 1.0)
+                .unwrap_err()
+                .to_string(),
+            "line 1: weight NaN is not a finite, non-negative number"
+        );
+        assert_eq!(
+            trace.weighted(&[], 1.0).unwrap_err().to_string(),
+            "line 1: weight is missing"
+        );
     }
 }
