@@ -161,11 +161,9 @@ fn the_real_suite_is_committed_with_its_recorder() {
     }
 }
 
-/// The targets of BENCHMARKS.md on the real suite, as they hold today: herald is the
-/// worst of the four on no trace, its jitter is no worse than the best peer's, and its
-/// range holds the truth at 75% of the instants or more. Its MAPE is at most 0.76x the
-/// best peer's: the target of 0.70x is not met yet (BENCHMARKS.md says so), and
-/// this bound keeps it from slipping further.
+/// The targets of BENCHMARKS.md on the real suite: herald's mean MAPE is at most 0.7x
+/// the best peer's, it is the worst of the four on no trace, its jitter is no worse
+/// than the best peer's, and its range holds the truth at 75% of the instants or more.
 #[test]
 fn herald_meets_its_targets_on_the_real_suite() {
     let (_, suite) = scored(&real_suite().unwrap());
@@ -173,7 +171,7 @@ fn herald_meets_its_targets_on_the_real_suite() {
     assert!(herald.worst_on.is_empty(), "worst on {:?}", herald.worst_on);
     let best = best_peer(&suite, |s| s.mape);
     assert!(
-        herald.mape <= 0.76 * best,
+        herald.mape <= 0.7 * best,
         "herald {:.1}% vs best peer {best:.1}%",
         herald.mape
     );
@@ -187,8 +185,9 @@ fn herald_meets_its_targets_on_the_real_suite() {
     assert!(calibration >= 75.0, "calibration {calibration:.1}%");
 }
 
-/// On the synthetic suite: jitter no worse than the best peer's, a calibrated range, and
-/// on 20 re-drawn suites herald is never the worst of the four on any trace.
+/// On the synthetic suite (whose MAPE target is `herald_meets_its_target_on_the_suite`):
+/// jitter no worse than the best peer's, a calibrated range, and on 20 re-drawn suites
+/// herald is never the worst of the four on any trace.
 #[test]
 fn herald_holds_on_synthetic_draws() {
     let (_, suite) = scored(&synthetic_suite());

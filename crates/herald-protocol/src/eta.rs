@@ -1,25 +1,34 @@
 //! herald's rate and ETA estimator (docs/protocol.md#rate-and-eta).
 //!
-//! The rate is smoothed over *time*, not over updates: each completion's units and the
-//! seconds since the previous one enter two sums that decay by `exp(-dt/tau)`, and the
-//! rate is their ratio. Three choices make it follow the pace of the work and nothing
-//! else (their effect is measured in BENCHMARKS.md, "ETA quality on recorded traces"):
+//! Two paces, one estimate. The *average* pace is the work done over the time worked
+//! since the start; the *recent* pace is smoothed over time, not over updates: each
+//! completion's work and the seconds since the previous one enter two sums that decay
+//! by `exp(-dt/tau)`. The rate is their weighted geometric mean. The average pace
+//! weighs fully at first (on real work, with its lumpy units, it predicts best); every
+//! twentieth of the working time, each pace is held against the pace that followed,
+//! and the weight shifts to whichever predicted it better (the recent one when the
+//! work slows down or warms up for good). Their effect is measured in BENCHMARKS.md,
+//! "ETA quality on recorded traces", on real and synthetic traces.
 //!
-//! - `tau` grows with the run (a fifth of the working time so far, up to 10 minutes),
-//!   so the estimate is as steady as the run allows early on and still follows a
-//!   slow-down that lasts.
-//! - `tau` spans at least 15 *typical gaps*, where the typical gap is the time-weighted
+//! - `tau` grows with the run (0.35 of the working time so far, up to 10 minutes),
+//!   and spans at least 15 *typical gaps*, where the typical gap is the time-weighted
 //!   mean gap between completions (`sum(gap^2) / sum(gap)`, which the near-zero gaps
-//!   inside a burst do not shrink). The window thus always holds many completions, or
-//!   many bursts when work lands in bursts: one burst is a small share of it and
-//!   cannot swing the rate.
+//!   inside a burst do not shrink): one burst is a small share of the window.
 //! - A gap longer than 6 typical gaps (once the history spans 15 of them) is a
-//!   silence, not a pace: it counts as 6 typical gaps of work. Without this, one stall would erase the history and leave a rate of
-//!   one unit per stall after it; with it, the run resumes at its old pace.
+//!   silence, not a pace: it counts as 6 typical gaps of work, so that the run resumes
+//!   at its old pace after a stall or after one unit that took most of the time.
+//! - Weighted work (bytes, rows, tokens) is counted in weight; when the number of units
+//!   left is known, the time left is fitted as a time per unit plus a time per weight
+//!   wherever the gaps bear both out (a download costs a request and its bytes).
 //!
-//! The ETA is unknown (`None`, never 0) until at least two units are done. During a
-//! silence it counts down from the last estimate and never grows: a run that stops
-//! making progress is shown `stalled` by the hub rather than given an ever longer ETA.
+//! The ETA is unknown (`None`, never 0) until at least two units are done. Between
+//! completions it counts down for two typical gaps, then holds: the current unit is
+//! then overdue ([`Overdue`], "running 20 s, typically 0.1 s"), and the ETA neither
+//! runs to zero as if all were well nor grows without end (a run that stops making
+//! progress is shown `stalled` by the hub). Beside the point estimate, a range: from
+//! what the recent and the average pace predict, divided and multiplied by 2.2, the
+//! high end growing with an overdue unit's overrun (a unit that ran long may well run
+//! as long again).
 
 /// Tuning of [`EtaEstimator`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,15 +48,22 @@ pub struct EtaConfig {
     /// typical gaps of work, not as a slower pace.
     pub silence_gaps: f64,
     /// Weight of the run's average pace (work done over the time worked) against the
-    /// recent one (the smoothed rate), from 0 to 1: the rate is their weighted
-    /// geometric mean.
+    /// recent one (the smoothed rate), from 0 to 1, until checkpoints show which
+    /// predicts better: the rate is their weighted geometric mean.
     pub long_weight: f64,
     /// The ETA counts down for this many typical gaps after a completion, then holds:
     /// the current unit is then overdue and the estimate does not run to zero.
     pub hold_gaps: f64,
     /// The range spans the estimates of the recent and the average pace, its high end
-    /// multiplied by `1 + range_margin` and its low end divided by it.
+    /// multiplied by `1 + range_margin` and its low end divided by it (2.2: the range
+    /// holds the truth at 75% of the instants on the real traces).
     pub range_margin: f64,
+    /// Checkpoints of the rates' skill are this fraction of the working time apart...
+    pub check_fraction: f64,
+    /// ... their errors decay by this factor per checkpoint...
+    pub check_decay: f64,
+    /// ... and weigh against a prior of `long_weight` this strong.
+    pub check_prior: f64,
 }
 
 impl Default for EtaConfig {
@@ -58,9 +74,12 @@ impl Default for EtaConfig {
             tau_max_s: 600.0,
             tau_gaps: 15.0,
             silence_gaps: 6.0,
-            long_weight: 0.35,
+            long_weight: 1.0,
             hold_gaps: 2.0,
             range_margin: 1.2,
+            check_fraction: 0.05,
+            check_decay: 0.6,
+            check_prior: 0.03,
         }
     }
 }
@@ -91,6 +110,13 @@ pub struct EtaEstimator {
     /// Time per unit and per weight, fitted over the recent gaps and over all of them.
     recent_fit: Fit,
     average_fit: Fit,
+    /// The last checkpoint: worked seconds, work done, and the recent and average
+    /// rates then, to be held against the pace that followed.
+    checkpoint: Option<(f64, f64, f64, f64)>,
+    /// Decayed squared log errors of the recent and the average rate at predicting
+    /// the pace from one checkpoint to the next.
+    recent_err: f64,
+    average_err: f64,
 }
 
 /// Weighted work often costs a fixed time per unit (a request, a process, a file
@@ -149,6 +175,9 @@ impl EtaEstimator {
             gaps_sq: 0.0,
             recent_fit: Fit::default(),
             average_fit: Fit::default(),
+            checkpoint: None,
+            recent_err: 0.0,
+            average_err: 0.0,
         }
     }
 
@@ -226,6 +255,38 @@ impl EtaEstimator {
         self.seconds = self.seconds * decay + dt;
         self.gaps_sq = self.gaps_sq * decay + dt * dt;
         self.last = Some((t, done));
+        self.score_rates(done);
+    }
+
+    /// Holds the rates at the last checkpoint against the pace since, once a tenth of
+    /// the working time (and a window's worth of typical gaps) has passed.
+    fn score_rates(&mut self, done: f64) {
+        let Some((recent, average)) = self.rates() else {
+            return;
+        };
+        let horizon = (self.config.check_fraction * self.worked)
+            .max(self.config.tau_gaps * self.typical_gap().unwrap_or(0.0));
+        match self.checkpoint {
+            Some((worked, done_then, r, a)) if self.worked - worked >= horizon => {
+                let pace = (done - done_then) / (self.worked - worked);
+                if pace > 0.0 {
+                    let k = self.config.check_decay;
+                    self.recent_err = self.recent_err * k + (r / pace).ln().powi(2);
+                    self.average_err = self.average_err * k + (a / pace).ln().powi(2);
+                }
+                self.checkpoint = Some((self.worked, done, recent, average));
+            }
+            Some(_) => {}
+            None => self.checkpoint = Some((self.worked, done, recent, average)),
+        }
+    }
+
+    /// The weight of the average pace against the recent one: the configured one at
+    /// first, then more to whichever has predicted the pace better.
+    fn average_weight(&self) -> f64 {
+        let prior = self.config.check_prior;
+        let w = self.config.long_weight.clamp(0.0, 1.0);
+        (self.recent_err + prior * w) / (self.recent_err + self.average_err + prior)
     }
 
     /// The recent and the average pace, work per second, once enough units are done.
@@ -246,7 +307,7 @@ impl EtaEstimator {
     /// Work per second (units, or weight), once enough units are done.
     pub fn rate(&self) -> Option<f64> {
         let (recent, average) = self.rates()?;
-        let w = self.config.long_weight.clamp(0.0, 1.0);
+        let w = self.average_weight();
         Some((recent.ln() * (1.0 - w) + average.ln() * w).exp())
     }
 
@@ -297,7 +358,7 @@ impl EtaEstimator {
             time_left(&self.recent_fit, recent),
             time_left(&self.average_fit, average),
         );
-        let w = self.config.long_weight.clamp(0.0, 1.0);
+        let w = self.average_weight();
         let eta = if a > 0.0 && b > 0.0 {
             (a.ln() * (1.0 - w) + b.ln() * w).exp()
         } else {
