@@ -178,3 +178,35 @@ class Capture:
     def close(self) -> None:
         self.run.__exit__(None, None, None)
         self.progress.close()
+
+
+def chunkings(body: bytes) -> list:
+    """The body cut every way worth trying: in pieces of 1 to 40 bytes, whole, and with
+    CRLF line endings in pieces of 1, 2, 7 and 64 bytes."""
+    out = [[body[i : i + n] for i in range(0, len(body), n)] for n in range(1, 41)]
+    out.append([body])
+    crlf = body.replace(b"\n", b"\r\n")
+    out += [[crlf[i : i + n] for i in range(0, len(crlf), n)] for n in (1, 2, 7, 64)]
+    return out
+
+
+def reported_per_chunking(cap: Capture, provider: str, body: bytes, make_wire: Any) -> list:
+    """What herald reports for `body` in each of its chunkings, one call each, with the
+    call ids made alike."""
+    from herald import _llmwire
+
+    for pieces in chunkings(body):
+        call = _llmwire.Call(cap.run, provider, "test-model")
+        observer = _llmwire.Observer(call, make_wire())
+        observer.response(200, "text/event-stream")
+        for piece in pieces:
+            observer.feed(piece)
+        observer.end()
+    calls: list = []
+    for event in cap.events():
+        if event["event"] == "llm.request":
+            calls.append([])
+        if event.get("call_id", "").startswith("llm-"):
+            event = {**event, "call_id": "llm"}
+        calls[-1].append(event)
+    return calls

@@ -9,10 +9,11 @@ from typing import Any
 
 import anthropic
 import pytest
-from llm_server import Capture, LlmServer, Reply, error_json, fixture, sse
+from llm_server import Capture, LlmServer, Reply, error_json, fixture, reported_per_chunking, sse
 
 import herald
 import herald.anthropic
+from herald import _llmwire
 
 MESSAGES = [{"role": "user", "content": "What is the weather in San Francisco?"}]
 ARGS = {"model": "claude-test", "max_tokens": 256, "messages": MESSAGES}
@@ -387,3 +388,32 @@ def test_bad_arguments_name_the_argument(server, cap):
         herald.anthropic.instrument(openai.OpenAI(api_key="k", base_url=server.url), cap.run)
     with pytest.raises(TypeError, match="run must be a herald Run, not str"):
         herald.anthropic.instrument(client(server, "sync"), "my-run")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["text.sse", "tool_use.sse", "thinking.sse", "cached_prompt.sse", "error_after_delta.sse"],
+)
+def test_every_chunking_and_line_ending_is_reported_alike(cap, name):
+    calls = reported_per_chunking(
+        cap, "anthropic", fixture(f"anthropic/{name}"), _llmwire.AnthropicWire
+    )
+    assert len(calls) == 45
+    assert all(call == calls[0] for call in calls), name
+    assert calls[0][-1]["event"] == "llm.response"
+
+
+def test_a_silent_call_keeps_the_run_alive_with_heartbeats(server, cap, monkeypatch):
+    """While the model has not sent its first token, heartbeats go out for the call."""
+    monkeypatch.setattr(_llmwire, "HEARTBEAT_EVERY", 0.2)
+    reply = sse("anthropic/tool_use.sse", hold_after=b"event: content_block_start")
+    server.reply(reply)
+    c = herald.anthropic.instrument(client(server, "sync"), cap.run)
+    with c.messages.stream(**ARGS) as stream:
+        cap.wait_for(
+            lambda evs: any(e["event"] == "heartbeat" for e in evs[1:]),
+            "a heartbeat while the model was silent",
+        )
+        reply.release.set()
+        assert list(stream.text_stream) == TOOL_USE_TEXT
+    assert cap.events() == tool_use_events()

@@ -9,10 +9,11 @@ from typing import Any
 
 import openai
 import pytest
-from llm_server import Capture, LlmServer, Reply, error_json, fixture, sse
+from llm_server import Capture, LlmServer, Reply, error_json, fixture, reported_per_chunking, sse
 
 import herald
 import herald.openai
+from herald import _llmwire
 
 MESSAGES = [{"role": "user", "content": "What is the weather in Boston?"}]
 ARGS = {"model": "gpt-test", "messages": MESSAGES}
@@ -274,3 +275,13 @@ def test_bad_arguments_name_the_argument(server, cap):
         herald.openai.instrument(client(server, "sync"), cap.run, provider="")
     with pytest.raises(TypeError, match="provider must be a str, not int"):
         herald.openai.instrument(client(server, "sync"), cap.run, provider=1)
+
+
+@pytest.mark.parametrize(
+    "name", ["text.sse", "tool_calls.sse", "parallel_tool_calls.sse", "error_after_delta.sse"]
+)
+def test_every_chunking_and_line_ending_is_reported_alike(cap, name):
+    calls = reported_per_chunking(cap, "openai", fixture(f"openai/{name}"), _llmwire.OpenAiWire)
+    assert len(calls) == 45
+    assert all(call == calls[0] for call in calls), name
+    assert calls[0][-1]["event"] == "llm.response"

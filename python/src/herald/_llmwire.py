@@ -33,6 +33,9 @@ import re
 import sys
 from typing import Any, Callable
 
+# How long a call may be silent before a heartbeat speaks for it (as the Rust SDK).
+HEARTBEAT_EVERY = 5.0
+
 # An error body worth reading is short; a proxy's HTML error page can be long.
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -107,10 +110,20 @@ class Call:
     """One model call as both wire formats report it, around the run's own `LlmCall`
     (which keeps the time to first token and writes the events)."""
 
-    __slots__ = ("_llm", "model", "stop_reason", "input_tokens", "output_tokens", "stopped")
+    __slots__ = (
+        "_llm",
+        "_heartbeat",
+        "model",
+        "stop_reason",
+        "input_tokens",
+        "output_tokens",
+        "stopped",
+    )
 
     def __init__(self, run: Any, provider: str, model: str | None):
         self._llm: Any | None = run.llm(model, provider=provider)
+        # While the model thinks before its first token, or pauses, the run is not silent.
+        self._heartbeat = run.heartbeat(every=HEARTBEAT_EVERY)
         self.model: str | None = None
         self.stop_reason: str | None = None
         self.input_tokens: int | None = None
@@ -153,6 +166,7 @@ class Call:
     def _settle(self) -> Any | None:
         llm, self._llm = self._llm, None
         if llm is not None:
+            self._heartbeat.close()
             if self.model:
                 llm.set_model(self.model)
             llm.usage(self.input_tokens, self.output_tokens)
