@@ -30,6 +30,8 @@ mod postgres;
 mod pty;
 #[path = "cli/pyenv.rs"]
 mod pyenv;
+#[path = "cli/python.rs"]
+mod python;
 #[path = "cli/runs.rs"]
 mod runs;
 #[path = "cli/sdk_hub.rs"]

@@ -247,6 +247,7 @@ class _Loop:
         self.closed = False
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.owner: Callable[[], Any] = lambda: True
 
     def start(self) -> None:
         if self.enabled:
@@ -289,6 +290,9 @@ class _Loop:
             self.wake.clear()
             try:
                 self._turn()
+                if self.owner() is None and not self.queue and not self.closed:
+                    # The reporter and every run of it are gone: nothing more can come.
+                    self.queue.append((5, threading.Event(), time.monotonic()))
             except Exception as e:  # never let the loop die: say it once, go on
                 self._internal_error(e)
 
@@ -504,6 +508,7 @@ class Progress:
             elif target.kind == "sink":
                 sinks.append(target.value)
         self._loop = _Loop(sinks, interval, flush_deadline)
+        self._loop.owner = weakref.ref(self)
         self._loop.start()
         self._runs: dict = {}
         _reporters.add(self)
@@ -943,6 +948,7 @@ class Run(_Guard):
         with _open_lock:
             if self in _open_runs:
                 _open_runs.remove(self)
+        self._progress._runs.pop(self.id, None)
         if wait:
             self._progress.flush(self._loop.flush_deadline)
 
@@ -1008,7 +1014,6 @@ class Stage(_Guard):
         self._iter_base = 0
         self._iter_left: int | None = None
         self._announced: int | None = None
-        self._announced_at = 0.0
         run._stages[name] = self
         run._emit("stage.started", {"stage": name, "total": total, "unit": unit})
         run._loop.push((1, self))
@@ -1034,9 +1039,11 @@ class Stage(_Guard):
     def total(self) -> int | None:
         return self._total
 
-    def inc(self, n: int = 1) -> None:
+    def inc(self, n: int = 1, _one: int = 1) -> None:
         """Counts `n` more units done."""
-        if n.__class__ is not int or n < 0:
+        # The hot path: `n is _one` (small ints are shared) skips the checks for inc(1),
+        # without the warning a literal after `is` draws.
+        if n is not _one and (n.__class__ is not int or n < 0):
             check_count("n", n)
         self._done += n
 
@@ -1102,7 +1109,6 @@ class Stage(_Guard):
                 if self._announced != k:
                     self._finish_announced(loop, run, now)
                     self._announced = k
-                    self._announced_at = now
                     loop._deliver(
                         run, "item.started", now_micros(), {"item": str(k), "stage": self._name}
                     )
@@ -1110,17 +1116,13 @@ class Stage(_Guard):
                 self._finish_announced(loop, run, now)
 
     def _finish_announced(self, loop: _Loop, run: _RunCore, now: float) -> None:
+        # No `elapsed_s`: the sampler saw the item between two samples, not its times.
         if self._announced is not None:
             loop._deliver(
                 run,
                 "item.finished",
                 now_micros(),
-                {
-                    "item": str(self._announced),
-                    "stage": self._name,
-                    "status": "succeeded",
-                    "elapsed_s": round_seconds(now - self._announced_at),
-                },
+                {"item": str(self._announced), "stage": self._name, "status": "succeeded"},
             )
             self._announced = None
 

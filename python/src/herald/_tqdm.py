@@ -48,7 +48,7 @@ def _total(value: Any) -> int | None:
 def _stage_name(run: Run, bar: Any) -> str:
     desc = str(getattr(bar, "desc", "") or "").strip().rstrip(":").strip() or "tqdm"
     name, n = desc, 1
-    while name in run._stages and not run._stages[name]._finished:
+    while name in run._stages:  # a stage name once per run, finished or not
         n += 1
         name = f"{desc} ({n})"
     return name
