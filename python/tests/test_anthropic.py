@@ -417,3 +417,47 @@ def test_a_silent_call_keeps_the_run_alive_with_heartbeats(server, cap, monkeypa
         reply.release.set()
         assert list(stream.text_stream) == TOOL_USE_TEXT
     assert cap.events() == tool_use_events()
+
+
+def test_hostile_events_cost_themselves_alone(cap):
+    """Data that is not JSON, fields of the wrong type, a tool input with NaN, a tool
+    without a name, an unknown event type: each is skipped or kept as text, and the rest
+    of the stream is still reported."""
+    lines = [
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":["x"],'
+        b'"usage":{"input_tokens":-4,"output_tokens":true}}}',
+        b"event: content_block_delta\ndata: {not json",
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":7}',
+        b'event: something_new\ndata: {"type":"something_new","index":0}',
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"tool_use","id":"toolu_1","name":"calc","input":{}}}',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"input_json_delta","partial_json":"{\\"x\\": NaN}"}}',
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}',
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":1,'
+        b'"content_block":{"type":"tool_use","id":"toolu_2","input":{}}}',
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":1}',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":2,'
+        b'"delta":{"type":"text_delta","text":"still \\"here\\""}}',
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+        b'"usage":{"output_tokens":5}}',
+        b'event: message_stop\ndata: {"type":"message_stop"}',
+    ]
+    body = b"\n\n".join(lines) + b"\n\n"
+    observer = _llmwire.Observer(_llmwire.Call(cap.run, "anthropic", "m"), _llmwire.AnthropicWire())
+    observer.response(200, "text/event-stream")
+    observer.feed(body)
+    observer.end()
+    assert cap.events() == [
+        {"event": "llm.request", "call_id": "llm-1", "provider": "anthropic", "model": "m"},
+        {"event": "tool.selected", "call_id": "toolu_1", "tool": "calc", "input": '{"x": NaN}'},
+        {"event": "tool.selected", "call_id": "toolu_2", "tool": "unknown", "input": {}},
+        {"event": "text.delta", "text": 'still "here"', "call_id": "llm-1"},
+        {
+            "event": "llm.response",
+            "call_id": "llm-1",
+            "stop_reason": "end_turn",
+            "output_tokens": 5,
+            "ttft": True,
+        },
+    ]

@@ -158,7 +158,7 @@ class Call:
             value: Any = {}
         else:
             try:
-                value = json.loads(arguments)
+                value = json.loads(arguments, parse_constant=_not_json)
             except ValueError:
                 value = arguments
         self._llm.run.tool_selected(name or "unknown", value, call_id=tool_id or None)
@@ -540,6 +540,11 @@ def _openai_usage(call: Call, usage: Any) -> None:
         call.output_tokens = usage["completion_tokens"]
 
 
+def _not_json(constant: str) -> Any:
+    """`NaN` and `Infinity`, which Python's parser takes and JSON has not."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
 
@@ -555,7 +560,7 @@ class Observer:
     """What one response's body says, fed as it is read: an event stream, a JSON answer,
     or an HTTP error's body."""
 
-    __slots__ = ("call", "wire", "_sse", "_mode", "_status", "_body", "_size", "_emit")
+    __slots__ = ("call", "wire", "_sse", "_mode", "_status", "_body", "_size")
 
     def __init__(self, call: Call, wire: Any) -> None:
         self.call = call
@@ -565,7 +570,14 @@ class Observer:
         self._status = 200
         self._body: list[bytes] = []
         self._size = 0
-        self._emit = lambda name, data: wire.event(call, name, data)
+
+    def _emit(self, name: str, data: bytes) -> None:
+        # One event herald cannot take (its own bug, a value the run refuses) costs that
+        # event alone, never the rest of the stream.
+        try:  # noqa: SIM105 - per event: contextlib.suppress costs more
+            self.wire.event(self.call, name, data)
+        except Exception:
+            pass
 
     def response(self, status: int, content_type: str) -> None:
         self._status = status
@@ -631,13 +643,11 @@ def _guard(what: Callable[..., None], *args: Any) -> None:
 
 def _stream_classes(http: Any) -> tuple[type, type]:
     """`SyncByteStream` and `AsyncByteStream` of the httpx (or httpx2) the client uses."""
-    module = sys.modules[type(http).__module__.split(".")[0]]
     for cls in type(http).__mro__:
         root = sys.modules.get(cls.__module__.split(".")[0])
         if root is not None and hasattr(root, "SyncByteStream"):
-            module = root
-            break
-    return module.SyncByteStream, module.AsyncByteStream
+            return root.SyncByteStream, root.AsyncByteStream
+    raise TypeError(f"the client's HTTP client is not httpx's: {type(http).__qualname__}")
 
 
 class Instrumentation:
@@ -698,8 +708,8 @@ def uninstall(client: Any, suffix: str) -> None:
         return
     inst.routes.pop(suffix, None)
     if not inst.routes:
-        del http.__dict__["send"]
-        del http.__dict__[_ATTR]
+        http.__dict__.pop("send", None)
+        http.__dict__.pop(_ATTR, None)
 
 
 def _begin(inst: Instrumentation, request: Any) -> Observer | None:
@@ -755,8 +765,8 @@ def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> C
         try:
             observer.response(response.status_code, response.headers.get("content-type", ""))
             response.stream = ObservedStream(response.stream, observer)
-        except Exception:
-            pass
+        except Exception as exc:
+            _guard(observer.failed, exc)
         # An error's body names the provider's error, and a client that retries closes
         # it unread: read it now (it is short; the client reads it too when it raises).
         # Otherwise as httpx's own `send(stream=False)`: the body read before returning.
@@ -810,8 +820,8 @@ def _async_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> 
         try:
             observer.response(response.status_code, response.headers.get("content-type", ""))
             response.stream = ObservedStream(response.stream, observer)
-        except Exception:
-            pass
+        except Exception as exc:
+            _guard(observer.failed, exc)
         if not stream or response.status_code >= 400:
             try:
                 await response.aread()
