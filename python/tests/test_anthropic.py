@@ -303,13 +303,25 @@ def test_text_is_reported_as_it_arrives(server, cap):
     assert cap.events() == tool_use_events()
 
 
-def test_a_program_that_stops_reading_early_ends_the_call_as_failed(server, cap):
-    server.reply(sse("anthropic/tool_use.sse"))
-    c = herald.anthropic.instrument(client(server, "sync"), cap.run)
+def stop_early_sync(c: Any) -> Any:
     with c.messages.stream(**ARGS) as stream:
         for text in stream.text_stream:
-            assert text == "Okay"
-            break
+            return text
+
+
+async def stop_early_async(c: Any) -> Any:
+    async with c.messages.stream(**ARGS) as stream:
+        async for text in stream.text_stream:
+            return text
+
+
+STOP_EARLY = (stop_early_sync, stop_early_async)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_program_that_stops_reading_early_ends_the_call_as_failed(server, cap, mode):
+    seen = both(server, cap, mode, lambda: sse("anthropic/tool_use.sse"), STOP_EARLY)
+    assert seen == "Okay"
     events = cap.events()
     assert events[-1] == {
         "event": "llm.response",
