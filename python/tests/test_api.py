@@ -317,3 +317,30 @@ def test_escape_controls_matches_the_rust_sdk() -> None:
     assert herald.escape_controls("abc\u202efed") == "abc\\u{202e}fed"
     assert herald.escape_controls("déjà vu · 日本") == "déjà vu · 日本"
     assert herald.escape_controls("\x9b") == "\\u{9b}"
+
+
+def test_items_and_calls_left_open_fail_when_their_run_ends() -> None:
+    progress, sink = memory()
+    with progress.run("careless") as run:
+        run.item("doc-1")
+        run.tool("search", {"q": 1})
+        run.llm(model="m").text("half an answer")
+        done = run.tool("fetch")
+        done.finish({"ok": 1})
+    ends = {e["event"]: e for e in sink.events if e["event"] in ("item.finished", "llm.response")}
+    assert ends["item.finished"]["error"] == "left unfinished when the run ended"
+    assert ends["llm.response"]["stop_reason"] == "error"
+    tools = {e["tool"]: (e["status"], e.get("error")) for e in of(sink, "tool.finished")}
+    assert tools == {
+        "search": ("failed", "left unfinished when the run ended"),
+        "fetch": ("succeeded", None),
+    }
+    assert sink.events[-1]["status"] == "succeeded"
+
+
+def test_println_without_bars_goes_to_stderr_as_it_is(capsys) -> None:
+    progress, _ = memory()
+    progress.println("plain line")
+    assert capsys.readouterr().err == "plain line\n"
+    with pytest.raises(TypeError, match="line"):
+        progress.println(3)  # type: ignore[arg-type]

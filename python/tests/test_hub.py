@@ -137,7 +137,11 @@ def test_a_hub_that_is_down_never_raises_nor_blocks() -> None:
     assert progress.stats.hub_dropped_milestones > 0
 
 
-def test_a_cancel_request_reaches_the_program_through_append_replies(hub: Hub) -> None:
+def test_a_cancel_request_reaches_the_program_through_append_replies(hub: Hub, monkeypatch) -> None:
+    from herald import _hub
+
+    # Without the long poll (tested below), only append replies can tell the program.
+    monkeypatch.setattr(_hub.HubSink, "_follow", lambda self, run, token: None)
     progress = herald.Progress([herald.Target.hub(hub.url)])
     with progress.run("cancellable") as run:
         run.info("working")
@@ -246,3 +250,91 @@ print(run.id)
         ]
 
     assert milestones(local) == milestones(remote)
+
+
+def test_at_exit_open_runs_are_finished_and_flushed_to_the_hub(hub: Hub) -> None:
+    code = """
+import herald
+progress = herald.Progress.from_env()
+run = progress.run("left open", id="left-open-1")
+stage = run.stage("work", total=50)
+for i in range(50):
+    with stage.item(f"doc-{i}"):
+        stage.inc(1)
+# no finish: the program just ends
+"""
+    out = run_python(code, env={"HERALD_URL": hub.url, "HERALD_PROGRESS": "none"})
+    assert out.returncode == 0, out.stderr
+    # Delivered before the process ended: nothing to wait for.
+    events = hub.events("left-open-1")
+    assert sum(e["event"] == "item.finished" for e in events) == 50
+    end = events[-1]
+    assert (end["event"], end["status"], end["error"]) == (
+        "run.finished",
+        "failed",
+        "the program exited with the run open",
+    )
+    assert hub.state("left-open-1")["stages"][0]["status"] == "failed"
+
+
+def test_a_silent_run_hears_a_cancel_through_the_long_poll(hub: Hub) -> None:
+    progress = herald.Progress([herald.Target.hub(hub.url)])
+    with progress.run("silent") as run:
+        run.info("on the hub")
+        wait_until(lambda: hub.count(run.id, "log") >= 1, what="the run on the hub")
+        hub.post(f"/v1/runs/{run.id}/cancel", {"reason": "stop now"})
+        # No append after the request: only the sink's long poll can tell the program.
+        wait_until(lambda: run.cancelled, what="run.cancelled without an append")
+        run.finish_cancelled()
+    assert hub.finished_state(run.id)["status"] == "cancelled"
+
+
+def test_a_hub_that_went_away_holds_a_finish_at_most_the_flush_deadline(hub: Hub) -> None:
+    progress = herald.Progress([herald.Target.hub(hub.url)], flush_deadline=1.0)
+    run = progress.run("hub goes away")
+    run.info("reached")
+    wait_until(lambda: hub.count(run.id, "log") >= 1, what="the run on the hub")
+    hub.kill()
+    for i in range(100):
+        run.info(f"line {i}")
+    started = time.monotonic()
+    run.finish()  # waits for the hub, up to the deadline, and never raises
+    waited = time.monotonic() - started
+    assert 0.9 <= waited < 3.0, waited
+    started = time.monotonic()
+    progress.close()  # the hub was waited for once already: not again
+    assert time.monotonic() - started < 0.9
+    # what never reached the hub is counted: the info lines (ticks) and the finish
+    assert progress.stats.hub_dropped_ticks >= 100
+    assert progress.stats.hub_dropped_milestones >= 1
+
+
+def test_a_hub_with_an_admin_token(herald_bin: str, tmp_path) -> None:
+    admin = "admin-token-0123456789"
+    hub = Hub(herald_bin, tmp_path / "guarded")
+    hub.start(("--token", admin))
+    try:
+        sink = herald.MemorySink()
+        good = herald.Progress([herald.Target.hub(hub.url, token=admin)])
+        with good.run("with the admin token") as run:
+            run.info("appended with the run's write token")
+        state = hub.get(f"/v1/runs/{run.id}", token=admin)
+        assert state["status"] == "succeeded"
+        assert state["logs"][0]["message"] == "appended with the run's write token"
+
+        bad = herald.Progress(
+            [herald.Target.hub(hub.url, token="not-the-admin-token"), herald.Target.memory(sink)]
+        )
+        with bad.run("refused") as refused:
+            refused.info("never stored")
+            wait_until(
+                lambda: any(e["event"] == "log" and e["level"] == "warn" for e in sink.events),
+                what="the refusal's warning",
+            )
+        warnings = [
+            e["message"] for e in sink.events if e["event"] == "log" and e["level"] == "warn"
+        ]
+        assert len(warnings) == 1 and "(401)" in warnings[0], warnings
+        assert bad.stats.hub_dropped_milestones >= 1
+    finally:
+        hub.stop()

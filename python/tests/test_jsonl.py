@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -70,6 +71,7 @@ def test_every_event_validates_against_the_protocols_schema(tmp_path, validator)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     lines = _lines(path)
+    field_order = {b["title"]: b["properties"] for b in validator.schema["oneOf"]}
     kinds = set()
     for line in lines:
         assert line.startswith('{"v":1,"event":"'), line
@@ -77,10 +79,15 @@ def test_every_event_validates_against_the_protocols_schema(tmp_path, validator)
         errors = list(validator.iter_errors(event))
         assert not errors, (line, [e.message for e in errors])
         kinds.add(event["event"])
-        # the envelope first, in the Rust SDK's order
+        # the envelope first, then the type's fields, in the Rust SDK's order (the
+        # schema's, which is generated from the Rust types)
         keys = list(event)
         envelope = [k for k in ("v", "event", "run", "seq", "ts", "id", "parent") if k in event]
         assert keys[: len(envelope)] == envelope
+        if not event["event"].startswith("custom."):
+            order = list(field_order[event["event"]])
+            rest = keys[len(envelope) :]
+            assert rest == sorted(rest, key=order.index), (event["event"], rest)
     for kind in [
         "run.started", "run.finished", "stage.started", "stage.finished", "progress",
         "item.started", "item.finished", "log", "heartbeat", "agent.iteration",
@@ -246,6 +253,7 @@ with progress.run("evil\\x1b]0;pwned\\x07name") as run:
         for _ in stage.iter(range(3)):
             time.sleep(0.15)
     run.warn("two\\nlines")
+    progress.println("a line of the program's own")
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env.update(PYTHONPATH=str(SRC), NO_COLOR="1", HERALD_PROGRESS="auto")
@@ -268,5 +276,37 @@ with progress.run("evil\\x1b]0;pwned\\x07name") as run:
     assert "evil\\x1b]0;pwned\\x07name" in screen
     assert "s\\u{202e}tage" in screen
     assert "two\\nlines" in screen
+    assert "a line of the program's own" in screen
     assert "\x1b]0;pwned" not in screen
     assert '{"v":1' not in screen  # bars, not JSON, on a terminal
+
+
+def test_the_bars_render_stages_counts_and_lines_above() -> None:
+    import io
+
+    from herald._sinks import Event
+    from herald._terminal import TerminalSink
+
+    out = io.StringIO()
+    bars = TerminalSink(out, color=False)
+
+    def feed(event: str, **fields) -> None:
+        bars.event(Event(event, "r1", 1, "2026-12-05T19:00:00.000000Z", None, fields))
+
+    feed("run.started", name="triage\x1b[2J")
+    feed("stage.started", stage="fetch", total=10, unit="docs")
+    feed("progress", stage="fetch", done=5, total=10, unit="docs", elapsed_s=1.0)
+    bars.refresh()
+    screen = out.getvalue()
+    assert "triage\\x1b[2J" in screen and "\x1b[2J" not in screen
+    assert "▸ fetch" in screen and " 50%" in screen and "5/10 docs" in screen
+    feed("log", level="warn", message="slow\nsource")
+    feed("item.finished", item="doc-3", stage="fetch", status="failed", error="bad JSON")
+    feed("stage.finished", stage="fetch", status="succeeded", elapsed_s=2.0)
+    feed("run.finished", status="succeeded")
+    bars.close(0.0)
+    lines = [re.sub(r"\x1b\[\d*[A-Z]", "", line) for line in out.getvalue().split("\n")]
+    assert "  warn slow\\nsource" in lines
+    assert "  ✘ item doc-3: bad JSON" in lines
+    assert "  fetch succeeded 5/10 in 2s" in lines
+    assert any(line.endswith("✔ triage\\x1b[2J succeeded in 0s") for line in lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import builtins
 import contextlib
 import contextvars
 import itertools
@@ -44,10 +45,14 @@ from ._wire import (
 
 T = TypeVar("T")
 
+builtins_id = builtins.id  # `id` is a parameter's name here, as in the protocol
+
 #: How often the background loop drains the queue and samples counters (seconds).
 INTERVAL = 0.05
 #: How long finishing a run (or exiting) waits for the sinks.
 FLUSH_DEADLINE = 5.0
+#: The error of an item or call still open when its run ends.
+LEFT_OPEN = "left unfinished when the run ended"
 #: Queued messages above which ticks are refused, and above which milestones are.
 TICK_CAPACITY = 1024
 MILESTONE_CAPACITY = 65_536
@@ -57,16 +62,16 @@ _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
 )
 # Runs open in this process, oldest first: `current_run()` falls back on the newest, for
 # threads that did not inherit the context (a tqdm bar in a worker thread).
-_open_runs: list = []
+_open_runs: list[Run] = []
 _open_lock = threading.Lock()
 
 
 def current_run() -> Run | None:
     """The run of the innermost `with progress.run(...)` in this context, else the run
     started last that is still open, else None."""
-    run = _current_run.get()
-    if run is not None and not run._finished:
-        return run
+    current = _current_run.get()
+    if current is not None and not current._finished:
+        return current
     with _open_lock:
         for run in reversed(_open_runs):
             if not run._finished:
@@ -95,7 +100,7 @@ class Target:
         return Target("stderr_json")
 
     @staticmethod
-    def json_file(path: str | os.PathLike) -> Target:
+    def json_file(path: str | os.PathLike[str]) -> Target:
         """JSON Lines appended to a file, created if missing."""
         try:
             return Target("sink", JsonLinesSink.path(os.fspath(path)))
@@ -147,7 +152,7 @@ class Target:
         return f"Target({self.kind})"
 
 
-def _targets_from_env(bars: bool = True) -> list:
+def _targets_from_env(bars: bool = True) -> list[Any]:
     def var(name: str) -> str | None:
         v = os.environ.get(name)
         return v if v else None
@@ -197,9 +202,9 @@ class _Slot:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.policy = sink.policy
-        self.seqs: dict = {}
-        self.throttles: dict = {}
-        self.last_sent: dict = {}
+        self.seqs: dict[str, Any] = {}
+        self.throttles: dict[tuple[str, str, int], Throttle] = {}
+        self.last_sent: dict[str, Any] = {}
         self.disabled = False
 
 
@@ -212,7 +217,7 @@ class _RunCore:
         self.id = id
         self.parent = parent
         self.started = time.monotonic()
-        self.heartbeats: list = []
+        self.heartbeats: list[Any] = []
         self.last_event = self.started
         self.open = True
         self.handle = weakref.ref(handle)
@@ -233,16 +238,16 @@ class Stats:
 
 
 class _Loop:
-    def __init__(self, sinks: list, interval: float, flush_deadline: float) -> None:
+    def __init__(self, sinks: list[Any], interval: float, flush_deadline: float) -> None:
         self.slots = [_Slot(s) for s in sinks]
         self.enabled = bool(self.slots)
-        self.queue: deque = deque()
+        self.queue: deque[Any] = deque()
         self.wake = threading.Event()
         self.interval = interval
         self.flush_deadline = flush_deadline
         self.stats = Stats()
-        self.stages: list = []
-        self.runs: dict = {}
+        self.stages: list[Any] = []
+        self.runs: dict[str, Any] = {}
         self.last_ts = 0
         self.closed = False
         self.thread: threading.Thread | None = None
@@ -256,7 +261,7 @@ class _Loop:
 
     # caller side -----------------------------------------------------------------
 
-    def push_event(self, run: _RunCore, event: str, fields: dict) -> None:
+    def push_event(self, run: _RunCore, event: str, fields: dict[str, Any]) -> None:
         if not self.enabled:
             return
         queue = self.queue
@@ -269,7 +274,7 @@ class _Loop:
             return
         queue.append((0, run, event, now_micros(), fields))
 
-    def push(self, msg: tuple) -> None:
+    def push(self, msg: tuple[Any, ...]) -> None:
         if self.enabled:
             self.queue.append(msg)
 
@@ -335,10 +340,14 @@ class _Loop:
                             self.stats.sink_errors += 1
                             slot.disabled = True
                 self.closed = True
+                self.enabled = False  # what is reported after this goes nowhere
+                self.queue.clear()
                 msg[1].set()
                 return
-            elif kind == 6:  # a callable run on the loop (a stage's sampled items)
-                msg[1]()
+            elif kind == 6:  # a line of the program's, above the bars
+                for slot in self.slots:
+                    if not slot.disabled and hasattr(slot.sink, "println"):
+                        slot.sink.println(msg[1])
         now = time.monotonic()
         self._sample_all(now)
         self._beat(now)
@@ -371,7 +380,12 @@ class _Loop:
         return format_ts(micros)
 
     def _deliver(
-        self, run: _RunCore, event: str, micros: int, fields: dict, only: _Slot | None = None
+        self,
+        run: _RunCore,
+        event: str,
+        micros: int,
+        fields: dict[str, Any],
+        only: _Slot | None = None,
     ) -> None:
         ts = self._stamp(micros)
         now = time.monotonic()
@@ -414,7 +428,7 @@ class _Loop:
             percent: float | None = 100.0 if total == 0 else min(done / total * 100.0, 100.0)
         else:
             percent = None
-        fields: dict | None = None
+        fields: dict[str, Any] | None = None
         micros = now_micros()
         for slot in self.slots:
             if slot.disabled:
@@ -470,7 +484,7 @@ class _Loop:
 
 # --- the reporter ----------------------------------------------------------------------
 
-_reporters: weakref.WeakSet = weakref.WeakSet()
+_reporters: weakref.WeakSet[Progress] = weakref.WeakSet()
 
 
 class Progress:
@@ -491,15 +505,20 @@ class Progress:
         from ._hub import HubSink
         from ._terminal import TerminalSink
 
-        sinks: list = []
+        sinks: list[Any] = []
         self._attach: str | None = None
+        # stderr carries bars or JSON Lines: herald's own warnings go there as events only
+        self._stderr_taken = False
+        self._bars = False
         for target in targets:
             if not isinstance(target, Target):
                 raise TypeError(f"targets must hold herald.Target, not {type(target).__name__}")
             if target.kind == "bars":
                 sinks.append(TerminalSink(sys.stderr))
+                self._stderr_taken = self._bars = True
             elif target.kind == "stderr_json":
                 sinks.append(JsonLinesSink.stderr())
+                self._stderr_taken = True
             elif target.kind == "hub":
                 url, token, attach = target.value
                 if attach is not None and self._attach is None:
@@ -510,7 +529,7 @@ class Progress:
         self._loop = _Loop(sinks, interval, flush_deadline)
         self._loop.owner = weakref.ref(self)
         self._loop.start()
-        self._runs: dict = {}
+        self._runs: dict[str, Any] = {}
         _reporters.add(self)
 
     @classmethod
@@ -535,7 +554,7 @@ class Progress:
         id: str | None = None,  # noqa: A002 - as the protocol names it
         parent: Run | str | None = None,
         total_steps: int | None = None,
-        meta: dict | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Run:
         """Starts a run (`run.started`). Use it as a context manager: an exception
         fails it (naming the exception, which still propagates), a normal exit
@@ -559,6 +578,20 @@ class Progress:
         if id is None:
             id = _generate_run_id(name)
         return Run(self, id, name, parent_id, total_steps, meta)
+
+    def println(self, line: str) -> None:
+        """Prints `line` on stderr without tearing the bars: above them, which are drawn
+        again below it (tqdm's `tqdm.write`, indicatif's `println`). A `print` to stderr
+        while bars are drawn would be erased by their next redraw. Without bars the line
+        goes to stderr as it is."""
+        check_str("line", line, empty=True)
+        if self._bars:
+            self._loop.push((6, line))
+            self._loop.wake.set()
+        else:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
 
     def flush(self, timeout: float = FLUSH_DEADLINE) -> bool:
         """Waits (up to `timeout` seconds) until every event reported so far has
@@ -589,7 +622,8 @@ class Progress:
         run = self._runs.get(run_id)
         if run is not None and not run._finished:
             self._loop.push_event(run._core, "log", {"level": "warn", "message": message})
-        else:
+        elif not self._stderr_taken:
+            # No run to carry it, and nothing of herald's on stderr to tear.
             with contextlib.suppress(Exception):
                 sys.stderr.write(message + "\n")
 
@@ -660,7 +694,7 @@ class Run(_Guard):
         name: str,
         parent: str | None,
         total_steps: int | None,
-        meta: dict | None,
+        meta: dict[str, Any] | None,
     ) -> None:
         self._progress = progress
         self._loop = progress._loop
@@ -668,8 +702,10 @@ class Run(_Guard):
         self._name = name
         self._finished = False
         self._cancel = False
-        self._token: contextvars.Token | None = None
-        self._stages: dict = {}
+        self._token: contextvars.Token[Run | None] | None = None
+        self._stages: dict[str, Any] = {}
+        # Items, tool calls and model calls not ended yet, ended `failed` with the run.
+        self._open: dict[int, Any] = {}
         self._calls = itertools.count(1)
         self._lock = threading.Lock()
         progress._runs[id] = self
@@ -749,7 +785,7 @@ class Run(_Guard):
 
     cancel_requested = cancelled
 
-    def _emit(self, event: str, fields: dict) -> None:
+    def _emit(self, event: str, fields: dict[str, Any]) -> None:
         if not self._finished or event == "run.finished":
             self._loop.push_event(self._core, event, fields)
 
@@ -816,7 +852,7 @@ class Run(_Guard):
             raise ValueError("iteration counts from 1")
         self._emit("agent.iteration", {"iteration": iteration})
 
-    def history(self, messages: list) -> None:
+    def history(self, messages: list[Any]) -> None:
         if not isinstance(messages, list):
             raise TypeError(f"messages must be a list, not {type(messages).__name__}")
         for i, m in enumerate(messages):
@@ -896,7 +932,7 @@ class Run(_Guard):
         check_opt_count("iteration", iteration)
         self._emit("agent.response", {"text": text, "iteration": iteration})
 
-    def custom(self, name: str, fields: dict | None = None, **more: Any) -> None:
+    def custom(self, name: str, fields: dict[str, Any] | None = None, **more: Any) -> None:
         """A custom event `custom.<name>` with any JSON fields."""
         _wire.check_custom_name(name)
         body = dict(fields or {})
@@ -937,6 +973,8 @@ class Run(_Guard):
         with self._lock:
             if self._finished:
                 return
+            for handle in list(self._open.values()):
+                handle._exit_error(LEFT_OPEN)
             stages = [s for s in self._stages.values() if not s._finished]
             for stage in reversed(stages):
                 if status == "succeeded":
@@ -1095,7 +1133,7 @@ class Stage(_Guard):
                     self._iter_left = self._done - self._iter_base + 1
 
     # the sampler's side (on the background thread)
-    def _sample(self) -> tuple:
+    def _sample(self) -> tuple[Any, ...]:
         return self._done, self._total
 
     def _sample_items(self, loop: _Loop, final: bool) -> None:
@@ -1196,6 +1234,7 @@ class Item(_Guard):
         self._stage = stage
         self._started = time.monotonic()
         self._finished = False
+        run._open[builtins_id(self)] = self
         run._emit("item.started", {"item": id, "stage": stage, "label": label})
 
     def __enter__(self) -> Item:
@@ -1227,6 +1266,7 @@ class Item(_Guard):
         if self._finished:
             return
         self._finished = True
+        self._run._open.pop(builtins_id(self), None)
         self._run._emit(
             "item.finished",
             {
@@ -1260,8 +1300,9 @@ class ToolCall(_Guard):
         self._total: int | None = None
         self._unit: str | None = None
         self._message: str | None = None
-        self._sent: tuple | None = None
+        self._sent: tuple[Any, ...] | None = None
         self.output: Any = None
+        run._open[builtins_id(self)] = self
         run._emit(
             "tool.started",
             {"call_id": call_id, "tool": tool, "input": input, "feedback": feedback},
@@ -1347,6 +1388,7 @@ class ToolCall(_Guard):
         if self._sent is not None and self._sent != (self._done, self._total):
             self._send_progress(True)
         self._finished = True
+        self._run._open.pop(builtins_id(self), None)
         self._run._emit(
             "tool.finished",
             {
@@ -1374,6 +1416,7 @@ class LlmCall(_Guard):
         self.stop_reason: str | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        run._open[builtins_id(self)] = self
         run._emit("llm.request", {"call_id": call_id, "provider": provider, "model": model})
 
     def __enter__(self) -> LlmCall:
@@ -1458,6 +1501,7 @@ class LlmCall(_Guard):
         if self._finished:
             return
         self._finished = True
+        self._run._open.pop(builtins_id(self), None)
         now = time.monotonic()
         self._run._emit(
             "llm.response",

@@ -7,8 +7,10 @@ blocking `urllib`, no event loop forced on the program); the run created from it
 batches of up to 500, halved on `413`; every event stamped `<session>:<seq>` so a retried
 batch is never stored twice; retries with jittered exponential backoff (200 ms to 10 s)
 that wait at least the `Retry-After` the hub sent; `cancel_requested` from append replies
-passed to `Run.cancelled`; one warning when the hub cannot be reached or refuses; a
-bounded flush when a run finishes and at exit, and none for a hub never reached.
+passed to `Run.cancelled`, and followed with a long poll per open run once it is on
+the hub (so a silent run hears a cancel at once); one warning when the hub cannot be
+reached or refuses; a bounded flush when a run finishes and at exit, and none for a hub
+never reached.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ BATCH = 500
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 10.0
 REQUEST_TIMEOUT = 10.0
+#: How long one long poll for a run's cancel request waits on the hub.
+CANCEL_POLL = 20.0
 
 
 class _RunQueue:
@@ -39,9 +43,9 @@ class _RunQueue:
 
     def __init__(self, run_id: str) -> None:
         self.id = run_id
-        self.create: dict | None = None
+        self.create: dict[str, Any] | None = None
         self.write_token: str | None = None
-        self.events: deque = deque()  # (draft, milestone)
+        self.events: deque[Any] = deque()  # (draft, milestone)
         self.finishing = False
 
 
@@ -63,7 +67,7 @@ class HubSink(Sink):
         self._progress = weakref.ref(progress)
         self._session = os.urandom(8).hex()
         self._cond = threading.Condition()
-        self._runs: dict = {}
+        self._runs: dict[str, Any] = {}
         self._queued = 0
         self._ticks = 0
         self._closing = False
@@ -74,6 +78,8 @@ class HubSink(Sink):
         self._batch = BATCH
         self._backoff = BACKOFF_MIN
         self._warned = False
+        self._following: set[str] = set()
+        self._unreachable = False
         self._thread = threading.Thread(target=self._sender, name="herald-hub-sink", daemon=True)
         self._thread.start()
 
@@ -89,14 +95,18 @@ class HubSink(Sink):
             level, outcome = {
                 "succeeded": ("info", "succeeded"),
                 "failed": ("error", "failed"),
-            }.get(status, ("warn", "was cancelled"))
+            }.get(str(status), ("warn", "was cancelled"))
             error = fields.get("error")
             detail = f": {error}" if error else ""
             name, fields = (
                 "log",
                 {"level": level, "message": f"the program's work {outcome}{detail}"},
             )
-        draft: dict = {"event": name, "ts": event.ts, "id": f"{self._session}:{event.seq}"}
+        draft: dict[str, Any] = {
+            "event": name,
+            "ts": event.ts,
+            "id": f"{self._session}:{event.seq}",
+        }
         if event.parent is not None:
             draft["parent"] = event.parent
         for k, v in fields.items():
@@ -158,6 +168,10 @@ class HubSink(Sink):
             while self._queued > 0 and not self._abandon and not self._never_reached():
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    if deadline > 0:
+                        # A wait of the whole deadline: the hub is away; closing will
+                        # not wait for it again.
+                        self._unreachable = True
                     return
                 self._cond.wait(left)
 
@@ -165,7 +179,7 @@ class HubSink(Sink):
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-            if self._never_reached():
+            if self._never_reached() or self._unreachable:
                 deadline = 0.0
             while self._queued > 0 and not self._abandon:
                 left = deadline - time.monotonic()
@@ -190,7 +204,7 @@ class HubSink(Sink):
             except Exception as e:  # never die: the rest may still go
                 self._retry_later(job[0], f"internal error: {e!r}", None)
 
-    def _next_job(self) -> tuple | None:
+    def _next_job(self) -> tuple[Any, ...] | None:
         with self._cond:
             while True:
                 if self._abandon or (self._closing and self._queued == 0):
@@ -206,7 +220,9 @@ class HubSink(Sink):
                     wait = 1.0
                 self._cond.wait(wait)
 
-    def _send(self, run: str, create: dict | None, token: str | None, drafts: list) -> None:
+    def _send(
+        self, run: str, create: dict[str, Any] | None, token: str | None, drafts: list[Any]
+    ) -> None:
         if create is not None:
             reply = self._post("/v1/runs", self._token, create)
             if reply[0] == "ok":
@@ -235,6 +251,7 @@ class HubSink(Sink):
                 if progress is not None:
                     progress._cancel_requested(run)
             self._take_front(run, len(drafts), lost=False)
+            self._follow(run, token)
         elif reply[0] == "refused":
             status, message = reply[1], reply[2]
             if status == 404 and create is None and self._created(run):
@@ -253,12 +270,60 @@ class HubSink(Sink):
         else:
             self._retry_later(run, reply[1], reply[2])
 
+    def _follow(self, run: str, token: str | None) -> None:
+        """Once the run is on the hub, follows its cancel state with long polls on a
+        thread of its own (one held connection per open run), so that a program that
+        reports nothing still hears a cancel at once."""
+        with self._cond:
+            if run in self._following or self._closing:
+                return
+            queue = self._runs.get(run)
+            if queue is None or queue.finishing:
+                return
+            self._following.add(run)
+        threading.Thread(
+            target=self._follow_cancel, args=(run, token), name="herald-hub-cancel", daemon=True
+        ).start()
+
+    def _follow_cancel(self, run: str, token: str | None) -> None:
+        headers = {"User-Agent": "herald-python"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        after = 0
+        failures = 0
+        while True:
+            with self._cond:
+                queue = self._runs.get(run)
+                if self._closing or queue is None or queue.finishing:
+                    return
+            url = (
+                f"{self._url}/v1/runs/{run}/events?types=run.cancel_requested"
+                f"&wait={CANCEL_POLL:g}&after={after}"
+            )
+            try:
+                request = urllib.request.Request(url, headers=headers)
+                with urllib.request.urlopen(request, timeout=CANCEL_POLL + REQUEST_TIMEOUT) as r:
+                    page = json.loads(r.read())
+                failures = 0
+            except Exception:
+                # The hub is away or refuses: append replies still carry the news.
+                failures += 1
+                time.sleep(min(BACKOFF_MIN * 2**failures, BACKOFF_MAX))
+                continue
+            events = page.get("events") or []
+            if events:
+                after = events[-1].get("seq", after)
+                progress = self._progress()
+                if progress is not None:
+                    progress._cancel_requested(run)
+                return
+
     def _created(self, run: str) -> bool:
         with self._cond:
             queue = self._runs.get(run)
             return queue is not None and queue.write_token is not None
 
-    def _post(self, path: str, token: str | None, body: Any) -> tuple:
+    def _post(self, path: str, token: str | None, body: Any) -> tuple[Any, ...]:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": "application/json", "User-Agent": "herald-python"}
         if token:

@@ -38,7 +38,7 @@ class Event:
     __slots__ = ("event", "run", "seq", "ts", "parent", "fields")
 
     def __init__(
-        self, event: str, run: str, seq: int, ts: str, parent: str | None, fields: dict
+        self, event: str, run: str, seq: int, ts: str, parent: str | None, fields: dict[str, Any]
     ) -> None:
         self.event = event
         self.run = run
@@ -50,8 +50,9 @@ class Event:
     def line(self, id: str | None = None) -> str:  # noqa: A002
         return encode_line(self.event, self.run, self.seq, self.ts, self.fields, self.parent, id)
 
-    def to_dict(self) -> dict:
-        return json.loads(self.line())
+    def to_dict(self) -> dict[str, Any]:
+        event: dict[str, Any] = json.loads(self.line())
+        return event
 
     def __repr__(self) -> str:
         return f"Event({self.line()})"
@@ -112,7 +113,7 @@ class MemorySink(Sink):
     def __init__(self, policy: SinkPolicy = EVERY_TICK) -> None:
         self.policy = policy
         self._lock = threading.Lock()
-        self._lines: list = []
+        self._lines: list[Any] = []
 
     def event(self, event: Event) -> None:
         line = event.line()
@@ -120,17 +121,17 @@ class MemorySink(Sink):
             self._lines.append(line)
 
     @property
-    def lines(self) -> list:
+    def lines(self) -> list[Any]:
         """The JSON lines, as written."""
         with self._lock:
             return list(self._lines)
 
     @property
-    def events(self) -> list:
+    def events(self) -> list[Any]:
         """The events, parsed."""
         return [json.loads(line) for line in self.lines]
 
-    def of_type(self, event: str) -> list:
+    def of_type(self, event: str) -> list[Any]:
         return [e for e in self.events if e["event"] == event]
 
 

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import time
-from typing import IO
+from typing import IO, Any
 
 from ._sinks import EVERY_TICK, Event, Sink
 
@@ -26,7 +26,7 @@ def escape_controls(text: str) -> str:
     """Shows C0, DEL, C1 and the BiDi overrides and isolates as escapes (`\\x1b`,
     `\\n`, `\\u{202e}`), as the Rust SDK's `escape_controls` does."""
 
-    def one(m: re.Match) -> str:
+    def one(m: re.Match[str]) -> str:
         c = m.group()
         if c in _SHORT:
             return _SHORT[c]
@@ -66,7 +66,7 @@ class _Run:
     def __init__(self, name: str) -> None:
         self.name = name
         self.started = time.monotonic()
-        self.stages: dict = {}
+        self.stages: dict[str, Any] = {}
         self.note: str | None = None
 
 
@@ -76,7 +76,7 @@ class TerminalSink(Sink):
     def __init__(self, out: IO[str], color: bool | None = None) -> None:
         self._out = out
         self._color = (not os.environ.get("NO_COLOR")) if color is None else color
-        self._runs: dict = {}
+        self._runs: dict[str, Any] = {}
         self._lines = 0
         self._dirty = False
         self._drawn_at = 0.0
@@ -90,6 +90,11 @@ class TerminalSink(Sink):
         self._out.write(text + "\n")
         self._dirty = True
 
+    def println(self, line: str) -> None:
+        """A line of the program's own, printed above the bars as it is."""
+        self._above(line)
+        self._drawn_at = 0.0
+
     def event(self, event: Event) -> None:
         f = event.fields
         name = event.event
@@ -101,7 +106,7 @@ class TerminalSink(Sink):
             return
         elif name == "run.finished":
             status = f.get("status")
-            code = {"succeeded": "32", "failed": "31"}.get(status, "33")
+            code = {"succeeded": "32", "failed": "31"}.get(str(status), "33")
             error = f.get("error")
             detail = f": {e(error)}" if error else ""
             self._above(
@@ -170,7 +175,8 @@ class TerminalSink(Sink):
 
     def _stage_line(self, stage: _Stage, now: float, width: int) -> str:
         elapsed = now - stage.started
-        rate = stage.done / elapsed if elapsed > 0 else 0.0
+        # A plain average, once there is a second to average over.
+        rate = stage.done / elapsed if elapsed >= 1.0 else 0.0
         unit = f" {escape_controls(stage.unit)}" if stage.unit else ""
         parts = [f"▸ {escape_controls(stage.name)[: max(width // 4, 8)]}"]
         if stage.total:

@@ -12,7 +12,7 @@ import math
 import threading
 from typing import Any
 
-from tqdm.std import tqdm as _std_tqdm
+from tqdm.std import tqdm as _std_tqdm  # type: ignore[import-untyped]
 
 from ._core import Progress, Run, Stage, _targets_from_env, current_run
 from ._wire import describe_exception
@@ -23,7 +23,7 @@ class _BarStage(Stage):
 
     _bar: Any
 
-    def _sample(self) -> tuple:
+    def _sample(self) -> tuple[Any, ...]:
         bar = self._bar
         return _count(getattr(bar, "n", 0)), _total(getattr(bar, "total", None))
 
@@ -113,7 +113,7 @@ def _default() -> Progress:
         return _default_progress
 
 
-class tqdm(_std_tqdm):  # noqa: N801 - tqdm's own name
+class tqdm(_std_tqdm):  # type: ignore[misc]  # noqa: N801 - tqdm's own name
     """`tqdm.tqdm`, same signature, same bar, that also reports to herald: as a stage
     of the current run (`herald.current_run()`), or, with none open, as a run of its
     own on the environment's targets (`HERALD_*`), finished when the bar closes. A
@@ -176,17 +176,17 @@ class _Capture:
             return exit_(bar, exc_type, exc, tb)
 
         self._active = True
-        _std_tqdm.__init__ = patched_init  # type: ignore[method-assign]
-        _std_tqdm.close = patched_close  # type: ignore[method-assign]
-        _std_tqdm.__exit__ = patched_exit  # type: ignore[method-assign]
+        _std_tqdm.__init__ = patched_init
+        _std_tqdm.close = patched_close
+        _std_tqdm.__exit__ = patched_exit
 
     def stop(self) -> None:
         if self._active:
             self._active = False
             init, close, exit_ = self._saved
-            _std_tqdm.__init__ = init  # type: ignore[method-assign]
-            _std_tqdm.close = close  # type: ignore[method-assign]
-            _std_tqdm.__exit__ = exit_  # type: ignore[method-assign]
+            _std_tqdm.__init__ = init
+            _std_tqdm.close = close
+            _std_tqdm.__exit__ = exit_
 
     def __enter__(self) -> _Capture:
         return self

@@ -22,7 +22,7 @@ _CUSTOM = re.compile(r"[a-z0-9_]+")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
-def is_milestone(event: str, fields: dict) -> bool:
+def is_milestone(event: str, fields: dict[str, Any]) -> bool:
     if event in TICK_EVENTS:
         return False
     if event == "log":
@@ -34,7 +34,7 @@ def now_micros() -> int:
     return time.time_ns() // 1000
 
 
-_ts_cache: list = [None, ""]
+_ts_cache: list[Any] = [None, ""]
 
 
 def format_ts(micros: int) -> str:
@@ -68,7 +68,7 @@ def encode_line(
     run: str,
     seq: int,
     ts: str,
-    fields: dict,
+    fields: dict[str, Any],
     parent: str | None = None,
     id: str | None = None,  # noqa: A002 - the protocol's name
 ) -> str:
@@ -112,7 +112,7 @@ def check_count(name: str, value: Any) -> int:
         raise ValueError(f"{name} must be 0 or more, not {value}")
     if value > 2**64 - 1:
         raise ValueError(f"{name} must be at most 2**64-1")
-    return value
+    return int(value)
 
 
 def check_opt_count(name: str, value: Any) -> int | None:
@@ -131,14 +131,14 @@ def check_run_id(name: str, value: Any) -> str:
     check_str(name, value)
     if not _RUN_ID.fullmatch(value):
         raise ValueError(f"{name} must be 1 to 128 characters of [A-Za-z0-9._:-], not {value!r}")
-    return value
+    return str(value)
 
 
 def check_custom_name(value: Any) -> str:
     check_str("name", value)
     if not _CUSTOM.fullmatch(value):
         raise ValueError(f"name must be one or more of [a-z0-9_] (custom.<name>), not {value!r}")
-    return value
+    return str(value)
 
 
 def check_json(name: str, value: Any) -> Any:
