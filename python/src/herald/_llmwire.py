@@ -383,19 +383,13 @@ def _anthropic_usage(call: Call, usage: Any) -> None:
     read from the prompt cache."""
     if not isinstance(usage, dict):
         return
-    uncached = usage.get("input_tokens")
-    if _is_count(uncached):
-        cached = sum(
-            n
-            for n in (
-                usage.get("cache_creation_input_tokens"),
-                usage.get("cache_read_input_tokens"),
-            )
-            if _is_count(n)
-        )
-        call.input_tokens = uncached + cached
-    output = usage.get("output_tokens")
-    if _is_count(output):
+    uncached = _count(usage.get("input_tokens"))
+    if uncached is not None:
+        written = _count(usage.get("cache_creation_input_tokens")) or 0
+        read = _count(usage.get("cache_read_input_tokens")) or 0
+        call.input_tokens = min(uncached + written + read, 2**64 - 1)
+    output = _count(usage.get("output_tokens"))
+    if output is not None:
         call.output_tokens = output
 
 
@@ -458,9 +452,9 @@ class OpenAiWire:
             # Every tool call is complete; the usage chunk and `[DONE]` may follow.
             self.end(call)
 
-    def _tool_part(self, call: Call, part: dict) -> None:
-        index = part.get("index")
-        if not _is_count(index):
+    def _tool_part(self, call: Call, part: dict[str, Any]) -> None:
+        index = _count(part.get("index"))
+        if index is None:
             # Some servers send one tool call per chunk without an index: a fragment
             # with an id starts the next call.
             last = self._tools[-1][0] if self._tools else None
@@ -522,7 +516,7 @@ class OpenAiWire:
         call.respond()
 
 
-def _first_choice(choices: Any) -> dict | None:
+def _first_choice(choices: Any) -> dict[str, Any] | None:
     if not isinstance(choices, list):
         return None
     for choice in choices:
@@ -534,10 +528,12 @@ def _first_choice(choices: Any) -> dict | None:
 def _openai_usage(call: Call, usage: Any) -> None:
     if not isinstance(usage, dict):
         return
-    if _is_count(usage.get("prompt_tokens")):
-        call.input_tokens = usage["prompt_tokens"]
-    if _is_count(usage.get("completion_tokens")):
-        call.output_tokens = usage["completion_tokens"]
+    prompt = _count(usage.get("prompt_tokens"))
+    if prompt is not None:
+        call.input_tokens = prompt
+    completion = _count(usage.get("completion_tokens"))
+    if completion is not None:
+        call.output_tokens = completion
 
 
 def _not_json(constant: str) -> Any:
@@ -545,8 +541,11 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+def _count(value: Any) -> int | None:
+    """`value` if it is a token count (an integer the protocol takes), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
+        return value
+    return None
 
 
 def _str(value: Any) -> str:
@@ -673,7 +672,7 @@ _ATTR = "_herald_instrumentation"
 
 def install(
     client: Any, run: Any, package: str, suffix: str, make_wire: Callable[[], Any], what: str
-) -> Any:
+) -> None:
     """Reports the calls of `client` (a client of the official SDK `package`) to the
     endpoint whose path ends with `suffix` through `run`. Installing again changes the
     run."""
@@ -681,7 +680,7 @@ def install(
 
     if not isinstance(run, Run):
         raise TypeError(f"run must be a herald Run, not {type(run).__name__}")
-    http = getattr(client, "_client", None)
+    http: Any = getattr(client, "_client", None)
     send = getattr(http, "send", None)
     ours = any(cls.__module__.split(".")[0] == package for cls in type(client).__mro__)
     if not ours or not callable(send) or not hasattr(http, "build_request"):
@@ -697,7 +696,6 @@ def install(
         setattr(http, _ATTR, inst)
     inst.run = run
     inst.routes[suffix] = make_wire
-    return client
 
 
 def uninstall(client: Any, suffix: str) -> None:
@@ -727,7 +725,7 @@ def _begin(inst: Instrumentation, request: Any) -> Observer | None:
 
 
 def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> Callable[..., Any]:
-    class ObservedStream(base):  # type: ignore[misc, valid-type]
+    class ObservedStream(base):  # type: ignore[misc]
         def __init__(self, inner: Any, observer: Observer) -> None:
             self._inner = inner
             self._observer = observer
@@ -782,7 +780,7 @@ def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> C
 
 
 def _async_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> Callable[..., Any]:
-    class ObservedStream(base):  # type: ignore[misc, valid-type]
+    class ObservedStream(base):  # type: ignore[misc]
         def __init__(self, inner: Any, observer: Observer) -> None:
             self._inner = inner
             self._observer = observer

@@ -19,9 +19,12 @@ same exceptions, the same bytes.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _llmwire
+
+if TYPE_CHECKING:
+    from ._core import Run
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -30,13 +33,13 @@ C = TypeVar("C")
 _SUFFIX = "/messages"
 
 
-def instrument(client: C, run: Any) -> C:
+def instrument(client: C, run: Run) -> C:
     """Reports `client`'s Messages API calls through `run` (a `herald.Run`), from now on,
     and returns `client` itself. Its copies (`with_options`) share its HTTP client and are
     reported too. Instrumenting again reports through the new run instead.
 
     Raises TypeError when `client` is not an `anthropic` client or `run` not a run."""
-    return _llmwire.install(
+    _llmwire.install(
         client,
         run,
         "anthropic",
@@ -44,6 +47,7 @@ def instrument(client: C, run: Any) -> C:
         _llmwire.AnthropicWire,
         "an anthropic.Anthropic or anthropic.AsyncAnthropic client",
     )
+    return client
 
 
 def uninstrument(client: Any) -> None:

@@ -20,9 +20,12 @@ bytes. (The Responses API is not reported.)
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _llmwire
+
+if TYPE_CHECKING:
+    from ._core import Run
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -31,7 +34,7 @@ C = TypeVar("C")
 _SUFFIX = "/chat/completions"
 
 
-def instrument(client: C, run: Any, *, provider: str = "openai") -> C:
+def instrument(client: C, run: Run, *, provider: str = "openai") -> C:
     """Reports `client`'s chat completions through `run` (a `herald.Run`), from now on,
     naming `provider` in `llm.request` (`vllm`, `ollama`, ... for a compatible server),
     and returns `client` itself. Its copies (`with_options`) share its HTTP client and are
@@ -43,7 +46,7 @@ def instrument(client: C, run: Any, *, provider: str = "openai") -> C:
         raise TypeError(f"provider must be a str, not {type(provider).__name__}")
     if not provider:
         raise ValueError("provider must not be empty")
-    return _llmwire.install(
+    _llmwire.install(
         client,
         run,
         "openai",
@@ -51,6 +54,7 @@ def instrument(client: C, run: Any, *, provider: str = "openai") -> C:
         lambda: _llmwire.OpenAiWire(provider),
         "an openai.OpenAI or openai.AsyncOpenAI client",
     )
+    return client
 
 
 def uninstrument(client: Any) -> None:
