@@ -285,21 +285,37 @@ def test_an_overloaded_answer_the_client_retries_is_a_failed_call_then_another(s
     assert events[-1]["stop_reason"] == "tool_use"
 
 
-def test_text_is_reported_as_it_arrives(server, cap):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_text_is_reported_as_it_arrives(server, cap, mode):
     """The first delta is reported while the server still holds back the rest."""
     reply = sse("anthropic/tool_use.sse", hold_after=b'"text":"Okay"}}\n\n')
     server.reply(reply)
-    c = herald.anthropic.instrument(client(server, "sync"), cap.run)
-    with c.messages.stream(**ARGS) as stream:
-        texts = stream.text_stream
-        assert next(texts) == "Okay"
+    c = herald.anthropic.instrument(client(server, mode), cap.run)
+
+    def first_delta_alone_reported() -> None:
         cap.wait_for(
             lambda evs: any(e["event"] == "text.delta" and e["text"] == "Okay" for e in evs),
             "the first text.delta before the rest of the stream was sent",
         )
         assert not any(e["event"] == "llm.response" for e in cap.sink.events)
         reply.release.set()
-        assert "".join(texts) == "".join(TOOL_USE_TEXT[1:])
+
+    if mode == "sync":
+        with c.messages.stream(**ARGS) as stream:
+            texts = stream.text_stream
+            assert next(texts) == "Okay"
+            first_delta_alone_reported()
+            assert "".join(texts) == "".join(TOOL_USE_TEXT[1:])
+    else:
+
+        async def program() -> None:
+            async with c.messages.stream(**ARGS) as stream:
+                texts = stream.text_stream
+                assert await texts.__anext__() == "Okay"
+                first_delta_alone_reported()
+                assert "".join([t async for t in texts]) == "".join(TOOL_USE_TEXT[1:])
+
+        asyncio.run(program())
     assert cap.events() == tool_use_events()
 
 
