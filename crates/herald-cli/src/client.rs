@@ -177,6 +177,8 @@ impl std::error::Error for HubError {}
 
 /// `POST /v1/runs` body.
 pub(crate) struct NewRun<'a> {
+    /// The run's id; `None`: the hub makes one up.
+    pub(crate) id: Option<&'a RunId>,
     pub(crate) name: &'a str,
     pub(crate) parent: Option<&'a RunId>,
     pub(crate) heartbeat_timeout_s: Option<f64>,
@@ -281,6 +283,9 @@ impl Client {
     /// `POST /v1/runs`.
     pub(crate) fn create_run(&self, run: &NewRun<'_>) -> Result<Created, HubError> {
         let mut body = json!({ "name": run.name });
+        if let Some(id) = run.id {
+            body["id"] = json!(id);
+        }
         if let Some(parent) = run.parent {
             body["parent"] = json!(parent);
         }

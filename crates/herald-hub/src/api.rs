@@ -60,6 +60,7 @@ pub(crate) fn router(hub: Hub) -> Router {
         .route("/", get(crate::dashboard::page))
         .route("/runs/{id}", get(crate::dashboard::page))
         .route("/assets/{file}", get(crate::dashboard::asset))
+        .merge(crate::mcp::router(hub.clone()))
         // After every route: it applies to those registered before it.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)

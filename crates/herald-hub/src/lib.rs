@@ -14,6 +14,7 @@
 //! - `store`: the [`Store`] trait and its SQLite and PostgreSQL implementations.
 //! - `auth`: admin and per-run tokens, hashed at rest, compared in constant time.
 //! - `error`: [`ApiError`], the one error type, with the error body of docs/http-api.md#errors.
+//! - `mcp`: `/mcp`, the tools and resources of docs/mcp.md over MCP's streamable HTTP.
 //! - `metrics`, `openapi`: `/metrics` and `/openapi.json`.
 //! - `dashboard`: the web pages (`/`, `/runs/{id}`) and their embedded assets.
 //! - `guard`: what every request is checked for first: `Host` and `Origin` on an open
@@ -34,6 +35,7 @@ mod error;
 mod feed;
 mod guard;
 mod limit;
+mod mcp;
 mod metrics;
 mod openapi;
 mod server;
@@ -54,6 +56,11 @@ pub use auth::Scope;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ApiError;
 pub use limit::RateLimit;
+pub use mcp::{
+    INSTRUCTIONS as MCP_INSTRUCTIONS, WAIT_DEFAULT_S, WAIT_MAX_S,
+    protocol_versions as mcp_protocol_versions, run_of_uri, server_config as mcp_server_config,
+    tool_error as mcp_tool_error, tools as mcp_tools,
+};
 pub use store::{
     Appended, NewRun, PostgresStore, RunFilter, RunRecord, SqliteStore, Store, StoreError, Wake,
     open_store,
