@@ -91,8 +91,15 @@ fn start_tool() -> Tool {
 
 /// Runs `herald mcp` until its host closes stdin.
 pub(crate) fn run(args: &McpArgs) -> anyhow::Result<u8> {
-    // On stderr, which MCP leaves to the server's logs.
-    crate::serve::init_logging();
+    // On stderr, which MCP leaves to the server's logs; rmcp's warnings about each
+    // error answered would drown the rest.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,herald_cli=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
     // reqwest's rustls is built without a provider: ring, the one ureq links.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -838,6 +838,8 @@ impl ServerHandler for Mcp {
         let uri = request.uri;
         let finished = state.status.is_terminal();
         tokio::spawn(async move {
+            // The feed lives while someone holds it.
+            let _feed = feed;
             if finished {
                 return;
             }
@@ -972,22 +974,36 @@ pub(crate) fn summary(state: &RunState) -> String {
         let _ = write!(s, ", elapsed {}", duration(state.elapsed_s));
     }
     let items = &state.items;
-    let finished = items.succeeded + items.failed + items.skipped;
-    if finished + items.running > 0 {
-        let _ = write!(s, ", {finished} items done");
-        if items.running > 0 {
-            let _ = write!(s, ", {} running", items.running);
+    if state.status.is_terminal() && !state.stages.is_empty() {
+        // Where each stage got to says more than one count over all of them.
+        s.push_str("; stages");
+        for (i, stage) in state.stages.iter().take(LISTED).enumerate() {
+            s.push_str(if i == 0 { " " } else { ", " });
+            let _ = write!(s, "{} {}", quote(&stage.name, 30), stage.progress.done);
+            if let Some(total) = stage.progress.total {
+                let _ = write!(s, "/{total}");
+            }
         }
-        if items.failed > 0 {
-            let _ = write!(s, ", {} failed", items.failed);
-            if let Some(f) = state.failed_items.last() {
-                let _ = write!(s, ": {}", quote(&f.item, 40));
-                if let Some(e) = &f.error {
-                    let _ = write!(s, ": {}", quote(e, MAX_QUOTE_CHARS));
-                }
-                if items.failed > 1 {
-                    s.push_str(" (the latest)");
-                }
+        if state.stages.len() > LISTED {
+            let _ = write!(s, " and {} more", state.stages.len() - LISTED);
+        }
+    } else if state.stages.is_empty() && items.succeeded + items.skipped > 0 {
+        let _ = write!(s, ", {} items done", items.succeeded + items.skipped);
+    }
+    if items.running > 0 && !state.status.is_terminal() {
+        let _ = write!(s, ", {} items running", items.running);
+    }
+    if items.failed > 0 {
+        let _ = write!(
+            s,
+            "; {} item{} failed",
+            items.failed,
+            if items.failed == 1 { "" } else { "s" }
+        );
+        if let Some(f) = state.failed_items.last() {
+            let _ = write!(s, ", the latest {}", quote(&f.item, 40));
+            if let Some(e) = &f.error {
+                let _ = write!(s, ": {}", quote(e, MAX_QUOTE_CHARS));
             }
         }
     }
@@ -1074,6 +1090,54 @@ fn urlencode(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Folds `events` (bodies without the envelope) into a run's state and checks its
+    /// line.
+    #[track_caller]
+    fn check(events: &[Value], expected: &str) {
+        let events: Vec<Event> = events
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let mut event = json!({
+                    "v": 1,
+                    "run": "r1",
+                    "seq": i + 1,
+                    "ts": format!("2026-01-01T00:00:{:02}Z", i * 10),
+                });
+                event
+                    .as_object_mut()
+                    .expect("an object")
+                    .extend(body.as_object().expect("an object").clone());
+                herald_protocol::parse_event(&event.to_string()).expect("an event")
+            })
+            .collect();
+        let state = herald_protocol::fold(RunId::new("r1").expect("an id"), &events);
+        assert_eq!(summary(&state), expected);
+    }
+
+    #[test]
+    fn a_run_reads_in_one_line() {
+        let started = json!({"event": "run.started", "name": "triage"});
+        let stage = json!({"event": "stage.started", "stage": "classify", "total": 4});
+        let ok = json!({"event": "item.finished", "item": "doc-1", "stage": "classify", "status": "succeeded"});
+        let failed = json!({"event": "item.finished", "item": "doc-2", "stage": "classify", "status": "failed", "error": "malformed JSON"});
+        check(
+            &[started.clone(), stage.clone(), ok.clone()],
+            "run r1 (triage): running 25%, stage classify 1/4, elapsed 20 s",
+        );
+        check(
+            &[
+                started,
+                stage,
+                ok,
+                failed,
+                json!({"event": "run.finished", "status": "failed", "error": "1 of 4 failed"}),
+            ],
+            "run r1 (triage): failed after 40 s; stages classify 2/4; 1 item failed, the \
+             latest doc-2: malformed JSON; last error: 1 of 4 failed",
+        );
+    }
 
     #[test]
     fn durations_read_as_people_say_them() {
