@@ -122,13 +122,78 @@ async fn serve(args: &McpArgs) -> anyhow::Result<u8> {
         tokens: Arc::default(),
         subscriptions: Arc::new(Mutex::new(BTreeSet::new())),
     };
+    // rmcp reads its messages from one end of a pipe that `stdin_filter` fills, and
+    // writes to one that `stdout_writer` empties, so that what is not JSON-RPC gets
+    // its JSON-RPC error (rmcp would drop it unanswered).
+    let (ours, theirs) = tokio::io::duplex(1 << 16);
+    let (from_rmcp, to_rmcp) = tokio::io::split(ours);
+    let (refusals_tx, refusals) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(stdin_filter(to_rmcp, refusals_tx));
+    let writer = tokio::spawn(stdout_writer(from_rmcp, refusals));
     let running = bridge
-        .serve(rmcp::transport::stdio())
+        .serve(tokio::io::split(theirs))
         .await
         .context("starting MCP on stdin/stdout")?;
     let _ = downstream.set(running.peer().clone());
     running.waiting().await.context("serving MCP")?;
+    reader.abort();
+    let _ = writer.await;
     Ok(0)
+}
+
+/// Passes each line of stdin on to rmcp, or answers it with its JSON-RPC error.
+async fn stdin_filter(
+    mut to_rmcp: impl tokio::io::AsyncWrite + Unpin,
+    refusals: tokio::sync::mpsc::UnboundedSender<Value>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(refusal) = herald_hub::mcp_jsonrpc_refusal(line.as_bytes()) {
+            let _ = refusals.send(refusal);
+            continue;
+        }
+        let sent = async {
+            to_rmcp.write_all(line.as_bytes()).await?;
+            to_rmcp.write_all(b"\n").await?;
+            to_rmcp.flush().await
+        };
+        if sent.await.is_err() {
+            break;
+        }
+    }
+    // Closing rmcp's input ends the service, as a closed stdin would.
+    let _ = to_rmcp.shutdown().await;
+}
+
+/// Writes rmcp's messages and the refusals to stdout, whole lines each.
+async fn stdout_writer(
+    from_rmcp: impl tokio::io::AsyncRead + Unpin,
+    mut refusals: tokio::sync::mpsc::UnboundedReceiver<Value>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut lines = tokio::io::BufReader::new(from_rmcp).lines();
+    let mut stdout = tokio::io::stdout();
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => line,
+                _ => return,
+            },
+            Some(refusal) = refusals.recv() => refusal.to_string(),
+        };
+        let written = async {
+            stdout.write_all(line.as_bytes()).await?;
+            stdout.write_all(b"\n").await?;
+            stdout.flush().await
+        };
+        if written.await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The MCP server on stdio.

@@ -57,8 +57,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ApiError;
 pub use limit::RateLimit;
 pub use mcp::{
-    INSTRUCTIONS as MCP_INSTRUCTIONS, WAIT_DEFAULT_S, WAIT_MAX_S,
-    protocol_versions as mcp_protocol_versions, run_of_uri, server_config as mcp_server_config,
+    INSTRUCTIONS as MCP_INSTRUCTIONS, jsonrpc_refusal as mcp_jsonrpc_refusal,
+    protocol_versions as mcp_protocol_versions, server_config as mcp_server_config,
     tool_error as mcp_tool_error, tools as mcp_tools,
 };
 pub use store::{

@@ -50,9 +50,9 @@ use crate::{Hub, auth, stream};
 
 /// Default and longest wait of `wait_for_run`, in seconds: under the minute after
 /// which MCP hosts give up on a tool call.
-pub const WAIT_DEFAULT_S: f64 = 30.0;
+const WAIT_DEFAULT_S: f64 = 30.0;
 /// See [`WAIT_DEFAULT_S`].
-pub const WAIT_MAX_S: f64 = 50.0;
+const WAIT_MAX_S: f64 = 50.0;
 /// Fewest seconds between two progress notifications of one `wait_for_run`, and
 /// between two `notifications/resources/updated` of one subscription.
 const NOTIFY_INTERVAL: Duration = Duration::from_millis(250);
@@ -100,6 +100,25 @@ async fn token_known(State(hub): State<Hub>, req: Request, next: Next) -> Respon
             return res;
         }
     }
+    let req = if req.method() == axum::http::Method::POST {
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, hub.config().max_body_bytes).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                return ApiError::too_large(format!(
+                    "the body is over the limit of {} bytes, or was cut short",
+                    hub.config().max_body_bytes
+                ))
+                .into_response();
+            }
+        };
+        if let Some(refusal) = jsonrpc_refusal(&bytes) {
+            return (axum::http::StatusCode::BAD_REQUEST, axum::Json(refusal)).into_response();
+        }
+        Request::from_parts(parts, axum::body::Body::from(bytes))
+    } else {
+        req
+    };
     let mut res = next.run(req).await;
     // rmcp answers a session's end with 202; MCP clients (the Python SDK's) expect the
     // 200 or 204 of a DELETE that is done.
@@ -382,7 +401,7 @@ it says still running), get_events to read what happened, cancel_run to stop it.
 resource herald://runs/{id} is a run's whole state as JSON.";
 
 /// The run a `herald://runs/{id}` URI names.
-pub fn run_of_uri(uri: &str) -> Option<&str> {
+fn run_of_uri(uri: &str) -> Option<&str> {
     uri.strip_prefix(RUN_URI).filter(|id| !id.is_empty())
 }
 
@@ -671,6 +690,68 @@ fn refusal(e: &ApiError) -> String {
         }
         _ => body.message,
     }
+}
+
+/// The JSON-RPC error answering `message` when it is not a JSON-RPC message at all
+/// (`-32700` for JSON that does not parse, `-32600` for JSON that is no request,
+/// notification or response), or `None` for one to hand to MCP. rmcp drops such a
+/// message without a word on stdio and answers `415` in plain text over HTTP; JSON-RPC
+/// says to answer, with `id` null where it cannot be told.
+pub fn jsonrpc_refusal(message: &[u8]) -> Option<Value> {
+    let refuse = |id: Value, code: i64, message: String| {
+        Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}))
+    };
+    let value: Value = match serde_json::from_slice(message) {
+        Ok(value) => value,
+        Err(e) => return refuse(Value::Null, -32700, format!("parse error: {e}")),
+    };
+    let Some(object) = value.as_object() else {
+        return refuse(
+            Value::Null,
+            -32600,
+            "invalid request: a JSON-RPC message is an object (MCP has no batches)".into(),
+        );
+    };
+    let id = object
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned()
+        .unwrap_or(Value::Null);
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return refuse(
+            id,
+            -32600,
+            "invalid request: `jsonrpc` must be \"2.0\"".into(),
+        );
+    }
+    let request = object.get("method").is_some_and(Value::is_string);
+    let response = !id.is_null() && (object.contains_key("result") || object.contains_key("error"));
+    if !request && !response {
+        return refuse(
+            id,
+            -32600,
+            "invalid request: a request or notification needs a `method` string".into(),
+        );
+    }
+    // rmcp reads a known method whose parameters it cannot read as an unknown one
+    // (`-32601`); the parameters these methods cannot go without are checked here.
+    let needs = match object.get("method").and_then(Value::as_str) {
+        Some("tools/call") => "name",
+        Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => "uri",
+        _ => return None,
+    };
+    if !object
+        .get("params")
+        .and_then(|p| p.get(needs))
+        .is_some_and(Value::is_string)
+    {
+        return refuse(
+            id,
+            -32602,
+            format!("invalid params: `params.{needs}` must be a string"),
+        );
+    }
+    None
 }
 
 /// A tool error: `isError: true`, with a sentence the model reads.
@@ -1137,6 +1218,34 @@ mod tests {
             "run r1 (triage): failed after 40 s; stages classify 2/4; 1 item failed, the \
              latest doc-2: malformed JSON; last error: 1 of 4 failed",
         );
+    }
+
+    #[test]
+    fn what_is_not_json_rpc_gets_its_standard_error() {
+        let code = |m: &str| jsonrpc_refusal(m.as_bytes()).map(|r| r["error"]["code"].clone());
+        assert_eq!(code("{not json"), Some(json!(-32700)));
+        assert_eq!(code("[]"), Some(json!(-32600)));
+        assert_eq!(
+            code(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#),
+            Some(json!(-32600))
+        );
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1}"#), Some(json!(-32600)));
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), None);
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            None
+        );
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#), None);
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#),
+            Some(json!(-32602))
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#),
+            None
+        );
+        let refusal = jsonrpc_refusal(br#"{"jsonrpc":"2.0","id":7}"#).expect("refused");
+        assert_eq!(refusal["id"], 7);
     }
 
     #[test]

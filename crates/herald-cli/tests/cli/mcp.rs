@@ -342,6 +342,9 @@ fn malformed_json_rpc_gets_the_standard_errors() {
     };
     let reply = ask(&mut stdin, "{not json");
     assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    let reply = ask(&mut stdin, r#"{"jsonrpc":"2.0","id":7}"#);
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    assert_eq!(reply["id"], 7, "{reply}");
     let reply = ask(
         &mut stdin,
         r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
@@ -396,7 +399,14 @@ fn malformed_json_rpc_gets_the_standard_errors() {
         let status = res.status().as_u16();
         (status, res.text().unwrap_or_default())
     };
-    let (status, body) = post("{not json");
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("-32700"), "{body}");
+    for (body, code) in [
+        ("{not json", -32700),
+        ("[1, 2]", -32600),
+        (r#"{"id": 1}"#, -32600),
+    ] {
+        let (status, reply) = post(body);
+        assert_eq!(status, 400, "{reply}");
+        let reply: Value = serde_json::from_str(&reply).expect("a JSON-RPC error");
+        assert_eq!(reply["error"]["code"], code, "{body}: {reply}");
+    }
 }
