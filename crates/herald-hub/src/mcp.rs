@@ -529,7 +529,7 @@ impl Mcp {
         let progress_token = context.meta.get_progress_token();
         let mut told = String::new();
         let mut told_percent = 0.0_f64;
-        let outcome = loop {
+        let mut outcome = loop {
             if state.status.is_terminal() {
                 break "finished";
             }
@@ -566,7 +566,13 @@ impl Mcp {
             state = self.get_state(headers, &args.run).await?;
         };
         if outcome == "timeout" {
+            // It may have ended in the last moment.
             state = self.get_state(headers, &args.run).await?;
+            if state.status.is_terminal() {
+                outcome = "finished";
+            } else if state.status == RunStatus::Stalled {
+                outcome = "stalled";
+            }
         }
         let waited_s = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         let text = match outcome {
