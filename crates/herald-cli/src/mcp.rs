@@ -43,6 +43,9 @@ use crate::args::McpArgs;
 
 /// Longest wait for the hub to answer the handshake of a new session.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a lost session with the hub is looked for while the host has
+/// subscriptions.
+const KEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait for `herald exec` to create a command's run on the hub.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -130,15 +133,43 @@ async fn serve(args: &McpArgs) -> anyhow::Result<u8> {
     let (refusals_tx, refusals) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(stdin_filter(to_rmcp, refusals_tx));
     let writer = tokio::spawn(stdout_writer(from_rmcp, refusals));
+    let bridge_for_keeper = bridge.clone();
     let running = bridge
         .serve(tokio::io::split(theirs))
         .await
         .context("starting MCP on stdin/stdout")?;
     let _ = downstream.set(running.peer().clone());
+    let keeper = tokio::spawn(keep_subscriptions(bridge_for_keeper));
     running.waiting().await.context("serving MCP")?;
+    keeper.abort();
     reader.abort();
     let _ = writer.await;
     Ok(0)
+}
+
+/// While the host has subscriptions, opens a new session with the hub when the last
+/// one ended (the hub went away), so that they are renewed without waiting for a call.
+async fn keep_subscriptions(bridge: Bridge) {
+    let mut tick = tokio::time::interval(KEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if lock(&bridge.subscriptions).is_empty() {
+            continue;
+        }
+        let open = bridge
+            .upstream
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|running| !running.is_closed());
+        if !open {
+            // A failure is said by the next call; this only tries again.
+            if let Err(e) = bridge.connect().await {
+                tracing::debug!(error = %e, "no session with the hub for the subscriptions");
+            }
+        }
+    }
 }
 
 /// Passes each line of stdin on to rmcp, or answers it with its JSON-RPC error.
@@ -308,7 +339,10 @@ impl Bridge {
         }
         *upstream = None;
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.endpoint())
-            .reinit_on_expired_session(true);
+            // A session the hub no longer knows (it restarted) fails the call, and
+            // `forward` opens a new one itself: rmcp's own recovery would not renew
+            // the subscriptions.
+            .reinit_on_expired_session(false);
         if let Some(token) = &self.token {
             config = config.auth_header(token.clone());
         }
@@ -323,6 +357,7 @@ impl Bridge {
             Err(_) => return Err(self.unreachable("no answer within 10 s")),
         };
         let peer = running.peer().clone();
+        tracing::debug!(hub = %self.hub, "opened a session with the hub");
         let uris: Vec<String> = self
             .subscriptions
             .lock()
@@ -331,12 +366,17 @@ impl Bridge {
             .cloned()
             .collect();
         for uri in uris {
+            tracing::debug!(%uri, "renewing a subscription");
             #[allow(deprecated)]
-            if let Err(e) = peer
-                .subscribe(SubscribeRequestParams::new(uri.clone()))
-                .await
-            {
-                tracing::warn!(%uri, error = %e, "renewing a subscription failed");
+            let renewed = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                peer.subscribe(SubscribeRequestParams::new(uri.clone())),
+            )
+            .await;
+            match renewed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(%uri, error = %e, "renewing a subscription failed"),
+                Err(_) => tracing::warn!(%uri, "renewing a subscription: no answer within 10 s"),
             }
         }
         *upstream = Some(running);

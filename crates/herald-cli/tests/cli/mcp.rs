@@ -259,7 +259,13 @@ fn herald_mcp_keeps_serving_while_the_hub_restarts() {
     let created = create_run(&http_client(), &url, Some(ADMIN), &json!({"name": "kept"}));
     let run = created["id"].as_str().expect("a run id").to_owned();
 
-    let cfg = json!({"herald": BIN, "hub": url, "token": ADMIN, "run": run});
+    let cfg = json!({
+        "herald": BIN,
+        "hub": url,
+        "token": ADMIN,
+        "run": run,
+        "write_token": created["write_token"],
+    });
     let Some(mut command) = client("restart", &cfg) else {
         return;
     };

@@ -287,17 +287,8 @@ async def resources(client: Client, cfg: dict[str, Any]) -> None:
 
     NOTES.updated.clear()
     await client.subscribe_resource(uri)
-    async with httpx2.AsyncClient() as rest:
-        reply = await rest.post(
-            f"{cfg['hub']}/v1/runs/{run}/events",
-            headers={"Authorization": f"Bearer {cfg['write_token']}"},
-            json=[{"event": "log", "level": "info", "message": "changed"}],
-        )
-        assert reply.status_code == 200, reply.text
-    deadline = time.monotonic() + DEADLINE_S
-    while uri not in NOTES.updated:
-        assert time.monotonic() < deadline, "no notifications/resources/updated"
-        await asyncio.sleep(0.05)
+    await appended(cfg, "changed")
+    await updated(uri)
     read = await client.read_resource(uri)
     assert json.loads(read.contents[0].text)["logs"][-1]["message"] == "changed"
 
@@ -320,10 +311,37 @@ def heard() -> str:
     return sys.stdin.readline().strip()
 
 
+async def appended(cfg: dict[str, Any], message: str) -> None:
+    """Appends a log line to the config's run through the REST API."""
+    async with httpx2.AsyncClient() as rest:
+        reply = await rest.post(
+            f"{cfg['hub']}/v1/runs/{cfg['run']}/events",
+            headers={"Authorization": f"Bearer {cfg['write_token']}"},
+            json=[{"event": "log", "level": "info", "message": message}],
+        )
+        assert reply.status_code == 200, reply.text
+
+
+async def updated(uri: str) -> None:
+    """Waits for a notifications/resources/updated of `uri`."""
+    deadline = time.monotonic() + DEADLINE_S
+    while uri not in NOTES.updated:
+        assert time.monotonic() < deadline, (
+            f"no notifications/resources/updated of {uri}"
+        )
+        await asyncio.sleep(0.05)
+    NOTES.updated.clear()
+
+
 async def scenario_restart(cfg: dict[str, Any]) -> None:
     run = cfg["run"]
+    uri = f"herald://runs/{run}"
     async with stdio(cfg) as client:
         await call(client, "get_run", {"run": run})
+        NOTES.updated.clear()
+        await client.subscribe_resource(uri)
+        await appended(cfg, "before the restart")
+        await updated(uri)
         tell("stop the hub")
         assert heard() == "stopped"
         for tool in ("get_run", "wait_for_run"):
@@ -332,6 +350,14 @@ async def scenario_restart(cfg: dict[str, Any]) -> None:
         assert names == TOOLS, names
         tell("start the hub")
         assert heard() == "started"
+        # No call in between: herald mcp renews the subscription by itself, once it
+        # sees the hub again; until then the events appended make no notification.
+        deadline = time.monotonic() + DEADLINE_S
+        NOTES.updated.clear()
+        while uri not in NOTES.updated:
+            assert time.monotonic() < deadline, "the subscription was not renewed"
+            await appended(cfg, "after the restart")
+            await asyncio.sleep(0.5)
         result = await call(client, "get_run", {"run": run})
         assert result.structured_content["run"]["id"] == run
 
