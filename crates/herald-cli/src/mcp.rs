@@ -353,7 +353,7 @@ impl Bridge {
         };
         let running = match tokio::time::timeout(CONNECT_TIMEOUT, client.serve(transport)).await {
             Ok(Ok(running)) => running,
-            Ok(Err(e)) => return Err(self.unreachable(&e.to_string())),
+            Ok(Err(e)) => return Err(self.unreachable(&reason(&e))),
             Err(_) => return Err(self.unreachable("no answer within 10 s")),
         };
         let peer = running.peer().clone();
@@ -397,7 +397,7 @@ impl Bridge {
                 Ok(value) => return Ok(value),
                 Err(ServiceError::McpError(e)) => return Err(Failure::Mcp(e)),
                 Err(e) => {
-                    last = e.to_string();
+                    last = reason(&e);
                     // Closed for good: the next attempt opens a new session.
                     if let Some(mut running) = self.upstream.lock().await.take() {
                         let _ = running.close_with_timeout(Duration::from_secs(1)).await;
@@ -537,6 +537,23 @@ impl Bridge {
         let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
         result.structured_content = serde_json::to_value(&out).ok();
         Ok(result)
+    }
+}
+
+/// The innermost cause of `e`, for a model to read: "Connection refused (os error
+/// 111)" rather than the transport's Rust types.
+fn reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    // rmcp names its transport's type in brackets.
+    match (text.find(" ["), text.rfind("] ")) {
+        (Some(open), Some(close)) if open < close => {
+            format!("{}{}", &text[..open], &text[close + 1..])
+        }
+        _ => text,
     }
 }
 
@@ -734,6 +751,17 @@ mod tests {
         assert_eq!(
             tool.output_schema.expect("an output schema")["type"],
             "object"
+        );
+    }
+
+    #[test]
+    fn a_reason_leaves_out_rust_types() {
+        let e = std::io::Error::other(
+            "Send message error Transport [a::b<c::d>] error: Connection refused",
+        );
+        assert_eq!(
+            reason(&e),
+            "Send message error Transport error: Connection refused"
         );
     }
 
