@@ -528,7 +528,7 @@ impl Mcp {
         let mut changed = feed.subscribe();
         let progress_token = context.meta.get_progress_token();
         let mut told = String::new();
-        let mut told_percent = 0.0_f64;
+        let mut told_progress = -1.0_f64;
         let mut outcome = loop {
             if state.status.is_terminal() {
                 break "finished";
@@ -538,15 +538,24 @@ impl Mcp {
             }
             if let Some(token) = &progress_token {
                 let line = summary(&state);
-                let percent = state.percent.unwrap_or(0.0).max(told_percent);
                 if line != told {
-                    let note = ProgressNotificationParam::new(token.clone(), percent)
-                        .with_total(100.0)
+                    // MCP wants each notification's progress above the last: a line
+                    // that changed while the percent did not moves it a hair.
+                    let percent = state.percent.unwrap_or(0.0);
+                    let progress = if percent > told_progress {
+                        percent
+                    } else {
+                        told_progress + 0.001
+                    };
+                    let mut note = ProgressNotificationParam::new(token.clone(), progress)
                         .with_message(line.clone());
+                    if progress <= 100.0 {
+                        note = note.with_total(100.0);
+                    }
                     // A client gone away ends the call below, through `ct`.
                     let _ = context.peer.notify_progress(note).await;
                     told = line;
-                    told_percent = percent;
+                    told_progress = progress;
                 }
             }
             changed.borrow_and_update();

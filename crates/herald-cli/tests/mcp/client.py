@@ -138,6 +138,8 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     if outcome == "timeout":
         assert "still running" in text(result), text(result)
     assert heard, "no progress notification while waiting"
+    values = [done for done, _ in heard]
+    assert values == sorted(set(values)), f"progress must grow: {values}"
     assert all(slow in (m or "") for _, m in heard), heard
 
     result = await call(client, "cancel_run", {"run": slow, "reason": "from MCP"})
