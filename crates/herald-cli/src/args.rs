@@ -72,7 +72,17 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Delete runs and their events from a hub.
     Rm(RmArgs),
+    /// Serve MCP on stdin/stdout for an agent's host: the hub's runs as tools and resources.
+    #[command(after_help = MCP_NOTES)]
+    Mcp(McpArgs),
 }
+
+const MCP_NOTES: &str = "\
+Add it to an MCP host as the command `herald` with the arguments `mcp --hub URL`, the
+token in HERALD_TOKEN. The tools are the hub's own (its /mcp, under the same token rules);
+`herald mcp` only carries them to stdio, and adds start_command with --allow-exec. While
+the hub cannot be reached its tools answer with an error saying so, and work again once
+it is back.";
 
 const WATCH_EXIT_CODES: &str = "\
 Exit codes:
@@ -245,6 +255,10 @@ pub struct EmitArgs {
 /// `herald exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// The run's id; by default the hub makes one up.
+    #[arg(long, value_name = "RUN", value_parser = parse_run_id)]
+    pub id: Option<RunId>,
+
     /// The run's name; by default the command line.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -281,6 +295,19 @@ pub struct ExecArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<String>,
+}
+
+/// `herald mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Offer the tool start_command, which runs any command the agent asks for on this
+    /// machine, as `herald exec` does (needs the hub's admin token, or an open hub).
+    #[arg(long)]
+    pub allow_exec: bool,
+
+    /// The hub.
+    #[command(flatten)]
+    pub hub: HubArgs,
 }
 
 /// `herald cancel`.

@@ -180,6 +180,8 @@ impl std::error::Error for HubError {}
 
 /// `POST /v1/runs` body.
 pub(crate) struct NewRun<'a> {
+    /// The run's id; `None`: the hub makes one up.
+    pub(crate) id: Option<&'a RunId>,
     pub(crate) name: &'a str,
     pub(crate) parent: Option<&'a RunId>,
     pub(crate) heartbeat_timeout_s: Option<f64>,
@@ -262,6 +264,7 @@ impl Client {
     /// `POST /v1/runs`.
     pub(crate) fn create_run(&self, run: &NewRun<'_>) -> Result<Created, HubError> {
         let body = CreateRun {
+            id: run.id.map(RunId::to_string),
             name: run.name.to_owned(),
             parent: run.parent.map(RunId::to_string),
             heartbeat_timeout_s: run.heartbeat_timeout_s,

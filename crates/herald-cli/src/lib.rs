@@ -9,6 +9,7 @@
 //! - `commands`: `watch`, `ls`, `events`, `emit`, `exec`, `cancel` and `rm`, the
 //!   commands that talk to a hub.
 //! - `demo`: `herald demo`, a real three-stage job against a simulated model.
+//! - `mcp`: `herald mcp`, MCP over stdio bridged to a hub's `/mcp`, plus start_command.
 //! - `llm_agent`: `herald demo --llm`, the report's agent loop against a real model.
 //! - `serve`: `herald serve`, the hub.
 //! - `signals`: SIGINT, SIGTERM and SIGHUP for `exec` and `watch`.
@@ -29,6 +30,7 @@ mod client;
 mod commands;
 mod demo;
 mod llm_agent;
+mod mcp;
 mod retry;
 mod serve;
 mod signals;
@@ -55,6 +57,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Exec(args) => commands::exec::run(&args),
         Command::Cancel(args) => commands::cancel::cancel(&args),
         Command::Rm(args) => commands::cancel::rm(&args),
+        Command::Mcp(args) => mcp::run(&args),
     };
     match res {
         Ok(code) => ExitCode::from(code),

@@ -24,6 +24,8 @@ mod hubs;
 // The stub model provider of the SDK's tests, with the SDK's recorded fixtures.
 #[path = "../../herald/tests/sdk/llm_server.rs"]
 mod llm_server;
+#[path = "cli/mcp.rs"]
+mod mcp;
 #[path = "cli/postgres.rs"]
 mod postgres;
 #[path = "cli/pty.rs"]

@@ -132,13 +132,58 @@ macro_rules! run_extractors {
     )*};
 }
 
+/// The same checks for a caller that is not a route: `/mcp`'s tools, which hold the
+/// headers of the HTTP request that carried them and a run id of their arguments.
+async fn run_checked(
+    hub: &Hub,
+    headers: &HeaderMap,
+    id: &str,
+    need: Need,
+) -> Result<RunId, ApiError> {
+    let id = parse_run_id(id)?;
+    authorize(hub, headers, None, Some(&id), need).await?;
+    Ok(id)
+}
+
+impl ReadRun {
+    /// Run `id`, once a request with `headers` may read it.
+    pub(crate) async fn checked(
+        hub: &Hub,
+        headers: &HeaderMap,
+        id: &str,
+    ) -> Result<ReadRun, ApiError> {
+        run_checked(hub, headers, id, Need::Read).await.map(ReadRun)
+    }
+}
+
+impl WriteRun {
+    /// Run `id`, once a request with `headers` may change it.
+    pub(crate) async fn checked(
+        hub: &Hub,
+        headers: &HeaderMap,
+        id: &str,
+    ) -> Result<WriteRun, ApiError> {
+        run_checked(hub, headers, id, Need::Write)
+            .await
+            .map(WriteRun)
+    }
+}
+
 run_extractors!(ReadRun: Need::Read, WriteRun: Need::Write, AdminRun: Need::Admin);
 
 impl FromRequestParts<Hub> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
-        authorize(hub, &parts.headers, None, None, Need::Admin).await?;
+        Admin::checked(hub, &parts.headers).await
+    }
+}
+
+impl Admin {
+    /// The admin, once a request with `headers` holds the admin token (or the hub is
+    /// open).
+    pub(crate) async fn checked(hub: &Hub, headers: &HeaderMap) -> Result<Admin, ApiError> {
+        authorize(hub, headers, None, None, Need::Admin).await?;
         Ok(Admin)
     }
 }

@@ -26,6 +26,7 @@
 //! - `store`: the [`Store`] trait and its SQLite and PostgreSQL implementations.
 //! - `error`: [`ApiError`], the one error type, with the error body of
 //!   docs/http-api.md#errors, and how store errors map to it.
+//! - `mcp`: `/mcp`, the tools and resources of docs/mcp.md over MCP's streamable HTTP.
 //! - `server`: the accept loop, the connection cap and the header, body and idle
 //!   timeouts.
 //! - `config` ([`HubConfig`]), `auth` (tokens, hashed at rest, compared in constant
@@ -48,6 +49,7 @@ mod guard;
 mod hub;
 mod limit;
 mod lru;
+mod mcp;
 mod metrics;
 mod openapi;
 mod routes;
@@ -69,6 +71,11 @@ pub use config::{
 pub use error::ApiError;
 pub use hub::Hub;
 pub use limit::RateLimit;
+pub use mcp::{
+    INSTRUCTIONS as MCP_INSTRUCTIONS, jsonrpc_refusal as mcp_jsonrpc_refusal,
+    protocol_versions as mcp_protocol_versions, server_config as mcp_server_config,
+    tool_error as mcp_tool_error, tools as mcp_tools,
+};
 pub use store::{
     Appended, Author, NewRun, PostgresStore, RunFilter, RunRecord, SQLITE_MIGRATIONS, SqliteStore,
     Store, StoreError, Wake, open_store,
@@ -120,7 +127,7 @@ mod tests {
     /// module may use only modules of a later layer, which rules out import cycles.
     const LAYERS: &[&[&str]] = &[
         &["routes"],
-        &["openapi"],
+        &["openapi", "mcp"],
         &["api", "stream", "dashboard", "guard"],
         &["agui"],
         &["access", "cursor", "sse"],

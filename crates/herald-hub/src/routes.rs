@@ -10,7 +10,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::ApiError;
 use crate::hub::Hub;
-use crate::{api, dashboard, guard, openapi, stream};
+use crate::{api, dashboard, guard, mcp, openapi, stream};
 
 pub(crate) fn router(hub: Hub) -> Router {
     let max_body = hub.config().max_body_bytes;
@@ -32,6 +32,7 @@ pub(crate) fn router(hub: Hub) -> Router {
         .route("/", get(dashboard::page))
         .route("/runs/{id}", get(dashboard::page))
         .route("/assets/{file}", get(dashboard::asset))
+        .merge(mcp::router(hub.clone()))
         // After every route: it applies to those registered before it.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)

@@ -77,6 +77,7 @@ const OWN_ID: &str = "herald-exec:";
 /// What `herald exec` runs with.
 struct Settings {
     command: Vec<String>,
+    id: Option<RunId>,
     name: String,
     idle_timeout: Option<Duration>,
     heartbeat: Duration,
@@ -94,6 +95,7 @@ fn resolve(args: &ExecArgs) -> Settings {
         .unwrap_or_else(|| show::cut(&args.command.join(" "), MAX_NAME_CHARS));
     Settings {
         command: args.command.clone(),
+        id: args.id.clone(),
         name,
         idle_timeout: args.idle_timeout,
         heartbeat: args.heartbeat,
@@ -569,6 +571,7 @@ impl Reporter {
         let mut meta = Map::new();
         meta.insert("command".into(), json!(settings.command));
         let created = admin.create_run(&NewRun {
+            id: settings.id.as_ref(),
             name: &settings.name,
             parent: settings.parent.as_ref(),
             // The run stalls on the hub only when exec's heartbeats stop coming.
