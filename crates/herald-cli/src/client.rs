@@ -11,15 +11,15 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use herald::escape_controls;
+use herald_protocol::api::{Appended, CancelRun, CreateRun, Created, ErrorBody, EventsPage};
 use herald_protocol::{Draft, RunId, RunState};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use ureq::http::Response;
 use ureq::{Agent, Body, RequestBuilder};
 
 use crate::args::HubArgs;
+use crate::retry::Backoff;
 
 /// How long connecting to the hub may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest reply read: a page of events is at most 500 of 64 KiB each.
 const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
+/// The first wait of [`Client::append_waiting`], and its longest.
+const APPEND_RETRY_FIRST: Duration = Duration::from_secs(1);
+const APPEND_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Largest error body read.
 const MAX_ERROR_BYTES: u64 = 64 * 1024;
 
@@ -183,28 +186,6 @@ pub(crate) struct NewRun<'a> {
     pub(crate) meta: Option<Map<String, Value>>,
 }
 
-/// `201` of `POST /v1/runs`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Created {
-    pub(crate) id: RunId,
-    pub(crate) write_token: String,
-    #[serde(default)]
-    pub(crate) urls: Map<String, Value>,
-}
-
-/// `200` of `POST /v1/runs/{id}/events`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Appended {
-    pub(crate) cancel_requested: bool,
-}
-
-/// `200` of `GET /v1/runs/{id}/events`: the events as the hub wrote them.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Page {
-    pub(crate) events: Vec<Box<RawValue>>,
-    pub(crate) status: String,
-}
-
 /// One poll of `GET /v1/runs/{id}/events`.
 pub(crate) struct Poll<'a> {
     pub(crate) after: u64,
@@ -280,16 +261,13 @@ impl Client {
 
     /// `POST /v1/runs`.
     pub(crate) fn create_run(&self, run: &NewRun<'_>) -> Result<Created, HubError> {
-        let mut body = json!({ "name": run.name });
-        if let Some(parent) = run.parent {
-            body["parent"] = json!(parent);
-        }
-        if let Some(s) = run.heartbeat_timeout_s {
-            body["heartbeat_timeout_s"] = json!(s);
-        }
-        if let Some(meta) = &run.meta {
-            body["meta"] = Value::Object(meta.clone());
-        }
+        let body = CreateRun {
+            name: run.name.to_owned(),
+            parent: run.parent.map(RunId::to_string),
+            heartbeat_timeout_s: run.heartbeat_timeout_s,
+            meta: run.meta.clone(),
+            ..CreateRun::default()
+        };
         let res = self.post("/v1/runs").send_json(&body);
         self.json(res, Subject::Hub)
     }
@@ -302,8 +280,8 @@ impl Client {
         self.json(res, Subject::Run(run))
     }
 
-    /// [`Client::append`], waiting as long as the hub says (`Retry-After`, or a second)
-    /// while it refuses in a way that makes sending again safe (see
+    /// [`Client::append`], waiting as [`Backoff`] says (from a second, and never
+    /// sooner than the hub's `Retry-After`) while it refuses in a way that makes sending again safe (see
     /// [`HubError::says_wait`]), for at most `patience` in all.
     pub(crate) fn append_waiting(
         &self,
@@ -312,10 +290,11 @@ impl Client {
         patience: Duration,
     ) -> Result<Appended, HubError> {
         let deadline = Instant::now() + patience;
+        let mut backoff = Backoff::new(APPEND_RETRY_FIRST, APPEND_RETRY_MAX);
         loop {
             match self.append(run, drafts) {
                 Err(e) if e.says_wait(drafts) => {
-                    let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
+                    let wait = backoff.delay(e.retry_after());
                     if Instant::now() + wait > deadline {
                         return Err(e);
                     }
@@ -338,7 +317,7 @@ impl Client {
     }
 
     /// `GET /v1/runs/{id}/events`, a long poll when `poll.wait` is set.
-    pub(crate) fn poll(&self, run: &RunId, poll: &Poll<'_>) -> Result<Page, HubError> {
+    pub(crate) fn poll(&self, run: &RunId, poll: &Poll<'_>) -> Result<EventsPage, HubError> {
         let mut req = self
             .get(&format!("/v1/runs/{run}/events"))
             .query("after", poll.after.to_string())
@@ -378,9 +357,8 @@ impl Client {
 
     /// `POST /v1/runs/{id}/cancel`.
     pub(crate) fn cancel(&self, run: &RunId, reason: Option<&str>) -> Result<(), HubError> {
-        let body = match reason {
-            Some(reason) => json!({ "reason": reason }),
-            None => json!({}),
+        let body = CancelRun {
+            reason: reason.map(str::to_owned),
         };
         let res = self
             .post(&format!("/v1/runs/{run}/cancel"))
@@ -484,15 +462,7 @@ pub(crate) fn transport(e: &ureq::Error) -> String {
 
 /// The `code` and `message` of the hub's `{"error": {...}}`.
 fn error_body(text: &str) -> Option<(String, String)> {
-    #[derive(Deserialize)]
-    struct Body {
-        error: Detail,
-    }
-    #[derive(Deserialize)]
-    struct Detail {
-        code: String,
-        message: String,
-    }
-    let body: Body = serde_json::from_str(text).ok()?;
-    Some((body.error.code, body.error.message))
+    let body: ErrorBody = serde_json::from_str(text).ok()?;
+    let code = serde_json::to_value(body.error.code).ok()?;
+    Some((code.as_str()?.to_owned(), body.error.message))
 }

@@ -292,7 +292,9 @@ fn fetch(run: &Run, settings: &Settings) -> Vec<Doc> {
     let mut cache = serde_json::Map::new();
     cache.insert("fetched".into(), json!(settings.items));
     cache.insert("retries".into(), json!(retries.load(Ordering::Relaxed)));
-    run.custom("fetch_stats", cache);
+    if let Err(e) = run.custom("fetch_stats", cache) {
+        run.warn(e.to_string());
+    }
     run.info(format!(
         "fetched {} documents ({} retried)",
         settings.items,

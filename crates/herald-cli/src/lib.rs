@@ -29,6 +29,7 @@ mod client;
 mod commands;
 mod demo;
 mod llm_agent;
+mod retry;
 mod serve;
 mod signals;
 mod sim;

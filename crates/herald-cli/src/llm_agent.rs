@@ -25,12 +25,16 @@ use serde_json::{Value, json};
 use crate::UsageError;
 use crate::args::LlmProviderArg;
 use crate::demo::{Doc, SUMMARY_BATCH};
+use crate::retry::Backoff;
 
 /// Model calls per report, at most: the loop ends there even if the model still calls
 /// tools.
 const MAX_TURNS: u64 = 8;
 /// Tries of one model call when the API is rate limited, overloaded or failing.
 const ATTEMPTS: u32 = 4;
+/// The first wait before calling the model again, and the longest (before `--speed`).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(4);
 /// The completion budget of each call.
 const MAX_TOKENS: u64 = 1024;
 /// Summaries a search returns, at most.
@@ -39,6 +43,11 @@ const MAX_HITS: usize = 10;
 const SYSTEM: &str = "You triage business documents and write short risk reports. \
     Use the tools to read the documents you need before you answer. \
     Answer with the report alone: three to five plain sentences.";
+
+/// How long a model's API may take to start its answer...
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// ... and to finish streaming it.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The model the agent talks to, resolved from `--llm`, `--model` and the provider's
 /// environment.
@@ -86,9 +95,15 @@ impl LlmSettings {
                 "{base_var} must be an http:// or https:// URL, not `{base}`"
             )));
         }
+        let model = model.unwrap_or(default_model).trim();
+        if model.is_empty() {
+            return Err(UsageError(
+                "--model must name a model, not be empty".to_owned(),
+            ));
+        }
         Ok(LlmSettings {
             provider,
-            model: model.unwrap_or(default_model).to_owned(),
+            model: model.to_owned(),
             key,
             url: format!("{}{path}", base.trim_end_matches('/')),
         })
@@ -249,6 +264,11 @@ pub(crate) fn write_report(
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
+        // A provider that accepts the request and then says nothing must not hold the
+        // demo forever: the answer's headers within two minutes (a streamed answer
+        // sends them at once), the whole stream within ten.
+        .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+        .timeout_recv_body(Some(STREAM_TIMEOUT))
         .build()
         .into();
     let prompt = format!(
@@ -303,6 +323,7 @@ fn call_with_retries(
     body: &Value,
 ) -> anyhow::Result<LlmReply> {
     let mut attempt = 1;
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
         let (res, retry_after) = call(agent, llm, run, body);
         let error = match res {
@@ -317,12 +338,13 @@ fn call_with_retries(
                 )
             });
         }
-        // Backing off 1, 2, 4 s, or as long as the API asked; `--speed` shortens the
-        // demo's waits, this one too.
-        let wait = retry_after
-            .unwrap_or_default()
-            .max(Duration::from_secs(1 << (attempt - 1)));
-        let wait = wait.div_f64(speed);
+        // Backing off from a second, which `--speed` shortens as it does the demo's
+        // other waits, but never to less than the API asked for: its Retry-After is
+        // its own.
+        let wait = backoff
+            .delay(None)
+            .div_f64(speed)
+            .max(retry_after.unwrap_or_default());
         run.warn(format!(
             "the model's API answered {error}; trying again in {:.1} s",
             wait.as_secs_f64()

@@ -57,16 +57,17 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
 use herald_protocol::api::ApiErrorCode;
 use herald_protocol::{
-    Counter, Event, EventBody, ItemCounts, RunId, RunOutcome, RunState, RunStatus, StageState,
-    ToolOutcome, ToolProgress,
+    Counter, Event, EventBody, ItemCounts, RunFinished, RunId, RunOutcome, RunState, RunStatus,
+    StageState, ToolFinished, ToolOutcome, ToolProgress, ToolStarted,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::Hub;
+use crate::cursor::{Cursor, check_cursor};
 use crate::error::{ApiError, json_body};
+use crate::hub::Hub;
+use crate::sse::sse_of;
 use crate::store::{RunRecord, StoreError};
-use crate::stream::{Cursor, check_cursor, sse_of};
 
 /// The `format` that asks for AG-UI.
 pub(crate) const FORMAT: &str = "ag-ui";
@@ -218,6 +219,42 @@ struct OpenMessage {
     message_id: String,
 }
 
+/// The AG-UI events one herald event becomes, as they are made.
+struct Out<'e> {
+    events: Vec<AgUiEvent>,
+    /// The event's time, in milliseconds.
+    ts: i64,
+    event: &'e Event,
+}
+
+/// Whether an AG-UI event carries the herald event as its `rawEvent`: the one that
+/// stands for it does; those made up on the way (the start of a step that ended
+/// without one, a message ended by a response) do not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Raw {
+    With,
+    Without,
+}
+
+impl Out<'_> {
+    /// The herald event as JSON, for `rawEvent` (or `CUSTOM`'s `value`).
+    fn raw(&self) -> Option<Value> {
+        serde_json::to_value(self.event).ok()
+    }
+
+    fn emit(&mut self, kind: Kind, raw: Raw) {
+        let raw_event = match raw {
+            Raw::With => self.raw(),
+            Raw::Without => None,
+        };
+        self.events.push(AgUiEvent {
+            kind,
+            timestamp: self.ts,
+            raw_event,
+        });
+    }
+}
+
 /// Translates one run's herald events, in `seq` order, into AG-UI events.
 pub(crate) struct Encoder {
     run: RunId,
@@ -286,182 +323,188 @@ impl Encoder {
 
     /// The AG-UI events that `event` becomes; none once the run has finished.
     pub(crate) fn push(&mut self, event: &Event) -> Vec<AgUiEvent> {
-        let mut out = Vec::new();
         if self.finished {
-            return out;
+            return Vec::new();
         }
         self.state.apply(event);
-        let ts = millis(event.ts.unix_micros());
-        // The herald event, for `rawEvent` (or `CUSTOM`'s `value`).
-        let raw = || serde_json::to_value(event).ok();
+        let mut out = Out {
+            events: Vec::new(),
+            ts: millis(event.ts.unix_micros()),
+            event,
+        };
         if let EventBody::RunStarted(_) = &event.body {
             if !self.started {
                 if let Some(parent) = &event.parent {
                     parent.as_str().clone_into(&mut self.thread);
                 }
-                self.start_into(&mut out, ts, raw());
-                return out;
+                let raw = out.raw();
+                self.start_into(&mut out.events, out.ts, raw);
+                return out.events;
             }
         }
-        self.start_into(&mut out, ts, None);
-        // `raw` goes on the AG-UI event that stands for `event`; those made up on the
-        // way (the start of a step that ended without one, a message ended by a
-        // response) carry none.
-        let emit = |out: &mut Vec<AgUiEvent>, kind: Kind, with_raw: bool| {
-            out.push(AgUiEvent {
-                kind,
-                timestamp: ts,
-                raw_event: if with_raw { raw() } else { None },
-            });
-        };
+        self.start_into(&mut out.events, out.ts, None);
         match &event.body {
-            EventBody::RunFinished(finished) => {
-                self.close_all(&mut out, ts);
-                self.progress_after_change(&mut out, ts);
-                let kind = match finished.status {
-                    RunOutcome::Succeeded => Kind::RunFinished {
-                        thread_id: self.thread.clone(),
-                        run_id: self.run.as_str().to_owned(),
-                        result: finished.result.clone().filter(|r| !r.is_null()),
-                    },
-                    RunOutcome::Failed => Kind::RunError {
-                        message: finished
-                            .error
-                            .clone()
-                            .unwrap_or_else(|| "the run failed".to_owned()),
-                        code: "failed".to_owned(),
-                    },
-                    RunOutcome::Cancelled => Kind::RunError {
-                        message: finished
-                            .error
-                            .clone()
-                            .unwrap_or_else(|| "the run was cancelled".to_owned()),
-                        code: "cancelled".to_owned(),
-                    },
-                };
-                emit(&mut out, kind, true);
-                self.finished = true;
-            }
+            EventBody::RunFinished(finished) => self.run_finished(&mut out, finished),
             EventBody::StageStarted(stage) if !self.steps.contains(&stage.stage) => {
                 self.steps.push(stage.stage.clone());
                 let step_name = stage.stage.clone();
-                emit(&mut out, Kind::StepStarted { step_name }, true);
+                out.emit(Kind::StepStarted { step_name }, Raw::With);
             }
-            EventBody::StageFinished(stage) => {
-                if let Some(at) = self.steps.iter().position(|s| s == &stage.stage) {
-                    self.steps.remove(at);
-                } else {
-                    // Finished without having started: AG-UI wants the start first.
-                    let step_name = stage.stage.clone();
-                    emit(&mut out, Kind::StepStarted { step_name }, false);
-                }
-                let step_name = stage.stage.clone();
-                emit(&mut out, Kind::StepFinished { step_name }, true);
-                self.progress_after_change(&mut out, ts);
-            }
+            EventBody::StageFinished(stage) => self.stage_finished(&mut out, &stage.stage),
             EventBody::Progress(progress) if progress.call_id.is_some() => {
                 match self.tool_activity(progress.call_id.as_deref().unwrap_or_default()) {
-                    Some(kind) => emit(&mut out, kind, true),
+                    Some(kind) => out.emit(kind, Raw::With),
                     // A call not in flight has no row: the run's progress, unchanged
                     // by it, still carries the event.
-                    None => {
-                        self.progress_shown = true;
-                        emit(&mut out, self.progress_snapshot(), true);
-                    }
+                    None => self.show_progress(&mut out),
                 }
             }
             EventBody::Progress(_)
             | EventBody::ItemStarted(_)
             | EventBody::ItemFinished(_)
-            | EventBody::Heartbeat(_) => {
-                self.progress_shown = true;
-                emit(&mut out, self.progress_snapshot(), true);
-            }
+            | EventBody::Heartbeat(_) => self.show_progress(&mut out),
             EventBody::TextDelta(delta) => {
-                let message_id = self.open_message(&mut out, delta.call_id.as_deref(), ts);
+                let message_id =
+                    self.open_message(&mut out.events, delta.call_id.as_deref(), out.ts);
                 let kind = Kind::TextMessageContent {
                     message_id,
                     delta: delta.text.clone(),
                 };
-                emit(&mut out, kind, true);
+                out.emit(kind, Raw::With);
             }
             EventBody::ToolStarted(tool) if !self.tools.contains_key(&tool.call_id) => {
-                let tool_call_id = self.announce_tool(&tool.call_id);
+                self.tool_started(&mut out, tool);
+            }
+            EventBody::ToolFinished(tool) => self.tool_finished(&mut out, tool),
+            body => self.other(&mut out, body),
+        }
+        out.events
+    }
+
+    /// `run.finished`: what is open is closed, then `RUN_FINISHED`, or `RUN_ERROR` for
+    /// a run that failed or was cancelled.
+    fn run_finished(&mut self, out: &mut Out<'_>, finished: &RunFinished) {
+        self.close_all(&mut out.events, out.ts);
+        self.progress_after_change(&mut out.events, out.ts);
+        let kind = match finished.status {
+            RunOutcome::Succeeded => Kind::RunFinished {
+                thread_id: self.thread.clone(),
+                run_id: self.run.as_str().to_owned(),
+                result: finished.result.clone().filter(|r| !r.is_null()),
+            },
+            RunOutcome::Failed => Kind::RunError {
+                message: finished
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the run failed".to_owned()),
+                code: "failed".to_owned(),
+            },
+            RunOutcome::Cancelled => Kind::RunError {
+                message: finished
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the run was cancelled".to_owned()),
+                code: "cancelled".to_owned(),
+            },
+        };
+        out.emit(kind, Raw::With);
+        self.finished = true;
+    }
+
+    /// `stage.finished`: `STEP_FINISHED`, after the `STEP_STARTED` AG-UI wants first
+    /// if the stage never said it started.
+    fn stage_finished(&mut self, out: &mut Out<'_>, stage: &str) {
+        if let Some(at) = self.steps.iter().position(|s| s == stage) {
+            self.steps.remove(at);
+        } else {
+            let step_name = stage.to_owned();
+            out.emit(Kind::StepStarted { step_name }, Raw::Without);
+        }
+        let step_name = stage.to_owned();
+        out.emit(Kind::StepFinished { step_name }, Raw::With);
+        self.progress_after_change(&mut out.events, out.ts);
+    }
+
+    /// A tick of the run's progress: a snapshot of it.
+    fn show_progress(&mut self, out: &mut Out<'_>) {
+        self.progress_shown = true;
+        out.emit(self.progress_snapshot(), Raw::With);
+    }
+
+    /// `tool.started` of a call not in flight: its start, its arguments, its end.
+    fn tool_started(&mut self, out: &mut Out<'_>, tool: &ToolStarted) {
+        let tool_call_id = self.announce_tool(&tool.call_id);
+        let kind = Kind::ToolCallStart {
+            tool_call_id: tool_call_id.clone(),
+            tool_call_name: tool.tool.clone(),
+        };
+        out.emit(kind, Raw::With);
+        if let Some(input) = &tool.input {
+            // Arguments are JSON text, whatever the input's type.
+            let delta = input.to_string();
+            let kind = Kind::ToolCallArgs {
+                tool_call_id: tool_call_id.clone(),
+                delta,
+            };
+            out.emit(kind, Raw::Without);
+        }
+        out.emit(Kind::ToolCallEnd { tool_call_id }, Raw::Without);
+    }
+
+    /// `tool.finished`: the call's result, announced first if it never was.
+    fn tool_finished(&mut self, out: &mut Out<'_>, tool: &ToolFinished) {
+        let tool_call_id = match self.tools.remove(&tool.call_id) {
+            Some(id) => id,
+            None => {
+                let id = self.announce_tool(&tool.call_id);
+                self.tools.remove(&tool.call_id);
                 let kind = Kind::ToolCallStart {
-                    tool_call_id: tool_call_id.clone(),
+                    tool_call_id: id.clone(),
                     tool_call_name: tool.tool.clone(),
                 };
-                emit(&mut out, kind, true);
-                if let Some(input) = &tool.input {
-                    // Arguments are JSON text, whatever the input's type.
-                    let delta = input.to_string();
-                    let kind = Kind::ToolCallArgs {
-                        tool_call_id: tool_call_id.clone(),
-                        delta,
-                    };
-                    emit(&mut out, kind, false);
-                }
-                emit(&mut out, Kind::ToolCallEnd { tool_call_id }, false);
+                out.emit(kind, Raw::Without);
+                let tool_call_id = id.clone();
+                out.emit(Kind::ToolCallEnd { tool_call_id }, Raw::Without);
+                id
             }
-            EventBody::ToolFinished(tool) => {
-                let tool_call_id = match self.tools.remove(&tool.call_id) {
-                    Some(id) => id,
-                    None => {
-                        // A result for a call never announced: announce it first.
-                        let id = self.announce_tool(&tool.call_id);
-                        self.tools.remove(&tool.call_id);
-                        let kind = Kind::ToolCallStart {
-                            tool_call_id: id.clone(),
-                            tool_call_name: tool.tool.clone(),
-                        };
-                        emit(&mut out, kind, false);
-                        let tool_call_id = id.clone();
-                        emit(&mut out, Kind::ToolCallEnd { tool_call_id }, false);
-                        id
-                    }
-                };
-                let output = tool.output.as_ref().map(json_text);
-                let content = match tool.status {
-                    ToolOutcome::Succeeded => output.unwrap_or_default(),
-                    ToolOutcome::Failed => tool
-                        .error
-                        .clone()
-                        .or(output)
-                        .unwrap_or_else(|| format!("{} failed", tool.tool)),
-                };
-                let kind = Kind::ToolCallResult {
-                    message_id: format!("result:{tool_call_id}"),
-                    tool_call_id,
-                    content,
-                    role: "tool",
-                };
-                emit(&mut out, kind, true);
-            }
-            body => {
-                // The text of a model call ends with its response; text without a
-                // call ends with the agent's response.
-                match body {
-                    EventBody::LlmResponse(response) => {
-                        self.end_messages(&mut out, ts, |m| {
-                            m.call_id.as_deref() == Some(response.call_id.as_str())
-                        });
-                    }
-                    EventBody::AgentResponse(_) => {
-                        self.end_messages(&mut out, ts, |m| m.call_id.is_none());
-                    }
-                    _ => {}
-                }
-                out.push(AgUiEvent {
-                    kind: Kind::Custom {
-                        name: event.event_type().to_owned(),
-                        value: raw().unwrap_or(Value::Null),
-                    },
-                    timestamp: ts,
-                    raw_event: None,
+        };
+        let output = tool.output.as_ref().map(json_text);
+        let content = match tool.status {
+            ToolOutcome::Succeeded => output.unwrap_or_default(),
+            ToolOutcome::Failed => tool
+                .error
+                .clone()
+                .or(output)
+                .unwrap_or_else(|| format!("{} failed", tool.tool)),
+        };
+        let kind = Kind::ToolCallResult {
+            message_id: format!("result:{tool_call_id}"),
+            tool_call_id,
+            content,
+            role: "tool",
+        };
+        out.emit(kind, Raw::With);
+    }
+
+    /// Any other event: AG-UI's `CUSTOM`, after the text it ends. The text of a model
+    /// call ends with its response; text without a call ends with the agent's response.
+    fn other(&mut self, out: &mut Out<'_>, body: &EventBody) {
+        match body {
+            EventBody::LlmResponse(response) => {
+                self.end_messages(&mut out.events, out.ts, |m| {
+                    m.call_id.as_deref() == Some(response.call_id.as_str())
                 });
             }
+            EventBody::AgentResponse(_) => {
+                self.end_messages(&mut out.events, out.ts, |m| m.call_id.is_none());
+            }
+            _ => {}
         }
-        out
+        let kind = Kind::Custom {
+            name: out.event.event_type().to_owned(),
+            value: out.raw().unwrap_or(Value::Null),
+        };
+        out.emit(kind, Raw::Without);
     }
 
     /// `ACTIVITY_SNAPSHOT` of the run state's progress, as folded so far.

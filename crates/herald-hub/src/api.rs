@@ -1,12 +1,9 @@
 //! The REST routes of docs/http-api.md, and who may call them.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use herald_protocol::api::{
     ApiErrorCode, Appended, CancelRun, Cancelled, CreateRun, Created, ErrorBody, Health,
     MAX_TRACK_CHARS, MAX_TRACK_ITEM_CHARS, MAX_TRACK_ITEMS, RunUrls, RunsPage,
@@ -17,13 +14,12 @@ use herald_protocol::{
 };
 use serde::Deserialize;
 use serde_json::Value;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+use crate::access::{Admin, AdminRun, Body, Params, ReadRun, WriteRun, parse_run_id};
 use crate::auth::{self, Scope};
-use crate::error::{ApiError, json_body};
-use crate::store::{NewRun, RunFilter, StoreError};
-use crate::{Hub, stream};
+use crate::error::{ApiError, db_error, json_body, store_error};
+use crate::hub::Hub;
+use crate::store::{Author, NewRun, RunFilter, StoreError};
 
 /// Longest heartbeat timeout and time to live a run may ask for: a year.
 const MAX_SECONDS: f64 = 366.0 * 86_400.0;
@@ -39,246 +35,6 @@ const MAX_TS_AHEAD_S: f64 = 3600.0;
 /// replayed into it; nothing real is older, and a time of year 1 only makes an
 /// absurd `elapsed_s`.
 const MAX_TS_BEHIND_S: f64 = 7.0 * 86_400.0;
-
-pub(crate) fn router(hub: Hub) -> Router {
-    let max_body = hub.config().max_body_bytes;
-    let cors = cors(
-        &hub.config().cors_origins,
-        hub.config().admin_token.is_none(),
-    );
-    let router = Router::new()
-        .route("/v1/runs", post(create_run).get(list_runs))
-        .route("/v1/runs/stream", get(stream::runs_stream))
-        .route("/v1/runs/{id}", get(get_run).delete(delete_run))
-        .route("/v1/runs/{id}/events", post(append).get(stream::poll))
-        .route("/v1/runs/{id}/stream", get(stream::sse).post(stream::sse_post))
-        .route("/v1/runs/{id}/ws", get(stream::ws))
-        .route("/v1/runs/{id}/cancel", post(cancel))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .route("/", get(crate::dashboard::page))
-        .route("/runs/{id}", get(crate::dashboard::page))
-        .route("/assets/{file}", get(crate::dashboard::asset))
-        // After every route: it applies to those registered before it.
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(fallback)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            hub.clone(),
-            crate::guard::guard,
-        ))
-        .layer(
-            // Log method and path only: a `?token=` must never reach a log.
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-                })
-                // One line per request, with its status and latency.
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        );
-    match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
-    .with_state(hub)
-}
-
-/// CORS for `origins` (`*`: any), so that pages served elsewhere, an AG-UI front end
-/// say, can call the API with a bearer token; none when `origins` is empty. No
-/// cookies are involved (`allow_credentials` stays off), so a page must hold a token;
-/// on an open hub (`open`) that would let any page read and change its runs, so `*`
-/// is refused there and only named origins are let in. Private network access is
-/// allowed too, for a page on a public origin reaching a hub on this machine.
-fn cors(origins: &[String], open: bool) -> Option<CorsLayer> {
-    let mut allowed = Vec::new();
-    let mut any = false;
-    for origin in origins {
-        // Browsers send the scheme and host in lower case.
-        let origin = origin.trim().to_ascii_lowercase();
-        if origin == "*" {
-            if open {
-                tracing::error!("CORS for any origin refused: the hub has no admin token");
-            } else {
-                any = true;
-            }
-            continue;
-        }
-        match header::HeaderValue::from_str(&origin) {
-            Ok(value) => allowed.push(value),
-            Err(_) => tracing::error!(%origin, "not a CORS origin; ignored"),
-        }
-    }
-    let allow = match (any, allowed.is_empty()) {
-        (true, _) => AllowOrigin::any(),
-        (false, false) => AllowOrigin::list(allowed),
-        (false, true) => return None,
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                header::ACCEPT,
-                header::HeaderName::from_static("last-event-id"),
-            ])
-            .expose_headers([header::RETRY_AFTER])
-            .allow_private_network(true)
-            .max_age(std::time::Duration::from_secs(3600)),
-    )
-}
-
-async fn fallback(req: Request) -> ApiError {
-    ApiError::route_not_found(req.uri().path())
-}
-
-/// A route's path with a method it does not take; axum adds the `Allow` header.
-async fn method_not_allowed(req: Request) -> ApiError {
-    ApiError::method_not_allowed(req.method().as_str(), req.uri().path())
-}
-
-/// What a route needs of the caller.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Need {
-    /// The admin token (create, list, delete).
-    Admin,
-    /// The run's write token or the admin token (append, cancel).
-    Write,
-    /// Any token of the run, or the admin token (state, poll, stream).
-    Read,
-}
-
-/// Checks the caller's token for `need` on `run`. An open hub (no admin token) lets
-/// everything through. `query_token` is the `?token=` of EventSource, which may carry
-/// a read token only.
-pub(crate) async fn authorize(
-    hub: &Hub,
-    headers: &HeaderMap,
-    query_token: Option<&str>,
-    run: Option<&RunId>,
-    need: Need,
-) -> Result<(), ApiError> {
-    let Some(admin) = hub.config().admin_token.as_deref() else {
-        return Ok(());
-    };
-    let from_query =
-        auth::presented(headers, None).is_none() && query_token.is_some_and(|t| !t.is_empty());
-    let Some(token) = auth::presented(headers, query_token) else {
-        return Err(ApiError::unauthorized(
-            "this hub needs a token: send `Authorization: Bearer <token>`",
-        ));
-    };
-    let presented_hash = auth::hash(&token);
-    if auth::same(&presented_hash, &auth::hash(admin)) {
-        if from_query {
-            return Err(ApiError::unauthorized(
-                "only a run's read token may be passed as ?token=",
-            ));
-        }
-        return Ok(());
-    }
-    let found = hub.store().token(&presented_hash).await.map_err(db_error)?;
-    let Some((token_run, scope)) = found else {
-        return Err(ApiError::unauthorized("the token is not valid on this hub"));
-    };
-    if from_query && scope != Scope::Read {
-        return Err(ApiError::unauthorized(
-            "only a run's read token may be passed as ?token=",
-        ));
-    }
-    match (need, run) {
-        (Need::Admin, _) | (_, None) => {
-            Err(ApiError::forbidden("this needs the hub's admin token"))
-        }
-        (_, Some(run)) if &token_run != run => Err(ApiError::forbidden(format!(
-            "the token belongs to another run, not to `{run}`"
-        ))),
-        (Need::Write, Some(_)) if scope == Scope::Read => Err(ApiError::forbidden(
-            "a read token cannot change a run: use its write token",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The body, or 413 when it is over the limit, or 408 when it did not arrive in time.
-pub(crate) fn body_bytes(
-    hub: &Hub,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if let Some(limit) = crate::server::BodyTimedOut::among(&e) {
-            ApiError::body_timeout(limit)
-        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!(
-                "the body is over the limit of {} bytes",
-                hub.config().max_body_bytes
-            ))
-        } else {
-            ApiError::bad_request(ApiErrorCode::InvalidBody, e.body_text())
-        }
-    })
-}
-
-pub(crate) fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
-    RunId::new(id).map_err(|e| ApiError::invalid_field("id", format!("`{id}` is an {e}")))
-}
-
-/// The run a per-run route names, once the caller may do `need` on it: the one place
-/// that parses the id from the path and checks the token.
-pub(crate) async fn run_for(
-    hub: &Hub,
-    headers: &HeaderMap,
-    id: &str,
-    query_token: Option<&str>,
-    need: Need,
-) -> Result<RunId, ApiError> {
-    let id = parse_run_id(id)?;
-    authorize(hub, headers, query_token, Some(&id), need).await?;
-    Ok(id)
-}
-
-pub(crate) fn store_error(run: &RunId, e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::run_not_found(run.as_str()),
-        StoreError::Conflict => ApiError::conflict(
-            ApiErrorCode::RunExists,
-            format!("a run `{run}` exists already"),
-        ),
-        StoreError::Finished => ApiError::conflict(
-            ApiErrorCode::RunFinished,
-            format!("run `{run}` has finished and takes no more events"),
-        ),
-        StoreError::EventTooLarge { index, bytes } => ApiError::event_too_large(format!(
-            "event {index} would be stored (with `v`, `run`, `seq` and `ts`) as {bytes} \
-             bytes, over the limit of {MAX_EVENT_BYTES}; nothing of the batch was stored"
-        ))
-        .with_index(index),
-        StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Db(_) => db_error(e),
-    }
-}
-
-/// A store failure that is no client's doing: 503 while the database is unreachable
-/// (a load balancer or the SDK tries again), 507 while its disk is full (the same
-/// request is taken once space is freed), 500 otherwise; all logged.
-pub(crate) fn db_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Unavailable(_) => {
-            tracing::warn!(error = %e, "the database is unreachable");
-            ApiError::unavailable("the hub cannot reach its database just now; try again")
-        }
-        StoreError::Full(_) => {
-            tracing::error!(error = %e, "the database's disk is full: writes are refused");
-            ApiError::insufficient_storage(
-                "the hub's disk is full: nothing of this request was stored; \
-                 send it again once space is freed",
-            )
-        }
-        other => ApiError::internal(other),
-    }
-}
 
 fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<f64, ApiError> {
     match value {
@@ -315,31 +71,17 @@ fn generate_run_id(now: Timestamp) -> RunId {
               (status = 409, description = "a run with this id exists", body = ErrorBody)))]
 pub(crate) async fn create_run(
     State(hub): State<Hub>,
+    _: Admin,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, None, None, Need::Admin).await?;
-    let body: CreateRun = json_body(&body_bytes(&hub, body)?)?;
+    let body: CreateRun = json_body(&body)?;
     let now = hub.now();
     let id = match body.id {
         Some(id) => parse_run_id(&id)?,
         None => generate_run_id(now),
     };
-    if body.name.trim().is_empty() || body.name.len() > MAX_NAME_BYTES {
-        return Err(ApiError::invalid_field(
-            "name",
-            "`name` must be 1 to 1024 bytes",
-        ));
-    }
-    // PostgreSQL's text cannot hold NUL; refused whichever the store, so that a run
-    // that one hub takes no other refuses. (Other control characters are kept: a
-    // command line as a name may hold a newline; views escape what they show.)
-    if body.name.contains('\0') {
-        return Err(ApiError::invalid_field(
-            "name",
-            "`name` must not contain NUL (\\u0000)",
-        ));
-    }
+    check_name(&body.name)?;
     let parent = body
         .parent
         .map(|p| {
@@ -347,83 +89,9 @@ pub(crate) async fn create_run(
                 .map_err(|e| ApiError::invalid_field("parent", format!("`parent` is an {e}")))
         })
         .transpose()?;
-    let track = match body.track {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Array(items)) if items.len() > MAX_TRACK_ITEMS => {
-            return Err(ApiError::invalid_field(
-                "track",
-                format!("`track` may list at most {MAX_TRACK_ITEMS} patterns"),
-            ));
-        }
-        Some(Value::Array(items))
-            if items
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|p| p.chars().count() > MAX_TRACK_ITEM_CHARS) =>
-        {
-            return Err(ApiError::invalid_field(
-                "track",
-                format!(
-                    "each pattern of `track` must be at most {MAX_TRACK_ITEM_CHARS} characters"
-                ),
-            ));
-        }
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "track",
-                        "`track` must be a string or a list of strings",
-                    )
-                })?
-                .join(","),
-        ),
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "track",
-                "`track` must be a string or a list of strings",
-            ));
-        }
-    };
-    if track
-        .as_ref()
-        .is_some_and(|t| t.chars().count() > MAX_TRACK_CHARS)
-    {
-        return Err(ApiError::invalid_field(
-            "track",
-            format!("`track` must be at most {MAX_TRACK_CHARS} characters"),
-        ));
-    }
-    if track
-        .as_ref()
-        .is_some_and(|t| t.chars().any(char::is_control))
-    {
-        // No event type has one; PostgreSQL's text cannot hold NUL.
-        return Err(ApiError::invalid_field(
-            "track",
-            "`track` must not contain control characters",
-        ));
-    }
-    let track = track
-        .map(|t| {
-            t.parse::<TypeFilter>()
-                .map_err(|e| ApiError::invalid_field("track", e.to_string()))
-        })
-        .transpose()?;
-    // Stored with the run, so bounded as the `meta` of a `run.started` event is.
+    let track = body.track.map(parse_track).transpose()?.flatten();
     if let Some(meta) = &body.meta {
-        let bytes = serde_json::to_vec(meta).map_or(usize::MAX, |json| json.len());
-        if bytes > MAX_EVENT_BYTES {
-            return Err(ApiError::event_too_large(format!(
-                "`meta` is {bytes} bytes of JSON, over the limit of {MAX_EVENT_BYTES} \
-                 that an event's is held to"
-            ))
-            .with_field("meta"));
-        }
+        check_meta(meta)?;
     }
     let write_token = auth::generate(Scope::Write);
     let read_token = auth::generate(Scope::Read);
@@ -451,14 +119,7 @@ pub(crate) async fn create_run(
     // A run created again under an old id starts with a full bucket, not the old one's.
     hub.limiter().forget(&id);
     hub.created(&record);
-    let base = base_url(&hub, &headers);
-    let urls = RunUrls {
-        run: format!("{base}/v1/runs/{id}"),
-        events: format!("{base}/v1/runs/{id}/events"),
-        stream: format!("{base}/v1/runs/{id}/stream"),
-        ws: format!("{}/v1/runs/{id}/ws", base.replacen("http", "ws", 1)),
-        dashboard: format!("{base}/runs/{id}?token={read_token}"),
-    };
+    let urls = run_urls(&base_url(&hub, &headers), &id, &read_token);
     let body = Created {
         id,
         write_token,
@@ -466,6 +127,124 @@ pub(crate) async fn create_run(
         urls,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A run's `name`: 1 to [`MAX_NAME_BYTES`] bytes, not only spaces, without NUL.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(ApiError::invalid_field(
+            "name",
+            "`name` must be 1 to 1024 bytes",
+        ));
+    }
+    // PostgreSQL's text cannot hold NUL; refused whichever the store, so that a run
+    // that one hub takes no other refuses. (Other control characters are kept: a
+    // command line as a name may hold a newline; views escape what they show.)
+    if name.contains('\0') {
+        return Err(ApiError::invalid_field(
+            "name",
+            "`name` must not contain NUL (\\u0000)",
+        ));
+    }
+    Ok(())
+}
+
+/// A run's `track`: type patterns as one comma-separated string or a list of them;
+/// `None` for `null`.
+fn parse_track(track: Value) -> Result<Option<TypeFilter>, ApiError> {
+    let track = match track {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        Value::Array(items) if items.len() > MAX_TRACK_ITEMS => {
+            return Err(ApiError::invalid_field(
+                "track",
+                format!("`track` may list at most {MAX_TRACK_ITEMS} patterns"),
+            ));
+        }
+        Value::Array(items)
+            if items
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|p| p.chars().count() > MAX_TRACK_ITEM_CHARS) =>
+        {
+            return Err(ApiError::invalid_field(
+                "track",
+                format!(
+                    "each pattern of `track` must be at most {MAX_TRACK_ITEM_CHARS} characters"
+                ),
+            ));
+        }
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "track",
+                        "`track` must be a string or a list of strings",
+                    )
+                })?
+                .join(","),
+        ),
+        _ => {
+            return Err(ApiError::invalid_field(
+                "track",
+                "`track` must be a string or a list of strings",
+            ));
+        }
+    };
+    if track
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_TRACK_CHARS)
+    {
+        return Err(ApiError::invalid_field(
+            "track",
+            format!("`track` must be at most {MAX_TRACK_CHARS} characters"),
+        ));
+    }
+    if track
+        .as_ref()
+        .is_some_and(|t| t.chars().any(char::is_control))
+    {
+        // No event type has one; PostgreSQL's text cannot hold NUL.
+        return Err(ApiError::invalid_field(
+            "track",
+            "`track` must not contain control characters",
+        ));
+    }
+    track
+        .map(|t| {
+            t.parse::<TypeFilter>()
+                .map_err(|e| ApiError::invalid_field("track", e.to_string()))
+        })
+        .transpose()
+}
+
+/// A run's `meta`: stored with the run, so bounded as the `meta` of a `run.started`
+/// event is.
+fn check_meta(meta: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    let bytes = serde_json::to_vec(meta).map_or(usize::MAX, |json| json.len());
+    if bytes > MAX_EVENT_BYTES {
+        return Err(ApiError::event_too_large(format!(
+            "`meta` is {bytes} bytes of JSON, over the limit of {MAX_EVENT_BYTES} \
+                 that an event's is held to"
+        ))
+        .with_field("meta"));
+    }
+    Ok(())
+}
+
+/// Where a run just created is found: its routes, and its dashboard page with the
+/// read token.
+fn run_urls(base: &str, id: &RunId, read_token: &str) -> RunUrls {
+    RunUrls {
+        run: format!("{base}/v1/runs/{id}"),
+        events: format!("{base}/v1/runs/{id}/events"),
+        stream: format!("{base}/v1/runs/{id}/stream"),
+        ws: format!("{}/v1/runs/{id}/ws", base.replacen("http", "ws", 1)),
+        dashboard: format!("{base}/runs/{id}?token={read_token}"),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/events", params(("id" = RunId, Path, description = "run id")),
@@ -479,13 +258,10 @@ pub(crate) async fn create_run(
                headers(("Retry-After" = u64, description = "seconds")))))]
 pub(crate) async fn append(
     State(hub): State<Hub>,
-    id: Result<Path<String>, PathRejection>,
+    WriteRun(id): WriteRun,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> Result<Json<Appended>, ApiError> {
-    let Path(id) = id?;
-    let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
-    let body = body_bytes(&hub, body)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -527,12 +303,15 @@ pub(crate) async fn append(
             wait_s,
         ));
     }
-    let appended = hub.append(&id, drafts, true).await.map_err(|e| {
-        if matches!(e, StoreError::Full(_)) {
-            hub.metrics().disk_full();
-        }
-        store_error(&id, e)
-    })?;
+    let appended = hub
+        .append(&id, drafts, Author::Producer)
+        .await
+        .map_err(|e| {
+            if matches!(e, StoreError::Full(_)) {
+                hub.metrics().disk_full();
+            }
+            store_error(&id, e)
+        })?;
     hub.limiter().charge(&id, events, hub.now());
     Ok(Json(Appended {
         appended: appended.events.len() as u64,
@@ -572,24 +351,13 @@ fn check_times(drafts: &[Draft], now: Timestamp) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `?token=` on routes a browser may open directly.
-#[derive(Deserialize, Default)]
-pub(crate) struct TokenQuery {
-    token: Option<String>,
-}
-
 #[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = RunId, Path, description = "run id")),
     security(("bearerAuth" = []), ("readToken" = [])),
     responses((status = 200, description = "the run's state", body = RunState)))]
 pub(crate) async fn get_run(
     State(hub): State<Hub>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    query: Result<Query<TokenQuery>, QueryRejection>,
+    ReadRun(id): ReadRun,
 ) -> Result<Json<RunState>, ApiError> {
-    let Path(id) = id?;
-    let Query(query) = query?;
-    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let record = hub
         .store()
         .run(&id)
@@ -605,13 +373,9 @@ pub(crate) async fn get_run(
               (status = 409, description = "the run has finished", body = ErrorBody)))]
 pub(crate) async fn cancel(
     State(hub): State<Hub>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    WriteRun(id): WriteRun,
+    Body(body): Body,
 ) -> Result<Json<Cancelled>, ApiError> {
-    let Path(id) = id?;
-    let id = run_for(&hub, &headers, &id, None, Need::Write).await?;
-    let body = body_bytes(&hub, body)?;
     let body: CancelRun = if body.iter().all(u8::is_ascii_whitespace) {
         CancelRun::default()
     } else {
@@ -639,7 +403,7 @@ pub(crate) async fn cancel(
         .with_field("reason"));
     }
     let appended = hub
-        .append(&id, vec![draft], false)
+        .append(&id, vec![draft], Author::Hub)
         .await
         .map_err(|e| store_error(&id, e))?;
     Ok(Json(Cancelled {
@@ -653,11 +417,8 @@ pub(crate) async fn cancel(
     responses((status = 204, description = "the run and its events are deleted")))]
 pub(crate) async fn delete_run(
     State(hub): State<Hub>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    AdminRun(id): AdminRun,
 ) -> Result<StatusCode, ApiError> {
-    let Path(id) = id?;
-    let id = run_for(&hub, &headers, &id, None, Need::Admin).await?;
     let generation = hub
         .store()
         .delete(&id)
@@ -691,11 +452,9 @@ pub(crate) struct ListQuery {
     responses((status = 200, description = "the runs, newest first", body = RunsPage)))]
 pub(crate) async fn list_runs(
     State(hub): State<Hub>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    _: Admin,
+    Params(query): Params<ListQuery>,
 ) -> Result<Json<RunsPage>, ApiError> {
-    authorize(&hub, &headers, None, None, Need::Admin).await?;
-    let Query(query) = query?;
     let filter = RunFilter {
         status: query
             .status
@@ -752,8 +511,4 @@ pub(crate) async fn metrics(State(hub): State<Hub>) -> Result<Response, ApiError
     let runs = hub.store().count_by_status().await.map_err(db_error)?;
     let text = hub.metrics().render(&runs, hub.store().unreadable_events());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
-}
-
-pub(crate) async fn openapi(State(hub): State<Hub>) -> Json<Value> {
-    Json(crate::openapi::document(hub.config().admin_token.is_none()))
 }

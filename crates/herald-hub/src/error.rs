@@ -7,8 +7,10 @@ use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use herald_protocol::BatchError;
 use herald_protocol::api::{ApiErrorCode, ErrorBody, ErrorDetail};
+use herald_protocol::{BatchError, MAX_EVENT_BYTES, RunId};
+
+use crate::store::StoreError;
 
 /// The `Retry-After` of a 507, in seconds: space may come back at any moment (a log
 /// rotated, a file deleted), but it is freed by someone, not by the hub, so there is no
@@ -299,6 +301,48 @@ impl From<BatchError> for ApiError {
 /// Parses a JSON request body (its media type was checked before the route, see
 /// `guard`); errors name the field. A key given twice, at any depth, is refused as in
 /// events (`duplicate_key`), rather than one of the two kept.
+/// The error a store failure on `run` is to its caller: a missing run, a conflict,
+/// an event over the limit, or (see [`db_error`]) a failure that is no client's doing.
+pub(crate) fn store_error(run: &RunId, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::run_not_found(run.as_str()),
+        StoreError::Conflict => ApiError::conflict(
+            ApiErrorCode::RunExists,
+            format!("a run `{run}` exists already"),
+        ),
+        StoreError::Finished => ApiError::conflict(
+            ApiErrorCode::RunFinished,
+            format!("run `{run}` has finished and takes no more events"),
+        ),
+        StoreError::EventTooLarge { index, bytes } => ApiError::event_too_large(format!(
+            "event {index} would be stored (with `v`, `run`, `seq` and `ts`) as {bytes} \
+             bytes, over the limit of {MAX_EVENT_BYTES}; nothing of the batch was stored"
+        ))
+        .with_index(index),
+        StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Db(_) => db_error(e),
+    }
+}
+
+/// A store failure that is no client's doing: 503 while the database is unreachable
+/// (a load balancer or the SDK tries again), 507 while its disk is full (the same
+/// request is taken once space is freed), 500 otherwise; all logged.
+pub(crate) fn db_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "the database is unreachable");
+            ApiError::unavailable("the hub cannot reach its database just now; try again")
+        }
+        StoreError::Full(_) => {
+            tracing::error!(error = %e, "the database's disk is full: writes are refused");
+            ApiError::insufficient_storage(
+                "the hub's disk is full: nothing of this request was stored; \
+                 send it again once space is freed",
+            )
+        }
+        other => ApiError::internal(other),
+    }
+}
+
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request(ApiErrorCode::InvalidJson, "the body is not UTF-8"))?;

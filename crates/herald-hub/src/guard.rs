@@ -21,8 +21,8 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::Hub;
 use crate::error::ApiError;
+use crate::hub::Hub;
 
 /// Media types of a JSON body.
 const JSON: &[&str] = &["application/json"];

@@ -9,36 +9,16 @@
 //! body. A stricter reader than a person checks the result: schemathesis, run against a
 //! live hub by the hub's tests (`tests/hub/schemathesis.rs`).
 
+use axum::Json;
+use axum::extract::State;
 use herald_protocol::api::{
     Appended, CancelRun, Cancelled, CreateRun, Created, ErrorBody, EventsPage, Health, RunsPage,
 };
 use herald_protocol::{RunState, event_schema};
 use serde_json::{Map, Value, json};
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::{OpenApi, PartialSchema, ToSchema};
+use utoipa::OpenApi;
 
-/// The schema of `types=`: comma-separated type patterns, or nothing for every event.
-/// The handlers read the parameter as a string, to name it in their errors.
-pub(crate) struct TypePatterns;
-
-impl PartialSchema for TypePatterns {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some(format!(
-                "^$|{}",
-                herald_protocol::api::type_patterns_regex()
-            )))
-            .description(Some(
-                "Type patterns, comma-separated: an event type (`text.delta`), a family \
-                 (`tool.*`) or `*`",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for TypePatterns {}
+use crate::hub::Hub;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -71,7 +51,7 @@ impl ToSchema for TypePatterns {}
         Health,
         ErrorBody,
         RunState,
-        TypePatterns,
+        crate::cursor::TypePatterns,
         crate::stream::StreamView,
         crate::stream::StreamFormat
     ))
@@ -369,4 +349,9 @@ fn error_content() -> Value {
         json!({"schema": {"$ref": "#/components/schemas/ErrorBody"}}),
     );
     Value::Object(content)
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn handler(State(hub): State<Hub>) -> Json<Value> {
+    Json(document(hub.config().admin_token.is_none()))
 }

@@ -48,7 +48,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::HubConfig;
+use crate::config::HubConfig;
 use crate::error::ApiError;
 
 /// How long each phase of a connection may last, from the hub's configuration.

@@ -1,236 +1,40 @@
 //! Reading a run as it happens: the long poll, Server-Sent Events (events or state),
 //! the WebSocket, and the stream of all runs' states.
 //!
-//! All of them read through a [`Cursor`]: the `seq` of the last event delivered, a
-//! queue of events fetched but not yet delivered, and the run's [`Feed`] to wait on.
-//! The cursor moves only when an event is delivered, so a resumed stream continues
-//! exactly after it: no gap, no duplicate. A cursor past the run's last event is an
-//! error, never a silent wait for events that may not come.
+//! All of them read a run's events through a [`Cursor`].
 
 use std::collections::{HashSet, VecDeque};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream;
 use herald_protocol::api::{ApiErrorCode, ErrorBody, EventsPage};
-use herald_protocol::{Event, EventBody, RunId, RunState, TypeFilter};
-use serde::Deserialize;
+use herald_protocol::{Event, RunId, RunState, RunStatus};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
+use crate::access::{Admin, Body, Params, ReadRun, parse_run_id};
 use crate::agui;
-use crate::api::{Need, authorize, body_bytes, db_error, parse_run_id, run_for, store_error};
-use crate::error::{ApiError, json_body};
+use crate::cursor::{Cursor, last_event_id, parse_types};
+use crate::error::{ApiError, db_error, json_body, store_error};
 use crate::feed::Feed;
+use crate::hub::{Hub, RunChange, ShownRuns};
 use crate::metrics::SubscriberGuard;
-use crate::store::{RunFilter, RunRecord, StoreError};
-use crate::{Hub, RunChange, ShownRuns};
+use crate::sse::sse_of;
+use crate::store::{RunFilter, StoreError};
 
-/// Events fetched from the store or the feed at once.
-const FETCH: usize = 256;
 /// Longest long poll, in seconds; longer waits are cut to this.
 const MAX_WAIT_S: f64 = 60.0;
 /// At most four state messages a second on `view=state`.
 const STATE_INTERVAL: Duration = Duration::from_millis(250);
-
-/// A reader's position in one run's events.
-pub(crate) struct Cursor {
-    hub: Hub,
-    run: RunId,
-    /// The `seq` of the last event delivered.
-    after: u64,
-    /// The `seq` of the last event fetched into `pending`.
-    fetched: u64,
-    pending: VecDeque<Arc<Event>>,
-    filter: Option<TypeFilter>,
-    feed: Arc<Feed>,
-    changed: watch::Receiver<u64>,
-    /// `run.finished` has been delivered: nothing can follow.
-    done: bool,
-    /// Look the run up before waiting: before the first wait, and after a wake that
-    /// brought no event (deleting a run wakes its subscribers that way). Not after
-    /// delivering events, or every subscriber would query the store on every event.
-    verify: bool,
-    _subscriber: SubscriberGuard,
-}
-
-impl Cursor {
-    /// Opens a cursor after `after`; an error if `after` is past the run's last event.
-    pub(crate) async fn open(
-        hub: &Hub,
-        run: &RunId,
-        after: u64,
-        filter: Option<TypeFilter>,
-    ) -> Result<Cursor, ApiError> {
-        let record = hub
-            .store()
-            .run(run)
-            .await
-            .map_err(|e| store_error(run, e))?;
-        Cursor::on(hub, &record, after, filter)
-    }
-
-    /// [`Cursor::open`] on a run just read.
-    pub(crate) fn on(
-        hub: &Hub,
-        record: &RunRecord,
-        after: u64,
-        filter: Option<TypeFilter>,
-    ) -> Result<Cursor, ApiError> {
-        let run = &record.state.id;
-        check_cursor(after, record.last_seq)?;
-        let feed = hub.feed(run, record.last_seq);
-        let changed = feed.subscribe();
-        Ok(Cursor {
-            hub: hub.clone(),
-            run: run.clone(),
-            after,
-            fetched: after,
-            pending: VecDeque::new(),
-            filter,
-            feed,
-            changed,
-            done: record.finished() && after >= record.last_seq,
-            verify: true,
-            _subscriber: hub.metrics().subscriber(),
-        })
-    }
-
-    /// Moves the cursor (a WebSocket client's `{"after": SEQ}`).
-    async fn seek(&mut self, after: u64) -> Result<(), ApiError> {
-        let record = self
-            .hub
-            .store()
-            .run(&self.run)
-            .await
-            .map_err(|e| store_error(&self.run, e))?;
-        check_cursor(after, record.last_seq)?;
-        self.after = after;
-        self.fetched = after;
-        self.pending.clear();
-        self.done = record.finished() && after >= record.last_seq;
-        Ok(())
-    }
-
-    /// The next matching event already fetched, delivering (and skipping) as it goes.
-    fn pop(&mut self) -> Option<Arc<Event>> {
-        while let Some(event) = self.pending.pop_front() {
-            self.after = event.seq;
-            if matches!(event.body, EventBody::RunFinished(_)) {
-                self.done = true;
-                self.pending.clear();
-            }
-            if self
-                .filter
-                .as_ref()
-                .is_none_or(|f| f.matches(event.event_type()))
-            {
-                return Some(event);
-            }
-        }
-        None
-    }
-
-    /// Fetches what follows the fetched position: from the feed's ring when it holds
-    /// it, from the store otherwise. Cancel-safe: state changes only after the await.
-    async fn fill(&mut self) -> Result<(), StoreError> {
-        self.changed.borrow_and_update();
-        let events = match self.feed.after(self.fetched, FETCH) {
-            Some(events) if !events.is_empty() => events,
-            // The ring runs up to the feed's last seq and the cursor has all of it:
-            // nothing is new, and the store need not be asked.
-            Some(_) if self.feed.last_seq() <= self.fetched => Vec::new(),
-            _ => {
-                let events = self
-                    .hub
-                    .store()
-                    .events(&self.run, self.fetched, FETCH as u32)
-                    .await?;
-                events.into_iter().map(Arc::new).collect()
-            }
-        };
-        if let Some(last) = events.last() {
-            self.fetched = last.seq;
-        }
-        self.pending.extend(events);
-        Ok(())
-    }
-
-    /// Waits until the run may have new events; `false` when the hub is stopping.
-    async fn wait(&mut self) -> bool {
-        tokio::select! {
-            res = self.changed.changed() => res.is_ok(),
-            () = self.hub.shutdown_token().cancelled() => false,
-        }
-    }
-
-    /// The next matching event, waiting for it; `None` once `run.finished` was
-    /// delivered, or when the run is gone or the hub is stopping.
-    pub(crate) async fn next(&mut self) -> Option<Arc<Event>> {
-        loop {
-            if let Some(event) = self.pop() {
-                return Some(event);
-            }
-            if self.done || self.hub.shutdown_token().is_cancelled() {
-                return None;
-            }
-            if let Err(e) = self.fill().await {
-                tracing::warn!(run = %self.run, error = %e, "stream read failed");
-                return None;
-            }
-            if !self.pending.is_empty() {
-                self.verify = false;
-                continue;
-            }
-            if self.verify && !self.still_exists().await {
-                return None;
-            }
-            if !self.wait().await {
-                return None;
-            }
-            self.verify = true;
-        }
-    }
-
-    async fn still_exists(&self) -> bool {
-        !matches!(
-            self.hub.store().run(&self.run).await,
-            Err(StoreError::NotFound)
-        )
-    }
-}
-
-pub(crate) fn check_cursor(after: u64, last_seq: u64) -> Result<(), ApiError> {
-    if after > last_seq {
-        return Err(ApiError::bad_request(
-            ApiErrorCode::CursorOutOfRange,
-            format!(
-                "the cursor {after} is past the run's last event ({last_seq}); resume from at most {last_seq}"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn parse_types(types: Option<&str>) -> Result<Option<TypeFilter>, ApiError> {
-    types
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            t.parse::<TypeFilter>()
-                .map_err(|e| ApiError::invalid_field("types", e.to_string()))
-        })
-        .transpose()
-}
 
 /// `GET /v1/runs/{id}/events` query.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -244,14 +48,16 @@ pub(crate) struct PollQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Type patterns, comma-separated (`tool.*,run.*`).
-    #[param(value_type = Option<crate::openapi::TypePatterns>)]
+    #[param(value_type = Option<crate::cursor::TypePatterns>)]
     types: Option<String>,
     /// Wait up to this many seconds for a new event (longer waits are cut to 60).
     #[param(minimum = 0)]
     wait: Option<f64>,
     /// A read token, for clients that cannot set headers: the `readToken` scheme.
     #[param(ignore)]
-    token: Option<String>,
+    /// Read by [`ReadRun`]; named here so that `deny_unknown_fields` takes it.
+    #[serde(rename = "token")]
+    _token: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = RunId, Path, description = "run id"), PollQuery),
@@ -260,13 +66,9 @@ pub(crate) struct PollQuery {
               (status = 400, description = "a parameter is invalid, or the cursor is past the run's last event (`cursor_out_of_range`)", body = ErrorBody)))]
 pub(crate) async fn poll(
     State(hub): State<Hub>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    query: Result<Query<PollQuery>, QueryRejection>,
-) -> Result<Json<EventsPage>, ApiError> {
-    let Path(id) = id?;
-    let Query(query) = query?;
-    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
+    Params(query): Params<PollQuery>,
+    ReadRun(id): ReadRun,
+) -> Result<Response, ApiError> {
     let limit = match query.limit {
         None => 100,
         Some(n @ 1..=1000) => n as usize,
@@ -289,46 +91,32 @@ pub(crate) async fn poll(
     };
     let filter = parse_types(query.types.as_deref())?;
     let mut cursor = Cursor::open(&hub, &id, query.after.unwrap_or(0), filter).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
-    let mut woke = false;
-    let mut events = Vec::new();
-    loop {
-        while events.len() < limit {
-            match cursor.pop() {
-                Some(event) => events.push(event),
-                None => break,
-            }
-        }
-        if events.len() >= limit || cursor.done {
-            break;
-        }
-        cursor.fill().await.map_err(|e| store_error(&id, e))?;
-        if !cursor.pending.is_empty() {
-            continue;
-        }
-        if !events.is_empty() || wait == 0.0 {
-            break;
-        }
-        // A wake that brings no event is how a deleted run's waiters are told.
-        if woke && !cursor.still_exists().await {
-            return Err(ApiError::run_not_found(id.as_str()));
-        }
-        tokio::select! {
-            _ = cursor.changed.changed() => woke = true,
-            () = tokio::time::sleep_until(deadline) => break,
-            () = hub.shutdown_token().cancelled() => break,
-        }
-    }
+    let events = cursor.page(limit, wait).await?;
     let record = hub
         .store()
         .run(&id)
         .await
         .map_err(|e| store_error(&id, e))?;
-    Ok(Json(EventsPage {
-        events: events.iter().map(|e| Event::clone(e)).collect(),
+    let page = PageOf {
+        events: &events,
         last_seq: record.last_seq,
         status: record.status,
-    }))
+    };
+    Ok(Json(page).into_response())
+}
+
+/// An [`EventsPage`] written from the events the cursor holds, not from copies of
+/// them: the same JSON (`a_page_of_borrowed_events_is_an_events_page` holds it to it).
+#[derive(Serialize)]
+struct PageOf<'a> {
+    #[serde(serialize_with = "shared_events")]
+    events: &'a [Arc<Event>],
+    last_seq: u64,
+    status: RunStatus,
+}
+
+fn shared_events<S: serde::Serializer>(events: &&[Arc<Event>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(events.iter().map(|e| &**e))
 }
 
 /// `GET /v1/runs/{id}/stream` query.
@@ -340,7 +128,7 @@ pub(crate) struct SseQuery {
     #[param(minimum = 0)]
     after: Option<u64>,
     /// Type patterns, comma-separated; not with `format=ag-ui`.
-    #[param(value_type = Option<crate::openapi::TypePatterns>)]
+    #[param(value_type = Option<crate::cursor::TypePatterns>)]
     types: Option<String>,
     /// `state` for the run's state instead of its events; not with `format=ag-ui`.
     #[param(value_type = Option<StreamView>)]
@@ -350,7 +138,9 @@ pub(crate) struct SseQuery {
     format: Option<String>,
     /// A read token (EventSource cannot set headers): the `readToken` scheme.
     #[param(ignore)]
-    token: Option<String>,
+    /// Read by [`ReadRun`]; named here so that `deny_unknown_fields` takes it.
+    #[serde(rename = "token")]
+    _token: Option<String>,
 }
 
 /// What `view=` takes.
@@ -371,22 +161,6 @@ pub(crate) enum StreamFormat {
     AgUi,
 }
 
-fn sse_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-    response
-}
-
-pub(crate) fn sse_of(hub: &Hub, stream: impl Stream<Item = SseEvent> + Send + 'static) -> Response {
-    let keep_alive = KeepAlive::new().interval(hub.config().keep_alive);
-    sse_headers(
-        Sse::new(stream.map(Ok::<_, Infallible>))
-            .keep_alive(keep_alive)
-            .into_response(),
-    )
-}
-
 fn event_message(event: &Event) -> SseEvent {
     SseEvent::default()
         .id(event.seq.to_string())
@@ -402,13 +176,10 @@ fn event_message(event: &Event) -> SseEvent {
               (status = 400, description = "a parameter is invalid, the cursor or `Last-Event-ID` is not one of the stream's, or `types`/`view` was given with `format=ag-ui`", body = ErrorBody)))]
 pub(crate) async fn sse(
     State(hub): State<Hub>,
-    id: Result<Path<String>, PathRejection>,
+    Params(query): Params<SseQuery>,
+    ReadRun(id): ReadRun,
     headers: HeaderMap,
-    query: Result<Query<SseQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id?;
-    let Query(query) = query?;
-    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     match query.format.as_deref() {
         None => {}
         Some(agui::FORMAT) => return agui_stream(hub, id, &headers, &query).await,
@@ -439,7 +210,7 @@ pub(crate) async fn sse(
         }
     }
     let cursor = Cursor::open(&hub, &id, after, parse_types(query.types.as_deref())?).await?;
-    if cursor.done {
+    if cursor.is_done() {
         // EventSource reconnects after a stream ends; 204 is how it is told to stop.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -463,14 +234,11 @@ pub(crate) async fn sse(
 /// (docs/http-api.md#ag-ui). herald's own stream is a `GET`.
 pub(crate) async fn sse_post(
     State(hub): State<Hub>,
-    id: Result<Path<String>, PathRejection>,
+    Params(query): Params<SseQuery>,
+    ReadRun(id): ReadRun,
     headers: HeaderMap,
-    query: Result<Query<SseQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Body, ApiError>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id?;
-    let Query(query) = query?;
-    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     if query.format.as_deref() != Some(agui::FORMAT) {
         return Err(ApiError::invalid_field(
             "format",
@@ -480,26 +248,8 @@ pub(crate) async fn sse_post(
             ),
         ));
     }
-    agui::check_input(&body_bytes(&hub, body)?)?;
+    agui::check_input(&body?.0)?;
     agui_stream(hub, id, &headers, &query).await
-}
-
-/// The `Last-Event-ID` an EventSource resumes with, read by `parse`; a 400 saying
-/// `expected` when it is not one of the stream's ids.
-fn last_event_id<T>(
-    headers: &HeaderMap,
-    parse: impl FnOnce(&str) -> Option<T>,
-    expected: &str,
-) -> Result<Option<T>, ApiError> {
-    headers
-        .get("last-event-id")
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(parse)
-                .ok_or_else(|| ApiError::bad_request(ApiErrorCode::InvalidCursor, expected))
-        })
-        .transpose()
 }
 
 /// `format=ag-ui`, after the token was checked: the whole run (herald's filters are
@@ -605,7 +355,9 @@ async fn state_stream(hub: Hub, id: RunId) -> Result<Response, ApiError> {
 pub(crate) struct WsQuery {
     after: Option<u64>,
     types: Option<String>,
-    token: Option<String>,
+    /// Read by [`ReadRun`]; named here so that `deny_unknown_fields` takes it.
+    #[serde(rename = "token")]
+    _token: Option<String>,
 }
 
 /// A client's message on the WebSocket.
@@ -617,14 +369,10 @@ struct Resume {
 
 pub(crate) async fn ws(
     State(hub): State<Hub>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    query: Result<Query<WsQuery>, QueryRejection>,
+    Params(query): Params<WsQuery>,
+    ReadRun(id): ReadRun,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id?;
-    let Query(query) = query?;
-    let id = run_for(&hub, &headers, &id, query.token.as_deref(), Need::Read).await?;
     let cursor = Cursor::open(
         &hub,
         &id,
@@ -751,11 +499,9 @@ pub(crate) struct RunsStreamQuery {
 /// its list again whole.
 pub(crate) async fn runs_stream(
     State(hub): State<Hub>,
-    headers: HeaderMap,
-    query: Result<Query<RunsStreamQuery>, QueryRejection>,
+    _: Admin,
+    Params(query): Params<RunsStreamQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, None, None, Need::Admin).await?;
-    let Query(query) = query?;
     let filter = RunFilter {
         status: query
             .status
@@ -899,4 +645,39 @@ async fn snapshot(
         messages.push_back(SseEvent::default().event("run").data(data));
     }
     Ok((messages, records.into_iter().map(|r| r.id).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_protocol::{Draft, Log, LogLevel, Timestamp};
+
+    #[test]
+    fn a_page_of_borrowed_events_is_an_events_page() {
+        let run = RunId::new("r").expect("a run id");
+        let at = Timestamp::from_unix_micros(1_700_000_000_000_000);
+        let events: Vec<Arc<Event>> = (1..=3)
+            .map(|seq| {
+                let log = Log {
+                    level: LogLevel::Info,
+                    message: format!("line {seq}"),
+                };
+                Arc::new(Draft::new(at, log).stamp(run.clone(), seq, at))
+            })
+            .collect();
+        let borrowed = PageOf {
+            events: &events,
+            last_seq: 7,
+            status: RunStatus::Running,
+        };
+        let owned = EventsPage {
+            events: events.iter().map(|e| Event::clone(e)).collect(),
+            last_seq: 7,
+            status: RunStatus::Running,
+        };
+        assert_eq!(
+            serde_json::to_string(&borrowed).expect("serializes"),
+            serde_json::to_string(&owned).expect("serializes")
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //!   store.
 //! - `hubs`: two hubs on one PostgreSQL database.
 //! - `shared_sqlite`: two hubs on one SQLite file, joined by the feeds' interval poll.
+//! - `sqlite_schema`: the SQLite schema's versions, from a file an older hub wrote.
 //! - `http`, `conn`: what the hub checks before any route (media types, `Host`,
 //!   `Origin`), its answers outside the routes, and its connections' timeouts and cap;
 //!   on SQLite only, as none of it reaches the store.
@@ -50,5 +51,7 @@ mod schemathesis;
 mod shared_sqlite;
 #[path = "hub/suite.rs"]
 mod sqlite;
+#[path = "hub/sqlite_schema.rs"]
+mod sqlite_schema;
 #[path = "hub/util.rs"]
 mod util;

@@ -30,6 +30,7 @@ use herald_protocol::{
 
 use crate::escape_controls;
 use crate::handles::RunInner;
+use crate::lock::lock;
 use crate::signals::Signals;
 use crate::sink::{Sink, SinkPolicy};
 use crate::terminal::Console;
@@ -440,12 +441,6 @@ impl Drop for Shared {
             }
         }
     }
-}
-
-/// Locks a mutex, ignoring poisoning: the data behind these locks stays consistent
-/// across a panic (queues and maps, with no invariant spanning two fields).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One sink as the loop drives it.

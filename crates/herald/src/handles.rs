@@ -20,8 +20,46 @@ use herald_protocol::{
 };
 use serde_json::{Map, Value};
 
-use crate::dispatch::{Counter, Flushed, Msg, Shared, lock, now_ts};
+use crate::dispatch::{Counter, Flushed, Msg, Shared, now_ts};
+use crate::lock::lock;
 use crate::signals::{CancelState, Cancellation};
+
+/// When a tool call's count goes out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    /// Once it moved far enough since the last one sent.
+    IfMoved,
+    /// At once.
+    Now,
+}
+
+/// Why [`Run::custom`] reported nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CustomError {
+    /// The name is not `[a-z0-9_]+`.
+    BadName(String),
+    /// A field uses a name of the envelope (`Custom::RESERVED_FIELDS`: `v`, `event`,
+    /// `run`, `seq`, `ts`, `id`, `parent`).
+    ReservedField(String),
+}
+
+impl fmt::Display for CustomError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CustomError::BadName(name) => write!(
+                f,
+                "`{name}` is not a custom event name: use lower-case letters, digits and `_`"
+            ),
+            CustomError::ReservedField(field) => write!(
+                f,
+                "a custom event cannot have a field `{field}`: the envelope uses that name"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CustomError {}
 
 /// A duration in seconds as events carry it, to the millisecond.
 fn seconds(d: Duration) -> f64 {
@@ -357,16 +395,19 @@ impl Run {
         });
     }
 
-    /// Reports `custom.<name>` with the given fields. Returns `false` (and reports
-    /// nothing) when `name` is not `[a-z0-9_]+` or a field uses an envelope name.
-    pub fn custom(&self, name: &str, fields: Map<String, Value>) -> bool {
-        match Custom::new(name, fields) {
-            Some(custom) => {
-                self.inner.emit(EventBody::Custom(custom));
-                true
-            }
-            None => false,
+    /// Reports `custom.<name>` with the given fields; reports nothing, and says why,
+    /// when `name` is not `[a-z0-9_]+` or a field uses a name of the envelope.
+    pub fn custom(&self, name: &str, fields: Map<String, Value>) -> Result<(), CustomError> {
+        if let Some(field) = Custom::RESERVED_FIELDS
+            .iter()
+            .find(|f| fields.contains_key(**f))
+        {
+            return Err(CustomError::ReservedField((*field).to_owned()));
         }
+        let custom =
+            Custom::new(name, fields).ok_or_else(|| CustomError::BadName(name.to_owned()))?;
+        self.inner.emit(EventBody::Custom(custom));
+        Ok(())
     }
 
     /// Reports any event.
@@ -1166,7 +1207,12 @@ impl ToolCall {
         // A count lower than the last one sent is work reset: worth showing at once.
         let reset = done < self.ticks.sent.load(Ordering::Relaxed);
         self.ticks.done.store(done, Ordering::Relaxed);
-        self.tick_if_due(done, changed || reset);
+        let emit = if changed || reset {
+            Emit::Now
+        } else {
+            Emit::IfMoved
+        };
+        self.tick_if_due(done, emit);
     }
 
     /// Counts `n` more units done. Cheap enough for a tight loop: an event goes out
@@ -1180,7 +1226,7 @@ impl ToolCall {
             .fetch_add(n, Ordering::Relaxed)
             .saturating_add(n);
         if done >= self.ticks.next.load(Ordering::Relaxed) {
-            self.tick_if_due(done, false);
+            self.tick_if_due(done, Emit::IfMoved);
         }
     }
 
@@ -1194,12 +1240,12 @@ impl ToolCall {
         self.tick(Some(message.into()));
     }
 
-    /// Sends the count if it moved far enough since the last one; `force` sends it
-    /// anyway (a new total).
-    fn tick_if_due(&self, done: u64, force: bool) {
+    /// Sends the count if it moved far enough since the last one, or at once when
+    /// `emit` says so (a new total).
+    fn tick_if_due(&self, done: u64, emit: Emit) {
         let moved = self.ticks.sent.load(Ordering::Relaxed) != done
             && done >= self.ticks.next.load(Ordering::Relaxed);
-        if force || moved {
+        if emit == Emit::Now || moved {
             self.tick(None);
         }
     }

@@ -31,12 +31,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use herald_protocol::api::{Appended, CreateRun, Created, ErrorBody, EventsPage};
 use herald_protocol::{
     Draft, Event, EventBody, Log, LogLevel, RunId, RunOutcome, RunStarted, RunState,
 };
-use serde_json::{Value, json};
 
-use crate::dispatch::lock;
+use crate::lock::lock;
 use crate::signals::Signals;
 use crate::sink::{Sink, SinkPolicy};
 
@@ -97,7 +97,7 @@ struct Pending {
 struct RunQueue {
     id: RunId,
     /// The body of `POST /v1/runs`, until the hub has the run.
-    create: Option<Value>,
+    create: Option<CreateRun>,
     /// The run's write token, once the hub gave it.
     write_token: Option<String>,
     events: VecDeque<Pending>,
@@ -273,7 +273,13 @@ impl Sink for HubSink {
             EventBody::RunStarted(RunStarted { name, meta, .. })
                 if self.attach.as_ref() != Some(&event.run) =>
             {
-                Some(json!({"id": event.run, "name": name, "parent": event.parent, "meta": meta}))
+                Some(CreateRun {
+                    id: Some(event.run.to_string()),
+                    name: name.clone(),
+                    parent: event.parent.as_ref().map(RunId::to_string),
+                    meta: meta.clone(),
+                    ..CreateRun::default()
+                })
             }
             _ => None,
         };
@@ -425,7 +431,8 @@ struct Sender {
 
 /// What the hub said to a request.
 enum Reply {
-    Ok(Value),
+    /// The reply's body.
+    Ok(String),
     /// Worth trying again later: the hub is down, overloaded or failing, or limiting
     /// the run; not before the `Retry-After` it sent, if any.
     Retry(String, Option<Duration>),
@@ -436,7 +443,7 @@ enum Reply {
 /// A batch taken from the outbox: the run, and what to send for it.
 struct Job {
     run: RunId,
-    create: Option<Value>,
+    create: Option<CreateRun>,
     token: Option<String>,
     drafts: Vec<Draft>,
 }
@@ -488,9 +495,12 @@ impl Sender {
 
     fn send(&mut self, job: Job) {
         if let Some(body) = &job.create {
-            match self.post("/v1/runs", self.token.as_deref(), body.to_string()) {
+            let body = serde_json::to_string(body).unwrap_or_default();
+            match self.post("/v1/runs", self.token.as_deref(), body) {
                 Reply::Ok(reply) => {
-                    let token = reply["write_token"].as_str().map(str::to_owned);
+                    let token = serde_json::from_str::<Created>(&reply)
+                        .ok()
+                        .map(|created| created.write_token);
                     self.update(&job.run, |q| {
                         q.create = None;
                         if token.is_some() {
@@ -511,7 +521,7 @@ impl Sender {
         match self.post(&path, token.as_deref(), body) {
             Reply::Ok(reply) => {
                 self.backoff = BACKOFF_MIN;
-                if reply["cancel_requested"].as_bool() == Some(true) {
+                if serde_json::from_str::<Appended>(&reply).is_ok_and(|a| a.cancel_requested) {
                     self.signals.request_cancel(&job.run);
                 }
                 self.acknowledge(&job.run, job.drafts.len());
@@ -522,7 +532,11 @@ impl Sender {
             Reply::Refused(404, _) if job.create.is_none() && self.can_create(&job.run) => {
                 // The run vanished (deleted, or the hub lost it): create it again.
                 self.update(&job.run, |q| {
-                    q.create = Some(json!({"id": q.id, "name": q.id}))
+                    q.create = Some(CreateRun {
+                        id: Some(q.id.to_string()),
+                        name: q.id.to_string(),
+                        ..CreateRun::default()
+                    })
                 });
             }
             Reply::Refused(413, _) if job.drafts.len() > 1 => {
@@ -723,25 +737,24 @@ impl Sender {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|secs| Duration::from_secs(secs).min(BACKOFF_MAX));
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..=299).contains(&status) {
+            return Reply::Ok(text);
+        }
+        let hub_message = serde_json::from_str::<ErrorBody>(&text)
+            .ok()
+            .map(|body| body.error.message);
         match status {
-            200..=299 => Reply::Ok(value),
             429 => Reply::Retry("429: it limits this run's rate".to_owned(), retry_after),
             // The hub's message says why (a full disk, its database away), which is
             // what a person reading the warning needs.
             500..=599 => {
-                let why = match value["error"]["message"].as_str() {
+                let why = match hub_message {
                     Some(message) => format!("{status}: {message}"),
                     None => status.to_string(),
                 };
                 Reply::Retry(why, retry_after)
             }
-            _ => {
-                let message = value["error"]["message"]
-                    .as_str()
-                    .map_or(text, str::to_owned);
-                Reply::Refused(status, message)
-            }
+            _ => Reply::Refused(status, hub_message.unwrap_or(text)),
         }
     }
 }
@@ -784,8 +797,16 @@ impl CancelFollower {
                     continue;
                 }
             };
-            let page: Value = match response.status().as_u16() {
-                200 => response.body_mut().read_json().unwrap_or(Value::Null),
+            let page: EventsPage = match response.status().as_u16() {
+                200 => match response.body_mut().read_json() {
+                    Ok(page) => page,
+                    // Not a page: a proxy's answer, say; try again later.
+                    Err(_) => {
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                },
                 // The cursor is past what the hub has (it lost events): from the start.
                 400 => {
                     after = 0;
@@ -802,17 +823,12 @@ impl CancelFollower {
                 }
             };
             backoff = BACKOFF_MIN;
-            if page["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            if !page.events.is_empty() {
                 self.signals.request_cancel(&self.run);
                 return;
             }
-            if let Some(last) = page["last_seq"].as_u64() {
-                after = last;
-            }
-            if matches!(
-                page["status"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            ) {
+            after = page.last_seq;
+            if page.status.is_terminal() {
                 return;
             }
         }

@@ -46,6 +46,7 @@ mod hub;
 mod jsonl;
 #[cfg(any(feature = "anthropic", feature = "openai"))]
 mod llm;
+mod lock;
 mod memory;
 mod panic;
 mod progress;
@@ -62,8 +63,8 @@ pub mod tracing;
 
 pub use dispatch::{Flushed, Stats};
 pub use handles::{
-    Attempt, Attempts, CountedIo, HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run, RunOptions,
-    Stage, Ticks, ToolCall,
+    Attempt, Attempts, CountedIo, CustomError, HeartbeatGuard, Item, Items, LlmCall, LlmUsage, Run,
+    RunOptions, Stage, Ticks, ToolCall,
 };
 pub use herald_protocol as protocol;
 /// The level of a `log` line ([`Run::log`]), here so that a program needs no `use` of

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use herald_protocol::{Event, RunState};
 
-use crate::dispatch::lock;
+use crate::lock::lock;
 use crate::sink::{Sink, SinkPolicy};
 
 /// Keeps every event it is sent, and the latest state of each run.

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use herald_protocol::RunId;
 
-use crate::dispatch::{Flushed, Shared, Stats, Stderr, lock};
+use crate::dispatch::{Flushed, Shared, Stats, Stderr};
 use crate::handles::{Run, RunOptions};
 use crate::hub::{HubOptions, HubSink};
 use crate::jsonl::JsonLines;
+use crate::lock::lock;
 use crate::memory::MemorySink;
 use crate::signals::Signals;
 use crate::sink::Sink;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use herald_protocol::RunId;
 
-use crate::dispatch::lock;
+use crate::lock::lock;
 
 /// Shared by a [`Progress`](crate::Progress), its handles and its sinks.
 #[derive(Default)]

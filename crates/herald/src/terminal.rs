@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 use console::Term;
 use herald_protocol::{Event, EventBody, RunState, Timestamp};
 
-use crate::dispatch::{lock, now_ts};
+use crate::dispatch::now_ts;
+use crate::lock::lock;
 use crate::sink::{Sink, SinkPolicy};
 
 /// Shortest time between two redraws of the live area: at most 20 a second, smooth to

@@ -21,7 +21,8 @@
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::dispatch::{Shared, lock};
+use crate::dispatch::Shared;
+use crate::lock::lock;
 use crate::progress::Progress;
 
 /// The reporters that opted in, and the listener while any guard lives.

@@ -57,8 +57,8 @@ use ::tracing_subscriber::registry::{LookupSpan, SpanRef};
 use herald_protocol::LogLevel;
 use serde_json::{Map, Value};
 
-use crate::dispatch::lock;
 use crate::handles::{Item, Run, RunOptions, Stage, ToolCall};
+use crate::lock::lock;
 use crate::progress::Progress;
 
 /// The field that marks a span as herald's.

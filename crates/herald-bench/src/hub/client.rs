@@ -1,10 +1,11 @@
-//! The load generator's side of the HTTP API: creating runs, appending, and reading
-//! Server-Sent Events off a byte stream.
+//! The load generator's side of the HTTP API: creating runs, appending, reading a
+//! metric (Server-Sent Events are read by `herald_testkit::sse`, as the tests read
+//! them).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
-use serde_json::{Value, json};
+use herald_protocol::api::{Appended, CreateRun};
 
 /// Longest a single request of the load generator may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,7 +28,11 @@ pub(crate) async fn create_run(
 ) -> anyhow::Result<()> {
     let res = client
         .post(format!("{base}/v1/runs"))
-        .json(&json!({"id": id, "name": format!("hub-load {id}")}))
+        .json(&CreateRun {
+            id: Some(id.to_owned()),
+            name: format!("hub-load {id}"),
+            ..CreateRun::default()
+        })
         .timeout(REQUEST_TIMEOUT)
         .send()
         .await
@@ -41,13 +46,13 @@ pub(crate) async fn create_run(
     Ok(())
 }
 
-/// Posts a JSON array of events to run `id`; the hub's `{appended, last_seq, ...}`.
+/// Posts a JSON array of events to run `id`; the hub's reply.
 pub(crate) async fn append(
     client: &reqwest::Client,
     base: &str,
     id: &str,
     body: String,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Appended> {
     let res = client
         .post(format!("{base}/v1/runs/{id}/events"))
         .header("content-type", "application/json")
@@ -61,7 +66,7 @@ pub(crate) async fn append(
     if !status.is_success() {
         bail!("appending to run {id}: {status} {text}");
     }
-    serde_json::from_str(&text).context("the append's reply is not JSON")
+    serde_json::from_str(&text).with_context(|| format!("the append's reply is not one: {text}"))
 }
 
 /// Prometheus gauge `name` from `/metrics`.
@@ -90,53 +95,6 @@ pub(crate) fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// One Server-Sent Event, as much of it as the load generator reads.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct SseMessage {
-    pub(crate) id: Option<u64>,
-    pub(crate) event: String,
-    pub(crate) data: String,
-}
-
-/// Splits a byte stream into Server-Sent Events.
-#[derive(Default)]
-pub(crate) struct SseParser {
-    buf: String,
-}
-
-impl SseParser {
-    /// Feeds a chunk; the complete messages it ended, in order (comments skipped).
-    pub(crate) fn push(&mut self, chunk: &[u8]) -> Vec<SseMessage> {
-        self.buf.push_str(&String::from_utf8_lossy(chunk));
-        let mut messages = Vec::new();
-        while let Some(end) = self.buf.find("\n\n") {
-            let block: String = self.buf.drain(..end + 2).collect();
-            let mut message = SseMessage::default();
-            let mut any = false;
-            for line in block.lines() {
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match field {
-                    "id" => message.id = value.parse().ok(),
-                    "event" => message.event = value.to_owned(),
-                    "data" => {
-                        if !message.data.is_empty() {
-                            message.data.push('\n');
-                        }
-                        message.data.push_str(value);
-                    }
-                    _ => continue,
-                }
-                any = true;
-            }
-            if any {
-                messages.push(message);
-            }
-        }
-        messages
-    }
-}
-
 /// The integer field `"name":N` of a JSON object's text, without parsing all of it.
 pub(crate) fn int_field(json: &str, name: &str) -> Option<u64> {
     let key = format!("\"{name}\":");
@@ -150,25 +108,12 @@ pub(crate) fn int_field(json: &str, name: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::int_field;
 
     #[test]
-    fn sse_messages_split_across_chunks() {
-        let mut p = SseParser::default();
-        assert!(
-            p.push(b": keep-alive\n\nid: 1\nevent: custom.ping\nda")
-                .is_empty()
-        );
-        let got = p.push(b"ta: {\"sent_us\":42}\n\n");
-        assert_eq!(
-            got,
-            vec![SseMessage {
-                id: Some(1),
-                event: "custom.ping".into(),
-                data: "{\"sent_us\":42}".into()
-            }]
-        );
-        assert_eq!(int_field(&got[0].data, "sent_us"), Some(42));
+    fn an_integer_field_is_read_off_the_text() {
+        assert_eq!(int_field("{\"sent_us\":42}", "sent_us"), Some(42));
+        assert_eq!(int_field("{\"sent_us\": 7,\"b\":1}", "sent_us"), Some(7));
         assert_eq!(int_field("{\"a\":1}", "sent_us"), None);
     }
 }

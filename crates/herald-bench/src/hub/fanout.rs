@@ -20,7 +20,9 @@ use anyhow::{Context, bail, ensure};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::client::{SseParser, append, create_run, http_client, int_field, now_us};
+use herald_testkit::sse::{Frame, SseReader};
+
+use super::client::{append, create_run, http_client, int_field, now_us};
 use super::pg::TempDatabase;
 use super::process::{ChildProcess, HubProcess, cpu_percent, cpu_time, raise_open_files_limit};
 use super::{Percentiles, Scale};
@@ -167,7 +169,7 @@ async fn measure(
         let body = format!(r#"[{{"event":"custom.ping","sent_us":{sent_us}}}]"#);
         let reply = append(&client, &base, RUN, body).await?;
         append_us.push(sent.elapsed().as_micros() as u64);
-        ensure!(reply["appended"] == 1, "a ping was not appended: {reply}");
+        ensure!(reply.appended == 1, "a ping was not appended: {reply:?}");
         ensure!(
             start.elapsed() < Duration::from_secs(timeout_s),
             "fanout over time"
@@ -232,7 +234,7 @@ async fn follow(response: reqwest::Response, deadline: tokio::time::Instant) -> 
         ..StreamOutcome::default()
     };
     let mut body = response.bytes_stream();
-    let mut parser = SseParser::default();
+    let mut reader = SseReader::default();
     let mut next_seq = 1;
     while !outcome.finished {
         let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
@@ -240,13 +242,20 @@ async fn follow(response: reqwest::Response, deadline: tokio::time::Instant) -> 
             Ok(Some(Err(_)) | None) | Err(_) => break,
         };
         let received_us = now_us();
-        for message in parser.push(&chunk) {
-            if message.id == Some(next_seq) {
+        // What is not the hub's SSE ends the stream, as a cut would.
+        let Ok(frames) = reader.push(&chunk) else {
+            break;
+        };
+        for frame in frames {
+            let Frame::Message(message) = frame else {
+                continue;
+            };
+            if message.id.and_then(|id| id.parse::<u64>().ok()) == Some(next_seq) {
                 next_seq += 1;
             } else {
                 outcome.in_order = false;
             }
-            match message.event.as_str() {
+            match message.event.as_deref().unwrap_or("message") {
                 "custom.ping" => {
                     if let Some(sent_us) = int_field(&message.data, "sent_us") {
                         outcome

@@ -3,7 +3,7 @@
 //!
 //! The rows are what the hub itself stores: each producer draft is parsed and stamped
 //! with its `seq` exactly as the hub does, before any clock starts. The bare loops
-//! insert them into a copy of the hub's tables with the hub's settings (WAL,
+//! insert them into the hub's tables (its own migrations) with the hub's settings (WAL,
 //! `synchronous=NORMAL`, foreign keys on), one `BEGIN IMMEDIATE` transaction per batch,
 //! in a fresh file beside the hub's: once through rusqlite (a synchronous loop, the
 //! limit) and once through sqlx (the driver the hub uses, to tell the driver's share
@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use herald_hub::SQLITE_MIGRATIONS;
 use herald_protocol::{RunId, Timestamp, parse_draft_str};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
@@ -32,35 +33,6 @@ use super::{Percentiles, Scale};
 
 /// Longest one ingest phase may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The hub's `runs` and `events` tables (from `herald-hub`'s `store/sqlite.rs`, minus
-/// the tokens), so that the bare loops pay the same indexes and foreign key.
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS runs (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    parent TEXT,
-    heartbeat_timeout_s REAL NOT NULL,
-    ttl_s REAL NOT NULL,
-    track TEXT,
-    meta TEXT,
-    created_us INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'running',
-    last_received_us INTEGER NOT NULL,
-    last_producer_us INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    event_id TEXT,
-    body TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (run_id, event_id) WHERE event_id IS NOT NULL;
-"#;
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, name, heartbeat_timeout_s, ttl_s, created_us, \
      last_received_us, last_producer_us, state) VALUES (?1, ?1, 60, 86400, 0, 0, 0, '{}')";
@@ -190,7 +162,9 @@ fn bare_rusqlite(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<Durati
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     ensure!(mode.eq_ignore_ascii_case("wal"), "journal mode is {mode}");
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
-    conn.execute_batch(SCHEMA)?;
+    for migration in SQLITE_MIGRATIONS {
+        conn.execute_batch(migration)?;
+    }
     for run in &w.runs {
         conn.execute(INSERT_RUN, [run])?;
     }
@@ -242,7 +216,9 @@ async fn bare_sqlx(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<Dura
         .busy_timeout(Duration::from_secs(10))
         .connect()
         .await?;
-    sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
+    for migration in SQLITE_MIGRATIONS {
+        sqlx::raw_sql(migration).execute(&mut conn).await?;
+    }
     for run in &w.runs {
         sqlx::query(INSERT_RUN).bind(run).execute(&mut conn).await?;
     }
@@ -426,12 +402,12 @@ async fn through_hubs(
                 let sent = Instant::now();
                 let reply = append(&client, &base, &run, body).await?;
                 latencies.push(sent.elapsed());
-                let appended = reply["appended"].as_u64().unwrap_or(0);
+                let appended = reply.appended;
                 ensure!(
                     appended == n as u64,
                     "run {run}: {appended} of {n} appended"
                 );
-                last_seq = reply["last_seq"].as_u64().unwrap_or(0);
+                last_seq = reply.last_seq;
                 ensure!(start.elapsed() < PHASE_TIMEOUT, "hub ingest over time");
             }
             ensure!(

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use herald::protocol::RunId;
+use herald::protocol::{RunId, RunState};
 use herald_hub::{Hub, HubConfig, SqliteStore};
-use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -73,21 +72,14 @@ impl LocalHub {
     /// The run's state as the hub has it: its status and how many events it stored.
     pub(crate) fn run_state(&self, id: &RunId) -> anyhow::Result<(String, u64)> {
         let url = format!("{}/v1/runs/{id}", self.url());
-        let state: Value = self.runtime.block_on(async {
+        let state: RunState = self.runtime.block_on(async {
             let response = self.client.get(&url).send().await?;
             if !response.status().is_success() {
                 bail!("GET {url}: {}", response.status());
             }
             Ok(response.json().await?)
         })?;
-        let status = state["status"]
-            .as_str()
-            .context("the run's state has no status")?
-            .to_owned();
-        let events = state["last_seq"]
-            .as_u64()
-            .context("the run's state has no last_seq")?;
-        Ok((status, events))
+        Ok((state.status.as_str().to_owned(), state.last_seq))
     }
 
     /// Asks the run to stop (`POST /v1/runs/{id}/cancel`).

@@ -10,10 +10,8 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use herald_protocol::{RunStatus, parse_event};
-
 use crate::args::EventsArgs;
-use crate::client::{Client, HubError, HubErrorKind, Page, Poll};
+use crate::client::{Client, Poll};
 
 /// Events asked for per request.
 pub(crate) const PAGE: u32 = 500;
@@ -38,10 +36,8 @@ pub(crate) fn run(args: &EventsArgs) -> anyhow::Result<u8> {
             },
         )?;
         let mut saw_finish = false;
-        for raw in &page.events {
-            writeln!(out, "{}", raw.get())?;
-            let event = parse_event(raw.get())
-                .map_err(|e| bad_reply(&client, &format!("an event the hub sent: {e}")))?;
+        for event in &page.events {
+            writeln!(out, "{}", event.to_json())?;
             after = event.seq;
             saw_finish |= event.event_type() == "run.finished";
         }
@@ -52,17 +48,6 @@ pub(crate) fn run(args: &EventsArgs) -> anyhow::Result<u8> {
         if !args.follow || saw_finish || run_over {
             return Ok(0);
         }
-        run_over = is_finished(&page);
+        run_over = page.status.is_terminal();
     }
-}
-
-/// Whether the page says the run has finished.
-pub(crate) fn is_finished(page: &Page) -> bool {
-    page.status
-        .parse::<RunStatus>()
-        .is_ok_and(RunStatus::is_terminal)
-}
-
-fn bad_reply(client: &Client, detail: &str) -> HubError {
-    HubError::new(client.url(), HubErrorKind::BadReply(detail.to_owned()))
 }

@@ -35,7 +35,7 @@
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -44,17 +44,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use herald::escape_controls;
+use herald_protocol::api::Appended;
 use herald_protocol::{
     Draft, EventBody, Heartbeat, RunFinished, RunId, RunOutcome, RunStarted, RunState, Timestamp,
-    parse_event,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use signal_hook::consts::SIGINT;
 
 use crate::args::{ExecArgs, HubArgs};
-use crate::client::{Appended, Client, HubErrorKind, NewRun, Poll};
+use crate::client::{Client, HubErrorKind, NewRun, Poll};
 use crate::commands::events::PAGE;
 use crate::commands::show;
+use crate::retry::Backoff;
 use crate::signals;
 
 /// Longest a hub request of exec may take: reporting must not hold the work up.
@@ -64,6 +65,9 @@ const HUB_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN: Duration = Duration::from_millis(500);
 /// Shortest heartbeat timeout asked for the run: the hub's default.
 const MIN_HEARTBEAT_TIMEOUT_S: f64 = 60.0;
+/// The first wait before sending an event of exec's again, and its longest.
+const SEND_RETRY_FIRST: Duration = Duration::from_millis(250);
+const SEND_RETRY_MAX: Duration = Duration::from_secs(2);
 /// Longest run name made from the command line.
 const MAX_NAME_CHARS: usize = 200;
 /// Prefix of exec's own idempotency keys, which also tell its events from the
@@ -111,6 +115,7 @@ enum Msg {
 }
 
 /// Why exec stopped the command.
+#[derive(Clone, Copy)]
 enum Stop {
     Idle(Duration),
     Cancel,
@@ -194,31 +199,9 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
             .context("listening for signals")?;
     }
     let mut reporter = Reporter::start(&settings, &args.hub);
-
-    let program = &settings.command[0];
-    let mut cmd = Command::new(program);
-    cmd.args(&settings.command[1..])
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some((run, token)) = reporter.identity() {
-        cmd.env("HERALD_URL", &args.hub.url)
-            .env("HERALD_RUN", run.as_str())
-            .env("HERALD_TOKEN", token);
-    }
-    if settings.own_group {
-        cmd.process_group(0);
-    }
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn(&settings, &reporter, &args.hub) {
         Ok(child) => child,
-        Err(e) => {
-            // As a shell says it: 127 for a command not found, 126 for one not run.
-            let code = if e.kind() == io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            let error = format!("cannot run `{program}`: {e}");
+        Err((code, error)) => {
             reporter.finish(RunOutcome::Failed, Some(error.clone()), code);
             eprintln!("herald: {}", escape_controls(&error));
             return Ok(code);
@@ -231,11 +214,6 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
         }
     }
     let pid = child.id();
-    let target = if settings.own_group {
-        Target::Group(pid)
-    } else {
-        Target::Process(pid)
-    };
     let activity = Arc::new(Activity::new());
     if let Some(out) = child.stdout.take() {
         spawn_forward(out, io::stdout(), &activity, &tx);
@@ -251,143 +229,28 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
     }
     drop(tx);
 
-    let started = Instant::now();
-    let mut next_heartbeat = started + settings.heartbeat;
-    let mut stop: Option<Stop> = None;
-    let mut got: Option<Got> = None;
-    let mut kill_at: Option<Instant> = None;
+    let mut watch = Watch::new(&settings, pid, activity);
     let mut open_pipes = 2;
     let status = loop {
-        let idle_at = match (settings.idle_timeout, &stop) {
-            (Some(idle), None) => Some(activity.last() + idle),
-            _ => None,
-        };
-        let deadline = [Some(next_heartbeat), idle_at, kill_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_heartbeat);
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match rx.recv_timeout(watch.deadline().saturating_duration_since(Instant::now())) {
             Ok(Msg::Exited(status)) => break status.context("waiting for the command")?,
             Ok(Msg::Closed) => open_pipes -= 1,
-            Ok(Msg::Signal(signal)) => {
-                // In exec's own group the command got a terminal's Ctrl-C already.
-                let pass_on = settings.own_group || signal != SIGINT;
-                if pass_on && got.is_some_and(|g| g.passed_on) {
-                    // Asked twice: no more grace.
-                    target.signal("KILL");
-                } else if pass_on {
-                    target.signal(&signal.to_string());
-                    let grace_end = Instant::now() + settings.kill_after;
-                    kill_at = Some(kill_at.map_or(grace_end, |at| at.min(grace_end)));
-                }
-                match &mut got {
-                    Some(first) => first.passed_on |= pass_on,
-                    None => {
-                        got = Some(Got {
-                            signal,
-                            passed_on: pass_on,
-                        })
-                    }
-                }
-            }
+            Ok(Msg::Signal(signal)) => watch.signalled(signal),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 anyhow::bail!("lost track of the command (pid {pid})")
             }
         }
-        let now = Instant::now();
-        if kill_at.is_some_and(|at| now >= at) {
-            target.signal("KILL");
-            kill_at = None;
-        }
-        if let (Some(idle), None) = (settings.idle_timeout, &stop) {
-            if now >= activity.last() + idle {
-                // Silent on its pipes; it may still be reporting through the hub.
-                if let Some(ts) = reporter.command_activity() {
-                    activity.seen_at_ts(ts);
-                }
-                if now >= activity.last() + idle {
-                    target.signal("TERM");
-                    stop = Some(Stop::Idle(idle));
-                    kill_at = Some(now + settings.kill_after);
-                }
-            }
-        }
-        if now >= next_heartbeat {
-            next_heartbeat = now + settings.heartbeat;
-            let silent = activity.last().elapsed();
-            let note = (silent >= settings.heartbeat)
-                .then(|| format!("no output for {}", show::duration(silent.as_secs_f64())));
-            let reply = reporter.heartbeat(started.elapsed(), note);
-            if reply.is_some_and(|r| r.cancel_requested) && stop.is_none() {
-                target.signal("TERM");
-                stop = Some(Stop::Cancel);
-                kill_at = Some(now + settings.kill_after);
-            }
-        }
+        watch.tick(&mut reporter);
     };
-
-    let passed_on = got.is_some_and(|g| g.passed_on);
-    if settings.own_group && (passed_on || matches!(stop, Some(Stop::Idle(_) | Stop::Cancel))) {
-        // The whole group was told to stop with the command; what outlives the
-        // command (a background process that ignores TERM) is killed, so that nothing
-        // of a stopped command goes on unreported.
-        target.signal("KILL");
-    }
-    // Let the last output through before saying anything more.
-    let drain_until = Instant::now() + DRAIN;
-    while open_pipes > 0 {
-        match rx.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
-            Ok(Msg::Closed) => open_pipes -= 1,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
+    watch.stop_what_outlives();
+    drain(&rx, open_pipes);
 
     let code = exit_code(status);
-    // Told to stop, exec reports the run cancelled by that, whatever the command made
-    // of the signal; unless the command got a Ctrl-C from the terminal and went on to
-    // succeed (an interactive command interrupted, not stopped).
-    let ended_by = got
-        .filter(|g| g.passed_on || !status.success())
-        .map(|g| g.signal);
-    let (outcome, error) = match (ended_by, &stop, status.success()) {
-        (Some(signal), _, _) => (
-            RunOutcome::Cancelled,
-            Some(format!("terminated by {}", signals::name(signal))),
-        ),
-        (None, _, true) => (RunOutcome::Succeeded, None),
-        (None, Some(Stop::Idle(idle)), false) => (
-            RunOutcome::Failed,
-            Some(format!(
-                "idle for {} (--idle-timeout): no output and no event; stopped with its process group",
-                show::duration(idle.as_secs_f64())
-            )),
-        ),
-        (None, Some(Stop::Cancel), false) => (
-            RunOutcome::Cancelled,
-            Some("cancel requested through the hub: stopped".to_owned()),
-        ),
-        (None, None, false) => ended(status),
-    };
+    let (outcome, error, ended_by) = watch.outcome(status);
     reporter.finish(outcome, error, code);
-
-    if let Some(Stop::Idle(idle)) = stop {
-        eprintln!(
-            "herald: `{}` was idle for {} (--idle-timeout): stopped it and its process group",
-            escape_controls(&settings.name),
-            show::duration(idle.as_secs_f64())
-        );
-        let known = match reporter.state() {
-            Some(state) => show::status_line(&state, show::now()),
-            None => format!(
-                "ran for {}, last output {} ago",
-                show::duration(started.elapsed().as_secs_f64()),
-                show::duration(activity.last().elapsed().as_secs_f64())
-            ),
-        };
-        eprintln!("herald: last known state: {known}");
+    if let Some(Stop::Idle(idle)) = watch.stop {
+        watch.tell_idle(idle, &reporter);
     }
     if let Some(signal) = ended_by {
         signals::end_by(signal);
@@ -396,6 +259,220 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
         return Ok(u8::try_from(128 + signal).unwrap_or(255));
     }
     Ok(code)
+}
+
+/// Starts the command, with the run's identity in its environment when there is a
+/// run; the exit code and the error when it cannot be run.
+fn spawn(settings: &Settings, reporter: &Reporter, hub: &HubArgs) -> Result<Child, (u8, String)> {
+    let program = &settings.command[0];
+    let mut cmd = Command::new(program);
+    cmd.args(&settings.command[1..])
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((run, token)) = reporter.identity() {
+        cmd.env("HERALD_URL", &hub.url)
+            .env("HERALD_RUN", run.as_str())
+            .env("HERALD_TOKEN", token);
+    }
+    if settings.own_group {
+        cmd.process_group(0);
+    }
+    cmd.spawn().map_err(|e| {
+        // As a shell says it: 127 for a command not found, 126 for one not run.
+        let code = if e.kind() == io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        };
+        (code, format!("cannot run `{program}`: {e}"))
+    })
+}
+
+/// Lets the command's last output through, for at most [`DRAIN`], before exec says
+/// anything more.
+fn drain(rx: &mpsc::Receiver<Msg>, mut open_pipes: u32) {
+    let drain_until = Instant::now() + DRAIN;
+    while open_pipes > 0 {
+        match rx.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
+            Ok(Msg::Closed) => open_pipes -= 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// What exec watches while the command runs: its silence (`--idle-timeout`), the
+/// heartbeats and cancel requests, the signals exec got, and the grace before `KILL`.
+struct Watch<'a> {
+    settings: &'a Settings,
+    target: Target,
+    activity: Arc<Activity>,
+    started: Instant,
+    next_heartbeat: Instant,
+    /// Why exec stopped the command, once it did.
+    stop: Option<Stop>,
+    /// The first stop signal exec got.
+    got: Option<Got>,
+    /// When a stopped command is forced (`KILL`).
+    kill_at: Option<Instant>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(settings: &'a Settings, pid: u32, activity: Arc<Activity>) -> Watch<'a> {
+        let started = Instant::now();
+        Watch {
+            settings,
+            target: if settings.own_group {
+                Target::Group(pid)
+            } else {
+                Target::Process(pid)
+            },
+            activity,
+            started,
+            next_heartbeat: started + settings.heartbeat,
+            stop: None,
+            got: None,
+            kill_at: None,
+        }
+    }
+
+    /// When something is next due: a heartbeat, the idle limit, or the `KILL`.
+    fn deadline(&self) -> Instant {
+        let idle_at = match (self.settings.idle_timeout, &self.stop) {
+            (Some(idle), None) => Some(self.activity.last() + idle),
+            _ => None,
+        };
+        [Some(self.next_heartbeat), idle_at, self.kill_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.next_heartbeat)
+    }
+
+    /// exec got a stop signal: passed on to the command, with a grace before `KILL`;
+    /// a second one passed on kills at once.
+    fn signalled(&mut self, signal: i32) {
+        // In exec's own group the command got a terminal's Ctrl-C already.
+        let pass_on = self.settings.own_group || signal != SIGINT;
+        if pass_on && self.got.is_some_and(|g| g.passed_on) {
+            // Asked twice: no more grace.
+            self.target.signal("KILL");
+        } else if pass_on {
+            self.target.signal(&signal.to_string());
+            let grace_end = Instant::now() + self.settings.kill_after;
+            self.kill_at = Some(self.kill_at.map_or(grace_end, |at| at.min(grace_end)));
+        }
+        match &mut self.got {
+            Some(first) => first.passed_on |= pass_on,
+            None => {
+                self.got = Some(Got {
+                    signal,
+                    passed_on: pass_on,
+                })
+            }
+        }
+    }
+
+    /// Does what is due: the `KILL` after the grace, stopping an idle command, the
+    /// heartbeat (whose reply may ask to cancel).
+    fn tick(&mut self, reporter: &mut Reporter) {
+        let now = Instant::now();
+        if self.kill_at.is_some_and(|at| now >= at) {
+            self.target.signal("KILL");
+            self.kill_at = None;
+        }
+        if let (Some(idle), None) = (self.settings.idle_timeout, &self.stop) {
+            if now >= self.activity.last() + idle {
+                // Silent on its pipes; it may still be reporting through the hub.
+                if let Some(ts) = reporter.command_activity() {
+                    self.activity.seen_at_ts(ts);
+                }
+                if now >= self.activity.last() + idle {
+                    self.stop_command(Stop::Idle(idle), now);
+                }
+            }
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.settings.heartbeat;
+            let silent = self.activity.last().elapsed();
+            let note = (silent >= self.settings.heartbeat)
+                .then(|| format!("no output for {}", show::duration(silent.as_secs_f64())));
+            let reply = reporter.heartbeat(self.started.elapsed(), note);
+            if reply.is_some_and(|r| r.cancel_requested) && self.stop.is_none() {
+                self.stop_command(Stop::Cancel, now);
+            }
+        }
+    }
+
+    fn stop_command(&mut self, why: Stop, now: Instant) {
+        self.target.signal("TERM");
+        self.stop = Some(why);
+        self.kill_at = Some(now + self.settings.kill_after);
+    }
+
+    /// Once the command exited: when its whole group was told to stop with it, what
+    /// outlives it (a background process that ignores TERM) is killed, so that nothing
+    /// of a stopped command goes on unreported.
+    fn stop_what_outlives(&self) {
+        let passed_on = self.got.is_some_and(|g| g.passed_on);
+        if self.settings.own_group
+            && (passed_on || matches!(self.stop, Some(Stop::Idle(_) | Stop::Cancel)))
+        {
+            self.target.signal("KILL");
+        }
+    }
+
+    /// How the run ended, its error, and the signal exec is to end by, if any.
+    ///
+    /// Told to stop, exec reports the run cancelled by that, whatever the command made
+    /// of the signal; unless the command got a Ctrl-C from the terminal and went on to
+    /// succeed (an interactive command interrupted, not stopped).
+    fn outcome(&self, status: ExitStatus) -> (RunOutcome, Option<String>, Option<i32>) {
+        let ended_by = self
+            .got
+            .filter(|g| g.passed_on || !status.success())
+            .map(|g| g.signal);
+        let (outcome, error) = match (ended_by, &self.stop, status.success()) {
+            (Some(signal), _, _) => (
+                RunOutcome::Cancelled,
+                Some(format!("terminated by {}", signals::name(signal))),
+            ),
+            (None, _, true) => (RunOutcome::Succeeded, None),
+            (None, Some(Stop::Idle(idle)), false) => (
+                RunOutcome::Failed,
+                Some(format!(
+                    "idle for {} (--idle-timeout): no output and no event; stopped with its process group",
+                    show::duration(idle.as_secs_f64())
+                )),
+            ),
+            (None, Some(Stop::Cancel), false) => (
+                RunOutcome::Cancelled,
+                Some("cancel requested through the hub: stopped".to_owned()),
+            ),
+            (None, None, false) => ended(status),
+        };
+        (outcome, error, ended_by)
+    }
+
+    /// Says on stderr that the command was stopped for its silence, and what was last
+    /// known of it.
+    fn tell_idle(&self, idle: Duration, reporter: &Reporter) {
+        eprintln!(
+            "herald: `{}` was idle for {} (--idle-timeout): stopped it and its process group",
+            escape_controls(&self.settings.name),
+            show::duration(idle.as_secs_f64())
+        );
+        let known = match reporter.state() {
+            Some(state) => show::status_line(&state, show::now()),
+            None => format!(
+                "ran for {}, last output {} ago",
+                show::duration(self.started.elapsed().as_secs_f64()),
+                show::duration(self.activity.last().elapsed().as_secs_f64())
+            ),
+        };
+        eprintln!("herald: last known state: {known}");
+    }
 }
 
 /// The status as a shell gives it: the exit code, or 128 + the signal.
@@ -503,11 +580,7 @@ impl Reporter {
         match created {
             Ok(created) => {
                 reporter.write_token = created.write_token.clone();
-                reporter.dashboard = created
-                    .urls
-                    .get("dashboard")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                reporter.dashboard = Some(created.urls.dashboard.clone());
                 let client = admin.with_token(&created.write_token);
                 reporter.run = Some((created.id, client));
             }
@@ -556,12 +629,12 @@ impl Reporter {
         };
         let drafts = [draft];
         let mut attempt = 1;
+        let mut backoff = Backoff::new(SEND_RETRY_FIRST, SEND_RETRY_MAX);
         let err = loop {
             match client.append(run, &drafts) {
                 Ok(reply) => return Some(reply),
                 Err(e) if e.is_transient() && attempt < attempts => {
-                    let backoff = Duration::from_millis(250 * u64::from(attempt));
-                    thread::sleep(backoff.max(e.retry_after().unwrap_or_default()));
+                    thread::sleep(backoff.delay(e.retry_after()));
                     attempt += 1;
                 }
                 Err(e) => break e,
@@ -619,10 +692,7 @@ impl Reporter {
             };
             let page = client.poll(run, &poll).ok()?;
             let before = self.checked_seq;
-            for raw in &page.events {
-                let Ok(event) = parse_event(raw.get()) else {
-                    continue;
-                };
+            for event in &page.events {
                 self.checked_seq = event.seq;
                 let own = event.id.as_deref().is_some_and(|id| id.starts_with(OWN_ID));
                 let hubs = matches!(

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use herald::escape_controls;
 use herald_protocol::RunState;
-use serde::Deserialize;
+use herald_protocol::api::RunsPage;
 
 use crate::args::{LsArgs, RunStatusArg};
 use crate::client::{Client, HubError, HubErrorKind, ListQuery};
@@ -13,12 +13,6 @@ use crate::commands::show;
 
 /// Widest name shown in the table; longer ones are cut.
 const NAME_WIDTH: usize = 32;
-
-/// `GET /v1/runs`.
-#[derive(Deserialize)]
-struct Listing {
-    runs: Vec<RunState>,
-}
 
 pub(crate) fn run(args: &LsArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.hub);
@@ -32,7 +26,7 @@ pub(crate) fn run(args: &LsArgs) -> anyhow::Result<u8> {
         writeln!(out, "{}", body.trim_end())?;
         return Ok(0);
     }
-    let listing: Listing = serde_json::from_str(&body).map_err(|e| {
+    let listing: RunsPage = serde_json::from_str(&body).map_err(|e| {
         HubError::new(
             client.url(),
             HubErrorKind::BadReply(format!("the list of runs: {e}")),

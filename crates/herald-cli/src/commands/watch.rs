@@ -27,12 +27,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use herald::Sink;
-use herald_protocol::{Event, RunState, RunStatus, parse_event};
+use herald_protocol::{Event, RunState, RunStatus};
 
 use crate::args::WatchArgs;
-use crate::client::{Client, HubError, HubErrorKind, Poll};
+use crate::client::{Client, Poll};
 use crate::commands::events::{LONG_POLL, PAGE};
 use crate::commands::show;
+use crate::retry::Backoff;
 use crate::signals;
 
 /// Exit code: the run succeeded.
@@ -48,6 +49,9 @@ const EXIT_STALLED: u8 = 3;
 const TICK: Duration = Duration::from_secs(1);
 /// How long watch keeps trying to reach a hub it lost before giving up.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
+/// The first wait before polling a hub that did not answer again, and the longest.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: &WatchArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.hub);
@@ -68,6 +72,7 @@ pub(crate) fn run(args: &WatchArgs) -> anyhow::Result<u8> {
     let mut after = 0;
     let mut last_arrival = Instant::now();
     let mut lost_since: Option<Instant> = None;
+    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     loop {
         let mut wait = if human { TICK } else { LONG_POLL };
         if let Some(idle) = args.idle_timeout {
@@ -92,6 +97,7 @@ pub(crate) fn run(args: &WatchArgs) -> anyhow::Result<u8> {
         };
         let page = match client.poll(&args.run, &poll) {
             Ok(page) => {
+                backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
                 if lost_since.take().is_some() {
                     eprintln!("herald: the hub at {} answers again", client.url());
                 }
@@ -105,7 +111,7 @@ pub(crate) fn run(args: &WatchArgs) -> anyhow::Result<u8> {
                 if since.elapsed() >= RECONNECT_FOR {
                     return Err(e.into());
                 }
-                thread::sleep(Duration::from_millis(500).min(wait));
+                thread::sleep(backoff.delay(e.retry_after()).min(wait));
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -113,16 +119,10 @@ pub(crate) fn run(args: &WatchArgs) -> anyhow::Result<u8> {
         if !page.events.is_empty() {
             last_arrival = Instant::now();
         }
-        for raw in &page.events {
-            let event = parse_event(raw.get()).map_err(|e| {
-                HubError::new(
-                    client.url(),
-                    HubErrorKind::BadReply(format!("an event the hub sent: {e}")),
-                )
-            })?;
+        for event in &page.events {
             after = event.seq;
-            state.apply(&event);
-            view.event(&event, raw.get(), &state)?;
+            state.apply(event);
+            view.event(event, &event.to_json(), &state)?;
         }
         let caught_up = (page.events.len() as u32) < PAGE;
         match state.status {

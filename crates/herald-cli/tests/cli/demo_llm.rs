@@ -4,6 +4,7 @@
 //! tools, and the tool results it answered, an error one for a tool it does not have.
 
 use std::process::Output;
+use std::time::Duration;
 
 use herald_protocol::{Event, EventBody, RunState, RunStatus, StageStatus, fold};
 use serde_json::{Value, json};
@@ -338,6 +339,47 @@ fn an_overloaded_or_rate_limited_api_and_an_error_mid_stream_are_tried_again() {
         .filter(|l| l.message.contains("trying again"))
         .count();
     assert_eq!(warnings, 3, "{:?}", state.logs);
+}
+
+#[test]
+fn the_api_retry_after_is_waited_in_full_whatever_the_speed() {
+    let server = LlmServer::start(vec![
+        Reply::error(429, fixture("anthropic/rate_limited.json")).retry_after(1),
+        Reply::fixture("demo/anthropic_answer.sse"),
+    ]);
+    // `--speed 500` shortens herald's own backoff to 2 ms, not the API's second.
+    let out = demo(
+        "anthropic",
+        &[],
+        &[
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+            ("ANTHROPIC_BASE_URL", &server.url),
+        ],
+    );
+    succeeded(&out);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let waited = requests[1].at - requests[0].at;
+    assert!(
+        waited >= Duration::from_secs(1),
+        "tried again after {waited:?}"
+    );
+}
+
+#[test]
+fn a_blank_model_is_a_usage_error() {
+    let out = demo(
+        "openai",
+        &["--model", "  "],
+        &[("OPENAI_API_KEY", "sk-test")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("herald: --model must name a model"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("run.started"), "{stderr}");
 }
 
 #[test]

@@ -14,10 +14,10 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use herald_protocol::{Event, parse_event};
+use herald_testkit::pg;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -29,23 +29,7 @@ use crate::serve::{
 
 /// The server's maintenance database, which the tests connect to to create theirs.
 fn admin_url() -> String {
-    std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `url` naming database `name` instead of its own (any `?query` kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    match query {
-        Some(query) => format!("{}/{name}?{query}", &base[..path]),
-        None => format!("{}/{name}", &base[..path]),
-    }
+    pg::admin_url()
 }
 
 /// Runs `sql` on the maintenance database with `psql`; its error output on failure.
@@ -66,6 +50,7 @@ fn psql(sql: &str) -> Result<(), String> {
 /// A fresh database for one test, dropped (with whatever still connects to it) when
 /// the test ends.
 struct TestDatabase {
+    db: pg::TempDatabase,
     name: String,
     /// `postgres://.../NAME`, for `--db`.
     url: String,
@@ -75,24 +60,12 @@ struct TestDatabase {
 
 impl TestDatabase {
     fn create() -> TestDatabase {
-        static CREATED: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "herald_cli_test_{}_{}",
-            std::process::id(),
-            CREATED.fetch_add(1, Ordering::Relaxed)
-        );
-        if let Err(e) = psql(&format!("CREATE DATABASE \"{name}\"")) {
-            panic!(
-                "the PostgreSQL tests need a PostgreSQL server at {} (user postgres, trust \
-                 auth), and could not create a database there: {e}\n\
-                 Start it with `pg_ctlcluster 15 main start` (`.ci/run` does), or point \
-                 HERALD_TEST_POSTGRES_URL at another server.",
-                admin_url()
-            );
-        }
+        let db = pg::TempDatabase::create_blocking("herald_cli_test", None)
+            .unwrap_or_else(|e| panic!("{e}"));
         TestDatabase {
-            url: with_database(&admin_url(), &name),
-            name,
+            name: db.name().to_owned(),
+            url: db.url().to_owned(),
+            db,
             logs: tempfile::tempdir().expect("a temp dir"),
         }
     }
@@ -113,11 +86,8 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Not a panic: this may run while a failed test unwinds.
-        if let Err(e) = psql(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
-        )) {
-            eprintln!("warning: dropping the test database {}: {e}", self.name);
+        if let Err(e) = self.db.drop_blocking() {
+            eprintln!("warning: {e}");
         }
     }
 }
@@ -352,7 +322,7 @@ fn a_database_that_cannot_be_opened_is_named() {
     // A server that answers, without the database.
     let db = TestDatabase::create();
     let missing = format!("{}_missing", db.name);
-    check_unopenable(&with_database(&admin_url(), &missing), &missing);
+    check_unopenable(&pg::with_database(&admin_url(), &missing), &missing);
 }
 
 #[track_caller]

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use herald_protocol::{Draft, Event, MAX_EVENT_BYTES, RunId, RunState, Timestamp};
 
-use super::{Appended, RunHead, StoreError};
+use super::{Appended, Author, RunHead, StoreError};
 
 /// A draft stamped before its transaction with the `seq` it will most likely get, and
 /// serialized with it: serializing is about a quarter of an append's work, and done
@@ -162,8 +162,8 @@ impl Batch {
     }
 
     /// The run's `last_producer_us` after the batch: `now` if the producer spoke.
-    pub(crate) fn last_producer_us(head: &RunHead, now: Timestamp, from_producer: bool) -> i64 {
-        if from_producer {
+    pub(crate) fn last_producer_us(head: &RunHead, now: Timestamp, author: Author) -> i64 {
+        if author == Author::Producer {
             now.unix_micros()
         } else {
             head.last_producer_at.unix_micros()

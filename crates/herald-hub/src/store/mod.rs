@@ -19,7 +19,6 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -28,11 +27,12 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use crate::auth::Scope;
+use crate::lru::Lru;
 
 pub(crate) use batch::{Batch, Stamped, stamp_ahead};
 pub use postgres::PostgresStore;
 pub(crate) use readback::{Read, Unreadable};
-pub use sqlite::SqliteStore;
+pub use sqlite::{MIGRATIONS as SQLITE_MIGRATIONS, SqliteStore};
 
 /// Opens the store a database URL names: `sqlite://PATH` or `postgres://...`
 /// (`postgresql://` too), applying migrations.
@@ -343,6 +343,26 @@ pub struct RunFilter {
     pub limit: u32,
 }
 
+/// Who an append speaks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Author {
+    /// The run's producer: the append resets stall detection.
+    Producer,
+    /// The hub itself (`run.stalled`, `run.cancel_requested`): the producer is as
+    /// silent as before.
+    Hub,
+}
+
+/// When an append stores its drafts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Condition {
+    /// Whatever the run's silence.
+    Always,
+    /// Only while, inside the append's transaction, the run is running and its
+    /// producer silent past its timeout (`run.stalled`).
+    ProducerSilent,
+}
+
 /// Storage of runs and events.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -357,14 +377,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends drafts as one atomic, durable batch, stamped `now` where they have no
     /// time. Events the hub writes itself (`run.stalled`, `run.cancel_requested`) go
-    /// through here too; `from_producer` says whether these count as the producer
-    /// speaking (which resets stall detection).
+    /// through here too; `author` says whether these count as the producer speaking
+    /// (which resets stall detection).
     async fn append(
         &self,
         id: &RunId,
         drafts: Vec<Draft>,
         now: Timestamp,
-        from_producer: bool,
+        author: Author,
     ) -> Result<Appended, StoreError>;
 
     /// Appends the hub's `run.stalled` draft if, inside the append's transaction, the
@@ -436,18 +456,26 @@ pub enum Wake {
 /// Each state is kept with its run's `created_at`, and served only for that run: a run
 /// deleted and created again under the same id (perhaps through another hub, which this
 /// process does not hear of) is another run.
-#[derive(Default)]
 pub(crate) struct StateCache {
-    states: Mutex<HashMap<RunId, (Timestamp, RunState)>>,
+    states: Mutex<Lru<RunId, (Timestamp, RunState)>>,
 }
 
-/// States kept before the cache starts over; a state is a few kilobytes.
+/// States kept; beyond, the state used least recently is dropped (and read again
+/// from the store when needed). A state is a few kilobytes.
 const CACHE_CAPACITY: usize = 10_000;
+
+impl Default for StateCache {
+    fn default() -> StateCache {
+        StateCache {
+            states: Mutex::new(Lru::new(CACHE_CAPACITY)),
+        }
+    }
+}
 
 impl StateCache {
     /// The cached state of the run `id` created at `created_at`.
     pub(crate) fn get(&self, id: &RunId, created_at: Timestamp) -> Option<RunState> {
-        let states = self.lock();
+        let mut states = self.lock();
         let (created, state) = states.get(id)?;
         (*created == created_at).then(|| state.clone())
     }
@@ -455,18 +483,14 @@ impl StateCache {
     /// The `last_seq` of the cached state of `id`, without copying the state: a guess
     /// (it may be another run's of the same id, or behind the store).
     pub(crate) fn last_seq(&self, id: &RunId) -> Option<u64> {
-        self.lock().get(id).map(|(_, state)| state.last_seq)
+        self.lock().peek(id).map(|(_, state)| state.last_seq)
     }
 
     /// Keeps `state` of the run created at `created_at`, unless a later state of that
     /// run is cached already (two appends may finish in either order).
     pub(crate) fn put(&self, created_at: Timestamp, state: RunState) {
         let mut states = self.lock();
-        if states.len() >= CACHE_CAPACITY && !states.contains_key(&state.id) {
-            // Cheap and rare: drop everything and refill from the store on demand.
-            states.clear();
-        }
-        if let Some((created, cached)) = states.get(&state.id) {
+        if let Some((created, cached)) = states.peek(&state.id) {
             if *created == created_at && cached.last_seq > state.last_seq {
                 return;
             }
@@ -484,7 +508,7 @@ impl StateCache {
         self.lock().remove(id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, (Timestamp, RunState)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<RunId, (Timestamp, RunState)>> {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

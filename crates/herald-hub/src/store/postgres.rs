@@ -38,8 +38,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    Appended, Batch, NewRun, Read, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store,
-    StoreError, Unreadable, Wake, stamp_ahead,
+    Appended, Author, Batch, Condition, NewRun, Read, RunFilter, RunHead, RunRecord, RunRow,
+    StateCache, Store, StoreError, Unreadable, Wake, stamp_ahead,
 };
 use crate::auth::Scope;
 use crate::store::{readable, token_from_row};
@@ -159,8 +159,8 @@ impl PostgresStore {
         id: &RunId,
         drafts: Vec<Draft>,
         now: Timestamp,
-        from_producer: bool,
-        only_if_silent: bool,
+        author: Author,
+        condition: Condition,
     ) -> Result<Appended, StoreError> {
         let stamped = stamp_ahead(id, drafts, now, self.cache.last_seq(id));
         let mut tx = self.begin().await?;
@@ -176,7 +176,7 @@ impl PostgresStore {
         .and_then(|row| head_from_row(&row))?;
         let cached = self.cache.get(id, head.created_at);
         let state = fold_state(&mut tx, &head, cached, &self.unreadable).await?;
-        if only_if_silent && !head.silent_at(now) {
+        if condition == Condition::ProducerSilent && !head.silent_at(now) {
             return Ok(Batch::empty(&head, state).into_appended());
         }
         let ids: Vec<&str> = stamped.iter().filter_map(|s| s.id()).collect();
@@ -214,7 +214,7 @@ impl PostgresStore {
             .bind(batch.last_seq as i64)
             .bind(batch.state.status.as_str())
             .bind(Batch::last_received_us(now))
-            .bind(Batch::last_producer_us(&head, now, from_producer))
+            .bind(Batch::last_producer_us(&head, now, author))
             .bind(batch.state_json()?)
             .bind(CHANNEL)
             .execute(&mut *tx)
@@ -541,9 +541,9 @@ impl Store for PostgresStore {
         id: &RunId,
         drafts: Vec<Draft>,
         now: Timestamp,
-        from_producer: bool,
+        author: Author,
     ) -> Result<Appended, StoreError> {
-        self.append_batch(id, drafts, now, from_producer, false)
+        self.append_batch(id, drafts, now, author, Condition::Always)
             .await
     }
 
@@ -553,7 +553,8 @@ impl Store for PostgresStore {
         draft: Draft,
         now: Timestamp,
     ) -> Result<Appended, StoreError> {
-        self.append_batch(id, vec![draft], now, false, true).await
+        self.append_batch(id, vec![draft], now, Author::Hub, Condition::ProducerSilent)
+            .await
     }
 
     async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {

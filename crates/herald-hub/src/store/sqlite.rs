@@ -34,47 +34,19 @@ use tokio::sync::Semaphore;
 
 use self::writer::{AppendJob, Writer};
 use super::{
-    Appended, NewRun, Read, RunFilter, RunHead, RunRecord, RunRow, StateCache, Store, StoreError,
-    Unreadable, stamp_ahead,
+    Appended, Author, Condition, NewRun, Read, RunFilter, RunHead, RunRecord, RunRow, StateCache,
+    Store, StoreError, Unreadable, stamp_ahead,
 };
 use crate::auth::Scope;
 use crate::store::{readable, token_from_row};
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS runs (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    parent TEXT,
-    heartbeat_timeout_s REAL NOT NULL,
-    ttl_s REAL NOT NULL,
-    track TEXT,
-    meta TEXT,
-    created_us INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'running',
-    last_received_us INTEGER NOT NULL,
-    last_producer_us INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs (status, last_producer_us);
-CREATE INDEX IF NOT EXISTS runs_parent ON runs (parent);
-CREATE INDEX IF NOT EXISTS runs_expiry ON runs (last_received_us);
-CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    scope TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tokens_run ON tokens (run_id);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    event_id TEXT,
-    body TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (run_id, event_id) WHERE event_id IS NOT NULL;
-"#;
+/// The schema's migrations, in order: migration `n` (from 1) takes a file from
+/// `PRAGMA user_version` `n - 1` to `n`. A new one goes at the end, as
+/// `migrations/sqlite/NNNN_what.sql`; none is ever edited once released.
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_runs_tokens_events.sql"),
+    include_str!("../../migrations/sqlite/0002_retention_by_receipt.sql"),
+];
 
 const INSERT_EVENT: &str =
     "INSERT INTO events (run_id, seq, event_id, body) VALUES (?1, ?2, ?3, ?4)";
@@ -148,15 +120,15 @@ impl SqliteStore {
         id: &RunId,
         drafts: Vec<Draft>,
         now: Timestamp,
-        from_producer: bool,
-        only_if_silent: bool,
+        author: Author,
+        condition: Condition,
     ) -> Result<Appended, StoreError> {
         let job = AppendJob {
             id: id.clone(),
             events: stamp_ahead(id, drafts, now, self.cache.last_seq(id)),
             now,
-            from_producer,
-            only_if_silent,
+            author,
+            condition,
         };
         self.writer
             .write(move |group| writer::append(group, job))
@@ -177,33 +149,35 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
     migrate(&conn)?;
-    conn.execute_batch(SCHEMA)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
-/// Brings a file written by an earlier hub up to [`SCHEMA`], in one transaction under
-/// the write lock, so that processes opening the file at once migrate it once. Each
-/// step looks whether it is needed, so a file already up to date is left alone.
+/// Brings the file up to the last of [`MIGRATIONS`], in one transaction under the
+/// write lock, so that processes opening the file at once migrate it once. The file's
+/// `PRAGMA user_version` says which migrations it has; a file written before the
+/// schema had versions (0, with tables) is told apart by its columns. A file of a
+/// newer hub is refused rather than misread.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let res = (|| {
-        let old_retention = conn
-            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'last_event_us'")?
-            .exists([])?;
-        if old_retention {
-            // Retention counted from the later of the hub's clock and the events' own
-            // times, so a run stamped in the far future was never deleted. It counts
-            // from the hub's time of receipt now; a time still ahead of the clock is
-            // brought back to it. (The index on the column follows the rename.)
-            let now_us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64);
-            conn.execute_batch("ALTER TABLE runs RENAME COLUMN last_event_us TO last_received_us")?;
-            conn.execute(
-                "UPDATE runs SET last_received_us = ?1 WHERE last_received_us > ?1",
-                [now_us],
-            )?;
+        let latest = MIGRATIONS.len() as u32;
+        let stored: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let version = match stored {
+            0 => unversioned(conn)?,
+            version => version,
+        };
+        if version > latest {
+            return Err(StoreError::Db(format!(
+                "the database's schema is version {version}, newer than this hub's \
+                 ({latest}): it was written by a newer herald; run that one"
+            )));
+        }
+        for sql in &MIGRATIONS[version as usize..] {
+            conn.execute_batch(sql)?;
+        }
+        if stored != latest {
+            conn.execute_batch(&format!("PRAGMA user_version = {latest}"))?;
         }
         Ok::<_, StoreError>(())
     })();
@@ -214,6 +188,23 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     res
+}
+
+/// The migrations a file without a `user_version` has: none when it is empty; the
+/// first when it still has `last_event_us`; the first two otherwise (as hubs wrote
+/// files before the schema had versions).
+fn unversioned(conn: &Connection) -> Result<u32, StoreError> {
+    let column = |name: &str| {
+        conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?
+            .exists([name])
+    };
+    Ok(if column("last_event_us")? {
+        1
+    } else if column("last_received_us")? {
+        2
+    } else {
+        0
+    })
 }
 
 /// Runs blocking database work off the async threads.
@@ -470,9 +461,10 @@ impl Store for SqliteStore {
         id: &RunId,
         drafts: Vec<Draft>,
         now: Timestamp,
-        from_producer: bool,
+        author: Author,
     ) -> Result<Appended, StoreError> {
-        self.append_job(id, drafts, now, from_producer, false).await
+        self.append_job(id, drafts, now, author, Condition::Always)
+            .await
     }
 
     async fn mark_stalled(
@@ -481,7 +473,8 @@ impl Store for SqliteStore {
         draft: Draft,
         now: Timestamp,
     ) -> Result<Appended, StoreError> {
-        self.append_job(id, vec![draft], now, false, true).await
+        self.append_job(id, vec![draft], now, Author::Hub, Condition::ProducerSilent)
+            .await
     }
 
     async fn events(&self, id: &RunId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {

@@ -5,12 +5,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_protocol::{Draft, RunId, RunStatus, Timestamp, TypeFilter, parse_draft_str};
+use herald_testkit::pg::TempDatabase;
 use sqlx::Connection;
 
-use crate::store::{NewRun, Store, StoreError, Wake, open_store};
+use crate::store::{Author, NewRun, Store, StoreError, Wake, open_store};
 
 /// Each test once per store.
 macro_rules! on_both_stores {
@@ -50,14 +50,7 @@ on_both_stores!(
 struct TestDb {
     url: String,
     _dir: Option<tempfile::TempDir>,
-    postgres: Option<(String, String)>,
-}
-
-/// The PostgreSQL server the tests create their databases on, through its
-/// maintenance database; `HERALD_TEST_POSTGRES_URL` overrides it.
-fn postgres_admin_url() -> String {
-    std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    postgres: Option<TempDatabase>,
 }
 
 impl TestDb {
@@ -71,37 +64,13 @@ impl TestDb {
     }
 
     async fn postgres() -> TestDb {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let admin = postgres_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin)
+        let db = TempDatabase::create("herald_unit", None)
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {admin} is unreachable ({e}); the stores' tests need it. \
-                 Start it with `pg_ctlcluster 15 main start` (`.ci/run` does), or point \
-                 HERALD_TEST_POSTGRES_URL at another server."
-                )
-            });
-        let name = format!(
-            "herald_unit_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            sqlx::raw_sql(&sql)
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
-        let base = admin.split('?').next().unwrap_or(&admin);
-        let base = &base[..base.rfind('/').expect("a database in the URL")];
+            .unwrap_or_else(|e| panic!("{e}"));
         TestDb {
-            url: format!("{base}/{name}"),
+            url: db.url().to_owned(),
             _dir: None,
-            postgres: Some((admin, name)),
+            postgres: Some(db),
         }
     }
 
@@ -112,25 +81,8 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop cannot await: a thread with a runtime of its own does it.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(_))) {
-            eprintln!("could not drop a test database: {dropped:?}");
+        if let Some(Err(e)) = self.postgres.take().map(|db| db.drop_blocking()) {
+            eprintln!("could not drop a test database: {e}");
         }
     }
 }
@@ -193,7 +145,7 @@ async fn two_stores_on_one_database_keep_seq_dense_and_states_current(db: TestDb
                     .collect();
                 for _ in 0..2 {
                     let res = store
-                        .append(&run, drafts(&run, &texts), at(i as f64), true)
+                        .append(&run, drafts(&run, &texts), at(i as f64), Author::Producer)
                         .await
                         .expect("appended");
                     appended += res.events.len();
@@ -224,7 +176,12 @@ async fn two_stores_on_one_database_keep_seq_dense_and_states_current(db: TestDb
     }
     // And an append through either folds onto the whole history.
     let more = stores[0]
-        .append(&run, drafts(&run, &[log("last")]), at(99.0), true)
+        .append(
+            &run,
+            drafts(&run, &[log("last")]),
+            at(99.0),
+            Author::Producer,
+        )
         .await
         .expect("appended");
     assert_eq!(more.state.event_count, total as u64 + 1);
@@ -239,7 +196,7 @@ async fn a_finished_run_takes_no_event_but_acknowledges_retries(db: TestDb) {
         .id;
     let batch = [log("a"), finished()];
     let res = store
-        .append(&run, drafts(&run, &batch), at(1.0), true)
+        .append(&run, drafts(&run, &batch), at(1.0), Author::Producer)
         .await
         .expect("appended");
     assert_eq!(
@@ -248,7 +205,7 @@ async fn a_finished_run_takes_no_event_but_acknowledges_retries(db: TestDb) {
     );
 
     let retry = store
-        .append(&run, drafts(&run, &batch), at(2.0), true)
+        .append(&run, drafts(&run, &batch), at(2.0), Author::Producer)
         .await
         .expect("a retry is acknowledged");
     assert_eq!(
@@ -257,7 +214,12 @@ async fn a_finished_run_takes_no_event_but_acknowledges_retries(db: TestDb) {
     );
 
     let late = store
-        .append(&run, drafts(&run, &[log("a"), log("b")]), at(3.0), true)
+        .append(
+            &run,
+            drafts(&run, &[log("a"), log("b")]),
+            at(3.0),
+            Author::Producer,
+        )
         .await;
     assert!(matches!(late, Err(StoreError::Finished)), "{late:?}");
     assert_eq!(store.events(&run, 0, 100).await.expect("events").len(), 2);
@@ -280,7 +242,7 @@ async fn untracked_types_are_dropped_but_run_events_pass(db: TestDb) {
             &run,
             drafts(&run, &[progress, log("a"), finished()]),
             at(1.0),
-            true,
+            Author::Producer,
         )
         .await
         .expect("appended");
@@ -297,7 +259,7 @@ async fn mark_stalled_appends_only_while_the_producer_is_silent(db: TestDb) {
         .expect("created")
         .id;
     store
-        .append(&run, drafts(&run, &[log("a")]), at(10.0), true)
+        .append(&run, drafts(&run, &[log("a")]), at(10.0), Author::Producer)
         .await
         .expect("appended");
     let stalled =
@@ -320,7 +282,7 @@ async fn mark_stalled_appends_only_while_the_producer_is_silent(db: TestDb) {
 
     // The producer speaks: running again, and silent again a timeout later.
     store
-        .append(&run, drafts(&run, &[log("b")]), at(210.0), true)
+        .append(&run, drafts(&run, &[log("b")]), at(210.0), Author::Producer)
         .await
         .expect("appended");
     assert_eq!(store.silent_runs(at(260.0)).await.expect("silent").len(), 0);
@@ -334,7 +296,7 @@ async fn reads_see_runs_tokens_and_counts(db: TestDb) {
     }
     let r2 = RunId::new("r2").unwrap();
     store
-        .append(&r2, drafts(&r2, &[finished()]), at(1.0), true)
+        .append(&r2, drafts(&r2, &[finished()]), at(1.0), Author::Producer)
         .await
         .expect("appended");
     let (run, scope) = store.token("r-r2").await.expect("read").expect("a token");
@@ -406,7 +368,7 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
         .expect("created")
         .generation;
     let logs: Vec<String> = (0..5).map(|i| log(&format!("old{i}"))).collect();
-    a.append(&id, drafts(&id, &logs), at(1.0), true)
+    a.append(&id, drafts(&id, &logs), at(1.0), Author::Producer)
         .await
         .expect("appended");
     // Store b caches the first run's state, then the run is deleted and created again
@@ -430,7 +392,7 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
         .generation;
     assert!(second > first, "created again: {first} then {second}");
     let logs: Vec<String> = (0..6).map(|i| log(&format!("new{i}"))).collect();
-    a.append(&id, drafts(&id, &logs), at(11.0), true)
+    a.append(&id, drafts(&id, &logs), at(11.0), Author::Producer)
         .await
         .expect("appended");
 
@@ -438,7 +400,7 @@ async fn a_run_created_again_is_not_served_the_deleted_run_s_state(db: TestDb) {
     assert_eq!(record.state.event_count, 6, "only the new run's events");
     assert_eq!(record.generation, second);
     let appended = b
-        .append(&id, drafts(&id, &[log("b")]), at(12.0), true)
+        .append(&id, drafts(&id, &[log("b")]), at(12.0), Author::Producer)
         .await
         .expect("appended through b");
     assert_eq!(appended.state.event_count, 7);
@@ -459,7 +421,12 @@ async fn two_stores_deleting_expired_runs_delete_each_once(db: TestDb) {
     // One run speaks just before the sweep: it is not expired any more.
     let fresh = RunId::new("old7").unwrap();
     stores[0]
-        .append(&fresh, drafts(&fresh, &[log("x")]), at(3000.0), true)
+        .append(
+            &fresh,
+            drafts(&fresh, &[log("x")]),
+            at(3000.0),
+            Author::Producer,
+        )
         .await
         .expect("appended");
 
@@ -517,24 +484,26 @@ async fn postgres_notifications_wake_other_stores_and_survive_a_lost_connection(
         .expect("created")
         .generation;
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
-    a.append(&id, drafts(&id, &[log("a")]), at(1.0), true)
+    a.append(&id, drafts(&id, &[log("a")]), at(1.0), Author::Producer)
         .await
         .expect("appended");
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
 
-    let (admin, name) = db.postgres.clone().expect("a PostgreSQL database");
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connects");
+    let pg = db.postgres.as_ref().expect("a PostgreSQL database");
+    let mut conn = sqlx::PgConnection::connect(pg.admin_url())
+        .await
+        .expect("connects");
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = 'herald-listener' AND datname = $1",
     )
-    .bind(&name)
+    .bind(pg.name())
     .fetch_all(&mut conn)
     .await
     .expect("terminated");
     assert_eq!(terminated, [true, true], "both stores' listeners");
     assert_eq!(next(&mut wakes).await, Wake::All, "listening again");
-    a.append(&id, drafts(&id, &[log("b")]), at(2.0), true)
+    a.append(&id, drafts(&id, &[log("b")]), at(2.0), Author::Producer)
         .await
         .expect("appended");
     assert_eq!(next(&mut wakes).await, Wake::Run(id.clone()));
@@ -567,28 +536,6 @@ async fn sqlite_has_no_notifications() {
     assert!(db.store().await.wakes().is_none());
 }
 
-/// The runs table as hubs wrote it before retention counted from the hub's clock (the
-/// SQLite store's; PostgreSQL's is its first migration).
-const SQLITE_RUNS_BEFORE_RECEIPT: &str = "
-CREATE TABLE runs (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    parent TEXT,
-    heartbeat_timeout_s REAL NOT NULL,
-    ttl_s REAL NOT NULL,
-    track TEXT,
-    meta TEXT,
-    created_us INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'running',
-    last_event_us INTEGER NOT NULL,
-    last_producer_us INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE INDEX runs_expiry ON runs (last_event_us);
-";
-
 /// A run whose producer stamped an event 9999-12-31, stored by an earlier hub, which
 /// kept it out of retention forever; once migrated it expires `ttl_s` after the
 /// migration, by the clock.
@@ -608,8 +555,10 @@ async fn a_run_an_earlier_hub_kept_forever_expires_once_migrated(db: TestDb) {
         None => {
             let path = db.url.strip_prefix("sqlite://").expect("a SQLite URL");
             let conn = rusqlite::Connection::open(path).expect("the file opens");
-            conn.execute_batch(SQLITE_RUNS_BEFORE_RECEIPT)
-                .expect("the old table");
+            // The tables as hubs wrote them before retention counted from the hub's
+            // clock.
+            conn.execute_batch(crate::store::SQLITE_MIGRATIONS[0])
+                .expect("the old tables");
             conn.execute(&INSERT.replace('$', "?"), [created_us, forever])
                 .expect("the old row");
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_hub::{
-    Appended, HubConfig, ManualClock, NewRun, RunFilter, RunRecord, Store, StoreError, Wake,
+    Appended, Author, HubConfig, ManualClock, NewRun, RunFilter, RunRecord, Store, StoreError, Wake,
 };
 use herald_protocol::{Draft, Event, RunId, RunStatus, Timestamp};
 use reqwest::{Method, StatusCode};
@@ -190,9 +190,9 @@ impl Store for Steered {
         id: &RunId,
         drafts: Vec<Draft>,
         now: Timestamp,
-        from_producer: bool,
+        author: Author,
     ) -> Result<Appended, StoreError> {
-        self.inner.append(id, drafts, now, from_producer).await
+        self.inner.append(id, drafts, now, author).await
     }
 
     async fn mark_stalled(

@@ -5,16 +5,17 @@
 //! Nothing here sleeps and hopes: every wait has a deadline and names what it waited
 //! for when it runs out.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use herald_hub::{Hub, HubConfig, ManualClock, Store, Wake};
 use herald_protocol::{Event, Timestamp, parse_event};
+use herald_testkit::{pg, sse};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -107,8 +108,7 @@ const fn ends_with(s: &str, suffix: &str) -> bool {
 /// The PostgreSQL server the tests create their databases on, as a URL to its
 /// maintenance database; `HERALD_TEST_POSTGRES_URL` overrides it.
 pub(crate) fn postgres_admin_url() -> String {
-    std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    pg::admin_url()
 }
 
 /// A fresh, empty database for one test, deleted when the last clone is dropped: a
@@ -123,8 +123,8 @@ struct DbInner {
     kind: StoreKind,
     /// What [`herald_hub::open_store`] opens.
     url: String,
-    /// The PostgreSQL database's name.
-    name: String,
+    /// The PostgreSQL database, dropped with the last clone.
+    pg: Option<pg::TempDatabase>,
     /// The SQLite file's folder, removed when dropped.
     _dir: Option<tempfile::TempDir>,
 }
@@ -157,30 +157,18 @@ impl TestDb {
                 DbInner {
                     kind,
                     url: format!("sqlite://{}", path.display()),
-                    name: String::new(),
+                    pg: None,
                     _dir: dir,
                 }
             }
             StoreKind::Postgres => {
-                static CREATED: AtomicU64 = AtomicU64::new(0);
-                let name = format!(
-                    "herald_test_{}_{}",
-                    std::process::id(),
-                    CREATED.fetch_add(1, Ordering::Relaxed)
-                );
-                let admin_url = postgres_admin_url();
-                let mut admin = postgres_admin().await;
-                let tablespace =
-                    place.map_or(String::new(), |(_, t)| format!(" TABLESPACE \"{t}\""));
-                sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"{tablespace}"))
-                    .execute(&mut admin)
+                let db = pg::TempDatabase::create("herald_test", place.map(|(_, t)| t))
                     .await
-                    .unwrap_or_else(|e| panic!("creating the database {name}: {e}"));
-                let _ = admin.close().await;
+                    .unwrap_or_else(|e| panic!("{e}"));
                 DbInner {
                     kind,
-                    url: with_database(&admin_url, &name),
-                    name,
+                    url: db.url().to_owned(),
+                    pg: Some(db),
                     _dir: None,
                 }
             }
@@ -197,7 +185,7 @@ impl TestDb {
 
     /// The PostgreSQL database's name (empty for SQLite).
     pub(crate) fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.pg.as_ref().map_or("", |db| db.name())
     }
 
     /// How many hubs' notification listeners have `LISTEN`ed on this PostgreSQL
@@ -224,32 +212,10 @@ impl TestDb {
 
 impl Drop for DbInner {
     fn drop(&mut self) {
-        if self.kind != StoreKind::Postgres {
-            return;
-        }
-        // Drop cannot await, and may run inside the test's runtime: a thread of its own
-        // with a runtime of its own. `WITH (FORCE)` ends the connections hubs that are
-        // still stopping may hold.
-        let name = std::mem::take(&mut self.name);
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&postgres_admin_url()).await?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
+        // `WITH (FORCE)` ends the connections hubs that are still stopping may hold.
+        if let Some(Err(e)) = self.pg.take().map(|db| db.drop_blocking()) {
             // Not a panic: this may run while a failed test unwinds.
-            Ok(Err(e)) => eprintln!("warning: dropping a test database: {e}"),
-            Err(_) => eprintln!("warning: dropping a test database panicked"),
+            eprintln!("warning: dropping a test database: {e}");
         }
     }
 }
@@ -258,34 +224,9 @@ impl Drop for DbInner {
 /// and inspecting test databases; fails the test, saying how to start the server, when
 /// it cannot connect.
 pub(crate) async fn postgres_admin() -> PgConnection {
-    let url = postgres_admin_url();
-    match within("connecting to PostgreSQL", PgConnection::connect(&url)).await {
-        Ok(conn) => conn,
-        Err(e) => panic!(
-            "the PostgreSQL tests need a PostgreSQL server at {url} (user postgres, trust \
-             auth), and cannot connect to it: {e}\n\
-             Start it with `pg_ctlcluster 15 main start` (`.ci/run` does), or point \
-             HERALD_TEST_POSTGRES_URL at another server."
-        ),
-    }
-}
-
-/// `url` naming database `name` instead of its own.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut url = format!("{}/{name}", &base[..path]);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
+    pg::connect(&postgres_admin_url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A manual clock at 2030-01-01, for hubs whose tests drive time.
@@ -1071,6 +1012,19 @@ pub(crate) struct SseMessage {
     pub(crate) data: String,
 }
 
+impl From<sse::Frame> for Frame {
+    fn from(frame: sse::Frame) -> Frame {
+        match frame {
+            sse::Frame::Comment(text) => Frame::Comment(text),
+            sse::Frame::Message(m) => Frame::Message(SseMessage {
+                id: m.id,
+                event: m.event,
+                data: m.data,
+            }),
+        }
+    }
+}
+
 impl SseMessage {
     /// The data as a stored event.
     #[track_caller]
@@ -1094,15 +1048,14 @@ impl SseMessage {
     }
 }
 
-/// A Server-Sent Events response, parsed by hand from its bytes: lines of
-/// `field: value`, `:` comments, and a blank line ending each message.
+/// A Server-Sent Events response, read by `herald_testkit::sse` (as the bench reads
+/// them) off its bytes as they arrive.
 pub(crate) struct Sse {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     resp: Option<reqwest::Response>,
-    buf: Vec<u8>,
-    message: SseMessage,
-    has_fields: bool,
+    reader: sse::SseReader,
+    frames: VecDeque<Frame>,
 }
 
 impl Sse {
@@ -1112,70 +1065,34 @@ impl Sse {
             status: resp.status(),
             headers: resp.headers().clone(),
             resp: Some(resp),
-            buf: Vec::new(),
-            message: SseMessage::default(),
-            has_fields: false,
-        }
-    }
-
-    /// The next line without its ending; `None` at the end of the body.
-    async fn line(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Some(String::from_utf8(line).expect("SSE is UTF-8"));
-            }
-            let resp = self.resp.as_mut()?;
-            match resp.chunk().await.expect("the stream reads") {
-                Some(chunk) => self.buf.extend_from_slice(&chunk),
-                None => {
-                    self.resp = None;
-                    assert!(
-                        self.buf.is_empty(),
-                        "the stream ended inside a line: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    );
-                    return None;
-                }
-            }
+            reader: sse::SseReader::default(),
+            frames: VecDeque::new(),
         }
     }
 
     /// The next comment or message, waiting up to [`DEADLINE`]; `None` when the stream
-    /// has ended.
+    /// has ended. What is not the hub's SSE fails the test.
     pub(crate) async fn frame(&mut self) -> Option<Frame> {
         within("the next SSE frame", async {
             loop {
-                let line = self.line().await?;
-                if line.is_empty() {
-                    if self.has_fields {
-                        self.has_fields = false;
-                        let message = std::mem::take(&mut self.message);
-                        return Some(Frame::Message(message));
-                    }
-                    continue;
+                if let Some(frame) = self.frames.pop_front() {
+                    return Some(frame);
                 }
-                if let Some(comment) = line.strip_prefix(':') {
-                    return Some(Frame::Comment(comment.trim_start().to_owned()));
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                self.has_fields = true;
-                match field {
-                    "id" => self.message.id = Some(value.to_owned()),
-                    "event" => self.message.event = Some(value.to_owned()),
-                    "data" => {
-                        if !self.message.data.is_empty() {
-                            self.message.data.push('\n');
-                        }
-                        self.message.data.push_str(value);
+                let resp = self.resp.as_mut()?;
+                match resp.chunk().await.expect("the stream reads") {
+                    Some(chunk) => {
+                        let frames = self.reader.push(&chunk).unwrap_or_else(|e| panic!("{e}"));
+                        self.frames.extend(frames.into_iter().map(Frame::from));
                     }
-                    "retry" => {}
-                    other => panic!("unknown SSE field `{other}` in line {line:?}"),
+                    None => {
+                        self.resp = None;
+                        assert!(
+                            !self.reader.is_mid_line(),
+                            "the stream ended inside a line: {:?}",
+                            String::from_utf8_lossy(self.reader.pending())
+                        );
+                        return None;
+                    }
                 }
             }
         })

@@ -160,8 +160,17 @@ fn tool_and_model_calls_report_their_outcomes() {
     drop(dropped);
     run.preparing_response();
     run.response("done", Some(1));
-    assert!(run.custom("deploy", serde_json::Map::new()));
-    assert!(!run.custom("Bad Name", serde_json::Map::new()));
+    assert_eq!(run.custom("deploy", serde_json::Map::new()), Ok(()));
+    assert_eq!(
+        run.custom("Bad Name", serde_json::Map::new()),
+        Err(herald::CustomError::BadName("Bad Name".to_owned()))
+    );
+    let mut envelope = serde_json::Map::new();
+    envelope.insert("seq".to_owned(), serde_json::json!(7));
+    assert_eq!(
+        run.custom("deploy", envelope),
+        Err(herald::CustomError::ReservedField("seq".to_owned()))
+    );
     run.finish();
     drop(progress);
 

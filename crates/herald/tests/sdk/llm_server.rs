@@ -33,6 +33,8 @@ pub(crate) struct Reply {
     body: Vec<u8>,
     /// Sent before anything of the reply (status line included) goes out.
     gate: Option<Receiver<()>>,
+    /// The `Retry-After` header of an error, in seconds.
+    retry_after: Option<u32>,
 }
 
 impl Reply {
@@ -44,6 +46,7 @@ impl Reply {
             content_type: "text/event-stream; charset=utf-8",
             body,
             gate: None,
+            retry_after: None,
         }
     }
 
@@ -59,7 +62,14 @@ impl Reply {
             content_type: "application/json",
             body,
             gate: None,
+            retry_after: None,
         }
+    }
+
+    /// This error, with `Retry-After: seconds`.
+    pub(crate) fn retry_after(mut self, seconds: u32) -> Reply {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// This reply, held back until `gate` receives (or its sender is dropped).
@@ -77,6 +87,8 @@ pub(crate) struct Request {
     /// Header names in lower case.
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Value,
+    /// When the request's first line arrived.
+    pub(crate) at: std::time::Instant,
 }
 
 impl Request {
@@ -131,6 +143,7 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
+    let at = std::time::Instant::now();
     let mut parts = line.split_whitespace();
     let method = parts.next()?.to_owned();
     let path = parts.next()?.to_owned();
@@ -157,6 +170,7 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
         path,
         headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        at,
     })
 }
 
@@ -174,10 +188,14 @@ fn answer(mut stream: TcpStream, reply: Reply) -> std::io::Result<()> {
     if reply.status != 200 {
         write!(
             stream,
-            "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}connection: close\r\n\r\n",
             reply.status,
             reply.content_type,
-            reply.body.len()
+            reply.body.len(),
+            reply
+                .retry_after
+                .map(|s| format!("retry-after: {s}\r\n"))
+                .unwrap_or_default()
         )?;
         stream.write_all(&reply.body)?;
         return stream.flush();

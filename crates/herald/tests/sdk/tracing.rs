@@ -431,7 +431,8 @@ fn crunched() {
     let run = tracing::Span::current()
         .herald_run()
         .expect("a run is above");
-    run.custom("checkpoint", serde_json::Map::new());
+    run.custom("checkpoint", serde_json::Map::new())
+        .expect("a custom event name");
 }
 
 #[test]

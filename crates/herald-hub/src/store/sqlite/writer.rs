@@ -27,7 +27,8 @@ use tokio::sync::oneshot;
 use super::{INSERT_EVENT, fold_state, run_head, run_record};
 use crate::auth::Scope;
 use crate::store::{
-    Appended, Batch, NewRun, RunRecord, Stamped, StateCache, StoreError, Unreadable,
+    Appended, Author, Batch, Condition, NewRun, RunRecord, Stamped, StateCache, StoreError,
+    Unreadable,
 };
 
 /// Most jobs in one transaction. It bounds how long one group holds SQLite's write
@@ -320,9 +321,10 @@ pub(super) struct AppendJob {
     pub(super) events: Vec<Stamped>,
     pub(super) now: Timestamp,
     /// Whether the events count as the producer speaking.
-    pub(super) from_producer: bool,
-    /// Append only if the run is running and its producer silent past its timeout.
-    pub(super) only_if_silent: bool,
+    pub(super) author: Author,
+    /// Whether to append only if the run is running and its producer silent past its
+    /// timeout.
+    pub(super) condition: Condition,
 }
 
 /// Appends inside the group's transaction: reads the run's row (the group holds the
@@ -334,8 +336,8 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
         id,
         events: stamped,
         now,
-        from_producer,
-        only_if_silent,
+        author,
+        condition,
     } = job;
     let head = run_head(conn, &id)?;
     let state = fold_state(
@@ -344,7 +346,7 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
         group.state(&id, head.created_at),
         group.unreadable,
     )?;
-    if only_if_silent && !head.silent_at(now) {
+    if condition == Condition::ProducerSilent && !head.silent_at(now) {
         return Ok(Batch::empty(&head, state).into_appended());
     }
     // Ids stored by earlier jobs of this group are visible too: they are in the same
@@ -373,7 +375,7 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
             batch.last_seq as i64,
             batch.state.status.as_str(),
             Batch::last_received_us(now),
-            Batch::last_producer_us(&head, now, from_producer),
+            Batch::last_producer_us(&head, now, author),
             batch.state_json()?,
             id.as_str(),
         ])?;
@@ -527,8 +529,8 @@ mod tests {
                     id,
                     events,
                     now: now(),
-                    from_producer: true,
-                    only_if_silent: false,
+                    author: Author::Producer,
+                    condition: Condition::Always,
                 },
             )
         })
