@@ -1047,11 +1047,14 @@ class Stage(_Guard):
         self._finished = False
         self._finishing = False
         self._lock = threading.Lock()
-        # stage.iter's element in hand, and the items the sampler announced for it
+        # stage.iter: the number of the element in hand (the generator stores it, nothing
+        # else; after the loop, how many it took), whether the loop was left early, and
+        # the items reported so far
         self._iter_active = False
-        self._iter_base = 0
-        self._iter_left: int | None = None
-        self._announced: int | None = None
+        self._iter_taken = 0
+        self._iter_early = False
+        self._items_started = 0
+        self._items_finished = 0
         run._stages[name] = self
         run._emit("stage.started", {"stage": name, "total": total, "unit": unit})
         run._loop.push((1, self))
@@ -1071,7 +1074,7 @@ class Stage(_Guard):
 
     @property
     def position(self) -> int:
-        return self._done
+        return self._count()
 
     @property
     def total(self) -> int | None:
@@ -1103,13 +1106,14 @@ class Stage(_Guard):
         return Item(self._run, id, self._name, label)
 
     def iter(self, iterable: Iterable[T]) -> Iterator[T]:
-        """Yields each element of `iterable`, counting it as one unit and as one item
-        (ids `1`, `2`, ... in order). The item in hand is reported (`item.started`,
-        then `item.finished`) by the background thread, which samples it: every item
-        of a loop whose elements take longer than the sampling interval (50 ms) is
-        reported, a fast loop's are counted and sampled. An exception in the loop's
-        body fails the item in hand, then the stage (through `with`), naming it.
-        Takes the total from `len(iterable)` when it has one and none was set."""
+        """Yields each element of `iterable`, counting it as one unit and reporting it as
+        one item, as the Rust SDK's `Stage::iter`: ids `1`, `2`, ... in order, each
+        started when the loop takes it and succeeded when the loop takes the next one or
+        ends. An exception in the loop's body fails the item in hand, then the stage
+        (through `with`), naming it; `break` is not a failure. The loop only stores the
+        element's number; the background thread turns the numbers into the items'
+        events, in order, so an item's `ts` is when that thread saw it. Takes the total
+        from `len(iterable)` when it has one and none was set."""
         if self._total is None:
             with contextlib.suppress(TypeError):
                 self._total = len(iterable)  # type: ignore[arg-type]
@@ -1117,52 +1121,87 @@ class Stage(_Guard):
 
     def _iter(self, iterable: Iterable[T]) -> Iterator[T]:
         with self._lock:
-            self._iter_base = self._done
-            self._iter_left = None
+            self._fold_iter(None)  # the items of a loop before this one, settled
+            self._items_started = self._items_finished = 0
+            self._iter_taken = 0
+            self._iter_early = False
             self._iter_active = True
         exhausted = False
         try:
-            for x in iterable:
+            # The hot path: one attribute store per element.
+            for self._iter_taken, x in enumerate(iterable, 1):
                 yield x
-                self._done += 1
             exhausted = True
         finally:
             with self._lock:
-                self._iter_active = False
-                if not exhausted:
-                    self._iter_left = self._done - self._iter_base + 1
+                if self._iter_active:
+                    self._leave_iter(exhausted)
+
+    def _leave_iter(self, exhausted: bool) -> None:
+        """Under the lock: the loop ended (`exhausted`) or was left with its element in
+        hand, which is not counted done and whose item waits for the stage's end."""
+        taken = self._iter_taken
+        self._iter_active = False
+        self._done += taken if exhausted else max(taken - 1, 0)
+        self._iter_early = not exhausted and taken > 0
+
+    def _count(self) -> int:
+        if self._iter_active:
+            return self._done + max(self._iter_taken - 1, 0)
+        return self._done
 
     # the sampler's side (on the background thread)
     def _sample(self) -> tuple[Any, ...]:
-        return self._done, self._total
+        return self._count(), self._total
 
     def _sample_items(self, loop: _Loop, final: bool) -> None:
-        if not self._iter_active and self._announced is None:
+        if (
+            not self._iter_active
+            and self._items_finished == self._iter_taken
+            and (not self._iter_early or not final)
+        ):
             return
         run = self._run._core
-        with self._lock:
-            now = time.monotonic()
-            if self._iter_active:
-                k = self._done - self._iter_base + 1
-                if self._announced != k:
-                    self._finish_announced(loop, run, now)
-                    self._announced = k
-                    loop._deliver(
-                        run, "item.started", now_micros(), {"item": str(k), "stage": self._name}
-                    )
-            elif self._iter_left is None or final:
-                self._finish_announced(loop, run, now)
+        micros = now_micros()
 
-    def _finish_announced(self, loop: _Loop, run: _RunCore, now: float) -> None:
-        # No `elapsed_s`: the sampler saw the item between two samples, not its times.
-        if self._announced is not None:
-            loop._deliver(
-                run,
-                "item.finished",
-                now_micros(),
-                {"item": str(self._announced), "stage": self._name, "status": "succeeded"},
-            )
-            self._announced = None
+        def out(event: str, fields: dict[str, Any]) -> None:
+            loop._deliver(run, event, micros, fields)
+
+        with self._lock:
+            self._fold_iter(out, final)
+
+    def _fold_iter(
+        self, out: Callable[[str, dict[str, Any]], None] | None, final: bool = True
+    ) -> None:
+        """Under the lock: reports the items of `iter` up to where the loop is, through
+        `out` (None: through the queue, on the caller's thread)."""
+        emit = out if out is not None else self._run._emit
+        k = self._iter_taken
+        if self._iter_active:
+            self._expand_items(emit, k, k - 1)
+        elif self._iter_early:
+            # Left early: the item in hand waits for the stage's end to know its status.
+            self._expand_items(emit, k, k if final else k - 1)
+            self._iter_early = not final
+        else:
+            self._expand_items(emit, k, k)
+
+    def _expand_items(
+        self, emit: Callable[[str, dict[str, Any]], None], start_to: int, finish_to: int
+    ) -> None:
+        name = self._name
+        started, finished = self._items_started, self._items_finished
+        while finished < finish_to:
+            finished += 1
+            item = str(finished)
+            if finished > started:
+                started = finished
+                emit("item.started", {"item": item, "stage": name})
+            emit("item.finished", {"item": item, "stage": name, "status": "succeeded"})
+        while started < start_to:
+            started += 1
+            emit("item.started", {"item": str(started), "stage": name})
+        self._items_started, self._items_finished = started, finished
 
     # the end
     def finish(self) -> None:
@@ -1188,6 +1227,8 @@ class Stage(_Guard):
             self._finishing = True
             if status == "failed":
                 self._fail_item_in_hand(error)
+            elif self._iter_active:  # ended inside its loop: the item in hand ends with it
+                self._leave_iter(False)
         run._loop.push((2, self))
         run._emit(
             "stage.finished",
@@ -1202,27 +1243,19 @@ class Stage(_Guard):
 
     def _fail_item_in_hand(self, error: str | None) -> None:
         """Under the lock: the element `iter` had in hand failed with the stage."""
-        if self._iter_active:
-            k: int | None = self._done - self._iter_base + 1
-        else:
-            k = self._iter_left
-        if k is None:
+        k = self._iter_taken
+        if not (self._iter_active or self._iter_early) or k == 0:
             return
-        run = self._run
-        if self._announced is not None and self._announced != k:
-            run._emit(
-                "item.finished",
-                {"item": str(self._announced), "stage": self._name, "status": "succeeded"},
-            )
-        if self._announced != k:
-            run._emit("item.started", {"item": str(k), "stage": self._name})
-        run._emit(
+        emit = self._run._emit
+        self._expand_items(emit, k, k - 1)
+        emit(
             "item.finished",
             {"item": str(k), "stage": self._name, "status": "failed", "error": error},
         )
-        self._announced = None
-        self._iter_left = None
-        self._iter_active = False
+        self._items_finished = k
+        if self._iter_active:
+            self._done += k - 1
+        self._iter_active = self._iter_early = False
 
 
 class Item(_Guard):
