@@ -30,6 +30,3 @@ def current_run() -> Run | None:
             if not run._finished:
                 return run
     return None
-
-
-# --- targets ---------------------------------------------------------------------------
