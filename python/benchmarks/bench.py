@@ -79,35 +79,43 @@ def bench_inc(n: int, repeats: int, devnull) -> tuple:
 
 
 def bench_iter(n: int, repeats: int, devnull) -> tuple:
+    """Per element: the calling thread's CPU time of the loop, and the whole process's
+    CPU time until every event is written (herald's background thread turns each
+    element into an `item.started` and an `item.finished` and writes their lines)."""
     progress = herald.Progress([herald.Target.json_writer(devnull)])
     run = progress.run("bench iter")
     xs = list(range(n))
 
-    def herald_iter() -> float:
+    def herald_iter() -> tuple:
         stage = run.stage(f"iter-{time.perf_counter_ns()}")
-        start = clock()
+        start, cpu = clock(), time.process_time()
         for _ in stage.iter(xs):
             pass
         elapsed = clock() - start
         stage.finish()
-        return elapsed
+        progress.flush(600)
+        return elapsed, time.process_time() - cpu
 
-    def tqdm_iter() -> float:
-        start = clock()
+    def tqdm_iter() -> tuple:
+        start, cpu = clock(), time.process_time()
         for _ in tqdm_module.tqdm(xs, file=devnull):
             pass
-        return clock() - start
+        return clock() - start, time.process_time() - cpu
 
-    def bare() -> float:
-        start = clock()
+    def bare() -> tuple:
+        start, cpu = clock(), time.process_time()
         for _ in xs:
             pass
-        return clock() - start
+        return clock() - start, time.process_time() - cpu
 
-    h, t, b = best(herald_iter, repeats), best(tqdm_iter, repeats), best(bare, repeats)
+    h = [herald_iter() for _ in range(repeats)]
+    t = [tqdm_iter() for _ in range(repeats)]
+    b = [bare() for _ in range(repeats)]
     run.finish()
     progress.close()
-    return (h - b) / n, (t - b) / n
+    thread = [(min(x[0] for x in side) - min(x[0] for x in b)) / n for side in (h, t)]
+    process = [(min(x[1] for x in side) - min(x[1] for x in b)) / n for side in (h, t)]
+    return thread[0], thread[1], process[0], process[1]
 
 
 def calibrate() -> int:
@@ -171,6 +179,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="calls per timing")
     parser.add_argument("--work-items", type=int, default=5_000, help="10 us items per trial")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--iter-n", type=int, default=0, help="elements per stage.iter timing")
     args = parser.parse_args()
     print(
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
@@ -182,10 +191,14 @@ def main() -> None:
             f"stage.inc(1)          {h * 1e9:7.1f} ns   tqdm update(1)      {t * 1e9:7.1f} ns"
             f"   ratio {h / t:.2f}x (target <= 0.5x)"
         )
-        h, t = bench_iter(args.n, args.repeats, devnull)
+        h, t, hp, tp = bench_iter(args.iter_n or args.n, args.repeats, devnull)
         print(
             f"stage.iter / element  {h * 1e9:7.1f} ns   for x in tqdm(xs)   {t * 1e9:7.1f} ns"
             f"   ratio {h / t:.2f}x (target <= 1x)"
+        )
+        print(
+            f"  (process CPU, items written: {hp * 1e9:7.1f} ns   {tp * 1e9:7.1f} ns"
+            f"   ratio {hp / tp:.2f}x)"
         )
     (h, b), (hw, bw), stats = bench_hub_down(args.work_items, args.repeats * 4)
     print(

@@ -25,7 +25,7 @@ import anthropic
 import herald
 import herald.anthropic
 
-MODEL = os.environ.get("AGENT_MODEL", "claude-sonnet-4-5")
+MODEL = os.environ.get("AGENT_MODEL", "claude-sonnet-4-6")
 MAX_ITERATIONS = 8
 
 DOCUMENTS = {

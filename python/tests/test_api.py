@@ -93,8 +93,16 @@ def test_an_exception_fails_the_item_then_the_stage_then_the_run() -> None:
                 raise KeyError("row 7")
     events = sink.events
     kinds = [e["event"] for e in events]
-    failed_item = next(e for e in events if e["event"] == "item.finished")
-    assert (failed_item["item"], failed_item["status"]) == ("7", "failed")
+    items = [(e["event"], e["item"], e.get("status")) for e in events if "item" in e]
+    assert items == [
+        (event, str(k), status)
+        for k in range(1, 8)
+        for event, status in (
+            ("item.started", None),
+            ("item.finished", "succeeded" if k < 7 else "failed"),
+        )
+    ]
+    failed_item = of(sink, "item.finished")[-1]
     assert failed_item["error"] == "KeyError: 'row 7'"
     stage_end = next(e for e in events if e["event"] == "stage.finished")
     assert (stage_end["status"], stage_end["error"]) == ("failed", "KeyError: 'row 7'")
@@ -122,6 +130,30 @@ def test_an_exception_without_a_stage_block_still_fails_the_open_stage() -> None
         ("stage.finished", None, "failed"),
         ("run.finished", None, "failed"),
     ]
+
+
+def test_iter_reports_every_element_as_an_item_in_order() -> None:
+    """Exact, as the Rust SDK's `Stage::iter`: fast and slow elements alike, two loops
+    on one stage each counting from 1, a loop left by `break` and the next one."""
+    progress, sink = memory()
+    with progress.run("exact") as run, run.stage("s") as stage:
+        for _ in stage.iter(range(20_000)):
+            pass
+        for x in stage.iter(range(5)):
+            if x == 2:
+                progress.flush()  # the sampler sees the loop in the middle
+        for x in stage.iter(range(10)):
+            if x == 3:
+                break
+        assert stage.position == 20_000 + 5 + 3
+    items = [(e["event"], e["item"], e.get("status")) for e in sink.events if "item" in e]
+    expected = []
+    for n in (20_000, 5, 4):
+        for k in range(1, n + 1):
+            expected += [("item.started", str(k), None), ("item.finished", str(k), "succeeded")]
+    assert items == expected
+    assert of(sink, "progress")[-1]["done"] == 20_000 + 5 + 3
+    assert of(sink, "stage.finished")[-1]["status"] == "succeeded"
 
 
 def test_break_is_not_a_failure() -> None:

@@ -17,20 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._core import (
-    HeartbeatGuard,
-    Item,
-    LlmCall,
-    Progress,
-    Run,
-    Stage,
-    Stats,
-    Target,
-    ToolCall,
-    current_run,
-)
+from ._calls import LlmCall, ToolCall
+from ._context import current_run
 from ._logging import LoggingHandler
+from ._loop import Stats
+from ._progress import Progress
+from ._run import HeartbeatGuard, Run
 from ._sinks import Event, MemorySink, Sink, SinkPolicy
+from ._stage import Item, Stage
+from ._targets import Target
 from ._terminal import escape_controls
 
 __all__ = [

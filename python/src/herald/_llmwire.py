@@ -676,7 +676,7 @@ def install(
     """Reports the calls of `client` (a client of the official SDK `package`) to the
     endpoint whose path ends with `suffix` through `run`. Installing again changes the
     run."""
-    from ._core import Run
+    from ._run import Run
 
     if not isinstance(run, Run):
         raise TypeError(f"run must be a herald Run, not {type(run).__name__}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from ._core import Run, current_run
+from ._context import current_run
+from ._run import Run
 
 
 def _level(levelno: int) -> str:

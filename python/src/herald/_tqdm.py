@@ -14,7 +14,11 @@ from typing import Any
 
 from tqdm.std import tqdm as _std_tqdm  # type: ignore[import-untyped]
 
-from ._core import Progress, Run, Stage, _targets_from_env, current_run
+from ._context import current_run
+from ._progress import Progress
+from ._run import Run
+from ._stage import Stage
+from ._targets import _targets_from_env
 from ._wire import describe_exception
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _llmwire
 
 if TYPE_CHECKING:
-    from ._core import Run
+    from ._run import Run
 
 __all__ = ["instrument", "uninstrument"]
 
