@@ -12,7 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::eta::EtaEstimator;
-use crate::event::{Event, EventBody, LogLevel, RunOutcome, StepOutcome, ToolOutcome};
+use crate::event::{
+    AgentHistory, AgentIteration, AgentResponse, Event, EventBody, Heartbeat, ItemFinished,
+    ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, Progress, RunCancelRequested, RunFinished,
+    RunOutcome, RunStarted, StageFinished, StageStarted, StepOutcome, TextDelta, ToolFinished,
+    ToolOutcome, ToolSelected, ToolStarted,
+};
 use crate::ids::{RunId, Timestamp};
 
 /// Stages kept in [`RunState::stages`]; past it, the oldest finished stage is dropped.
@@ -617,393 +622,464 @@ impl RunState {
         }
 
         match &event.body {
-            EventBody::RunStarted(b) => {
-                self.name = b.name.clone();
-                self.total_steps = b.total_steps.or(self.total_steps);
-                if b.meta.is_some() {
-                    self.meta = b.meta.clone();
-                }
-                self.started_at = Some(self.started_at.map_or(ts, |t| t.min(ts)));
+            EventBody::RunStarted(b) => self.on_run_started(b, ts),
+            EventBody::RunFinished(b) => self.on_run_finished(b, event),
+            EventBody::RunCancelRequested(b) => self.on_run_cancel_requested(b),
+            EventBody::RunStalled(_) => self.on_run_stalled(),
+            EventBody::Heartbeat(b) => self.on_heartbeat(b),
+            EventBody::StageStarted(b) => self.on_stage_started(b, ts),
+            EventBody::StageFinished(b) => self.on_stage_finished(b, event),
+            EventBody::Progress(b) if b.call_id.is_some() => self.on_tool_progress(b, ts),
+            EventBody::Progress(b) => self.on_progress(b, ts),
+            EventBody::ItemStarted(b) => self.on_item_started(b, ts),
+            EventBody::ItemFinished(b) => self.on_item_finished(b, event),
+            EventBody::Log(b) => self.on_log(b, event),
+            EventBody::AgentIteration(b) => self.on_agent_iteration(b),
+            EventBody::AgentHistory(b) => self.on_agent_history(b),
+            EventBody::AgentSystemMessage(_) | EventBody::Custom(_) => {}
+            EventBody::AgentPreparingResponse(_) => self.on_agent_preparing_response(),
+            EventBody::AgentResponse(b) => self.on_agent_response(b),
+            EventBody::LlmRequest(b) => self.on_llm_request(b),
+            EventBody::LlmResponse(b) => self.on_llm_response(b, event),
+            EventBody::TextDelta(b) => self.on_text_delta(b),
+            EventBody::ToolSelected(b) => self.on_tool_selected(b, ts),
+            EventBody::ToolStarted(b) => self.on_tool_started(b, ts),
+            EventBody::ToolFinished(b) => self.on_tool_finished(b, event),
+        }
+        self.refresh_summary(ts);
+    }
+}
+
+/// Run events: the run's life, and the hub's notes on it.
+impl RunState {
+    fn on_run_started(&mut self, b: &RunStarted, ts: Timestamp) {
+        self.name = b.name.clone();
+        self.total_steps = b.total_steps.or(self.total_steps);
+        if b.meta.is_some() {
+            self.meta = b.meta.clone();
+        }
+        self.started_at = Some(self.started_at.map_or(ts, |t| t.min(ts)));
+    }
+
+    fn on_run_finished(&mut self, b: &RunFinished, event: &Event) {
+        let ts = event.ts;
+        if !self.status.is_terminal() {
+            self.status = b.status.into();
+            self.finished_at = Some(ts);
+            self.result = b.result.clone();
+            self.agent.preparing_response = false;
+            // Stages left open end with the run: a run that succeeded
+            // finished its work; one that failed or was cancelled did not.
+            let stage_status = match b.status {
+                RunOutcome::Succeeded => StageStatus::Succeeded,
+                RunOutcome::Failed | RunOutcome::Cancelled => StageStatus::Failed,
+            };
+            for stage in self
+                .stages
+                .iter_mut()
+                .filter(|s| s.status == StageStatus::Running)
+            {
+                stage.status = stage_status;
+                stage.finished_at = Some(ts);
+                stage.elapsed_s = ts.seconds_since(stage.started_at).max(0.0);
+                stage.progress.eta_s = None;
             }
-            EventBody::RunFinished(b) => {
-                if !self.status.is_terminal() {
-                    self.status = b.status.into();
-                    self.finished_at = Some(ts);
-                    self.result = b.result.clone();
-                    self.agent.preparing_response = false;
-                    // Stages left open end with the run: a run that succeeded
-                    // finished its work; one that failed or was cancelled did not.
-                    let stage_status = match b.status {
-                        RunOutcome::Succeeded => StageStatus::Succeeded,
-                        RunOutcome::Failed | RunOutcome::Cancelled => StageStatus::Failed,
-                    };
-                    for stage in self
-                        .stages
-                        .iter_mut()
-                        .filter(|s| s.status == StageStatus::Running)
-                    {
-                        stage.status = stage_status;
-                        stage.finished_at = Some(ts);
-                        stage.elapsed_s = ts.seconds_since(stage.started_at).max(0.0);
-                        stage.progress.eta_s = None;
-                    }
-                    if b.status == RunOutcome::Succeeded {
-                        self.percent = Some(100.0);
-                        self.eta_s = None;
-                    }
-                    if let Some(error) = &b.error {
-                        self.set_error(error, "run".into(), event);
-                    } else if b.status == RunOutcome::Failed && self.last_error.is_none() {
-                        self.set_error("the run failed", "run".into(), event);
-                    }
-                }
+            if b.status == RunOutcome::Succeeded {
+                self.percent = Some(100.0);
+                self.eta_s = None;
             }
-            EventBody::RunCancelRequested(b) => {
-                self.cancel_requested = true;
-                if b.reason.is_some() {
-                    self.cancel_reason = b.reason.clone();
-                }
+            if let Some(error) = &b.error {
+                self.set_error(error, "run".into(), event);
+            } else if b.status == RunOutcome::Failed && self.last_error.is_none() {
+                self.set_error("the run failed", "run".into(), event);
             }
-            EventBody::RunStalled(_) => {
-                if self.status == RunStatus::Running {
-                    self.status = RunStatus::Stalled;
-                }
-            }
-            EventBody::Heartbeat(b) => {
-                if b.note.is_some() {
-                    self.heartbeat_note = b.note.clone();
-                }
-            }
-            EventBody::StageStarted(b) => {
-                let stage = self.stage_mut(&b.stage, ts);
-                stage.status = StageStatus::Running;
-                stage.finished_at = None;
+        }
+    }
+
+    fn on_run_cancel_requested(&mut self, b: &RunCancelRequested) {
+        self.cancel_requested = true;
+        if b.reason.is_some() {
+            self.cancel_reason = b.reason.clone();
+        }
+    }
+
+    fn on_run_stalled(&mut self) {
+        if self.status == RunStatus::Running {
+            self.status = RunStatus::Stalled;
+        }
+    }
+
+    fn on_heartbeat(&mut self, b: &Heartbeat) {
+        if b.note.is_some() {
+            self.heartbeat_note = b.note.clone();
+        }
+    }
+}
+
+/// Stage events.
+impl RunState {
+    fn on_stage_started(&mut self, b: &StageStarted, ts: Timestamp) {
+        let stage = self.stage_mut(&b.stage, ts);
+        stage.status = StageStatus::Running;
+        stage.finished_at = None;
+        stage.progress.set_total(b.total);
+        if b.unit.is_some() {
+            stage.progress.unit = b.unit.clone();
+        }
+        // Counting starts at zero when the stage starts, so that two finished
+        // units are enough for a first estimate.
+        if stage.progress.updated_at.is_none() {
+            stage.recount(ts);
+        }
+    }
+
+    fn on_stage_finished(&mut self, b: &StageFinished, event: &Event) {
+        let ts = event.ts;
+        let stage = self.stage_mut(&b.stage, ts);
+        stage.status = b.status.into();
+        stage.finished_at = Some(ts);
+        stage.elapsed_s = b.elapsed_s;
+        stage.error = b.error.clone();
+        // A stage that succeeded is complete, whatever it counted against its
+        // total (an estimate): its count stays what it was.
+        if b.status == StepOutcome::Succeeded && stage.progress.total.is_some() {
+            stage.progress.percent = Some(100.0);
+        }
+        stage.progress.eta_s = None;
+        if b.status == StepOutcome::Failed {
+            let msg = b
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("stage {} failed", b.stage));
+            self.set_error(&msg, format!("stage {}", b.stage), event);
+        }
+    }
+}
+
+/// `progress`: a stage's, the run's or a tool call's counter.
+impl RunState {
+    fn on_tool_progress(&mut self, b: &Progress, ts: Timestamp) {
+        // A tool's own counter: it never moves a stage or the run's percent. A
+        // call not in flight (unknown, or finished) has no row to update.
+        let call_id = b.call_id.as_deref();
+        if let Some(call) = self
+            .tools
+            .in_flight
+            .iter_mut()
+            .find(|t| Some(t.call_id.as_str()) == call_id)
+        {
+            // What a tick leaves out (the total, the unit, the message) stays
+            // as the call last said it.
+            let last = call.progress.take();
+            let last = last.as_ref();
+            let total = b.total.or(last.and_then(|p| p.total));
+            call.progress = Some(ToolProgress {
+                done: b.done,
+                total,
+                unit: b.unit.clone().or(last.and_then(|p| p.unit.clone())),
+                percent: total.map(|t| percent(b.done, t)).or(b.percent),
+                message: b.message.clone().or(last.and_then(|p| p.message.clone())),
+                updated_at: ts,
+            });
+        }
+    }
+
+    fn on_progress(&mut self, b: &Progress, ts: Timestamp) {
+        let counter = match &b.stage {
+            Some(name) => {
+                let stage = self.stage_mut(name, ts);
+                stage.progress.reported = b.done;
                 stage.progress.set_total(b.total);
                 if b.unit.is_some() {
                     stage.progress.unit = b.unit.clone();
                 }
-                // Counting starts at zero when the stage starts, so that two finished
-                // units are enough for a first estimate.
-                if stage.progress.updated_at.is_none() {
-                    stage.recount(ts);
-                }
+                stage.recount(ts);
+                &mut stage.progress
             }
-            EventBody::StageFinished(b) => {
-                let stage = self.stage_mut(&b.stage, ts);
-                stage.status = b.status.into();
-                stage.finished_at = Some(ts);
-                stage.elapsed_s = b.elapsed_s;
-                stage.error = b.error.clone();
-                // A stage that succeeded is complete, whatever it counted against its
-                // total (an estimate): its count stays what it was.
-                if b.status == StepOutcome::Succeeded && stage.progress.total.is_some() {
-                    stage.progress.percent = Some(100.0);
+            None => {
+                let origin = self.started_at.unwrap_or(ts);
+                let counter = self.progress.get_or_insert_with(Counter::default);
+                counter.reported = b.done;
+                counter.set_total(b.total);
+                if b.unit.is_some() {
+                    counter.unit = b.unit.clone();
                 }
-                stage.progress.eta_s = None;
-                if b.status == StepOutcome::Failed {
-                    let msg = b
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| format!("stage {} failed", b.stage));
-                    self.set_error(&msg, format!("stage {}", b.stage), event);
-                }
+                counter.observe(ts, origin, b.done);
+                counter
             }
-            EventBody::Progress(b) if b.call_id.is_some() => {
-                // A tool's own counter: it never moves a stage or the run's percent. A
-                // call not in flight (unknown, or finished) has no row to update.
-                let call_id = b.call_id.as_deref();
-                if let Some(call) = self
-                    .tools
-                    .in_flight
-                    .iter_mut()
-                    .find(|t| Some(t.call_id.as_str()) == call_id)
-                {
-                    // What a tick leaves out (the total, the unit, the message) stays
-                    // as the call last said it.
-                    let last = call.progress.take();
-                    let last = last.as_ref();
-                    let total = b.total.or(last.and_then(|p| p.total));
-                    call.progress = Some(ToolProgress {
-                        done: b.done,
-                        total,
-                        unit: b.unit.clone().or(last.and_then(|p| p.unit.clone())),
-                        percent: total.map(|t| percent(b.done, t)).or(b.percent),
-                        message: b.message.clone().or(last.and_then(|p| p.message.clone())),
-                        updated_at: ts,
-                    });
-                }
-            }
-            EventBody::Progress(b) => {
-                let counter = match &b.stage {
-                    Some(name) => {
-                        let stage = self.stage_mut(name, ts);
-                        stage.progress.reported = b.done;
-                        stage.progress.set_total(b.total);
-                        if b.unit.is_some() {
-                            stage.progress.unit = b.unit.clone();
-                        }
-                        stage.recount(ts);
-                        &mut stage.progress
-                    }
-                    None => {
-                        let origin = self.started_at.unwrap_or(ts);
-                        let counter = self.progress.get_or_insert_with(Counter::default);
-                        counter.reported = b.done;
-                        counter.set_total(b.total);
-                        if b.unit.is_some() {
-                            counter.unit = b.unit.clone();
-                        }
-                        counter.observe(ts, origin, b.done);
-                        counter
-                    }
-                };
-                // A producer that measured its own rate and ETA at full resolution
-                // (the SDK does) knows better than a fold over throttled ticks.
-                if b.rate.is_some() {
-                    counter.rate = b.rate;
-                }
-                if b.eta_s.is_some() {
-                    counter.eta_s = b.eta_s;
-                }
-                // A producer that knows only how far along it is, not of how much.
-                if counter.total.is_none() && b.percent.is_some() {
-                    counter.percent = b.percent;
-                }
-                if let Some(message) = &b.message {
-                    counter.message = Some(message.clone()).filter(|m| !m.is_empty());
-                }
-            }
-            EventBody::ItemStarted(b) => {
-                self.items.running += 1;
-                if let Some(stage) = &b.stage {
-                    self.stage_mut(stage, ts);
-                }
-                if self.running_items.len() < MAX_LISTED_ITEMS {
-                    self.running_items.push(ItemState {
-                        item: b.item.clone(),
-                        stage: b.stage.clone(),
-                        label: b.label.clone(),
-                        started_at: ts,
-                    });
-                }
-            }
-            EventBody::ItemFinished(b) => {
-                self.items.running = self.items.running.saturating_sub(1);
-                let started = self
-                    .running_items
-                    .iter()
-                    .position(|i| i.item == b.item && i.stage == b.stage)
-                    .map(|pos| self.running_items.remove(pos));
-                match b.status {
-                    StepOutcome::Succeeded => self.items.succeeded += 1,
-                    StepOutcome::Skipped => self.items.skipped += 1,
-                    StepOutcome::Failed => {
-                        self.items.failed += 1;
-                        let label = started.and_then(|s| s.label);
-                        push_bounded(
-                            &mut self.failed_items,
-                            ItemFailure {
-                                item: b.item.clone(),
-                                stage: b.stage.clone(),
-                                label,
-                                error: b.error.clone(),
-                                at: ts,
-                                seq: event.seq,
-                            },
-                            MAX_LISTED_FAILURES,
-                        );
-                        let msg = b
-                            .error
-                            .clone()
-                            .unwrap_or_else(|| format!("item {} failed", b.item));
-                        self.set_error(&msg, format!("item {}", b.item), event);
-                    }
-                }
-                if let Some(name) = &b.stage {
-                    let stage = self.stage_mut(name, ts);
-                    match b.status {
-                        StepOutcome::Succeeded => stage.items_succeeded += 1,
-                        StepOutcome::Failed => stage.items_failed += 1,
-                        StepOutcome::Skipped => stage.items_skipped += 1,
-                    }
-                    stage.recount(ts);
-                }
-            }
-            EventBody::Log(b) => {
-                if b.level > LogLevel::Debug {
-                    push_bounded(
-                        &mut self.logs,
-                        LogLine {
-                            level: b.level,
-                            message: b.message.clone(),
-                            at: ts,
-                        },
-                        MAX_LISTED_LOGS,
-                    );
-                }
-                if b.level == LogLevel::Error {
-                    self.set_error(&b.message, "log".into(), event);
-                }
-            }
-            EventBody::AgentIteration(b) => {
-                self.agent.iteration = Some(b.iteration);
-                self.agent.preparing_response = false;
-            }
-            EventBody::AgentHistory(b) => {
-                self.agent.history_len = b.messages.len() as u64;
-            }
-            EventBody::AgentSystemMessage(_) => {}
-            EventBody::LlmRequest(b) => {
-                // Each call's text starts on a line of its own: the texts of two calls
-                // are two texts, not one.
-                if !self.text.is_empty() && !self.text.ends_with('\n') {
-                    self.text.push('\n');
-                    self.text_bytes += 1;
-                    keep_tail(&mut self.text, MAX_TEXT_BYTES);
-                }
-                self.llm.calls += 1;
-                if b.model.is_some() {
-                    self.llm.model = b.model.clone();
-                }
-                if !self.llm.in_flight.contains(&b.call_id)
-                    && self.llm.in_flight.len() < MAX_LISTED_ITEMS
-                {
-                    self.llm.in_flight.push(b.call_id.clone());
-                }
-            }
-            EventBody::LlmResponse(b) => {
-                self.llm.in_flight.retain(|c| c != &b.call_id);
-                // Saturating: a producer's token counts are any u64, and the fold must
-                // not panic (debug) or wrap (release) on their sum.
-                let (input, output) = (b.input_tokens.unwrap_or(0), b.output_tokens.unwrap_or(0));
-                self.llm.input_tokens = self.llm.input_tokens.saturating_add(input);
-                self.llm.output_tokens = self.llm.output_tokens.saturating_add(output);
-                if b.model.is_some() {
-                    self.llm.model = b.model.clone();
-                }
-                if let Some(error) = &b.error {
-                    self.set_error(error, format!("llm {}", b.call_id), event);
-                }
-            }
-            EventBody::TextDelta(b) => {
-                self.text_bytes += b.text.len() as u64;
-                self.text.push_str(&b.text);
-                keep_tail(&mut self.text, MAX_TEXT_BYTES);
-            }
-            EventBody::ToolSelected(b) => {
-                if !self.tools.in_flight.iter().any(|t| t.call_id == b.call_id) {
-                    self.tools.in_flight.push(ToolCall {
-                        call_id: b.call_id.clone(),
-                        tool: b.tool.clone(),
-                        input: b.input.as_ref().map(preview),
-                        feedback: None,
-                        status: ToolCallStatus::Selected,
-                        started_at: ts,
-                        elapsed_s: None,
-                        error: None,
-                        progress: None,
-                    });
-                    self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
-                }
-            }
-            EventBody::ToolStarted(b) => {
-                self.agent.preparing_response = false;
-                match self
-                    .tools
-                    .in_flight
-                    .iter_mut()
-                    .find(|t| t.call_id == b.call_id)
-                {
-                    Some(call) => {
-                        // Started after being selected; or started again while it
-                        // runs, which updates its feedback ("Searching page 2 of 5")
-                        // and leaves its start time alone.
-                        if call.status != ToolCallStatus::Running {
-                            call.status = ToolCallStatus::Running;
-                            call.started_at = ts;
-                        }
-                        if b.input.is_some() {
-                            call.input = b.input.as_ref().map(preview);
-                        }
-                        if b.feedback.is_some() {
-                            call.feedback = b.feedback.clone();
-                        }
-                    }
-                    None => {
-                        self.tools.in_flight.push(ToolCall {
-                            call_id: b.call_id.clone(),
-                            tool: b.tool.clone(),
-                            input: b.input.as_ref().map(preview),
-                            feedback: b.feedback.clone(),
-                            status: ToolCallStatus::Running,
-                            started_at: ts,
-                            elapsed_s: None,
-                            error: None,
-                            progress: None,
-                        });
-                        self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
-                    }
-                }
-            }
-            EventBody::ToolFinished(b) => {
-                let mut call = match self
-                    .tools
-                    .in_flight
-                    .iter()
-                    .position(|t| t.call_id == b.call_id)
-                {
-                    Some(pos) => self.tools.in_flight.remove(pos),
-                    None => ToolCall {
-                        call_id: b.call_id.clone(),
-                        tool: b.tool.clone(),
-                        input: None,
-                        feedback: None,
-                        status: ToolCallStatus::Running,
-                        started_at: ts,
-                        elapsed_s: None,
-                        error: None,
-                        progress: None,
-                    },
-                };
-                call.status = match b.status {
-                    ToolOutcome::Succeeded => ToolCallStatus::Succeeded,
-                    ToolOutcome::Failed => ToolCallStatus::Failed,
-                };
-                call.elapsed_s = b
-                    .elapsed_s
-                    .or(Some(ts.seconds_since(call.started_at).max(0.0)));
-                call.error = b.error.clone();
-                match b.status {
-                    ToolOutcome::Succeeded => self.tools.succeeded += 1,
-                    ToolOutcome::Failed => {
-                        self.tools.failed += 1;
-                        let msg = b
-                            .error
-                            .clone()
-                            .unwrap_or_else(|| format!("tool {} failed", b.tool));
-                        self.set_error(&msg, format!("tool {}", b.tool), event);
-                    }
-                }
-                push_bounded(&mut self.tools.done, call, MAX_LISTED_TOOLS);
-            }
-            EventBody::AgentPreparingResponse(_) => {
-                self.agent.preparing_response = true;
-            }
-            EventBody::AgentResponse(b) => {
-                let mut text = b.text.clone();
-                keep_head(&mut text, MAX_TEXT_BYTES);
-                self.agent.response = Some(text);
-                self.agent.preparing_response = false;
-                if b.iteration.is_some() {
-                    self.agent.iteration = b.iteration;
-                }
-            }
-            EventBody::Custom(_) => {}
+        };
+        // A producer that measured its own rate and ETA at full resolution
+        // (the SDK does) knows better than a fold over throttled ticks.
+        if b.rate.is_some() {
+            counter.rate = b.rate;
         }
+        if b.eta_s.is_some() {
+            counter.eta_s = b.eta_s;
+        }
+        // A producer that knows only how far along it is, not of how much.
+        if counter.total.is_none() && b.percent.is_some() {
+            counter.percent = b.percent;
+        }
+        if let Some(message) = &b.message {
+            counter.message = Some(message.clone()).filter(|m| !m.is_empty());
+        }
+    }
+}
 
-        self.refresh_summary(ts);
+/// Item events.
+impl RunState {
+    fn on_item_started(&mut self, b: &ItemStarted, ts: Timestamp) {
+        self.items.running += 1;
+        if let Some(stage) = &b.stage {
+            self.stage_mut(stage, ts);
+        }
+        if self.running_items.len() < MAX_LISTED_ITEMS {
+            self.running_items.push(ItemState {
+                item: b.item.clone(),
+                stage: b.stage.clone(),
+                label: b.label.clone(),
+                started_at: ts,
+            });
+        }
     }
 
+    fn on_item_finished(&mut self, b: &ItemFinished, event: &Event) {
+        let ts = event.ts;
+        self.items.running = self.items.running.saturating_sub(1);
+        let started = self
+            .running_items
+            .iter()
+            .position(|i| i.item == b.item && i.stage == b.stage)
+            .map(|pos| self.running_items.remove(pos));
+        match b.status {
+            StepOutcome::Succeeded => self.items.succeeded += 1,
+            StepOutcome::Skipped => self.items.skipped += 1,
+            StepOutcome::Failed => {
+                self.items.failed += 1;
+                let label = started.and_then(|s| s.label);
+                push_bounded(
+                    &mut self.failed_items,
+                    ItemFailure {
+                        item: b.item.clone(),
+                        stage: b.stage.clone(),
+                        label,
+                        error: b.error.clone(),
+                        at: ts,
+                        seq: event.seq,
+                    },
+                    MAX_LISTED_FAILURES,
+                );
+                let msg = b
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("item {} failed", b.item));
+                self.set_error(&msg, format!("item {}", b.item), event);
+            }
+        }
+        if let Some(name) = &b.stage {
+            let stage = self.stage_mut(name, ts);
+            match b.status {
+                StepOutcome::Succeeded => stage.items_succeeded += 1,
+                StepOutcome::Failed => stage.items_failed += 1,
+                StepOutcome::Skipped => stage.items_skipped += 1,
+            }
+            stage.recount(ts);
+        }
+    }
+}
+
+/// `log`.
+impl RunState {
+    fn on_log(&mut self, b: &Log, event: &Event) {
+        let ts = event.ts;
+        if b.level > LogLevel::Debug {
+            push_bounded(
+                &mut self.logs,
+                LogLine {
+                    level: b.level,
+                    message: b.message.clone(),
+                    at: ts,
+                },
+                MAX_LISTED_LOGS,
+            );
+        }
+        if b.level == LogLevel::Error {
+            self.set_error(&b.message, "log".into(), event);
+        }
+    }
+}
+
+/// Agent-loop events.
+impl RunState {
+    fn on_agent_iteration(&mut self, b: &AgentIteration) {
+        self.agent.iteration = Some(b.iteration);
+        self.agent.preparing_response = false;
+    }
+
+    fn on_agent_history(&mut self, b: &AgentHistory) {
+        self.agent.history_len = b.messages.len() as u64;
+    }
+
+    fn on_agent_preparing_response(&mut self) {
+        self.agent.preparing_response = true;
+    }
+
+    fn on_agent_response(&mut self, b: &AgentResponse) {
+        let mut text = b.text.clone();
+        keep_head(&mut text, MAX_TEXT_BYTES);
+        self.agent.response = Some(text);
+        self.agent.preparing_response = false;
+        if b.iteration.is_some() {
+            self.agent.iteration = b.iteration;
+        }
+    }
+}
+
+/// Model calls and their streamed text.
+impl RunState {
+    fn on_llm_request(&mut self, b: &LlmRequest) {
+        // Each call's text starts on a line of its own: the texts of two calls
+        // are two texts, not one.
+        if !self.text.is_empty() && !self.text.ends_with('\n') {
+            self.text.push('\n');
+            self.text_bytes += 1;
+            keep_tail(&mut self.text, MAX_TEXT_BYTES);
+        }
+        self.llm.calls += 1;
+        if b.model.is_some() {
+            self.llm.model = b.model.clone();
+        }
+        if !self.llm.in_flight.contains(&b.call_id) && self.llm.in_flight.len() < MAX_LISTED_ITEMS {
+            self.llm.in_flight.push(b.call_id.clone());
+        }
+    }
+
+    fn on_llm_response(&mut self, b: &LlmResponse, event: &Event) {
+        self.llm.in_flight.retain(|c| c != &b.call_id);
+        // Saturating: a producer's token counts are any u64, and the fold must
+        // not panic (debug) or wrap (release) on their sum.
+        let (input, output) = (b.input_tokens.unwrap_or(0), b.output_tokens.unwrap_or(0));
+        self.llm.input_tokens = self.llm.input_tokens.saturating_add(input);
+        self.llm.output_tokens = self.llm.output_tokens.saturating_add(output);
+        if b.model.is_some() {
+            self.llm.model = b.model.clone();
+        }
+        if let Some(error) = &b.error {
+            self.set_error(error, format!("llm {}", b.call_id), event);
+        }
+    }
+
+    fn on_text_delta(&mut self, b: &TextDelta) {
+        self.text_bytes += b.text.len() as u64;
+        self.text.push_str(&b.text);
+        keep_tail(&mut self.text, MAX_TEXT_BYTES);
+    }
+}
+
+/// Tool calls.
+impl RunState {
+    fn on_tool_selected(&mut self, b: &ToolSelected, ts: Timestamp) {
+        if !self.tools.in_flight.iter().any(|t| t.call_id == b.call_id) {
+            self.tools.in_flight.push(ToolCall {
+                call_id: b.call_id.clone(),
+                tool: b.tool.clone(),
+                input: b.input.as_ref().map(preview),
+                feedback: None,
+                status: ToolCallStatus::Selected,
+                started_at: ts,
+                elapsed_s: None,
+                error: None,
+                progress: None,
+            });
+            self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
+        }
+    }
+
+    fn on_tool_started(&mut self, b: &ToolStarted, ts: Timestamp) {
+        self.agent.preparing_response = false;
+        match self
+            .tools
+            .in_flight
+            .iter_mut()
+            .find(|t| t.call_id == b.call_id)
+        {
+            Some(call) => {
+                // Started after being selected; or started again while it
+                // runs, which updates its feedback ("Searching page 2 of 5")
+                // and leaves its start time alone.
+                if call.status != ToolCallStatus::Running {
+                    call.status = ToolCallStatus::Running;
+                    call.started_at = ts;
+                }
+                if b.input.is_some() {
+                    call.input = b.input.as_ref().map(preview);
+                }
+                if b.feedback.is_some() {
+                    call.feedback = b.feedback.clone();
+                }
+            }
+            None => {
+                self.tools.in_flight.push(ToolCall {
+                    call_id: b.call_id.clone(),
+                    tool: b.tool.clone(),
+                    input: b.input.as_ref().map(preview),
+                    feedback: b.feedback.clone(),
+                    status: ToolCallStatus::Running,
+                    started_at: ts,
+                    elapsed_s: None,
+                    error: None,
+                    progress: None,
+                });
+                self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
+            }
+        }
+    }
+
+    fn on_tool_finished(&mut self, b: &ToolFinished, event: &Event) {
+        let ts = event.ts;
+        let mut call = match self
+            .tools
+            .in_flight
+            .iter()
+            .position(|t| t.call_id == b.call_id)
+        {
+            Some(pos) => self.tools.in_flight.remove(pos),
+            None => ToolCall {
+                call_id: b.call_id.clone(),
+                tool: b.tool.clone(),
+                input: None,
+                feedback: None,
+                status: ToolCallStatus::Running,
+                started_at: ts,
+                elapsed_s: None,
+                error: None,
+                progress: None,
+            },
+        };
+        call.status = match b.status {
+            ToolOutcome::Succeeded => ToolCallStatus::Succeeded,
+            ToolOutcome::Failed => ToolCallStatus::Failed,
+        };
+        call.elapsed_s = b
+            .elapsed_s
+            .or(Some(ts.seconds_since(call.started_at).max(0.0)));
+        call.error = b.error.clone();
+        match b.status {
+            ToolOutcome::Succeeded => self.tools.succeeded += 1,
+            ToolOutcome::Failed => {
+                self.tools.failed += 1;
+                let msg = b
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("tool {} failed", b.tool));
+                self.set_error(&msg, format!("tool {}", b.tool), event);
+            }
+        }
+        push_bounded(&mut self.tools.done, call, MAX_LISTED_TOOLS);
+    }
+}
+
+impl RunState {
     /// The state as seen at `now`: elapsed time up to `now` while the run is not
     /// finished, and ETAs counted down since their last update (never growing).
     pub fn at(&self, now: Timestamp) -> RunState {
@@ -1163,7 +1239,7 @@ fn preview(value: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Draft, Log, RunCancelRequested, RunStalled};
+    use crate::event::{Draft, RunStalled};
 
     #[test]
     fn the_hubs_own_events_do_not_count_as_the_producer_speaking() {
