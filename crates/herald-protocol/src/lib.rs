@@ -31,7 +31,7 @@ mod schema;
 mod state;
 mod wire;
 
-pub use eta::{EtaConfig, EtaEstimator};
+pub use eta::{Estimate, EtaConfig, EtaEstimator, Overdue};
 pub use event::{
     AgentHistory, AgentIteration, AgentPreparingResponse, AgentResponse, AgentSystemMessage,
     ChatMessage, Custom, Draft, EVENT_TYPES, Event, EventBody, Heartbeat, ItemFinished,

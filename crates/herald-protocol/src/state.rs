@@ -174,7 +174,8 @@ impl Counter {
         }
         self.done = done;
         self.updated_at = Some(ts);
-        self.estimator.observe(ts.seconds_since(origin), done);
+        self.estimator
+            .observe(ts.seconds_since(origin), done as f64);
         self.refresh();
     }
 
@@ -188,7 +189,9 @@ impl Counter {
     fn refresh(&mut self) {
         self.percent = self.total.map(|total| percent(self.done, total));
         self.rate = self.estimator.rate();
-        self.eta_s = self.total.and_then(|total| self.estimator.eta(total));
+        self.eta_s = self
+            .total
+            .and_then(|total| self.estimator.eta(total as f64));
     }
 
     /// The ETA at `now`: counted down since the last update, never growing.

@@ -76,18 +76,18 @@ impl Herald {
     /// Created at the start of the run, with 0 units done.
     pub fn new(config: EtaConfig) -> Herald {
         let mut inner = EtaEstimator::new(config);
-        inner.observe(0.0, 0);
+        inner.observe(0.0, 0.0);
         Herald { inner }
     }
 }
 
 impl Estimator for Herald {
     fn observe(&mut self, t: f64, done: u64, _total: u64) {
-        self.inner.observe(t, done);
+        self.inner.observe(t, done as f64);
     }
 
     fn eta(&self, t: f64, total: u64) -> Option<f64> {
-        self.inner.eta_at(t, total)
+        self.inner.eta_at(t, total as f64)
     }
 }
 
