@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 use crate::eta::EtaEstimator;
 use crate::event::{
     AgentHistory, AgentIteration, AgentResponse, Event, EventBody, Heartbeat, ItemFinished,
-    ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, Progress, RunCancelRequested, RunFinished,
-    RunOutcome, RunStarted, StageFinished, StageStarted, StepOutcome, TextDelta, ToolFinished,
-    ToolOutcome, ToolSelected, ToolStarted,
+    ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, PlannedStage, Progress,
+    RunCancelRequested, RunFinished, RunOutcome, RunStarted, StageFinished, StageStarted,
+    StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
 };
 use crate::ids::{RunId, Timestamp};
 
@@ -136,18 +136,35 @@ pub struct Counter {
     /// Units expected, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
+    /// Weight done (bytes, tokens, rows), once the counter is weighed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_weight: Option<f64>,
+    /// Weight expected, when known: the counter is then *weighted*, and its percent,
+    /// rate and ETA are in weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_weight: Option<f64>,
     /// What a unit is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
-    /// `done / total` in percent.
+    /// `done / total` in percent (`done_weight / total_weight` when weighted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
-    /// Units per second, smoothed over time.
+    /// Units (or, when weighted, weight) per second, smoothed over time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
     /// Seconds left, once at least two units are done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_s: Option<f64>,
+    /// The low end of the range of seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_low_s: Option<f64>,
+    /// The high end of the range of seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_high_s: Option<f64>,
+    /// Set while the current unit has run far longer than a typical one: the ETA is
+    /// then no countdown to trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue: Option<UnitOverdue>,
     /// When `done` last changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
@@ -158,49 +175,184 @@ pub struct Counter {
     /// items finished, so that either way of reporting moves the bar.
     #[serde(skip)]
     reported: u64,
+    /// The weight reported by `progress` events, likewise.
+    #[serde(skip)]
+    reported_weight: Option<f64>,
+    /// Whether the estimator is fed weight rather than units.
+    #[serde(skip)]
+    weighted: bool,
+    /// Whether `eta_s` and its range are the producer's own (from a `progress`), which
+    /// stand until the count changes.
+    #[serde(skip)]
+    from_producer: bool,
+    /// When counting began: the estimator's times are seconds since then.
+    #[serde(skip)]
+    origin: Option<Timestamp>,
     #[serde(skip)]
     estimator: EtaEstimator,
 }
 
+/// The current unit of a counter has run far longer than a typical one (see
+/// [`Counter::overdue`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitOverdue {
+    /// Seconds since the counter last moved.
+    pub running_s: f64,
+    /// Seconds a unit typically takes.
+    pub typical_s: f64,
+}
+
 impl Counter {
-    /// Folds a new count observed at `ts`, `origin` being when counting began.
-    fn observe(&mut self, ts: Timestamp, origin: Timestamp, done: u64) {
-        if done == self.done && self.updated_at.is_some() {
+    /// Folds a new count (and weight) observed at `ts`, `origin` being when counting
+    /// began.
+    fn observe(&mut self, ts: Timestamp, origin: Timestamp, done: u64, weight: Option<f64>) {
+        let weighted = self.total_weight.is_some();
+        let done_weight = weight.or(weighted.then_some(0.0));
+        if done == self.done
+            && done_weight == self.done_weight
+            && weighted == self.weighted
+            && self.updated_at.is_some()
+        {
+            // Only a total may have changed.
+            self.refresh_percent();
+            if !self.from_producer {
+                self.refresh(ts);
+            }
             return;
         }
-        if done < self.done {
-            // Work was reset: start the estimate again.
+        let reset = done < self.done
+            || done_weight.unwrap_or(0.0) < self.done_weight.unwrap_or(0.0)
+            || weighted != self.weighted;
+        if reset {
+            // Work was reset, or is measured anew (in weight, from now on): start the
+            // estimate again.
             self.estimator = EtaEstimator::default();
         }
+        self.weighted = weighted;
         self.done = done;
+        self.done_weight = done_weight;
         self.updated_at = Some(ts);
-        self.estimator
-            .observe(ts.seconds_since(origin), done as f64);
-        self.refresh();
+        self.origin = Some(origin);
+        self.from_producer = false;
+        let t = ts.seconds_since(origin);
+        match done_weight.filter(|_| weighted) {
+            Some(w) => self.estimator.observe_weighted(t, w, done),
+            None => self.estimator.observe(t, done as f64),
+        }
+        self.refresh(ts);
     }
 
     fn set_total(&mut self, total: Option<u64>) {
         if total.is_some() {
             self.total = total;
-            self.refresh();
         }
     }
 
-    fn refresh(&mut self) {
-        self.percent = self.total.map(|total| percent(self.done, total));
-        self.rate = self.estimator.rate();
-        self.eta_s = self
-            .total
-            .and_then(|total| self.estimator.eta(total as f64));
+    fn set_total_weight(&mut self, total: Option<f64>) {
+        if total.is_some() {
+            self.total_weight = total;
+        }
     }
 
-    /// The ETA at `now`: counted down since the last update, never growing.
-    fn eta_at(&self, now: Timestamp) -> Option<f64> {
-        let eta = self.eta_s?;
+    /// What the counter's estimate is measured against: the total weight when
+    /// weighted, else the total count.
+    fn target(&self) -> Option<f64> {
+        if self.weighted {
+            self.total_weight
+        } else {
+            self.total.map(|t| t as f64)
+        }
+    }
+
+    /// Recomputes percent, rate and the estimate as of `ts`.
+    fn refresh(&mut self, ts: Timestamp) {
+        self.refresh_percent();
+        self.rate = self.estimator.rate();
+        self.estimate_at(ts);
+    }
+
+    fn refresh_percent(&mut self) {
+        self.percent = match (self.weighted, self.done_weight, self.total_weight) {
+            (true, Some(done), Some(total)) => Some(percent_of(done, total)),
+            _ => self.total.map(|total| percent(self.done, total)),
+        };
+    }
+
+    /// Sets the ETA, its range and the overdue note from the estimator, as of `now`.
+    fn estimate_at(&mut self, now: Timestamp) {
+        let estimate = match (self.origin, self.target()) {
+            (Some(origin), Some(target)) => self
+                .estimator
+                .estimate_at(now.seconds_since(origin), target),
+            _ => None,
+        };
+        self.eta_s = estimate.map(|e| e.eta_s);
+        self.eta_low_s = estimate.map(|e| e.low_s);
+        self.eta_high_s = estimate.map(|e| e.high_s);
+        self.overdue = estimate.and_then(|e| e.overdue).map(|o| UnitOverdue {
+            running_s: o.running_s,
+            typical_s: o.typical_s,
+        });
+    }
+
+    /// Takes the producer's own estimate (a `progress` event's), which stands until the
+    /// count changes.
+    fn producer_estimate(&mut self, eta: Option<f64>, low: Option<f64>, high: Option<f64>) {
+        if eta.is_none() {
+            return;
+        }
+        self.eta_s = eta;
+        // A producer that sent a point and no range leaves no range standing.
+        self.eta_low_s = low.or(eta);
+        self.eta_high_s = high.or(eta);
+        self.from_producer = true;
+    }
+
+    /// The counter at `now`. With the estimator at hand (a state folded here), its
+    /// estimate at `now`; a producer's estimate, and a state read back without its
+    /// estimator, count down since the last update, never growing, unless the
+    /// estimator says the current unit is overdue.
+    fn at(&mut self, now: Timestamp) {
+        let live = self.estimator != EtaEstimator::default();
+        if live && !self.from_producer {
+            self.estimate_at(now);
+            return;
+        }
+        if live {
+            let mut own = self.clone();
+            own.estimate_at(now);
+            if own.overdue.is_some() {
+                *self = own;
+                return;
+            }
+        }
         let since = self
             .updated_at
             .map_or(0.0, |t| now.seconds_since(t).max(0.0));
-        Some((eta - since).max(0.0))
+        let down = |x: Option<f64>| x.map(|x| (x - since).max(0.0));
+        self.eta_s = down(self.eta_s);
+        self.eta_low_s = down(self.eta_low_s);
+        self.eta_high_s = down(self.eta_high_s);
+        if let Some(overdue) = &mut self.overdue {
+            overdue.running_s = since;
+        }
+    }
+
+    /// No estimate: the counter's work is over.
+    fn clear_estimate(&mut self) {
+        self.eta_s = None;
+        self.eta_low_s = None;
+        self.eta_high_s = None;
+        self.overdue = None;
+    }
+}
+
+fn percent_of(done: f64, total: f64) -> f64 {
+    if total <= 0.0 {
+        100.0
+    } else {
+        (done / total * 100.0).min(100.0)
     }
 }
 
@@ -239,6 +391,9 @@ pub struct StageState {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The weight of its finished items, once one carried a weight.
+    #[serde(skip)]
+    items_weight: Option<f64>,
 }
 
 impl StageState {
@@ -254,6 +409,7 @@ impl StageState {
             finished_at: None,
             elapsed_s: 0.0,
             error: None,
+            items_weight: None,
         }
     }
 
@@ -263,8 +419,12 @@ impl StageState {
 
     fn recount(&mut self, ts: Timestamp) {
         let done = self.progress.reported.max(self.items_finished());
+        let weight = match (self.progress.reported_weight, self.items_weight) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         let origin = self.started_at;
-        self.progress.observe(ts, origin, done);
+        self.progress.observe(ts, origin, done, weight);
     }
 }
 
@@ -492,12 +652,26 @@ pub struct RunState {
     /// How far along, in percent, when it can be told (see [`RunState::percent`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
-    /// Seconds left in the current stage, once it can be estimated.
+    /// Seconds left in the whole run, once they can be estimated: from its own counter
+    /// when it has no stages, else from its running stages and the stages still to
+    /// come (counted by `total_steps` or `planned_stages`). Absent when the stages to
+    /// come are not known: the current stage's own `eta_s` is then all there is, and
+    /// is the stage's, not the run's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_s: Option<f64>,
+    /// The low end of the range of the run's seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_low_s: Option<f64>,
+    /// The high end of the range of the run's seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_high_s: Option<f64>,
     /// Stages the run announced in `run.started`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_steps: Option<u64>,
+    /// The stages the run declared ahead in `run.started`, with their expected sizes
+    /// (at most [`MAX_STAGES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned_stages: Vec<PlannedStage>,
     /// Metadata from `run.started`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<Map<String, Value>>,
@@ -568,7 +742,10 @@ impl RunState {
             elapsed_s: 0.0,
             percent: None,
             eta_s: None,
+            eta_low_s: None,
+            eta_high_s: None,
             total_steps: None,
+            planned_stages: Vec::new(),
             meta: None,
             stages: Vec::new(),
             progress: None,
@@ -658,6 +835,9 @@ impl RunState {
     fn on_run_started(&mut self, b: &RunStarted, ts: Timestamp) {
         self.name = b.name.clone();
         self.total_steps = b.total_steps.or(self.total_steps);
+        if let Some(stages) = &b.stages {
+            self.planned_stages = stages.iter().take(MAX_STAGES).cloned().collect();
+        }
         if b.meta.is_some() {
             self.meta = b.meta.clone();
         }
@@ -685,11 +865,11 @@ impl RunState {
                 stage.status = stage_status;
                 stage.finished_at = Some(ts);
                 stage.elapsed_s = ts.seconds_since(stage.started_at).max(0.0);
-                stage.progress.eta_s = None;
+                stage.progress.clear_estimate();
             }
             if b.status == RunOutcome::Succeeded {
                 self.percent = Some(100.0);
-                self.eta_s = None;
+                self.clear_estimate();
             }
             if let Some(error) = &b.error {
                 self.set_error(error, "run".into(), event);
@@ -726,14 +906,13 @@ impl RunState {
         stage.status = StageStatus::Running;
         stage.finished_at = None;
         stage.progress.set_total(b.total);
+        stage.progress.set_total_weight(b.total_weight);
         if b.unit.is_some() {
             stage.progress.unit = b.unit.clone();
         }
         // Counting starts at zero when the stage starts, so that two finished
         // units are enough for a first estimate.
-        if stage.progress.updated_at.is_none() {
-            stage.recount(ts);
-        }
+        stage.recount(ts);
     }
 
     fn on_stage_finished(&mut self, b: &StageFinished, event: &Event) {
@@ -748,7 +927,7 @@ impl RunState {
         if b.status == StepOutcome::Succeeded && stage.progress.total.is_some() {
             stage.progress.percent = Some(100.0);
         }
-        stage.progress.eta_s = None;
+        stage.progress.clear_estimate();
         if b.status == StepOutcome::Failed {
             let msg = b
                 .error
@@ -792,7 +971,11 @@ impl RunState {
             Some(name) => {
                 let stage = self.stage_mut(name, ts);
                 stage.progress.reported = b.done;
+                if b.done_weight.is_some() {
+                    stage.progress.reported_weight = b.done_weight;
+                }
                 stage.progress.set_total(b.total);
+                stage.progress.set_total_weight(b.total_weight);
                 if b.unit.is_some() {
                     stage.progress.unit = b.unit.clone();
                 }
@@ -803,11 +986,16 @@ impl RunState {
                 let origin = self.started_at.unwrap_or(ts);
                 let counter = self.progress.get_or_insert_with(Counter::default);
                 counter.reported = b.done;
+                if b.done_weight.is_some() {
+                    counter.reported_weight = b.done_weight;
+                }
                 counter.set_total(b.total);
+                counter.set_total_weight(b.total_weight);
                 if b.unit.is_some() {
                     counter.unit = b.unit.clone();
                 }
-                counter.observe(ts, origin, b.done);
+                let weight = counter.reported_weight;
+                counter.observe(ts, origin, b.done, weight);
                 counter
             }
         };
@@ -816,9 +1004,7 @@ impl RunState {
         if b.rate.is_some() {
             counter.rate = b.rate;
         }
-        if b.eta_s.is_some() {
-            counter.eta_s = b.eta_s;
-        }
+        counter.producer_estimate(b.eta_s, b.eta_low_s, b.eta_high_s);
         // A producer that knows only how far along it is, not of how much.
         if counter.total.is_none() && b.percent.is_some() {
             counter.percent = b.percent;
@@ -885,6 +1071,9 @@ impl RunState {
                 StepOutcome::Succeeded => stage.items_succeeded += 1,
                 StepOutcome::Failed => stage.items_failed += 1,
                 StepOutcome::Skipped => stage.items_skipped += 1,
+            }
+            if let Some(weight) = b.weight {
+                stage.items_weight = Some(stage.items_weight.unwrap_or(0.0) + weight);
             }
             stage.recount(ts);
         }
@@ -1094,13 +1283,13 @@ impl RunState {
             for stage in &mut state.stages {
                 if stage.status == StageStatus::Running {
                     stage.elapsed_s = now.seconds_since(stage.started_at).max(stage.elapsed_s);
-                    stage.progress.eta_s = stage.progress.eta_at(now);
+                    stage.progress.at(now);
                 }
             }
             if let Some(counter) = &mut state.progress {
-                counter.eta_s = counter.eta_at(now);
+                counter.at(now);
             }
-            state.eta_s = state.current_counter().and_then(|c| c.eta_s);
+            state.estimate_run();
         }
         state
     }
@@ -1113,9 +1302,10 @@ impl RunState {
             .find(|s| s.status == StageStatus::Running)
     }
 
-    /// The counter that the run's percent and ETA follow: the current stage's, or the
-    /// run's own when it reports progress without stages.
-    fn current_counter(&self) -> Option<&Counter> {
+    /// The counter that the run's percent follows, and whose ETA views show when the
+    /// run's own cannot be estimated: the current stage's, or the run's own when it
+    /// reports progress without stages.
+    pub fn current_counter(&self) -> Option<&Counter> {
         self.current_stage()
             .map(|s| &s.progress)
             .or(self.progress.as_ref())
@@ -1125,6 +1315,12 @@ impl RunState {
         match self.stages.iter().position(|s| s.name == name) {
             Some(pos) => &mut self.stages[pos],
             None => {
+                // A stage declared ahead starts with the sizes it was declared with.
+                let planned = self
+                    .planned_stages
+                    .iter()
+                    .find(|p| p.stage == name)
+                    .map(|p| (p.total, p.total_weight));
                 // Keep the state bounded: past the limit, the oldest finished stage
                 // makes room (a run with that many stages is showing its latest).
                 if self.stages.len() >= MAX_STAGES {
@@ -1135,7 +1331,12 @@ impl RunState {
                         .unwrap_or(0);
                     self.stages.remove(pos);
                 }
-                self.stages.push(StageState::new(name, ts));
+                let mut stage = StageState::new(name, ts);
+                if let Some((total, total_weight)) = planned {
+                    stage.progress.set_total(total);
+                    stage.progress.set_total_weight(total_weight);
+                }
+                self.stages.push(stage);
                 self.stages.last_mut().expect("just pushed")
             }
         }
@@ -1165,11 +1366,114 @@ impl RunState {
             return;
         }
         self.percent = self.overall_percent();
-        self.eta_s = if self.status.is_terminal() {
-            None
+        if self.status.is_terminal() {
+            self.clear_estimate();
         } else {
-            self.current_counter().and_then(|c| c.eta_s)
+            self.estimate_run();
+        }
+    }
+
+    fn clear_estimate(&mut self) {
+        self.eta_s = None;
+        self.eta_low_s = None;
+        self.eta_high_s = None;
+    }
+
+    /// Sets the run's ETA and its range from its counters as they stand.
+    fn estimate_run(&mut self) {
+        match self.run_estimate() {
+            Some(range) => {
+                self.eta_s = Some(range.eta);
+                self.eta_low_s = Some(range.low);
+                self.eta_high_s = Some(range.high);
+            }
+            None => self.clear_estimate(),
+        }
+    }
+
+    /// Seconds left in the whole run, when they can be told.
+    ///
+    /// Without stages, the run's own counter's. With stages: the stages running now
+    /// end when the last of them does (their longest ETA), and each stage still to
+    /// come takes as long as the stages seen so far took on average (finished ones,
+    /// and running ones as elapsed plus ETA); a stage declared with a `total_weight`
+    /// takes, when the stages seen were weighted too, its weight at their seconds per
+    /// weight. The range spans the fastest and the slowest of the stages seen.
+    fn run_estimate(&self) -> Option<EtaRange> {
+        if self.stages.is_empty() {
+            return self.progress.as_ref().and_then(EtaRange::of);
+        }
+        // The stages to come: those declared and not started, or as many as
+        // `total_steps` leaves.
+        let (to_come, weights): (f64, Vec<Option<f64>>) = if self.planned_stages.is_empty() {
+            let steps = self.total_steps.filter(|&s| s > 0)?;
+            let seen = self.stages.len() as u64;
+            (steps.saturating_sub(seen) as f64, Vec::new())
+        } else {
+            let weights: Vec<Option<f64>> = self
+                .planned_stages
+                .iter()
+                .filter(|p| !self.stages.iter().any(|s| s.name == p.stage))
+                .map(|p| p.total_weight)
+                .collect();
+            (weights.len() as f64, weights)
         };
+        let mut now = None::<EtaRange>;
+        let mut seen = Vec::new();
+        for stage in &self.stages {
+            match stage.status {
+                StageStatus::Running => {
+                    let range = EtaRange::of(&stage.progress)?;
+                    now = Some(now.map_or(range, |n| n.longest(range)));
+                    seen.push((stage.elapsed_s + range.eta, stage.progress.total_weight));
+                }
+                StageStatus::Succeeded | StageStatus::Failed => {
+                    let weight = stage.progress.done_weight.or(stage.progress.total_weight);
+                    seen.push((stage.elapsed_s, weight));
+                }
+                StageStatus::Skipped => {}
+            }
+        }
+        let mut range = now.unwrap_or(EtaRange::ZERO);
+        if to_come == 0.0 {
+            return now;
+        }
+        if seen.is_empty() {
+            return None;
+        }
+        let n = seen.len() as f64;
+        let mean = seen.iter().map(|(d, _)| d).sum::<f64>() / n;
+        let fastest = seen.iter().map(|(d, _)| *d).fold(f64::INFINITY, f64::min);
+        let slowest = seen.iter().map(|(d, _)| *d).fold(0.0, f64::max);
+        let by_count = EtaRange {
+            eta: mean,
+            low: fastest,
+            high: slowest,
+        };
+        // Seconds per weight of the weighted stages seen.
+        let paces: Vec<f64> = seen
+            .iter()
+            .filter_map(|(d, w)| w.filter(|w| *w > 0.0).map(|w| d / w))
+            .collect();
+        let pace = (!paces.is_empty()).then(|| {
+            let (secs, weight) = seen
+                .iter()
+                .filter_map(|(d, w)| w.filter(|w| *w > 0.0).map(|w| (d, w)))
+                .fold((0.0, 0.0), |(s, t), (d, w)| (s + d, t + w));
+            EtaRange {
+                eta: secs / weight,
+                low: paces.iter().copied().fold(f64::INFINITY, f64::min),
+                high: paces.iter().copied().fold(0.0, f64::max),
+            }
+        });
+        let mut unweighted = to_come - weights.iter().filter(|w| w.is_some()).count() as f64;
+        for weight in weights.iter().flatten() {
+            match pace {
+                Some(pace) => range = range.plus(pace.times(*weight)),
+                None => unweighted += 1.0,
+            }
+        }
+        Some(range.plus(by_count.times(unweighted)))
     }
 
     /// How far along the run is, in percent.
@@ -1179,7 +1483,9 @@ impl RunState {
     /// counter (the latest running stage, or the run's own progress); when no stage
     /// runs, as far as the last stage that did.
     fn overall_percent(&self) -> Option<f64> {
-        if let Some(steps) = self.total_steps.filter(|&s| s > 0) {
+        let declared =
+            (!self.planned_stages.is_empty()).then_some(self.planned_stages.len() as u64);
+        if let Some(steps) = self.total_steps.filter(|&s| s > 0).or(declared) {
             let finished = self
                 .stages
                 .iter()
@@ -1195,6 +1501,58 @@ impl RunState {
         self.current_counter()
             .or(self.stages.last().map(|s| &s.progress))
             .and_then(|c| c.percent)
+    }
+}
+
+/// Seconds left, with a range around them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct EtaRange {
+    eta: f64,
+    low: f64,
+    high: f64,
+}
+
+impl EtaRange {
+    const ZERO: EtaRange = EtaRange {
+        eta: 0.0,
+        low: 0.0,
+        high: 0.0,
+    };
+
+    /// A counter's estimate, a point when it has no range.
+    fn of(counter: &Counter) -> Option<EtaRange> {
+        let eta = counter.eta_s?;
+        Some(EtaRange {
+            eta,
+            low: counter.eta_low_s.unwrap_or(eta).min(eta),
+            high: counter.eta_high_s.unwrap_or(eta).max(eta),
+        })
+    }
+
+    /// Of two things done at once, the one that takes longer, end by end.
+    fn longest(self, other: EtaRange) -> EtaRange {
+        EtaRange {
+            eta: self.eta.max(other.eta),
+            low: self.low.max(other.low),
+            high: self.high.max(other.high),
+        }
+    }
+
+    /// Two things done one after the other.
+    fn plus(self, other: EtaRange) -> EtaRange {
+        EtaRange {
+            eta: self.eta + other.eta,
+            low: self.low + other.low,
+            high: self.high + other.high,
+        }
+    }
+
+    fn times(self, k: f64) -> EtaRange {
+        EtaRange {
+            eta: self.eta * k,
+            low: self.low * k,
+            high: self.high * k,
+        }
     }
 }
 

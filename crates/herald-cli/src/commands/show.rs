@@ -186,6 +186,7 @@ mod tests {
                     stage: "fetch".into(),
                     total: Some(10),
                     unit: None,
+                    total_weight: None,
                 },
             ))
             .unwrap(),

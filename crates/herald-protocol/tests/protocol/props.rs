@@ -162,6 +162,7 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
                         name,
                         total_steps,
                         meta,
+                        stages: None,
                     }
                     .into()
                 })
@@ -209,7 +210,15 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
         (
             3,
             (stage_name(), option::of(count()), o(text()))
-                .prop_map(|(stage, total, unit)| StageStarted { stage, total, unit }.into())
+                .prop_map(|(stage, total, unit)| {
+                    StageStarted {
+                        stage,
+                        total,
+                        unit,
+                        total_weight: None,
+                    }
+                    .into()
+                })
                 .boxed(),
         ),
         (
@@ -252,6 +261,10 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
                             eta_s,
                             elapsed_s,
                             message,
+                            done_weight: None,
+                            total_weight: None,
+                            eta_low_s: None,
+                            eta_high_s: None,
                         }
                         .into()
                     },
@@ -280,6 +293,7 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
                         status,
                         error,
                         elapsed_s,
+                        weight: None,
                     }
                     .into()
                 })

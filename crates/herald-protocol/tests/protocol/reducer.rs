@@ -877,7 +877,12 @@ fn a_finished_run_stays_finished() {
 
     // Failed and cancelled: no ETA; a failure without a message still says so, and one
     // with a message replaces an earlier error.
+    // One stage of one: the run's ETA is the stage's.
     let base = [
+        (
+            0.0,
+            json!({"event": "run.started", "name": "x", "total_steps": 1}),
+        ),
         (
             0.0,
             json!({"event": "stage.started", "stage": "a", "total": 100}),
@@ -901,8 +906,9 @@ fn a_finished_run_stays_finished() {
     failed.push((4.0, json!({"event": "run.finished", "status": "failed"})));
     check(
         &failed,
-        json!({"status": "failed", "eta_s": null, "percent": 20.0,
-               "last_error": {"message": "the run failed", "source": "run", "seq": 5}}),
+        // Its one announced stage ended (failed): the run counts it whole.
+        json!({"status": "failed", "eta_s": null, "percent": 100.0, "stages": [{"eta_s": null}],
+               "last_error": {"message": "the run failed", "source": "run", "seq": 6}}),
     );
     failed.push((5.0, json!({"event": "run.finished", "status": "succeeded"})));
     check(&failed, json!({"status": "failed", "finished_at": t(4.0)}));
@@ -916,7 +922,7 @@ fn a_finished_run_stays_finished() {
         &cancelled,
         json!({"status": "cancelled", "eta_s": null, "last_error": {"message": "bad", "source": "item i"}}),
     );
-    let mut failed_with = cancelled[..5].to_vec();
+    let mut failed_with = cancelled[..6].to_vec();
     failed_with.push((
         5.0,
         json!({"event": "run.finished", "status": "failed", "error": "gave up"}),
@@ -929,11 +935,18 @@ fn a_finished_run_stays_finished() {
 
 #[test]
 fn eta_appears_after_two_units_and_counts_down() {
-    // One unit a second out of 10, counted with `progress` from 0.
-    let mut steps = vec![(
-        0.0,
-        json!({"event": "stage.started", "stage": "s", "total": 10}),
-    )];
+    // One unit a second out of 10, counted with `progress` from 0, in a run of one
+    // stage: the run's ETA is the stage's.
+    let mut steps = vec![
+        (
+            0.0,
+            json!({"event": "run.started", "name": "x", "total_steps": 1}),
+        ),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "s", "total": 10}),
+        ),
+    ];
     steps.extend((0..=5).map(|i| {
         (
             i as f64,
@@ -942,16 +955,16 @@ fn eta_appears_after_two_units_and_counts_down() {
     }));
     // 0 and 1 unit done: unknown, and absent rather than 0.
     check(
-        &steps[..2],
+        &steps[..3],
         json!({"eta_s": null, "stages": [{"eta_s": null, "rate": null}]}),
     );
     check(
-        &steps[..3],
+        &steps[..4],
         json!({"eta_s": null, "stages": [{"eta_s": null, "rate": null}]}),
     );
     // 2 units: 8 left at 1/s.
     check(
-        &steps[..4],
+        &steps[..5],
         json!({"eta_s": 8.0, "stages": [{"eta_s": 8.0, "rate": 1.0}]}),
     );
     check(&steps, json!({"eta_s": 5.0, "elapsed_s": 5.0}));
@@ -1007,11 +1020,18 @@ fn eta_appears_after_two_units_and_counts_down() {
 
 #[test]
 fn eta_from_items_and_from_the_producer() {
-    // Items finishing one a second in a stage of 10: unknown after one.
-    let mut steps = vec![(
-        0.0,
-        json!({"event": "stage.started", "stage": "s", "total": 10}),
-    )];
+    // Items finishing one a second in a stage of 10, the run's only one: unknown after
+    // one.
+    let mut steps = vec![
+        (
+            0.0,
+            json!({"event": "run.started", "name": "x", "total_steps": 1}),
+        ),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "s", "total": 10}),
+        ),
+    ];
     steps.extend((1..=5).map(|i| {
         (
             i as f64,
@@ -1019,7 +1039,7 @@ fn eta_from_items_and_from_the_producer() {
         )
     }));
     check(
-        &steps[..2],
+        &steps[..3],
         json!({"eta_s": null, "stages": [{"done": 1, "eta_s": null}]}),
     );
     check(
@@ -1030,7 +1050,7 @@ fn eta_from_items_and_from_the_producer() {
     // Counted by items, the stage's first observation is its first finished item, so
     // the estimate needs two more (see the progress test for two from 0).
     check(
-        &steps[..4],
+        &steps[..5],
         json!({"eta_s": 7.0, "stages": [{"done": 3, "rate": 1.0}]}),
     );
     // A producer's own rate and ETA win over the fold's.
@@ -1138,7 +1158,7 @@ fn the_state_has_the_fields_of_spec_section_4() {
         &[
             (
                 0.0,
-                json!({"event": "run.started", "name": "x", "parent": "p"}),
+                json!({"event": "run.started", "name": "x", "parent": "p", "total_steps": 1}),
             ),
             (
                 1.0,
