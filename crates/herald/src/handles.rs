@@ -876,7 +876,6 @@ impl Item {
 
     /// Sets the item's weight (its size in bytes, tokens, rows): when it finishes, its
     /// stage's weight done grows by it, and `item.finished` carries it.
-    #[must_use]
     pub fn weight(mut self, weight: u64) -> Item {
         self.weight = Some(weight);
         self
