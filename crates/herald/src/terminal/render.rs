@@ -1126,7 +1126,7 @@ mod tests {
             max_lines: 10,
             color: false,
         };
-        let lines = render(&[run.clone()], at(80.0), &frame);
+        let lines = render(std::slice::from_ref(&run), at(80.0), &frame);
         assert!(
             lines[1].ends_with(" · current item running 1m00s, typically 1.0s"),
             "{lines:#?}"
