@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use herald_bench::eta::{Peer, Trace, score_peers, suite, synthetic_suite};
+use herald_bench::eta::{
+    Peer, SuiteScore, Trace, TraceReport, real_suite, real_suite_dir, score_peers, suite,
+    synthetic_suite, synthetic_suite_seeded,
+};
 
 /// The example traces shipped in `traces/`: copies of synthetic ones.
 const EXAMPLES: [&str; 2] = ["heavy-tailed", "stall"];
@@ -125,6 +128,115 @@ fn seeds_redraw_the_suite_and_bad_counts_are_usage_errors() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains("--seeds takes a positive count"),
+        "{stderr}"
+    );
+}
+
+fn scored(traces: &[Trace]) -> (Vec<TraceReport>, Vec<SuiteScore>) {
+    let reports: Vec<TraceReport> = traces.iter().map(score_peers).collect();
+    let suite = suite(&reports);
+    assert_eq!(suite[0].name, Peer::Herald.name());
+    (reports, suite)
+}
+
+fn best_peer(suite: &[SuiteScore], f: impl Fn(&SuiteScore) -> f64) -> f64 {
+    suite[1..].iter().map(f).fold(f64::INFINITY, f64::min)
+}
+
+/// The real suite is what `record.py` recorded: at least eight traces of different
+/// shapes, weighted ones among them, each with its recipe in the script.
+#[test]
+fn the_real_suite_is_committed_with_its_recorder() {
+    let traces = real_suite().unwrap();
+    assert!(traces.len() >= 8, "{} traces", traces.len());
+    assert!(traces.iter().filter(|t| t.is_weighted()).count() >= 3);
+    let script = std::fs::read_to_string(real_suite_dir().join("record.py")).unwrap();
+    for trace in &traces {
+        let recipe = format!("\"{}\":", trace.name());
+        assert!(script.contains(&recipe), "no recipe for {}", trace.name());
+        let size = std::fs::metadata(real_suite_dir().join(format!("{}.jsonl", trace.name())))
+            .unwrap()
+            .len();
+        assert!(size < 200_000, "{} is {size} bytes", trace.name());
+    }
+}
+
+/// The targets of BENCHMARKS.md on the real suite: herald's mean MAPE is at most 0.7x
+/// the best peer's, it is the worst of the four on no trace, its jitter is no worse
+/// than the best peer's, and its range holds the truth at 75% of the instants or more.
+#[test]
+fn herald_meets_its_targets_on_the_real_suite() {
+    let (_, suite) = scored(&real_suite().unwrap());
+    let herald = &suite[0];
+    assert!(herald.worst_on.is_empty(), "worst on {:?}", herald.worst_on);
+    let best = best_peer(&suite, |s| s.mape);
+    assert!(
+        herald.mape <= 0.7 * best,
+        "herald {:.1}% vs best peer {best:.1}%",
+        herald.mape
+    );
+    let best_jitter = best_peer(&suite, |s| s.jitter);
+    assert!(
+        herald.jitter <= best_jitter,
+        "{} vs {best_jitter}",
+        herald.jitter
+    );
+    let calibration = herald.calibration.unwrap();
+    assert!(calibration >= 75.0, "calibration {calibration:.1}%");
+}
+
+/// On the synthetic suite (whose MAPE target is `herald_meets_its_target_on_the_suite`):
+/// jitter no worse than the best peer's, a calibrated range, and on 20 re-drawn suites
+/// herald is never the worst of the four on any trace.
+#[test]
+fn herald_holds_on_synthetic_draws() {
+    let (_, suite) = scored(&synthetic_suite());
+    let best_jitter = best_peer(&suite, |s| s.jitter);
+    assert!(suite[0].jitter <= best_jitter);
+    assert!(suite[0].calibration.unwrap() >= 75.0);
+    for seed in 0..20 {
+        let (_, suite) = scored(&synthetic_suite_seeded(seed));
+        assert!(
+            suite[0].worst_on.is_empty(),
+            "seed {seed}: worst on {:?}",
+            suite[0].worst_on
+        );
+    }
+}
+
+#[test]
+fn with_no_argument_both_suites_are_scored_apart() {
+    let out = eta_replay(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let real = stdout.find("## Real suite").expect("a real suite section");
+    let synthetic = stdout
+        .find("## Synthetic suite")
+        .expect("a synthetic section");
+    assert!(real < synthetic);
+    assert!(stdout[real..synthetic].contains("| pgload ("), "{stdout}");
+    assert!(stdout[synthetic..].contains("| steady ("), "{stdout}");
+    assert!(stdout.contains("range holds the truth at"), "{stdout}");
+}
+
+#[test]
+fn a_bad_weight_is_named_with_its_line() {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad-weight.jsonl");
+    std::fs::write(
+        &path,
+        "{\"t\": 1.0, \"done\": 1, \"total\": 2, \"weight\": 5, \"total_weight\": 10}\n\
+         {\"t\": 2.0, \"done\": 2, \"total\": 2, \"weight\": -5, \"total_weight\": 10}\n",
+    )
+    .unwrap();
+    let out = eta_replay(&[&path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("line 2: weight -5 is not a finite, non-negative number"),
         "{stderr}"
     );
 }

@@ -1,8 +1,10 @@
 //! `eta-replay`: ETA quality of herald and its peers, as Markdown tables.
 //!
-//! - `eta-replay`: scores the synthetic suite.
+//! - `eta-replay`: scores the real suite (`traces/real/`, recorded from real commands)
+//!   and the synthetic suite, apart.
 //! - `eta-replay FILE.jsonl...`: scores recorded traces (one `{"t": seconds since the
-//!   start, "done": n, "total": N}` per completion).
+//!   start, "done": n, "total": N}` per completion, and `"weight"`, `"total_weight"`
+//!   for weighted work).
 //! - `eta-replay --seeds N`: herald's standing on the synthetic suite drawn with seeds
 //!   0 to N-1, to check that the suite's verdict is not an accident of one draw.
 //!
@@ -13,8 +15,9 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use herald_bench::eta::{Trace, TraceReport, render, render_seeds, score_peers, synthetic_suite};
+use herald_bench::eta::{
+    TraceReport, read_trace, real_suite, render, render_seeds, score_peers, synthetic_suite,
+};
 
 const USAGE: &str = "usage: eta-replay [FILE.jsonl... | --seeds N]";
 
@@ -49,7 +52,25 @@ fn run() -> anyhow::Result<ExitCode> {
             eprintln!("eta-replay: unknown option\n{USAGE}");
             return Ok(ExitCode::from(2));
         }
-        _ => render(&score_all(&args)?),
+        [] => {
+            let real = score(real_suite()?);
+            let weighted: Vec<_> = real_suite()?
+                .iter()
+                .filter(|t| t.is_weighted())
+                .map(|t| score_peers(&t.unweighted()))
+                .collect();
+            format!(
+                "## Real suite\n\n{}\n### The weighted real traces counted in units (weights ignored)\n\n{}\n## Synthetic suite\n\n{}",
+                render(&real),
+                render(&weighted),
+                render(&score(synthetic_suite())),
+            )
+        }
+        _ => render(&score(
+            args.iter()
+                .map(|p| read_trace(Path::new(p)))
+                .collect::<anyhow::Result<_>>()?,
+        )),
     };
     let mut stdout = io::stdout().lock();
     stdout.write_all(out.as_bytes())?;
@@ -57,25 +78,6 @@ fn run() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The synthetic suite with no paths, else the traces in `paths`, scored.
-fn score_all(paths: &[String]) -> anyhow::Result<Vec<TraceReport>> {
-    let traces = if paths.is_empty() {
-        synthetic_suite()
-    } else {
-        paths
-            .iter()
-            .map(|p| read_trace(Path::new(p)))
-            .collect::<anyhow::Result<_>>()?
-    };
-    Ok(traces.iter().map(score_peers).collect())
-}
-
-fn read_trace(path: &Path) -> anyhow::Result<Trace> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let name = path.file_stem().map_or_else(
-        || path.display().to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    );
-    Trace::from_jsonl(name, &text).with_context(|| format!("{}", path.display()))
+fn score(traces: Vec<herald_bench::eta::Trace>) -> Vec<TraceReport> {
+    traces.iter().map(score_peers).collect()
 }

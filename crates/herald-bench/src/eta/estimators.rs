@@ -12,14 +12,24 @@ use herald_protocol::{EtaConfig, EtaEstimator};
 /// A rate estimator fed with completions in time order and asked for the time left.
 ///
 /// Times are seconds since the run started, when 0 units were done; every estimator is
-/// created at that instant, as a progress bar is created when its work starts.
+/// created at that instant, as a progress bar is created when its work starts. Work is
+/// counted in units, or in weight (bytes, rows) for a weighted trace, as a bar counts
+/// bytes (`tqdm(unit="B")`, `ProgressBar::inc(bytes)`).
 pub trait Estimator {
-    /// `done` units (of `total`) are finished at time `t`.
-    fn observe(&mut self, t: f64, done: u64, total: u64);
+    /// `done` units, `work` work (units, or weight), are finished at time `t`.
+    fn observe(&mut self, t: f64, done: u64, work: f64);
 
     /// The seconds left that would be shown at time `t` (not before the last
-    /// observation), or `None` when there is no estimate.
-    fn eta(&self, t: f64, total: u64) -> Option<f64>;
+    /// observation) for a run of `total` work, or `None` when there is no estimate.
+    fn eta(&self, t: f64, total: f64) -> Option<f64>;
+
+    /// The run has `total_units` units: called once, before the first observation.
+    fn start(&mut self, _total_units: u64) {}
+
+    /// A low and a high estimate of the seconds left, for estimators that give one.
+    fn range(&self, _t: f64, _total: f64) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// The estimators of the comparison, in table order.
@@ -70,6 +80,7 @@ impl Peer {
 #[derive(Clone, Debug)]
 pub struct Herald {
     inner: EtaEstimator,
+    total_units: Option<u64>,
 }
 
 impl Herald {
@@ -77,17 +88,32 @@ impl Herald {
     pub fn new(config: EtaConfig) -> Herald {
         let mut inner = EtaEstimator::new(config);
         inner.observe(0.0, 0.0);
-        Herald { inner }
+        Herald {
+            inner,
+            total_units: None,
+        }
     }
 }
 
 impl Estimator for Herald {
-    fn observe(&mut self, t: f64, done: u64, _total: u64) {
-        self.inner.observe(t, done as f64);
+    fn observe(&mut self, t: f64, done: u64, work: f64) {
+        self.inner.observe_weighted(t, work, done);
     }
 
-    fn eta(&self, t: f64, total: u64) -> Option<f64> {
-        self.inner.eta_at(t, total as f64)
+    fn start(&mut self, total_units: u64) {
+        self.total_units = Some(total_units);
+    }
+
+    fn eta(&self, t: f64, total: f64) -> Option<f64> {
+        self.inner
+            .estimate_weighted_at(t, total, self.total_units)
+            .map(|e| e.eta_s)
+    }
+
+    fn range(&self, t: f64, total: f64) -> Option<(f64, f64)> {
+        self.inner
+            .estimate_weighted_at(t, total, self.total_units)
+            .map(|e| (e.low_s, e.high_s))
     }
 }
 
@@ -95,20 +121,20 @@ impl Estimator for Herald {
 /// taken at the query, as a bar without smoothing renders it (tqdm with `smoothing=0`).
 #[derive(Clone, Debug, Default)]
 pub struct PlainAverage {
-    done: u64,
+    done: f64,
 }
 
 impl Estimator for PlainAverage {
-    fn observe(&mut self, _t: f64, done: u64, _total: u64) {
-        self.done = done;
+    fn observe(&mut self, _t: f64, _done: u64, work: f64) {
+        self.done = work;
     }
 
-    fn eta(&self, t: f64, total: u64) -> Option<f64> {
-        if self.done == 0 || t <= 0.0 {
+    fn eta(&self, t: f64, total: f64) -> Option<f64> {
+        if self.done <= 0.0 || t <= 0.0 {
             return None;
         }
-        let rate = self.done as f64 / t;
-        Some(total.saturating_sub(self.done) as f64 / rate)
+        let rate = self.done / t;
+        Some((total - self.done).max(0.0) / rate)
     }
 }
 
@@ -153,8 +179,8 @@ impl Ema {
 /// the plain average before the first such update (as `format_meter` falls back).
 #[derive(Clone, Debug)]
 pub struct TqdmEma {
-    n: u64,
-    last_print_n: u64,
+    n: f64,
+    last_print_n: f64,
     last_print_t: f64,
     miniters: f64,
     ema_dn: Ema,
@@ -186,8 +212,8 @@ impl TqdmEma {
 impl Default for TqdmEma {
     fn default() -> TqdmEma {
         TqdmEma {
-            n: 0,
-            last_print_n: 0,
+            n: 0.0,
+            last_print_n: 0.0,
             last_print_t: 0.0,
             miniters: 0.0,
             ema_dn: Ema::new(Self::SMOOTHING),
@@ -199,18 +225,18 @@ impl Default for TqdmEma {
 }
 
 impl Estimator for TqdmEma {
-    fn observe(&mut self, t: f64, done: u64, _total: u64) {
+    fn observe(&mut self, t: f64, _done: u64, work: f64) {
         self.run_monitor_until(t);
         // `tqdm.update_to`, with `delay=0` and `smoothing > 0`.
-        self.n = done;
-        if (self.n.abs_diff(self.last_print_n) as f64) < self.miniters {
+        self.n = work;
+        if (self.n - self.last_print_n).abs() < self.miniters {
             return;
         }
         let dt = t - self.last_print_t;
         if dt < Self::MININTERVAL {
             return;
         }
-        let dn = self.n as f64 - self.last_print_n as f64;
+        let dn = self.n - self.last_print_n;
         if dt != 0.0 && dn != 0.0 {
             self.ema_dn.push(dn);
             self.ema_dt.push(dt);
@@ -226,21 +252,21 @@ impl Estimator for TqdmEma {
         self.last_print_t = t;
     }
 
-    fn eta(&self, t: f64, total: u64) -> Option<f64> {
+    fn eta(&self, t: f64, total: f64) -> Option<f64> {
         // `format_dict` and `format_meter`: `rate = ema_dn() / ema_dt()` when the EMA
         // has data, else `n / elapsed`; no estimate without a rate.
         let ema_dt = self.ema_dt.value();
         let rate = if ema_dt != 0.0 {
             self.ema_dn.value() / ema_dt
         } else if t > 0.0 {
-            self.n as f64 / t
+            self.n / t
         } else {
             0.0
         };
         if rate == 0.0 {
             return None;
         }
-        Some(total.saturating_sub(self.n) as f64 / rate)
+        Some((total - self.n).max(0.0) / rate)
     }
 }
 
@@ -319,24 +345,25 @@ impl IndicatifEstimator {
 }
 
 impl Estimator for IndicatifEstimator {
-    fn observe(&mut self, t: f64, done: u64, _total: u64) {
+    fn observe(&mut self, t: f64, _done: u64, work: f64) {
         if !self.started {
             self.started = true;
             self.capacity = Self::MAX_BURST;
         }
-        self.pos = done;
+        // `inc` takes whole steps: bytes, rows.
+        self.pos = work.round() as u64;
         if self.allow(t) {
             self.record(self.pos, t);
         }
     }
 
-    fn eta(&self, t: f64, total: u64) -> Option<f64> {
+    fn eta(&self, t: f64, total: f64) -> Option<f64> {
         let sps = self.steps_per_second(t);
         // indicatif shows 0 s while it has no rate; that is no estimate.
         if sps == 0.0 || !sps.is_finite() {
             return None;
         }
-        Some(total.saturating_sub(self.pos) as f64 / sps)
+        Some((total.round() as u64).saturating_sub(self.pos) as f64 / sps)
     }
 }
 
@@ -354,9 +381,9 @@ mod tests {
         want: Option<f64>,
     ) {
         for &(t, done) in completions {
-            est.observe(t, done, total);
+            est.observe(t, done, done as f64);
         }
-        let got = est.eta(at, total);
+        let got = est.eta(at, total as f64);
         match (got, want) {
             (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9 * w.max(1.0), "got {g}, want {w}"),
             _ => assert_eq!(got, want),
@@ -452,9 +479,9 @@ mod tests {
         // at 10, lets ten of them through to the estimator; the last two only move the
         // position, which the ETA still counts from.
         let mut est = IndicatifEstimator::default();
-        est.observe(1.0, 1, 100);
+        est.observe(1.0, 1, 1.0);
         for k in 2..=13u64 {
-            est.observe(1.0 + k as f64 * 1e-6, k, 100);
+            est.observe(1.0 + k as f64 * 1e-6, k, k as f64);
         }
         assert_eq!(est.pos, 13);
         assert_eq!(est.prev_steps, 11);
@@ -463,7 +490,8 @@ mod tests {
     #[test]
     fn herald_is_created_at_the_start() {
         // Two units at 1 s and 2 s; herald's default tuning gives 1 unit/s for a
-        // steady run, so 8 s are left, counted down at the query.
+        // steady run, so 8 s are left, counted down at the query for two typical gaps
+        // (2 s), then held.
         check(
             Herald::new(EtaConfig::default()),
             &[(1.0, 1), (2.0, 2)],
@@ -476,7 +504,7 @@ mod tests {
             &[(1.0, 1), (2.0, 2)],
             10,
             5.0,
-            Some(5.0),
+            Some(6.0),
         );
         check(
             Herald::new(EtaConfig::default()),

@@ -17,4 +17,7 @@ pub use replay::{
     score_peers, suite,
 };
 pub use table::{render, render_seeds};
-pub use trace::{Completion, Trace, TraceError, synthetic_suite, synthetic_suite_seeded};
+pub use trace::{
+    Completion, Trace, TraceError, read_trace, real_suite, real_suite_dir, synthetic_suite,
+    synthetic_suite_seeded,
+};

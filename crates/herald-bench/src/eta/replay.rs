@@ -30,6 +30,12 @@
 //!   seconds since the start and units done.
 //! - **Coverage**: the share of the scored instants (before the common filter) where the
 //!   estimator has an estimate.
+//! - **Calibration** (estimators that give a range): the share of the common instants
+//!   where the truth lies within `[low, high]`, in %; **width**: the mean of
+//!   `(high - low) / truth` over them, in % (narrower is better at equal calibration).
+//!
+//! A weighted trace is fed to every estimator in weight (bytes, rows), as each library
+//! counts bytes when told to; the truth is time either way.
 
 use crate::eta::estimators::{Estimator, Peer};
 use crate::eta::trace::Trace;
@@ -82,6 +88,11 @@ pub struct Score {
     pub first: Option<FirstEstimate>,
     /// Share of the scored instants with an estimate, from 0 to 1.
     pub coverage: f64,
+    /// Share of the common instants where the truth is within the range, in %; `None`
+    /// for an estimator without a range.
+    pub calibration: Option<f64>,
+    /// Mean width of the range relative to the truth over the common instants, in %.
+    pub width: Option<f64>,
 }
 
 /// All estimators' scores on one trace.
@@ -140,22 +151,25 @@ fn instants(trace: &Trace) -> Vec<Instant> {
 /// Replays `trace` through each contender and scores them on common instants.
 pub fn score(trace: &Trace, contenders: Vec<Contender>) -> TraceReport {
     let instants = instants(trace);
-    let total = trace.total();
+    let total = trace.total_work();
     let mut names = Vec::new();
     let mut estimates: Vec<Vec<Option<f64>>> = Vec::new();
+    let mut ranges: Vec<Vec<Option<(f64, f64)>>> = Vec::new();
     let mut firsts = Vec::new();
     for Contender {
         name,
         mut estimator,
     } in contenders
     {
+        estimator.start(trace.total());
         let mut first = None;
         let mut row = Vec::with_capacity(instants.len());
-        let mut next = trace.completions().iter().peekable();
+        let mut range_row = Vec::with_capacity(instants.len());
+        let mut next = trace.completions().iter().enumerate().peekable();
         let mut feed_until =
             |t: f64, est: &mut Box<dyn Estimator>, first: &mut Option<FirstEstimate>| {
-                while let Some(c) = next.next_if(|c| c.t <= t) {
-                    est.observe(c.t, c.done, total);
+                while let Some((idx, c)) = next.next_if(|(_, c)| c.t <= t) {
+                    est.observe(c.t, c.done, trace.work_at(idx));
                     if first.is_none() && est.eta(c.t, total).is_some() {
                         *first = Some(FirstEstimate {
                             t: c.t,
@@ -167,10 +181,12 @@ pub fn score(trace: &Trace, contenders: Vec<Contender>) -> TraceReport {
         for instant in &instants {
             feed_until(instant.t, &mut estimator, &mut first);
             row.push(estimator.eta(instant.t, total));
+            range_row.push(estimator.range(instant.t, total));
         }
         feed_until(f64::INFINITY, &mut estimator, &mut first);
         names.push(name);
         estimates.push(row);
+        ranges.push(range_row);
         firsts.push(first);
     }
 
@@ -180,8 +196,9 @@ pub fn score(trace: &Trace, contenders: Vec<Contender>) -> TraceReport {
     let scores = names
         .into_iter()
         .zip(estimates)
+        .zip(ranges)
         .zip(firsts)
-        .map(|((name, row), first)| {
+        .map(|(((name, row), range_row), first)| {
             let err = |k: usize| row[k].expect("common instants have estimates") - instants[k].left;
             let apes: Vec<f64> = common
                 .iter()
@@ -192,6 +209,20 @@ pub fn score(trace: &Trace, contenders: Vec<Contender>) -> TraceReport {
                 .map(|w| (err(w[1]) - err(w[0])).abs() / instants[w[1]].left)
                 .collect();
             let covered = row.iter().filter(|e| e.is_some()).count();
+            let in_range: Option<Vec<(bool, f64)>> = common
+                .iter()
+                .map(|&k| {
+                    let (low, high) = range_row[k]?;
+                    let left = instants[k].left;
+                    Some((low <= left && left <= high, (high - low) / left))
+                })
+                .collect();
+            let in_range = in_range.filter(|v| !v.is_empty());
+            let calibration = in_range.as_ref().map(|v| {
+                v.iter().filter(|(inside, _)| *inside).count() as f64 / v.len() as f64 * 100.0
+            });
+            let widths: Option<Vec<f64>> = in_range.map(|v| v.iter().map(|(_, w)| *w).collect());
+            let width = widths.and_then(|w| mean(&w)).map(|m| m * 100.0);
             Score {
                 name,
                 mape: mean(&apes).map(|m| m * 100.0),
@@ -202,6 +233,8 @@ pub fn score(trace: &Trace, contenders: Vec<Contender>) -> TraceReport {
                 } else {
                     covered as f64 / instants.len() as f64
                 },
+                calibration,
+                width,
             }
         })
         .collect();
@@ -240,6 +273,10 @@ pub struct SuiteScore {
     pub first_pct: f64,
     /// Traces on which it has the highest MAPE of all.
     pub worst_on: Vec<String>,
+    /// Mean of the per-trace calibration, in %, for an estimator with a range.
+    pub calibration: Option<f64>,
+    /// Mean of the per-trace range width, in %.
+    pub width: Option<f64>,
 }
 
 /// Means over `reports` (which must score the same estimators in the same order);
@@ -280,9 +317,17 @@ pub fn suite(reports: &[TraceReport]) -> Vec<SuiteScore> {
                     .sum::<f64>()
                     / n,
                 worst_on,
+                calibration: mean_of(reports, |r| r.scores[idx].calibration),
+                width: mean_of(reports, |r| r.scores[idx].width),
             }
         })
         .collect()
+}
+
+/// The mean of `f` over `reports`, if every report has it.
+fn mean_of(reports: &[TraceReport], f: impl Fn(&TraceReport) -> Option<f64>) -> Option<f64> {
+    let xs: Option<Vec<f64>> = reports.iter().map(f).collect();
+    xs.and_then(|xs| mean(&xs))
 }
 
 #[cfg(test)]
@@ -305,8 +350,8 @@ mod tests {
     struct Constant(f64);
 
     impl Estimator for Constant {
-        fn observe(&mut self, _t: f64, _done: u64, _total: u64) {}
-        fn eta(&self, _t: f64, _total: u64) -> Option<f64> {
+        fn observe(&mut self, _t: f64, _done: u64, _work: f64) {}
+        fn eta(&self, _t: f64, _total: f64) -> Option<f64> {
             Some(self.0)
         }
     }
@@ -355,9 +400,12 @@ mod tests {
         /// Knows the truth of a 100 s run.
         struct Oracle;
         impl Estimator for Oracle {
-            fn observe(&mut self, _t: f64, _done: u64, _total: u64) {}
-            fn eta(&self, t: f64, _total: u64) -> Option<f64> {
+            fn observe(&mut self, _t: f64, _done: u64, _work: f64) {}
+            fn eta(&self, t: f64, _total: f64) -> Option<f64> {
                 Some(100.0 - t)
+            }
+            fn range(&self, t: f64, _total: f64) -> Option<(f64, f64)> {
+                Some((100.0 - t, 100.0 - t + 1.0))
             }
         }
         let report = score(&steady(100, 1.0), vec![contender("oracle", Oracle)]);
@@ -365,6 +413,13 @@ mod tests {
         assert!(s.mape.unwrap() < 1e-9);
         assert!(s.jitter.unwrap() < 1e-9);
         assert_eq!(s.coverage, 1.0);
+        // Its range [truth, truth + 1 s] always holds the truth and is 1 s wide.
+        assert_eq!(s.calibration, Some(100.0));
+        let want: f64 = (1..=190)
+            .map(|k| 1.0 / (100.0 - k as f64 / 2.0))
+            .sum::<f64>()
+            / 190.0;
+        assert!((s.width.unwrap() - want * 100.0).abs() < 1e-9);
     }
 
     #[test]

@@ -55,6 +55,26 @@ pub fn render(reports: &[TraceReport]) -> String {
     out.push('\n');
     header(
         &mut out,
+        "Range: share of instants where the truth is within [low, high], % / mean width, % of the time left",
+        "trace",
+    );
+    let range_cell = |cal: Option<f64>, width: Option<f64>| match (cal, width) {
+        (Some(c), Some(w)) => format!("{c:.0} / {w:.0}"),
+        _ => "-".to_owned(),
+    };
+    for r in reports {
+        let cells: Vec<String> = r
+            .scores
+            .iter()
+            .map(|s| range_cell(s.calibration, s.width))
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", r.trace, cells.join(" | "));
+    }
+    suite_row(&mut out, &suite, |s| range_cell(s.calibration, s.width));
+
+    out.push('\n');
+    header(
+        &mut out,
         "First estimate: seconds after the start @ units done (suite: % of the run)",
         "trace",
     );
@@ -112,6 +132,19 @@ fn standing(out: &mut String, suite: &[SuiteScore]) {
         "{} has the highest MAPE of all on: {worst} (target: no trace).",
         herald.name
     );
+    let best_jitter = peers.iter().map(|p| p.jitter).fold(f64::INFINITY, f64::min);
+    let _ = writeln!(
+        out,
+        "{}'s suite jitter is {:.2}, the best peer's {best_jitter:.2} (target: no worse).",
+        herald.name, herald.jitter
+    );
+    if let (Some(cal), Some(width)) = (herald.calibration, herald.width) {
+        let _ = writeln!(
+            out,
+            "{}'s range holds the truth at {cal:.0}% of the instants (target on the real suite: at least 75%), {width:.0}% of the time left wide on average.",
+            herald.name
+        );
+    }
 }
 
 /// herald's standing on the suite drawn with seeds `0..seeds`: one row per draw (the
