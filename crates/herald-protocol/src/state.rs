@@ -282,9 +282,13 @@ impl Counter {
     /// Sets the ETA, its range and the overdue note from the estimator, as of `now`.
     fn estimate_at(&mut self, now: Timestamp) {
         let estimate = match (self.origin, self.target()) {
-            (Some(origin), Some(target)) => self
-                .estimator
-                .estimate_at(now.seconds_since(origin), target),
+            (Some(origin), Some(target)) => {
+                // Weighted, the units left help too (a request per file besides its
+                // bytes).
+                let units = self.total.filter(|_| self.weighted);
+                self.estimator
+                    .estimate_weighted_at(now.seconds_since(origin), target, units)
+            }
             _ => None,
         };
         self.eta_s = estimate.map(|e| e.eta_s);
@@ -1425,7 +1429,12 @@ impl RunState {
                 StageStatus::Running => {
                     let range = EtaRange::of(&stage.progress)?;
                     now = Some(now.map_or(range, |n| n.longest(range)));
-                    seen.push((stage.elapsed_s + range.eta, stage.progress.total_weight));
+                    // How long it will have taken: as of its last count, so that the
+                    // run's ETA holds, as the stage's does, while nothing is counted.
+                    let counted = stage.progress.updated_at.map_or(stage.elapsed_s, |t| {
+                        t.seconds_since(stage.started_at).max(0.0)
+                    });
+                    seen.push((counted + range.eta, stage.progress.total_weight));
                 }
                 StageStatus::Succeeded | StageStatus::Failed => {
                     let weight = stage.progress.done_weight.or(stage.progress.total_weight);
@@ -1473,7 +1482,7 @@ impl RunState {
                 None => unweighted += 1.0,
             }
         }
-        Some(range.plus(by_count.times(unweighted)))
+        Some(range.plus(by_count.times(unweighted)).finite())
     }
 
     /// How far along the run is, in percent.
@@ -1544,6 +1553,16 @@ impl EtaRange {
             eta: self.eta + other.eta,
             low: self.low + other.low,
             high: self.high + other.high,
+        }
+    }
+
+    /// Sums of absurd ETAs (a producer may send any finite number) stay numbers.
+    fn finite(self) -> EtaRange {
+        let cap = |x: f64| if x.is_finite() { x } else { f64::MAX };
+        EtaRange {
+            eta: cap(self.eta),
+            low: cap(self.low),
+            high: cap(self.high),
         }
     }
 

@@ -969,15 +969,22 @@ fn eta_appears_after_two_units_and_counts_down() {
     );
     check(&steps, json!({"eta_s": 5.0, "elapsed_s": 5.0}));
 
-    // Seen later, the ETA counts down from its last update and stops at 0; elapsed
-    // time keeps growing.
+    // Seen later, the ETA counts down from its last update for two typical gaps (2 s
+    // here), then holds: it neither grows nor runs to 0 as if all were well, and the
+    // unit is overdue once it has run 6 typical gaps. Elapsed time keeps growing.
     check_at(&steps, Some(5.0), json!({"eta_s": 5.0, "elapsed_s": 5.0}));
     check_at(
         &steps,
-        Some(7.5),
-        json!({"eta_s": 2.5, "elapsed_s": 7.5, "stages": [{"eta_s": 2.5, "elapsed_s": 7.5}]}),
+        Some(6.5),
+        json!({"eta_s": 3.5, "elapsed_s": 6.5, "stages": [{"eta_s": 3.5, "elapsed_s": 6.5, "overdue": null}]}),
     );
-    check_at(&steps, Some(60.0), json!({"eta_s": 0.0, "elapsed_s": 60.0}));
+    check_at(&steps, Some(7.5), json!({"eta_s": 3.0, "elapsed_s": 7.5}));
+    check_at(
+        &steps,
+        Some(60.0),
+        json!({"eta_s": 3.0, "elapsed_s": 60.0,
+               "stages": [{"overdue": {"running_s": 55.0, "typical_s": 1.0}}]}),
+    );
     // A clock behind the last event neither grows the ETA nor shrinks elapsed time.
     check_at(&steps, Some(2.0), json!({"eta_s": 5.0, "elapsed_s": 5.0}));
 
@@ -1015,7 +1022,7 @@ fn eta_appears_after_two_units_and_counts_down() {
         );
         last = eta;
     }
-    assert_eq!(last, 0.0);
+    assert!((last - 3.0).abs() < 1e-9, "{last}");
 }
 
 #[test]

@@ -1317,7 +1317,7 @@ mod tests {
             10,
             "
 ● mirror · 3.0s
-  ▸ download  ████████████░░░░░░░░░░░░░░░░░░  40%  4/10 · 2.0/s · 3.0s · ETA 1–4s · b.tar.gz
+  ▸ download  ████████████░░░░░░░░░░░░░░░░░░  40%  4/10 · 2.0/s · 3.0s · ETA 0–5s · b.tar.gz
   ◌ calling the model…
   ❯ A second",
         );
