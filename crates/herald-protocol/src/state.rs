@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::eta::EtaEstimator;
+use crate::eta::{Estimate, EtaEstimator};
 use crate::event::{
     AgentHistory, AgentIteration, AgentResponse, Event, EventBody, Heartbeat, ItemFinished,
     ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, PlannedStage, Progress,
@@ -268,7 +268,11 @@ impl Counter {
     /// Recomputes percent, rate and the estimate as of `ts`.
     fn refresh(&mut self, ts: Timestamp) {
         self.refresh_percent();
-        self.rate = self.estimator.rate();
+        self.rate = self
+            .estimator
+            .rate()
+            .filter(|r| !r.is_nan())
+            .map(|r| r.min(f64::MAX));
         self.estimate_at(ts);
     }
 
@@ -291,6 +295,15 @@ impl Counter {
             }
             _ => None,
         };
+        // Absurd totals (any u64, any finite weight) may overflow the arithmetic: an
+        // estimate that is not a number is none, and an infinite one the largest.
+        let cap = |x: f64| x.min(f64::MAX);
+        let estimate = estimate.filter(|e| !e.eta_s.is_nan()).map(|e| Estimate {
+            eta_s: cap(e.eta_s),
+            low_s: cap(e.low_s).min(cap(e.eta_s)),
+            high_s: cap(e.high_s).max(cap(e.eta_s)),
+            ..e
+        });
         self.eta_s = estimate.map(|e| e.eta_s);
         self.eta_low_s = estimate.map(|e| e.low_s);
         self.eta_high_s = estimate.map(|e| e.high_s);

@@ -770,7 +770,13 @@ fn columns(counter: &Counter, elapsed_s: f64, detail: Detail) -> Vec<Column> {
         }
     }
     if let Some(rate) = counter.rate.filter(|_| detail < Detail::NoRate) {
-        let text = text::rate(rate, unit);
+        // A weighted counter's rate is of weight, not of its units.
+        let per = if counter.total_weight.is_some() {
+            None
+        } else {
+            unit
+        };
+        let text = text::rate(rate, per);
         let widest = text::columns(&text).max(if bytes { 10 } else { 7 });
         out.push(Column { text, widest });
     }
