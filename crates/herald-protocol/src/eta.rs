@@ -145,7 +145,8 @@ impl Fit {
     /// where the weights do not explain the gaps (many units in flight at once).
     fn costs(&self) -> Option<(f64, f64)> {
         let det = self.uu * self.ww - self.uw * self.uw;
-        if !(det > 1e-6 * self.uu * self.ww) {
+        // Not determined (or NaN): units and weight moved together.
+        if det.is_nan() || det <= 1e-6 * self.uu * self.ww {
             return None;
         }
         let per_unit = (self.ug * self.ww - self.uw * self.wg) / det;
@@ -443,6 +444,40 @@ mod tests {
             })
         );
         assert!(late.low_s <= late.eta_s && late.high_s >= 93.0, "{late:?}");
+    }
+
+    #[test]
+    fn weighted_work_still_waits_for_two_units() {
+        let mut e = EtaEstimator::default();
+        e.observe_weighted(0.0, 0.0, 0);
+        // One unit of a million bytes: a weight, but one unit.
+        e.observe_weighted(1.0, 1e6, 1);
+        assert_eq!(e.estimate_weighted_at(1.0, 4e6, Some(4)), None);
+        e.observe_weighted(2.0, 2e6, 2);
+        let est = e.estimate_weighted_at(2.0, 4e6, Some(4)).unwrap();
+        assert!((est.eta_s - 2.0).abs() < 1e-9, "{est:?}");
+    }
+
+    #[test]
+    fn hostile_observations_change_nothing() {
+        let mut e = EtaEstimator::default();
+        for i in 0..=5u64 {
+            e.observe(i as f64, i as f64);
+        }
+        let before = e.clone();
+        e.observe(f64::NAN, 6.0);
+        e.observe(6.0, f64::INFINITY);
+        e.observe(f64::NEG_INFINITY, 7.0);
+        e.observe(6.0, f64::NAN);
+        // Back in time.
+        e.observe(3.0, 7.0);
+        assert_eq!(e, before);
+        // A total below the work done leaves nothing to do: 0 s, not a negative time.
+        let est = e.estimate_at(5.0, 2.0).unwrap();
+        assert_eq!((est.eta_s, est.low_s, est.high_s), (0.0, 0.0, 0.0));
+        assert_eq!(est.overdue, None);
+        // Queried before the last observation: as if at it.
+        assert_eq!(e.estimate_at(-100.0, 10.0), e.estimate_at(5.0, 10.0));
     }
 
     #[test]

@@ -9,8 +9,9 @@ NAME.jsonl here in the format `eta-replay` reads: one line per completion,
 `"weight"` (of the units finished since the previous line) and `"total_weight"`.
 Long runs are thinned to at most MAX_LINES lines by merging neighbouring completions,
 which keeps their times and sums their weights. Only the standard library is used; the
-recipes need cargo, psql (PostgreSQL at 127.0.0.1:5432, user postgres, trust), pip and
-network access to crates.io and PyPI. Run it from the repository's root.
+recipes need cargo, psql (PostgreSQL at 127.0.0.1:5432, user postgres, trust), pip, xz,
+network access to crates.io and PyPI, and `herald` built (target/debug/herald, for
+llm-batch and as dominant's large file). Times depend on the machine and its load.
 """
 
 import hashlib
