@@ -1090,7 +1090,9 @@ impl RunState {
                 StepOutcome::Skipped => stage.items_skipped += 1,
             }
             if let Some(weight) = b.weight {
-                stage.items_weight = Some(stage.items_weight.unwrap_or(0.0) + weight);
+                // Saturating, as token counts are: any finite weights, summed.
+                let sum = stage.items_weight.unwrap_or(0.0) + weight;
+                stage.items_weight = Some(sum.min(f64::MAX));
             }
             stage.recount(ts);
         }
