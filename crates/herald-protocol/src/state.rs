@@ -1423,24 +1423,33 @@ impl RunState {
             return self.progress.as_ref().and_then(EtaRange::of);
         }
         // The stages to come: those declared and not started, or as many as
-        // `total_steps` leaves.
-        let (to_come, weights): (f64, Vec<Option<f64>>) = if self.planned_stages.is_empty() {
+        // `total_steps` leaves; and the weight declared for those that declared one.
+        // (Folded on every event: no allocation.)
+        let (to_come, weighted_to_come, weight_to_come) = if self.planned_stages.is_empty() {
             let steps = self.total_steps.filter(|&s| s > 0)?;
             let seen = self.stages.len() as u64;
-            (steps.saturating_sub(seen) as f64, Vec::new())
+            (steps.saturating_sub(seen) as f64, 0.0, 0.0)
         } else {
-            let weights: Vec<Option<f64>> = self
-                .planned_stages
-                .iter()
-                .filter(|p| !self.stages.iter().any(|s| s.name == p.stage))
-                .map(|p| p.total_weight)
-                .collect();
-            (weights.len() as f64, weights)
+            let mut counts = (0.0, 0.0, 0.0);
+            for planned in &self.planned_stages {
+                if self.stages.iter().any(|s| s.name == planned.stage) {
+                    continue;
+                }
+                counts.0 += 1.0;
+                if let Some(weight) = planned.total_weight {
+                    counts.1 += 1.0;
+                    counts.2 += weight;
+                }
+            }
+            counts
         };
         let mut now = None::<EtaRange>;
-        let mut seen = Vec::new();
+        // How long the stages seen took, and their seconds per weight when weighted.
+        let mut durations = Spread::default();
+        let mut paces = Spread::default();
+        let (mut weighted_secs, mut weighed) = (0.0, 0.0);
         for stage in &self.stages {
-            match stage.status {
+            let (took, weight) = match stage.status {
                 StageStatus::Running => {
                     let range = EtaRange::of(&stage.progress)?;
                     now = Some(now.map_or(range, |n| n.longest(range)));
@@ -1449,55 +1458,37 @@ impl RunState {
                     let counted = stage.progress.updated_at.map_or(stage.elapsed_s, |t| {
                         t.seconds_since(stage.started_at).max(0.0)
                     });
-                    seen.push((counted + range.eta, stage.progress.total_weight));
+                    (counted + range.eta, stage.progress.total_weight)
                 }
-                StageStatus::Succeeded | StageStatus::Failed => {
-                    let weight = stage.progress.done_weight.or(stage.progress.total_weight);
-                    seen.push((stage.elapsed_s, weight));
-                }
-                StageStatus::Skipped => {}
+                StageStatus::Succeeded | StageStatus::Failed => (
+                    stage.elapsed_s,
+                    stage.progress.done_weight.or(stage.progress.total_weight),
+                ),
+                StageStatus::Skipped => continue,
+            };
+            durations.add(took);
+            if let Some(weight) = weight.filter(|w| *w > 0.0) {
+                paces.add(took / weight);
+                weighted_secs += took;
+                weighed += weight;
             }
         }
-        let mut range = now.unwrap_or(EtaRange::ZERO);
         if to_come == 0.0 {
             return now;
         }
-        if seen.is_empty() {
-            return None;
-        }
-        let n = seen.len() as f64;
-        let mean = seen.iter().map(|(d, _)| d).sum::<f64>() / n;
-        let fastest = seen.iter().map(|(d, _)| *d).fold(f64::INFINITY, f64::min);
-        let slowest = seen.iter().map(|(d, _)| *d).fold(0.0, f64::max);
-        let by_count = EtaRange {
-            eta: mean,
-            low: fastest,
-            high: slowest,
+        let by_count = durations.range()?;
+        let future = match paces.range() {
+            Some(pace) => {
+                let pace = EtaRange {
+                    eta: weighted_secs / weighed,
+                    ..pace
+                };
+                pace.times(weight_to_come)
+                    .plus(by_count.times(to_come - weighted_to_come))
+            }
+            None => by_count.times(to_come),
         };
-        // Seconds per weight of the weighted stages seen.
-        let paces: Vec<f64> = seen
-            .iter()
-            .filter_map(|(d, w)| w.filter(|w| *w > 0.0).map(|w| d / w))
-            .collect();
-        let pace = (!paces.is_empty()).then(|| {
-            let (secs, weight) = seen
-                .iter()
-                .filter_map(|(d, w)| w.filter(|w| *w > 0.0).map(|w| (d, w)))
-                .fold((0.0, 0.0), |(s, t), (d, w)| (s + d, t + w));
-            EtaRange {
-                eta: secs / weight,
-                low: paces.iter().copied().fold(f64::INFINITY, f64::min),
-                high: paces.iter().copied().fold(0.0, f64::max),
-            }
-        });
-        let mut unweighted = to_come - weights.iter().filter(|w| w.is_some()).count() as f64;
-        for weight in weights.iter().flatten() {
-            match pace {
-                Some(pace) => range = range.plus(pace.times(*weight)),
-                None => unweighted += 1.0,
-            }
-        }
-        Some(range.plus(by_count.times(unweighted)).finite())
+        Some(now.unwrap_or(EtaRange::ZERO).plus(future).finite())
     }
 
     /// How far along the run is, in percent.
@@ -1525,6 +1516,44 @@ impl RunState {
         self.current_counter()
             .or(self.stages.last().map(|s| &s.progress))
             .and_then(|c| c.percent)
+    }
+}
+
+/// The mean, least and most of some figures, gathered one at a time.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    n: f64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Default for Spread {
+    fn default() -> Spread {
+        Spread {
+            n: 0.0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: 0.0,
+        }
+    }
+}
+
+impl Spread {
+    fn add(&mut self, x: f64) {
+        self.n += 1.0;
+        self.sum += x;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+    }
+
+    /// The mean, from the least to the most; none of nothing.
+    fn range(&self) -> Option<EtaRange> {
+        (self.n > 0.0).then(|| EtaRange {
+            eta: self.sum / self.n,
+            low: self.min,
+            high: self.max,
+        })
     }
 }
 
