@@ -327,15 +327,19 @@ impl Counter {
     }
 
     /// The counter at `now`. With the estimator at hand (a state folded here), its
-    /// estimate at `now`; a producer's estimate, and a state read back without its
-    /// estimator, count down since the last update, never growing, unless the
-    /// estimator says the current unit is overdue.
+    /// estimate at `now`; a producer's estimate counts down as far as the estimator's
+    /// would (never growing), and gives way to the estimator's once the current unit
+    /// is overdue; a state read back without its estimator counts down since the last
+    /// update.
     fn at(&mut self, now: Timestamp) {
         let live = self.estimator != EtaEstimator::default();
         if live && !self.from_producer {
             self.estimate_at(now);
             return;
         }
+        let mut since = self
+            .updated_at
+            .map_or(0.0, |t| now.seconds_since(t).max(0.0));
         if live {
             let mut own = self.clone();
             own.estimate_at(now);
@@ -343,10 +347,18 @@ impl Counter {
                 *self = own;
                 return;
             }
+            // The producer's estimate counts down as far as the estimator's own does
+            // (which holds after a while), not further.
+            if let Some(updated) = self.updated_at {
+                let mut then = self.clone();
+                then.estimate_at(updated);
+                if let (Some(a), Some(b)) = (then.eta_s, own.eta_s) {
+                    if b > 0.0 {
+                        since = since.min((a - b).max(0.0));
+                    }
+                }
+            }
         }
-        let since = self
-            .updated_at
-            .map_or(0.0, |t| now.seconds_since(t).max(0.0));
         let down = |x: Option<f64>| x.map(|x| (x - since).max(0.0));
         self.eta_s = down(self.eta_s);
         self.eta_low_s = down(self.eta_low_s);

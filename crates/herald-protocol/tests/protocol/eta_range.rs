@@ -327,3 +327,31 @@ fn an_overdue_unit_is_said_so() {
         "{json:#}"
     );
 }
+
+#[test]
+fn a_producers_eta_counts_down_no_further_than_the_estimators_own() {
+    // A producer counting one unit a second, and saying 500 s are left.
+    let mut steps = vec![
+        started(1),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "s", "total": 1000}),
+        ),
+    ];
+    steps.extend((0..=10u64).map(|i| {
+        (
+            i as f64,
+            json!({"event": "progress", "stage": "s", "done": i, "eta_s": 500, "elapsed_s": i}),
+        )
+    }));
+    let s = state(&steps);
+    let eta = |now: f64| s.at(at(now)).stages[0].progress.eta_s.expect("an ETA");
+    // One second on, it has counted down one second.
+    assert!((eta(11.0) - 499.0).abs() < 1e-6, "{}", eta(11.0));
+    // Four seconds on, the estimator's own ETA has held for two (two typical gaps),
+    // and so has the producer's: it is not 496.
+    assert!((eta(14.0) - 498.0).abs() < 1e-6, "{}", eta(14.0));
+    // Far on, the unit is overdue, and the estimator's own estimate stands.
+    let late = s.at(at(100.0));
+    assert!(late.stages[0].progress.overdue.is_some());
+}
