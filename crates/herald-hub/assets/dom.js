@@ -107,6 +107,54 @@ export function duration(s) {
   return `${minutes}m ${String(seconds).padStart(2, '0')}s`;
 }
 
+/**
+ * The time left as every view of herald shows it (the Rust views use
+ * `herald::eta_text`, by the same rule): the range when its ends are a quarter of the
+ * point or more apart, rounded outwards in the unit of its high end (`20–41s`,
+ * `3–5 min`, `2–4 h`, `2–5 d`), else the point (`42s`). `null` when unknown.
+ */
+export function etaText(eta, low, high) {
+  if (!Number.isFinite(eta)) return null;
+  const point = Math.max(0, eta);
+  const lo = Number.isFinite(low) ? Math.min(low, point) : point;
+  const hi = Number.isFinite(high) ? Math.max(high, point) : point;
+  if (hi - lo >= 0.25 * point && hi - lo > 0) {
+    const [scale, unit] = hi < 100 ? [1, 's'] : hi < 6000 ? [60, ' min'] : hi < 172800 ? [3600, ' h'] : [86400, ' d'];
+    return `${Math.floor(lo / scale)}–${Math.ceil(hi / scale)}${unit}`;
+  }
+  return duration(point);
+}
+
+/** `current item running 1m 00s, typically 1.0s`, for a counter whose unit is overdue. */
+export function overdueText(overdue) {
+  return `current item running ${duration(overdue.running_s)}, typically ${duration(overdue.typical_s)}`;
+}
+
+/**
+ * What a run's page and its row in the list show of its time left: the run's own ETA
+ * when the state has one (it covers the whole run); else the current stage's, named as
+ * the stage's (`stage`), never as the run's; and the current unit's overdue note.
+ */
+export function runEta(s) {
+  const current = [...(s.stages || [])].reverse().find((st) => st.status === 'running');
+  const counter = current || s.progress;
+  const note = counter && counter.overdue ? overdueText(counter.overdue) : null;
+  if (Number.isFinite(s.eta_s)) return { text: etaText(s.eta_s, s.eta_low_s, s.eta_high_s), stage: null, note };
+  if (current && Number.isFinite(current.eta_s)) {
+    return { text: etaText(current.eta_s, current.eta_low_s, current.eta_high_s), stage: current.name, note };
+  }
+  return { text: null, stage: null, note };
+}
+
+/** The ETA fact of a live run: `3–5 min`, `stage parse: 42s`, with the overdue note. */
+export function etaFact(s) {
+  if (s.status === 'stalled') return 'stalled';
+  const eta = runEta(s);
+  let text = eta.text === null ? 'estimating…' : eta.stage === null ? eta.text : `stage ${eta.stage}: ${eta.text}`;
+  if (eta.note) text += ` · ${eta.note}`;
+  return text;
+}
+
 /** Seconds from an RFC 3339 time to now, never negative; `null` when unknown. */
 export function secondsSince(ts) {
   if (!ts) return null;

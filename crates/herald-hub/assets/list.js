@@ -1,7 +1,7 @@
 // The run list (`GET /`): every run, live from `GET /v1/runs/stream`, newest first,
 // sub-runs nested under their parent, stalled and failed ones marked, filtered by status.
 
-import { h, setText, setAttr, reconcile, badge, updateBadge, duration, ago, percentText, setProgress, isTerminal, clip } from './dom.js';
+import { h, setText, setAttr, reconcile, badge, updateBadge, duration, ago, percentText, setProgress, isTerminal, clip, etaFact } from './dom.js';
 import { subscribe } from './sse.js';
 
 const FILTERS = ['all', 'running', 'stalled', 'failed', 'succeeded', 'cancelled'];
@@ -221,11 +221,6 @@ function tick(el, r) {
   const live = !isTerminal(s.status);
   const elapsed = live && s.started_at ? s.elapsed_s + (Date.now() - r.receivedAt) / 1000 : s.elapsed_s;
   setText(el.querySelector('.elapsed'), duration(elapsed));
-  let eta;
-  if (!live) eta = '—';
-  else if (s.status === 'stalled') eta = 'stalled';
-  else if (Number.isFinite(s.eta_s)) eta = duration(s.eta_s);
-  else eta = 'estimating…';
-  setText(el.querySelector('.eta'), eta);
+  setText(el.querySelector('.eta'), live ? etaFact(s) : '—');
   setText(el.querySelector('.since'), ago(s.last_producer_at || s.last_event_at));
 }

@@ -2,7 +2,7 @@
 // items, tools, agent, text, errors) and its recent events from the event stream, with
 // a cancel button when the token may cancel.
 
-import { h, setText, setAttr, reconcile, badge, updateBadge, duration, ago, percentText, setProgress, isTerminal, clip, preview, clock } from './dom.js';
+import { h, setText, setAttr, reconcile, badge, updateBadge, duration, ago, percentText, setProgress, isTerminal, clip, preview, clock, etaText, etaFact, overdueText } from './dom.js';
 import { subscribe, call } from './sse.js';
 
 /** Events kept in the timeline. */
@@ -225,7 +225,7 @@ export function showRun(ctx, id) {
     const s = state;
     const live = !isTerminal(s.status);
     setText(elapsedDd, duration(live && s.started_at ? s.elapsed_s + (Date.now() - receivedAt) / 1000 : s.elapsed_s));
-    setText(etaDd, !live ? '—' : s.status === 'stalled' ? 'stalled' : Number.isFinite(s.eta_s) ? duration(s.eta_s) : 'estimating…');
+    setText(etaDd, live ? etaFact(s) : '—');
     setText(sinceDd, ago(s.last_producer_at || producerAt || s.last_event_at));
     for (const el of inFlight.querySelectorAll('[data-started]')) {
       setText(el, `for ${duration(Math.max(0, (Date.now() - Date.parse(el.dataset.started)) / 1000))}`);
@@ -255,7 +255,8 @@ export function showRun(ctx, id) {
       setText(el.querySelector('.pct'), percentText(st.percent));
       const facts = [`${count}${st.unit ? ` ${st.unit}` : ''}`];
       if (Number.isFinite(st.rate) && st.status === 'running') facts.push(`${st.rate >= 10 ? Math.round(st.rate) : st.rate.toFixed(1)}/s`);
-      if (st.status === 'running') facts.push(Number.isFinite(st.eta_s) ? `ETA ${duration(st.eta_s)}` : 'ETA estimating…');
+      if (st.status === 'running') facts.push(Number.isFinite(st.eta_s) ? `ETA ${etaText(st.eta_s, st.eta_low_s, st.eta_high_s)}` : 'ETA estimating…');
+      if (st.status === 'running' && st.overdue) facts.push(overdueText(st.overdue));
       facts.push(`elapsed ${duration(st.elapsed_s)}`);
       if (st.items_failed) facts.push(`${st.items_failed} failed`);
       setText(el.querySelector('.stage-facts'), facts.join(' · '));

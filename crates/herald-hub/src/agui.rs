@@ -33,8 +33,8 @@
 //!   text, or the error when the tool failed. The tool call's id is its `call_id`, or
 //!   `<call_id>:<n>` for the `n`th call that used the same `call_id`.
 //! - `ACTIVITY_SNAPSHOT`'s `content` is the run state's progress in the state's own
-//!   field names (`status`, `percent`, `eta_s`, `elapsed_s`, `stages`, `progress`,
-//!   `items`), the same as `GET /v1/runs/{id}` shows; one message per run
+//!   field names (`status`, `percent`, `eta_s`, `eta_low_s`, `eta_high_s`, `elapsed_s`,
+//!   `stages`, `progress`, `items`), the same as `GET /v1/runs/{id}` shows; one message per run
 //!   (`progress:<run>`), replaced by each snapshot. Once one was sent, a stage's end
 //!   and the run's end send it again, so that what a front end shows last is the
 //!   run's final state, not its last tick.
@@ -177,6 +177,10 @@ struct ProgressContent<'a> {
     percent: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     eta_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta_low_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta_high_s: Option<f64>,
     elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     total_steps: Option<u64>,
@@ -192,6 +196,8 @@ impl<'a> ProgressContent<'a> {
             status: state.status,
             percent: state.percent,
             eta_s: state.eta_s,
+            eta_low_s: state.eta_low_s,
+            eta_high_s: state.eta_high_s,
             elapsed_s: state.elapsed_s,
             total_steps: state.total_steps,
             stages: &state.stages,

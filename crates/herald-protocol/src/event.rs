@@ -138,9 +138,30 @@ pub struct RunStarted {
     /// How many stages the run expects, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_steps: Option<u64>,
+    /// The stages the run expects, in order, with their expected sizes when known: the
+    /// run's ETA then covers the stages still to come.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub stages: Option<Vec<PlannedStage>>,
     /// Free-form metadata.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<Map<String, Value>>,
+}
+
+/// A stage declared ahead in `run.started`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlannedStage {
+    /// The stage's name, as its `stage.started` will give it.
+    #[schemars(length(min = 1))]
+    pub stage: String,
+    /// Items expected, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// Weight expected (bytes, tokens, rows), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub total_weight: Option<f64>,
 }
 
 /// `run.finished`: the run ended.
@@ -196,6 +217,11 @@ pub struct StageStarted {
     /// What a unit is ("docs", "B"), when the stage says so from the start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The stage's whole weight (bytes, tokens, rows), when its units are not equal:
+    /// its ETA is then estimated in weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub total_weight: Option<f64>,
 }
 
 /// `stage.finished`: a stage ended.
@@ -231,6 +257,14 @@ pub struct Progress {
     /// Units expected; may grow while work is discovered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
+    /// Weight done (bytes, tokens, rows), when the units are weighed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub done_weight: Option<f64>,
+    /// Weight expected; never below `done_weight`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub total_weight: Option<f64>,
     /// What a unit is ("docs", "B").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
@@ -250,6 +284,14 @@ pub struct Progress {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub eta_s: Option<f64>,
+    /// The low end of the range of seconds left; at most `eta_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub eta_low_s: Option<f64>,
+    /// The high end of the range of seconds left; at least `eta_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub eta_high_s: Option<f64>,
     /// Seconds since the stage (or run) started.
     #[schemars(range(min = 0))]
     pub elapsed_s: f64,
@@ -287,6 +329,11 @@ pub struct ItemFinished {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub elapsed_s: Option<f64>,
+    /// Its weight (bytes, tokens, rows), when units are not equal: added to its stage's
+    /// weight done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub weight: Option<f64>,
 }
 
 /// `log`: a message for people.

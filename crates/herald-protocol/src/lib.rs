@@ -35,7 +35,7 @@ pub use eta::{Estimate, EtaConfig, EtaEstimator, Overdue};
 pub use event::{
     AgentHistory, AgentIteration, AgentPreparingResponse, AgentResponse, AgentSystemMessage,
     ChatMessage, Custom, Draft, EVENT_TYPES, Event, EventBody, Heartbeat, ItemFinished,
-    ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, PROTOCOL_VERSION, Progress,
+    ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, PROTOCOL_VERSION, PlannedStage, Progress,
     RunCancelRequested, RunFinished, RunOutcome, RunStalled, RunStarted, StageFinished,
     StageStarted, StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
 };
@@ -47,7 +47,7 @@ pub use state::{
     AgentState, Counter, ErrorInfo, ItemCounts, ItemFailure, ItemState, LlmState, LogLine,
     MAX_LISTED_FAILURES, MAX_LISTED_ITEMS, MAX_LISTED_LOGS, MAX_LISTED_TOOLS, MAX_STAGES,
     MAX_TEXT_BYTES, MAX_VALUE_BYTES, RunState, RunStatus, StageState, StageStatus, ToolCall,
-    ToolCallStatus, ToolProgress, ToolsState, fold,
+    ToolCallStatus, ToolProgress, ToolsState, UnitOverdue, fold,
 };
 pub use wire::{
     BatchError, BatchFormat, ErrorCode, EventError, MAX_EVENT_BYTES, MAX_EVENT_DEPTH,

@@ -11,8 +11,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::eta::EtaEstimator;
-use crate::event::{Event, EventBody, LogLevel, RunOutcome, StepOutcome, ToolOutcome};
+use crate::eta::{Estimate, EtaEstimator};
+use crate::event::{
+    AgentHistory, AgentIteration, AgentResponse, Event, EventBody, Heartbeat, ItemFinished,
+    ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, PlannedStage, Progress,
+    RunCancelRequested, RunFinished, RunOutcome, RunStarted, StageFinished, StageStarted,
+    StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
+};
 use crate::ids::{RunId, Timestamp};
 
 /// Stages kept in [`RunState::stages`]; past it, the oldest finished stage is dropped.
@@ -131,18 +136,35 @@ pub struct Counter {
     /// Units expected, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
+    /// Weight done (bytes, tokens, rows), once the counter is weighed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_weight: Option<f64>,
+    /// Weight expected, when known: the counter is then *weighted*, and its percent,
+    /// rate and ETA are in weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_weight: Option<f64>,
     /// What a unit is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
-    /// `done / total` in percent.
+    /// `done / total` in percent (`done_weight / total_weight` when weighted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
-    /// Units per second, smoothed over time.
+    /// Units (or, when weighted, weight) per second, smoothed over time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
     /// Seconds left, once at least two units are done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_s: Option<f64>,
+    /// The low end of the range of seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_low_s: Option<f64>,
+    /// The high end of the range of seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_high_s: Option<f64>,
+    /// Set while the current unit has run far longer than a typical one: the ETA is
+    /// then no countdown to trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue: Option<UnitOverdue>,
     /// When `done` last changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
@@ -153,49 +175,213 @@ pub struct Counter {
     /// items finished, so that either way of reporting moves the bar.
     #[serde(skip)]
     reported: u64,
+    /// The weight reported by `progress` events, likewise.
+    #[serde(skip)]
+    reported_weight: Option<f64>,
+    /// Whether the estimator is fed weight rather than units.
+    #[serde(skip)]
+    weighted: bool,
+    /// Whether `eta_s` and its range are the producer's own (from a `progress`), which
+    /// stand until the count changes.
+    #[serde(skip)]
+    from_producer: bool,
+    /// When counting began: the estimator's times are seconds since then.
+    #[serde(skip)]
+    origin: Option<Timestamp>,
     #[serde(skip)]
     estimator: EtaEstimator,
 }
 
+/// The current unit of a counter has run far longer than a typical one (see
+/// [`Counter::overdue`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitOverdue {
+    /// Seconds since the counter last moved.
+    pub running_s: f64,
+    /// Seconds a unit typically takes.
+    pub typical_s: f64,
+}
+
 impl Counter {
-    /// Folds a new count observed at `ts`, `origin` being when counting began.
-    fn observe(&mut self, ts: Timestamp, origin: Timestamp, done: u64) {
-        if done == self.done && self.updated_at.is_some() {
+    /// Folds a new count (and weight) observed at `ts`, `origin` being when counting
+    /// began.
+    fn observe(&mut self, ts: Timestamp, origin: Timestamp, done: u64, weight: Option<f64>) {
+        let weighted = self.total_weight.is_some();
+        let done_weight = weight.or(weighted.then_some(0.0));
+        if done == self.done
+            && done_weight == self.done_weight
+            && weighted == self.weighted
+            && self.updated_at.is_some()
+        {
+            // Only a total may have changed.
+            self.refresh_percent();
+            if !self.from_producer {
+                self.refresh(ts);
+            }
             return;
         }
-        if done < self.done {
-            // Work was reset: start the estimate again.
+        let reset = done < self.done
+            || done_weight.unwrap_or(0.0) < self.done_weight.unwrap_or(0.0)
+            || weighted != self.weighted;
+        if reset {
+            // Work was reset, or is measured anew (in weight, from now on): start the
+            // estimate again.
             self.estimator = EtaEstimator::default();
         }
+        self.weighted = weighted;
         self.done = done;
+        self.done_weight = done_weight;
         self.updated_at = Some(ts);
-        self.estimator
-            .observe(ts.seconds_since(origin), done as f64);
-        self.refresh();
+        self.origin = Some(origin);
+        self.from_producer = false;
+        let t = ts.seconds_since(origin);
+        match done_weight.filter(|_| weighted) {
+            Some(w) => self.estimator.observe_weighted(t, w, done),
+            None => self.estimator.observe(t, done as f64),
+        }
+        self.refresh(ts);
     }
 
     fn set_total(&mut self, total: Option<u64>) {
         if total.is_some() {
             self.total = total;
-            self.refresh();
         }
     }
 
-    fn refresh(&mut self) {
-        self.percent = self.total.map(|total| percent(self.done, total));
-        self.rate = self.estimator.rate();
-        self.eta_s = self
-            .total
-            .and_then(|total| self.estimator.eta(total as f64));
+    fn set_total_weight(&mut self, total: Option<f64>) {
+        if total.is_some() {
+            self.total_weight = total;
+        }
     }
 
-    /// The ETA at `now`: counted down since the last update, never growing.
-    fn eta_at(&self, now: Timestamp) -> Option<f64> {
-        let eta = self.eta_s?;
-        let since = self
+    /// What the counter's estimate is measured against: the total weight when
+    /// weighted, else the total count.
+    fn target(&self) -> Option<f64> {
+        if self.weighted {
+            self.total_weight
+        } else {
+            self.total.map(|t| t as f64)
+        }
+    }
+
+    /// Recomputes percent, rate and the estimate as of `ts`.
+    fn refresh(&mut self, ts: Timestamp) {
+        self.refresh_percent();
+        self.rate = self
+            .estimator
+            .rate()
+            .filter(|r| !r.is_nan())
+            .map(|r| r.min(f64::MAX));
+        self.estimate_at(ts);
+    }
+
+    fn refresh_percent(&mut self) {
+        self.percent = match (self.weighted, self.done_weight, self.total_weight) {
+            (true, Some(done), Some(total)) => Some(percent_of(done, total)),
+            _ => self.total.map(|total| percent(self.done, total)),
+        };
+    }
+
+    /// Sets the ETA, its range and the overdue note from the estimator, as of `now`.
+    fn estimate_at(&mut self, now: Timestamp) {
+        let estimate = match (self.origin, self.target()) {
+            (Some(origin), Some(target)) => {
+                // Weighted, the units left help too (a request per file besides its
+                // bytes).
+                let units = self.total.filter(|_| self.weighted);
+                self.estimator
+                    .estimate_weighted_at(now.seconds_since(origin), target, units)
+            }
+            _ => None,
+        };
+        // Absurd totals (any u64, any finite weight) may overflow the arithmetic: an
+        // estimate that is not a number is none, and an infinite one the largest.
+        let cap = |x: f64| x.min(f64::MAX);
+        let estimate = estimate.filter(|e| !e.eta_s.is_nan()).map(|e| Estimate {
+            eta_s: cap(e.eta_s),
+            low_s: cap(e.low_s).min(cap(e.eta_s)),
+            high_s: cap(e.high_s).max(cap(e.eta_s)),
+            ..e
+        });
+        self.eta_s = estimate.map(|e| e.eta_s);
+        self.eta_low_s = estimate.map(|e| e.low_s);
+        self.eta_high_s = estimate.map(|e| e.high_s);
+        self.overdue = estimate.and_then(|e| e.overdue).map(|o| UnitOverdue {
+            running_s: o.running_s,
+            typical_s: o.typical_s,
+        });
+    }
+
+    /// Takes the producer's own estimate (a `progress` event's), which stands until the
+    /// count changes.
+    fn producer_estimate(&mut self, eta: Option<f64>, low: Option<f64>, high: Option<f64>) {
+        if eta.is_none() {
+            return;
+        }
+        self.eta_s = eta;
+        // A producer that sent a point and no range leaves no range standing.
+        self.eta_low_s = low.or(eta);
+        self.eta_high_s = high.or(eta);
+        self.from_producer = true;
+    }
+
+    /// The counter at `now`. With the estimator at hand (a state folded here), its
+    /// estimate at `now`; a producer's estimate counts down as far as the estimator's
+    /// would (never growing), and gives way to the estimator's once the current unit
+    /// is overdue; a state read back without its estimator counts down since the last
+    /// update.
+    fn at(&mut self, now: Timestamp) {
+        let live = self.estimator != EtaEstimator::default();
+        if live && !self.from_producer {
+            self.estimate_at(now);
+            return;
+        }
+        let mut since = self
             .updated_at
             .map_or(0.0, |t| now.seconds_since(t).max(0.0));
-        Some((eta - since).max(0.0))
+        if live {
+            let mut own = self.clone();
+            own.estimate_at(now);
+            if own.overdue.is_some() {
+                *self = own;
+                return;
+            }
+            // The producer's estimate counts down as far as the estimator's own does
+            // (which holds after a while), not further.
+            if let Some(updated) = self.updated_at {
+                let mut then = self.clone();
+                then.estimate_at(updated);
+                if let (Some(a), Some(b)) = (then.eta_s, own.eta_s) {
+                    if b > 0.0 {
+                        since = since.min((a - b).max(0.0));
+                    }
+                }
+            }
+        }
+        let down = |x: Option<f64>| x.map(|x| (x - since).max(0.0));
+        self.eta_s = down(self.eta_s);
+        self.eta_low_s = down(self.eta_low_s);
+        self.eta_high_s = down(self.eta_high_s);
+        if let Some(overdue) = &mut self.overdue {
+            overdue.running_s = since;
+        }
+    }
+
+    /// No estimate: the counter's work is over.
+    fn clear_estimate(&mut self) {
+        self.eta_s = None;
+        self.eta_low_s = None;
+        self.eta_high_s = None;
+        self.overdue = None;
+    }
+}
+
+fn percent_of(done: f64, total: f64) -> f64 {
+    if total <= 0.0 {
+        100.0
+    } else {
+        (done / total * 100.0).min(100.0)
     }
 }
 
@@ -234,6 +420,9 @@ pub struct StageState {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The weight of its finished items, once one carried a weight.
+    #[serde(skip)]
+    items_weight: Option<f64>,
 }
 
 impl StageState {
@@ -249,6 +438,7 @@ impl StageState {
             finished_at: None,
             elapsed_s: 0.0,
             error: None,
+            items_weight: None,
         }
     }
 
@@ -258,8 +448,12 @@ impl StageState {
 
     fn recount(&mut self, ts: Timestamp) {
         let done = self.progress.reported.max(self.items_finished());
+        let weight = match (self.progress.reported_weight, self.items_weight) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         let origin = self.started_at;
-        self.progress.observe(ts, origin, done);
+        self.progress.observe(ts, origin, done, weight);
     }
 }
 
@@ -487,12 +681,26 @@ pub struct RunState {
     /// How far along, in percent, when it can be told (see [`RunState::percent`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
-    /// Seconds left in the current stage, once it can be estimated.
+    /// Seconds left in the whole run, once they can be estimated: from its own counter
+    /// when it has no stages, else from its running stages and the stages still to
+    /// come (counted by `total_steps` or `planned_stages`). Absent when the stages to
+    /// come are not known: the current stage's own `eta_s` is then all there is, and
+    /// is the stage's, not the run's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_s: Option<f64>,
+    /// The low end of the range of the run's seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_low_s: Option<f64>,
+    /// The high end of the range of the run's seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_high_s: Option<f64>,
     /// Stages the run announced in `run.started`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_steps: Option<u64>,
+    /// The stages the run declared ahead in `run.started`, with their expected sizes
+    /// (at most [`MAX_STAGES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned_stages: Vec<PlannedStage>,
     /// Metadata from `run.started`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<Map<String, Value>>,
@@ -563,7 +771,10 @@ impl RunState {
             elapsed_s: 0.0,
             percent: None,
             eta_s: None,
+            eta_low_s: None,
+            eta_high_s: None,
             total_steps: None,
+            planned_stages: Vec::new(),
             meta: None,
             stages: Vec::new(),
             progress: None,
@@ -620,393 +831,478 @@ impl RunState {
         }
 
         match &event.body {
-            EventBody::RunStarted(b) => {
-                self.name = b.name.clone();
-                self.total_steps = b.total_steps.or(self.total_steps);
-                if b.meta.is_some() {
-                    self.meta = b.meta.clone();
-                }
-                self.started_at = Some(self.started_at.map_or(ts, |t| t.min(ts)));
+            EventBody::RunStarted(b) => self.on_run_started(b, ts),
+            EventBody::RunFinished(b) => self.on_run_finished(b, event),
+            EventBody::RunCancelRequested(b) => self.on_run_cancel_requested(b),
+            EventBody::RunStalled(_) => self.on_run_stalled(),
+            EventBody::Heartbeat(b) => self.on_heartbeat(b),
+            EventBody::StageStarted(b) => self.on_stage_started(b, ts),
+            EventBody::StageFinished(b) => self.on_stage_finished(b, event),
+            EventBody::Progress(b) if b.call_id.is_some() => self.on_tool_progress(b, ts),
+            EventBody::Progress(b) => self.on_progress(b, ts),
+            EventBody::ItemStarted(b) => self.on_item_started(b, ts),
+            EventBody::ItemFinished(b) => self.on_item_finished(b, event),
+            EventBody::Log(b) => self.on_log(b, event),
+            EventBody::AgentIteration(b) => self.on_agent_iteration(b),
+            EventBody::AgentHistory(b) => self.on_agent_history(b),
+            EventBody::AgentSystemMessage(_) | EventBody::Custom(_) => {}
+            EventBody::AgentPreparingResponse(_) => self.on_agent_preparing_response(),
+            EventBody::AgentResponse(b) => self.on_agent_response(b),
+            EventBody::LlmRequest(b) => self.on_llm_request(b),
+            EventBody::LlmResponse(b) => self.on_llm_response(b, event),
+            EventBody::TextDelta(b) => self.on_text_delta(b),
+            EventBody::ToolSelected(b) => self.on_tool_selected(b, ts),
+            EventBody::ToolStarted(b) => self.on_tool_started(b, ts),
+            EventBody::ToolFinished(b) => self.on_tool_finished(b, event),
+        }
+        self.refresh_summary(ts);
+    }
+}
+
+/// Run events: the run's life, and the hub's notes on it.
+impl RunState {
+    fn on_run_started(&mut self, b: &RunStarted, ts: Timestamp) {
+        self.name = b.name.clone();
+        self.total_steps = b.total_steps.or(self.total_steps);
+        if let Some(stages) = &b.stages {
+            self.planned_stages = stages.iter().take(MAX_STAGES).cloned().collect();
+        }
+        if b.meta.is_some() {
+            self.meta = b.meta.clone();
+        }
+        self.started_at = Some(self.started_at.map_or(ts, |t| t.min(ts)));
+    }
+
+    fn on_run_finished(&mut self, b: &RunFinished, event: &Event) {
+        let ts = event.ts;
+        if !self.status.is_terminal() {
+            self.status = b.status.into();
+            self.finished_at = Some(ts);
+            self.result = b.result.clone();
+            self.agent.preparing_response = false;
+            // Stages left open end with the run: a run that succeeded
+            // finished its work; one that failed or was cancelled did not.
+            let stage_status = match b.status {
+                RunOutcome::Succeeded => StageStatus::Succeeded,
+                RunOutcome::Failed | RunOutcome::Cancelled => StageStatus::Failed,
+            };
+            for stage in self
+                .stages
+                .iter_mut()
+                .filter(|s| s.status == StageStatus::Running)
+            {
+                stage.status = stage_status;
+                stage.finished_at = Some(ts);
+                stage.elapsed_s = ts.seconds_since(stage.started_at).max(0.0);
+                stage.progress.clear_estimate();
             }
-            EventBody::RunFinished(b) => {
-                if !self.status.is_terminal() {
-                    self.status = b.status.into();
-                    self.finished_at = Some(ts);
-                    self.result = b.result.clone();
-                    self.agent.preparing_response = false;
-                    // Stages left open end with the run: a run that succeeded
-                    // finished its work; one that failed or was cancelled did not.
-                    let stage_status = match b.status {
-                        RunOutcome::Succeeded => StageStatus::Succeeded,
-                        RunOutcome::Failed | RunOutcome::Cancelled => StageStatus::Failed,
-                    };
-                    for stage in self
-                        .stages
-                        .iter_mut()
-                        .filter(|s| s.status == StageStatus::Running)
-                    {
-                        stage.status = stage_status;
-                        stage.finished_at = Some(ts);
-                        stage.elapsed_s = ts.seconds_since(stage.started_at).max(0.0);
-                        stage.progress.eta_s = None;
-                    }
-                    if b.status == RunOutcome::Succeeded {
-                        self.percent = Some(100.0);
-                        self.eta_s = None;
-                    }
-                    if let Some(error) = &b.error {
-                        self.set_error(error, "run".into(), event);
-                    } else if b.status == RunOutcome::Failed && self.last_error.is_none() {
-                        self.set_error("the run failed", "run".into(), event);
-                    }
-                }
+            if b.status == RunOutcome::Succeeded {
+                self.percent = Some(100.0);
+                self.clear_estimate();
             }
-            EventBody::RunCancelRequested(b) => {
-                self.cancel_requested = true;
-                if b.reason.is_some() {
-                    self.cancel_reason = b.reason.clone();
-                }
+            if let Some(error) = &b.error {
+                self.set_error(error, "run".into(), event);
+            } else if b.status == RunOutcome::Failed && self.last_error.is_none() {
+                self.set_error("the run failed", "run".into(), event);
             }
-            EventBody::RunStalled(_) => {
-                if self.status == RunStatus::Running {
-                    self.status = RunStatus::Stalled;
+        }
+    }
+
+    fn on_run_cancel_requested(&mut self, b: &RunCancelRequested) {
+        self.cancel_requested = true;
+        if b.reason.is_some() {
+            self.cancel_reason = b.reason.clone();
+        }
+    }
+
+    fn on_run_stalled(&mut self) {
+        if self.status == RunStatus::Running {
+            self.status = RunStatus::Stalled;
+        }
+    }
+
+    fn on_heartbeat(&mut self, b: &Heartbeat) {
+        if b.note.is_some() {
+            self.heartbeat_note = b.note.clone();
+        }
+    }
+}
+
+/// Stage events.
+impl RunState {
+    fn on_stage_started(&mut self, b: &StageStarted, ts: Timestamp) {
+        let stage = self.stage_mut(&b.stage, ts);
+        stage.status = StageStatus::Running;
+        stage.finished_at = None;
+        stage.progress.set_total(b.total);
+        stage.progress.set_total_weight(b.total_weight);
+        if b.unit.is_some() {
+            stage.progress.unit = b.unit.clone();
+        }
+        // Counting starts at zero when the stage starts, so that two finished
+        // units are enough for a first estimate.
+        stage.recount(ts);
+    }
+
+    fn on_stage_finished(&mut self, b: &StageFinished, event: &Event) {
+        let ts = event.ts;
+        let stage = self.stage_mut(&b.stage, ts);
+        stage.status = b.status.into();
+        stage.finished_at = Some(ts);
+        stage.elapsed_s = b.elapsed_s;
+        stage.error = b.error.clone();
+        // A stage that succeeded is complete, whatever it counted against its
+        // total (an estimate): its count stays what it was.
+        if b.status == StepOutcome::Succeeded && stage.progress.total.is_some() {
+            stage.progress.percent = Some(100.0);
+        }
+        stage.progress.clear_estimate();
+        if b.status == StepOutcome::Failed {
+            let msg = b
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("stage {} failed", b.stage));
+            self.set_error(&msg, format!("stage {}", b.stage), event);
+        }
+    }
+}
+
+/// `progress`: a stage's, the run's or a tool call's counter.
+impl RunState {
+    fn on_tool_progress(&mut self, b: &Progress, ts: Timestamp) {
+        // A tool's own counter: it never moves a stage or the run's percent. A
+        // call not in flight (unknown, or finished) has no row to update.
+        let call_id = b.call_id.as_deref();
+        if let Some(call) = self
+            .tools
+            .in_flight
+            .iter_mut()
+            .find(|t| Some(t.call_id.as_str()) == call_id)
+        {
+            // What a tick leaves out (the total, the unit, the message) stays
+            // as the call last said it.
+            let last = call.progress.take();
+            let last = last.as_ref();
+            let total = b.total.or(last.and_then(|p| p.total));
+            call.progress = Some(ToolProgress {
+                done: b.done,
+                total,
+                unit: b.unit.clone().or(last.and_then(|p| p.unit.clone())),
+                percent: total.map(|t| percent(b.done, t)).or(b.percent),
+                message: b.message.clone().or(last.and_then(|p| p.message.clone())),
+                updated_at: ts,
+            });
+        }
+    }
+
+    fn on_progress(&mut self, b: &Progress, ts: Timestamp) {
+        let counter = match &b.stage {
+            Some(name) => {
+                let stage = self.stage_mut(name, ts);
+                stage.progress.reported = b.done;
+                if b.done_weight.is_some() {
+                    stage.progress.reported_weight = b.done_weight;
                 }
-            }
-            EventBody::Heartbeat(b) => {
-                if b.note.is_some() {
-                    self.heartbeat_note = b.note.clone();
-                }
-            }
-            EventBody::StageStarted(b) => {
-                let stage = self.stage_mut(&b.stage, ts);
-                stage.status = StageStatus::Running;
-                stage.finished_at = None;
                 stage.progress.set_total(b.total);
+                stage.progress.set_total_weight(b.total_weight);
                 if b.unit.is_some() {
                     stage.progress.unit = b.unit.clone();
                 }
-                // Counting starts at zero when the stage starts, so that two finished
-                // units are enough for a first estimate.
-                if stage.progress.updated_at.is_none() {
-                    stage.recount(ts);
-                }
+                stage.recount(ts);
+                &mut stage.progress
             }
-            EventBody::StageFinished(b) => {
-                let stage = self.stage_mut(&b.stage, ts);
-                stage.status = b.status.into();
-                stage.finished_at = Some(ts);
-                stage.elapsed_s = b.elapsed_s;
-                stage.error = b.error.clone();
-                // A stage that succeeded is complete, whatever it counted against its
-                // total (an estimate): its count stays what it was.
-                if b.status == StepOutcome::Succeeded && stage.progress.total.is_some() {
-                    stage.progress.percent = Some(100.0);
+            None => {
+                let origin = self.started_at.unwrap_or(ts);
+                let counter = self.progress.get_or_insert_with(Counter::default);
+                counter.reported = b.done;
+                if b.done_weight.is_some() {
+                    counter.reported_weight = b.done_weight;
                 }
-                stage.progress.eta_s = None;
-                if b.status == StepOutcome::Failed {
-                    let msg = b
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| format!("stage {} failed", b.stage));
-                    self.set_error(&msg, format!("stage {}", b.stage), event);
+                counter.set_total(b.total);
+                counter.set_total_weight(b.total_weight);
+                if b.unit.is_some() {
+                    counter.unit = b.unit.clone();
                 }
+                let weight = counter.reported_weight;
+                counter.observe(ts, origin, b.done, weight);
+                counter
             }
-            EventBody::Progress(b) if b.call_id.is_some() => {
-                // A tool's own counter: it never moves a stage or the run's percent. A
-                // call not in flight (unknown, or finished) has no row to update.
-                let call_id = b.call_id.as_deref();
-                if let Some(call) = self
-                    .tools
-                    .in_flight
-                    .iter_mut()
-                    .find(|t| Some(t.call_id.as_str()) == call_id)
-                {
-                    // What a tick leaves out (the total, the unit, the message) stays
-                    // as the call last said it.
-                    let last = call.progress.take();
-                    let last = last.as_ref();
-                    let total = b.total.or(last.and_then(|p| p.total));
-                    call.progress = Some(ToolProgress {
-                        done: b.done,
-                        total,
-                        unit: b.unit.clone().or(last.and_then(|p| p.unit.clone())),
-                        percent: total.map(|t| percent(b.done, t)).or(b.percent),
-                        message: b.message.clone().or(last.and_then(|p| p.message.clone())),
-                        updated_at: ts,
-                    });
-                }
-            }
-            EventBody::Progress(b) => {
-                let counter = match &b.stage {
-                    Some(name) => {
-                        let stage = self.stage_mut(name, ts);
-                        stage.progress.reported = b.done;
-                        stage.progress.set_total(b.total);
-                        if b.unit.is_some() {
-                            stage.progress.unit = b.unit.clone();
-                        }
-                        stage.recount(ts);
-                        &mut stage.progress
-                    }
-                    None => {
-                        let origin = self.started_at.unwrap_or(ts);
-                        let counter = self.progress.get_or_insert_with(Counter::default);
-                        counter.reported = b.done;
-                        counter.set_total(b.total);
-                        if b.unit.is_some() {
-                            counter.unit = b.unit.clone();
-                        }
-                        counter.observe(ts, origin, b.done);
-                        counter
-                    }
-                };
-                // A producer that measured its own rate and ETA at full resolution
-                // (the SDK does) knows better than a fold over throttled ticks.
-                if b.rate.is_some() {
-                    counter.rate = b.rate;
-                }
-                if b.eta_s.is_some() {
-                    counter.eta_s = b.eta_s;
-                }
-                // A producer that knows only how far along it is, not of how much.
-                if counter.total.is_none() && b.percent.is_some() {
-                    counter.percent = b.percent;
-                }
-                if let Some(message) = &b.message {
-                    counter.message = Some(message.clone()).filter(|m| !m.is_empty());
-                }
-            }
-            EventBody::ItemStarted(b) => {
-                self.items.running += 1;
-                if let Some(stage) = &b.stage {
-                    self.stage_mut(stage, ts);
-                }
-                if self.running_items.len() < MAX_LISTED_ITEMS {
-                    self.running_items.push(ItemState {
-                        item: b.item.clone(),
-                        stage: b.stage.clone(),
-                        label: b.label.clone(),
-                        started_at: ts,
-                    });
-                }
-            }
-            EventBody::ItemFinished(b) => {
-                self.items.running = self.items.running.saturating_sub(1);
-                let started = self
-                    .running_items
-                    .iter()
-                    .position(|i| i.item == b.item && i.stage == b.stage)
-                    .map(|pos| self.running_items.remove(pos));
-                match b.status {
-                    StepOutcome::Succeeded => self.items.succeeded += 1,
-                    StepOutcome::Skipped => self.items.skipped += 1,
-                    StepOutcome::Failed => {
-                        self.items.failed += 1;
-                        let label = started.and_then(|s| s.label);
-                        push_bounded(
-                            &mut self.failed_items,
-                            ItemFailure {
-                                item: b.item.clone(),
-                                stage: b.stage.clone(),
-                                label,
-                                error: b.error.clone(),
-                                at: ts,
-                                seq: event.seq,
-                            },
-                            MAX_LISTED_FAILURES,
-                        );
-                        let msg = b
-                            .error
-                            .clone()
-                            .unwrap_or_else(|| format!("item {} failed", b.item));
-                        self.set_error(&msg, format!("item {}", b.item), event);
-                    }
-                }
-                if let Some(name) = &b.stage {
-                    let stage = self.stage_mut(name, ts);
-                    match b.status {
-                        StepOutcome::Succeeded => stage.items_succeeded += 1,
-                        StepOutcome::Failed => stage.items_failed += 1,
-                        StepOutcome::Skipped => stage.items_skipped += 1,
-                    }
-                    stage.recount(ts);
-                }
-            }
-            EventBody::Log(b) => {
-                if b.level > LogLevel::Debug {
-                    push_bounded(
-                        &mut self.logs,
-                        LogLine {
-                            level: b.level,
-                            message: b.message.clone(),
-                            at: ts,
-                        },
-                        MAX_LISTED_LOGS,
-                    );
-                }
-                if b.level == LogLevel::Error {
-                    self.set_error(&b.message, "log".into(), event);
-                }
-            }
-            EventBody::AgentIteration(b) => {
-                self.agent.iteration = Some(b.iteration);
-                self.agent.preparing_response = false;
-            }
-            EventBody::AgentHistory(b) => {
-                self.agent.history_len = b.messages.len() as u64;
-            }
-            EventBody::AgentSystemMessage(_) => {}
-            EventBody::LlmRequest(b) => {
-                // Each call's text starts on a line of its own: the texts of two calls
-                // are two texts, not one.
-                if !self.text.is_empty() && !self.text.ends_with('\n') {
-                    self.text.push('\n');
-                    self.text_bytes += 1;
-                    keep_tail(&mut self.text, MAX_TEXT_BYTES);
-                }
-                self.llm.calls += 1;
-                if b.model.is_some() {
-                    self.llm.model = b.model.clone();
-                }
-                if !self.llm.in_flight.contains(&b.call_id)
-                    && self.llm.in_flight.len() < MAX_LISTED_ITEMS
-                {
-                    self.llm.in_flight.push(b.call_id.clone());
-                }
-            }
-            EventBody::LlmResponse(b) => {
-                self.llm.in_flight.retain(|c| c != &b.call_id);
-                // Saturating: a producer's token counts are any u64, and the fold must
-                // not panic (debug) or wrap (release) on their sum.
-                let (input, output) = (b.input_tokens.unwrap_or(0), b.output_tokens.unwrap_or(0));
-                self.llm.input_tokens = self.llm.input_tokens.saturating_add(input);
-                self.llm.output_tokens = self.llm.output_tokens.saturating_add(output);
-                if b.model.is_some() {
-                    self.llm.model = b.model.clone();
-                }
-                if let Some(error) = &b.error {
-                    self.set_error(error, format!("llm {}", b.call_id), event);
-                }
-            }
-            EventBody::TextDelta(b) => {
-                self.text_bytes += b.text.len() as u64;
-                self.text.push_str(&b.text);
-                keep_tail(&mut self.text, MAX_TEXT_BYTES);
-            }
-            EventBody::ToolSelected(b) => {
-                if !self.tools.in_flight.iter().any(|t| t.call_id == b.call_id) {
-                    self.tools.in_flight.push(ToolCall {
-                        call_id: b.call_id.clone(),
-                        tool: b.tool.clone(),
-                        input: b.input.as_ref().map(preview),
-                        feedback: None,
-                        status: ToolCallStatus::Selected,
-                        started_at: ts,
-                        elapsed_s: None,
-                        error: None,
-                        progress: None,
-                    });
-                    self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
-                }
-            }
-            EventBody::ToolStarted(b) => {
-                self.agent.preparing_response = false;
-                match self
-                    .tools
-                    .in_flight
-                    .iter_mut()
-                    .find(|t| t.call_id == b.call_id)
-                {
-                    Some(call) => {
-                        // Started after being selected; or started again while it
-                        // runs, which updates its feedback ("Searching page 2 of 5")
-                        // and leaves its start time alone.
-                        if call.status != ToolCallStatus::Running {
-                            call.status = ToolCallStatus::Running;
-                            call.started_at = ts;
-                        }
-                        if b.input.is_some() {
-                            call.input = b.input.as_ref().map(preview);
-                        }
-                        if b.feedback.is_some() {
-                            call.feedback = b.feedback.clone();
-                        }
-                    }
-                    None => {
-                        self.tools.in_flight.push(ToolCall {
-                            call_id: b.call_id.clone(),
-                            tool: b.tool.clone(),
-                            input: b.input.as_ref().map(preview),
-                            feedback: b.feedback.clone(),
-                            status: ToolCallStatus::Running,
-                            started_at: ts,
-                            elapsed_s: None,
-                            error: None,
-                            progress: None,
-                        });
-                        self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
-                    }
-                }
-            }
-            EventBody::ToolFinished(b) => {
-                let mut call = match self
-                    .tools
-                    .in_flight
-                    .iter()
-                    .position(|t| t.call_id == b.call_id)
-                {
-                    Some(pos) => self.tools.in_flight.remove(pos),
-                    None => ToolCall {
-                        call_id: b.call_id.clone(),
-                        tool: b.tool.clone(),
-                        input: None,
-                        feedback: None,
-                        status: ToolCallStatus::Running,
-                        started_at: ts,
-                        elapsed_s: None,
-                        error: None,
-                        progress: None,
-                    },
-                };
-                call.status = match b.status {
-                    ToolOutcome::Succeeded => ToolCallStatus::Succeeded,
-                    ToolOutcome::Failed => ToolCallStatus::Failed,
-                };
-                call.elapsed_s = b
-                    .elapsed_s
-                    .or(Some(ts.seconds_since(call.started_at).max(0.0)));
-                call.error = b.error.clone();
-                match b.status {
-                    ToolOutcome::Succeeded => self.tools.succeeded += 1,
-                    ToolOutcome::Failed => {
-                        self.tools.failed += 1;
-                        let msg = b
-                            .error
-                            .clone()
-                            .unwrap_or_else(|| format!("tool {} failed", b.tool));
-                        self.set_error(&msg, format!("tool {}", b.tool), event);
-                    }
-                }
-                push_bounded(&mut self.tools.done, call, MAX_LISTED_TOOLS);
-            }
-            EventBody::AgentPreparingResponse(_) => {
-                self.agent.preparing_response = true;
-            }
-            EventBody::AgentResponse(b) => {
-                let mut text = b.text.clone();
-                keep_head(&mut text, MAX_TEXT_BYTES);
-                self.agent.response = Some(text);
-                self.agent.preparing_response = false;
-                if b.iteration.is_some() {
-                    self.agent.iteration = b.iteration;
-                }
-            }
-            EventBody::Custom(_) => {}
+        };
+        // A producer that measured its own rate and ETA at full resolution
+        // (the SDK does) knows better than a fold over throttled ticks.
+        if b.rate.is_some() {
+            counter.rate = b.rate;
         }
+        counter.producer_estimate(b.eta_s, b.eta_low_s, b.eta_high_s);
+        // A producer that knows only how far along it is, not of how much.
+        if counter.total.is_none() && b.percent.is_some() {
+            counter.percent = b.percent;
+        }
+        if let Some(message) = &b.message {
+            counter.message = Some(message.clone()).filter(|m| !m.is_empty());
+        }
+    }
+}
 
-        self.refresh_summary(ts);
+/// Item events.
+impl RunState {
+    fn on_item_started(&mut self, b: &ItemStarted, ts: Timestamp) {
+        self.items.running += 1;
+        if let Some(stage) = &b.stage {
+            self.stage_mut(stage, ts);
+        }
+        if self.running_items.len() < MAX_LISTED_ITEMS {
+            self.running_items.push(ItemState {
+                item: b.item.clone(),
+                stage: b.stage.clone(),
+                label: b.label.clone(),
+                started_at: ts,
+            });
+        }
     }
 
+    fn on_item_finished(&mut self, b: &ItemFinished, event: &Event) {
+        let ts = event.ts;
+        self.items.running = self.items.running.saturating_sub(1);
+        let started = self
+            .running_items
+            .iter()
+            .position(|i| i.item == b.item && i.stage == b.stage)
+            .map(|pos| self.running_items.remove(pos));
+        match b.status {
+            StepOutcome::Succeeded => self.items.succeeded += 1,
+            StepOutcome::Skipped => self.items.skipped += 1,
+            StepOutcome::Failed => {
+                self.items.failed += 1;
+                let label = started.and_then(|s| s.label);
+                push_bounded(
+                    &mut self.failed_items,
+                    ItemFailure {
+                        item: b.item.clone(),
+                        stage: b.stage.clone(),
+                        label,
+                        error: b.error.clone(),
+                        at: ts,
+                        seq: event.seq,
+                    },
+                    MAX_LISTED_FAILURES,
+                );
+                let msg = b
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("item {} failed", b.item));
+                self.set_error(&msg, format!("item {}", b.item), event);
+            }
+        }
+        if let Some(name) = &b.stage {
+            let stage = self.stage_mut(name, ts);
+            match b.status {
+                StepOutcome::Succeeded => stage.items_succeeded += 1,
+                StepOutcome::Failed => stage.items_failed += 1,
+                StepOutcome::Skipped => stage.items_skipped += 1,
+            }
+            if let Some(weight) = b.weight {
+                // Saturating, as token counts are: any finite weights, summed.
+                let sum = stage.items_weight.unwrap_or(0.0) + weight;
+                stage.items_weight = Some(sum.min(f64::MAX));
+            }
+            stage.recount(ts);
+        }
+    }
+}
+
+/// `log`.
+impl RunState {
+    fn on_log(&mut self, b: &Log, event: &Event) {
+        let ts = event.ts;
+        if b.level > LogLevel::Debug {
+            push_bounded(
+                &mut self.logs,
+                LogLine {
+                    level: b.level,
+                    message: b.message.clone(),
+                    at: ts,
+                },
+                MAX_LISTED_LOGS,
+            );
+        }
+        if b.level == LogLevel::Error {
+            self.set_error(&b.message, "log".into(), event);
+        }
+    }
+}
+
+/// Agent-loop events.
+impl RunState {
+    fn on_agent_iteration(&mut self, b: &AgentIteration) {
+        self.agent.iteration = Some(b.iteration);
+        self.agent.preparing_response = false;
+    }
+
+    fn on_agent_history(&mut self, b: &AgentHistory) {
+        self.agent.history_len = b.messages.len() as u64;
+    }
+
+    fn on_agent_preparing_response(&mut self) {
+        self.agent.preparing_response = true;
+    }
+
+    fn on_agent_response(&mut self, b: &AgentResponse) {
+        let mut text = b.text.clone();
+        keep_head(&mut text, MAX_TEXT_BYTES);
+        self.agent.response = Some(text);
+        self.agent.preparing_response = false;
+        if b.iteration.is_some() {
+            self.agent.iteration = b.iteration;
+        }
+    }
+}
+
+/// Model calls and their streamed text.
+impl RunState {
+    fn on_llm_request(&mut self, b: &LlmRequest) {
+        // Each call's text starts on a line of its own: the texts of two calls
+        // are two texts, not one.
+        if !self.text.is_empty() && !self.text.ends_with('\n') {
+            self.text.push('\n');
+            self.text_bytes += 1;
+            keep_tail(&mut self.text, MAX_TEXT_BYTES);
+        }
+        self.llm.calls += 1;
+        if b.model.is_some() {
+            self.llm.model = b.model.clone();
+        }
+        if !self.llm.in_flight.contains(&b.call_id) && self.llm.in_flight.len() < MAX_LISTED_ITEMS {
+            self.llm.in_flight.push(b.call_id.clone());
+        }
+    }
+
+    fn on_llm_response(&mut self, b: &LlmResponse, event: &Event) {
+        self.llm.in_flight.retain(|c| c != &b.call_id);
+        // Saturating: a producer's token counts are any u64, and the fold must
+        // not panic (debug) or wrap (release) on their sum.
+        let (input, output) = (b.input_tokens.unwrap_or(0), b.output_tokens.unwrap_or(0));
+        self.llm.input_tokens = self.llm.input_tokens.saturating_add(input);
+        self.llm.output_tokens = self.llm.output_tokens.saturating_add(output);
+        if b.model.is_some() {
+            self.llm.model = b.model.clone();
+        }
+        if let Some(error) = &b.error {
+            self.set_error(error, format!("llm {}", b.call_id), event);
+        }
+    }
+
+    fn on_text_delta(&mut self, b: &TextDelta) {
+        self.text_bytes += b.text.len() as u64;
+        self.text.push_str(&b.text);
+        keep_tail(&mut self.text, MAX_TEXT_BYTES);
+    }
+}
+
+/// Tool calls.
+impl RunState {
+    fn on_tool_selected(&mut self, b: &ToolSelected, ts: Timestamp) {
+        if !self.tools.in_flight.iter().any(|t| t.call_id == b.call_id) {
+            self.tools.in_flight.push(ToolCall {
+                call_id: b.call_id.clone(),
+                tool: b.tool.clone(),
+                input: b.input.as_ref().map(preview),
+                feedback: None,
+                status: ToolCallStatus::Selected,
+                started_at: ts,
+                elapsed_s: None,
+                error: None,
+                progress: None,
+            });
+            self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
+        }
+    }
+
+    fn on_tool_started(&mut self, b: &ToolStarted, ts: Timestamp) {
+        self.agent.preparing_response = false;
+        match self
+            .tools
+            .in_flight
+            .iter_mut()
+            .find(|t| t.call_id == b.call_id)
+        {
+            Some(call) => {
+                // Started after being selected; or started again while it
+                // runs, which updates its feedback ("Searching page 2 of 5")
+                // and leaves its start time alone.
+                if call.status != ToolCallStatus::Running {
+                    call.status = ToolCallStatus::Running;
+                    call.started_at = ts;
+                }
+                if b.input.is_some() {
+                    call.input = b.input.as_ref().map(preview);
+                }
+                if b.feedback.is_some() {
+                    call.feedback = b.feedback.clone();
+                }
+            }
+            None => {
+                self.tools.in_flight.push(ToolCall {
+                    call_id: b.call_id.clone(),
+                    tool: b.tool.clone(),
+                    input: b.input.as_ref().map(preview),
+                    feedback: b.feedback.clone(),
+                    status: ToolCallStatus::Running,
+                    started_at: ts,
+                    elapsed_s: None,
+                    error: None,
+                    progress: None,
+                });
+                self.tools.in_flight.truncate(MAX_LISTED_TOOLS);
+            }
+        }
+    }
+
+    fn on_tool_finished(&mut self, b: &ToolFinished, event: &Event) {
+        let ts = event.ts;
+        let mut call = match self
+            .tools
+            .in_flight
+            .iter()
+            .position(|t| t.call_id == b.call_id)
+        {
+            Some(pos) => self.tools.in_flight.remove(pos),
+            None => ToolCall {
+                call_id: b.call_id.clone(),
+                tool: b.tool.clone(),
+                input: None,
+                feedback: None,
+                status: ToolCallStatus::Running,
+                started_at: ts,
+                elapsed_s: None,
+                error: None,
+                progress: None,
+            },
+        };
+        call.status = match b.status {
+            ToolOutcome::Succeeded => ToolCallStatus::Succeeded,
+            ToolOutcome::Failed => ToolCallStatus::Failed,
+        };
+        call.elapsed_s = b
+            .elapsed_s
+            .or(Some(ts.seconds_since(call.started_at).max(0.0)));
+        call.error = b.error.clone();
+        match b.status {
+            ToolOutcome::Succeeded => self.tools.succeeded += 1,
+            ToolOutcome::Failed => {
+                self.tools.failed += 1;
+                let msg = b
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("tool {} failed", b.tool));
+                self.set_error(&msg, format!("tool {}", b.tool), event);
+            }
+        }
+        push_bounded(&mut self.tools.done, call, MAX_LISTED_TOOLS);
+    }
+}
+
+impl RunState {
     /// The state as seen at `now`: elapsed time up to `now` while the run is not
     /// finished, and ETAs counted down since their last update (never growing).
     pub fn at(&self, now: Timestamp) -> RunState {
@@ -1018,13 +1314,13 @@ impl RunState {
             for stage in &mut state.stages {
                 if stage.status == StageStatus::Running {
                     stage.elapsed_s = now.seconds_since(stage.started_at).max(stage.elapsed_s);
-                    stage.progress.eta_s = stage.progress.eta_at(now);
+                    stage.progress.at(now);
                 }
             }
             if let Some(counter) = &mut state.progress {
-                counter.eta_s = counter.eta_at(now);
+                counter.at(now);
             }
-            state.eta_s = state.current_counter().and_then(|c| c.eta_s);
+            state.estimate_run();
         }
         state
     }
@@ -1037,9 +1333,10 @@ impl RunState {
             .find(|s| s.status == StageStatus::Running)
     }
 
-    /// The counter that the run's percent and ETA follow: the current stage's, or the
-    /// run's own when it reports progress without stages.
-    fn current_counter(&self) -> Option<&Counter> {
+    /// The counter that the run's percent follows, and whose ETA views show when the
+    /// run's own cannot be estimated: the current stage's, or the run's own when it
+    /// reports progress without stages.
+    pub fn current_counter(&self) -> Option<&Counter> {
         self.current_stage()
             .map(|s| &s.progress)
             .or(self.progress.as_ref())
@@ -1049,6 +1346,12 @@ impl RunState {
         match self.stages.iter().position(|s| s.name == name) {
             Some(pos) => &mut self.stages[pos],
             None => {
+                // A stage declared ahead starts with the sizes it was declared with.
+                let planned = self
+                    .planned_stages
+                    .iter()
+                    .find(|p| p.stage == name)
+                    .map(|p| (p.total, p.total_weight));
                 // Keep the state bounded: past the limit, the oldest finished stage
                 // makes room (a run with that many stages is showing its latest).
                 if self.stages.len() >= MAX_STAGES {
@@ -1059,7 +1362,12 @@ impl RunState {
                         .unwrap_or(0);
                     self.stages.remove(pos);
                 }
-                self.stages.push(StageState::new(name, ts));
+                let mut stage = StageState::new(name, ts);
+                if let Some((total, total_weight)) = planned {
+                    stage.progress.set_total(total);
+                    stage.progress.set_total_weight(total_weight);
+                }
+                self.stages.push(stage);
                 self.stages.last_mut().expect("just pushed")
             }
         }
@@ -1089,11 +1397,110 @@ impl RunState {
             return;
         }
         self.percent = self.overall_percent();
-        self.eta_s = if self.status.is_terminal() {
-            None
+        if self.status.is_terminal() {
+            self.clear_estimate();
         } else {
-            self.current_counter().and_then(|c| c.eta_s)
+            self.estimate_run();
+        }
+    }
+
+    fn clear_estimate(&mut self) {
+        self.eta_s = None;
+        self.eta_low_s = None;
+        self.eta_high_s = None;
+    }
+
+    /// Sets the run's ETA and its range from its counters as they stand.
+    fn estimate_run(&mut self) {
+        match self.run_estimate() {
+            Some(range) => {
+                self.eta_s = Some(range.eta);
+                self.eta_low_s = Some(range.low);
+                self.eta_high_s = Some(range.high);
+            }
+            None => self.clear_estimate(),
+        }
+    }
+
+    /// Seconds left in the whole run, when they can be told.
+    ///
+    /// Without stages, the run's own counter's. With stages: the stages running now
+    /// end when the last of them does (their longest ETA), and each stage still to
+    /// come takes as long as the stages seen so far took on average (finished ones,
+    /// and running ones as elapsed plus ETA); a stage declared with a `total_weight`
+    /// takes, when the stages seen were weighted too, its weight at their seconds per
+    /// weight. The range spans the fastest and the slowest of the stages seen.
+    fn run_estimate(&self) -> Option<EtaRange> {
+        if self.stages.is_empty() {
+            return self.progress.as_ref().and_then(EtaRange::of);
+        }
+        // The stages to come: those declared and not started, or as many as
+        // `total_steps` leaves; and the weight declared for those that declared one.
+        // (Folded on every event: no allocation.)
+        let (to_come, weighted_to_come, weight_to_come) = if self.planned_stages.is_empty() {
+            let steps = self.total_steps.filter(|&s| s > 0)?;
+            let seen = self.stages.len() as u64;
+            (steps.saturating_sub(seen) as f64, 0.0, 0.0)
+        } else {
+            let mut counts = (0.0, 0.0, 0.0);
+            for planned in &self.planned_stages {
+                if self.stages.iter().any(|s| s.name == planned.stage) {
+                    continue;
+                }
+                counts.0 += 1.0;
+                if let Some(weight) = planned.total_weight {
+                    counts.1 += 1.0;
+                    counts.2 += weight;
+                }
+            }
+            counts
         };
+        let mut now = None::<EtaRange>;
+        // How long the stages seen took, and their seconds per weight when weighted.
+        let mut durations = Spread::default();
+        let mut paces = Spread::default();
+        let (mut weighted_secs, mut weighed) = (0.0, 0.0);
+        for stage in &self.stages {
+            let (took, weight) = match stage.status {
+                StageStatus::Running => {
+                    let range = EtaRange::of(&stage.progress)?;
+                    now = Some(now.map_or(range, |n| n.longest(range)));
+                    // How long it will have taken: as of its last count, so that the
+                    // run's ETA holds, as the stage's does, while nothing is counted.
+                    let counted = stage.progress.updated_at.map_or(stage.elapsed_s, |t| {
+                        t.seconds_since(stage.started_at).max(0.0)
+                    });
+                    (counted + range.eta, stage.progress.total_weight)
+                }
+                StageStatus::Succeeded | StageStatus::Failed => (
+                    stage.elapsed_s,
+                    stage.progress.done_weight.or(stage.progress.total_weight),
+                ),
+                StageStatus::Skipped => continue,
+            };
+            durations.add(took);
+            if let Some(weight) = weight.filter(|w| *w > 0.0) {
+                paces.add(took / weight);
+                weighted_secs += took;
+                weighed += weight;
+            }
+        }
+        if to_come == 0.0 {
+            return now;
+        }
+        let by_count = durations.range()?;
+        let future = match paces.range() {
+            Some(pace) => {
+                let pace = EtaRange {
+                    eta: weighted_secs / weighed,
+                    ..pace
+                };
+                pace.times(weight_to_come)
+                    .plus(by_count.times(to_come - weighted_to_come))
+            }
+            None => by_count.times(to_come),
+        };
+        Some(now.unwrap_or(EtaRange::ZERO).plus(future).finite())
     }
 
     /// How far along the run is, in percent.
@@ -1103,7 +1510,9 @@ impl RunState {
     /// counter (the latest running stage, or the run's own progress); when no stage
     /// runs, as far as the last stage that did.
     fn overall_percent(&self) -> Option<f64> {
-        if let Some(steps) = self.total_steps.filter(|&s| s > 0) {
+        let declared =
+            (!self.planned_stages.is_empty()).then_some(self.planned_stages.len() as u64);
+        if let Some(steps) = self.total_steps.filter(|&s| s > 0).or(declared) {
             let finished = self
                 .stages
                 .iter()
@@ -1119,6 +1528,106 @@ impl RunState {
         self.current_counter()
             .or(self.stages.last().map(|s| &s.progress))
             .and_then(|c| c.percent)
+    }
+}
+
+/// The mean, least and most of some figures, gathered one at a time.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    n: f64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Default for Spread {
+    fn default() -> Spread {
+        Spread {
+            n: 0.0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: 0.0,
+        }
+    }
+}
+
+impl Spread {
+    fn add(&mut self, x: f64) {
+        self.n += 1.0;
+        self.sum += x;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+    }
+
+    /// The mean, from the least to the most; none of nothing.
+    fn range(&self) -> Option<EtaRange> {
+        (self.n > 0.0).then(|| EtaRange {
+            eta: self.sum / self.n,
+            low: self.min,
+            high: self.max,
+        })
+    }
+}
+
+/// Seconds left, with a range around them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct EtaRange {
+    eta: f64,
+    low: f64,
+    high: f64,
+}
+
+impl EtaRange {
+    const ZERO: EtaRange = EtaRange {
+        eta: 0.0,
+        low: 0.0,
+        high: 0.0,
+    };
+
+    /// A counter's estimate, a point when it has no range.
+    fn of(counter: &Counter) -> Option<EtaRange> {
+        let eta = counter.eta_s?;
+        Some(EtaRange {
+            eta,
+            low: counter.eta_low_s.unwrap_or(eta).min(eta),
+            high: counter.eta_high_s.unwrap_or(eta).max(eta),
+        })
+    }
+
+    /// Of two things done at once, the one that takes longer, end by end.
+    fn longest(self, other: EtaRange) -> EtaRange {
+        EtaRange {
+            eta: self.eta.max(other.eta),
+            low: self.low.max(other.low),
+            high: self.high.max(other.high),
+        }
+    }
+
+    /// Two things done one after the other.
+    fn plus(self, other: EtaRange) -> EtaRange {
+        EtaRange {
+            eta: self.eta + other.eta,
+            low: self.low + other.low,
+            high: self.high + other.high,
+        }
+    }
+
+    /// Sums of absurd ETAs (a producer may send any finite number) stay numbers.
+    fn finite(self) -> EtaRange {
+        let cap = |x: f64| if x.is_finite() { x } else { f64::MAX };
+        EtaRange {
+            eta: cap(self.eta),
+            low: cap(self.low),
+            high: cap(self.high),
+        }
+    }
+
+    fn times(self, k: f64) -> EtaRange {
+        EtaRange {
+            eta: self.eta * k,
+            low: self.low * k,
+            high: self.high * k,
+        }
     }
 }
 
@@ -1166,7 +1675,7 @@ fn preview(value: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Draft, Log, RunCancelRequested, RunStalled};
+    use crate::event::{Draft, RunStalled};
 
     #[test]
     fn the_hubs_own_events_do_not_count_as_the_producer_speaking() {

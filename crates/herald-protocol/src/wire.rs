@@ -18,9 +18,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::event::{Custom, Draft, Event, EventBody, PROTOCOL_VERSION};
+use crate::event::{Custom, Draft, Event, EventBody, PROTOCOL_VERSION, PlannedStage};
 use crate::ids::{RunId, Timestamp};
 use crate::json::{parse_json, unique_value};
+use crate::state::MAX_STAGES;
 
 /// Largest event, in bytes of JSON: 64 KiB.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -527,6 +528,15 @@ fn validate_body(body: &EventBody) -> Result<(), EventError> {
     fn non_negative_opt(field: &str, x: Option<f64>) -> Result<(), EventError> {
         x.map_or(Ok(()), |x| non_negative(field, x))
     }
+    fn weight(field: &str, x: Option<f64>) -> Result<(), EventError> {
+        match x {
+            Some(x) if !(x.is_finite() && x >= 0.0) => Err(EventError::invalid(
+                field,
+                format!("`{field}` must be a weight from 0 (bytes, tokens, rows), not {x}"),
+            )),
+            _ => Ok(()),
+        }
+    }
     fn non_empty(field: &str, s: &str) -> Result<(), EventError> {
         if s.is_empty() {
             Err(EventError::invalid(
@@ -540,7 +550,11 @@ fn validate_body(body: &EventBody) -> Result<(), EventError> {
     match body {
         EventBody::RunStalled(b) => non_negative("silent_for_s", b.silent_for_s),
         EventBody::Heartbeat(b) => non_negative("elapsed_s", b.elapsed_s),
-        EventBody::StageStarted(b) => non_empty("stage", &b.stage),
+        EventBody::RunStarted(b) => validate_plan(b.stages.as_deref().unwrap_or_default()),
+        EventBody::StageStarted(b) => {
+            non_empty("stage", &b.stage)?;
+            weight("total_weight", b.total_weight)
+        }
         EventBody::StageFinished(b) => {
             non_empty("stage", &b.stage)?;
             non_negative("elapsed_s", b.elapsed_s)
@@ -569,12 +583,28 @@ fn validate_body(body: &EventBody) -> Result<(), EventError> {
             }
             non_negative_opt("rate", b.rate)?;
             non_negative_opt("eta_s", b.eta_s)?;
+            non_negative_opt("eta_low_s", b.eta_low_s)?;
+            non_negative_opt("eta_high_s", b.eta_high_s)?;
+            check_eta_range(b.eta_low_s, b.eta_s, b.eta_high_s)?;
+            weight("done_weight", b.done_weight)?;
+            weight("total_weight", b.total_weight)?;
+            if let (Some(done), Some(total)) = (b.done_weight, b.total_weight) {
+                if total < done {
+                    return Err(EventError::invalid(
+                        "total_weight",
+                        format!(
+                            "`total_weight` {total} is below the weight done (`done_weight` {done})"
+                        ),
+                    ));
+                }
+            }
             non_negative("elapsed_s", b.elapsed_s)
         }
         EventBody::ItemStarted(b) => non_empty("item", &b.item),
         EventBody::ItemFinished(b) => {
             non_empty("item", &b.item)?;
-            non_negative_opt("elapsed_s", b.elapsed_s)
+            non_negative_opt("elapsed_s", b.elapsed_s)?;
+            weight("weight", b.weight)
         }
         EventBody::AgentIteration(b) if b.iteration == 0 => Err(EventError::invalid(
             "iteration",
@@ -601,6 +631,82 @@ fn validate_body(body: &EventBody) -> Result<(), EventError> {
         }
         _ => Ok(()),
     }
+}
+
+/// A range of seconds left is in order: `eta_low_s <= eta_s <= eta_high_s`, for those
+/// given.
+fn check_eta_range(
+    low: Option<f64>,
+    eta: Option<f64>,
+    high: Option<f64>,
+) -> Result<(), EventError> {
+    let out_of_order = |field: &str, what: String| Err(EventError::invalid(field, what));
+    if let (Some(low), Some(high)) = (low, high) {
+        if low > high {
+            return out_of_order(
+                "eta_low_s",
+                format!("`eta_low_s` {low} is above `eta_high_s` {high}"),
+            );
+        }
+    }
+    if let (Some(low), Some(eta)) = (low, eta) {
+        if low > eta {
+            return out_of_order(
+                "eta_low_s",
+                format!("`eta_low_s` {low} is above `eta_s` {eta}"),
+            );
+        }
+    }
+    if let (Some(eta), Some(high)) = (eta, high) {
+        if high < eta {
+            return out_of_order(
+                "eta_high_s",
+                format!("`eta_high_s` {high} is below `eta_s` {eta}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The stages `run.started` declares: named, each once, their weights valid, and no
+/// more than a state keeps.
+fn validate_plan(stages: &[PlannedStage]) -> Result<(), EventError> {
+    if stages.len() > MAX_STAGES {
+        return Err(EventError::invalid(
+            "stages",
+            format!(
+                "`stages` declares {} stages; at most {MAX_STAGES}",
+                stages.len()
+            ),
+        ));
+    }
+    for (i, planned) in stages.iter().enumerate() {
+        if planned.stage.is_empty() {
+            let field = format!("stages[{i}].stage");
+            return Err(EventError::invalid(
+                &field,
+                format!("`{field}` must not be empty"),
+            ));
+        }
+        if stages[..i].iter().any(|p| p.stage == planned.stage) {
+            let field = format!("stages[{i}].stage");
+            return Err(EventError::invalid(
+                &field,
+                format!("`{field}` names stage `{}` a second time", planned.stage),
+            ));
+        }
+        if let Some(x) = planned
+            .total_weight
+            .filter(|x| !(x.is_finite() && *x >= 0.0))
+        {
+            let field = format!("stages[{i}].total_weight");
+            return Err(EventError::invalid(
+                &field,
+                format!("`{field}` must be a weight from 0 (bytes, tokens, rows), not {x}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes the envelope and then the body's fields into one flat object.

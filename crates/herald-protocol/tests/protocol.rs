@@ -18,6 +18,8 @@ mod util;
 mod bad_input;
 #[path = "protocol/corpus.rs"]
 mod corpus;
+#[path = "protocol/eta_range.rs"]
+mod eta_range;
 #[path = "protocol/fuzz.rs"]
 mod fuzz;
 #[path = "protocol/patterns.rs"]

@@ -83,6 +83,9 @@ pub(crate) struct Counter {
     /// `done` rather than behind the stage's `Once`.
     pub(crate) announced: AtomicBool,
     total: AtomicU64,
+    /// Weight done (bytes, tokens, rows), for stages whose units are not equal.
+    pub(crate) weight: AtomicU64,
+    total_weight: AtomicU64,
     pub(crate) unit: OnceLock<String>,
     /// What the stage is doing now ([`Stage::set_message`](crate::Stage::set_message)),
     /// sent with every `progress` while set.
@@ -99,6 +102,8 @@ impl Counter {
             done: AtomicU64::new(0),
             announced: AtomicBool::new(false),
             total: AtomicU64::new(NO_TOTAL),
+            weight: AtomicU64::new(0),
+            total_weight: AtomicU64::new(NO_TOTAL),
             unit: OnceLock::new(),
             message: Mutex::new(None),
             started_at: OnceLock::new(),
@@ -114,6 +119,28 @@ impl Counter {
 
     pub(crate) fn set_total(&self, total: u64) {
         self.total.store(total.min(NO_TOTAL - 1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn total_weight(&self) -> Option<u64> {
+        match self.total_weight.load(Ordering::Relaxed) {
+            NO_TOTAL => None,
+            n => Some(n),
+        }
+    }
+
+    pub(crate) fn set_total_weight(&self, total: u64) {
+        self.total_weight
+            .store(total.min(NO_TOTAL - 1), Ordering::Relaxed);
+    }
+
+    /// The weight done and expected as a `progress` carries them: absent for a stage
+    /// that weighs nothing. A weight done beyond the total raises the total, which
+    /// the protocol requires to be at least the weight done.
+    pub(crate) fn weights(&self) -> (Option<f64>, Option<f64>) {
+        let done = self.weight.load(Ordering::Relaxed);
+        let total = self.total_weight();
+        let done_weight = (done > 0 || total.is_some()).then_some(done as f64);
+        (done_weight, total.map(|t| t.max(done) as f64))
     }
 }
 
@@ -718,6 +745,7 @@ impl Worker {
         let done = counter.done.load(Ordering::Relaxed);
         let total = counter.total();
         let unit = counter.unit.get();
+        let (done_weight, total_weight) = counter.weights();
         let message = lock(&counter.message).clone();
         let Some(ctx) = self.runs.get(run) else {
             return;
@@ -726,6 +754,8 @@ impl Worker {
         let unchanged = |s: &&herald_protocol::StageState| {
             s.progress.done == done
                 && s.progress.total == total
+                && s.progress.done_weight >= done_weight
+                && s.progress.total_weight == total_weight
                 && s.progress.unit.as_ref() == unit
                 && s.progress.message == message
         };
@@ -745,10 +775,14 @@ impl Worker {
             call_id: None,
             done,
             total,
+            done_weight,
+            total_weight,
             unit: counter.unit.get().cloned(),
             percent: None,
             rate: None,
             eta_s: None,
+            eta_low_s: None,
+            eta_high_s: None,
             elapsed_s: round_seconds(ts.seconds_since(started).max(0.0)),
             // Every tick carries it while it is set, so that a sink whose throttle
             // skipped the tick where it changed still gets it.
@@ -764,6 +798,8 @@ impl Worker {
             progress.percent = stage.progress.percent.map(round_percent);
             progress.rate = stage.progress.rate.map(round_rate);
             progress.eta_s = stage.progress.eta_s.map(round_seconds);
+            progress.eta_low_s = stage.progress.eta_low_s.map(round_seconds);
+            progress.eta_high_s = stage.progress.eta_high_s.map(round_seconds);
         }
         let errors = &self.sink_errors;
         for (i, slot) in self.slots.iter_mut().enumerate() {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use herald_protocol::{
     AgentHistory, AgentIteration, AgentPreparingResponse, AgentResponse, AgentSystemMessage,
     ChatMessage, Custom, Draft, EventBody, ItemFinished, ItemStarted, LlmRequest, LlmResponse, Log,
-    LogLevel, Progress, RunFinished, RunId, RunOutcome, RunStarted, StageFinished, StageStarted,
-    StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
+    LogLevel, PlannedStage, Progress, RunFinished, RunId, RunOutcome, RunStarted, StageFinished,
+    StageStarted, StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
 };
 use serde_json::{Map, Value};
 
@@ -178,6 +178,9 @@ pub struct RunOptions {
     pub total_steps: Option<u64>,
     /// Free-form metadata.
     pub meta: Option<Map<String, Value>>,
+    /// The stages the run will have, in order, with their expected sizes when known:
+    /// the run's ETA then covers the stages still to come, not only the current one.
+    pub stages: Option<Vec<PlannedStage>>,
 }
 
 impl Run {
@@ -197,6 +200,7 @@ impl Run {
         inner.emit(RunStarted {
             name: name.to_owned(),
             total_steps: options.total_steps,
+            stages: options.stages,
             meta: options.meta,
         });
         Run { inner }
@@ -538,6 +542,7 @@ impl StageInner {
                 stage: self.counter.stage.clone(),
                 total: self.counter.total(),
                 unit: self.counter.unit.get().cloned(),
+                total_weight: self.counter.total_weight().map(|w| w as f64),
             });
             self.run.shared.push(Msg::Track(self.counter.clone()));
             self.counter.announced.store(true, Ordering::Release);
@@ -609,6 +614,43 @@ impl Stage {
         *lock(&self.inner.counter.message) = Some(message).filter(|m| !m.is_empty());
     }
 
+    /// Sets the stage's whole weight (bytes, tokens, rows) when its units are not equal
+    /// (files of very different sizes): its ETA is then estimated in weight. Call before
+    /// the stage is used, so that `stage.started` carries it; later, use
+    /// [`Stage::set_total_weight`].
+    #[must_use]
+    pub fn total_weight(self, weight: u64) -> Stage {
+        self.set_total_weight(weight);
+        self
+    }
+
+    /// Changes the stage's expected weight.
+    pub fn set_total_weight(&self, weight: u64) {
+        self.inner.counter.set_total_weight(weight);
+    }
+
+    /// Counts `n` more units done, weighing `weight` (bytes, tokens, rows) in all.
+    #[inline]
+    pub fn inc_by(&self, n: u64, weight: u64) {
+        self.inc_weight(weight);
+        self.inc(n);
+    }
+
+    /// Counts `weight` more done (bytes, tokens, rows) of the units under way, without
+    /// finishing one: a download's bytes as they arrive.
+    #[inline]
+    pub fn inc_weight(&self, weight: u64) {
+        if !self.counter.announced.load(Ordering::Relaxed) {
+            self.inner.announce();
+        }
+        self.counter.weight.fetch_add(weight, Ordering::Relaxed);
+    }
+
+    /// Weight done so far.
+    pub fn weight_done(&self) -> u64 {
+        self.counter.weight.load(Ordering::Relaxed)
+    }
+
     /// Changes the expected total: it may grow while work is discovered.
     pub fn set_total(&self, total: impl TryInto<u64>) {
         self.inner
@@ -658,6 +700,7 @@ impl Stage {
         Item {
             stage: self.clone(),
             item,
+            weight: None,
             started: Instant::now(),
             finished: false,
         }
@@ -861,6 +904,7 @@ impl fmt::Debug for Stage {
 pub struct Item {
     stage: Stage,
     item: String,
+    weight: Option<u64>,
     started: Instant,
     finished: bool,
 }
@@ -869,6 +913,13 @@ impl Item {
     /// The item's id.
     pub fn id(&self) -> &str {
         &self.item
+    }
+
+    /// Sets the item's weight (its size in bytes, tokens, rows): when it finishes, its
+    /// stage's weight done grows by it, and `item.finished` carries it.
+    pub fn weight(mut self, weight: u64) -> Item {
+        self.weight = Some(weight);
+        self
     }
 
     /// Finishes the item as `succeeded`.
@@ -891,6 +942,9 @@ impl Item {
             return;
         }
         let stage = &self.stage.inner;
+        if let Some(weight) = self.weight {
+            stage.counter.weight.fetch_add(weight, Ordering::Relaxed);
+        }
         stage.counter.done.fetch_add(1, Ordering::Relaxed);
         stage.run.emit(ItemFinished {
             item: std::mem::take(&mut self.item),
@@ -898,6 +952,7 @@ impl Item {
             status,
             error,
             elapsed_s: Some(seconds(self.started.elapsed())),
+            weight: self.weight.map(|w| w as f64),
         });
     }
 }
@@ -1274,11 +1329,15 @@ impl ToolCall {
             call_id: Some(self.call_id.clone()),
             done,
             total,
+            done_weight: None,
+            total_weight: None,
             unit: self.unit.clone(),
             message,
             percent,
             rate: None,
             eta_s: None,
+            eta_low_s: None,
+            eta_high_s: None,
             elapsed_s: seconds(self.started.elapsed()),
         });
     }

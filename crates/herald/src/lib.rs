@@ -78,5 +78,5 @@ pub use memory::MemorySink;
 pub use progress::{ConfigError, Progress, ProgressMode, ProgressOptions, Target};
 pub use signals::Cancellation;
 pub use sink::{Sink, SinkPolicy};
-pub use terminal::escape_controls;
+pub use terminal::{escape_controls, eta_text, overdue_text};
 pub use terminate::SignalGuard;

@@ -26,7 +26,7 @@
 mod render;
 mod text;
 
-pub use text::escape_controls;
+pub use text::{escape_controls, eta_text, overdue_text};
 
 #[cfg(test)]
 mod fixtures;
@@ -598,7 +598,7 @@ mod tests {
         check(
             &script,
             "
-● analysis · stage 2/3 · 46% · 21s
+● analysis · stage 2/3 · 46% · 21s · run ETA 27–51s
   ✔ fetch     100 docs done in 8.2s
   ▸ classify  ████████████░░░░░░░░░░░░░░░░░░  40%  40/100 docs · 3.1/s · 13s · ETA 19s
     ↳ Quarterly report.pdf · 0.3s
@@ -638,7 +638,7 @@ mod tests {
             "
 ✖ parse: item 4 (page-4.html) failed: invalid UTF-8 at byte 812
 ● ingest · 1 failed · 3.6s
-  ▸ parse  █████████████████░░░░░░░░  70%  7/10 · 2.0/s · 3.6s · ETA 1.4s
+  ▸ parse  █████████████████░░░░░░░░  70%  7/10 · 2.0/s · 3.6s · ETA 0–4s
     ↳ page-8.html · 0.1s",
         );
         // Printed once, never redrawn: the bars below it were redrawn many times.
@@ -717,7 +717,7 @@ mod tests {
             &script,
             "
 ● analysis · 3.5s
-  ▸ classify  ███░░░░░░  40%  ETA 1.5s
+  ▸ classify  ███░░░░░░  40%  ETA 0–4s
     ↳ 年次報告書・二〇二四年度・最終版.…",
         );
         assert_nothing_wrapped(&script);
@@ -816,7 +816,7 @@ mod tests {
   ✔ table-27  done in 1.0s
   ✔ table-28  done in 1.0s
   ✔ table-29  done in 1.0s
-  ▸ table-30  ███░░░░░░░░░░  25%  250/1000 rows · 250/s · 1.0s · ETA 3.0s
+  ▸ table-30  ███░░░░░░░░░░  25%  250/1000 rows · 250/s · 1.0s · ETA 1–7s
   ... and 24 more stages (24 done)",
         );
     }
@@ -1187,7 +1187,7 @@ mod tests {
         check(
             &script,
             "
-● analysis · stage 2/3 · 46% · 21s
+● analysis · stage 2/3 · 46% · 21s · run ETA 27–51s
   ▸ classify  ██████░░░░░░░░░  40%  40/100 docs · 3.1/s · 13s · ETA 19s",
         );
     }

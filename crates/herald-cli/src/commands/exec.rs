@@ -598,6 +598,7 @@ impl Reporter {
                 name: settings.name.clone(),
                 total_steps: None,
                 meta: Some(meta),
+                stages: None,
             },
             "started",
             3,

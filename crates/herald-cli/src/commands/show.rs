@@ -8,7 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use herald::escape_controls;
+use herald::{escape_controls, eta_text, overdue_text};
 use herald_protocol::{RunState, Timestamp};
 
 /// The wall clock as a protocol timestamp.
@@ -99,9 +99,22 @@ pub(crate) fn status_line(state: &RunState, now: Timestamp) -> String {
     if let Some(p) = state.percent {
         parts.push(percent(p));
     }
-    // An ETA run down to nothing says nothing: the run is late, or about to end.
+    // The whole run's ETA when it can be told; else the current stage's, labelled
+    // as the stage's. An ETA run down to nothing says nothing: the run is late, or
+    // about to end.
+    let counter = state.current_counter();
     if let Some(eta) = state.eta_s.filter(|eta| *eta >= 0.1) {
-        parts.push(format!("ETA {}", duration(eta)));
+        parts.push(eta_text(eta, state.eta_low_s, state.eta_high_s));
+    } else if let Some((c, eta)) = counter.and_then(|c| c.eta_s.map(|eta| (c, eta))) {
+        if eta >= 0.1 && !state.stages.is_empty() {
+            parts.push(format!(
+                "stage {}",
+                eta_text(eta, c.eta_low_s, c.eta_high_s)
+            ));
+        }
+    }
+    if let Some(o) = counter.and_then(|c| c.overdue) {
+        parts.push(overdue_text(o.running_s, o.typical_s));
     }
     parts.push(format!("elapsed {}", duration(state.elapsed_s)));
     let items = &state.items;
@@ -186,6 +199,7 @@ mod tests {
                     stage: "fetch".into(),
                     total: Some(10),
                     unit: None,
+                    total_weight: None,
                 },
             ))
             .unwrap(),
@@ -198,7 +212,8 @@ mod tests {
         check(
             &[started.clone(), stage.clone(), progress.clone()],
             9.0,
-            "nightly  running  stage fetch  4/10  40%  elapsed 9.0s  last event 7.0s ago",
+            // Its ETA ran out long ago: its current unit is overdue.
+            "nightly  running  stage fetch  4/10  40%  current item running 7.0s, typically 1.0s  elapsed 9.0s  last event 7.0s ago",
         );
         let finished = event(
             4,
@@ -207,6 +222,46 @@ mod tests {
         );
         let events = [started, stage, progress, finished];
         check(&events, 30.0, "nightly  failed  40%  elapsed 3.0s");
+    }
+
+    /// A run whose stage `fetch` reported ETA 240 s (180 to 300) at 10 s, its
+    /// `run.started` being `started`.
+    fn with_stage_eta(started: &str) -> Vec<Event> {
+        vec![
+            event(1, 0.0, started),
+            event(
+                2,
+                0.0,
+                r#"{"event":"stage.started","stage":"fetch","total":100}"#,
+            ),
+            event(
+                3,
+                10.0,
+                r#"{"event":"progress","stage":"fetch","done":10,"eta_s":240,"eta_low_s":180,"eta_high_s":300,"elapsed_s":10}"#,
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_eta_is_the_runs_when_it_can_be_told_else_the_stages_labelled() {
+        // One stage of one: the run's ETA, with its range.
+        check(
+            &with_stage_eta(r#"{"event":"run.started","name":"sync","total_steps":1}"#),
+            10.0,
+            "sync  running  stage fetch  10/100  10%  ETA 3–5 min  elapsed 10s",
+        );
+        // Stages to come, of a number not known: the stage's ETA, said to be.
+        check(
+            &with_stage_eta(r#"{"event":"run.started","name":"sync"}"#),
+            10.0,
+            "sync  running  stage fetch  10/100  10%  stage ETA 3–5 min  elapsed 10s",
+        );
+        // One stage of two: the run's ETA covers both (about twice as long).
+        check(
+            &with_stage_eta(r#"{"event":"run.started","name":"sync","total_steps":2}"#),
+            10.0,
+            "sync  running  stage fetch  10/100  5%  ETA 8m10s  elapsed 10s",
+        );
     }
 
     #[test]

@@ -70,6 +70,29 @@ fn json_lines_on_stderr_fold_to_the_result_on_stdout() {
         }
     }
     assert!(seen.iter().any(|t| t.starts_with("custom.")));
+
+    // The run's ETA covers the run: half way, with two of its four stages still to
+    // come, it is more than what is left of the current stage, and never 0.
+    let mut halfway = 0;
+    for end in 1..events.len() {
+        let state = fold(events[0].run.clone(), &events[..end]);
+        let (Some(percent), Some(stage)) = (state.percent, state.current_stage()) else {
+            continue;
+        };
+        if !(40.0..60.0).contains(&percent) || state.stages.len() != 2 {
+            continue;
+        }
+        let (Some(run_eta), Some(stage_eta)) = (state.eta_s, stage.progress.eta_s) else {
+            continue;
+        };
+        halfway += 1;
+        assert!(
+            run_eta > stage_eta && run_eta > 0.0,
+            "at {percent}%: run ETA {run_eta}, stage {} ETA {stage_eta}",
+            stage.name
+        );
+    }
+    assert!(halfway > 0, "no state half way with a run ETA");
 }
 
 #[test]

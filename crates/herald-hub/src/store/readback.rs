@@ -31,6 +31,9 @@ const MAX_REASON_CHARS: usize = 300;
 const MAX_TYPE_CHARS: usize = 128;
 
 /// One stored row, read.
+// A `Read` lives for one row and is unwrapped at once: boxing its event would cost an
+// allocation per event read to save stack space nobody keeps.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Read {
     /// The event the row holds.
     Event(Event),

@@ -698,6 +698,148 @@ async fn the_run_page_shows_a_tool_s_own_progress_on_its_row() {
     browser.close().await;
 }
 
+/// The demo's shape as a producer recorded it: four stages of ten items, one a
+/// second, the last event `upto` seconds after the start, which was `ago` seconds ago;
+/// `total_steps` in `run.started` when given.
+fn four_stages(name: &str, total_steps: Option<u64>, upto: u64, ago: f64) -> Value {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let ts = |secs: u64| {
+        json!(herald_protocol::Timestamp::from_unix_micros(
+            now_us - ((ago - secs as f64) * 1e6) as i64
+        ))
+    };
+    let mut started = json!({"event": "run.started", "name": name, "ts": ts(0)});
+    if let Some(steps) = total_steps {
+        started["total_steps"] = json!(steps);
+    }
+    let mut events = vec![started];
+    for (k, stage) in ["fetch", "parse", "index", "report"]
+        .into_iter()
+        .enumerate()
+    {
+        let t0 = k as u64 * 10;
+        if t0 > upto {
+            break;
+        }
+        events.push(json!({"event": "stage.started", "stage": stage, "total": 10, "ts": ts(t0)}));
+        for i in 1..=10u64.min(upto - t0) {
+            events.push(
+                json!({"event": "item.finished", "item": format!("{stage}{i}"),
+                               "stage": stage, "status": "succeeded", "ts": ts(t0 + i)}),
+            );
+        }
+        if t0 + 10 <= upto {
+            events.push(
+                json!({"event": "stage.finished", "stage": stage, "status": "succeeded",
+                               "elapsed_s": 10, "ts": ts(t0 + 10)}),
+            );
+        }
+    }
+    json!(events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eta_is_a_range_when_wide_and_the_run_s_covers_the_run() {
+    let Some(browser) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let hub = TestHub::open(StoreKind::Sqlite).await;
+    // A producer's own range, 200 to 290 s: shown as "3–5 min" for the stage and,
+    // the stage being the run's only one, for the run.
+    let told = hub.create(json!({"id": "told", "name": "Told"})).await;
+    hub.append(
+        &told,
+        json!([
+            {"event": "run.started", "name": "Told", "total_steps": 1},
+            stage_started("upload", 100),
+            {"event": "progress", "stage": "upload", "done": 10, "total": 100, "elapsed_s": 10,
+             "eta_s": 240, "eta_low_s": 200, "eta_high_s": 290},
+        ]),
+    )
+    .await;
+    // The demo's shape at 19 s, two stages still to come: the run's ETA covers them.
+    let demo = hub.create(json!({"id": "demo", "name": "Demo"})).await;
+    hub.append(&demo, four_stages("Demo", Some(4), 19, 19.2))
+        .await;
+    // The same without `total_steps`: the run's ETA is not known, the stage's is.
+    let open = hub
+        .create(json!({"id": "open", "name": "Open-ended"}))
+        .await;
+    hub.append(&open, four_stages("Open-ended", None, 13, 13.1))
+        .await;
+
+    browser.goto(&hub.url).await;
+    let eta_of = |id: &str| format!("{}?.querySelector('.eta')?.textContent", row_js(id));
+    browser
+        .wait(
+            "the list's ETAs",
+            &format!(
+                "{} === '3–5 min' && /^stage parse: /.test({}) && /^[0-9]+(–[0-9]+)?(s| min)$/.test({})",
+                eta_of("told"),
+                eta_of("open"),
+                eta_of("demo")
+            ),
+        )
+        .await;
+    let listed = browser
+        .js(&format!("return {};", eta_of("demo")), vec![])
+        .await;
+    browser.screenshot("list-eta").await;
+
+    browser.goto(&format!("{}/runs/told", hub.url)).await;
+    browser
+        .wait(
+            "the run's range and the stage's",
+            "document.querySelector('dd.eta')?.textContent === '3–5 min' && document.querySelector('#stages .stage-facts')?.textContent.includes('ETA 3–5 min')",
+        )
+        .await;
+
+    browser.goto(&format!("{}/runs/demo", hub.url)).await;
+    browser
+        .wait(
+            "the run's ETA, not the stage's",
+            "/^[0-9]+(–[0-9]+)?(s| min)$/.test(document.querySelector('dd.eta')?.textContent)",
+        )
+        .await;
+    // The page and the list say the same (read a moment apart: within a second or so
+    // of each other at either end).
+    let shown = browser
+        .js(
+            "return document.querySelector('dd.eta').textContent;",
+            vec![],
+        )
+        .await;
+    let ends = |v: &Value| -> Vec<f64> {
+        v.as_str()
+            .unwrap()
+            .trim_end_matches(" min")
+            .trim_end_matches('s')
+            .split('–')
+            .map(|x| x.parse::<f64>().unwrap())
+            .collect()
+    };
+    let (a, b) = (ends(&shown), ends(&listed));
+    assert_eq!(a.len(), b.len(), "page {shown}, list {listed}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 2.0, "page {shown}, list {listed}");
+    }
+    // Two stages of about 10 s are still to come: far more than the stage's second.
+    assert!(a.iter().all(|&x| x >= 10.0), "page {shown}");
+    browser.screenshot("run-eta").await;
+
+    browser.goto(&format!("{}/runs/open", hub.url)).await;
+    browser
+        .wait(
+            "the stage's ETA, said to be the stage's",
+            "/^stage parse: /.test(document.querySelector('dd.eta')?.textContent)",
+        )
+        .await;
+    browser.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_run_is_marked_in_the_list_and_on_its_page() {
     let Some(browser) = Browser::start(1280, 800).await else {

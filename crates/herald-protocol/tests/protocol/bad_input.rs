@@ -783,3 +783,121 @@ fn errors_read_well() {
     let err = check(Input::Array(GOOD_1), "- not_an_object -").unwrap();
     assert!(err.to_string().contains("JSON array"), "{err}");
 }
+
+#[test]
+fn weights_and_eta_ranges() {
+    // Weights are numbers from 0: bytes, tokens, rows.
+    check_third(
+        r#"{"event":"item.finished","item":"a","status":"succeeded","weight":-1}"#,
+        "invalid_field weight",
+    );
+    check_third(
+        r#"{"event":"item.finished","item":"a","status":"succeeded","weight":"big"}"#,
+        "invalid_field weight",
+    );
+    // JSON has no infinity or NaN to send: a number too large for one is not JSON at
+    // all, whichever field it is in.
+    check_third(
+        r#"{"event":"item.finished","item":"a","status":"succeeded","weight":1e999}"#,
+        "invalid_json -",
+    );
+    check_third(
+        r#"{"event":"stage.started","stage":"s","total_weight":-0.5}"#,
+        "invalid_field total_weight",
+    );
+    check_third(
+        r#"{"event":"progress","stage":"s","done":1,"done_weight":-3,"elapsed_s":1}"#,
+        "invalid_field done_weight",
+    );
+    check_third(
+        r#"{"event":"progress","stage":"s","done":1,"total_weight":-3,"elapsed_s":1}"#,
+        "invalid_field total_weight",
+    );
+    // A total weight below the weight done.
+    let err = check_third(
+        r#"{"event":"progress","stage":"s","done":1,"done_weight":10,"total_weight":5,"elapsed_s":1}"#,
+        "invalid_field total_weight",
+    )
+    .expect("an error");
+    assert!(err.to_string().contains("below the weight done"), "{err}");
+    // At the total, and weights with no total, are fine.
+    check_third(
+        r#"{"event":"progress","stage":"s","done":1,"done_weight":10,"total_weight":10,"elapsed_s":1}"#,
+        "ok",
+    );
+    check_third(
+        r#"{"event":"progress","stage":"s","done":1,"done_weight":0.5,"elapsed_s":1}"#,
+        "ok",
+    );
+    check_third(
+        r#"{"event":"item.finished","item":"a","status":"succeeded","weight":0}"#,
+        "ok",
+    );
+
+    // The range of seconds left is in order around the point.
+    check_third(
+        r#"{"event":"progress","done":1,"eta_low_s":-1,"elapsed_s":1}"#,
+        "invalid_field eta_low_s",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"eta_high_s":-1,"elapsed_s":1}"#,
+        "invalid_field eta_high_s",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"eta_low_s":9,"eta_high_s":3,"elapsed_s":1}"#,
+        "invalid_field eta_low_s",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"eta_s":2,"eta_low_s":3,"eta_high_s":9,"elapsed_s":1}"#,
+        "invalid_field eta_low_s",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"eta_s":10,"eta_low_s":3,"eta_high_s":9,"elapsed_s":1}"#,
+        "invalid_field eta_high_s",
+    );
+    check_third(
+        r#"{"event":"progress","done":1,"eta_s":4,"eta_low_s":3,"eta_high_s":9,"elapsed_s":1}"#,
+        "ok",
+    );
+
+    // Stages declared ahead: named, each once, with weights from 0, at most 256.
+    check_third(
+        r#"{"event":"run.started","name":"r","stages":[{"stage":"a"},{"stage":""}]}"#,
+        "invalid_field stages[1].stage",
+    );
+    check_third(
+        r#"{"event":"run.started","name":"r","stages":[{"stage":"a"},{"stage":"a"}]}"#,
+        "invalid_field stages[1].stage",
+    );
+    check_third(
+        r#"{"event":"run.started","name":"r","stages":[{"stage":"a","total_weight":-1}]}"#,
+        "invalid_field stages[0].total_weight",
+    );
+    check_third(
+        r#"{"event":"run.started","name":"r","stages":[{"stage":"a","total":-1}]}"#,
+        "invalid_field stages[0].total",
+    );
+    check_third(
+        r#"{"event":"run.started","name":"r","stages":{"stage":"a"}}"#,
+        "invalid_field stages",
+    );
+    let many: Vec<String> = (0..257).map(|i| format!(r#"{{"stage":"s{i}"}}"#)).collect();
+    check_third(
+        &format!(
+            r#"{{"event":"run.started","name":"r","stages":[{}]}}"#,
+            many.join(",")
+        ),
+        "invalid_field stages",
+    );
+    check_third(
+        &format!(
+            r#"{{"event":"run.started","name":"r","stages":[{}]}}"#,
+            many[..256].join(",")
+        ),
+        "ok",
+    );
+    check_third(
+        r#"{"event":"run.started","name":"r","total_steps":2,"stages":[{"stage":"fetch","total":10},{"stage":"pack","total_weight":1e6}]}"#,
+        "ok",
+    );
+}

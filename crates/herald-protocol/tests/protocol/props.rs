@@ -10,7 +10,7 @@ use herald_protocol::{
     AgentHistory, AgentIteration, AgentPreparingResponse, AgentResponse, AgentSystemMessage,
     BatchFormat, ChatMessage, Custom, Draft, Event, EventBody, Heartbeat, ItemFinished,
     ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, MAX_LISTED_FAILURES, MAX_LISTED_ITEMS,
-    MAX_LISTED_LOGS, MAX_LISTED_TOOLS, MAX_TEXT_BYTES, MAX_VALUE_BYTES, Progress,
+    MAX_LISTED_LOGS, MAX_LISTED_TOOLS, MAX_TEXT_BYTES, MAX_VALUE_BYTES, PlannedStage, Progress,
     RunCancelRequested, RunFinished, RunId, RunOutcome, RunStalled, RunStarted, RunState,
     RunStatus, StageFinished, StageStarted, StepOutcome, TextDelta, Timestamp, ToolFinished,
     ToolOutcome, ToolSelected, ToolStarted, fold, parse_batch, parse_event,
@@ -39,6 +39,44 @@ fn name(pool: &'static [&'static str]) -> BoxedStrategy<String> {
 
 fn stage_name() -> BoxedStrategy<String> {
     name(&["fetch", "classify", "summarize", "日本語"])
+}
+
+/// Stages declared ahead in `run.started`: some of the stage names, each once, with
+/// sizes.
+fn planned_stages() -> BoxedStrategy<Vec<PlannedStage>> {
+    let names = ["fetch", "classify", "summarize", "日本語"];
+    proptest::sample::subsequence(names.to_vec(), 0..=names.len())
+        .prop_flat_map(|names| {
+            let n = names.len();
+            (
+                Just(names),
+                vec(option::of(count()), n),
+                vec(option::of(seconds()), n),
+            )
+        })
+        .prop_map(|(names, totals, weights)| {
+            names
+                .into_iter()
+                .zip(totals)
+                .zip(weights)
+                .map(|((stage, total), total_weight)| PlannedStage {
+                    stage: stage.to_owned(),
+                    total,
+                    total_weight,
+                })
+                .collect()
+        })
+        .boxed()
+}
+
+/// A range around an ETA, in order as the parser requires: `(eta, low, high)`.
+fn eta_range() -> BoxedStrategy<(Option<f64>, Option<f64>, Option<f64>)> {
+    (option::of(seconds()), seconds(), seconds())
+        .prop_map(|(eta, a, b)| match eta {
+            Some(eta) => (Some(eta), Some(a.min(eta)), Some(b.max(eta))),
+            None => (None, Some(a.min(b)), Some(a.max(b))),
+        })
+        .boxed()
 }
 
 fn item_name() -> BoxedStrategy<String> {
@@ -156,12 +194,18 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
     let arms: Vec<(u32, BoxedStrategy<EventBody>)> = vec![
         (
             2,
-            (text(), option::of(count()), option::of(object()))
-                .prop_map(|(name, total_steps, meta)| {
+            (
+                text(),
+                option::of(count()),
+                option::of(object()),
+                option::of(planned_stages()),
+            )
+                .prop_map(|(name, total_steps, meta, stages)| {
                     RunStarted {
                         name,
                         total_steps,
                         meta,
+                        stages,
                     }
                     .into()
                 })
@@ -208,8 +252,21 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
         ),
         (
             3,
-            (stage_name(), option::of(count()), o(text()))
-                .prop_map(|(stage, total, unit)| StageStarted { stage, total, unit }.into())
+            (
+                stage_name(),
+                option::of(count()),
+                o(text()),
+                option::of(seconds()),
+            )
+                .prop_map(|(stage, total, unit, total_weight)| {
+                    StageStarted {
+                        stage,
+                        total,
+                        unit,
+                        total_weight,
+                    }
+                    .into()
+                })
                 .boxed(),
         ),
         (
@@ -238,9 +295,21 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
                 option::of(seconds()),
                 seconds(),
                 o(text()),
+                (
+                    option::of(eta_range()),
+                    option::of(seconds()),
+                    option::of(seconds()),
+                ),
             )
                 .prop_map(
-                    |(stage, done, total, unit, percent, rate, eta_s, elapsed_s, message)| {
+                    |(stage, done, total, unit, percent, rate, eta_s, elapsed_s, message, more)| {
+                        let (range, weight_a, weight_b) = more;
+                        let (eta_s, eta_low_s, eta_high_s) = range.unwrap_or((eta_s, None, None));
+                        // Weights in order: the total not below the weight done.
+                        let (done_weight, total_weight) = match (weight_a, weight_b) {
+                            (Some(a), Some(b)) => (Some(a.min(b)), Some(a.max(b))),
+                            other => other,
+                        };
                         Progress {
                             stage,
                             call_id: None,
@@ -252,6 +321,10 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
                             eta_s,
                             elapsed_s,
                             message,
+                            done_weight,
+                            total_weight,
+                            eta_low_s,
+                            eta_high_s,
                         }
                         .into()
                     },
@@ -272,14 +345,16 @@ pub(crate) fn body() -> BoxedStrategy<EventBody> {
                 step_outcome(),
                 o(text()),
                 option::of(seconds()),
+                option::of(seconds()),
             )
-                .prop_map(|(item, stage, status, error, elapsed_s)| {
+                .prop_map(|(item, stage, status, error, elapsed_s, weight)| {
                     ItemFinished {
                         item,
                         stage,
                         status,
                         error,
                         elapsed_s,
+                        weight,
                     }
                     .into()
                 })
@@ -538,10 +613,12 @@ fn check_bounds(state: &RunState) {
             "{:?}",
             c.percent
         );
-        for x in [c.rate, c.eta_s] {
+        for x in [c.rate, c.eta_s, c.eta_low_s, c.eta_high_s, c.done_weight] {
             assert!(x.is_none_or(|x| x.is_finite() && x >= 0.0), "{x:?}");
         }
+        check_range(c.eta_s, c.eta_low_s, c.eta_high_s);
     }
+    check_range(state.eta_s, state.eta_low_s, state.eta_high_s);
     assert!(
         state.percent.is_none_or(|p| (0.0..=100.0).contains(&p)),
         "{:?}",
@@ -563,6 +640,18 @@ fn check_bounds(state: &RunState) {
         "{status}"
     );
     assert_eq!(status, state.status.as_str());
+}
+
+/// A range is there with its point, and in order around it.
+#[track_caller]
+fn check_range(eta: Option<f64>, low: Option<f64>, high: Option<f64>) {
+    match (eta, low, high) {
+        (None, None, None) => {}
+        (Some(eta), Some(low), Some(high)) => {
+            assert!(low <= eta && eta <= high, "{low} <= {eta} <= {high}");
+        }
+        other => panic!("a range without its point, or a point without its range: {other:?}"),
+    }
 }
 
 /// The status docs/protocol.md#status describes, from the previous one and the next event.

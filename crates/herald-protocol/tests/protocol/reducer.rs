@@ -877,7 +877,12 @@ fn a_finished_run_stays_finished() {
 
     // Failed and cancelled: no ETA; a failure without a message still says so, and one
     // with a message replaces an earlier error.
+    // One stage of one: the run's ETA is the stage's.
     let base = [
+        (
+            0.0,
+            json!({"event": "run.started", "name": "x", "total_steps": 1}),
+        ),
         (
             0.0,
             json!({"event": "stage.started", "stage": "a", "total": 100}),
@@ -901,8 +906,9 @@ fn a_finished_run_stays_finished() {
     failed.push((4.0, json!({"event": "run.finished", "status": "failed"})));
     check(
         &failed,
-        json!({"status": "failed", "eta_s": null, "percent": 20.0,
-               "last_error": {"message": "the run failed", "source": "run", "seq": 5}}),
+        // Its one announced stage ended (failed): the run counts it whole.
+        json!({"status": "failed", "eta_s": null, "percent": 100.0, "stages": [{"eta_s": null}],
+               "last_error": {"message": "the run failed", "source": "run", "seq": 6}}),
     );
     failed.push((5.0, json!({"event": "run.finished", "status": "succeeded"})));
     check(&failed, json!({"status": "failed", "finished_at": t(4.0)}));
@@ -916,7 +922,7 @@ fn a_finished_run_stays_finished() {
         &cancelled,
         json!({"status": "cancelled", "eta_s": null, "last_error": {"message": "bad", "source": "item i"}}),
     );
-    let mut failed_with = cancelled[..5].to_vec();
+    let mut failed_with = cancelled[..6].to_vec();
     failed_with.push((
         5.0,
         json!({"event": "run.finished", "status": "failed", "error": "gave up"}),
@@ -929,11 +935,18 @@ fn a_finished_run_stays_finished() {
 
 #[test]
 fn eta_appears_after_two_units_and_counts_down() {
-    // One unit a second out of 10, counted with `progress` from 0.
-    let mut steps = vec![(
-        0.0,
-        json!({"event": "stage.started", "stage": "s", "total": 10}),
-    )];
+    // One unit a second out of 10, counted with `progress` from 0, in a run of one
+    // stage: the run's ETA is the stage's.
+    let mut steps = vec![
+        (
+            0.0,
+            json!({"event": "run.started", "name": "x", "total_steps": 1}),
+        ),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "s", "total": 10}),
+        ),
+    ];
     steps.extend((0..=5).map(|i| {
         (
             i as f64,
@@ -942,29 +955,36 @@ fn eta_appears_after_two_units_and_counts_down() {
     }));
     // 0 and 1 unit done: unknown, and absent rather than 0.
     check(
-        &steps[..2],
+        &steps[..3],
         json!({"eta_s": null, "stages": [{"eta_s": null, "rate": null}]}),
     );
     check(
-        &steps[..3],
+        &steps[..4],
         json!({"eta_s": null, "stages": [{"eta_s": null, "rate": null}]}),
     );
     // 2 units: 8 left at 1/s.
     check(
-        &steps[..4],
+        &steps[..5],
         json!({"eta_s": 8.0, "stages": [{"eta_s": 8.0, "rate": 1.0}]}),
     );
     check(&steps, json!({"eta_s": 5.0, "elapsed_s": 5.0}));
 
-    // Seen later, the ETA counts down from its last update and stops at 0; elapsed
-    // time keeps growing.
+    // Seen later, the ETA counts down from its last update for two typical gaps (2 s
+    // here), then holds: it neither grows nor runs to 0 as if all were well, and the
+    // unit is overdue once it has run 6 typical gaps. Elapsed time keeps growing.
     check_at(&steps, Some(5.0), json!({"eta_s": 5.0, "elapsed_s": 5.0}));
     check_at(
         &steps,
-        Some(7.5),
-        json!({"eta_s": 2.5, "elapsed_s": 7.5, "stages": [{"eta_s": 2.5, "elapsed_s": 7.5}]}),
+        Some(6.5),
+        json!({"eta_s": 3.5, "elapsed_s": 6.5, "stages": [{"eta_s": 3.5, "elapsed_s": 6.5, "overdue": null}]}),
     );
-    check_at(&steps, Some(60.0), json!({"eta_s": 0.0, "elapsed_s": 60.0}));
+    check_at(&steps, Some(7.5), json!({"eta_s": 3.0, "elapsed_s": 7.5}));
+    check_at(
+        &steps,
+        Some(60.0),
+        json!({"eta_s": 3.0, "elapsed_s": 60.0,
+               "stages": [{"overdue": {"running_s": 55.0, "typical_s": 1.0}}]}),
+    );
     // A clock behind the last event neither grows the ETA nor shrinks elapsed time.
     check_at(&steps, Some(2.0), json!({"eta_s": 5.0, "elapsed_s": 5.0}));
 
@@ -1002,16 +1022,23 @@ fn eta_appears_after_two_units_and_counts_down() {
         );
         last = eta;
     }
-    assert_eq!(last, 0.0);
+    assert!((last - 3.0).abs() < 1e-9, "{last}");
 }
 
 #[test]
 fn eta_from_items_and_from_the_producer() {
-    // Items finishing one a second in a stage of 10: unknown after one.
-    let mut steps = vec![(
-        0.0,
-        json!({"event": "stage.started", "stage": "s", "total": 10}),
-    )];
+    // Items finishing one a second in a stage of 10, the run's only one: unknown after
+    // one.
+    let mut steps = vec![
+        (
+            0.0,
+            json!({"event": "run.started", "name": "x", "total_steps": 1}),
+        ),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "s", "total": 10}),
+        ),
+    ];
     steps.extend((1..=5).map(|i| {
         (
             i as f64,
@@ -1019,7 +1046,7 @@ fn eta_from_items_and_from_the_producer() {
         )
     }));
     check(
-        &steps[..2],
+        &steps[..3],
         json!({"eta_s": null, "stages": [{"done": 1, "eta_s": null}]}),
     );
     check(
@@ -1030,7 +1057,7 @@ fn eta_from_items_and_from_the_producer() {
     // Counted by items, the stage's first observation is its first finished item, so
     // the estimate needs two more (see the progress test for two from 0).
     check(
-        &steps[..4],
+        &steps[..5],
         json!({"eta_s": 7.0, "stages": [{"done": 3, "rate": 1.0}]}),
     );
     // A producer's own rate and ETA win over the fold's.
@@ -1138,7 +1165,7 @@ fn the_state_has_the_fields_of_spec_section_4() {
         &[
             (
                 0.0,
-                json!({"event": "run.started", "name": "x", "parent": "p"}),
+                json!({"event": "run.started", "name": "x", "parent": "p", "total_steps": 1}),
             ),
             (
                 1.0,

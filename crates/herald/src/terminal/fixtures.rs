@@ -44,6 +44,7 @@ pub(super) fn run_started(name: &str, total_steps: Option<u64>) -> EventBody {
         name: name.to_owned(),
         total_steps,
         meta: None,
+        stages: None,
     }
     .into()
 }
@@ -62,6 +63,7 @@ pub(super) fn stage_started(stage: &str, total: Option<u64>) -> EventBody {
         stage: stage.to_owned(),
         total,
         unit: None,
+        total_weight: None,
     }
     .into()
 }
@@ -94,6 +96,10 @@ pub(super) fn progress(stage: &str, done: u64, total: Option<u64>, unit: Option<
         rate: None,
         eta_s: None,
         elapsed_s: 0.0,
+        done_weight: None,
+        total_weight: None,
+        eta_low_s: None,
+        eta_high_s: None,
     }
 }
 
@@ -118,6 +124,7 @@ pub(super) fn item_finished(
         status,
         error: error.map(str::to_owned),
         elapsed_s: None,
+        weight: None,
     }
     .into()
 }

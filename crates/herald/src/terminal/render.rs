@@ -525,6 +525,12 @@ fn header(state: &RunState, width: usize) -> Line {
         parts.push((Style::Red, failed, 7));
     }
     parts.push((Style::Plain, text::duration(state.elapsed_s), 4));
+    // The whole run's ETA, when it has stages (without, its one counter line shows
+    // it): the stages' lines show their own.
+    if let Some(eta) = state.eta_s.filter(|_| !state.stages.is_empty()) {
+        let eta = text::eta_text(eta, state.eta_low_s, state.eta_high_s);
+        parts.push((Style::Plain, format!("run {eta}"), 5));
+    }
     let name = text::escape_controls(run_name(state));
     let rest = |parts: &[(Style, String, u8)]| {
         parts
@@ -764,7 +770,13 @@ fn columns(counter: &Counter, elapsed_s: f64, detail: Detail) -> Vec<Column> {
         }
     }
     if let Some(rate) = counter.rate.filter(|_| detail < Detail::NoRate) {
-        let text = text::rate(rate, unit);
+        // A weighted counter's rate is of weight, not of its units.
+        let per = if counter.total_weight.is_some() {
+            None
+        } else {
+            unit
+        };
+        let text = text::rate(rate, per);
         let widest = text::columns(&text).max(if bytes { 10 } else { 7 });
         out.push(Column { text, widest });
     }
@@ -779,7 +791,7 @@ fn columns(counter: &Counter, elapsed_s: f64, detail: Detail) -> Vec<Column> {
         .eta_s
         .filter(|_| !complete && detail < Detail::NoEta)
     {
-        let text = format!("ETA {}", text::duration(eta));
+        let text = text::eta_text(eta, counter.eta_low_s, counter.eta_high_s);
         let widest = text::columns(&text).max(10);
         out.push(Column { text, widest });
     }
@@ -847,6 +859,10 @@ fn counter_line(
             }
         }
         line.plain(&column.text);
+    }
+    if let Some(o) = counter.overdue.filter(|_| layout.detail < Detail::NoEta) {
+        line.sep()
+            .push(Style::Yellow, &text::overdue_text(o.running_s, o.typical_s));
     }
     if let Some(message) = &counter.message {
         line.sep().push(Style::Dim, message);
@@ -1061,6 +1077,72 @@ mod tests {
     }
 
     #[test]
+    fn a_wide_range_is_shown_and_the_run_has_its_own_eta() {
+        // The producer says 3 to 5 minutes for its stage, the first of two: the run's
+        // ETA adds a second stage as long as this one (elapsed plus ETA).
+        let run = fold(
+            "r1",
+            None,
+            vec![
+                (0.0, run_started("sync", Some(2))),
+                (0.0, stage_started("upload", Some(100))),
+                (
+                    10.0,
+                    Progress {
+                        rate: Some(0.25),
+                        eta_s: Some(240.0),
+                        eta_low_s: Some(180.0),
+                        eta_high_s: Some(300.0),
+                        ..progress("upload", 10, Some(100), None)
+                    }
+                    .into(),
+                ),
+            ],
+        );
+        // 8m10s, between 7m10s and 9m10s: too narrow a range to show.
+        check(
+            &[run],
+            10.0,
+            100,
+            10,
+            "
+● sync · stage 1/2 · 5% · 10s · run ETA 8m10s
+  ▸ upload  ███░░░░░░░░░░░░░░░░░░░░░░░░░░░  10%  10/100 · 15/min · 10s · ETA 3–5 min
+  ○ 1 more stage to come",
+        );
+    }
+
+    #[test]
+    fn an_overdue_item_is_said_so_beside_the_eta() {
+        // One item a second for 20 s, then nothing for a minute.
+        let mut events = vec![
+            (0.0, run_started("crawl", None)),
+            (0.0, stage_started("fetch", Some(100))),
+        ];
+        for i in 1..=20u32 {
+            events.push((
+                f64::from(i),
+                item_finished("fetch", &format!("p{i}"), StepOutcome::Succeeded, None),
+            ));
+        }
+        let run = fold("r1", None, events);
+        // The ETA itself is the estimator's to choose; the note is the view's.
+        let frame = Frame {
+            width: 160,
+            max_lines: 10,
+            color: false,
+        };
+        let lines = render(std::slice::from_ref(&run), at(80.0), &frame);
+        assert!(
+            lines[1].ends_with(" · current item running 1m00s, typically 1.0s"),
+            "{lines:#?}"
+        );
+        // Before it is overdue, nothing is said.
+        let lines = render(&[run], at(20.5), &frame);
+        assert!(!lines[1].contains("current item"), "{lines:#?}");
+    }
+
+    #[test]
     fn a_run_without_stages_is_its_header() {
         let run = fold("r1", None, vec![(0.0, run_started("quiet", None))]);
         check(&[run], 65.0, 80, 10, "● quiet · 1m05s");
@@ -1241,7 +1323,7 @@ mod tests {
             10,
             "
 ● mirror · 3.0s
-  ▸ download  ████████████░░░░░░░░░░░░░░░░░░  40%  4/10 · 2.0/s · 3.0s · ETA 2.0s · b.tar.gz
+  ▸ download  ████████████░░░░░░░░░░░░░░░░░░  40%  4/10 · 2.0/s · 3.0s · ETA 0–5s · b.tar.gz
   ◌ calling the model…
   ❯ A second",
         );

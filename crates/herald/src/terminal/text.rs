@@ -381,6 +381,47 @@ pub(super) fn rate(per_s: f64, unit: Option<&str>) -> String {
     }
 }
 
+/// The time left as every view of herald shows it (the bars, `herald watch`): the
+/// range when it is wide, `ETA 3–5 min`, and the point when it is narrow, `ETA 42s`.
+///
+/// A range is wide when its ends are a quarter of the point or more apart; it is
+/// rounded outwards in the unit of its high end (seconds under 100 s, minutes under
+/// 100 min, hours under 2 days, else days). The dashboard's `etaText`
+/// (assets/dom.js) follows the same rule.
+pub fn eta_text(eta_s: f64, low_s: Option<f64>, high_s: Option<f64>) -> String {
+    let eta = if eta_s.is_finite() {
+        eta_s.max(0.0)
+    } else {
+        0.0
+    };
+    let low = low_s.filter(|x| x.is_finite()).unwrap_or(eta).min(eta);
+    let high = high_s.filter(|x| x.is_finite()).unwrap_or(eta).max(eta);
+    if high - low >= 0.25 * eta && high - low > 0.0 {
+        let (scale, unit) = if high < 100.0 {
+            (1.0, "s")
+        } else if high < 100.0 * 60.0 {
+            (60.0, " min")
+        } else if high < 48.0 * 3600.0 {
+            (3600.0, " h")
+        } else {
+            (86_400.0, " d")
+        };
+        let (lo, hi) = ((low / scale).floor(), (high / scale).ceil());
+        return format!("ETA {lo}–{hi}{unit}");
+    }
+    format!("ETA {}", duration(eta))
+}
+
+/// What a counter whose current unit is overdue says instead of trusting its ETA:
+/// `current item running 20s, typically 0.1s`.
+pub fn overdue_text(running_s: f64, typical_s: f64) -> String {
+    format!(
+        "current item running {}, typically {}",
+        duration(running_s),
+        duration(typical_s)
+    )
+}
+
 /// A duration for people: `0.4s`, `42s`, `1m05s`, `2h03m`, `3d04h`.
 pub(super) fn duration(secs: f64) -> String {
     let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
@@ -469,6 +510,43 @@ mod tests {
         assert_eq!(percent(39.99), " 39%");
         assert_eq!(percent(100.0), "100%");
         assert_eq!(percent(250.0), "100%");
+    }
+
+    #[test]
+    fn etas_show_a_range_when_it_is_wide() {
+        let cases = [
+            // A point, or a range too narrow to matter.
+            (42.0, None, None, "ETA 42s"),
+            (42.0, Some(40.0), Some(45.0), "ETA 42s"),
+            (0.0, Some(0.0), Some(0.0), "ETA 0.0s"),
+            // Wide: rounded outwards in the unit of the high end.
+            (30.0, Some(20.0), Some(40.5), "ETA 20–41s"),
+            (240.0, Some(180.0), Some(300.0), "ETA 3–5 min"),
+            (240.0, Some(150.0), Some(290.0), "ETA 2–5 min"),
+            (
+                3.0 * 3600.0,
+                Some(2.0 * 3600.0),
+                Some(4.0 * 3600.0),
+                "ETA 2–4 h",
+            ),
+            (
+                3.0 * 86_400.0,
+                Some(2.0 * 86_400.0),
+                Some(5.0 * 86_400.0),
+                "ETA 2–5 d",
+            ),
+            (6000.0, Some(4600.0), Some(7100.0), "ETA 1–2 h"),
+            // Ends out of order or not numbers are not trusted beyond the point.
+            (60.0, Some(90.0), Some(30.0), "ETA 1m00s"),
+            (60.0, Some(f64::NAN), Some(f64::INFINITY), "ETA 1m00s"),
+        ];
+        for (eta, low, high, expected) in cases {
+            assert_eq!(eta_text(eta, low, high), expected, "{eta} {low:?} {high:?}");
+        }
+        assert_eq!(
+            overdue_text(20.0, 0.1),
+            "current item running 20s, typically 0.1s"
+        );
     }
 
     #[track_caller]

@@ -815,3 +815,86 @@ fn config_errors_read_as_their_message_from_main() {
     drop(progress);
     assert_eq!(only_state(&sink).logs[0].level, herald::LogLevel::Warn);
 }
+
+#[test]
+fn weights_reach_the_sink_and_the_state_is_weighted() {
+    let (progress, sink) = recorder();
+    let run = progress.run_with(
+        "pack",
+        RunOptions {
+            stages: Some(vec![
+                herald::protocol::PlannedStage {
+                    stage: "small".into(),
+                    total: Some(2),
+                    total_weight: None,
+                },
+                herald::protocol::PlannedStage {
+                    stage: "big".into(),
+                    total: None,
+                    total_weight: Some(1000.0),
+                },
+            ]),
+            ..RunOptions::default()
+        },
+    );
+    let stage = run.stage("small").total(2).total_weight(300);
+    stage.item("a").weight(100).finish();
+    stage.item("b").weight(200).finish();
+    stage.finish();
+    let big = run.stage("big");
+    big.inc_by(1, 250);
+    big.inc_weight(250);
+    assert_eq!(big.weight_done(), 500);
+    big.finish();
+    run.finish();
+    drop(progress);
+
+    let events = sink.events();
+    let started = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::RunStarted(b) => Some(b.clone()),
+            _ => None,
+        })
+        .expect("run.started");
+    assert_eq!(started.stages.as_ref().map(Vec::len), Some(2));
+    let small_started = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::StageStarted(b) if b.stage == "small" => Some(b.clone()),
+            _ => None,
+        })
+        .expect("stage.started");
+    assert_eq!(small_started.total_weight, Some(300.0));
+    let weights: Vec<Option<f64>> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ItemFinished(b) => Some(b.weight),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(weights, [Some(100.0), Some(200.0)]);
+    let last_big = events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.body {
+            EventBody::Progress(p) if p.stage.as_deref() == Some("big") => Some(p.clone()),
+            _ => None,
+        })
+        .expect("a progress of big");
+    assert_eq!(last_big.done_weight, Some(500.0));
+    // The stage declared ahead takes its weight from the plan in the state.
+    let state = only_state(&sink);
+    let small = &state.stages[0].progress;
+    assert_eq!(
+        (small.done_weight, small.total_weight),
+        (Some(300.0), Some(300.0))
+    );
+    assert_eq!(small.percent, Some(100.0));
+    let big = &state.stages[1].progress;
+    assert_eq!(
+        (big.done_weight, big.total_weight),
+        (Some(500.0), Some(1000.0))
+    );
+    assert_eq!(big.percent, Some(50.0));
+}
