@@ -9,16 +9,19 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -31,7 +34,7 @@ use tokio::sync::{broadcast, watch};
 use crate::agui;
 use crate::api::{Need, authorize, body_bytes, db_error, parse_run_id, run_for, store_error};
 use crate::error::{ApiError, json_body};
-use crate::feed::Feed;
+use crate::feed::{Feed, FeedEvent};
 use crate::metrics::SubscriberGuard;
 use crate::store::{RunFilter, RunRecord, StoreError};
 use crate::{Hub, RunChange, ShownRuns};
@@ -51,7 +54,7 @@ pub(crate) struct Cursor {
     after: u64,
     /// The `seq` of the last event fetched into `pending`.
     fetched: u64,
-    pending: VecDeque<Arc<Event>>,
+    pending: VecDeque<Arc<FeedEvent>>,
     filter: Option<TypeFilter>,
     feed: Arc<Feed>,
     changed: watch::Receiver<u64>,
@@ -123,7 +126,7 @@ impl Cursor {
     }
 
     /// The next matching event already fetched, delivering (and skipping) as it goes.
-    fn pop(&mut self) -> Option<Arc<Event>> {
+    fn pop(&mut self) -> Option<Arc<FeedEvent>> {
         while let Some(event) = self.pending.pop_front() {
             self.after = event.seq;
             if matches!(event.body, EventBody::RunFinished(_)) {
@@ -156,7 +159,7 @@ impl Cursor {
                     .store()
                     .events(&self.run, self.fetched, FETCH as u32)
                     .await?;
-                events.into_iter().map(Arc::new).collect()
+                events.into_iter().map(FeedEvent::new).collect()
             }
         };
         if let Some(last) = events.last() {
@@ -176,7 +179,7 @@ impl Cursor {
 
     /// The next matching event, waiting for it; `None` once `run.finished` was
     /// delivered, or when the run is gone or the hub is stopping.
-    pub(crate) async fn next(&mut self) -> Option<Arc<Event>> {
+    pub(crate) async fn next(&mut self) -> Option<Arc<FeedEvent>> {
         loop {
             if let Some(event) = self.pop() {
                 return Some(event);
@@ -387,11 +390,70 @@ pub(crate) fn sse_of(hub: &Hub, stream: impl Stream<Item = SseEvent> + Send + 's
     )
 }
 
-fn event_message(event: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(event.seq.to_string())
-        .event(event.event_type())
-        .data(event.to_json())
+/// A run's events as Server-Sent Events: each message written once per feed and
+/// shared by its subscribers ([`FeedEvent::sse_message`]), with a keep-alive comment
+/// after each `keep_alive` of silence, as [`sse_of`] sends.
+fn sse_frames(hub: &Hub, cursor: Cursor) -> Response {
+    let messages = stream::unfold(cursor, |mut cursor| async move {
+        let event = cursor.next().await?;
+        Some((event.sse_message(), cursor))
+    });
+    let body = Body::from_stream(KeepAliveFrames {
+        messages: Box::pin(messages),
+        keep_alive: hub.config().keep_alive,
+        timer: Box::pin(tokio::time::sleep(hub.config().keep_alive)),
+        last_sent: tokio::time::Instant::now(),
+    });
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    sse_headers(response)
+}
+
+/// What a quiet SSE stream sends to keep its connection open: an empty comment.
+const KEEP_ALIVE_COMMENT: &[u8] = b": \n\n";
+
+/// Ready SSE messages, and a keep-alive comment after each `keep_alive` without one.
+///
+/// The timer is not reset for every message (a timer-wheel update per subscriber per
+/// event): when it fires, it is set again for `keep_alive` after the last message if
+/// one was sent since, and only sends the comment if none was.
+struct KeepAliveFrames {
+    messages: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+    keep_alive: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    last_sent: tokio::time::Instant,
+}
+
+impl Stream for KeepAliveFrames {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.messages.as_mut().poll_next(cx) {
+            Poll::Ready(Some(message)) => {
+                this.last_sent = tokio::time::Instant::now();
+                return Poll::Ready(Some(Ok(message)));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        loop {
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = this.last_sent + this.keep_alive;
+            if due > tokio::time::Instant::now() {
+                this.timer.as_mut().reset(due);
+                continue;
+            }
+            this.last_sent = tokio::time::Instant::now();
+            this.timer.as_mut().reset(this.last_sent + this.keep_alive);
+            return Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE_COMMENT))));
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/stream", params(("id" = RunId, Path, description = "run id"), SseQuery),
@@ -443,11 +505,7 @@ pub(crate) async fn sse(
         // EventSource reconnects after a stream ends; 204 is how it is told to stop.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let events = stream::unfold(cursor, |mut cursor| async move {
-        let event = cursor.next().await?;
-        Some((event_message(&event), cursor))
-    });
-    Ok(sse_of(&hub, events))
+    Ok(sse_frames(&hub, cursor))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/stream",
@@ -649,7 +707,10 @@ async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
         tokio::select! {
             event = cursor.next() => match event {
                 Some(event) => {
-                    if socket.send(Message::text(event.to_json())).await.is_err() {
+                    // The JSON is the feed's, shared, and UTF-8 by construction.
+                    let text = Utf8Bytes::try_from(event.json())
+                        .unwrap_or_else(|_| Utf8Bytes::from(event.to_json()));
+                    if socket.send(Message::Text(text)).await.is_err() {
                         return;
                     }
                 }

@@ -39,6 +39,11 @@ use crate::throttle::Throttle;
 pub(crate) const TICK_CAPACITY: usize = 1024;
 /// Queued messages above which even milestones are dropped.
 pub(crate) const MILESTONE_CAPACITY: usize = 65_536;
+/// After a milestone woke the loop, how long further milestones wait for its next turn
+/// rather than wake it again: a milestone reaches the sinks within this of being
+/// reported, and a program reporting thousands a second pays for a wake-up (a system
+/// call, a few µs) at most this often.
+pub(crate) const MILESTONE_WAKE_GAP: Duration = Duration::from_millis(5);
 
 /// A total that is not known, in [`Counter::total`].
 const NO_TOTAL: u64 = u64::MAX;
@@ -227,6 +232,9 @@ pub struct Stats {
 struct Queue {
     items: VecDeque<Msg>,
     closed: bool,
+    /// Until when a milestone does not wake the loop: set when one does. The loop's
+    /// next turn comes by then, so milestones queued meanwhile wait no longer.
+    quiet_until: Option<Instant>,
 }
 
 /// The queue proper, shared by the handles and the background loop.
@@ -368,12 +376,21 @@ impl Shared {
             counter.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        // Waking the loop is a system call (a few µs): only a flush, which someone
-        // waits on, is worth it, or a queue half way to refusing ticks. Everything else
-        // is picked up on the loop's next turn, at most one interval (50 ms) later, in
-        // a batch.
-        let urgent =
+        // Waking the loop is a system call (a few µs). A flush, which someone waits on,
+        // is worth it, and so is a queue half way to refusing ticks; a milestone (an
+        // item that failed, a finish) is worth it once per `MILESTONE_WAKE_GAP`, and
+        // those that follow within the gap go on the turn the loop takes at its end.
+        // Ticks are picked up on the loop's next turn, at most one interval (50 ms)
+        // later, in a batch.
+        let mut urgent =
             matches!(msg, Msg::Flush(_) | Msg::Shutdown(_)) || len + 1 == TICK_CAPACITY / 2;
+        if milestone && !urgent {
+            let now = Instant::now();
+            if queue.quiet_until.is_none_or(|t| now >= t) {
+                queue.quiet_until = Some(now + MILESTONE_WAKE_GAP);
+                urgent = true;
+            }
+        }
         queue.items.push_back(msg);
         drop(queue);
         if urgent {
@@ -558,9 +575,16 @@ impl Worker {
             let closed = {
                 let mut queue = lock(&channel.queue);
                 if queue.items.is_empty() && !queue.closed {
+                    // Within a milestone's quiet gap, the next turn comes at its end,
+                    // for the milestones that did not wake the loop.
+                    let now = Instant::now();
+                    let wait = queue
+                        .quiet_until
+                        .filter(|t| *t > now)
+                        .map_or(self.interval, |t| (t - now).min(self.interval));
                     queue = channel
                         .ready
-                        .wait_timeout(queue, self.interval)
+                        .wait_timeout(queue, wait)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }

@@ -107,8 +107,8 @@ pub(super) fn render(report: &Report) -> String {
          every 100, a `warn` per stage, then {} × `Stage::inc(1)`: {} milestones per \
          run, plus ticks (logs at `info`, throttled `progress`). CPU times are \
          updated at the scheduler's tick (a few ms); \"hub CPU\" is every thread that is neither the loop's nor \
-         the SDK's `herald-*`: the in-process hub's runtime and SQLite workers. {} rounds, variants \
-         interleaved and rotated; hub flush deadline {:?}.\n",
+         the SDK's `herald-*`, and the hub's process when it has one. {} rounds, variants \
+         interleaved and rotated; hub flush deadline {:?}. Placement: {}.\n",
         scale.stages,
         scale.items,
         scale.item_bytes.div_ceil(1024),
@@ -117,6 +117,7 @@ pub(super) fn render(report: &Report) -> String {
         thousands(super::workload::milestones(scale)),
         scale.rounds,
         scale.flush_deadline,
+        scale.placement.describe(),
     );
     let _ = writeln!(
         out,
