@@ -869,3 +869,64 @@ fn call_sink(
         errors.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    use super::*;
+
+    /// A sink that passes each event's log message on.
+    struct Messages(Sender<String>);
+
+    impl Sink for Messages {
+        fn event(&mut self, event: &Event, _state: &RunState) -> std::io::Result<()> {
+            if let EventBody::Log(log) = &event.body {
+                let _ = self.0.send(log.message.clone());
+            }
+            Ok(())
+        }
+    }
+
+    fn log(shared: &Shared, run: &RunId, level: LogLevel, message: &str) {
+        let log = Log {
+            level,
+            message: message.into(),
+        };
+        shared.push(Msg::Event(run.clone(), Box::new(Draft::new(now_ts(), log))));
+    }
+
+    /// A loop whose turn comes once a minute: only a wake-up delivers sooner.
+    fn slow_loop() -> (Arc<Shared>, Receiver<String>) {
+        let (tx, rx) = channel();
+        let shared = Shared::start(
+            vec![Box::new(Messages(tx))],
+            Arc::new(Signals::default()),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            None,
+            Stderr::Free,
+        );
+        (shared, rx)
+    }
+
+    #[test]
+    fn a_milestone_wakes_the_loop_and_ticks_wait_for_a_turn() {
+        let (shared, rx) = slow_loop();
+        let run = RunId::new("r").unwrap();
+        log(&shared, &run, LogLevel::Info, "tick");
+        // Nothing wakes the loop for a tick: it waits for the turn a minute away.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        log(&shared, &run, LogLevel::Error, "failed");
+        // The error wakes it; the tick queued before it goes along.
+        let deadline = Duration::from_secs(5);
+        assert_eq!(rx.recv_timeout(deadline).unwrap(), "tick");
+        assert_eq!(rx.recv_timeout(deadline).unwrap(), "failed");
+        // Milestones in the gap after a wake-up do not wake the loop, but the turn at
+        // the gap's end takes them, not the next minute's.
+        log(&shared, &run, LogLevel::Warn, "second");
+        log(&shared, &run, LogLevel::Warn, "third");
+        assert_eq!(rx.recv_timeout(deadline).unwrap(), "second");
+        assert_eq!(rx.recv_timeout(deadline).unwrap(), "third");
+    }
+}
