@@ -96,8 +96,8 @@ pub struct Scale {
     pub streams: usize,
     /// Runs the idle streams are spread over.
     pub stream_runs: usize,
-    /// Rounds of each latency measurement (fan-out, end to end); each round's
-    /// percentiles are reported, and their median.
+    /// Rounds of the fan-out, idle and end-to-end measurements; each round's figures
+    /// are reported, and their median.
     pub latency_rounds: usize,
     /// Trials of each kind per end-to-end round.
     pub e2e_trials: usize,
@@ -188,8 +188,8 @@ pub struct Report {
     /// The fan-out figures, each the rounds of one setup: one SQLite hub with SSE
     /// subscribers, then with WebSocket ones, then PostgreSQL's when measured.
     pub fanout: Vec<Vec<FanoutReport>>,
-    /// The idle-stream figures.
-    pub idle: Option<IdleReport>,
+    /// The idle-stream figures, one per round.
+    pub idle: Vec<IdleReport>,
     /// The end-to-end figures.
     pub e2e: Option<E2eReport>,
     /// The machine's 1-minute load average when the run started, if known: other
@@ -262,7 +262,13 @@ pub fn run(parts: &[Part], scale: &Scale, postgres: Option<&str>) -> anyhow::Res
                     }
                 }
                 Part::Idle => {
-                    report.idle = Some(idle::run(dir.path(), scale).await.context("idle")?)
+                    for round in 0..scale.latency_rounds {
+                        report.idle.push(
+                            idle::run(dir.path(), scale, round)
+                                .await
+                                .with_context(|| format!("idle, round {}", round + 1))?,
+                        );
+                    }
                 }
                 Part::E2e => report.e2e = Some(e2e::run(dir.path(), scale).await.context("e2e")?),
             }

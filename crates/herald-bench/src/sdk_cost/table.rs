@@ -167,12 +167,7 @@ pub(super) fn render(report: &Report) -> String {
          | dispatcher's sleeps | hub sender's sleeps | hub CPU |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    let base_cpu = median(
-        report
-            .samples(Variant::Hidden)
-            .iter()
-            .map(|s| s.cpu.work),
-    );
+    let base_cpu = median(report.samples(Variant::Hidden).iter().map(|s| s.cpu.work));
     for (variant, samples) in &report.variants {
         let cpu_delta = if *variant == Variant::Hidden {
             String::new()
