@@ -14,7 +14,7 @@ fn hub_load(args: &[&str]) -> Output {
 
 #[test]
 fn every_part_runs_at_tiny_scale_and_its_counts_add_up() {
-    let out = hub_load(&["--quick", "ingest", "fanout", "idle"]);
+    let out = hub_load(&["--quick", "ingest", "fanout", "idle", "e2e"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -33,17 +33,24 @@ fn every_part_runs_at_tiny_scale_and_its_counts_add_up() {
             assert!(stdout.contains(&row), "no `{row}` in:\n{stdout}");
         }
     }
-    // Fan-out: 5 subscribers each received all 50 events.
-    assert!(
-        stdout.contains("\n| 1 hub, SQLite | 5 | 250 | "),
-        "{stdout}"
-    );
-    // Idle: 10 streams were open at once.
-    assert!(stdout.contains("\n| 10 | "), "{stdout}");
+    // Fan-out: 5 subscribers each received all 50 events, over SSE and over WebSockets.
+    for transport in ["SSE", "WebSocket"] {
+        let row = format!("\n| 1 hub, SQLite | 5 {transport} | 250 | ");
+        assert!(stdout.contains(&row), "no `{row}` in:\n{stdout}");
+    }
+    // End to end: a row for each kind of call.
+    for call in ["`item.fail()`", "`item.finish()`", "`stage.inc()`"] {
+        let row = format!("\n| {call} ");
+        assert!(stdout.contains(&row), "no `{row}` in:\n{stdout}");
+    }
+    // Idle: 10 streams were open at once, in the one round of `--quick`.
+    assert!(stdout.contains("\n| 1 | 10 | "), "{stdout}");
     for target in [
         "batched ingest",
         "p99 publish-to-subscriber",
         "per idle stream",
+        "returned 3 s after they close",
+        "end to end under",
     ] {
         assert!(
             stdout.contains(target),
@@ -85,7 +92,7 @@ fn the_postgres_phases_run_at_tiny_scale_and_their_counts_add_up() {
         "1 hub, PostgreSQL",
         "2 hubs, PostgreSQL: append to A, subscribers on B",
     ] {
-        let row = format!("\n| {setup} | 5 | 250 | ");
+        let row = format!("\n| {setup} | 5 SSE | 250 | ");
         assert!(stdout.contains(&row), "no `{row}` in:\n{stdout}");
     }
 }

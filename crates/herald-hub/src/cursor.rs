@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use herald_protocol::api::ApiErrorCode;
-use herald_protocol::{Event, EventBody, RunId, TypeFilter};
+use herald_protocol::{EventBody, RunId, TypeFilter};
 use tokio::sync::watch;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::error::{ApiError, store_error};
-use crate::feed::Feed;
+use crate::feed::{Feed, FeedEvent};
 use crate::hub::Hub;
 use crate::metrics::SubscriberGuard;
 use crate::store::{RunRecord, StoreError};
@@ -36,7 +36,7 @@ pub(crate) struct Cursor {
     after: u64,
     /// The `seq` of the last event fetched into `pending`.
     fetched: u64,
-    pending: VecDeque<Arc<Event>>,
+    pending: VecDeque<Arc<FeedEvent>>,
     filter: Option<TypeFilter>,
     feed: Arc<Feed>,
     changed: watch::Receiver<u64>,
@@ -113,7 +113,7 @@ impl Cursor {
     }
 
     /// The next matching event already fetched, delivering (and skipping) as it goes.
-    fn pop(&mut self) -> Option<Arc<Event>> {
+    fn pop(&mut self) -> Option<Arc<FeedEvent>> {
         while let Some(event) = self.pending.pop_front() {
             self.after = event.seq;
             if matches!(event.body, EventBody::RunFinished(_)) {
@@ -146,7 +146,7 @@ impl Cursor {
                     .store()
                     .events(&self.run, self.fetched, FETCH as u32)
                     .await?;
-                events.into_iter().map(Arc::new).collect()
+                events.into_iter().map(FeedEvent::new).collect()
             }
         };
         if let Some(last) = events.last() {
@@ -166,7 +166,7 @@ impl Cursor {
 
     /// The next matching event, waiting for it; `None` once `run.finished` was
     /// delivered, or when the run is gone or the hub is stopping.
-    pub(crate) async fn next(&mut self) -> Option<Arc<Event>> {
+    pub(crate) async fn next(&mut self) -> Option<Arc<FeedEvent>> {
         loop {
             if let Some(event) = self.pop() {
                 return Some(event);
@@ -199,7 +199,7 @@ impl Cursor {
         &mut self,
         limit: usize,
         wait_s: f64,
-    ) -> Result<Vec<Arc<Event>>, ApiError> {
+    ) -> Result<Vec<Arc<FeedEvent>>, ApiError> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs_f64(wait_s);
         let mut woke = false;
         let mut events = Vec::new();

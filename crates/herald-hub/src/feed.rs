@@ -4,16 +4,20 @@
 //! `watch` channel of its last `seq`. A subscriber keeps a cursor, reads what follows
 //! it from the ring, and waits on the channel; only a subscriber that fell behind the
 //! ring reads from the store. So one append costs one store write and one ring push,
-//! not a query per subscriber. The store stays the source of truth: a feed also reads
+//! not a query per subscriber; and each event is written out as JSON (and as an SSE
+//! message) once, by the first subscriber that sends it, and shared by the others
+//! ([`FeedEvent`]), not once per subscriber. The store stays the source of truth: a feed also reads
 //! it (once per feed, not per subscriber) so events appended by another hub process on
 //! the same database reach this hub's subscribers too: at once when the store's
 //! notifications wake it ([`Feeds::catch_up`]), and on an interval in any case, so a
 //! lost notification costs latency, never an event.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use herald_protocol::{Event, RunId};
 use tokio::sync::{Notify, watch};
 
@@ -22,10 +26,64 @@ use crate::store::{Store, StoreError};
 /// Events kept per feed for subscribers that are slightly behind.
 const RING_CAPACITY: usize = 4096;
 
+/// An event as subscribers get it, with its wire forms written on first use and shared
+/// by every subscriber after that.
+pub(crate) struct FeedEvent {
+    event: Event,
+    /// `id: SEQ\nevent: TYPE\ndata: JSON\n\n`, and where `JSON` starts in it.
+    sse: OnceLock<(Bytes, usize)>,
+}
+
+impl FeedEvent {
+    pub(crate) fn new(event: Event) -> Arc<FeedEvent> {
+        Arc::new(FeedEvent {
+            event,
+            sse: OnceLock::new(),
+        })
+    }
+
+    fn sse(&self) -> &(Bytes, usize) {
+        self.sse.get_or_init(|| {
+            let json = self.event.to_json();
+            let seq = self.event.seq.to_string();
+            let kind = self.event.event_type();
+            let mut frame = String::with_capacity(json.len() + seq.len() + kind.len() + 24);
+            for part in ["id: ", &seq, "\nevent: ", kind, "\ndata: "] {
+                frame.push_str(part);
+            }
+            let start = frame.len();
+            // JSON text has no raw line breaks (serde_json escapes them in strings),
+            // so the event is one `data:` line.
+            frame.push_str(&json);
+            frame.push_str("\n\n");
+            (Bytes::from(frame), start)
+        })
+    }
+
+    /// The event as a Server-Sent Events message: `id` its `seq`, `event` its type.
+    pub(crate) fn sse_message(&self) -> Bytes {
+        self.sse().0.clone()
+    }
+
+    /// The event as one line of JSON, without the newline.
+    pub(crate) fn json(&self) -> Bytes {
+        let (frame, start) = self.sse();
+        frame.slice(*start..frame.len() - 2)
+    }
+}
+
+impl Deref for FeedEvent {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
 /// One run's live events.
 pub(crate) struct Feed {
     last_seq: watch::Sender<u64>,
-    recent: RwLock<VecDeque<Arc<Event>>>,
+    recent: RwLock<VecDeque<Arc<FeedEvent>>>,
     /// Asks the feed's reader of the store to read now rather than at its next tick.
     /// Wake-ups that come while it reads are folded into one more read.
     read_now: Arc<Notify>,
@@ -44,7 +102,7 @@ impl Feed {
 
     /// Up to `limit` events after `cursor`, if the ring still holds all of them;
     /// `None` when the store must be asked.
-    pub(crate) fn after(&self, cursor: u64, limit: usize) -> Option<Vec<Arc<Event>>> {
+    pub(crate) fn after(&self, cursor: u64, limit: usize) -> Option<Vec<Arc<FeedEvent>>> {
         let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
         let first = recent.front()?.seq;
         if cursor + 1 < first {
@@ -75,7 +133,7 @@ impl Feed {
                 if recent.len() == RING_CAPACITY {
                     recent.pop_front();
                 }
-                recent.push_back(Arc::new(event.clone()));
+                recent.push_back(FeedEvent::new(event.clone()));
             }
         }
         self.last_seq.send_if_modified(|seq| {
@@ -233,6 +291,25 @@ mod tests {
     fn ring(feed: &Feed) -> Vec<u64> {
         let recent = feed.recent.read().unwrap();
         recent.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn an_event_is_written_once_as_sse_and_as_json() {
+        let run = RunId::new("r").unwrap();
+        let mut event = events(&run, 7..=7).remove(0);
+        if let herald_protocol::EventBody::Log(log) = &mut event.body {
+            log.message = "two\nlines: \"quoted\"".into();
+        }
+        let shared = FeedEvent::new(event.clone());
+        let json = shared.json();
+        assert_eq!(&json[..], event.to_json().as_bytes());
+        let frame = shared.sse_message();
+        let expected = format!("id: 7\nevent: log\ndata: {}\n\n", event.to_json());
+        assert_eq!(&frame[..], expected.as_bytes());
+        // The one `data:` line holds all of it: the line break is escaped.
+        assert_eq!(frame.iter().filter(|b| **b == b'\n').count(), 4);
+        // Shared, not written again.
+        assert_eq!(shared.sse_message().as_ptr(), frame.as_ptr());
     }
 
     #[test]

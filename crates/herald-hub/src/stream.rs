@@ -10,13 +10,13 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use herald_protocol::api::{ApiErrorCode, ErrorBody, EventsPage};
-use herald_protocol::{Event, RunId, RunState, RunStatus};
+use herald_protocol::{RunId, RunState, RunStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
@@ -26,9 +26,10 @@ use crate::agui;
 use crate::cursor::{Cursor, last_event_id, parse_types};
 use crate::error::{ApiError, db_error, json_body, store_error};
 use crate::feed::Feed;
+use crate::feed::FeedEvent;
 use crate::hub::{Hub, RunChange, ShownRuns};
 use crate::metrics::SubscriberGuard;
-use crate::sse::sse_of;
+use crate::sse::{sse_frames, sse_of};
 use crate::store::{RunFilter, StoreError};
 
 /// Longest long poll, in seconds; longer waits are cut to this.
@@ -110,13 +111,16 @@ pub(crate) async fn poll(
 #[derive(Serialize)]
 struct PageOf<'a> {
     #[serde(serialize_with = "shared_events")]
-    events: &'a [Arc<Event>],
+    events: &'a [Arc<FeedEvent>],
     last_seq: u64,
     status: RunStatus,
 }
 
-fn shared_events<S: serde::Serializer>(events: &&[Arc<Event>], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(events.iter().map(|e| &**e))
+fn shared_events<S: serde::Serializer>(
+    events: &&[Arc<FeedEvent>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(events.iter().map(|e| &***e))
 }
 
 /// `GET /v1/runs/{id}/stream` query.
@@ -159,13 +163,6 @@ pub(crate) enum StreamView {
 pub(crate) enum StreamFormat {
     #[schema(rename = "ag-ui")]
     AgUi,
-}
-
-fn event_message(event: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(event.seq.to_string())
-        .event(event.event_type())
-        .data(event.to_json())
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/stream", params(("id" = RunId, Path, description = "run id"), SseQuery),
@@ -214,11 +211,7 @@ pub(crate) async fn sse(
         // EventSource reconnects after a stream ends; 204 is how it is told to stop.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let events = stream::unfold(cursor, |mut cursor| async move {
-        let event = cursor.next().await?;
-        Some((event_message(&event), cursor))
-    });
-    Ok(sse_of(&hub, events))
+    Ok(sse_frames(&hub, cursor))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/stream",
@@ -397,7 +390,10 @@ async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
         tokio::select! {
             event = cursor.next() => match event {
                 Some(event) => {
-                    if socket.send(Message::text(event.to_json())).await.is_err() {
+                    // The JSON is the feed's, shared, and UTF-8 by construction.
+                    let text = Utf8Bytes::try_from(event.json())
+                        .unwrap_or_else(|_| Utf8Bytes::from(event.to_json()));
+                    if socket.send(Message::Text(text)).await.is_err() {
                         return;
                     }
                 }
@@ -656,13 +652,13 @@ mod tests {
     fn a_page_of_borrowed_events_is_an_events_page() {
         let run = RunId::new("r").expect("a run id");
         let at = Timestamp::from_unix_micros(1_700_000_000_000_000);
-        let events: Vec<Arc<Event>> = (1..=3)
+        let events: Vec<Arc<FeedEvent>> = (1..=3)
             .map(|seq| {
                 let log = Log {
                     level: LogLevel::Info,
                     message: format!("line {seq}"),
                 };
-                Arc::new(Draft::new(at, log).stamp(run.clone(), seq, at))
+                FeedEvent::new(Draft::new(at, log).stamp(run.clone(), seq, at))
             })
             .collect();
         let borrowed = PageOf {
@@ -671,7 +667,10 @@ mod tests {
             status: RunStatus::Running,
         };
         let owned = EventsPage {
-            events: events.iter().map(|e| Event::clone(e)).collect(),
+            events: events
+                .iter()
+                .map(|e| herald_protocol::Event::clone(e))
+                .collect(),
             last_seq: 7,
             status: RunStatus::Running,
         };

@@ -40,6 +40,11 @@ use crate::throttle::Throttle;
 pub(crate) const TICK_CAPACITY: usize = 1024;
 /// Queued messages above which even milestones are dropped.
 pub(crate) const MILESTONE_CAPACITY: usize = 65_536;
+/// After a milestone woke the loop, how long further milestones wait for its next turn
+/// rather than wake it again: a milestone reaches the sinks within this of being
+/// reported, and a program reporting thousands a second pays for a wake-up (a system
+/// call, a few µs) at most this often.
+pub(crate) const MILESTONE_WAKE_GAP: Duration = Duration::from_millis(5);
 
 /// A total that is not known, in [`Counter::total`].
 const NO_TOTAL: u64 = u64::MAX;
@@ -255,6 +260,9 @@ pub struct Stats {
 struct Queue {
     items: VecDeque<Msg>,
     closed: bool,
+    /// Until when a milestone does not wake the loop: set when one does. The loop's
+    /// next turn comes by then, so milestones queued meanwhile wait no longer.
+    quiet_until: Option<Instant>,
 }
 
 /// The queue proper, shared by the handles and the background loop.
@@ -396,12 +404,21 @@ impl Shared {
             counter.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        // Waking the loop is a system call (a few µs): only a flush, which someone
-        // waits on, is worth it, or a queue half way to refusing ticks. Everything else
-        // is picked up on the loop's next turn, at most one interval (50 ms) later, in
-        // a batch.
-        let urgent =
+        // Waking the loop is a system call (a few µs). A flush, which someone waits on,
+        // is worth it, and so is a queue half way to refusing ticks; a milestone (an
+        // item that failed, a finish) is worth it once per `MILESTONE_WAKE_GAP`, and
+        // those that follow within the gap go on the turn the loop takes at its end.
+        // Ticks are picked up on the loop's next turn, at most one interval (50 ms)
+        // later, in a batch.
+        let mut urgent =
             matches!(msg, Msg::Flush(_) | Msg::Shutdown(_)) || len + 1 == TICK_CAPACITY / 2;
+        if milestone && !urgent {
+            let now = Instant::now();
+            if queue.quiet_until.is_none_or(|t| now >= t) {
+                queue.quiet_until = Some(now + MILESTONE_WAKE_GAP);
+                urgent = true;
+            }
+        }
         queue.items.push_back(msg);
         drop(queue);
         if urgent {
@@ -580,9 +597,16 @@ impl Worker {
             let closed = {
                 let mut queue = lock(&channel.queue);
                 if queue.items.is_empty() && !queue.closed {
+                    // Within a milestone's quiet gap, the next turn comes at its end,
+                    // for the milestones that did not wake the loop.
+                    let now = Instant::now();
+                    let wait = queue
+                        .quiet_until
+                        .filter(|t| *t > now)
+                        .map_or(self.interval, |t| (t - now).min(self.interval));
                     queue = channel
                         .ready
-                        .wait_timeout(queue, self.interval)
+                        .wait_timeout(queue, wait)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
@@ -874,5 +898,66 @@ fn call_sink(
     if !ok {
         slot.alive = false;
         errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    use super::*;
+
+    /// A sink that passes each event's log message on.
+    struct Messages(Sender<String>);
+
+    impl Sink for Messages {
+        fn event(&mut self, event: &Event, _state: &RunState) -> std::io::Result<()> {
+            if let EventBody::Log(log) = &event.body {
+                let _ = self.0.send(log.message.clone());
+            }
+            Ok(())
+        }
+    }
+
+    fn log(shared: &Shared, run: &RunId, level: LogLevel, message: &str) {
+        let log = Log {
+            level,
+            message: message.into(),
+        };
+        shared.push(Msg::Event(run.clone(), Box::new(Draft::new(now_ts(), log))));
+    }
+
+    /// A loop whose turn comes once a minute: only a wake-up delivers sooner.
+    fn slow_loop() -> (Arc<Shared>, Receiver<String>) {
+        let (tx, rx) = channel();
+        let shared = Shared::start(
+            vec![Box::new(Messages(tx))],
+            Arc::new(Signals::default()),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            None,
+            Stderr::Free,
+        );
+        (shared, rx)
+    }
+
+    #[test]
+    fn a_milestone_wakes_the_loop_and_ticks_wait_for_a_turn() {
+        let (shared, rx) = slow_loop();
+        let run = RunId::new("r").unwrap();
+        log(&shared, &run, LogLevel::Info, "tick");
+        // Nothing wakes the loop for a tick: it waits for the turn a minute away.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        log(&shared, &run, LogLevel::Error, "failed");
+        // The error wakes it; the tick queued before it goes along.
+        let deadline = Duration::from_secs(5);
+        assert_eq!(rx.recv_timeout(deadline).unwrap(), "tick");
+        assert_eq!(rx.recv_timeout(deadline).unwrap(), "failed");
+        // Milestones in the gap after a wake-up do not wake the loop, but the turn at
+        // the gap's end takes them, not the next minute's.
+        log(&shared, &run, LogLevel::Warn, "second");
+        log(&shared, &run, LogLevel::Warn, "third");
+        assert_eq!(rx.recv_timeout(deadline).unwrap(), "second");
+        assert_eq!(rx.recv_timeout(deadline).unwrap(), "third");
     }
 }

@@ -1,16 +1,17 @@
 //! `hub-load`: the hub under load, side by side with a bare SQLite insert loop, as
 //! Markdown tables (the figures of BENCHMARKS.md, "Hub ingest and fan-out").
 //!
-//! - `hub-load [ingest] [fanout] [idle]`: runs the named parts (all by default).
+//! - `hub-load [ingest] [fanout] [idle] [e2e]`: runs the named parts (all by default).
 //! - `--postgres URL` (or `HERALD_BENCH_POSTGRES_URL`), the maintenance database of a
 //!   PostgreSQL server, e.g. `postgres://postgres@127.0.0.1:5432/postgres`: ingest
 //!   and fan-out also run with hubs on PostgreSQL (one, and two on one database), each
 //!   on a database the run creates and drops.
 //! - `--quick`: tiny counts, a smoke run of a few seconds; `--clients N`,
 //!   `--single-events N`, `--batched-events N`, `--rounds N`, `--subscribers N`, `--events N`,
-//!   `--rate R`, `--streams N`, `--stream-runs N` set one count each.
-//! - `hub-load serve --db PATH|URL` and `hub-load subscribe --url URL --count N
-//!   --timeout-s S` are the hub's and the subscribers' own processes, which the load
+//!   `--rate R`, `--streams N`, `--stream-runs N`, `--latency-rounds N`, `--e2e-trials N`
+//!   set one count each.
+//! - `hub-load serve --db PATH|URL` and `hub-load subscribe --transport sse|ws --url URL
+//!   --count N --timeout-s S` are the hub's and the subscribers' own processes, which the load
 //!   generator starts itself.
 //!
 //! Exit codes: 0 on success (a closed stdout included), 1 when a measurement fails or
@@ -21,11 +22,11 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use herald_bench::hub::{self, Part, Scale};
+use herald_bench::hub::{self, Part, Scale, Transport};
 
-const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [--quick] [--postgres URL] [--clients N] \
+const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [e2e] [--quick] [--postgres URL] [--clients N] \
 [--single-events N] [--batched-events N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
-[--streams N] [--stream-runs N]";
+[--streams N] [--stream-runs N] [--latency-rounds N] [--e2e-trials N]";
 
 /// A mistake on the command line.
 struct Usage(String);
@@ -60,6 +61,8 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         [
             "subscribe",
+            "--transport",
+            transport,
             "--url",
             url,
             "--count",
@@ -67,10 +70,12 @@ fn run() -> anyhow::Result<ExitCode> {
             "--timeout-s",
             timeout,
         ] => {
-            let (Ok(count), Ok(timeout)) = (count.parse(), timeout.parse()) else {
-                return usage_error("subscribe takes a count and whole seconds");
+            let (Some(transport), Ok(count), Ok(timeout)) =
+                (Transport::parse(transport), count.parse(), timeout.parse())
+            else {
+                return usage_error("subscribe takes sse or ws, a count and whole seconds");
             };
-            hub::subscribe_main(url, count, Duration::from_secs(timeout))?;
+            hub::subscribe_main(transport, url, count, Duration::from_secs(timeout))?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -129,6 +134,8 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
             }
             "--streams" => scale.streams = count(arg, value(arg)?)?,
             "--stream-runs" => scale.stream_runs = count(arg, value(arg)?)?,
+            "--latency-rounds" => scale.latency_rounds = count(arg, value(arg)?)?,
+            "--e2e-trials" => scale.e2e_trials = count(arg, value(arg)?)?,
             "--postgres" => {
                 let url = value(arg)?;
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

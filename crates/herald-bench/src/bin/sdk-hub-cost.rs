@@ -7,6 +7,11 @@
 //!   count each; `--flush-deadline-ms MS` the hub sinks' flush deadline (the SDK's
 //!   default, 5 s, unless given); `--no-silent-hub` leaves out the hub that accepts
 //!   and never answers (each of its rounds waits out the deadline twice).
+//! - `--hub apart|in-process`: the hub that is up in a process of its own, the work
+//!   loop's thread pinned to CPU 0 and the rest to CPU 1 where there are two CPUs and
+//!   `taskset` (the default; `--quick`'s is `in-process`), or on a runtime inside this
+//!   process with nothing pinned.
+//! - `sdk-hub-cost serve --db PATH` is the hub's own process, which the bench starts.
 //!
 //! Exit codes: 0 on success (a closed stdout included), 1 when a measurement fails
 //! (the hub does not start or answer, `/proc` cannot be read), 2 on a usage error.
@@ -15,10 +20,10 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use herald_bench::sdk_cost::{self, Scale};
+use herald_bench::sdk_cost::{self, Placement, Scale};
 
 const USAGE: &str = "usage: sdk-hub-cost [--quick] [--rounds N] [--stages N] [--items N] \
-[--item-bytes N] [--ticks N] [--flush-deadline-ms MS] [--no-silent-hub]";
+[--item-bytes N] [--ticks N] [--flush-deadline-ms MS] [--no-silent-hub] [--hub apart|in-process]";
 
 /// A mistake on the command line.
 struct Usage(String);
@@ -44,6 +49,10 @@ fn run() -> anyhow::Result<ExitCode> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if matches!(args[..], ["-h" | "--help"]) {
         println!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let ["serve", "--db", db] = args[..] {
+        herald_bench::hub::serve_main(db)?;
         return Ok(ExitCode::SUCCESS);
     }
     let scale = match parse(&args) {
@@ -83,6 +92,17 @@ fn parse(args: &[&str]) -> Result<Scale, Usage> {
             "--items" => scale.items = count(arg, value?)? as usize,
             "--item-bytes" => scale.item_bytes = count(arg, value?)? as usize,
             "--ticks" => scale.ticks = count(arg, value?)?,
+            "--hub" => {
+                scale.placement = match value? {
+                    "apart" => Placement::apart(),
+                    "in-process" => Placement::InProcess,
+                    other => {
+                        return Err(Usage(format!(
+                            "--hub takes `apart` or `in-process`, not `{other}`"
+                        )));
+                    }
+                }
+            }
             "--flush-deadline-ms" => {
                 scale.flush_deadline = Duration::from_millis(count(arg, value?)?)
             }

@@ -1,12 +1,13 @@
-//! Publish-to-subscriber latency: many SSE subscribers on one run, events appended one
-//! at a time at a modest rate, each carrying its send time.
+//! Publish-to-subscriber latency: many SSE (or WebSocket) subscribers on one run,
+//! events appended one at a time at a modest rate, each carrying its send time.
 //!
 //! Three processes: the hub (`hub-load serve`), the subscribers (`hub-load subscribe`,
 //! all streams in one process) and the sender (the load generator itself). A latency is
 //! the subscriber's receive time minus the sender's send time, both read from the
 //! system clock, taken just before the append request is sent and as soon as the chunk
 //! holding the event is read: the append's HTTP round trip and transaction, the
-//! fan-out, the SSE write and the subscriber's read are all in it.
+//! fan-out, the SSE write and the subscriber's read are all in it. The same runs with
+//! WebSocket subscribers (`GET /v1/runs/{id}/ws`), each event a text message.
 //!
 //! With a PostgreSQL server the same runs on a fresh PostgreSQL database with one hub,
 //! and with two hub processes on it: the sender appends through hub A, the subscribers
@@ -29,8 +30,44 @@ use super::{Percentiles, Scale};
 
 /// Streams opened at once, so as not to overflow the hub's accept backlog.
 const CONNECT_CONCURRENCY: usize = 64;
-/// The run every subscriber follows.
+/// The run every subscriber follows (one per round: `fanout-N`).
 const RUN: &str = "fanout";
+
+/// How the subscribers follow the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `GET /v1/runs/{id}/stream`, Server-Sent Events.
+    Sse,
+    /// `GET /v1/runs/{id}/ws`, a WebSocket.
+    Ws,
+}
+
+impl Transport {
+    /// The name in the report and on `hub-load subscribe`'s command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Sse => "SSE",
+            Transport::Ws => "WebSocket",
+        }
+    }
+
+    /// `sse` or `ws`, on `hub-load subscribe`'s command line.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+        }
+    }
+
+    /// The transport `arg` names.
+    pub fn parse(arg: &str) -> Option<Transport> {
+        match arg {
+            "sse" => Some(Transport::Sse),
+            "ws" => Some(Transport::Ws),
+            _ => None,
+        }
+    }
+}
 
 /// What the subscriber process reports when its streams have ended.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,6 +91,8 @@ pub(crate) struct SubscriberSummary {
 pub struct FanoutReport {
     /// Which hubs, on which database.
     pub setup: String,
+    /// How the subscribers follow the run.
+    pub transport: Transport,
     /// SSE subscribers on the run.
     pub subscribers: usize,
     /// Events sent.
@@ -77,12 +116,43 @@ pub struct FanoutReport {
     pub wall: Duration,
 }
 
-/// Runs the fan-out measurement against a hub over a fresh file in `dir`.
-pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<FanoutReport> {
-    let hub = HubProcess::start(&dir.join("hub-fanout.db")).await?;
-    let report = measure(std::slice::from_ref(&hub), None, scale, "1 hub, SQLite").await;
+/// Runs `scale.latency_rounds` rounds of the fan-out measurement, each on a run of its
+/// own, against a hub over a fresh file in `dir`.
+pub(crate) async fn run(
+    dir: &Path,
+    scale: &Scale,
+    transport: Transport,
+) -> anyhow::Result<Vec<FanoutReport>> {
+    let hub = HubProcess::start(&dir.join(format!("hub-fanout-{}.db", transport.arg()))).await?;
+    let report = rounds(
+        std::slice::from_ref(&hub),
+        None,
+        scale,
+        "1 hub, SQLite",
+        transport,
+    )
+    .await;
     hub.stop().await;
     report
+}
+
+async fn rounds(
+    hubs: &[HubProcess],
+    db: Option<&TempDatabase>,
+    scale: &Scale,
+    setup: &str,
+    transport: Transport,
+) -> anyhow::Result<Vec<FanoutReport>> {
+    let mut reports = Vec::with_capacity(scale.latency_rounds);
+    for round in 0..scale.latency_rounds {
+        let run = format!("{RUN}-{round}");
+        reports.push(
+            measure(hubs, db, scale, setup, transport, &run)
+                .await
+                .with_context(|| format!("round {}", round + 1))?,
+        );
+    }
+    Ok(reports)
 }
 
 /// Runs it against `hubs` hub processes on a fresh database of the PostgreSQL server at
@@ -91,7 +161,7 @@ pub(crate) async fn run_postgres(
     admin_url: &str,
     hubs: usize,
     scale: &Scale,
-) -> anyhow::Result<FanoutReport> {
+) -> anyhow::Result<Vec<FanoutReport>> {
     let db = TempDatabase::create(admin_url).await?;
     let report = async {
         let mut processes = Vec::with_capacity(hubs);
@@ -103,7 +173,7 @@ pub(crate) async fn run_postgres(
         } else {
             format!("{hubs} hubs, PostgreSQL: append to A, subscribers on B")
         };
-        let report = measure(&processes, Some(&db), scale, &setup).await;
+        let report = rounds(&processes, Some(&db), scale, &setup, Transport::Sse).await;
         for hub in processes {
             hub.stop().await;
         }
@@ -121,6 +191,8 @@ async fn measure(
     db: Option<&TempDatabase>,
     scale: &Scale,
     setup: &str,
+    transport: Transport,
+    run: &str,
 ) -> anyhow::Result<FanoutReport> {
     ensure!(
         scale.subscribers > 0 && scale.pings > 0,
@@ -131,11 +203,19 @@ async fn measure(
     };
     let base = sender_hub.base_url();
     let client = http_client()?;
-    create_run(&client, &base, RUN).await?;
-    let url = format!("{}/v1/runs/{RUN}/stream", subscribed_hub.base_url());
+    create_run(&client, &base, run).await?;
+    let url = match transport {
+        Transport::Sse => format!("{}/v1/runs/{run}/stream", subscribed_hub.base_url()),
+        Transport::Ws => format!(
+            "ws://{}/v1/runs/{run}/ws",
+            subscribed_hub.base_url().trim_start_matches("http://")
+        ),
+    };
     let timeout_s = (scale.pings as f64 / scale.ping_rate + 60.0).ceil() as u64;
     let mut subscribers = ChildProcess::spawn(&[
         "subscribe",
+        "--transport",
+        transport.arg(),
         "--url",
         &url,
         "--count",
@@ -167,7 +247,7 @@ async fn measure(
         let sent_us = now_us();
         let sent = Instant::now();
         let body = format!(r#"[{{"event":"custom.ping","sent_us":{sent_us}}}]"#);
-        let reply = append(&client, &base, RUN, body).await?;
+        let reply = append(&client, &base, run, body).await?;
         append_us.push(sent.elapsed().as_micros() as u64);
         ensure!(reply.appended == 1, "a ping was not appended: {reply:?}");
         ensure!(
@@ -176,7 +256,7 @@ async fn measure(
         );
     }
     let finished = r#"[{"event":"run.finished","status":"succeeded"}]"#.to_owned();
-    append(&client, &base, RUN, finished).await?;
+    append(&client, &base, run, finished).await?;
     let line = subscribers
         .line(Duration::from_secs(timeout_s))
         .await
@@ -207,6 +287,7 @@ async fn measure(
     );
     Ok(FanoutReport {
         setup: setup.to_owned(),
+        transport,
         subscribers: scale.subscribers,
         events: scale.pings,
         rate: scale.ping_rate,
@@ -271,6 +352,60 @@ async fn follow(response: reqwest::Response, deadline: tokio::time::Instant) -> 
     outcome
 }
 
+/// What one WebSocket saw: each text message is one event's JSON.
+async fn follow_ws(mut socket: WsStream, deadline: tokio::time::Instant) -> StreamOutcome {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut outcome = StreamOutcome {
+        in_order: true,
+        ..StreamOutcome::default()
+    };
+    let mut next_seq = 1;
+    while !outcome.finished {
+        let text = match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) | Err(_) => break,
+        };
+        let received_us = now_us();
+        if int_field(&text, "seq") == Some(next_seq) {
+            next_seq += 1;
+        } else {
+            outcome.in_order = false;
+        }
+        if text.contains(r#""event":"custom.ping""#) {
+            if let Some(sent_us) = int_field(&text, "sent_us") {
+                outcome
+                    .latencies_us
+                    .push(received_us.saturating_sub(sent_us));
+            }
+        } else if text.contains(r#""event":"run.finished""#) {
+            outcome.finished = true;
+        }
+    }
+    outcome
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A subscriber's open connection, answered by the hub.
+enum Opened {
+    Sse(reqwest::Response),
+    Ws(Box<WsStream>),
+}
+
+async fn open_ws(url: &str) -> anyhow::Result<WsStream> {
+    let (socket, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("opening a WebSocket")?;
+    ensure!(
+        response.status() == reqwest::StatusCode::SWITCHING_PROTOCOLS,
+        "opening a WebSocket: {}",
+        response.status()
+    );
+    Ok(socket)
+}
+
 async fn open(client: &reqwest::Client, url: &str) -> anyhow::Result<reqwest::Response> {
     let res = client
         .get(url)
@@ -284,11 +419,17 @@ async fn open(client: &reqwest::Client, url: &str) -> anyhow::Result<reqwest::Re
     Ok(res)
 }
 
-/// `hub-load subscribe --url URL --count N --timeout-s S`: opens N SSE streams on URL,
+/// `hub-load subscribe --transport sse|ws --url URL --count N --timeout-s S`: opens N
+/// SSE streams (or WebSockets) on URL,
 /// prints `ready N` once the hub has answered every one, follows them until each has
 /// seen `run.finished` (or S seconds pass), then prints a [`SubscriberSummary`] as one
 /// JSON line.
-pub fn subscribe_main(url: &str, count: usize, timeout: Duration) -> anyhow::Result<()> {
+pub fn subscribe_main(
+    transport: Transport,
+    url: &str,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let limit = raise_open_files_limit();
     ensure!(
         count as u64 + 64 <= limit,
@@ -298,18 +439,25 @@ pub fn subscribe_main(url: &str, count: usize, timeout: Duration) -> anyhow::Res
     runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + timeout;
         let client = http_client()?;
-        let responses: Vec<anyhow::Result<reqwest::Response>> =
-            futures_util::stream::iter(0..count)
-                .map(|_| open(&client, url))
-                .buffer_unordered(CONNECT_CONCURRENCY)
-                .collect()
-                .await;
+        let responses: Vec<anyhow::Result<Opened>> = futures_util::stream::iter(0..count)
+            .map(|_| async {
+                Ok(match transport {
+                    Transport::Sse => Opened::Sse(open(&client, url).await?),
+                    Transport::Ws => Opened::Ws(Box::new(open_ws(url).await?)),
+                })
+            })
+            .buffer_unordered(CONNECT_CONCURRENCY)
+            .collect()
+            .await;
         let responses = responses.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
         let cpu0 = cpu_time("self")?;
         println!("ready {count}");
         let mut streams = tokio::task::JoinSet::new();
         for response in responses {
-            streams.spawn(follow(response, deadline));
+            match response {
+                Opened::Sse(response) => streams.spawn(follow(response, deadline)),
+                Opened::Ws(socket) => streams.spawn(follow_ws(*socket, deadline)),
+            };
         }
         let mut summary = SubscriberSummary {
             streams: count,

@@ -47,6 +47,16 @@ impl IdleReport {
     pub fn per_stream_kib(&self) -> f64 {
         self.settled_kib.saturating_sub(self.before_kib) as f64 / self.streams.max(1) as f64
     }
+
+    /// The share of what the streams took that the hub gave back once they closed:
+    /// (settled − closed) / (settled − before), from 0 to 1.
+    pub fn returned(&self) -> f64 {
+        let took = self.settled_kib.saturating_sub(self.before_kib);
+        if took == 0 {
+            return 1.0;
+        }
+        (self.settled_kib.saturating_sub(self.closed_kib) as f64 / took as f64).min(1.0)
+    }
 }
 
 async fn open_streams(
@@ -88,8 +98,9 @@ async fn subscribers_reach(client: &reqwest::Client, base: &str, n: usize) -> an
     }
 }
 
-/// Runs the idle-stream measurement against a hub over a fresh file in `dir`.
-pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<IdleReport> {
+/// Runs the idle-stream measurement against a hub over a fresh file in `dir` (one per
+/// `round`).
+pub(crate) async fn run(dir: &Path, scale: &Scale, round: usize) -> anyhow::Result<IdleReport> {
     ensure!(
         scale.streams > 0 && scale.stream_runs > 0,
         "idle needs streams and runs"
@@ -100,7 +111,7 @@ pub(crate) async fn run(dir: &Path, scale: &Scale) -> anyhow::Result<IdleReport>
         "{} streams need more open files than the limit of {limit}: raise `ulimit -n`",
         scale.streams
     );
-    let hub = HubProcess::start(&dir.join("hub-idle.db")).await?;
+    let hub = HubProcess::start(&dir.join(format!("hub-idle-{round}.db"))).await?;
     let base = hub.base_url();
     let client = http_client()?;
     let mut urls = Vec::new();

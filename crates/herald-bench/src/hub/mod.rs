@@ -17,12 +17,14 @@
 //! - `ingest`: events per second, bare SQLite (rusqlite and sqlx) and the hub.
 //! - `fanout`: latency from append to SSE subscriber, and the subscriber process.
 //! - `idle`: hub RSS with many idle SSE streams.
+//! - `e2e`: a program's call through the SDK's hub sink and the hub to a subscriber.
 //! - `process`: the hub's process, `/proc` readings.
 //! - `pg`: a fresh PostgreSQL database per measurement, and its server's CPU.
 //! - `client`: HTTP requests and an SSE parser.
 //! - `table`: the Markdown report.
 
 mod client;
+mod e2e;
 mod fanout;
 mod idle;
 mod ingest;
@@ -35,9 +37,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-pub use fanout::{FanoutReport, subscribe_main};
+pub use e2e::{E2eKind, E2eReport, E2eRow};
+pub use fanout::{FanoutReport, Transport, subscribe_main};
 pub use idle::IdleReport;
 pub use ingest::{IngestPath, IngestRow};
+pub(crate) use process::cpu_time;
 pub use process::serve_main;
 
 /// A part of the measurement, run on its own with `hub-load PART`.
@@ -49,11 +53,13 @@ pub enum Part {
     Fanout,
     /// Memory per idle SSE stream.
     Idle,
+    /// From a program's call, through the SDK's hub sink and the hub, to a subscriber.
+    E2e,
 }
 
 impl Part {
     /// Every part, in the order they run.
-    pub const ALL: [Part; 3] = [Part::Ingest, Part::Fanout, Part::Idle];
+    pub const ALL: [Part; 4] = [Part::Ingest, Part::Fanout, Part::Idle, Part::E2e];
 
     /// The part named `name` on the command line.
     pub fn parse(name: &str) -> Option<Part> {
@@ -61,6 +67,7 @@ impl Part {
             "ingest" => Some(Part::Ingest),
             "fanout" => Some(Part::Fanout),
             "idle" => Some(Part::Idle),
+            "e2e" => Some(Part::E2e),
             _ => None,
         }
     }
@@ -89,6 +96,11 @@ pub struct Scale {
     pub streams: usize,
     /// Runs the idle streams are spread over.
     pub stream_runs: usize,
+    /// Rounds of the fan-out, idle and end-to-end measurements; each round's figures
+    /// are reported, and their median.
+    pub latency_rounds: usize,
+    /// Trials of each kind per end-to-end round.
+    pub e2e_trials: usize,
 }
 
 impl Scale {
@@ -105,6 +117,8 @@ impl Scale {
             ping_rate: 20.0,
             streams: 10_000,
             stream_runs: 10,
+            latency_rounds: 5,
+            e2e_trials: 40,
         }
     }
 
@@ -121,6 +135,8 @@ impl Scale {
             ping_rate: 200.0,
             streams: 10,
             stream_runs: 2,
+            latency_rounds: 1,
+            e2e_trials: 3,
         }
     }
 }
@@ -169,10 +185,13 @@ impl Percentiles {
 pub struct Report {
     /// The ingest rows, bare loops and hub, batches of 1 and of 100.
     pub ingest: Vec<IngestRow>,
-    /// The fan-out figures: one SQLite hub first, then PostgreSQL's when measured.
-    pub fanout: Vec<FanoutReport>,
-    /// The idle-stream figures.
-    pub idle: Option<IdleReport>,
+    /// The fan-out figures, each the rounds of one setup: one SQLite hub with SSE
+    /// subscribers, then with WebSocket ones, then PostgreSQL's when measured.
+    pub fanout: Vec<Vec<FanoutReport>>,
+    /// The idle-stream figures, one per round.
+    pub idle: Vec<IdleReport>,
+    /// The end-to-end figures.
+    pub e2e: Option<E2eReport>,
     /// The machine's 1-minute load average when the run started, if known: other
     /// processes' work is in the figures too.
     pub load_at_start: Option<f64>,
@@ -223,9 +242,13 @@ pub fn run(parts: &[Part], scale: &Scale, postgres: Option<&str>) -> anyhow::Res
                         .context("ingest")?
                 }
                 Part::Fanout => {
-                    report
-                        .fanout
-                        .push(fanout::run(dir.path(), scale).await.context("fanout")?);
+                    for transport in [Transport::Sse, Transport::Ws] {
+                        report.fanout.push(
+                            fanout::run(dir.path(), scale, transport)
+                                .await
+                                .with_context(|| format!("fanout, {}", transport.name()))?,
+                        );
+                    }
                     if let Some(admin_url) = postgres {
                         for hubs in [1, 2] {
                             report.fanout.push(
@@ -239,8 +262,15 @@ pub fn run(parts: &[Part], scale: &Scale, postgres: Option<&str>) -> anyhow::Res
                     }
                 }
                 Part::Idle => {
-                    report.idle = Some(idle::run(dir.path(), scale).await.context("idle")?)
+                    for round in 0..scale.latency_rounds {
+                        report.idle.push(
+                            idle::run(dir.path(), scale, round)
+                                .await
+                                .with_context(|| format!("idle, round {}", round + 1))?,
+                        );
+                    }
                 }
+                Part::E2e => report.e2e = Some(e2e::run(dir.path(), scale).await.context("e2e")?),
             }
         }
         Ok(report)

@@ -29,7 +29,7 @@ pub(crate) fn is_postgres(db: &str) -> bool {
 /// database (`DB` a `postgres://` URL); prints `listening on ADDR`, and stops when its
 /// standard input closes, so that it never outlives the load generator.
 pub fn serve_main(db: &str) -> anyhow::Result<()> {
-    raise_open_files_limit();
+    let files = raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let store: Arc<dyn Store> = if is_postgres(db) {
@@ -41,9 +41,16 @@ pub fn serve_main(db: &str) -> anyhow::Result<()> {
                     .with_context(|| format!("opening {db}"))?,
             )
         };
-        // The hub's capacity is what is measured, not its per-run ingest limit.
+        // The hub's capacity is what is measured, not its per-run ingest limit, nor
+        // its cap on connections (10,000 by default, which the idle part's 10,000
+        // streams would reach, leaving its `/metrics` request waiting): the cap is
+        // the open files this process may have, less 100 for the rest, as `herald
+        // serve` sizes it when the limit is lower than its default.
         let config = HubConfig {
             rate_limit: None,
+            max_connections: usize::try_from(files.saturating_sub(100))
+                .unwrap_or(usize::MAX)
+                .max(HubConfig::default().max_connections),
             ..HubConfig::default()
         };
         let hub = Hub::new(store, config);

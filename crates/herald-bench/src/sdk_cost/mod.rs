@@ -30,7 +30,7 @@ use anyhow::{Context, bail};
 use herald::{HubOptions, Progress, Stats, Target};
 
 use cpu::{CpuSplit, Threads};
-use hubs::LocalHub;
+use hubs::{LocalHub, ProcessHub};
 
 /// How much work, how many rounds, and how long a finishing run waits for a hub.
 #[derive(Clone, Debug)]
@@ -50,6 +50,60 @@ pub struct Scale {
     pub flush_deadline: Duration,
     /// Also measure a hub that accepts connections and never answers.
     pub silent_hub: bool,
+    /// Where the hub that is up runs, and whether threads are pinned.
+    pub placement: Placement,
+}
+
+/// Where the hub that is up runs, and where the work loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The hub on a tokio runtime inside this process; nothing pinned: every thread
+    /// shares the machine's cores as the scheduler likes.
+    InProcess,
+    /// The hub in a process of its own. With `pin`, the work loop's thread runs on
+    /// CPU 0 alone and everything else (the SDK's threads, the bench's own, the hub's
+    /// process) on CPU 1, with `taskset`: as a program whose hub is another machine's,
+    /// and whose SDK threads find a free core.
+    Apart {
+        /// Pin the work loop to CPU 0 and the rest to CPU 1.
+        pin: bool,
+    },
+}
+
+impl Placement {
+    /// Apart, pinned where the machine has two CPUs and `taskset` is there.
+    pub fn apart() -> Placement {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let taskset = std::process::Command::new("taskset")
+            .arg("-V")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        Placement::Apart {
+            pin: cpus >= 2 && taskset,
+        }
+    }
+
+    /// How the report describes it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Placement::InProcess => {
+                "the hub on a runtime inside the bench's process; no thread pinned"
+            }
+            Placement::Apart { pin: true } => {
+                "the hub in a process of its own; the work loop's thread pinned to CPU 0, \
+                 the SDK's threads, the bench's others and the hub's process to CPU 1 (taskset)"
+            }
+            Placement::Apart { pin: false } => {
+                "the hub in a process of its own; no thread pinned (fewer than 2 CPUs, or no taskset)"
+            }
+        }
+    }
+
+    fn work_cpu(self) -> Option<usize> {
+        matches!(self, Placement::Apart { pin: true }).then_some(0)
+    }
 }
 
 impl Scale {
@@ -64,6 +118,7 @@ impl Scale {
             rounds: 9,
             flush_deadline: HubOptions::new("http://127.0.0.1:1", None).flush_deadline,
             silent_hub: true,
+            placement: Placement::apart(),
         }
     }
 
@@ -77,6 +132,7 @@ impl Scale {
             rounds: 2,
             flush_deadline: Duration::from_millis(200),
             silent_hub: true,
+            placement: Placement::InProcess,
         }
     }
 
@@ -231,7 +287,24 @@ pub fn run(scale: &Scale) -> anyhow::Result<Report> {
         bail!("stages, items and rounds must be positive");
     }
     let load_before = crate::hub::load_average();
-    let hub = LocalHub::start()?;
+    let hub = match scale.placement {
+        Placement::InProcess => UpHub::Local(LocalHub::start()?),
+        Placement::Apart { pin } => {
+            if pin {
+                // Every thread so far, and so every thread they start (the SDK's
+                // among them), on CPU 1; the work loop moves itself to CPU 0.
+                let status = std::process::Command::new("taskset")
+                    .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .context("running taskset")?;
+                if !status.success() {
+                    bail!("taskset -a -p -c 1 on this process: {status}");
+                }
+            }
+            UpHub::Process(ProcessHub::start(pin.then_some(1))?)
+        }
+    };
     let buffer = workload::buffer(scale.item_bytes);
     let variants = Variant::all(scale);
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
@@ -251,7 +324,10 @@ pub fn run(scale: &Scale) -> anyhow::Result<Report> {
             samples[i].push(sample);
         }
     }
-    hub.stop();
+    match hub {
+        UpHub::Local(hub) => hub.stop(),
+        UpHub::Process(hub) => hub.stop(),
+    }
     Ok(Report {
         scale: scale.clone(),
         variants: variants.into_iter().zip(samples).collect(),
@@ -259,13 +335,61 @@ pub fn run(scale: &Scale) -> anyhow::Result<Report> {
     })
 }
 
-/// One variant, once, with a fresh `Progress`.
-fn measure(
-    variant: Variant,
-    scale: &Scale,
-    buffer: &[u8],
-    hub: &LocalHub,
-) -> anyhow::Result<Sample> {
+/// The hub that is up.
+enum UpHub {
+    Local(LocalHub),
+    Process(ProcessHub),
+}
+
+impl UpHub {
+    fn url(&self) -> String {
+        match self {
+            UpHub::Local(hub) => hub.url(),
+            UpHub::Process(hub) => hub.url(),
+        }
+    }
+
+    fn run_state(&self, id: &herald::protocol::RunId) -> anyhow::Result<(String, u64)> {
+        match self {
+            UpHub::Local(hub) => hub.run_state(id),
+            UpHub::Process(hub) => hub.run_state(id),
+        }
+    }
+
+    /// CPU time of the hub's own process so far; zero for the in-process hub, whose
+    /// threads are counted with this process's.
+    fn process_cpu(&self) -> anyhow::Result<Duration> {
+        match self {
+            UpHub::Local(_) => Ok(Duration::ZERO),
+            UpHub::Process(hub) => hub.cpu(),
+        }
+    }
+}
+
+/// Runs `work` on a thread of its own, pinned to `cpu` when one is given.
+fn on_work_thread<T: Send>(
+    cpu: Option<usize>,
+    work: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("work".into())
+            .spawn_scoped(s, || {
+                if let Some(cpu) = cpu {
+                    hubs::pin_current_thread(cpu)?;
+                }
+                work()
+            })
+            .context("starting the work thread")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the work thread panicked"))?
+    })
+}
+
+/// One variant, once, with a fresh `Progress` (made on this thread, so that the SDK's
+/// threads run where this one may), the loop on a thread of its own.
+fn measure(variant: Variant, scale: &Scale, buffer: &[u8], hub: &UpHub) -> anyhow::Result<Sample> {
+    let cpu = scale.placement.work_cpu();
     let mut silent = None;
     let hub_url = match variant {
         Variant::HubUp => Some(hub.url()),
@@ -280,9 +404,11 @@ fn measure(
     };
     let progress = match (variant, hub_url) {
         (Variant::Bare, _) => {
-            let before = Threads::now()?;
-            let times = workload::bare(scale, buffer);
-            let cpu = Threads::now()?.since(&before)?;
+            let (times, cpu) = on_work_thread(cpu, || {
+                let before = Threads::now()?;
+                let times = workload::bare(scale, buffer);
+                Ok((times, Threads::now()?.since(&before)?))
+            })?;
             return Ok(Sample {
                 items_wall: times.items,
                 ticks_wall: times.ticks,
@@ -302,19 +428,26 @@ fn measure(
         (Variant::JsonLines, None) => Progress::new([Target::json_writer(io::sink())]),
         (_, None) => Progress::hidden(),
     };
-    let before = Threads::now()?;
-    let (run, times) = workload::with_sdk(&progress, scale, buffer);
-    let after_loop = Threads::now()?;
-    let cpu = after_loop.since(&before)?;
-    let run_id = run.id().clone();
-    let started = Instant::now();
-    run.finish();
-    let finish = started.elapsed();
-    let finish_sdk_cpu = Threads::now()?.since(&after_loop)?.sdk;
-    let stats = progress.stats();
-    let started = Instant::now();
-    drop(progress);
-    let exit = started.elapsed();
+    let (times, cpu, run_id, finish, finish_sdk_cpu, stats, exit) = on_work_thread(cpu, || {
+        let before = Threads::now()?;
+        let hub_before = hub.process_cpu()?;
+        let (run, times) = workload::with_sdk(&progress, scale, buffer);
+        let after_loop = Threads::now()?;
+        let mut cpu = CpuTimes::from(after_loop.since(&before)?);
+        if variant == Variant::HubUp {
+            cpu.hub += hub.process_cpu()?.saturating_sub(hub_before);
+        }
+        let run_id = run.id().clone();
+        let started = Instant::now();
+        run.finish();
+        let finish = started.elapsed();
+        let finish_sdk_cpu = Threads::now()?.since(&after_loop)?.sdk;
+        let stats = progress.stats();
+        let started = Instant::now();
+        drop(progress);
+        let exit = started.elapsed();
+        Ok((times, cpu, run_id, finish, finish_sdk_cpu, stats, exit))
+    })?;
     // Resets the connections waiting in its backlog, so that a sender still blocked on
     // one (the SDK leaves it to its request timeout) ends now.
     drop(silent);
@@ -327,7 +460,7 @@ fn measure(
     Ok(Sample {
         items_wall: times.items,
         ticks_wall: times.ticks,
-        cpu: cpu.into(),
+        cpu,
         finish,
         finish_sdk_cpu,
         exit,

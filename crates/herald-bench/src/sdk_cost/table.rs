@@ -49,7 +49,10 @@ fn thousands(n: u64) -> String {
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The machine's CPUs, not this thread's share of them (it may be pinned to one).
+    let cores = std::fs::read_to_string("/proc/cpuinfo").map_or(0, |c| {
+        c.lines().filter(|l| l.starts_with("processor")).count()
+    });
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -107,8 +110,8 @@ pub(super) fn render(report: &Report) -> String {
          every 100, a `warn` per stage, then {} × `Stage::inc(1)`: {} milestones per \
          run, plus ticks (logs at `info`, throttled `progress`). CPU times are \
          updated at the scheduler's tick (a few ms); \"hub CPU\" is every thread that is neither the loop's nor \
-         the SDK's `herald-*`: the in-process hub's runtime and SQLite workers. {} rounds, variants \
-         interleaved and rotated; hub flush deadline {:?}.\n",
+         the SDK's `herald-*`, and the hub's process when it has one. {} rounds, variants \
+         interleaved and rotated; hub flush deadline {:?}. Placement: {}.\n",
         scale.stages,
         scale.items,
         scale.item_bytes.div_ceil(1024),
@@ -117,6 +120,7 @@ pub(super) fn render(report: &Report) -> String {
         thousands(super::workload::milestones(scale)),
         scale.rounds,
         scale.flush_deadline,
+        scale.placement.describe(),
     );
     let _ = writeln!(
         out,
@@ -156,15 +160,25 @@ pub(super) fn render(report: &Report) -> String {
     }
     out.push_str(
         "\n**Where the time goes during the work loop** (medians; CPU per thread from \
-         `/proc/self/task/*/schedstat`, switches from `.../status`)\n\n\
-         | sink | work thread CPU | work thread preempted | SDK threads CPU \
+         `/proc/self/task/*/schedstat`, switches from `.../status`; the work thread's CPU Δ \
+         is the median of each round's difference to (a), the cost to the loop that other \
+         processes' load on its CPU does not change)\n\n\
+         | sink | work thread CPU | work thread CPU Δ vs (a) | work thread preempted | SDK threads CPU \
          | dispatcher's sleeps | hub sender's sleeps | hub CPU |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n",
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let base_cpu = median(report.samples(Variant::Hidden).iter().map(|s| s.cpu.work));
     for (variant, samples) in &report.variants {
+        let cpu_delta = if *variant == Variant::Hidden {
+            String::new()
+        } else {
+            let delta = paired(report, *variant, |s| s.cpu.work);
+            let percent = delta as f64 / ns(base_cpu).max(1) as f64 * 100.0;
+            format!("{} ({percent:+.1}%)", signed_ms(delta))
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {cpu_delta} | {} | {} | {} | {} | {} |",
             variant.label(),
             ms(median(samples.iter().map(|s| s.cpu.work))),
             thousands(median(samples.iter().map(|s| s.cpu.work_preempted))),
