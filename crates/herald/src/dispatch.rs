@@ -410,15 +410,7 @@ impl Shared {
         // those that follow within the gap go on the turn the loop takes at its end.
         // Ticks are picked up on the loop's next turn, at most one interval (50 ms)
         // later, in a batch.
-        let mut urgent =
-            matches!(msg, Msg::Flush(_) | Msg::Shutdown(_)) || len + 1 == TICK_CAPACITY / 2;
-        if milestone && !urgent {
-            let now = Instant::now();
-            if queue.quiet_until.is_none_or(|t| now >= t) {
-                queue.quiet_until = Some(now + MILESTONE_WAKE_GAP);
-                urgent = true;
-            }
-        }
+        let urgent = wakes(&msg, len, &mut queue.quiet_until, Instant::now());
         queue.items.push_back(msg);
         drop(queue);
         if urgent {
@@ -887,6 +879,19 @@ impl Worker {
     }
 }
 
+/// Whether queuing `msg` behind `len` others wakes the loop at once (see
+/// [`Shared::push`]); a milestone that does opens the quiet gap `quiet_until`.
+fn wakes(msg: &Msg, len: usize, quiet_until: &mut Option<Instant>, now: Instant) -> bool {
+    if matches!(msg, Msg::Flush(_) | Msg::Shutdown(_)) || len + 1 == TICK_CAPACITY / 2 {
+        return true;
+    }
+    if msg.is_milestone() && quiet_until.is_none_or(|t| now >= t) {
+        *quiet_until = Some(now + MILESTONE_WAKE_GAP);
+        return true;
+    }
+    false
+}
+
 /// Calls a sink, disabling it if it fails or panics.
 fn call_sink(
     slot: &mut Slot,
@@ -919,12 +924,16 @@ mod tests {
         }
     }
 
-    fn log(shared: &Shared, run: &RunId, level: LogLevel, message: &str) {
+    fn log_msg(run: &RunId, level: LogLevel, message: &str) -> Msg {
         let log = Log {
             level,
             message: message.into(),
         };
-        shared.push(Msg::Event(run.clone(), Box::new(Draft::new(now_ts(), log))));
+        Msg::Event(run.clone(), Box::new(Draft::new(now_ts(), log)))
+    }
+
+    fn log(shared: &Shared, run: &RunId, level: LogLevel, message: &str) {
+        shared.push(log_msg(run, level, message));
     }
 
     /// A loop whose turn comes once a minute: only a wake-up delivers sooner.
@@ -946,8 +955,6 @@ mod tests {
         let (shared, rx) = slow_loop();
         let run = RunId::new("r").unwrap();
         log(&shared, &run, LogLevel::Info, "tick");
-        // Nothing wakes the loop for a tick: it waits for the turn a minute away.
-        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
         log(&shared, &run, LogLevel::Error, "failed");
         // The error wakes it; the tick queued before it goes along.
         let deadline = Duration::from_secs(5);
@@ -959,5 +966,27 @@ mod tests {
         log(&shared, &run, LogLevel::Warn, "third");
         assert_eq!(rx.recv_timeout(deadline).unwrap(), "second");
         assert_eq!(rx.recv_timeout(deadline).unwrap(), "third");
+    }
+
+    #[test]
+    fn ticks_never_wake_the_loop_and_milestones_once_a_gap() {
+        let run = RunId::new("r").unwrap();
+        let tick = log_msg(&run, LogLevel::Info, "tick");
+        let error = log_msg(&run, LogLevel::Error, "failed");
+        let t0 = Instant::now();
+        let mut quiet = None;
+        // A tick waits for the loop's turn, whatever the gap.
+        assert!(!wakes(&tick, 0, &mut quiet, t0));
+        assert_eq!(quiet, None);
+        // The first milestone wakes it and opens the gap...
+        assert!(wakes(&error, 1, &mut quiet, t0));
+        assert_eq!(quiet, Some(t0 + MILESTONE_WAKE_GAP));
+        // ... in which the next ones do not; after it, one does again.
+        assert!(!wakes(&error, 2, &mut quiet, t0 + MILESTONE_WAKE_GAP / 2));
+        let later = t0 + MILESTONE_WAKE_GAP;
+        assert!(wakes(&error, 3, &mut quiet, later));
+        assert_eq!(quiet, Some(later + MILESTONE_WAKE_GAP));
+        // A queue half way to refusing ticks wakes it, even for a tick.
+        assert!(wakes(&tick, TICK_CAPACITY / 2 - 1, &mut quiet, later));
     }
 }
