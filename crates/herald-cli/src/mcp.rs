@@ -70,7 +70,8 @@ struct StartOutput {
     run: String,
     /// The process id of the `herald exec` that runs it.
     pid: u32,
-    /// The file that gets the command's stdout and stderr.
+    /// The file that gets the command's stdout and stderr, in a directory of this
+    /// `herald mcp`'s own that is removed when it exits.
     output: String,
 }
 
@@ -115,10 +116,26 @@ pub(crate) fn run(args: &McpArgs) -> anyhow::Result<u8> {
 
 async fn serve(args: &McpArgs) -> anyhow::Result<u8> {
     let downstream = Arc::new(OnceLock::new());
+    // The started commands' output files, removed with the directory when the host
+    // closes stdin (this function returns) or a signal ends `herald mcp`.
+    let outputs = if args.allow_exec {
+        let dir = tempfile::Builder::new()
+            .prefix("herald-mcp-")
+            .tempdir()
+            .context("creating the directory for start_command's output")?;
+        let path = dir.path().to_path_buf();
+        crate::signals::on_stop(move |_| {
+            let _ = std::fs::remove_dir_all(&path);
+        })
+        .context("handling signals")?;
+        Some(dir)
+    } else {
+        None
+    };
     let bridge = Bridge {
         hub: args.hub.url.trim_end_matches('/').to_owned(),
         token: args.hub.token.clone(),
-        allow_exec: args.allow_exec,
+        outputs: outputs.as_ref().map(|dir| dir.path().to_path_buf()),
         herald: std::env::current_exe().context("finding the herald binary")?,
         upstream: Arc::new(AsyncMutex::new(None)),
         downstream: Arc::clone(&downstream),
@@ -144,6 +161,12 @@ async fn serve(args: &McpArgs) -> anyhow::Result<u8> {
     keeper.abort();
     reader.abort();
     let _ = writer.await;
+    if let Some(dir) = outputs {
+        let path = dir.path().to_path_buf();
+        if let Err(e) = dir.close() {
+            tracing::warn!(dir = %path.display(), error = %e, "removing start_command's output");
+        }
+    }
     Ok(0)
 }
 
@@ -233,7 +256,8 @@ struct Bridge {
     /// The hub's base URL.
     hub: String,
     token: Option<String>,
-    allow_exec: bool,
+    /// Where started commands' output goes; `Some` exactly with `--allow-exec`.
+    outputs: Option<PathBuf>,
     /// This binary, to start `herald exec` with.
     herald: PathBuf,
     upstream: Arc<AsyncMutex<Option<RunningService<RoleClient, Upstream>>>>,
@@ -448,8 +472,11 @@ impl Bridge {
                 ));
             }
         };
+        let Some(outputs) = &self.outputs else {
+            return Err("start_command needs `herald mcp --allow-exec`".into());
+        };
         let run = new_run_id();
-        let output = std::env::temp_dir().join(format!("herald-mcp-{run}.log"));
+        let output = outputs.join(format!("{run}.log"));
         let log = std::fs::File::create(&output)
             .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
         let log2 = log
@@ -525,7 +552,8 @@ impl Bridge {
             let _ = child.wait().await;
         });
         let text = format!(
-            "started run {run}: `{}` (output in {}); follow it with wait_for_run",
+            "started run {run}: `{}` (output in {}, removed when herald mcp exits); \
+             follow it with wait_for_run",
             args.command.join(" "),
             output.display()
         );
@@ -588,7 +616,7 @@ impl ServerHandler for Bridge {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let mut tools = herald_hub::mcp_tools();
-        if self.allow_exec {
+        if self.outputs.is_some() {
             tools.push(start_tool());
         }
         Ok(ListToolsResult::with_all_items(tools))
@@ -596,7 +624,7 @@ impl ServerHandler for Bridge {
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         let mut tools = herald_hub::mcp_tools();
-        if self.allow_exec {
+        if self.outputs.is_some() {
             tools.push(start_tool());
         }
         tools.into_iter().find(|t| t.name == name)
@@ -608,7 +636,7 @@ impl ServerHandler for Bridge {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if request.name == "start_command" {
-            if !self.allow_exec {
+            if !self.outputs.is_some() {
                 return Err(ErrorData::invalid_params(
                     "no tool `start_command`: herald mcp offers it only when started with \
                      --allow-exec",

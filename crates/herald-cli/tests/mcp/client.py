@@ -39,6 +39,8 @@ def http(url: str, token: str | None) -> Client:
 def stdio(cfg: dict[str, Any], *extra: str) -> Client:
     env = {"HERALD_TOKEN": cfg["token"]} if cfg.get("token") else {}
     env["HERALD_LOG"] = os.environ.get("HERALD_LOG", "warn")
+    if cfg.get("tmp"):
+        env["TMPDIR"] = cfg["tmp"]
     params = StdioServerParameters(
         command=cfg["herald"], args=["mcp", "--hub", cfg["hub"], *extra], env=env
     )
@@ -177,6 +179,15 @@ def output_of(started: types.CallToolResult) -> str:
         return f.read()
 
 
+async def gone(path: str) -> None:
+    """Waits, within the deadline, for `path` to be removed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while os.path.exists(path):
+        assert loop.time() < deadline, f"{path} still exists"
+        await asyncio.sleep(0.05)
+
+
 async def scenario_exec(cfg: dict[str, Any]) -> None:
     async with stdio(cfg, "--allow-exec") as client:
         names = {t.name for t in (await client.list_tools()).tools}
@@ -203,6 +214,13 @@ async def scenario_exec(cfg: dict[str, Any]) -> None:
         waited = await call(client, "wait_for_run", {"run": run, "timeout_s": 20})
         assert waited.structured_content["run"]["status"] == "succeeded", waited
         assert output_of(started).strip() == cfg["cwd"]
+        # In a directory of this herald mcp's own under its TMPDIR, named in the text.
+        output = started.structured_content["output"]
+        outputs = os.path.dirname(output)
+        assert os.path.dirname(outputs) == cfg["tmp"], output
+        assert os.path.basename(outputs).startswith("herald-mcp-"), output
+        assert output in text(started), text(started)
+        assert "removed when herald mcp exits" in text(started), text(started)
 
         await refused(client, "start_command", {"command": []}, "command")
         await refused(
@@ -214,6 +232,8 @@ async def scenario_exec(cfg: dict[str, Any]) -> None:
             {"command": ["true"], "idle_timeout_s": -1},
             "idle_timeout_s",
         )
+    # herald mcp has exited with its stdin closed: the output went with it.
+    await gone(outputs)
 
 
 async def scenario_tokens(cfg: dict[str, Any]) -> None:
