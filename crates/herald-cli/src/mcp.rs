@@ -636,7 +636,7 @@ impl ServerHandler for Bridge {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if request.name == "start_command" {
-            if !self.outputs.is_some() {
+            if self.outputs.is_none() {
                 return Err(ErrorData::invalid_params(
                     "no tool `start_command`: herald mcp offers it only when started with \
                      --allow-exec",
