@@ -21,12 +21,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use herald_protocol::RunId;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
-    ClientConfig, ClientRequest, ContentBlock, Implementation, ListResourceTemplatesResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+    CancelTaskRequest, ClientCapabilities, ClientConfig, ClientRequest, ContentBlock,
+    GetTaskParams, GetTaskRequest, GetTaskResult, Implementation, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
     ProgressToken, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ResourceUpdatedNotificationParam, ServerConfig, ServerResult, SubscribeRequestParams, Tool,
-    ToolAnnotations, UnsubscribeRequestParams,
+    RequestMetaObject, ResourceUpdatedNotificationParam, ResultType, ServerConfig, ServerResult,
+    SubscribeRequestParams, Tool, ToolAnnotations, UnsubscribeRequestParams, UpdateTaskParams,
+    UpdateTaskRequest,
 };
 use rmcp::service::{
     NotificationContext, PeerRequestOptions, RequestContext, RunningService, ServiceError,
@@ -432,6 +434,16 @@ impl Bridge {
         Err(Failure::Unreachable(self.unreachable(&last)))
     }
 
+    /// Carries `request` to the hub as it is, for its answer.
+    async fn forward_request(&self, request: ClientRequest) -> Result<ServerResult, ErrorData> {
+        self.forward(|peer| {
+            let request = request.clone();
+            async move { peer.send_request(request).await }
+        })
+        .await
+        .map_err(|f| self.protocol_error(f))
+    }
+
     fn protocol_error(&self, failure: Failure) -> ErrorData {
         match failure {
             Failure::Mcp(e) => e,
@@ -585,6 +597,13 @@ fn reason(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// Has the hub answer as the host declared (a task for a client of the tasks
+/// extension), not as this bridge's session with it declared.
+fn with_host_capabilities(meta: &mut Option<RequestMetaObject>, host: &RequestContext<RoleServer>) {
+    meta.get_or_insert_default()
+        .set_client_capabilities(host.client_capabilities().unwrap_or_default());
+}
+
 fn json_object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
@@ -659,6 +678,8 @@ impl ServerHandler for Bridge {
         // rmcp gives the call to the hub a progress token of its own: the hub's
         // notifications under it go back to the host under the host's.
         let host_token = context.meta.get_progress_token();
+        let mut request = request;
+        with_host_capabilities(&mut request.meta, &context);
         let res = self
             .forward(|peer| {
                 let params = request.clone();
@@ -676,17 +697,59 @@ impl ServerHandler for Bridge {
                     let res = handle.await_response().await;
                     lock(&tokens).remove(&ours);
                     match res? {
-                        ServerResult::CallToolResult(result) => Ok(result),
+                        ServerResult::CallToolResult(mut result) => {
+                            // The hub leaves it out on this older session; rmcp leaves it
+                            // out again for a host of an older revision.
+                            result.result_type.get_or_insert(ResultType::COMPLETE);
+                            Ok(result.into())
+                        }
+                        ServerResult::CreateTaskResult(task) => Ok(CallToolResponse::Task(task)),
                         _ => Err(ServiceError::UnexpectedResponse),
                     }
                 }
             })
             .await;
         Ok(match res {
-            Ok(result) => result.into(),
+            Ok(response) => response,
             Err(Failure::Mcp(e)) => return Err(e),
             Err(Failure::Unreachable(message)) => herald_hub::mcp_tool_error(message).into(),
         })
+    }
+
+    async fn get_task(
+        &self,
+        mut request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        with_host_capabilities(&mut request.meta, &context);
+        let request = ClientRequest::GetTaskRequest(GetTaskRequest::new(request));
+        match self.forward_request(request).await? {
+            ServerResult::GetTaskResult(result) => Ok(result),
+            _ => Err(ErrorData::internal_error(
+                "the hub answered tasks/get with something else",
+                None,
+            )),
+        }
+    }
+
+    async fn update_task(
+        &self,
+        mut request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        with_host_capabilities(&mut request.meta, &context);
+        let request = ClientRequest::UpdateTaskRequest(UpdateTaskRequest::new(request));
+        self.forward_request(request).await.map(|_| ())
+    }
+
+    async fn cancel_task(
+        &self,
+        mut request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        with_host_capabilities(&mut request.meta, &context);
+        let request = ClientRequest::CancelTaskRequest(CancelTaskRequest::new(request));
+        self.forward_request(request).await.map(|_| ())
     }
 
     async fn list_resources(

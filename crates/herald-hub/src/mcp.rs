@@ -411,6 +411,8 @@ pub fn server_config(instructions: &str) -> ServerConfig {
             .enable_tools()
             .enable_resources()
             .enable_resources_subscribe()
+            // `wait_for_run` as a task, for the clients that declare the extension.
+            .enable_tasks()
             .build(),
     )
     .with_protocol_version(ProtocolVersion::V_2025_11_25)
@@ -418,12 +420,16 @@ pub fn server_config(instructions: &str) -> ServerConfig {
     .with_instructions(instructions)
 }
 
-/// The protocol revisions served: those with the `initialize` handshake.
+/// The protocol revisions served: those with the `initialize` handshake, and
+/// 2026-07-28.
 pub fn protocol_versions() -> Cow<'static, [ProtocolVersion]> {
     Cow::Borrowed(&[
         ProtocolVersion::V_2025_11_25,
         ProtocolVersion::V_2025_06_18,
         ProtocolVersion::V_2025_03_26,
+        // The tasks extension's clients speak 2026-07-28 (stateless requests), which
+        // rmcp serves beside the sessions of the older revisions.
+        ProtocolVersion::V_2026_07_28,
     ])
 }
 
@@ -847,21 +853,11 @@ fn tool_result(res: Result<Value, ApiError>) -> CallToolResult {
 
 impl ServerHandler for Mcp {
     fn get_info(&self) -> ServerConfig {
-        let mut config = server_config(INSTRUCTIONS);
-        config
-            .capabilities
-            .extensions
-            .get_or_insert_default()
-            .insert(rmcp::model::TASKS_EXTENSION_ID.to_owned(), Map::new());
-        config
+        server_config(INSTRUCTIONS)
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        // The tasks extension's clients speak 2026-07-28 (stateless requests), which
-        // rmcp's HTTP service serves beside the sessions of the older revisions.
-        let mut versions = protocol_versions().into_owned();
-        versions.push(ProtocolVersion::V_2026_07_28);
-        Cow::Owned(versions)
+        protocol_versions()
     }
 
     async fn list_tools(

@@ -203,6 +203,15 @@ fn wait_for_run_runs_as_an_mcp_task_at_the_hub_s_mcp() {
 }
 
 #[test]
+fn herald_mcp_carries_mcp_tasks_between_its_host_and_the_hub() {
+    let hub = TestHub::with_token(ADMIN);
+    let (mut cfg, _slow) = tools_config(&hub);
+    let other = hub.create(json!({"name": "other"}));
+    cfg["other_token"] = json!(other.read_token);
+    check("stdio-tasks", &cfg);
+}
+
+#[test]
 fn start_command_runs_a_command_as_herald_exec_does_only_with_allow_exec() {
     // Without --allow-exec it is neither listed nor callable: `stdio-tools` checks that.
     let hub = TestHub::with_token(ADMIN);

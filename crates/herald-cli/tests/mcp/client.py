@@ -38,15 +38,19 @@ def http(url: str, token: str | None) -> Client:
     return Client(transport, mode="legacy", message_handler=NOTES.handle)
 
 
-def stdio(cfg: dict[str, Any], *extra: str) -> Client:
-    env = {"HERALD_TOKEN": cfg["token"]} if cfg.get("token") else {}
+def stdio(
+    cfg: dict[str, Any], *extra: str, token: str | None = None, **kw: Any
+) -> Client:
+    token = token or cfg.get("token")
+    env = {"HERALD_TOKEN": token} if token else {}
     env["HERALD_LOG"] = os.environ.get("HERALD_LOG", "warn")
     if cfg.get("tmp"):
         env["TMPDIR"] = cfg["tmp"]
     params = StdioServerParameters(
         command=cfg["herald"], args=["mcp", "--hub", cfg["hub"], *extra], env=env
     )
-    return Client(params, mode="legacy", message_handler=NOTES.handle)
+    kw.setdefault("mode", "legacy")
+    return Client(params, message_handler=NOTES.handle, **kw)
 
 
 class Notes:
@@ -519,6 +523,17 @@ async def tasks(client: Client, cfg: dict[str, Any], other: Client) -> None:
         raise AssertionError("tasks/get of an unknown task answered")
 
 
+async def scenario_stdio_tasks(cfg: dict[str, Any]) -> None:
+    # herald mcp carries the extension between its host and the hub.
+    async with (
+        stdio(cfg, mode="auto", extensions=[Tasks()]) as client,
+        stdio(
+            cfg, token=cfg["other_token"], mode="auto", extensions=[Tasks()]
+        ) as other,
+    ):
+        await tasks(client, cfg, other)
+
+
 async def scenario_http_tasks(cfg: dict[str, Any]) -> None:
     async with (
         http_tasks(cfg["hub"], cfg["token"]) as client,
@@ -533,6 +548,7 @@ async def scenario_http_tasks(cfg: dict[str, Any]) -> None:
 
 SCENARIOS = {
     "http-tasks": scenario_http_tasks,
+    "stdio-tasks": scenario_stdio_tasks,
     "stdio-tools": scenario_stdio_tools,
     "http-tools": scenario_http_tools,
     "exec": scenario_exec,
