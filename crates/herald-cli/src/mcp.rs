@@ -23,16 +23,17 @@ use herald_protocol::RunId;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
     CancelTaskRequest, ClientCapabilities, ClientConfig, ClientRequest, ContentBlock,
-    GetTaskParams, GetTaskRequest, GetTaskResult, Implementation, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    RequestMetaObject, ResourceUpdatedNotificationParam, ResultType, ServerConfig, ServerResult,
-    SubscribeRequestParams, Tool, ToolAnnotations, UnsubscribeRequestParams, UpdateTaskParams,
-    UpdateTaskRequest,
+    CreateTaskResult, GetTaskParams, GetTaskRequest, GetTaskResult, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, RequestMetaObject, ResourceUpdatedNotificationParam, ResultType,
+    ServerConfig, ServerResult, SubscribeRequestParams, Tool, ToolAnnotations,
+    UnsubscribeRequestParams, UpdateTaskParams, UpdateTaskRequest,
 };
 use rmcp::service::{
     NotificationContext, PeerRequestOptions, RequestContext, RunningService, ServiceError,
 };
+use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceExt};
@@ -75,6 +76,10 @@ struct StartOutput {
     /// The file that gets the command's stdout and stderr, in a directory of this
     /// `herald mcp`'s own that is removed when it exits.
     output: String,
+    /// Only when start_command ran as an MCP task, in the task's result: the run's
+    /// state once it has finished, as get_run gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished: Option<Value>,
 }
 
 fn start_tool() -> Tool {
@@ -143,6 +148,7 @@ async fn serve(args: &McpArgs) -> anyhow::Result<u8> {
         downstream: Arc::clone(&downstream),
         tokens: Arc::default(),
         subscriptions: Arc::new(Mutex::new(BTreeSet::new())),
+        tasks: TaskManager::new(),
     };
     // rmcp reads its messages from one end of a pipe that `stdin_filter` fills, and
     // writes to one that `stdout_writer` empties, so that what is not JSON-RPC gets
@@ -267,6 +273,8 @@ struct Bridge {
     tokens: Tokens,
     /// Resources the host subscribed to, renewed in each new session with the hub.
     subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    /// `start_command`'s tasks (SEP-2663); the hub keeps those of its own tools.
+    tasks: TaskManager,
 }
 
 /// The MCP client of the hub: passes the hub's notifications on to the host.
@@ -451,6 +459,89 @@ impl Bridge {
         }
     }
 
+    /// `start_command` as a task: the command's whole life. It ends with
+    /// `wait_for_run`'s result once the run has finished; `tasks/cancel` cancels the
+    /// run (herald exec then stops the command) and the task.
+    fn command_task(&self, args: StartArgs) -> CallToolResponse {
+        let bridge = self.clone();
+        let task = self.tasks.spawn(
+            // Kept as long as this herald mcp: a command may run for hours.
+            TaskOptions::new()
+                .with_ttl_ms(None)
+                .with_poll_interval_ms(1000)
+                .with_status_message("starting the command"),
+            move |ctx| {
+                Box::pin(async move {
+                    let started = bridge.start_command(args).await;
+                    let run = match &started.structured_content {
+                        Some(out) if started.is_error != Some(true) => {
+                            out["run"].as_str().unwrap_or_default().to_owned()
+                        }
+                        _ => return Ok(started),
+                    };
+                    ctx.set_status_message(started_text(&started));
+                    loop {
+                        tokio::select! {
+                            waited = bridge.wait_once(&run) => {
+                                if let Some(waited) = waited {
+                                    return Ok(command_result(started, waited));
+                                }
+                            }
+                            () = ctx.cancelled() => {
+                                bridge.cancel(&run).await;
+                                return Err(TaskExit::Cancelled);
+                            }
+                        }
+                    }
+                })
+            },
+        );
+        CallToolResponse::Task(CreateTaskResult::new(task))
+    }
+
+    /// One `wait_for_run` on the hub: its result once the run has finished, `None`
+    /// while it runs (or the hub cannot be reached, after a second's pause).
+    async fn wait_once(&self, run: &str) -> Option<CallToolResult> {
+        let args = json_object(json!({ "run": run, "timeout_s": 50 }));
+        let waited = self
+            .forward(|peer| {
+                let params =
+                    CallToolRequestParams::new("wait_for_run").with_arguments(args.clone());
+                async move { peer.call_tool(params).await }
+            })
+            .await;
+        match waited {
+            Ok(result)
+                if result.is_error == Some(true)
+                    || result
+                        .structured_content
+                        .as_ref()
+                        .is_some_and(|out| out["outcome"] == "finished") =>
+            {
+                Some(result)
+            }
+            Ok(_) => None,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
+            }
+        }
+    }
+
+    /// Asks the hub to cancel `run`, for `tasks/cancel` of its command's task.
+    async fn cancel(&self, run: &str) {
+        let args = json_object(json!({ "run": run, "reason": "tasks/cancel" }));
+        let cancelled = self
+            .forward(|peer| {
+                let params = CallToolRequestParams::new("cancel_run").with_arguments(args.clone());
+                async move { peer.call_tool(params).await }
+            })
+            .await;
+        if cancelled.is_err() {
+            tracing::warn!(%run, "cancelling the run of a cancelled task failed");
+        }
+    }
+
     async fn start_command(&self, args: StartArgs) -> CallToolResult {
         match self.start(args).await {
             Ok(result) => result,
@@ -573,6 +664,7 @@ impl Bridge {
             run: run.to_string(),
             pid,
             output: output.display().to_string(),
+            finished: None,
         };
         let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
         result.structured_content = serde_json::to_value(&out).ok();
@@ -602,6 +694,32 @@ fn reason(e: &(dyn std::error::Error + 'static)) -> String {
 fn with_host_capabilities(meta: &mut Option<RequestMetaObject>, host: &RequestContext<RoleServer>) {
     meta.get_or_insert_default()
         .set_client_capabilities(host.client_capabilities().unwrap_or_default());
+}
+
+/// A command task's result: `start_command`'s, with the run's final state from
+/// `wait_for_run` (or the tool error that wait ended with).
+fn command_result(started: CallToolResult, waited: CallToolResult) -> CallToolResult {
+    if waited.is_error == Some(true) {
+        return waited;
+    }
+    let text = format!("{}\n{}", started_text(&started), started_text(&waited));
+    let mut out = started.structured_content.unwrap_or_default();
+    out["finished"] = waited
+        .structured_content
+        .map_or(Value::Null, |mut w| w["run"].take());
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(out);
+    result
+}
+
+/// A tool result's text.
+fn started_text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|block| block.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn json_object(value: Value) -> Map<String, Value> {
@@ -663,8 +781,12 @@ impl ServerHandler for Bridge {
                 ));
             }
             let value = Value::Object(request.arguments.unwrap_or_default());
+            let as_task = context
+                .client_capabilities()
+                .is_some_and(|caps| caps.supports_tasks());
             return Ok(
                 match serde_path_to_error::deserialize::<_, StartArgs>(value) {
+                    Ok(args) if as_task => return Ok(self.command_task(args)),
                     Ok(args) => self.start_command(args).await,
                     Err(e) => herald_hub::mcp_tool_error(format!(
                         "invalid argument `{}`: {}",
@@ -721,6 +843,9 @@ impl ServerHandler for Bridge {
         mut request: GetTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
+        if let Ok(task) = self.tasks.get_task(&request.task_id) {
+            return Ok(GetTaskResult::new(task));
+        }
         with_host_capabilities(&mut request.meta, &context);
         let request = ClientRequest::GetTaskRequest(GetTaskRequest::new(request));
         match self.forward_request(request).await? {
@@ -737,6 +862,9 @@ impl ServerHandler for Bridge {
         mut request: UpdateTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if self.tasks.get_task(&request.task_id).is_ok() {
+            return self.tasks.update_task(&request.task_id, std::iter::empty());
+        }
         with_host_capabilities(&mut request.meta, &context);
         let request = ClientRequest::UpdateTaskRequest(UpdateTaskRequest::new(request));
         self.forward_request(request).await.map(|_| ())
@@ -747,6 +875,9 @@ impl ServerHandler for Bridge {
         mut request: CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if self.tasks.get_task(&request.task_id).is_ok() {
+            return self.tasks.cancel_task(&request.task_id);
+        }
         with_host_capabilities(&mut request.meta, &context);
         let request = ClientRequest::CancelTaskRequest(CancelTaskRequest::new(request));
         self.forward_request(request).await.map(|_| ())

@@ -212,6 +212,19 @@ fn herald_mcp_carries_mcp_tasks_between_its_host_and_the_hub() {
 }
 
 #[test]
+fn start_command_runs_as_an_mcp_task_for_the_command_s_life() {
+    let hub = TestHub::with_token(ADMIN);
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let cfg = json!({
+        "herald": BIN,
+        "hub": hub.url,
+        "token": ADMIN,
+        "tmp": tmp.path().to_str().expect("a UTF-8 path"),
+    });
+    check("exec-tasks", &cfg);
+}
+
+#[test]
 fn start_command_runs_a_command_as_herald_exec_does_only_with_allow_exec() {
     // Without --allow-exec it is neither listed nor callable: `stdio-tools` checks that.
     let hub = TestHub::with_token(ADMIN);

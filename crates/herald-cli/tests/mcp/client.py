@@ -179,6 +179,11 @@ async def scenario_http_tools(cfg: dict[str, Any]) -> None:
         await tools(client, cfg)
 
 
+def read_file(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def output_of(started: types.CallToolResult) -> str:
     """What a command start_command started wrote, from the file it names."""
     with open(started.structured_content["output"]) as f:
@@ -534,6 +539,54 @@ async def scenario_stdio_tasks(cfg: dict[str, Any]) -> None:
         await tasks(client, cfg, other)
 
 
+async def scenario_exec_tasks(cfg: dict[str, Any]) -> None:
+    extensions = [Tasks()]
+    async with stdio(cfg, "--allow-exec", mode="auto", extensions=extensions) as client:
+        session = client.session
+        # The task is the command's life: it ends with the finished run.
+        argv = ["sh", "-c", "echo task; exit 3"]
+        created = await session.call_tool(
+            "start_command", {"command": argv}, allow_claimed=True
+        )
+        assert isinstance(created, CreatedTask), created
+        got = await task_settled(session, created.task_id)
+        assert got["status"] == "completed", got
+        out = got["result"]["structuredContent"]
+        assert out["run"] == out["finished"]["id"], out
+        assert out["finished"]["status"] == "failed", out
+        assert out["finished"]["result"] == {"exit_code": 3}, out
+        assert read_file(out["output"]).strip() == "task"
+
+        # Resolved by the claim, as a plain call reads.
+        result = await client.call_tool("start_command", {"command": ["true"]})
+        out = result.structured_content
+        assert out["finished"]["status"] == "succeeded", result
+        assert "succeeded" in text(result), text(result)
+
+        # Cancelled: the run is cancelled and herald exec stops the command.
+        created = await session.call_tool(
+            "start_command", {"command": ["sleep", "60"]}, allow_claimed=True
+        )
+        working = await get_task(session, created.task_id)
+        while "started run" not in working.get("statusMessage", ""):
+            assert working["status"] == "working", working
+            await asyncio.sleep(0.05)
+            working = await get_task(session, created.task_id)
+        run = working["statusMessage"].split()[2].rstrip(":")
+        await cancel_task(session, created.task_id)
+        got = await task_settled(session, created.task_id)
+        assert got["status"] == "cancelled", got
+        waited = await call(client, "wait_for_run", {"run": run, "timeout_s": 20})
+        assert waited.structured_content["run"]["status"] == "cancelled", waited
+
+        # Bad arguments: a completed task with the tool error.
+        created = await session.call_tool(
+            "start_command", {"command": []}, allow_claimed=True
+        )
+        got = await task_settled(session, created.task_id)
+        assert got["status"] == "completed" and got["result"]["isError"], got
+
+
 async def scenario_http_tasks(cfg: dict[str, Any]) -> None:
     async with (
         http_tasks(cfg["hub"], cfg["token"]) as client,
@@ -549,6 +602,7 @@ async def scenario_http_tasks(cfg: dict[str, Any]) -> None:
 SCENARIOS = {
     "http-tasks": scenario_http_tasks,
     "stdio-tasks": scenario_stdio_tasks,
+    "exec-tasks": scenario_exec_tasks,
     "stdio-tools": scenario_stdio_tools,
     "http-tools": scenario_http_tools,
     "exec": scenario_exec,
