@@ -21,16 +21,19 @@ use std::time::Duration;
 use anyhow::Context as _;
 use herald_protocol::RunId;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
-    ClientConfig, ClientRequest, ContentBlock, Implementation, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ResourceUpdatedNotificationParam, ServerConfig, ServerResult, SubscribeRequestParams, Tool,
-    ToolAnnotations, UnsubscribeRequestParams,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+    CancelTaskRequest, ClientCapabilities, ClientConfig, ClientRequest, ContentBlock,
+    CreateTaskResult, GetTaskParams, GetTaskRequest, GetTaskResult, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, RequestMetaObject, ResourceUpdatedNotificationParam, ResultType,
+    ServerConfig, ServerResult, SubscribeRequestParams, Tool, ToolAnnotations,
+    UnsubscribeRequestParams, UpdateTaskParams, UpdateTaskRequest,
 };
 use rmcp::service::{
     NotificationContext, PeerRequestOptions, RequestContext, RunningService, ServiceError,
 };
+use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceExt};
@@ -70,8 +73,13 @@ struct StartOutput {
     run: String,
     /// The process id of the `herald exec` that runs it.
     pid: u32,
-    /// The file that gets the command's stdout and stderr.
+    /// The file that gets the command's stdout and stderr, in a directory of this
+    /// `herald mcp`'s own that is removed when it exits.
     output: String,
+    /// Only when start_command ran as an MCP task, in the task's result: the run's
+    /// state once it has finished, as get_run gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished: Option<Value>,
 }
 
 fn start_tool() -> Tool {
@@ -115,15 +123,32 @@ pub(crate) fn run(args: &McpArgs) -> anyhow::Result<u8> {
 
 async fn serve(args: &McpArgs) -> anyhow::Result<u8> {
     let downstream = Arc::new(OnceLock::new());
+    // The started commands' output files, removed with the directory when the host
+    // closes stdin (this function returns) or a signal ends `herald mcp`.
+    let outputs = if args.allow_exec {
+        let dir = tempfile::Builder::new()
+            .prefix("herald-mcp-")
+            .tempdir()
+            .context("creating the directory for start_command's output")?;
+        let path = dir.path().to_path_buf();
+        crate::signals::on_stop(move |_| {
+            let _ = std::fs::remove_dir_all(&path);
+        })
+        .context("handling signals")?;
+        Some(dir)
+    } else {
+        None
+    };
     let bridge = Bridge {
         hub: args.hub.url.trim_end_matches('/').to_owned(),
         token: args.hub.token.clone(),
-        allow_exec: args.allow_exec,
+        outputs: outputs.as_ref().map(|dir| dir.path().to_path_buf()),
         herald: std::env::current_exe().context("finding the herald binary")?,
         upstream: Arc::new(AsyncMutex::new(None)),
         downstream: Arc::clone(&downstream),
         tokens: Arc::default(),
         subscriptions: Arc::new(Mutex::new(BTreeSet::new())),
+        tasks: TaskManager::new(),
     };
     // rmcp reads its messages from one end of a pipe that `stdin_filter` fills, and
     // writes to one that `stdout_writer` empties, so that what is not JSON-RPC gets
@@ -144,6 +169,12 @@ async fn serve(args: &McpArgs) -> anyhow::Result<u8> {
     keeper.abort();
     reader.abort();
     let _ = writer.await;
+    if let Some(dir) = outputs {
+        let path = dir.path().to_path_buf();
+        if let Err(e) = dir.close() {
+            tracing::warn!(dir = %path.display(), error = %e, "removing start_command's output");
+        }
+    }
     Ok(0)
 }
 
@@ -233,7 +264,8 @@ struct Bridge {
     /// The hub's base URL.
     hub: String,
     token: Option<String>,
-    allow_exec: bool,
+    /// Where started commands' output goes; `Some` exactly with `--allow-exec`.
+    outputs: Option<PathBuf>,
     /// This binary, to start `herald exec` with.
     herald: PathBuf,
     upstream: Arc<AsyncMutex<Option<RunningService<RoleClient, Upstream>>>>,
@@ -241,6 +273,8 @@ struct Bridge {
     tokens: Tokens,
     /// Resources the host subscribed to, renewed in each new session with the hub.
     subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    /// `start_command`'s tasks (SEP-2663); the hub keeps those of its own tools.
+    tasks: TaskManager,
 }
 
 /// The MCP client of the hub: passes the hub's notifications on to the host.
@@ -408,10 +442,103 @@ impl Bridge {
         Err(Failure::Unreachable(self.unreachable(&last)))
     }
 
+    /// Carries `request` to the hub as it is, for its answer.
+    async fn forward_request(&self, request: ClientRequest) -> Result<ServerResult, ErrorData> {
+        self.forward(|peer| {
+            let request = request.clone();
+            async move { peer.send_request(request).await }
+        })
+        .await
+        .map_err(|f| self.protocol_error(f))
+    }
+
     fn protocol_error(&self, failure: Failure) -> ErrorData {
         match failure {
             Failure::Mcp(e) => e,
             Failure::Unreachable(message) => ErrorData::internal_error(message, None),
+        }
+    }
+
+    /// `start_command` as a task: the command's whole life. It ends with
+    /// `wait_for_run`'s result once the run has finished; `tasks/cancel` cancels the
+    /// run (herald exec then stops the command) and the task.
+    fn command_task(&self, args: StartArgs) -> CallToolResponse {
+        let bridge = self.clone();
+        let task = self.tasks.spawn(
+            // Kept as long as this herald mcp: a command may run for hours.
+            TaskOptions::new()
+                .with_ttl_ms(None)
+                .with_poll_interval_ms(1000)
+                .with_status_message("starting the command"),
+            move |ctx| {
+                Box::pin(async move {
+                    let started = bridge.start_command(args).await;
+                    let run = match &started.structured_content {
+                        Some(out) if started.is_error != Some(true) => {
+                            out["run"].as_str().unwrap_or_default().to_owned()
+                        }
+                        _ => return Ok(started),
+                    };
+                    ctx.set_status_message(started_text(&started));
+                    loop {
+                        tokio::select! {
+                            waited = bridge.wait_once(&run) => {
+                                if let Some(waited) = waited {
+                                    return Ok(command_result(started, waited));
+                                }
+                            }
+                            () = ctx.cancelled() => {
+                                bridge.cancel(&run).await;
+                                return Err(TaskExit::Cancelled);
+                            }
+                        }
+                    }
+                })
+            },
+        );
+        CallToolResponse::Task(CreateTaskResult::new(task))
+    }
+
+    /// One `wait_for_run` on the hub: its result once the run has finished, `None`
+    /// while it runs (or the hub cannot be reached, after a second's pause).
+    async fn wait_once(&self, run: &str) -> Option<CallToolResult> {
+        let args = json_object(json!({ "run": run, "timeout_s": 50 }));
+        let waited = self
+            .forward(|peer| {
+                let params =
+                    CallToolRequestParams::new("wait_for_run").with_arguments(args.clone());
+                async move { peer.call_tool(params).await }
+            })
+            .await;
+        match waited {
+            Ok(result)
+                if result.is_error == Some(true)
+                    || result
+                        .structured_content
+                        .as_ref()
+                        .is_some_and(|out| out["outcome"] == "finished") =>
+            {
+                Some(result)
+            }
+            Ok(_) => None,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
+            }
+        }
+    }
+
+    /// Asks the hub to cancel `run`, for `tasks/cancel` of its command's task.
+    async fn cancel(&self, run: &str) {
+        let args = json_object(json!({ "run": run, "reason": "tasks/cancel" }));
+        let cancelled = self
+            .forward(|peer| {
+                let params = CallToolRequestParams::new("cancel_run").with_arguments(args.clone());
+                async move { peer.call_tool(params).await }
+            })
+            .await;
+        if cancelled.is_err() {
+            tracing::warn!(%run, "cancelling the run of a cancelled task failed");
         }
     }
 
@@ -448,8 +575,11 @@ impl Bridge {
                 ));
             }
         };
+        let Some(outputs) = &self.outputs else {
+            return Err("start_command needs `herald mcp --allow-exec`".into());
+        };
         let run = new_run_id();
-        let output = std::env::temp_dir().join(format!("herald-mcp-{run}.log"));
+        let output = outputs.join(format!("{run}.log"));
         let log = std::fs::File::create(&output)
             .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
         let log2 = log
@@ -525,7 +655,8 @@ impl Bridge {
             let _ = child.wait().await;
         });
         let text = format!(
-            "started run {run}: `{}` (output in {}); follow it with wait_for_run",
+            "started run {run}: `{}` (output in {}, removed when herald mcp exits); \
+             follow it with wait_for_run",
             args.command.join(" "),
             output.display()
         );
@@ -533,6 +664,7 @@ impl Bridge {
             run: run.to_string(),
             pid,
             output: output.display().to_string(),
+            finished: None,
         };
         let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
         result.structured_content = serde_json::to_value(&out).ok();
@@ -555,6 +687,39 @@ fn reason(e: &(dyn std::error::Error + 'static)) -> String {
         }
         _ => text,
     }
+}
+
+/// Has the hub answer as the host declared (a task for a client of the tasks
+/// extension), not as this bridge's session with it declared.
+fn with_host_capabilities(meta: &mut Option<RequestMetaObject>, host: &RequestContext<RoleServer>) {
+    meta.get_or_insert_default()
+        .set_client_capabilities(host.client_capabilities().unwrap_or_default());
+}
+
+/// A command task's result: `start_command`'s, with the run's final state from
+/// `wait_for_run` (or the tool error that wait ended with).
+fn command_result(started: CallToolResult, waited: CallToolResult) -> CallToolResult {
+    if waited.is_error == Some(true) {
+        return waited;
+    }
+    let text = format!("{}\n{}", started_text(&started), started_text(&waited));
+    let mut out = started.structured_content.unwrap_or_default();
+    out["finished"] = waited
+        .structured_content
+        .map_or(Value::Null, |mut w| w["run"].take());
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(out);
+    result
+}
+
+/// A tool result's text.
+fn started_text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|block| block.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn json_object(value: Value) -> Map<String, Value> {
@@ -588,7 +753,7 @@ impl ServerHandler for Bridge {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let mut tools = herald_hub::mcp_tools();
-        if self.allow_exec {
+        if self.outputs.is_some() {
             tools.push(start_tool());
         }
         Ok(ListToolsResult::with_all_items(tools))
@@ -596,7 +761,7 @@ impl ServerHandler for Bridge {
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         let mut tools = herald_hub::mcp_tools();
-        if self.allow_exec {
+        if self.outputs.is_some() {
             tools.push(start_tool());
         }
         tools.into_iter().find(|t| t.name == name)
@@ -608,7 +773,7 @@ impl ServerHandler for Bridge {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if request.name == "start_command" {
-            if !self.allow_exec {
+            if self.outputs.is_none() {
                 return Err(ErrorData::invalid_params(
                     "no tool `start_command`: herald mcp offers it only when started with \
                      --allow-exec",
@@ -616,8 +781,12 @@ impl ServerHandler for Bridge {
                 ));
             }
             let value = Value::Object(request.arguments.unwrap_or_default());
+            let as_task = context
+                .client_capabilities()
+                .is_some_and(|caps| caps.supports_tasks());
             return Ok(
                 match serde_path_to_error::deserialize::<_, StartArgs>(value) {
+                    Ok(args) if as_task => return Ok(self.command_task(args)),
                     Ok(args) => self.start_command(args).await,
                     Err(e) => herald_hub::mcp_tool_error(format!(
                         "invalid argument `{}`: {}",
@@ -631,6 +800,8 @@ impl ServerHandler for Bridge {
         // rmcp gives the call to the hub a progress token of its own: the hub's
         // notifications under it go back to the host under the host's.
         let host_token = context.meta.get_progress_token();
+        let mut request = request;
+        with_host_capabilities(&mut request.meta, &context);
         let res = self
             .forward(|peer| {
                 let params = request.clone();
@@ -648,17 +819,68 @@ impl ServerHandler for Bridge {
                     let res = handle.await_response().await;
                     lock(&tokens).remove(&ours);
                     match res? {
-                        ServerResult::CallToolResult(result) => Ok(result),
+                        ServerResult::CallToolResult(mut result) => {
+                            // The hub leaves it out on this older session; rmcp leaves it
+                            // out again for a host of an older revision.
+                            result.result_type.get_or_insert(ResultType::COMPLETE);
+                            Ok(result.into())
+                        }
+                        ServerResult::CreateTaskResult(task) => Ok(CallToolResponse::Task(task)),
                         _ => Err(ServiceError::UnexpectedResponse),
                     }
                 }
             })
             .await;
         Ok(match res {
-            Ok(result) => result.into(),
+            Ok(response) => response,
             Err(Failure::Mcp(e)) => return Err(e),
             Err(Failure::Unreachable(message)) => herald_hub::mcp_tool_error(message).into(),
         })
+    }
+
+    async fn get_task(
+        &self,
+        mut request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        if let Ok(task) = self.tasks.get_task(&request.task_id) {
+            return Ok(GetTaskResult::new(task));
+        }
+        with_host_capabilities(&mut request.meta, &context);
+        let request = ClientRequest::GetTaskRequest(GetTaskRequest::new(request));
+        match self.forward_request(request).await? {
+            ServerResult::GetTaskResult(result) => Ok(result),
+            _ => Err(ErrorData::internal_error(
+                "the hub answered tasks/get with something else",
+                None,
+            )),
+        }
+    }
+
+    async fn update_task(
+        &self,
+        mut request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if self.tasks.get_task(&request.task_id).is_ok() {
+            return self.tasks.update_task(&request.task_id, std::iter::empty());
+        }
+        with_host_capabilities(&mut request.meta, &context);
+        let request = ClientRequest::UpdateTaskRequest(UpdateTaskRequest::new(request));
+        self.forward_request(request).await.map(|_| ())
+    }
+
+    async fn cancel_task(
+        &self,
+        mut request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if self.tasks.get_task(&request.task_id).is_ok() {
+            return self.tasks.cancel_task(&request.task_id);
+        }
+        with_host_capabilities(&mut request.meta, &context);
+        let request = ClientRequest::CancelTaskRequest(CancelTaskRequest::new(request));
+        self.forward_request(request).await.map(|_| ())
     }
 
     async fn list_resources(

@@ -27,17 +27,19 @@ use axum::response::{IntoResponse, Response};
 use herald_protocol::api::{Cancelled, EventsPage};
 use herald_protocol::{Event, RunId, RunState, RunStatus};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
     ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
     ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams,
-    Tool, ToolAnnotations, UnsubscribeRequestParams,
+    Tool, ToolAnnotations, UnsubscribeRequestParams, UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
+use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{ErrorData, RoleServer, ServerHandler};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -77,8 +79,10 @@ pub(crate) fn router(hub: Hub) -> axum::Router<Hub> {
         .with_sse_keep_alive(Some(hub.config().keep_alive))
         .with_cancellation_token(hub.shutdown_token().child_token());
     let factory_hub = hub.clone();
+    // One store of tasks for every session and stateless request of this hub.
+    let tasks = Tasks::default();
     let service = StreamableHttpService::new(
-        move || Ok(Mcp::new(factory_hub.clone())),
+        move || Ok(Mcp::new(factory_hub.clone(), tasks.clone())),
         Arc::new(LocalSessionManager::default()),
         config,
     );
@@ -137,6 +141,32 @@ struct Mcp {
     hub: Hub,
     /// Open resource subscriptions, by URI.
     subscriptions: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    tasks: Tasks,
+}
+
+/// The MCP tasks (SEP-2663) of `/mcp`: rmcp's store, and the `Authorization` each was
+/// created with, which alone may read or cancel it (another token is told the task
+/// is unknown, as a hub that never had it would say).
+#[derive(Clone, Default)]
+struct Tasks {
+    manager: TaskManager,
+    owners: Arc<Mutex<HashMap<String, Option<axum::http::HeaderValue>>>>,
+}
+
+impl Tasks {
+    /// Checks that `headers` carry the token that created `task`.
+    fn owned(&self, task: &str, headers: &HeaderMap) -> Result<(), ErrorData> {
+        let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        match owners.get(task) {
+            Some(owner) if owner.as_ref() == headers.get(axum::http::header::AUTHORIZATION) => {
+                Ok(())
+            }
+            _ => Err(ErrorData::invalid_params(
+                format!("no task `{task}` (unknown, expired, or another token's)"),
+                None,
+            )),
+        }
+    }
 }
 
 impl Drop for Mcp {
@@ -381,6 +411,8 @@ pub fn server_config(instructions: &str) -> ServerConfig {
             .enable_tools()
             .enable_resources()
             .enable_resources_subscribe()
+            // `wait_for_run` as a task, for the clients that declare the extension.
+            .enable_tasks()
             .build(),
     )
     .with_protocol_version(ProtocolVersion::V_2025_11_25)
@@ -388,12 +420,16 @@ pub fn server_config(instructions: &str) -> ServerConfig {
     .with_instructions(instructions)
 }
 
-/// The protocol revisions served: those with the `initialize` handshake.
+/// The protocol revisions served: those with the `initialize` handshake, and
+/// 2026-07-28.
 pub fn protocol_versions() -> Cow<'static, [ProtocolVersion]> {
     Cow::Borrowed(&[
         ProtocolVersion::V_2025_11_25,
         ProtocolVersion::V_2025_06_18,
         ProtocolVersion::V_2025_03_26,
+        // The tasks extension's clients speak 2026-07-28 (stateless requests), which
+        // rmcp serves beside the sessions of the older revisions.
+        ProtocolVersion::V_2026_07_28,
     ])
 }
 
@@ -409,11 +445,39 @@ fn run_of_uri(uri: &str) -> Option<&str> {
 }
 
 impl Mcp {
-    fn new(hub: Hub) -> Mcp {
+    fn new(hub: Hub, tasks: Tasks) -> Mcp {
         Mcp {
             hub,
             subscriptions: Arc::default(),
+            tasks,
         }
+    }
+
+    /// `wait_for_run` as a task: answered at once with the task, which ends with the
+    /// call's result, or cancelled by `tasks/cancel` (the wait, not the run).
+    fn wait_task(&self, headers: HeaderMap, args: WaitArgs) -> CallToolResponse {
+        let waiter = Mcp::new(self.hub.clone(), self.tasks.clone());
+        let owner = headers.get(axum::http::header::AUTHORIZATION).cloned();
+        let stop = self.hub.shutdown_token().child_token();
+        let task = self.tasks.manager.spawn(
+            TaskOptions::new()
+                .with_poll_interval_ms(500)
+                .with_status_message(format!("waiting for run {}", args.run)),
+            move |ctx| {
+                Box::pin(async move {
+                    let waited = waiter.wait_for_run(&headers, args, None, &stop);
+                    tokio::select! {
+                        res = waited => Ok(tool_result(res)),
+                        () = ctx.cancelled() => Err(TaskExit::Cancelled),
+                    }
+                })
+            },
+        );
+        let mut owners = self.tasks.owners.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget the owners of tasks rmcp has let go (their TTL passed).
+        owners.retain(|id, _| self.tasks.manager.get_task(id).is_ok());
+        owners.insert(task.task_id.clone(), owner);
+        CallToolResponse::Task(CreateTaskResult::new(task))
     }
 
     async fn list_runs(&self, headers: &HeaderMap, args: ListRunsArgs) -> Result<Value, ApiError> {
@@ -499,11 +563,14 @@ impl Mcp {
         ))
     }
 
+    /// Waits for the run; `progress` is where to send `notifications/progress` (the
+    /// client's token and the peer), and `stop` ends the wait early (the client went).
     async fn wait_for_run(
         &self,
         headers: &HeaderMap,
         args: WaitArgs,
-        context: &RequestContext<RoleServer>,
+        progress: Option<(ProgressToken, Peer<RoleServer>)>,
+        stop: &CancellationToken,
     ) -> Result<Value, ApiError> {
         let timeout_s = match args.timeout_s {
             None => WAIT_DEFAULT_S,
@@ -523,7 +590,6 @@ impl Mcp {
         let mut state = self.get_state(headers, &args.run).await?;
         let feed = self.hub.feed(&state.id, state.last_seq);
         let mut changed = feed.subscribe();
-        let progress_token = context.meta.get_progress_token();
         let mut told = String::new();
         let mut told_progress = -1.0_f64;
         let mut outcome = loop {
@@ -533,7 +599,7 @@ impl Mcp {
             if state.status == RunStatus::Stalled {
                 break "stalled";
             }
-            if let Some(token) = &progress_token {
+            if let Some((token, peer)) = &progress {
                 let line = summary(&state);
                 if line != told {
                     // MCP wants each notification's progress above the last: a line
@@ -550,7 +616,7 @@ impl Mcp {
                         note = note.with_total(100.0);
                     }
                     // A client gone away ends the call below, through `ct`.
-                    let _ = context.peer.notify_progress(note).await;
+                    let _ = peer.notify_progress(note).await;
                     told = line;
                     told_progress = progress;
                 }
@@ -563,7 +629,7 @@ impl Mcp {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => break "timeout",
-                () = context.ct.cancelled() => break "timeout",
+                () = stop.cancelled() => break "timeout",
                 () = self.hub.shutdown_token().cancelled() => break "timeout",
             }
             // At most a few looks a second, however fast the run appends.
@@ -771,6 +837,20 @@ pub fn tool_error(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
 
+/// A tool's answer as MCP carries it: the text and `structuredContent`, or the tool
+/// error that says why not.
+fn tool_result(res: Result<Value, ApiError>) -> CallToolResult {
+    match res {
+        Ok(mut value) => {
+            let text = value["text"].as_str().unwrap_or_default().to_owned();
+            let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+            result.structured_content = Some(value["structured"].take());
+            result
+        }
+        Err(e) => tool_error(refusal(&e)),
+    }
+}
+
 impl ServerHandler for Mcp {
     fn get_info(&self) -> ServerConfig {
         server_config(INSTRUCTIONS)
@@ -809,7 +889,21 @@ impl ServerHandler for Mcp {
                 Err(e) => return Ok(tool_error(e).into()),
             },
             "wait_for_run" => match parse_args(args) {
-                Ok(a) => self.wait_for_run(&headers, a, &context).await,
+                // A client of the tasks extension gets the wait as a task.
+                Ok(a)
+                    if context
+                        .client_capabilities()
+                        .is_some_and(|caps| caps.supports_tasks()) =>
+                {
+                    return Ok(self.wait_task(headers, a));
+                }
+                Ok(a) => {
+                    let progress = context
+                        .meta
+                        .get_progress_token()
+                        .map(|token| (token, context.peer.clone()));
+                    self.wait_for_run(&headers, a, progress, &context.ct).await
+                }
                 Err(e) => return Ok(tool_error(e).into()),
             },
             "get_events" => match parse_args(args) {
@@ -836,16 +930,42 @@ impl ServerHandler for Mcp {
                 ));
             }
         };
-        Ok(match res {
-            Ok(mut value) => {
-                let text = value["text"].as_str().unwrap_or_default().to_owned();
-                let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
-                result.structured_content = Some(value["structured"].take());
-                result
-            }
-            Err(e) => tool_error(refusal(&e)),
-        }
-        .into())
+        Ok(tool_result(res).into())
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.tasks
+            .owned(&request.task_id, &headers_of(&context.extensions))?;
+        Ok(GetTaskResult::new(
+            self.tasks.manager.get_task(&request.task_id)?,
+        ))
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // No tool here asks for input: answers are acknowledged and ignored.
+        self.tasks
+            .owned(&request.task_id, &headers_of(&context.extensions))?;
+        self.tasks
+            .manager
+            .update_task(&request.task_id, std::iter::empty())
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.tasks
+            .owned(&request.task_id, &headers_of(&context.extensions))?;
+        self.tasks.manager.cancel_task(&request.task_id)
     }
 
     async fn list_resources(

@@ -193,18 +193,129 @@ fn every_tool_over_streamable_http_at_the_hub_s_mcp() {
 }
 
 #[test]
+fn wait_for_run_runs_as_an_mcp_task_at_the_hub_s_mcp() {
+    let hub = TestHub::with_token(ADMIN);
+    let (mut cfg, _slow) = tools_config(&hub);
+    // A token the hub knows that did not create the tasks.
+    let other = hub.create(json!({"name": "other"}));
+    cfg["other_token"] = json!(other.read_token);
+    check("http-tasks", &cfg);
+}
+
+#[test]
+fn herald_mcp_carries_mcp_tasks_between_its_host_and_the_hub() {
+    let hub = TestHub::with_token(ADMIN);
+    let (mut cfg, _slow) = tools_config(&hub);
+    let other = hub.create(json!({"name": "other"}));
+    cfg["other_token"] = json!(other.read_token);
+    check("stdio-tasks", &cfg);
+}
+
+#[test]
+fn start_command_runs_as_an_mcp_task_for_the_command_s_life() {
+    let hub = TestHub::with_token(ADMIN);
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let cfg = json!({
+        "herald": BIN,
+        "hub": hub.url,
+        "token": ADMIN,
+        "tmp": tmp.path().to_str().expect("a UTF-8 path"),
+    });
+    check("exec-tasks", &cfg);
+}
+
+#[test]
 fn start_command_runs_a_command_as_herald_exec_does_only_with_allow_exec() {
     // Without --allow-exec it is neither listed nor callable: `stdio-tools` checks that.
     let hub = TestHub::with_token(ADMIN);
     let cwd = tempfile::tempdir().expect("a temporary directory");
     let cwd = cwd.path().canonicalize().expect("a real path");
+    // herald mcp's TMPDIR: its output directory goes there, and away when it exits.
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let tmp = tmp.path().canonicalize().expect("a real path");
     let cfg = json!({
         "herald": BIN,
         "hub": hub.url,
         "token": ADMIN,
         "cwd": cwd.to_str().expect("a UTF-8 path"),
+        "tmp": tmp.to_str().expect("a UTF-8 path"),
     });
     check("exec", &cfg);
+    assert_eq!(entries(&tmp), Vec::<String>::new(), "left behind in TMPDIR");
+}
+
+/// The names in `dir`.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading the directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn herald_mcp_ended_by_a_signal_removes_start_command_s_output_too() {
+    let hub = TestHub::with_token(ADMIN);
+    for (flags, signal) in [
+        (&["--allow-exec"][..], "TERM"),
+        (&["--allow-exec"][..], "INT"),
+        (&[][..], "TERM"),
+    ] {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let mut child = Command::new(BIN)
+            .args(["mcp", "--hub", &hub.url])
+            .args(flags)
+            .env("HERALD_TOKEN", ADMIN)
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herald mcp starts");
+        // Its answer to `initialize` means its setup, the directory included, is done.
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"test","version":"1"}}}}}}"#
+        )
+        .expect("writing to herald mcp");
+        let mut answer = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut answer)
+            .expect("reading herald mcp's answer");
+        assert!(answer.contains(r#""id":1"#), "{answer}");
+        let made = entries(tmp.path());
+        if flags.is_empty() {
+            assert_eq!(made, Vec::<String>::new(), "without --allow-exec");
+        } else {
+            assert!(
+                made.len() == 1 && made[0].starts_with("herald-mcp-"),
+                "{made:?}"
+            );
+        }
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let status = wait_within(&mut child, Duration::from_secs(20), "herald mcp");
+        drop(stdin);
+        use std::os::unix::process::ExitStatusExt as _;
+        let number = if signal == "TERM" { 15 } else { 2 };
+        assert_eq!(status.signal(), Some(number), "{status}");
+        assert_eq!(
+            entries(tmp.path()),
+            Vec::<String>::new(),
+            "{flags:?} {signal}"
+        );
+    }
 }
 
 /// Two runs, the first started, and the config the token and resource scenarios take.

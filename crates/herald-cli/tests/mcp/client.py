@@ -14,15 +14,17 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 import jsonschema
 import mcp_types as types
 from mcp import Client
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from pydantic import TypeAdapter
 
 TOOLS = {"list_runs", "get_run", "wait_for_run", "get_events", "cancel_run"}
 DEADLINE_S = 20.0
@@ -36,13 +38,19 @@ def http(url: str, token: str | None) -> Client:
     return Client(transport, mode="legacy", message_handler=NOTES.handle)
 
 
-def stdio(cfg: dict[str, Any], *extra: str) -> Client:
-    env = {"HERALD_TOKEN": cfg["token"]} if cfg.get("token") else {}
+def stdio(
+    cfg: dict[str, Any], *extra: str, token: str | None = None, **kw: Any
+) -> Client:
+    token = token or cfg.get("token")
+    env = {"HERALD_TOKEN": token} if token else {}
     env["HERALD_LOG"] = os.environ.get("HERALD_LOG", "warn")
+    if cfg.get("tmp"):
+        env["TMPDIR"] = cfg["tmp"]
     params = StdioServerParameters(
         command=cfg["herald"], args=["mcp", "--hub", cfg["hub"], *extra], env=env
     )
-    return Client(params, mode="legacy", message_handler=NOTES.handle)
+    kw.setdefault("mode", "legacy")
+    return Client(params, message_handler=NOTES.handle, **kw)
 
 
 class Notes:
@@ -171,10 +179,24 @@ async def scenario_http_tools(cfg: dict[str, Any]) -> None:
         await tools(client, cfg)
 
 
+def read_file(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def output_of(started: types.CallToolResult) -> str:
     """What a command start_command started wrote, from the file it names."""
     with open(started.structured_content["output"]) as f:
         return f.read()
+
+
+async def gone(path: str) -> None:
+    """Waits, within the deadline, for `path` to be removed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while os.path.exists(path):
+        assert loop.time() < deadline, f"{path} still exists"
+        await asyncio.sleep(0.05)
 
 
 async def scenario_exec(cfg: dict[str, Any]) -> None:
@@ -203,6 +225,13 @@ async def scenario_exec(cfg: dict[str, Any]) -> None:
         waited = await call(client, "wait_for_run", {"run": run, "timeout_s": 20})
         assert waited.structured_content["run"]["status"] == "succeeded", waited
         assert output_of(started).strip() == cfg["cwd"]
+        # In a directory of this herald mcp's own under its TMPDIR, named in the text.
+        output = started.structured_content["output"]
+        outputs = os.path.dirname(output)
+        assert os.path.dirname(outputs) == cfg["tmp"], output
+        assert os.path.basename(outputs).startswith("herald-mcp-"), output
+        assert output in text(started), text(started)
+        assert "removed when herald mcp exits" in text(started), text(started)
 
         await refused(client, "start_command", {"command": []}, "command")
         await refused(
@@ -214,6 +243,8 @@ async def scenario_exec(cfg: dict[str, Any]) -> None:
             {"command": ["true"], "idle_timeout_s": -1},
             "idle_timeout_s",
         )
+    # herald mcp has exited with its stdin closed: the output went with it.
+    await gone(outputs)
 
 
 async def scenario_tokens(cfg: dict[str, Any]) -> None:
@@ -364,7 +395,216 @@ async def scenario_restart(cfg: dict[str, Any]) -> None:
         assert result.structured_content["run"]["id"] == run
 
 
+# MCP tasks (SEP-2663, `io.modelcontextprotocol/tasks`, protocol 2026-07-28). The SDK
+# carries extensions (`ClientExtension`, a `ResultClaim` on the `task` result type) but
+# ships no client of this one: these few lines are it, on the SDK's own requests.
+TASKS = "io.modelcontextprotocol/tasks"
+ANY = TypeAdapter(dict[str, Any])
+
+
+class CreatedTask(types.Result):
+    """A `tools/call` answered with a task handle (the task's fields inlined)."""
+
+    result_type: Literal["task"] = "task"
+    task_id: str
+    status: str
+
+
+class TaskParams(types.RequestParams):
+    task_id: str
+
+
+class GetTask(types.Request[TaskParams, Literal["tasks/get"]]):
+    method: Literal["tasks/get"] = "tasks/get"
+    params: TaskParams
+    name_param = "taskId"
+
+
+class CancelTask(types.Request[TaskParams, Literal["tasks/cancel"]]):
+    method: Literal["tasks/cancel"] = "tasks/cancel"
+    params: TaskParams
+    name_param = "taskId"
+
+
+async def get_task(session: Any, task_id: str) -> dict[str, Any]:
+    request = GetTask(params=TaskParams(task_id=task_id))
+    return await session.send_request(request, ANY)
+
+
+async def cancel_task(session: Any, task_id: str) -> dict[str, Any]:
+    request = CancelTask(params=TaskParams(task_id=task_id))
+    return await session.send_request(request, ANY)
+
+
+async def task_settled(session: Any, task_id: str) -> dict[str, Any]:
+    """Polls `tasks/get` at the pace the task asks for until it ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2 * DEADLINE_S
+    while True:
+        got = await get_task(session, task_id)
+        assert got["taskId"] == task_id, got
+        if got["status"] in ("completed", "failed", "cancelled"):
+            return got
+        assert got["status"] == "working", got
+        assert loop.time() < deadline, f"task {task_id} still {got['status']}"
+        await asyncio.sleep(got.get("pollIntervalMs", 1000) / 1000)
+
+
+async def resolve_task(created: CreatedTask, ctx: ClaimContext) -> types.CallToolResult:
+    got = await task_settled(ctx.session, created.task_id)
+    assert got["status"] == "completed", got
+    return types.CallToolResult.model_validate(got["result"])
+
+
+class Tasks(ClientExtension):
+    identifier = TASKS
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        return [
+            ResultClaim(result_type="task", model=CreatedTask, resolve=resolve_task)
+        ]
+
+
+def http_tasks(url: str, token: str | None) -> Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = streamable_http_client(
+        url + "/mcp", http_client=httpx2.AsyncClient(headers=headers, timeout=60)
+    )
+    return Client(transport, mode="auto", extensions=[Tasks()])
+
+
+async def tasks(client: Client, cfg: dict[str, Any], other: Client) -> None:
+    session = client.session
+    # The claim resolves the task: the call reads as the plain call does.
+    done = cfg["finished_run"]
+    result = await client.call_tool("wait_for_run", {"run": done})
+    assert not result.is_error, text(result)
+    assert result.structured_content["outcome"] == "finished", result
+    assert done in text(result), text(result)
+
+    # The handle itself: created at once, working, then completed with the result.
+    slow = cfg["slow_run"]
+    args = {"run": slow, "timeout_s": 2}
+    created = await session.call_tool("wait_for_run", args, allow_claimed=True)
+    assert isinstance(created, CreatedTask), created
+    task_id = created.task_id
+    assert created.status == "working", created
+    first = await get_task(session, task_id)
+    assert first["status"] in ("working", "completed"), first
+    got = await task_settled(session, task_id)
+    assert got["status"] == "completed", got
+    assert got["result"]["structuredContent"]["outcome"] in ("timeout", "finished")
+
+    # A tool error is a completed task whose result says so.
+    created = await session.call_tool(
+        "wait_for_run", {"run": "no-such-run"}, allow_claimed=True
+    )
+    got = await task_settled(session, created.task_id)
+    assert got["status"] == "completed" and got["result"]["isError"], got
+
+    # Cancelled: the wait ends, the run goes on.
+    created = await session.call_tool(
+        "wait_for_run", {"run": slow, "timeout_s": 50}, allow_claimed=True
+    )
+    task_id = created.task_id
+    # Another token may neither see nor cancel it.
+    for ask in (get_task, cancel_task):
+        try:
+            await ask(other.session, task_id)
+        except MCPError as e:
+            assert "no task" in str(e), e
+        else:
+            raise AssertionError(f"{ask.__name__} of another token's task answered")
+    await cancel_task(session, task_id)
+    got = await task_settled(session, task_id)
+    assert got["status"] == "cancelled", got
+    run = (await call(client, "get_run", {"run": slow})).structured_content["run"]
+    assert not run["cancel_requested"], run
+    try:
+        await get_task(session, "no-such-task")
+    except MCPError as e:
+        assert "no task" in str(e), e
+    else:
+        raise AssertionError("tasks/get of an unknown task answered")
+
+
+async def scenario_stdio_tasks(cfg: dict[str, Any]) -> None:
+    # herald mcp carries the extension between its host and the hub.
+    async with (
+        stdio(cfg, mode="auto", extensions=[Tasks()]) as client,
+        stdio(
+            cfg, token=cfg["other_token"], mode="auto", extensions=[Tasks()]
+        ) as other,
+    ):
+        await tasks(client, cfg, other)
+
+
+async def scenario_exec_tasks(cfg: dict[str, Any]) -> None:
+    extensions = [Tasks()]
+    async with stdio(cfg, "--allow-exec", mode="auto", extensions=extensions) as client:
+        session = client.session
+        # The task is the command's life: it ends with the finished run.
+        argv = ["sh", "-c", "echo task; exit 3"]
+        created = await session.call_tool(
+            "start_command", {"command": argv}, allow_claimed=True
+        )
+        assert isinstance(created, CreatedTask), created
+        got = await task_settled(session, created.task_id)
+        assert got["status"] == "completed", got
+        out = got["result"]["structuredContent"]
+        assert out["run"] == out["finished"]["id"], out
+        assert out["finished"]["status"] == "failed", out
+        assert out["finished"]["result"] == {"exit_code": 3}, out
+        assert read_file(out["output"]).strip() == "task"
+
+        # Resolved by the claim, as a plain call reads.
+        result = await client.call_tool("start_command", {"command": ["true"]})
+        out = result.structured_content
+        assert out["finished"]["status"] == "succeeded", result
+        assert "succeeded" in text(result), text(result)
+
+        # Cancelled: the run is cancelled and herald exec stops the command.
+        created = await session.call_tool(
+            "start_command", {"command": ["sleep", "60"]}, allow_claimed=True
+        )
+        deadline = time.monotonic() + DEADLINE_S
+        working = await get_task(session, created.task_id)
+        while "started run" not in working.get("statusMessage", ""):
+            assert working["status"] == "working", working
+            assert time.monotonic() < deadline, f"the command did not start: {working}"
+            await asyncio.sleep(0.05)
+            working = await get_task(session, created.task_id)
+        run = working["statusMessage"].split()[2].rstrip(":")
+        await cancel_task(session, created.task_id)
+        got = await task_settled(session, created.task_id)
+        assert got["status"] == "cancelled", got
+        waited = await call(client, "wait_for_run", {"run": run, "timeout_s": 20})
+        assert waited.structured_content["run"]["status"] == "cancelled", waited
+
+        # Bad arguments: a completed task with the tool error.
+        created = await session.call_tool(
+            "start_command", {"command": []}, allow_claimed=True
+        )
+        got = await task_settled(session, created.task_id)
+        assert got["status"] == "completed" and got["result"]["isError"], got
+
+
+async def scenario_http_tasks(cfg: dict[str, Any]) -> None:
+    async with (
+        http_tasks(cfg["hub"], cfg["token"]) as client,
+        http_tasks(cfg["hub"], cfg["other_token"]) as other,
+    ):
+        await tasks(client, cfg, other)
+    # Without the extension the same call answers the plain way.
+    async with http(cfg["hub"], cfg["token"]) as client:
+        result = await call(client, "wait_for_run", {"run": cfg["finished_run"]})
+        assert result.structured_content["outcome"] == "finished"
+
+
 SCENARIOS = {
+    "http-tasks": scenario_http_tasks,
+    "stdio-tasks": scenario_stdio_tasks,
+    "exec-tasks": scenario_exec_tasks,
     "stdio-tools": scenario_stdio_tools,
     "http-tools": scenario_http_tools,
     "exec": scenario_exec,
