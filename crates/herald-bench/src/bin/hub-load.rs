@@ -1,17 +1,20 @@
 //! `hub-load`: the hub under load, side by side with a bare SQLite insert loop, as
 //! Markdown tables (the figures of BENCHMARKS.md, "Hub ingest and fan-out").
 //!
-//! - `hub-load [ingest] [fanout] [idle]`: runs the named parts (all by default).
+//! - `hub-load [ingest] [fanout] [idle] [soak]`: runs the named parts (all but `soak`
+//!   by default).
 //! - `--postgres URL` (or `HERALD_BENCH_POSTGRES_URL`), the maintenance database of a
 //!   PostgreSQL server, e.g. `postgres://postgres@127.0.0.1:5432/postgres`: ingest
 //!   and fan-out also run with hubs on PostgreSQL (one, and two on one database), each
 //!   on a database the run creates and drops.
 //! - `--quick`: tiny counts, a smoke run of a few seconds; `--clients N`,
 //!   `--single-events N`, `--batched-events N`, `--rounds N`, `--subscribers N`, `--events N`,
-//!   `--rate R`, `--streams N`, `--stream-runs N` set one count each.
+//!   `--rate R`, `--streams N`, `--stream-runs N`, `--soak-runs N`, `--soak-rate R`,
+//!   `--soak-seconds N`, `--soak-processes N` set one count each.
 //! - `hub-load serve --db PATH|URL` and `hub-load subscribe --url URL --count N
 //!   --timeout-s S` are the hub's and the subscribers' own processes, which the load
-//!   generator starts itself.
+//!   generator starts itself, and so is `hub-load produce --urls URL[,URL] --runs N
+//!   --first K --rate R --seconds S`, a process of the soak's producers.
 //!
 //! Exit codes: 0 on success (a closed stdout included), 1 when a measurement fails or
 //! its counts do not add up, 2 on a usage error.
@@ -23,9 +26,10 @@ use std::time::Duration;
 
 use herald_bench::hub::{self, Part, Scale};
 
-const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [--quick] [--postgres URL] [--clients N] \
+const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [soak] [--quick] [--postgres URL] [--clients N] \
 [--single-events N] [--batched-events N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
-[--streams N] [--stream-runs N]";
+[--streams N] [--stream-runs N] [--soak-runs N] [--soak-rate R] [--soak-seconds N] \
+[--soak-processes N]";
 
 /// A mistake on the command line.
 struct Usage(String);
@@ -71,6 +75,28 @@ fn run() -> anyhow::Result<ExitCode> {
                 return usage_error("subscribe takes a count and whole seconds");
             };
             hub::subscribe_main(url, count, Duration::from_secs(timeout))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        [
+            "produce",
+            "--urls",
+            urls,
+            "--runs",
+            runs,
+            "--first",
+            first,
+            "--rate",
+            rate,
+            "--seconds",
+            seconds,
+        ] => {
+            let (Ok(runs), Ok(first), Ok(rate), Ok(seconds)) =
+                (runs.parse(), first.parse(), rate.parse(), seconds.parse())
+            else {
+                return usage_error("produce takes counts, a rate and seconds");
+            };
+            let urls: Vec<&str> = urls.split(',').collect();
+            hub::produce_main(&urls, runs, first, rate, seconds)?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -128,6 +154,20 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
                     .ok_or_else(|| Usage(format!("--rate takes events per second, not `{v}`")))?;
             }
             "--streams" => scale.streams = count(arg, value(arg)?)?,
+            "--soak-runs" => scale.soak.runs = count(arg, value(arg)?)?,
+            "--soak-seconds" => {
+                scale.soak.duration = Duration::from_secs(count(arg, value(arg)?)? as u64)
+            }
+            "--soak-processes" => scale.soak.processes = count(arg, value(arg)?)?,
+            "--soak-rate" => {
+                let v = value(arg)?;
+                scale.soak.rate = f64::from_str(v)
+                    .ok()
+                    .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1_000.0)
+                    .ok_or_else(|| {
+                        Usage(format!("--soak-rate takes events per second, not `{v}`"))
+                    })?;
+            }
             "--stream-runs" => scale.stream_runs = count(arg, value(arg)?)?,
             "--postgres" => {
                 let url = value(arg)?;

@@ -17,6 +17,8 @@
 //! - `ingest`: events per second, bare SQLite (rusqlite and sqlx) and the hub.
 //! - `fanout`: latency from append to SSE subscriber, and the subscriber process.
 //! - `idle`: hub RSS with many idle SSE streams.
+//! - `soak`: many runs through the SDK's hub sink for a minute; nothing acknowledged
+//!   lost, the hubs' memory and CPU over time.
 //! - `process`: the hub's process, `/proc` readings.
 //! - `pg`: a fresh PostgreSQL database per measurement, and its server's CPU.
 //! - `client`: HTTP requests and an SSE parser.
@@ -28,6 +30,7 @@ mod idle;
 mod ingest;
 mod pg;
 mod process;
+mod soak;
 mod table;
 
 use std::time::Duration;
@@ -39,6 +42,7 @@ pub use fanout::{FanoutReport, subscribe_main};
 pub use idle::IdleReport;
 pub use ingest::{IngestPath, IngestRow};
 pub use process::serve_main;
+pub use soak::{SoakReport, SoakSample, SoakScale, produce_main};
 
 /// A part of the measurement, run on its own with `hub-load PART`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,10 +53,12 @@ pub enum Part {
     Fanout,
     /// Memory per idle SSE stream.
     Idle,
+    /// Many runs through the SDK's hub sink for a while; run only when named.
+    Soak,
 }
 
 impl Part {
-    /// Every part, in the order they run.
+    /// The parts run when none is named, in the order they run.
     pub const ALL: [Part; 3] = [Part::Ingest, Part::Fanout, Part::Idle];
 
     /// The part named `name` on the command line.
@@ -61,6 +67,7 @@ impl Part {
             "ingest" => Some(Part::Ingest),
             "fanout" => Some(Part::Fanout),
             "idle" => Some(Part::Idle),
+            "soak" => Some(Part::Soak),
             _ => None,
         }
     }
@@ -89,6 +96,8 @@ pub struct Scale {
     pub streams: usize,
     /// Runs the idle streams are spread over.
     pub stream_runs: usize,
+    /// The soak's load.
+    pub soak: SoakScale,
 }
 
 impl Scale {
@@ -105,6 +114,7 @@ impl Scale {
             ping_rate: 20.0,
             streams: 10_000,
             stream_runs: 10,
+            soak: SoakScale::full(),
         }
     }
 
@@ -121,6 +131,7 @@ impl Scale {
             ping_rate: 200.0,
             streams: 10,
             stream_runs: 2,
+            soak: SoakScale::quick(),
         }
     }
 }
@@ -173,6 +184,8 @@ pub struct Report {
     pub fanout: Vec<FanoutReport>,
     /// The idle-stream figures.
     pub idle: Option<IdleReport>,
+    /// The soaks: one SQLite hub, then two hubs on PostgreSQL when measured.
+    pub soak: Vec<SoakReport>,
     /// The machine's 1-minute load average when the run started, if known: other
     /// processes' work is in the figures too.
     pub load_at_start: Option<f64>,
@@ -212,7 +225,7 @@ pub fn run(parts: &[Part], scale: &Scale, postgres: Option<&str>) -> anyhow::Res
             load_at_start: load_average(),
             ..Report::default()
         };
-        for part in Part::ALL {
+        for part in [Part::Ingest, Part::Fanout, Part::Idle, Part::Soak] {
             if !parts.contains(&part) {
                 continue;
             }
@@ -240,6 +253,20 @@ pub fn run(parts: &[Part], scale: &Scale, postgres: Option<&str>) -> anyhow::Res
                 }
                 Part::Idle => {
                     report.idle = Some(idle::run(dir.path(), scale).await.context("idle")?)
+                }
+                Part::Soak => {
+                    report.soak.push(
+                        soak::run(dir.path(), &scale.soak, None)
+                            .await
+                            .context("soak, SQLite")?,
+                    );
+                    if let Some(admin_url) = postgres {
+                        report.soak.push(
+                            soak::run(dir.path(), &scale.soak, Some(admin_url))
+                                .await
+                                .context("soak, two hubs on PostgreSQL")?,
+                        );
+                    }
                 }
             }
         }

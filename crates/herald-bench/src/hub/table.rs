@@ -5,7 +5,7 @@ use std::fmt::Write;
 use herald_protocol::Timestamp;
 
 use super::client::now_us;
-use super::{IngestPath, IngestRow, Percentiles, Report, Scale};
+use super::{IngestPath, IngestRow, Percentiles, Report, Scale, SoakReport};
 
 /// Batched ingest must reach this share of the bare loop's rate.
 const INGEST_TARGET: f64 = 0.5;
@@ -13,6 +13,8 @@ const INGEST_TARGET: f64 = 0.5;
 const LATENCY_TARGET_US: u64 = 20_000;
 /// Memory per idle stream target, in KiB.
 const IDLE_TARGET_KIB: f64 = 32.0;
+/// p99 append time target of the soak, in seconds.
+const SOAK_APPEND_TARGET_S: f64 = 0.05;
 
 /// `1234567` as `1,234,567`.
 fn thousands(n: u64) -> String {
@@ -223,6 +225,9 @@ pub(crate) fn render(report: &Report, scale: &Scale) -> String {
             verdict(i.per_stream_kib() < IDLE_TARGET_KIB)
         ));
     }
+    for soak in &report.soak {
+        render_soak(&mut out, soak, &mut targets);
+    }
     if !targets.is_empty() {
         let _ = writeln!(out, "\nTargets:\n");
         for t in targets {
@@ -230,6 +235,80 @@ pub(crate) fn render(report: &Report, scale: &Scale) -> String {
         }
     }
     out
+}
+
+fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
+    let scale = &soak.scale;
+    let _ = writeln!(
+        out,
+        "\n**Soak, {}** ({} runs through the SDK's hub sink, one `Progress` each, in {} processes; {} events/s per run for {} s)\n",
+        soak.backend,
+        thousands(scale.runs as u64),
+        scale.processes,
+        scale.rate,
+        scale.duration.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "| emitted | acknowledged | stored | lost | dropped by sinks | appends | append mean | append p99 |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let p99 = soak
+        .append_p99_le_s
+        .map_or("?".to_owned(), |le| format!("≤ {}", ms((le * 1e6) as u64)));
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | {} | {p99} |",
+        thousands(soak.emitted),
+        thousands(soak.acknowledged),
+        thousands(soak.stored),
+        soak.lost,
+        soak.dropped,
+        thousands(soak.appends),
+        ms(soak.append_mean_us as u64),
+    );
+    let hubs = soak.samples.first().map_or(1, |s| s.rss_kib.len());
+    let rss_heads: Vec<String> = (0..hubs)
+        .map(|h| format!("hub {} RSS", (b'A' + h as u8) as char))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n| s | {} | hubs' CPU | producers' CPU | PostgreSQL CPU | events stored |",
+        rss_heads.join(" | ")
+    );
+    let _ = writeln!(out, "|---:|{}---:|---:|---:|---:|", "---:|".repeat(hubs));
+    for sample in &soak.samples {
+        let rss: Vec<String> = sample
+            .rss_kib
+            .iter()
+            .map(|k| format!("{:.1} MiB", *k as f64 / 1024.0))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {:.0} | {} | {:.0}% | {:.0}% | {} | {} |",
+            sample.at_s,
+            rss.join(" | "),
+            sample.hub_cpu,
+            sample.producers_cpu,
+            sample.db_cpu.map_or(String::new(), |c| format!("{c:.0}%")),
+            thousands(sample.stored),
+        );
+    }
+    targets.push(format!(
+        "- soak ({}): 0 acknowledged events lost: {} lost of {}, {}",
+        soak.backend,
+        soak.lost,
+        thousands(soak.acknowledged),
+        verdict(soak.lost == 0)
+    ));
+    if let Some(le) = soak.append_p99_le_s {
+        targets.push(format!(
+            "- soak ({}): append p99 under {}: {p99}, {}",
+            soak.backend,
+            ms((SOAK_APPEND_TARGET_S * 1e6) as u64),
+            verdict(le <= SOAK_APPEND_TARGET_S)
+        ));
+    }
 }
 
 #[cfg(test)]
