@@ -8,7 +8,8 @@
 //!   and fan-out also run with hubs on PostgreSQL (one, and two on one database), each
 //!   on a database the run creates and drops.
 //! - `--quick`: tiny counts, a smoke run of a few seconds; `--clients N`,
-//!   `--single-events N`, `--batched-events N`, `--rounds N`, `--subscribers N`, `--events N`,
+//!   `--single-events N`, `--batched-events N`, `--batch N` (events per batched
+//!   request, 100), `--rounds N`, `--subscribers N`, `--events N`,
 //!   `--rate R`, `--streams N`, `--stream-runs N`, `--soak-runs N`, `--soak-rate R`,
 //!   `--soak-seconds N`, `--soak-processes N` set one count each.
 //! - `hub-load serve --db PATH|URL` and `hub-load subscribe --url URL --count N
@@ -27,7 +28,7 @@ use std::time::Duration;
 use herald_bench::hub::{self, Part, Scale};
 
 const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [soak] [--quick] [--postgres URL] [--clients N] \
-[--single-events N] [--batched-events N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
+[--single-events N] [--batched-events N] [--batch N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
 [--streams N] [--stream-runs N] [--soak-runs N] [--soak-rate R] [--soak-seconds N] \
 [--soak-processes N]";
 
@@ -143,6 +144,7 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
             "--clients" => scale.clients = count(arg, value(arg)?)?,
             "--single-events" => scale.single_events = count(arg, value(arg)?)?,
             "--batched-events" => scale.batched_events = count(arg, value(arg)?)?,
+            "--batch" => scale.batch = count(arg, value(arg)?)?,
             "--rounds" => scale.rounds = count(arg, value(arg)?)?,
             "--subscribers" => scale.subscribers = count(arg, value(arg)?)?,
             "--events" => scale.pings = count(arg, value(arg)?)?,

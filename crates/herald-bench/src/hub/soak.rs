@@ -75,7 +75,9 @@ impl SoakScale {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RunTally {
     run: String,
-    /// Events the run reported, `run.started` and `run.finished` included.
+    /// Events the program reported, `run.started` and `run.finished` included; the SDK
+    /// adds its own keep-alive heartbeat to a run silent on a sink for 10 s, which is
+    /// stored and acknowledged but not counted here.
     emitted: u64,
     /// Events the hub acknowledged.
     acknowledged: u64,
@@ -107,7 +109,7 @@ pub struct SoakReport {
     pub backend: String,
     /// The load.
     pub scale: SoakScale,
-    /// Events the runs reported.
+    /// Events the program reported (the SDK's own heartbeats not counted).
     pub emitted: u64,
     /// Events the hubs acknowledged to the sinks.
     pub acknowledged: u64,

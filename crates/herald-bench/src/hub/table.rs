@@ -250,12 +250,14 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
     );
     let _ = writeln!(
         out,
-        "| emitted | acknowledged | stored | lost | dropped by sinks | appends | append mean | append p99 |"
+        "| emitted by the runs | acknowledged | stored | lost | dropped by sinks | appends | append mean | append p99 |"
     );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let p99 = soak
-        .append_p99_le_s
-        .map_or("?".to_owned(), |le| format!("≤ {}", ms((le * 1e6) as u64)));
+    let p99 = match soak.append_p99_le_s {
+        None => "?".to_owned(),
+        Some(le) if le.is_finite() => format!("≤ {}", ms((le * 1e6) as u64)),
+        Some(_) => "over the largest bucket".to_owned(),
+    };
     let _ = writeln!(
         out,
         "| {} | {} | {} | {} | {} | {} | {} | {p99} |",
