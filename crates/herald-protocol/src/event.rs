@@ -529,11 +529,17 @@ macro_rules! event_types {
                 event_type: &str,
                 text: &str,
             ) -> Option<Result<EventBody, serde_path_to_error::Error<serde_json::Error>>> {
+                // Tracking the path costs an allocation per field: it is done only
+                // again, to name the field, when the fast read fails.
+                fn read<'a, T: Deserialize<'a>>(
+                    text: &'a str,
+                ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+                    T::deserialize(&mut serde_json::Deserializer::from_str(text)).or_else(|_| {
+                        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+                    })
+                }
                 Some(match event_type {
-                    $( $name => serde_path_to_error::deserialize(
-                        &mut serde_json::Deserializer::from_str(text),
-                    )
-                    .map(EventBody::$variant), )*
+                    $( $name => read(text).map(EventBody::$variant), )*
                     _ => return None,
                 })
             }
