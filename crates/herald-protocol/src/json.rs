@@ -173,6 +173,7 @@ impl<'de> Visitor<'de> for UniqueKeys<'_> {
 }
 
 /// What [`scan_object`] found in an object's text without building it.
+#[derive(Debug)]
 pub(crate) struct Scanned {
     /// The values of the top-level keys asked for, in the order of the text.
     pub(crate) picked: Map<String, Value>,
@@ -510,6 +511,59 @@ mod tests {
             Some(vec!["z".to_owned(), "a".to_owned(), "e".to_owned()]),
             "the keys keep their order"
         );
+    }
+
+    #[test]
+    fn the_scan_refuses_what_the_parse_refuses_with_the_same_error() {
+        use super::scan_object;
+        for text in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":{"b":1,"c":2,"b":3}}"#,
+            r#"{"m":[{"r":1},{"r":1,"r":2}]}"#,
+            r#"[[{"x":0}],[{"y":1,"y":1}]]"#,
+            r#"{"event":{"k":1,"k":2}}"#,
+            r#"{"ab":1,"ab":2}"#,
+            "",
+            "{",
+            r#"{"a":1}}"#,
+            r#"{"a":1} x"#,
+            "[1,]",
+        ] {
+            let scanned = scan_object(text, &["event"], usize::MAX).map(|_| ());
+            let parsed = parse_json(text).map(|_| ());
+            match (scanned, parsed) {
+                (Err(s), Err(p)) => {
+                    assert_eq!((s.code, &s.field), (p.code, &p.field), "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_scan_picks_top_level_values_and_finds_the_first_key_too_deep() {
+        use super::scan_object;
+        let text = r#"{"a":[[1]],"event":"log","b":{"c":{"d":[]}},"e":{"x":{"y":{}}}}"#;
+        let scanned = scan_object(text, &["event", "nope"], 3)
+            .expect("valid JSON")
+            .expect("an object");
+        assert_eq!(
+            scanned.picked,
+            json!({"event": "log"}).as_object().cloned().unwrap()
+        );
+        // `a` nests the object 3 levels deep; `b` 4, the first over 3.
+        assert_eq!(scanned.too_deep, Some(("b".to_owned(), 4)));
+        for not_object in ["[1]", "1", "\"s\"", "null"] {
+            assert!(scan_object(not_object, &[], 64).expect("valid").is_none());
+        }
+        // A key with escapes is a key like any other, and repeated as one.
+        let e = scan_object(r#"{"\u0061":1,"a":2}"#, &[], 64).expect_err("repeated");
+        assert_eq!(e.field.as_deref(), Some("a"));
+        // Past a few keys the seen keys are a set: still found repeated.
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let text = format!("{{{},\"k7\":0}}", many.join(","));
+        let e = scan_object(&text, &[], 64).expect_err("repeated");
+        assert_eq!(e.field.as_deref(), Some("k7"));
     }
 
     #[test]
