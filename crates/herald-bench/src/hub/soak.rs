@@ -33,6 +33,8 @@ use super::process::{ChildProcess, HubProcess, cpu_percent, cpu_time};
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Slots of a period over which the runs' events are spread.
 const SLOTS: u32 = 10;
+/// Threads of a producer process that finish its runs at the end.
+const FINISHERS: usize = 32;
 /// How long producers may take to start their runs, and to finish them at the end.
 const PRODUCER_SLACK: Duration = Duration::from_secs(120);
 
@@ -190,26 +192,43 @@ pub fn produce_main(
             emitted[i] += 1;
         }
     }
-    let mut tallies = Vec::with_capacity(runs);
-    for ((progress, run), emitted) in reporters.into_iter().zip(emitted) {
-        let id = run.id().to_string();
-        // Waits (up to the sink's flush deadline) for the run's events to be taken.
-        run.finish();
-        let stats = progress.stats();
-        drop(progress);
-        tallies.push(RunTally {
-            run: id,
-            emitted: emitted + 1, // run.finished
-            acknowledged: stats.hub_acknowledged,
-            dropped: stats.hub_dropped_milestones + stats.hub_dropped_ticks,
-        });
+    // Finished on several threads at once: one after another, the runs waiting their
+    // turn would fall silent and their sinks send keep-alives.
+    let mut shares: Vec<Vec<_>> = (0..FINISHERS).map(|_| Vec::new()).collect();
+    for (i, reporter) in reporters.into_iter().zip(emitted).enumerate() {
+        shares[i % FINISHERS].push(reporter);
     }
+    let tallies: Vec<RunTally> = std::thread::scope(|scope| {
+        let finishers: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || share.into_iter().map(finish).collect::<Vec<_>>()))
+            .collect();
+        finishers
+            .into_iter()
+            .flat_map(|f| f.join().unwrap_or_default())
+            .collect()
+    });
     for tally in &tallies {
         writeln!(stdout, "{}", serde_json::to_string(tally)?)?;
     }
     writeln!(stdout, "done")?;
     stdout.flush()?;
     Ok(())
+}
+
+/// Finishes one run, which waits (up to the sink's flush deadline) for its events to
+/// be taken, and tallies it.
+fn finish(((progress, run), emitted): ((Progress, herald::Run), u64)) -> RunTally {
+    let id = run.id().to_string();
+    run.finish();
+    let stats = progress.stats();
+    drop(progress);
+    RunTally {
+        run: id,
+        emitted: emitted + 1, // run.finished
+        acknowledged: stats.hub_acknowledged,
+        dropped: stats.hub_dropped_milestones + stats.hub_dropped_ticks,
+    }
 }
 
 /// Sums a counter or the buckets of `herald_append_seconds` over the hubs' `/metrics`.
