@@ -98,12 +98,41 @@ fn the_postgres_phases_run_at_tiny_scale_and_their_counts_add_up() {
 }
 
 #[test]
+fn the_soak_runs_at_tiny_scale_on_sqlite_and_two_postgres_hubs_and_loses_nothing() {
+    let url = postgres_admin_url();
+    let out = hub_load(&["--quick", "--postgres", &url, "soak"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hub-load soak --postgres needs the PostgreSQL server at {url}.\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 20 runs for 3 s at 10 events/s, with their `run.started` and `run.finished`:
+    // each emitted, acknowledged and stored, none lost, none dropped.
+    for backend in ["SQLite, 1 hub", "PostgreSQL, 2 hubs"] {
+        let heading = format!("**Soak, {backend}** (20 runs");
+        let at = stdout
+            .find(&heading)
+            .unwrap_or_else(|| panic!("no `{heading}` in:\n{stdout}"));
+        assert!(
+            stdout[at..].contains("\n| 640 | 640 | 640 | 0 | 0 | "),
+            "{backend}: not every event stored:\n{stdout}"
+        );
+        let lost =
+            format!("- soak ({backend}): 0 acknowledged events lost: 0 lost of 640, **met**");
+        assert!(stdout.contains(&lost), "no `{lost}` in:\n{stdout}");
+    }
+}
+
+#[test]
 fn usage_errors_exit_with_2() {
     for args in [
         &["--streams", "0"][..],
         &["--rate"],
         &["sideways"],
         &["--postgres", "mysql://localhost/x"],
+        &["soak", "--soak-rate", "0"],
+        &["--soak-runs", "none"],
     ] {
         let out = hub_load(args);
         assert_eq!(out.status.code(), Some(2), "hub-load {args:?}");

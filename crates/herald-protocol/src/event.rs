@@ -549,6 +549,15 @@ macro_rules! event_types {
                 }
             }
 
+            /// Writes the body's own fields as one JSON object (without `event`).
+            pub(crate) fn write_fields(&self, out: &mut Vec<u8>) {
+                // Structs of plain fields and maps of values into a Vec cannot fail.
+                let _ = match self {
+                    $( EventBody::$variant(b) => serde_json::to_writer(&mut *out, b), )*
+                    EventBody::Custom(c) => serde_json::to_writer(&mut *out, &c.fields),
+                };
+            }
+
             /// Decodes the fields of a built-in event type; `None` for an unknown type.
             pub(crate) fn decode_builtin(
                 event_type: &str,
@@ -556,6 +565,28 @@ macro_rules! event_types {
             ) -> Option<Result<EventBody, serde_path_to_error::Error<serde_json::Error>>> {
                 Some(match event_type {
                     $( $name => serde_path_to_error::deserialize(fields).map(EventBody::$variant), )*
+                    _ => return None,
+                })
+            }
+
+            /// Decodes the body of a built-in event type from the whole event's text,
+            /// whose envelope fields its struct skips as unknown; `None` for an
+            /// unknown type.
+            pub(crate) fn decode_builtin_str(
+                event_type: &str,
+                text: &str,
+            ) -> Option<Result<EventBody, serde_path_to_error::Error<serde_json::Error>>> {
+                // Tracking the path costs an allocation per field: it is done only
+                // again, to name the field, when the fast read fails.
+                fn read<'a, T: Deserialize<'a>>(
+                    text: &'a str,
+                ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+                    T::deserialize(&mut serde_json::Deserializer::from_str(text)).or_else(|_| {
+                        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+                    })
+                }
+                Some(match event_type {
+                    $( $name => read(text).map(EventBody::$variant), )*
                     _ => return None,
                 })
             }

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::event::{Custom, Draft, Event, EventBody, PROTOCOL_VERSION, PlannedStage};
 use crate::ids::{RunId, Timestamp};
-use crate::json::{parse_json, unique_value};
+use crate::json::{parse_json, scan_object, unique_value};
 use crate::state::MAX_STAGES;
 
 /// Largest event, in bytes of JSON: 64 KiB.
@@ -206,15 +206,7 @@ pub fn parse_batch(body: &str, format: BatchFormat, run: &RunId) -> Result<Vec<D
 /// Parses one draft from its JSON text.
 pub fn parse_draft_str(text: &str, run: &RunId) -> Result<Draft, EventError> {
     check_size(text.len())?;
-    let Value::Object(map) = parse_json(text)? else {
-        return Err(EventError::new(
-            ErrorCode::NotAnObject,
-            None,
-            "an event must be a JSON object",
-        ));
-    };
-    check_depth(&map)?;
-    let d = decode(map, Mode::Draft)?;
+    let d = decode_text(text, Mode::Draft)?;
     if let Some(r) = d.run {
         if &r != run {
             return Err(EventError::invalid(
@@ -237,18 +229,65 @@ pub fn parse_draft_str(text: &str, run: &RunId) -> Result<Draft, EventError> {
 /// found on a JSON Lines stream or in a hub's reply.
 pub fn parse_event(text: &str) -> Result<Event, EventError> {
     check_size(text.len())?;
-    event_from_value(parse_json(text)?)
+    let d = decode_text(text, Mode::Event)?;
+    into_event(d)
 }
 
 fn event_from_value(value: Value) -> Result<Event, EventError> {
     let Value::Object(map) = value else {
-        return Err(EventError::new(
-            ErrorCode::NotAnObject,
-            None,
-            "an event must be a JSON object",
-        ));
+        return Err(not_an_object());
     };
-    let d = decode(map, Mode::Event)?;
+    into_event(decode(map, Mode::Event)?)
+}
+
+fn not_an_object() -> EventError {
+    EventError::new(
+        ErrorCode::NotAnObject,
+        None,
+        "an event must be a JSON object",
+    )
+}
+
+/// Decodes an event or a draft from its text straight into its typed body, without
+/// building a `serde_json::Value` of it (which, with decoding it again, was most of a
+/// hub's work per event): one pass checks the JSON, repeated keys and depth and builds
+/// the envelope's few values; a second reads the body's struct from the text, where
+/// the envelope's fields are unknown fields to it and so skipped. A custom event keeps
+/// its fields as a map of values anyway, and is decoded through one.
+fn decode_text(text: &str, mode: Mode) -> Result<Decoded, EventError> {
+    // Stored events are read back as deep as serde_json reads (see `too_deep`).
+    let max_levels = match mode {
+        Mode::Draft => MAX_EVENT_DEPTH,
+        Mode::Event => usize::MAX,
+    };
+    let Some(scanned) = scan_object(text, Custom::RESERVED_FIELDS, max_levels)? else {
+        return Err(not_an_object());
+    };
+    if let Some((field, levels)) = scanned.too_deep {
+        return Err(too_deep(&field, levels));
+    }
+    let mut envelope = scanned.picked;
+    let is_custom = matches!(
+        envelope.get("event"),
+        Some(Value::String(t)) if t.starts_with(Custom::PREFIX)
+    );
+    if is_custom {
+        let Value::Object(map) = parse_json(text)? else {
+            return Err(not_an_object());
+        };
+        return decode(map, mode);
+    }
+    let head = decode_envelope(&mut envelope, mode)?;
+    let body = match EventBody::decode_builtin_str(&head.event_type, text) {
+        None => return Err(unknown_event(&head.event_type)),
+        Some(Ok(body)) => body,
+        Some(Err(e)) => return Err(field_error(&head.event_type, e)),
+    };
+    validate_body(&body)?;
+    Ok(head.with_body(body))
+}
+
+fn into_event(d: Decoded) -> Result<Event, EventError> {
     // `decode` in `Mode::Event` has checked that these are present.
     match (d.run, d.seq, d.ts) {
         (Some(run), Some(seq), Some(ts)) => Ok(Event {
@@ -278,28 +317,14 @@ fn check_size(len: usize) -> Result<(), EventError> {
 ///
 /// Only drafts are checked: a stored event is read back as deep as serde_json reads,
 /// so that one stored before this limit is not lost.
-fn check_depth(fields: &Map<String, Value>) -> Result<(), EventError> {
-    // serde_json reads at most 128 levels, which bounds this recursion as well.
-    fn depth(value: &Value) -> usize {
-        match value {
-            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-            Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    for (name, value) in fields {
-        let levels = 1 + depth(value);
-        if levels > MAX_EVENT_DEPTH {
-            return Err(EventError::invalid(
-                name,
-                format!(
-                    "`{name}` nests the event {levels} levels deep, over the limit of \
-                     {MAX_EVENT_DEPTH} levels"
-                ),
-            ));
-        }
-    }
-    Ok(())
+fn too_deep(name: &str, levels: usize) -> EventError {
+    EventError::invalid(
+        name,
+        format!(
+            "`{name}` nests the event {levels} levels deep, over the limit of \
+             {MAX_EVENT_DEPTH} levels"
+        ),
+    )
 }
 
 /// Refuses a draft that would be over [`MAX_EVENT_BYTES`] as the hub stores it: with
@@ -353,7 +378,38 @@ struct Decoded {
     body: EventBody,
 }
 
+/// The envelope of an event, decoded; its type names the body still to decode.
+struct Head {
+    event_type: String,
+    run: Option<RunId>,
+    seq: Option<u64>,
+    ts: Option<Timestamp>,
+    id: Option<String>,
+    parent: Option<RunId>,
+}
+
+impl Head {
+    fn with_body(self, body: EventBody) -> Decoded {
+        Decoded {
+            run: self.run,
+            seq: self.seq,
+            ts: self.ts,
+            id: self.id,
+            parent: self.parent,
+            body,
+        }
+    }
+}
+
 fn decode(mut map: Map<String, Value>, mode: Mode) -> Result<Decoded, EventError> {
+    let head = decode_envelope(&mut map, mode)?;
+    let body = decode_body(&head.event_type, map)?;
+    validate_body(&body)?;
+    Ok(head.with_body(body))
+}
+
+/// Takes the envelope's fields out of `map`, checked; what is left is the body's.
+fn decode_envelope(map: &mut Map<String, Value>, mode: Mode) -> Result<Head, EventError> {
     // `shift_remove`, not `remove`: with `preserve_order` the latter swaps the last
     // field into the hole, which would scramble the order of a custom event's fields.
     let required = mode == Mode::Event;
@@ -379,7 +435,7 @@ fn decode(mut map: Map<String, Value>, mode: Mode) -> Result<Decoded, EventError
         None => return Err(EventError::missing("event")),
     };
 
-    let run = take_run_id(&mut map, "run", required)?;
+    let run = take_run_id(map, "run", required)?;
     let seq = match map.shift_remove("seq") {
         None if required => return Err(EventError::missing("seq")),
         None => None,
@@ -407,17 +463,14 @@ fn decode(mut map: Map<String, Value>, mode: Mode) -> Result<Decoded, EventError
         Some(Value::String(s)) => Some(check_event_id(s)?),
         Some(_) => return Err(EventError::invalid("id", "`id` must be a string")),
     };
-    let parent = take_run_id(&mut map, "parent", false)?;
-
-    let body = decode_body(&event_type, map)?;
-    validate_body(&body)?;
-    Ok(Decoded {
+    let parent = take_run_id(map, "parent", false)?;
+    Ok(Head {
+        event_type,
         run,
         seq,
         ts,
         id,
         parent,
-        body,
     })
 }
 
@@ -463,14 +516,18 @@ fn decode_body(event_type: &str, fields: Map<String, Value>) -> Result<EventBody
         });
     }
     match EventBody::decode_builtin(event_type, Value::Object(fields)) {
-        None => Err(EventError::new(
-            ErrorCode::UnknownEvent,
-            Some("event"),
-            format!("unknown event type `{event_type}`"),
-        )),
+        None => Err(unknown_event(event_type)),
         Some(Ok(body)) => Ok(body),
         Some(Err(e)) => Err(field_error(event_type, e)),
     }
+}
+
+fn unknown_event(event_type: &str) -> EventError {
+    EventError::new(
+        ErrorCode::UnknownEvent,
+        Some("event"),
+        format!("unknown event type `{event_type}`"),
+    )
 }
 
 /// Turns serde's error into one that names the field: serde reports a mistyped field
@@ -780,8 +837,44 @@ impl Serialize for Draft {
 
 impl Event {
     /// The event as one line of JSON, without the newline.
+    ///
+    /// Byte for byte what serializing the event writes, without building a map of its
+    /// body first: the envelope, then the body's own object with its `{` turned into
+    /// the comma that joins the two.
     pub fn to_json(&self) -> String {
-        // Serializing a map of strings and plain values into a String cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        fn put(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+            // Strings, numbers and structs of plain fields into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"v\":");
+        put(&mut out, &PROTOCOL_VERSION);
+        out.extend_from_slice(b",\"event\":");
+        put(&mut out, self.body.event_type());
+        out.extend_from_slice(b",\"run\":");
+        put(&mut out, &self.run);
+        out.extend_from_slice(b",\"seq\":");
+        put(&mut out, &self.seq);
+        out.extend_from_slice(b",\"ts\":");
+        put(&mut out, &self.ts);
+        if let Some(id) = &self.id {
+            out.extend_from_slice(b",\"id\":");
+            put(&mut out, id);
+        }
+        if let Some(parent) = &self.parent {
+            out.extend_from_slice(b",\"parent\":");
+            put(&mut out, parent);
+        }
+        let body = out.len();
+        self.body.write_fields(&mut out);
+        if out.len() > body + 2 && out[body] == b'{' {
+            out[body] = b',';
+        } else {
+            // `{}`: no fields to join.
+            out.truncate(body);
+            out.push(b'}');
+        }
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
     }
 }

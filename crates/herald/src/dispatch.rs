@@ -238,7 +238,7 @@ impl std::fmt::Debug for Flushed {
     }
 }
 
-/// Counts of what the SDK could not deliver.
+/// Counts of what the SDK could not deliver, and of what a hub acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -254,6 +254,9 @@ pub struct Stats {
     /// Milestones a hub sink could not deliver (buffer full of milestones, or refused
     /// by the hub: bad token, run finished or deleted).
     pub hub_dropped_milestones: u64,
+    /// Events a hub sink's hub acknowledged (stored, or already stored by an earlier
+    /// attempt whose reply was lost): what the program may count as delivered.
+    pub hub_acknowledged: u64,
 }
 
 #[derive(Default)]
@@ -461,6 +464,7 @@ impl Shared {
             sink_errors: self.sink_errors.load(Ordering::Relaxed),
             hub_dropped_ticks: self.signals.hub_dropped_ticks.load(Ordering::Relaxed),
             hub_dropped_milestones: self.signals.hub_dropped_milestones.load(Ordering::Relaxed),
+            hub_acknowledged: self.signals.hub_acknowledged.load(Ordering::Relaxed),
         }
     }
 }

@@ -524,6 +524,11 @@ impl Sender {
                 if serde_json::from_str::<Appended>(&reply).is_ok_and(|a| a.cancel_requested) {
                     self.signals.request_cancel(&job.run);
                 }
+                // Counted before the queue drains, so that a finished run's count
+                // is complete once its finish returns.
+                self.signals
+                    .hub_acknowledged
+                    .fetch_add(job.drafts.len() as u64, Ordering::Relaxed);
                 self.acknowledge(&job.run, job.drafts.len());
                 // The run is on the hub and the token opens it: follow its cancel
                 // state from now on.

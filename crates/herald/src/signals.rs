@@ -21,6 +21,8 @@ pub(crate) struct Signals {
     pub(crate) hub_dropped_ticks: AtomicU64,
     /// Milestones a hub sink dropped: buffer full of milestones, or refused by the hub.
     pub(crate) hub_dropped_milestones: AtomicU64,
+    /// Events a hub acknowledged: stored, or found stored already (a retry).
+    pub(crate) hub_acknowledged: AtomicU64,
     /// herald's own warnings, waiting for the background loop to show them.
     notices: Mutex<Vec<Notice>>,
 }

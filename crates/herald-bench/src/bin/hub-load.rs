@@ -1,18 +1,22 @@
 //! `hub-load`: the hub under load, side by side with a bare SQLite insert loop, as
 //! Markdown tables (the figures of BENCHMARKS.md, "Hub ingest and fan-out").
 //!
-//! - `hub-load [ingest] [fanout] [idle] [e2e]`: runs the named parts (all by default).
+//! - `hub-load [ingest] [fanout] [idle] [e2e] [soak]`: runs the named parts (all but `soak`
+//!   by default).
 //! - `--postgres URL` (or `HERALD_BENCH_POSTGRES_URL`), the maintenance database of a
 //!   PostgreSQL server, e.g. `postgres://postgres@127.0.0.1:5432/postgres`: ingest
 //!   and fan-out also run with hubs on PostgreSQL (one, and two on one database), each
 //!   on a database the run creates and drops.
 //! - `--quick`: tiny counts, a smoke run of a few seconds; `--clients N`,
-//!   `--single-events N`, `--batched-events N`, `--rounds N`, `--subscribers N`, `--events N`,
-//!   `--rate R`, `--streams N`, `--stream-runs N`, `--latency-rounds N`, `--e2e-trials N`
-//!   set one count each.
+//!   `--single-events N`, `--batched-events N`, `--batch N` (events per batched
+//!   request, 100), `--rounds N`, `--subscribers N`, `--events N`, `--rate R`,
+//!   `--streams N`, `--stream-runs N`, `--latency-rounds N`, `--e2e-trials N`,
+//!   `--soak-runs N`, `--soak-rate R`, `--soak-seconds N`, `--soak-processes N` set one
+//!   count each.
 //! - `hub-load serve --db PATH|URL` and `hub-load subscribe --transport sse|ws --url URL
-//!   --count N --timeout-s S` are the hub's and the subscribers' own processes, which the load
-//!   generator starts itself.
+//!   --count N --timeout-s S` are the hub's and the subscribers' own processes, which the
+//!   load generator starts itself, and so is `hub-load produce --urls URL[,URL] --runs N
+//!   --first K --rate R --seconds S`, a process of the soak's producers.
 //!
 //! Exit codes: 0 on success (a closed stdout included), 1 when a measurement fails or
 //! its counts do not add up, 2 on a usage error.
@@ -24,9 +28,10 @@ use std::time::Duration;
 
 use herald_bench::hub::{self, Part, Scale, Transport};
 
-const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [e2e] [--quick] [--postgres URL] [--clients N] \
-[--single-events N] [--batched-events N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
-[--streams N] [--stream-runs N] [--latency-rounds N] [--e2e-trials N]";
+const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [e2e] [soak] [--quick] [--postgres URL] [--clients N] \
+[--single-events N] [--batched-events N] [--batch N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
+[--streams N] [--stream-runs N] [--latency-rounds N] [--e2e-trials N] [--soak-runs N] [--soak-rate R] \
+[--soak-seconds N] [--soak-processes N]";
 
 /// A mistake on the command line.
 struct Usage(String);
@@ -78,6 +83,28 @@ fn run() -> anyhow::Result<ExitCode> {
             hub::subscribe_main(transport, url, count, Duration::from_secs(timeout))?;
             return Ok(ExitCode::SUCCESS);
         }
+        [
+            "produce",
+            "--urls",
+            urls,
+            "--runs",
+            runs,
+            "--first",
+            first,
+            "--rate",
+            rate,
+            "--seconds",
+            seconds,
+        ] => {
+            let (Ok(runs), Ok(first), Ok(rate), Ok(seconds)) =
+                (runs.parse(), first.parse(), rate.parse(), seconds.parse())
+            else {
+                return usage_error("produce takes counts, a rate and seconds");
+            };
+            let urls: Vec<&str> = urls.split(',').collect();
+            hub::produce_main(&urls, runs, first, rate, seconds)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let (parts, scale, postgres) = match parse(&args) {
@@ -122,6 +149,7 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
             "--clients" => scale.clients = count(arg, value(arg)?)?,
             "--single-events" => scale.single_events = count(arg, value(arg)?)?,
             "--batched-events" => scale.batched_events = count(arg, value(arg)?)?,
+            "--batch" => scale.batch = count(arg, value(arg)?)?,
             "--rounds" => scale.rounds = count(arg, value(arg)?)?,
             "--subscribers" => scale.subscribers = count(arg, value(arg)?)?,
             "--events" => scale.pings = count(arg, value(arg)?)?,
@@ -133,6 +161,20 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
                     .ok_or_else(|| Usage(format!("--rate takes events per second, not `{v}`")))?;
             }
             "--streams" => scale.streams = count(arg, value(arg)?)?,
+            "--soak-runs" => scale.soak.runs = count(arg, value(arg)?)?,
+            "--soak-seconds" => {
+                scale.soak.duration = Duration::from_secs(count(arg, value(arg)?)? as u64)
+            }
+            "--soak-processes" => scale.soak.processes = count(arg, value(arg)?)?,
+            "--soak-rate" => {
+                let v = value(arg)?;
+                scale.soak.rate = f64::from_str(v)
+                    .ok()
+                    .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1_000.0)
+                    .ok_or_else(|| {
+                        Usage(format!("--soak-rate takes events per second, not `{v}`"))
+                    })?;
+            }
             "--stream-runs" => scale.stream_runs = count(arg, value(arg)?)?,
             "--latency-rounds" => scale.latency_rounds = count(arg, value(arg)?)?,
             "--e2e-trials" => scale.e2e_trials = count(arg, value(arg)?)?,

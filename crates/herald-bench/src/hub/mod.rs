@@ -18,6 +18,8 @@
 //! - `fanout`: latency from append to SSE subscriber, and the subscriber process.
 //! - `idle`: hub RSS with many idle SSE streams.
 //! - `e2e`: a program's call through the SDK's hub sink and the hub to a subscriber.
+//! - `soak`: many runs through the SDK's hub sink for a minute; nothing acknowledged
+//!   lost, the hubs' memory and CPU over time.
 //! - `process`: the hub's process, `/proc` readings.
 //! - `pg`: a fresh PostgreSQL database per measurement, and its server's CPU.
 //! - `client`: HTTP requests and an SSE parser.
@@ -30,6 +32,7 @@ mod idle;
 mod ingest;
 mod pg;
 mod process;
+mod soak;
 mod table;
 
 use std::time::Duration;
@@ -43,6 +46,7 @@ pub use idle::IdleReport;
 pub use ingest::{IngestPath, IngestRow};
 pub(crate) use process::cpu_time;
 pub use process::serve_main;
+pub use soak::{SoakReport, SoakSample, SoakScale, produce_main};
 
 /// A part of the measurement, run on its own with `hub-load PART`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +59,13 @@ pub enum Part {
     Idle,
     /// From a program's call, through the SDK's hub sink and the hub, to a subscriber.
     E2e,
+    /// Many runs through the SDK's hub sink for a while; run only when named.
+    Soak,
 }
 
 impl Part {
-    /// Every part, in the order they run.
+    /// The parts run when none is named, in the order they run (`soak` runs only
+    /// when named).
     pub const ALL: [Part; 4] = [Part::Ingest, Part::Fanout, Part::Idle, Part::E2e];
 
     /// The part named `name` on the command line.
@@ -68,6 +75,7 @@ impl Part {
             "fanout" => Some(Part::Fanout),
             "idle" => Some(Part::Idle),
             "e2e" => Some(Part::E2e),
+            "soak" => Some(Part::Soak),
             _ => None,
         }
     }
@@ -101,6 +109,8 @@ pub struct Scale {
     pub latency_rounds: usize,
     /// Trials of each kind per end-to-end round.
     pub e2e_trials: usize,
+    /// The soak's load.
+    pub soak: SoakScale,
 }
 
 impl Scale {
@@ -119,6 +129,7 @@ impl Scale {
             stream_runs: 10,
             latency_rounds: 5,
             e2e_trials: 40,
+            soak: SoakScale::full(),
         }
     }
 
@@ -137,6 +148,7 @@ impl Scale {
             stream_runs: 2,
             latency_rounds: 1,
             e2e_trials: 3,
+            soak: SoakScale::quick(),
         }
     }
 }
@@ -192,6 +204,8 @@ pub struct Report {
     pub idle: Vec<IdleReport>,
     /// The end-to-end figures.
     pub e2e: Option<E2eReport>,
+    /// The soaks: one SQLite hub, then two hubs on PostgreSQL when measured.
+    pub soak: Vec<SoakReport>,
     /// The machine's 1-minute load average when the run started, if known: other
     /// processes' work is in the figures too.
     pub load_at_start: Option<f64>,
@@ -231,7 +245,13 @@ pub fn run(parts: &[Part], scale: &Scale, postgres: Option<&str>) -> anyhow::Res
             load_at_start: load_average(),
             ..Report::default()
         };
-        for part in Part::ALL {
+        for part in [
+            Part::Ingest,
+            Part::Fanout,
+            Part::Idle,
+            Part::E2e,
+            Part::Soak,
+        ] {
             if !parts.contains(&part) {
                 continue;
             }
@@ -271,6 +291,20 @@ pub fn run(parts: &[Part], scale: &Scale, postgres: Option<&str>) -> anyhow::Res
                     }
                 }
                 Part::E2e => report.e2e = Some(e2e::run(dir.path(), scale).await.context("e2e")?),
+                Part::Soak => {
+                    report.soak.push(
+                        soak::run(dir.path(), &scale.soak, None)
+                            .await
+                            .context("soak, SQLite")?,
+                    );
+                    if let Some(admin_url) = postgres {
+                        report.soak.push(
+                            soak::run(dir.path(), &scale.soak, Some(admin_url))
+                                .await
+                                .context("soak, two hubs on PostgreSQL")?,
+                        );
+                    }
+                }
             }
         }
         Ok(report)

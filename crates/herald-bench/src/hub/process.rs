@@ -168,6 +168,11 @@ impl HubProcess {
         format!("http://{}", self.addr)
     }
 
+    /// The hub's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// The hub's resident memory, in KiB.
     pub(crate) fn rss_kib(&self) -> anyhow::Result<u64> {
         rss_kib(self.process.pid())

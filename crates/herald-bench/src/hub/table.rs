@@ -5,10 +5,12 @@ use std::fmt::Write;
 use herald_protocol::Timestamp;
 
 use super::client::now_us;
-use super::{E2eReport, FanoutReport, IngestPath, IngestRow, Percentiles, Report, Scale};
+use super::{
+    E2eReport, FanoutReport, IngestPath, IngestRow, Percentiles, Report, Scale, SoakReport,
+};
 
 /// Batched ingest must reach this share of the bare loop's rate.
-const INGEST_TARGET: f64 = 0.5;
+const INGEST_TARGET: f64 = 0.6;
 /// p99 publish-to-subscriber latency target, in microseconds.
 const LATENCY_TARGET_US: u64 = 10_000;
 /// Memory per idle stream target, in KiB.
@@ -17,6 +19,8 @@ const IDLE_TARGET_KIB: f64 = 16.0;
 const RETURNED_TARGET: f64 = 0.9;
 /// p50 and p99 end-to-end latency target, in microseconds.
 const E2E_TARGET_US: u64 = 100_000;
+/// p99 append time target of the soak, in seconds.
+const SOAK_APPEND_TARGET_S: f64 = 0.05;
 
 /// `1234567` as `1,234,567`.
 fn thousands(n: u64) -> String {
@@ -267,6 +271,9 @@ pub(crate) fn render(report: &Report, scale: &Scale) -> String {
     if let Some(e) = &report.e2e {
         render_e2e(&mut out, e, &mut targets);
     }
+    for soak in &report.soak {
+        render_soak(&mut out, soak, &mut targets);
+    }
     if !targets.is_empty() {
         let _ = writeln!(out, "\nTargets:\n");
         for t in targets {
@@ -335,6 +342,82 @@ fn render_e2e(out: &mut String, e: &E2eReport, targets: &mut Vec<String>) {
             ms(median(&p50)),
             ms(median(&p99)),
             verdict(median(&p50) < E2E_TARGET_US && median(&p99) < E2E_TARGET_US)
+        ));
+    }
+}
+
+fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
+    let scale = &soak.scale;
+    let _ = writeln!(
+        out,
+        "\n**Soak, {}** ({} runs through the SDK's hub sink, one `Progress` each, in {} processes; {} events/s per run for {} s)\n",
+        soak.backend,
+        thousands(scale.runs as u64),
+        scale.processes,
+        scale.rate,
+        scale.duration.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "| emitted by the runs | acknowledged | stored | lost | dropped by sinks | appends | append mean | append p99 |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let p99 = match soak.append_p99_le_s {
+        None => "?".to_owned(),
+        Some(le) if le.is_finite() => format!("≤ {}", ms((le * 1e6) as u64)),
+        Some(_) => "over the largest bucket".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | {} | {p99} |",
+        thousands(soak.emitted),
+        thousands(soak.acknowledged),
+        thousands(soak.stored),
+        soak.lost,
+        soak.dropped,
+        thousands(soak.appends),
+        ms(soak.append_mean_us as u64),
+    );
+    let hubs = soak.samples.first().map_or(1, |s| s.rss_kib.len());
+    let rss_heads: Vec<String> = (0..hubs)
+        .map(|h| format!("hub {} RSS", (b'A' + h as u8) as char))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n| s | {} | hubs' CPU | producers' CPU | PostgreSQL CPU | events stored |",
+        rss_heads.join(" | ")
+    );
+    let _ = writeln!(out, "|---:|{}---:|---:|---:|---:|", "---:|".repeat(hubs));
+    for sample in &soak.samples {
+        let rss: Vec<String> = sample
+            .rss_kib
+            .iter()
+            .map(|k| format!("{:.1} MiB", *k as f64 / 1024.0))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {:.0} | {} | {:.0}% | {:.0}% | {} | {} |",
+            sample.at_s,
+            rss.join(" | "),
+            sample.hub_cpu,
+            sample.producers_cpu,
+            sample.db_cpu.map_or(String::new(), |c| format!("{c:.0}%")),
+            thousands(sample.stored),
+        );
+    }
+    targets.push(format!(
+        "- soak ({}): 0 acknowledged events lost: {} lost of {}, {}",
+        soak.backend,
+        soak.lost,
+        thousands(soak.acknowledged),
+        verdict(soak.lost == 0)
+    ));
+    if let Some(le) = soak.append_p99_le_s {
+        targets.push(format!(
+            "- soak ({}): append p99 under {}: {p99}, {}",
+            soak.backend,
+            ms((SOAK_APPEND_TARGET_S * 1e6) as u64),
+            verdict(le <= SOAK_APPEND_TARGET_S)
         ));
     }
 }

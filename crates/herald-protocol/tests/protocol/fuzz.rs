@@ -111,6 +111,11 @@ fn check_draft_survives(draft: &Draft) {
 #[track_caller]
 fn check_event_survives(event: &Event) {
     let json = event.to_json();
+    assert_eq!(
+        serde_json::to_string(event).expect("an event serializes"),
+        json,
+        "to_json writes what serializing does"
+    );
     match parse_event(&json) {
         Ok(back) => {
             assert_eq!(&back, event, "{}", short(&json));

@@ -148,6 +148,8 @@ fn check_sent_again_after_retry_after(status: u16) {
     run.info("one");
     run.info("two");
     run.finish();
+    // The finish waited for the run's events to be acknowledged.
+    let stats = progress.stats();
     drop(progress);
 
     let appends = hub.appends();
@@ -189,4 +191,6 @@ fn check_sent_again_after_retry_after(status: u16) {
         events.last().map(|e| e["event"].clone()),
         Some(json!("run.finished"))
     );
+    // What was refused is not counted as acknowledged; what was taken is.
+    assert_eq!(stats.hub_acknowledged, events.len() as u64);
 }
