@@ -30,6 +30,8 @@
 //! high end growing with an overdue unit's overrun (a unit that ran long may well run
 //! as long again).
 
+use serde::{Deserialize, Serialize};
+
 /// Tuning of [`EtaEstimator`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EtaConfig {
@@ -347,6 +349,19 @@ impl EtaEstimator {
         total: f64,
         total_units: Option<u64>,
     ) -> Option<Estimate> {
+        let (last_t, basis) = self.basis_weighted(total, total_units)?;
+        Some(basis.at((now - last_t).max(0.0), &self.config))
+    }
+
+    /// The tuning it was made with.
+    pub fn config(&self) -> &EtaConfig {
+        &self.config
+    }
+
+    /// What every later estimate for a stage of `total` (units, or weight) in
+    /// `total_units` units rests on, and the time of the last completion: the estimate
+    /// at `now` is `basis.at(now - time, config)` until the next completion.
+    pub fn basis_weighted(&self, total: f64, total_units: Option<u64>) -> Option<(f64, EtaBasis)> {
         let (last_t, done) = self.last?;
         let (recent, average) = self.rates()?;
         let left = (total - done).max(0.0);
@@ -365,25 +380,77 @@ impl EtaEstimator {
         } else {
             a * (1.0 - w) + b * w
         };
-        let since = (now - last_t).max(0.0);
-        let typical = self.typical_gap().unwrap_or(0.0);
-        let hold = self.config.hold_gaps * typical;
+        let basis = EtaBasis {
+            eta_s: eta,
+            fast_s: a.min(b),
+            slow_s: a.max(b),
+            typical_s: self.typical_gap().unwrap_or(0.0),
+            work_left: left > 0.0,
+        };
+        Some((last_t, basis))
+    }
+}
+
+/// What an estimate rests on from one completion to the next: a handful of numbers,
+/// so that a stored state (without its estimator) estimates as the live one does.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EtaBasis {
+    /// Seconds left at the last completion: the point estimate then.
+    pub eta_s: f64,
+    /// Seconds left then at the faster of the recent and the average pace: the
+    /// range's low end before its margin.
+    pub fast_s: f64,
+    /// Seconds left then at the slower of the two: the range's high end before its
+    /// margin.
+    pub slow_s: f64,
+    /// Seconds a unit typically takes (between completions).
+    pub typical_s: f64,
+    /// Whether work was left (only then can a unit be overdue).
+    pub work_left: bool,
+}
+
+impl EtaBasis {
+    /// The estimate `since` seconds after the last completion.
+    ///
+    /// The point counts down from the last estimate for `hold_gaps` typical gaps, then
+    /// holds: past that the current unit is overdue, and the time it will still take
+    /// is unknown. The range spans what the recent and the average pace predict,
+    /// widened by `range_margin`; while a unit is overdue its high end grows by the
+    /// time it has overrun (a unit that has run long may well run as long again).
+    pub fn at(&self, since: f64, config: &EtaConfig) -> Estimate {
+        let typical = self.typical_s;
+        let hold = config.hold_gaps * typical;
         let counted = since.min(hold);
-        let eta_s = (eta - counted).max(0.0);
-        let m = self.config.range_margin;
+        let eta_s = (self.eta_s - counted).max(0.0);
+        let m = config.range_margin;
         let overrun = (since - hold).max(0.0);
-        let low_s = ((a.min(b) - counted) / (1.0 + m)).max(0.0).min(eta_s);
-        let high_s = ((a.max(b) - counted).max(0.0) * (1.0 + m) + overrun).max(eta_s);
-        let overdue = (typical > 0.0 && left > 0.0 && since > self.config.silence_gaps * typical)
+        let low_s = ((self.fast_s - counted) / (1.0 + m)).max(0.0).min(eta_s);
+        let high_s = ((self.slow_s - counted).max(0.0) * (1.0 + m) + overrun).max(eta_s);
+        let overdue = (typical > 0.0 && self.work_left && since > config.silence_gaps * typical)
             .then_some(Overdue {
                 running_s: since,
                 typical_s: typical,
             });
-        Some(Estimate {
+        Estimate {
             eta_s,
             low_s,
             high_s,
             overdue,
+        }
+    }
+
+    /// The basis with no number out of range for JSON: infinite ones are the largest
+    /// finite; none when one is not a number (the arithmetic overflowed).
+    pub fn finite(self) -> Option<EtaBasis> {
+        let cap = |x: f64| x.clamp(f64::MIN, f64::MAX);
+        let all = [self.eta_s, self.fast_s, self.slow_s, self.typical_s];
+        (!all.iter().any(|x| x.is_nan())).then(|| EtaBasis {
+            eta_s: cap(self.eta_s),
+            fast_s: cap(self.fast_s),
+            slow_s: cap(self.slow_s),
+            typical_s: cap(self.typical_s),
+            work_left: self.work_left,
         })
     }
 }

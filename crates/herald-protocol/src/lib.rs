@@ -31,7 +31,7 @@ mod schema;
 mod state;
 mod wire;
 
-pub use eta::{Estimate, EtaConfig, EtaEstimator, Overdue};
+pub use eta::{Estimate, EtaBasis, EtaConfig, EtaEstimator, Overdue};
 pub use event::{
     AgentHistory, AgentIteration, AgentPreparingResponse, AgentResponse, AgentSystemMessage,
     ChatMessage, Custom, Draft, EVENT_TYPES, Event, EventBody, Heartbeat, ItemFinished,
@@ -44,8 +44,8 @@ pub use json::parse_json;
 pub use pattern::{InvalidTypeFilter, TypeFilter};
 pub use schema::event_schema;
 pub use state::{
-    AgentState, Counter, ErrorInfo, ItemCounts, ItemFailure, ItemState, LlmState, LogLine,
-    MAX_LISTED_FAILURES, MAX_LISTED_ITEMS, MAX_LISTED_LOGS, MAX_LISTED_TOOLS, MAX_STAGES,
+    AgentState, Counter, CounterBasis, ErrorInfo, ItemCounts, ItemFailure, ItemState, LlmState,
+    LogLine, MAX_LISTED_FAILURES, MAX_LISTED_ITEMS, MAX_LISTED_LOGS, MAX_LISTED_TOOLS, MAX_STAGES,
     MAX_TEXT_BYTES, MAX_VALUE_BYTES, RunState, RunStatus, StageState, StageStatus, ToolCall,
     ToolCallStatus, ToolProgress, ToolsState, UnitOverdue, fold,
 };

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::eta::{Estimate, EtaEstimator};
+use crate::eta::{Estimate, EtaBasis, EtaEstimator};
 use crate::event::{
     AgentHistory, AgentIteration, AgentResponse, Event, EventBody, Heartbeat, ItemFinished,
     ItemStarted, LlmRequest, LlmResponse, Log, LogLevel, PlannedStage, Progress,
@@ -168,6 +168,10 @@ pub struct Counter {
     /// When `done` last changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
+    /// What the ETA rests on until the next completion: kept with the state, so that a
+    /// state read back from storage (without its estimator) estimates as the live one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_basis: Option<CounterBasis>,
     /// What the counter's work is doing now, from the latest `progress` that said.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -203,6 +207,18 @@ pub struct UnitOverdue {
     pub typical_s: f64,
 }
 
+/// A counter's [`EtaBasis`] and when it was set: the estimate at `now` is
+/// `basis.at(now - at)`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CounterBasis {
+    /// The time of the last completion.
+    pub at: Timestamp,
+    /// What the estimate rests on.
+    #[serde(flatten)]
+    pub basis: EtaBasis,
+}
+
 impl Counter {
     /// Folds a new count (and weight) observed at `ts`, `origin` being when counting
     /// began.
@@ -216,7 +232,9 @@ impl Counter {
         {
             // Only a total may have changed.
             self.refresh_percent();
-            if !self.from_producer {
+            if self.from_producer {
+                self.rebase();
+            } else {
                 self.refresh(ts);
             }
             return;
@@ -244,14 +262,16 @@ impl Counter {
     }
 
     fn set_total(&mut self, total: Option<u64>) {
-        if total.is_some() {
+        if total.is_some() && total != self.total {
             self.total = total;
+            self.rebase();
         }
     }
 
     fn set_total_weight(&mut self, total: Option<f64>) {
-        if total.is_some() {
+        if total.is_some() && total != self.total_weight {
             self.total_weight = total;
+            self.rebase();
         }
     }
 
@@ -273,7 +293,28 @@ impl Counter {
             .rate()
             .filter(|r| !r.is_nan())
             .map(|r| r.min(f64::MAX));
+        self.rebase();
         self.estimate_at(ts);
+    }
+
+    /// Sets the basis of the estimate from the estimator and the target.
+    fn rebase(&mut self) {
+        self.eta_basis = match (self.origin, self.target()) {
+            (Some(origin), Some(target)) => {
+                // Weighted, the units left help too (a request per file besides its
+                // bytes).
+                let units = self.total.filter(|_| self.weighted);
+                self.estimator
+                    .basis_weighted(target, units)
+                    .and_then(|(t, basis)| {
+                        Some(CounterBasis {
+                            at: origin.add_seconds(t),
+                            basis: basis.finite()?,
+                        })
+                    })
+            }
+            _ => None,
+        };
     }
 
     fn refresh_percent(&mut self) {
@@ -283,18 +324,13 @@ impl Counter {
         };
     }
 
-    /// Sets the ETA, its range and the overdue note from the estimator, as of `now`.
+    /// Sets the ETA, its range and the overdue note from the estimator's basis, as of
+    /// `now`.
     fn estimate_at(&mut self, now: Timestamp) {
-        let estimate = match (self.origin, self.target()) {
-            (Some(origin), Some(target)) => {
-                // Weighted, the units left help too (a request per file besides its
-                // bytes).
-                let units = self.total.filter(|_| self.weighted);
-                self.estimator
-                    .estimate_weighted_at(now.seconds_since(origin), target, units)
-            }
-            _ => None,
-        };
+        let config = self.estimator.config();
+        let estimate = self
+            .eta_basis
+            .map(|b| b.basis.at(now.seconds_since(b.at).max(0.0), config));
         // Absurd totals (any u64, any finite weight) may overflow the arithmetic: an
         // estimate that is not a number is none, and an infinite one the largest.
         let cap = |x: f64| x.min(f64::MAX);
@@ -326,13 +362,13 @@ impl Counter {
         self.from_producer = true;
     }
 
-    /// The counter at `now`. With the estimator at hand (a state folded here), its
-    /// estimate at `now`; a producer's estimate counts down as far as the estimator's
-    /// would (never growing), and gives way to the estimator's once the current unit
-    /// is overdue; a state read back without its estimator counts down since the last
-    /// update.
+    /// The counter at `now`. With the estimator's basis (a state folded here, or read
+    /// back with it), its estimate at `now`; a producer's estimate counts down as far
+    /// as the estimator's would (never growing), and gives way to the estimator's once
+    /// the current unit is overdue; a state stored before bases were kept counts down
+    /// since the last update.
     fn at(&mut self, now: Timestamp) {
-        let live = self.estimator != EtaEstimator::default();
+        let live = self.eta_basis.is_some();
         if live && !self.from_producer {
             self.estimate_at(now);
             return;
@@ -374,6 +410,7 @@ impl Counter {
         self.eta_low_s = None;
         self.eta_high_s = None;
         self.overdue = None;
+        self.eta_basis = None;
     }
 }
 

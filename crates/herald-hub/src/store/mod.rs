@@ -10,7 +10,9 @@
 //!
 //! The run state itself is folded by the protocol's reducer; [`StateCache`] keeps
 //! folded states in memory (with their ETA estimators, which a stored snapshot does not
-//! carry) and catches them up from the stored events when another process appended.
+//! carry: it carries each counter's `eta_basis`, enough to estimate at any `now` as the
+//! live state does, so the run list and the run agree) and catches them up from the
+//! stored events when another process appended.
 
 mod batch;
 mod postgres;
@@ -294,7 +296,7 @@ pub struct RunRecord {
     /// were created at the same `created_at` (clocks of several hubs differ, and a
     /// test's clock may stand still).
     pub generation: u64,
-    /// Its state as of its last event (without ETA estimators).
+    /// Its state as of its last event (without ETA estimators, with their bases).
     pub state: RunState,
 }
 

@@ -357,3 +357,132 @@ async fn a_run_whose_row_cannot_be_read_back_does_not_take_the_list_down() {
         .await;
     assert_eq!(state["event_count"], 2, "{state}");
 }
+
+/// The ETA fields of a state and of its stages, which every view must agree on.
+fn etas(state: &Value) -> Value {
+    let fields = |v: &Value| json!([v["eta_s"], v["eta_low_s"], v["eta_high_s"], v["overdue"]]);
+    let stages: Vec<Value> = state["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(fields)
+        .collect();
+    json!({"run": fields(state), "stages": stages})
+}
+
+/// The run `id` as `GET /v1/runs` lists it, and as the runs stream first sends it.
+async fn listed(hub: &TestHub, id: &str) -> (Value, Value) {
+    let (status, reply) = hub
+        .call(Method::GET, "/v1/runs", hub.admin.as_deref(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let listed = reply["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("{id} listed in {reply}"))
+        .clone();
+    let mut sse = hub.sse("/v1/runs/stream", hub.admin.as_deref(), &[]).await;
+    assert_eq!(sse.status, StatusCode::OK);
+    let message = sse.message().await.expect("a message");
+    assert_eq!(message.event.as_deref(), Some("run"), "{message:?}");
+    (listed, message.json())
+}
+
+/// The runs list (`GET /v1/runs`, the runs stream), read from the stored summaries, and
+/// the run's page (`GET /v1/runs/{id}`), from the folded state, give the same ETA at the
+/// same hub clock while a unit is overdue: held, not counted down to zero; and so
+/// after a restart. A summary stored before the ETA's basis was kept still reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_and_the_run_agree_on_an_overdue_eta_also_after_a_restart() {
+    let db = TestDb::new(STORE).await;
+    let clock = crate::util::manual_clock();
+    let config = HubConfig {
+        sweep_interval: std::time::Duration::from_secs(3600),
+        ..HubConfig::default()
+    };
+    let mut hub = TestHub::on(&db, config.clone(), Some(clock.clone())).await;
+    let run = hub.create_named("slow").await;
+    hub.append(
+        &run,
+        json!([{"event": "run.started", "name": "slow", "total_steps": 2},
+               {"event": "stage.started", "stage": "a", "total": 10}]),
+    )
+    .await;
+    for done in 1..=5 {
+        hub.advance(1.0);
+        hub.append(
+            &run,
+            json!([{"event": "progress", "stage": "a", "done": done, "total": 10,
+                      "elapsed_s": done as f64}]),
+        )
+        .await;
+    }
+    let fresh = hub.state(&run).await;
+    let eta_then = fresh["stages"][0]["eta_s"]
+        .as_f64()
+        .expect("an ETA after 5 units");
+    assert!(eta_then > 3.0, "5 of 10 at 1/s: {fresh}");
+
+    // The sixth unit runs 20 s, twenty typical gaps: overdue.
+    hub.advance(20.0);
+    let page = hub.state(&run).await;
+    let stage = &page["stages"][0];
+    assert_eq!(stage["overdue"]["running_s"], 20.0, "{page}");
+    let held = stage["eta_s"].as_f64().expect("an ETA");
+    assert!(held > 0.0 && held < eta_then, "held after two gaps: {page}");
+    assert!(
+        page["eta_s"].as_f64().expect("the run's ETA") >= held,
+        "{page}"
+    );
+    let (list, stream) = listed(&hub, "slow").await;
+    assert_eq!(
+        etas(&list),
+        etas(&page),
+        "GET /v1/runs against the run's page"
+    );
+    assert_eq!(
+        etas(&stream),
+        etas(&page),
+        "the runs stream against the run's page"
+    );
+    assert_eq!(list, page, "the whole state");
+
+    // A restart: the run's page folds the events anew, the list reads the summary.
+    hub.stop().await;
+    drop(hub);
+    let hub = TestHub::on(&db, config, Some(clock.clone())).await;
+    hub.advance(5.0);
+    let page = hub.state(&run).await;
+    assert_eq!(page["stages"][0]["overdue"]["running_s"], 25.0, "{page}");
+    assert_eq!(page["stages"][0]["eta_s"], held, "still held: {page}");
+    let (list, stream) = listed(&hub, "slow").await;
+    assert_eq!(etas(&list), etas(&page), "after a restart, GET /v1/runs");
+    assert_eq!(
+        etas(&stream),
+        etas(&page),
+        "after a restart, the runs stream"
+    );
+
+    // A summary stored by a hub that kept no basis reads, and counts down as it did.
+    let strip = match STORE {
+        StoreKind::Sqlite => {
+            "UPDATE runs SET state = json_remove(state, '$.stages[0].eta_basis') \
+             WHERE id = 'slow'"
+        }
+        StoreKind::Postgres => {
+            "UPDATE runs SET state = (state::jsonb #- '{stages,0,eta_basis}')::text \
+             WHERE id = 'slow'"
+        }
+    };
+    execute(&db, strip).await;
+    let (list, _) = listed(&hub, "slow").await;
+    let stage = &list["stages"][0];
+    assert_eq!(stage["done"], 5, "{list}");
+    assert_eq!(stage.get("eta_basis"), None, "{list}");
+    // Without its basis it counts straight down (5 s left, 25 s ago): what the list
+    // showed before, and what the checks above would catch.
+    assert_eq!(stage["eta_s"], 0.0, "{list}");
+    assert_eq!(stage.get("overdue"), None, "{list}");
+}

@@ -355,3 +355,72 @@ fn a_producers_eta_counts_down_no_further_than_the_estimators_own() {
     let late = s.at(at(100.0));
     assert!(late.stages[0].progress.overdue.is_some());
 }
+
+#[test]
+fn a_state_read_back_from_its_json_estimates_as_the_live_one() {
+    // Three shapes: units counted, weighted items, and a producer's own ETA.
+    let mut counted = vec![
+        started(2),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "s", "total": 100}),
+        ),
+    ];
+    counted.extend(items("s", 0, 20, None));
+    let mut weighted = vec![
+        started(2),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "w", "total": 40, "total_weight": 4000.0}),
+        ),
+    ];
+    weighted.extend(items("w", 0, 10, Some(50.0)));
+    let mut producer = vec![
+        started(1),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "p", "total": 1000}),
+        ),
+    ];
+    producer.extend((0..=10u64).map(|i| {
+        (
+            i as f64,
+            json!({"event": "progress", "stage": "p", "done": i, "eta_s": 500, "elapsed_s": i}),
+        )
+    }));
+    for steps in [counted, weighted, producer] {
+        let live = state(&steps);
+        let stored = serde_json::to_string(&live).expect("serializes");
+        let back: RunState = serde_json::from_str(&stored).expect("reads back");
+        assert!(back.stages[0].progress.eta_basis.is_some(), "{stored}");
+        // Just after, while it holds, and long overdue: the same state, ETAs and all.
+        for now in [20.5, 21.5, 23.0, 40.0, 500.0] {
+            let json = |s: &RunState| serde_json::to_value(s.at(at(now))).expect("serializes");
+            assert_eq!(json(&back), json(&live), "at {now}: {stored}");
+        }
+        assert!(live.at(at(500.0)).stages[0].progress.overdue.is_some());
+    }
+}
+
+#[test]
+fn a_state_stored_without_the_basis_reads_and_counts_down() {
+    let mut steps = vec![
+        started(1),
+        (
+            0.0,
+            json!({"event": "stage.started", "stage": "s", "total": 100}),
+        ),
+    ];
+    steps.extend(items("s", 0, 20, None));
+    let mut json = serde_json::to_value(state(&steps)).expect("serializes");
+    let stage = json["stages"][0].as_object_mut().expect("a stage");
+    assert!(stage.remove("eta_basis").is_some(), "{json:#}");
+    let old: RunState = serde_json::from_value(json).expect("an old state reads");
+    let eta = old.stages[0].progress.eta_s.expect("an ETA");
+    // Without the basis, the ETA counts down since the last update, as it used to.
+    let later = old.at(at(25.0)).stages[0].progress.eta_s.expect("an ETA");
+    assert!(
+        (later - (eta - 5.0).max(0.0)).abs() < 1e-6,
+        "{eta} then {later}"
+    );
+}
