@@ -23,8 +23,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::store::{Store, StoreError};
 
-/// Events kept per feed for subscribers that are slightly behind.
-const RING_CAPACITY: usize = 4096;
+/// Events kept per feed for subscribers that are slightly behind; one further behind
+/// reads the store. Every run with a subscriber has a feed (the SDK's cancel follower
+/// is one), so this bounds the hub's memory per live run: 4,096 made a soak of 1,000
+/// runs grow by about 100 MiB a minute (BENCHMARKS.md, "The hub at scale").
+const RING_CAPACITY: usize = 512;
 
 /// An event as subscribers get it, with its wire forms written on first use and shared
 /// by every subscriber after that.
