@@ -82,14 +82,14 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
         json: args.json,
         seed: args.seed,
     };
-    if let Some(n) = settings.fail_at {
-        if n > settings.items {
-            return Err(UsageError(format!(
-                "--fail-at {n} is past the last document (--items {})",
-                settings.items
-            ))
-            .into());
-        }
+    if let Some(n) = settings.fail_at
+        && n > settings.items
+    {
+        return Err(UsageError(format!(
+            "--fail-at {n} is past the last document (--items {})",
+            settings.items
+        ))
+        .into());
     }
     let llm = args
         .llm
@@ -222,14 +222,14 @@ pub(crate) fn run(progress_args: &ProgressArgs, args: &DemoArgs) -> anyhow::Resu
         );
     }
     print_result(&result, settings.json)?;
-    if let Some(embedded) = embedded {
-        if std::io::stdin().is_terminal() {
-            eprintln!(
-                "herald: the hub keeps serving at {}; Ctrl-C to stop",
-                embedded.url
-            );
-            embedded.serve_until_interrupted()?;
-        }
+    if let Some(embedded) = embedded
+        && std::io::stdin().is_terminal()
+    {
+        eprintln!(
+            "herald: the hub keeps serving at {}; Ctrl-C to stop",
+            embedded.url
+        );
+        embedded.serve_until_interrupted()?;
     }
     Ok(if failed.is_empty() {
         0

@@ -366,10 +366,10 @@ impl Bridge {
     /// A session with the hub: the open one, or a new one.
     async fn connect(&self) -> Result<Peer<RoleClient>, String> {
         let mut upstream = self.upstream.lock().await;
-        if let Some(running) = upstream.as_ref() {
-            if !running.is_closed() {
-                return Ok(running.peer().clone());
-            }
+        if let Some(running) = upstream.as_ref()
+            && !running.is_closed()
+        {
+            return Ok(running.peer().clone());
         }
         *upstream = None;
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.endpoint())
@@ -625,10 +625,10 @@ impl Bridge {
                     async move { peer.call_tool(params).await }
                 })
                 .await;
-            if let Ok(result) = &state {
-                if result.is_error != Some(true) {
-                    break;
-                }
+            if let Ok(result) = &state
+                && result.is_error != Some(true)
+            {
+                break;
             }
             if let Some(status) = exited {
                 let said = std::fs::read_to_string(&output).unwrap_or_default();

@@ -338,15 +338,15 @@ impl Encoder {
             ts: millis(event.ts.unix_micros()),
             event,
         };
-        if let EventBody::RunStarted(_) = &event.body {
-            if !self.started {
-                if let Some(parent) = &event.parent {
-                    parent.as_str().clone_into(&mut self.thread);
-                }
-                let raw = out.raw();
-                self.start_into(&mut out.events, out.ts, raw);
-                return out.events;
+        if let EventBody::RunStarted(_) = &event.body
+            && !self.started
+        {
+            if let Some(parent) = &event.parent {
+                parent.as_str().clone_into(&mut self.thread);
             }
+            let raw = out.raw();
+            self.start_into(&mut out.events, out.ts, raw);
+            return out.events;
         }
         self.start_into(&mut out.events, out.ts, None);
         match &event.body {

@@ -46,10 +46,11 @@ fn check(hub: &Hub, req: &Request) -> Result<(), ApiError> {
     let config = hub.config();
     if config.admin_token.is_none() {
         let host = host_of(req);
-        if let Some(host) = host {
-            if !loopback_host(host) && !public_host(config.public_url.as_deref(), host) {
-                return Err(ApiError::host_not_allowed(host));
-            }
+        if let Some(host) = host
+            && !loopback_host(host)
+            && !public_host(config.public_url.as_deref(), host)
+        {
+            return Err(ApiError::host_not_allowed(host));
         }
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("(not text)");

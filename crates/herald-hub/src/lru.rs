@@ -60,10 +60,10 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         }
         self.by_use.insert(self.tick, key.clone());
         self.entries.insert(key, (value, self.tick));
-        if self.entries.len() > self.capacity {
-            if let Some((_, oldest)) = self.by_use.pop_first() {
-                self.entries.remove(&oldest);
-            }
+        if self.entries.len() > self.capacity
+            && let Some((_, oldest)) = self.by_use.pop_first()
+        {
+            self.entries.remove(&oldest);
         }
     }
 

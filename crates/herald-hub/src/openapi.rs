@@ -221,10 +221,10 @@ fn add_event_schemas(schemas: &mut Value) {
 fn to_components(schema: &mut Value) {
     match schema {
         Value::Object(fields) => {
-            if let Some(Value::String(target)) = fields.get_mut("$ref") {
-                if let Some(name) = target.strip_prefix("#/$defs/") {
-                    *target = format!("#/components/schemas/{name}");
-                }
+            if let Some(Value::String(target)) = fields.get_mut("$ref")
+                && let Some(name) = target.strip_prefix("#/$defs/")
+            {
+                *target = format!("#/components/schemas/{name}");
             }
             fields.values_mut().for_each(to_components);
         }

@@ -174,7 +174,7 @@ pub fn produce_main(
                 continue;
             }
             let item = format!("item-{}", round / 2);
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 run.emit(ItemStarted {
                     item,
                     stage: None,

@@ -27,7 +27,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -138,9 +138,10 @@ pub(crate) fn render(report: &Report, scale: &Scale) -> String {
         load(super::load_average()),
     );
     let mut targets = Vec::new();
-    if !report.ingest.is_empty() {
-        if let Some((hub, bare)) = render_ingest(&mut out, &report.ingest, scale) {
-            targets.push(format!(
+    if !report.ingest.is_empty()
+        && let Some((hub, bare)) = render_ingest(&mut out, &report.ingest, scale)
+    {
+        targets.push(format!(
                 "- batched ingest ({} per request) at least {INGEST_TARGET}× bare SQLite's {}-row transactions: {:.2}× ({} vs {} events/s), {}",
                 scale.batch,
                 scale.batch,
@@ -149,7 +150,6 @@ pub(crate) fn render(report: &Report, scale: &Scale) -> String {
                 thousands(bare.round() as u64),
                 verdict(hub >= INGEST_TARGET * bare)
             ));
-        }
     }
     if let Some(f) = report.fanout.first().and_then(|r| r.first()) {
         let _ = writeln!(

@@ -209,11 +209,11 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<u8> {
             return Ok(code);
         }
     };
-    if io::stderr().is_terminal() {
-        if let Some(line) = reporter.where_to_look() {
-            // The dashboard's link is the hub's text.
-            eprintln!("herald: {}", escape_controls(&line));
-        }
+    if io::stderr().is_terminal()
+        && let Some(line) = reporter.where_to_look()
+    {
+        // The dashboard's link is the hub's text.
+        eprintln!("herald: {}", escape_controls(&line));
     }
     let pid = child.id();
     let activity = Arc::new(Activity::new());
@@ -384,15 +384,15 @@ impl<'a> Watch<'a> {
             self.target.signal("KILL");
             self.kill_at = None;
         }
-        if let (Some(idle), None) = (self.settings.idle_timeout, &self.stop) {
+        if let (Some(idle), None) = (self.settings.idle_timeout, &self.stop)
+            && now >= self.activity.last() + idle
+        {
+            // Silent on its pipes; it may still be reporting through the hub.
+            if let Some(ts) = reporter.command_activity() {
+                self.activity.seen_at_ts(ts);
+            }
             if now >= self.activity.last() + idle {
-                // Silent on its pipes; it may still be reporting through the hub.
-                if let Some(ts) = reporter.command_activity() {
-                    self.activity.seen_at_ts(ts);
-                }
-                if now >= self.activity.last() + idle {
-                    self.stop_command(Stop::Idle(idle), now);
-                }
+                self.stop_command(Stop::Idle(idle), now);
             }
         }
         if now >= self.next_heartbeat {

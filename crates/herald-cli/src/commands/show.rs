@@ -105,13 +105,14 @@ pub(crate) fn status_line(state: &RunState, now: Timestamp) -> String {
     let counter = state.current_counter();
     if let Some(eta) = state.eta_s.filter(|eta| *eta >= 0.1) {
         parts.push(eta_text(eta, state.eta_low_s, state.eta_high_s));
-    } else if let Some((c, eta)) = counter.and_then(|c| c.eta_s.map(|eta| (c, eta))) {
-        if eta >= 0.1 && !state.stages.is_empty() {
-            parts.push(format!(
-                "stage {}",
-                eta_text(eta, c.eta_low_s, c.eta_high_s)
-            ));
-        }
+    } else if let Some((c, eta)) = counter.and_then(|c| c.eta_s.map(|eta| (c, eta)))
+        && eta >= 0.1
+        && !state.stages.is_empty()
+    {
+        parts.push(format!(
+            "stage {}",
+            eta_text(eta, c.eta_low_s, c.eta_high_s)
+        ));
     }
     if let Some(o) = counter.and_then(|c| c.overdue) {
         parts.push(overdue_text(o.running_s, o.typical_s));
@@ -134,20 +135,20 @@ pub(crate) fn status_line(state: &RunState, now: Timestamp) -> String {
                 .clone()
                 .unwrap_or_else(|| format!("tool {}", tool.tool)),
         );
-    } else if let Some(note) = &state.heartbeat_note {
-        if !state.status.is_terminal() {
-            parts.push(note.clone());
-        }
+    } else if let Some(note) = &state.heartbeat_note
+        && !state.status.is_terminal()
+    {
+        parts.push(note.clone());
     }
     if state.cancel_requested && !state.status.is_terminal() {
         parts.push("cancel requested".to_owned());
     }
-    if !state.status.is_terminal() {
-        if let Some(last) = state.last_event_at {
-            // Only worth saying when it starts to matter.
-            if now.seconds_since(last) >= 5.0 {
-                parts.push(format!("last event {}", age(Some(last), now)));
-            }
+    if !state.status.is_terminal()
+        && let Some(last) = state.last_event_at
+    {
+        // Only worth saying when it starts to matter.
+        if now.seconds_since(last) >= 5.0 {
+            parts.push(format!("last event {}", age(Some(last), now)));
         }
     }
     escape_controls(&parts.join("  ")).into_owned()

@@ -221,14 +221,15 @@ fn a_failed_item_is_visible_before_the_job_ends() {
     for line in stderr.lines() {
         let line = line.unwrap();
         let event = herald_protocol::parse_event(&line).unwrap();
-        if let EventBody::ItemFinished(f) = &event.body {
-            if f.status == StepOutcome::Failed && !seen_while_running {
-                assert_eq!(f.item, "doc-002");
-                assert!(f.error.as_deref().unwrap().contains("malformed JSON"));
-                // The job is still going when its failure is already out.
-                seen_while_running = child.try_wait().unwrap().is_none();
-                assert!(seen_while_running, "the failure only showed at the end");
-            }
+        if let EventBody::ItemFinished(f) = &event.body
+            && f.status == StepOutcome::Failed
+            && !seen_while_running
+        {
+            assert_eq!(f.item, "doc-002");
+            assert!(f.error.as_deref().unwrap().contains("malformed JSON"));
+            // The job is still going when its failure is already out.
+            seen_while_running = child.try_wait().unwrap().is_none();
+            assert!(seen_while_running, "the failure only showed at the end");
         }
         lines.push(event);
     }

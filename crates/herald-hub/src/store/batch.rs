@@ -115,11 +115,11 @@ impl Batch {
                 filtered += 1;
                 continue;
             }
-            if let Some(event_id) = &event.id {
-                if stored(event_id)? || !seen_ids.insert(event_id.clone()) {
-                    duplicates += 1;
-                    continue;
-                }
+            if let Some(event_id) = &event.id
+                && (stored(event_id)? || !seen_ids.insert(event_id.clone()))
+            {
+                duplicates += 1;
+                continue;
             }
             if state.status.is_terminal() {
                 return Err(StoreError::Finished);

@@ -492,10 +492,11 @@ impl StateCache {
     /// run is cached already (two appends may finish in either order).
     pub(crate) fn put(&self, created_at: Timestamp, state: RunState) {
         let mut states = self.lock();
-        if let Some((created, cached)) = states.peek(&state.id) {
-            if *created == created_at && cached.last_seq > state.last_seq {
-                return;
-            }
+        if let Some((created, cached)) = states.peek(&state.id)
+            && *created == created_at
+            && cached.last_seq > state.last_seq
+        {
+            return;
         }
         states.insert(state.id.clone(), (created_at, state));
     }

@@ -80,11 +80,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
-            }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
         }
         let path = path.to_owned();
         // Opening may wait on another process's lock (the busy timeout).
