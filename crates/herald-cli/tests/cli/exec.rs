@@ -262,3 +262,41 @@ fn a_command_that_cannot_run_exits_127() {
     );
     assert_eq!(hub.run_named("missing")["status"], "failed");
 }
+
+#[test]
+fn a_bad_run_id_is_a_usage_error_and_the_command_does_not_run() {
+    for id in ["", "bad id!"] {
+        let out = run_within(cmd(&["exec", "--id", id, "--", "sh", "-c", "echo ran"]));
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("'--id <RUN>'"), "{stderr}");
+        assert!(out.stdout.is_empty(), "the command ran");
+    }
+}
+
+#[test]
+fn a_run_id_taken_already_runs_the_command_without_reporting_and_keeps_the_run() {
+    let hub = TestHub::start();
+    let first = run_within(hub.herald(&["exec", "--id", "taken", "--", "true"]));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr_of(&first));
+    let (_, before) = hub.get("/v1/runs/taken");
+    let out = run_within(hub.herald(&[
+        "exec",
+        "--id",
+        "taken",
+        "--",
+        "sh",
+        "-c",
+        "echo second; exit 3",
+    ]));
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.stdout, b"second\n");
+    assert!(stderr.contains("409 run_exists"), "{stderr}");
+    // The first run is left as it was: nothing of the second reached it.
+    let (_, after) = hub.get("/v1/runs/taken");
+    assert_eq!(
+        (&after["status"], &after["last_seq"]),
+        (&before["status"], &before["last_seq"])
+    );
+}
