@@ -25,6 +25,79 @@ fn kill(pid: u32, signal: &str) {
     assert!(sent.success(), "kill -{signal} {pid}");
 }
 
+/// A herald command on a pseudo-terminal of util-linux's `script`, with what it draws.
+struct Scripted {
+    script: std::process::Child,
+    rx: mpsc::Receiver<Vec<u8>>,
+    /// What it has drawn so far.
+    out: Vec<u8>,
+}
+
+impl Scripted {
+    /// Runs the shell line `line` under `script`, without the variables `unset`.
+    fn start(line: &str, unset: &[&str]) -> Scripted {
+        let mut script = Command::new("script");
+        script
+            .args(["-q", "-e", "-c", line, "/dev/null"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for var in unset {
+            script.env_remove(var);
+        }
+        let mut script = script.spawn().expect("util-linux `script` runs");
+        let mut stdout = script.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0; 8192];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Scripted {
+            script,
+            rx,
+            out: Vec::new(),
+        }
+    }
+
+    /// Waits until what it drew contains `needle`.
+    fn wait_for_output(&mut self, what: &str, needle: &str) {
+        wait_for(what, || {
+            self.out.extend(self.rx.try_iter().flatten());
+            String::from_utf8_lossy(&self.out).contains(needle)
+        });
+    }
+
+    /// Sends Ctrl-C's SIGINT to the command `script` runs (`what`), and returns
+    /// `script`'s status once it ended, with all it drew read.
+    fn interrupt(&mut self, what: &str) -> std::process::ExitStatus {
+        let mut command = Vec::new();
+        wait_for(&format!("{what} under script"), || {
+            command = children_of(self.script.id());
+            !command.is_empty()
+        });
+        kill(command[0], "INT");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.script.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.script.kill();
+                panic!("{what} did not end within {DEADLINE:?} of Ctrl-C");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        while let Ok(chunk) = self.rx.recv_timeout(DEADLINE) {
+            self.out.extend(chunk);
+        }
+        status
+    }
+}
+
 /// The whole lines of the JSON Lines file at `path` as events.
 fn file_events(path: &Path) -> Vec<Event> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -276,50 +349,10 @@ fn watch_stopped_by_ctrl_c_leaves_its_bars_and_the_cursor_on_a_new_line() {
         run.id,
         hub.url
     );
-    let mut script = Command::new("script");
-    script
-        .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .env_remove("HERALD_TOKEN")
-        .env_remove("NO_COLOR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut script = script.spawn().expect("util-linux `script` runs");
-    let mut stdout = script.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = vec![0; 8192];
-        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut out = Vec::new();
-    wait_for("bars on the terminal", || {
-        out.extend(rx.try_iter().flatten());
-        String::from_utf8_lossy(&out).contains('█')
-    });
-    let mut watch = Vec::new();
-    wait_for("watch under script", || {
-        watch = children_of(script.id());
-        !watch.is_empty()
-    });
-    kill(watch[0], "INT");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = script.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = script.kill();
-            panic!("watch did not end within {DEADLINE:?} of Ctrl-C");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    while let Ok(chunk) = rx.recv_timeout(DEADLINE) {
-        out.extend(chunk);
-    }
+    let mut term = Scripted::start(&line, &["HERALD_TOKEN", "NO_COLOR"]);
+    term.wait_for_output("bars on the terminal", "█");
+    let status = term.interrupt("watch");
+    let out = term.out;
     // script says 128 + N for a command a signal ended.
     assert_eq!(
         status.code(),
@@ -351,52 +384,18 @@ fn demo_serve_hands_ctrl_c_to_its_hub_after_the_run() {
         env!("CARGO_BIN_EXE_herald"),
         dir.path().display()
     );
-    let mut script = Command::new("script");
-    script
-        .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .env_remove("HERALD_URL")
-        .env_remove("HERALD_TOKEN")
-        .env_remove("HERALD_RUN")
-        .env_remove("HERALD_PROGRESS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut script = script.spawn().expect("util-linux `script` runs");
-    let mut stdout = script.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = vec![0; 8192];
-        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut out = Vec::new();
-    wait_for("the run done and the hub still serving", || {
-        out.extend(rx.try_iter().flatten());
-        String::from_utf8_lossy(&out).contains("Ctrl-C to stop")
-    });
-    let mut demo = Vec::new();
-    wait_for("demo under script", || {
-        demo = children_of(script.id());
-        !demo.is_empty()
-    });
-    kill(demo[0], "INT");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = script.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = script.kill();
-            panic!("demo --serve did not stop within {DEADLINE:?} of Ctrl-C");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    while let Ok(chunk) = rx.recv_timeout(DEADLINE) {
-        out.extend(chunk);
-    }
+    let mut term = Scripted::start(
+        &line,
+        &[
+            "HERALD_URL",
+            "HERALD_TOKEN",
+            "HERALD_RUN",
+            "HERALD_PROGRESS",
+        ],
+    );
+    term.wait_for_output("the run done and the hub still serving", "Ctrl-C to stop");
+    let status = term.interrupt("demo --serve");
+    let out = term.out;
     let text = String::from_utf8_lossy(&out);
     // `script -e` exits as its command did: 130 had SIGINT killed it.
     assert_eq!(status.code(), Some(0), "{status:?}:\n{text}");
