@@ -572,19 +572,7 @@ impl Mcp {
         progress: Option<(ProgressToken, Peer<RoleServer>)>,
         stop: &CancellationToken,
     ) -> Result<Value, ApiError> {
-        let timeout_s = match args.timeout_s {
-            None => WAIT_DEFAULT_S,
-            Some(t) if t.is_finite() && (0.0..=WAIT_MAX_S).contains(&t) => t,
-            Some(t) => {
-                return Err(ApiError::invalid_field(
-                    "timeout_s",
-                    format!(
-                        "`timeout_s` must be seconds from 0 to {WAIT_MAX_S}, not {t}: call \
-                         again to wait longer"
-                    ),
-                ));
-            }
-        };
+        let timeout_s = wait_timeout(args.timeout_s)?;
         let started = tokio::time::Instant::now();
         let deadline = started + Duration::from_secs_f64(timeout_s);
         let mut state = self.get_state(headers, &args.run).await?;
@@ -731,6 +719,22 @@ impl Mcp {
             last_seq,
         };
         Ok(structured(text, &out))
+    }
+}
+
+/// `wait_for_run`'s `timeout_s`: the default, or seconds from 0 to [`WAIT_MAX_S`];
+/// anything else (negative, above the longest wait, not finite) is refused, naming it.
+fn wait_timeout(timeout_s: Option<f64>) -> Result<f64, ApiError> {
+    match timeout_s {
+        None => Ok(WAIT_DEFAULT_S),
+        Some(t) if t.is_finite() && (0.0..=WAIT_MAX_S).contains(&t) => Ok(t),
+        Some(t) => Err(ApiError::invalid_field(
+            "timeout_s",
+            format!(
+                "`timeout_s` must be seconds from 0 to {WAIT_MAX_S}, not {t}: call again to \
+                 wait longer"
+            ),
+        )),
     }
 }
 
@@ -1378,6 +1382,53 @@ mod tests {
         );
         let refusal = jsonrpc_refusal(br#"{"jsonrpc":"2.0","id":7}"#).expect("refused");
         assert_eq!(refusal["id"], 7);
+    }
+
+    #[test]
+    fn wait_timeouts_out_of_range_are_refused_by_name() {
+        assert_eq!(wait_timeout(None).expect("the default"), WAIT_DEFAULT_S);
+        assert_eq!(wait_timeout(Some(0.0)).expect("no wait"), 0.0);
+        assert_eq!(
+            wait_timeout(Some(WAIT_MAX_S)).expect("the longest"),
+            WAIT_MAX_S
+        );
+        for bad in [-1.0, -0.001, WAIT_MAX_S + 0.5, f64::NAN, f64::INFINITY] {
+            let refused = refusal(&wait_timeout(Some(bad)).expect_err("out of range"));
+            assert!(refused.contains("`timeout_s`"), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
+    fn arguments_of_the_wrong_kind_are_refused_by_name() {
+        let args = |v: Value| v.as_object().cloned();
+        let err = parse_args::<WaitArgs>(args(json!({"run": "r1", "timeout_s": "NaN"})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("`timeout_s`"), "{err}");
+        // A negative number parses; the range check refuses it.
+        let ok =
+            parse_args::<WaitArgs>(args(json!({"run": "r1", "timeout_s": -1}))).expect("a number");
+        assert!(wait_timeout(ok.timeout_s).is_err());
+        let err = parse_args::<ListRunsArgs>(args(json!({"limit": -1})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("`limit`"), "{err}");
+        let err = parse_args::<ListRunsArgs>(args(json!({"limit": 1e12})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("`limit`"), "{err}");
+        let err = parse_args::<EventsArgs>(args(json!({"run": "r1", "after": -3})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("`after`"), "{err}");
+        let err = parse_args::<RunArgs>(args(json!({})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("run"), "{err}");
+        let err = parse_args::<RunArgs>(args(json!({"run": "r1", "rnu": 1})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("rnu"), "{err}");
     }
 
     #[test]
