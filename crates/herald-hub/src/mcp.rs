@@ -556,6 +556,7 @@ impl Mcp {
     }
 
     async fn get_run(&self, headers: &HeaderMap, args: RunArgs) -> Result<Value, ApiError> {
+        run_arg(&args.run)?;
         let state = self.get_state(headers, &args.run).await?;
         Ok(structured(
             summary(&state),
@@ -572,6 +573,7 @@ impl Mcp {
         progress: Option<(ProgressToken, Peer<RoleServer>)>,
         stop: &CancellationToken,
     ) -> Result<Value, ApiError> {
+        run_arg(&args.run)?;
         let timeout_s = wait_timeout(args.timeout_s)?;
         let started = tokio::time::Instant::now();
         let deadline = started + Duration::from_secs_f64(timeout_s);
@@ -652,6 +654,7 @@ impl Mcp {
     }
 
     async fn get_events(&self, headers: &HeaderMap, args: EventsArgs) -> Result<Value, ApiError> {
+        run_arg(&args.run)?;
         let after = args.after.unwrap_or(0);
         let limit = args.limit.unwrap_or(50);
         let mut query = format!("/?after={after}&limit={limit}");
@@ -698,6 +701,7 @@ impl Mcp {
     }
 
     async fn cancel_run(&self, headers: &HeaderMap, args: CancelArgs) -> Result<Value, ApiError> {
+        run_arg(&args.run)?;
         let body =
             serde_json::to_vec(&json!({ "reason": args.reason })).map_err(ApiError::internal)?;
         let run = WriteRun::checked(&self.hub, headers, &args.run).await?;
@@ -720,6 +724,14 @@ impl Mcp {
         };
         Ok(structured(text, &out))
     }
+}
+
+/// A tool's `run` argument, refused by that name when it is no run id (the REST
+/// routes call it `id`, which no tool takes).
+fn run_arg(run: &str) -> Result<(), ApiError> {
+    RunId::new(run)
+        .map(drop)
+        .map_err(|e| ApiError::invalid_field("run", format!("`run` `{run}` is an {e}")))
 }
 
 /// `wait_for_run`'s `timeout_s`: the default, or seconds from 0 to [`WAIT_MAX_S`];
@@ -1395,6 +1407,15 @@ mod tests {
         for bad in [-1.0, -0.001, WAIT_MAX_S + 0.5, f64::NAN, f64::INFINITY] {
             let refused = refusal(&wait_timeout(Some(bad)).expect_err("out of range"));
             assert!(refused.contains("`timeout_s`"), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
+    fn run_ids_that_are_none_are_refused_as_run() {
+        assert!(run_arg("demo-1").is_ok());
+        for bad in ["", "a b", "../x"] {
+            let refused = refusal(&run_arg(bad).expect_err("no run id"));
+            assert!(refused.starts_with("`run`"), "{bad:?}: {refused}");
         }
     }
 

@@ -156,7 +156,8 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     assert run["cancel_requested"] or run["status"] == "cancelled", run
 
     await refused(client, "get_run", {"run": "no-such-run"}, "no run", "no-such-run")
-    await refused(client, "get_run", {"run": "bad id!"}, "id")
+    await refused(client, "get_run", {"run": "bad id!"}, "`run`", "run id")
+    await refused(client, "get_events", {"run": ""}, "`run`", "run id")
     await refused(client, "get_run", {}, "run")
     await refused(client, "get_run", {"run": done, "extra": 1}, "extra")
     await refused(client, "wait_for_run", {"run": done, "timeout_s": 99}, "timeout_s")
