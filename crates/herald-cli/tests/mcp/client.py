@@ -112,6 +112,8 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     result = await call(client, "list_runs", {"limit": 1})
     assert len(result.structured_content["runs"]) == 1, result.structured_content
     await refused(client, "list_runs", {"status": "sleeping"}, "status")
+    for limit in (0, 501):
+        await refused(client, "list_runs", {"limit": limit}, "`limit`", "1 to 500")
 
     page = await call(client, "get_events", {"run": done, "limit": 5})
     first = page.structured_content
@@ -125,6 +127,8 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     last = first["last_seq"]
     await refused(client, "get_events", {"run": done, "after": last + 5}, "cursor")
     await refused(client, "get_events", {"run": done, "types": "no such"}, "types")
+    for limit in (0, 1001):
+        await refused(client, "get_events", {"run": done, "limit": limit}, "`limit`", "1 to 1000")
 
     result = await call(client, "wait_for_run", {"run": done})
     assert result.structured_content["outcome"] == "finished"
@@ -160,7 +164,8 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     await refused(client, "get_events", {"run": ""}, "`run`", "run id")
     await refused(client, "get_run", {}, "run")
     await refused(client, "get_run", {"run": done, "extra": 1}, "extra")
-    await refused(client, "wait_for_run", {"run": done, "timeout_s": 99}, "timeout_s")
+    for timeout_s in (99, -1, 50.5):
+        await refused(client, "wait_for_run", {"run": done, "timeout_s": timeout_s}, "`timeout_s`")
     await refused(client, "cancel_run", {"run": done}, "finished")
 
 
