@@ -24,8 +24,8 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Uri, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use herald_protocol::api::{Cancelled, EventsPage};
-use herald_protocol::{Event, RunId, RunState, RunStatus};
+use herald_protocol::api::{Cancelled, EventsPage, RunsPage};
+use herald_protocol::{Event, RunId, RunState, RunStatus, Timestamp};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
     CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult,
@@ -482,21 +482,23 @@ impl Mcp {
 
     async fn list_runs(&self, headers: &HeaderMap, args: ListRunsArgs) -> Result<Value, ApiError> {
         let limit = args.limit.unwrap_or(20);
-        let mut query = format!("/?limit={limit}");
-        if let Some(status) = &args.status {
-            query.push_str("&status=");
-            query.push_str(&urlencode(status));
-        }
-        let uri: Uri = query.parse().map_err(ApiError::internal)?;
-        let Query(query) = Query::<ListQuery>::try_from_uri(&uri)?;
         let listed = match Admin::checked(&self.hub, headers).await {
-            Ok(admin) => api::list_runs(State(self.hub.clone()), admin, Params(query)).await,
+            Ok(admin) => self.list_page(admin, &args, limit, None).await,
             Err(e) => Err(e),
         };
         let (runs, more) = match listed {
             Ok(page) => {
-                let more = page.0.next_before.is_some();
-                (page.0.runs, more)
+                // A full page says where the next starts, whether or not there is one:
+                // look, so that `more` is not said of exactly `limit` runs.
+                let more = match page.next_before {
+                    Some(before) => {
+                        let admin = Admin::checked(&self.hub, headers).await?;
+                        let next = self.list_page(admin, &args, 1, Some(before)).await?;
+                        !next.runs.is_empty()
+                    }
+                    None => false,
+                };
+                (page.runs, more)
             }
             // A run's own token lists its run.
             Err(e) if e.status() == axum::http::StatusCode::FORBIDDEN => {
@@ -533,6 +535,29 @@ impl Mcp {
             more,
         };
         Ok(structured(text, &out))
+    }
+
+    /// A page of `GET /v1/runs` with `list_runs`'s status, `limit` and `before`.
+    async fn list_page(
+        &self,
+        admin: Admin,
+        args: &ListRunsArgs,
+        limit: u32,
+        before: Option<Timestamp>,
+    ) -> Result<RunsPage, ApiError> {
+        let mut query = format!("/?limit={limit}");
+        if let Some(status) = &args.status {
+            query.push_str("&status=");
+            query.push_str(&urlencode(status));
+        }
+        if let Some(before) = before {
+            query.push_str("&before=");
+            query.push_str(&urlencode(&before.to_string()));
+        }
+        let uri: Uri = query.parse().map_err(ApiError::internal)?;
+        let Query(query) = Query::<ListQuery>::try_from_uri(&uri)?;
+        let page = api::list_runs(State(self.hub.clone()), admin, Params(query)).await?;
+        Ok(page.0)
     }
 
     /// The run a run token belongs to (`None` for no token, or the admin token).

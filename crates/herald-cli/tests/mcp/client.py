@@ -109,6 +109,9 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     result = await call(client, "list_runs", {"status": "failed"})
     ids = [r["id"] for r in result.structured_content["runs"]]
     assert done in ids, ids
+    # Exactly `limit` runs: none more.
+    result = await call(client, "list_runs", {"status": "failed", "limit": len(ids)})
+    assert not result.structured_content["more"], result.structured_content
     result = await call(client, "list_runs", {"limit": 1})
     assert len(result.structured_content["runs"]) == 1, result.structured_content
     await refused(client, "list_runs", {"status": "sleeping"}, "status")
