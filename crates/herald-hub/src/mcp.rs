@@ -24,7 +24,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Uri, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use herald_protocol::api::{Cancelled, EventsPage, RunsPage};
+use herald_protocol::api::{ApiErrorCode, Cancelled, EventsPage, RunsPage};
 use herald_protocol::{Event, RunId, RunState, RunStatus, Timestamp};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
@@ -690,7 +690,9 @@ impl Mcp {
         let uri: Uri = query.parse().map_err(ApiError::internal)?;
         let Query(query) = Query::<PollQuery>::try_from_uri(&uri)?;
         let run = ReadRun::checked(&self.hub, headers, &args.run).await?;
-        let res = stream::poll(State(self.hub.clone()), Params(query), run).await?;
+        let res = stream::poll(State(self.hub.clone()), Params(query), run)
+            .await
+            .map_err(cursor_is_after)?;
         // The poll writes its page straight from the stored events; read it back.
         let body = axum::body::to_bytes(res.into_body(), usize::MAX)
             .await
@@ -757,6 +759,15 @@ fn run_arg(run: &str) -> Result<(), ApiError> {
     RunId::new(run)
         .map(drop)
         .map_err(|e| ApiError::invalid_field("run", format!("`run` `{run}` is an {e}")))
+}
+
+/// A cursor past the run's last event, said of `get_events`'s `after`.
+fn cursor_is_after(e: ApiError) -> ApiError {
+    if e.body().error.code == ApiErrorCode::CursorOutOfRange {
+        e.with_field("after")
+    } else {
+        e
+    }
 }
 
 /// `wait_for_run`'s `timeout_s`: the default, or seconds from 0 to [`WAIT_MAX_S`];
@@ -1433,6 +1444,14 @@ mod tests {
             let refused = refusal(&wait_timeout(Some(bad)).expect_err("out of range"));
             assert!(refused.contains("`timeout_s`"), "{bad}: {refused}");
         }
+    }
+
+    #[test]
+    fn a_cursor_past_the_end_is_refused_as_after() {
+        let e = crate::cursor::check_cursor(9, 4).expect_err("past the end");
+        let refused = refusal(&cursor_is_after(e));
+        assert!(refused.starts_with("invalid `after`:"), "{refused}");
+        assert!(refused.contains("resume from at most 4"), "{refused}");
     }
 
     #[test]

@@ -128,7 +128,7 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     kinds = {e["event"] for e in page.structured_content["events"]}
     assert kinds == {"run.started", "run.finished"}, kinds
     last = first["last_seq"]
-    await refused(client, "get_events", {"run": done, "after": last + 5}, "cursor")
+    await refused(client, "get_events", {"run": done, "after": last + 5}, "`after`", "cursor")
     await refused(client, "get_events", {"run": done, "types": "no such"}, "types")
     for limit in (0, 1001):
         await refused(client, "get_events", {"run": done, "limit": limit}, "`limit`", "1 to 1000")
