@@ -24,8 +24,8 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Uri, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use herald_protocol::api::{Cancelled, EventsPage};
-use herald_protocol::{Event, RunId, RunState, RunStatus};
+use herald_protocol::api::{ApiErrorCode, Cancelled, EventsPage, RunsPage};
+use herald_protocol::{Event, RunId, RunState, RunStatus, Timestamp};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
     CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult,
@@ -482,21 +482,23 @@ impl Mcp {
 
     async fn list_runs(&self, headers: &HeaderMap, args: ListRunsArgs) -> Result<Value, ApiError> {
         let limit = args.limit.unwrap_or(20);
-        let mut query = format!("/?limit={limit}");
-        if let Some(status) = &args.status {
-            query.push_str("&status=");
-            query.push_str(&urlencode(status));
-        }
-        let uri: Uri = query.parse().map_err(ApiError::internal)?;
-        let Query(query) = Query::<ListQuery>::try_from_uri(&uri)?;
         let listed = match Admin::checked(&self.hub, headers).await {
-            Ok(admin) => api::list_runs(State(self.hub.clone()), admin, Params(query)).await,
+            Ok(admin) => self.list_page(admin, &args, limit, None).await,
             Err(e) => Err(e),
         };
         let (runs, more) = match listed {
             Ok(page) => {
-                let more = page.0.next_before.is_some();
-                (page.0.runs, more)
+                // A full page says where the next starts, whether or not there is one:
+                // look, so that `more` is not said of exactly `limit` runs.
+                let more = match page.next_before {
+                    Some(before) => {
+                        let admin = Admin::checked(&self.hub, headers).await?;
+                        let next = self.list_page(admin, &args, 1, Some(before)).await?;
+                        !next.runs.is_empty()
+                    }
+                    None => false,
+                };
+                (page.runs, more)
             }
             // A run's own token lists its run.
             Err(e) if e.status() == axum::http::StatusCode::FORBIDDEN => {
@@ -535,6 +537,29 @@ impl Mcp {
         Ok(structured(text, &out))
     }
 
+    /// A page of `GET /v1/runs` with `list_runs`'s status, `limit` and `before`.
+    async fn list_page(
+        &self,
+        admin: Admin,
+        args: &ListRunsArgs,
+        limit: u32,
+        before: Option<Timestamp>,
+    ) -> Result<RunsPage, ApiError> {
+        let mut query = format!("/?limit={limit}");
+        if let Some(status) = &args.status {
+            query.push_str("&status=");
+            query.push_str(&urlencode(status));
+        }
+        if let Some(before) = before {
+            query.push_str("&before=");
+            query.push_str(&urlencode(&before.to_string()));
+        }
+        let uri: Uri = query.parse().map_err(ApiError::internal)?;
+        let Query(query) = Query::<ListQuery>::try_from_uri(&uri)?;
+        let page = api::list_runs(State(self.hub.clone()), admin, Params(query)).await?;
+        Ok(page.0)
+    }
+
     /// The run a run token belongs to (`None` for no token, or the admin token).
     async fn token_run(&self, headers: &HeaderMap) -> Result<Option<RunId>, ApiError> {
         let Some(token) = auth::presented(headers, None) else {
@@ -556,6 +581,7 @@ impl Mcp {
     }
 
     async fn get_run(&self, headers: &HeaderMap, args: RunArgs) -> Result<Value, ApiError> {
+        run_arg(&args.run)?;
         let state = self.get_state(headers, &args.run).await?;
         Ok(structured(
             summary(&state),
@@ -572,19 +598,8 @@ impl Mcp {
         progress: Option<(ProgressToken, Peer<RoleServer>)>,
         stop: &CancellationToken,
     ) -> Result<Value, ApiError> {
-        let timeout_s = match args.timeout_s {
-            None => WAIT_DEFAULT_S,
-            Some(t) if t.is_finite() && (0.0..=WAIT_MAX_S).contains(&t) => t,
-            Some(t) => {
-                return Err(ApiError::invalid_field(
-                    "timeout_s",
-                    format!(
-                        "`timeout_s` must be seconds from 0 to {WAIT_MAX_S}, not {t}: call \
-                         again to wait longer"
-                    ),
-                ));
-            }
-        };
+        run_arg(&args.run)?;
+        let timeout_s = wait_timeout(args.timeout_s)?;
         let started = tokio::time::Instant::now();
         let deadline = started + Duration::from_secs_f64(timeout_s);
         let mut state = self.get_state(headers, &args.run).await?;
@@ -664,6 +679,7 @@ impl Mcp {
     }
 
     async fn get_events(&self, headers: &HeaderMap, args: EventsArgs) -> Result<Value, ApiError> {
+        run_arg(&args.run)?;
         let after = args.after.unwrap_or(0);
         let limit = args.limit.unwrap_or(50);
         let mut query = format!("/?after={after}&limit={limit}");
@@ -674,7 +690,9 @@ impl Mcp {
         let uri: Uri = query.parse().map_err(ApiError::internal)?;
         let Query(query) = Query::<PollQuery>::try_from_uri(&uri)?;
         let run = ReadRun::checked(&self.hub, headers, &args.run).await?;
-        let res = stream::poll(State(self.hub.clone()), Params(query), run).await?;
+        let res = stream::poll(State(self.hub.clone()), Params(query), run)
+            .await
+            .map_err(cursor_is_after)?;
         // The poll writes its page straight from the stored events; read it back.
         let body = axum::body::to_bytes(res.into_body(), usize::MAX)
             .await
@@ -710,6 +728,7 @@ impl Mcp {
     }
 
     async fn cancel_run(&self, headers: &HeaderMap, args: CancelArgs) -> Result<Value, ApiError> {
+        run_arg(&args.run)?;
         let body =
             serde_json::to_vec(&json!({ "reason": args.reason })).map_err(ApiError::internal)?;
         let run = WriteRun::checked(&self.hub, headers, &args.run).await?;
@@ -731,6 +750,39 @@ impl Mcp {
             last_seq,
         };
         Ok(structured(text, &out))
+    }
+}
+
+/// A tool's `run` argument, refused by that name when it is no run id (the REST
+/// routes call it `id`, which no tool takes).
+fn run_arg(run: &str) -> Result<(), ApiError> {
+    RunId::new(run)
+        .map(drop)
+        .map_err(|e| ApiError::invalid_field("run", format!("`run` `{run}` is an {e}")))
+}
+
+/// A cursor past the run's last event, said of `get_events`'s `after`.
+fn cursor_is_after(e: ApiError) -> ApiError {
+    if e.body().error.code == ApiErrorCode::CursorOutOfRange {
+        e.with_field("after")
+    } else {
+        e
+    }
+}
+
+/// `wait_for_run`'s `timeout_s`: the default, or seconds from 0 to [`WAIT_MAX_S`];
+/// anything else (negative, above the longest wait, not finite) is refused, naming it.
+fn wait_timeout(timeout_s: Option<f64>) -> Result<f64, ApiError> {
+    match timeout_s {
+        None => Ok(WAIT_DEFAULT_S),
+        Some(t) if t.is_finite() && (0.0..=WAIT_MAX_S).contains(&t) => Ok(t),
+        Some(t) => Err(ApiError::invalid_field(
+            "timeout_s",
+            format!(
+                "`timeout_s` must be seconds from 0 to {WAIT_MAX_S}, not {t}: call again to \
+                 wait longer"
+            ),
+        )),
     }
 }
 
@@ -1378,6 +1430,70 @@ mod tests {
         );
         let refusal = jsonrpc_refusal(br#"{"jsonrpc":"2.0","id":7}"#).expect("refused");
         assert_eq!(refusal["id"], 7);
+    }
+
+    #[test]
+    fn wait_timeouts_out_of_range_are_refused_by_name() {
+        assert_eq!(wait_timeout(None).expect("the default"), WAIT_DEFAULT_S);
+        assert_eq!(wait_timeout(Some(0.0)).expect("no wait"), 0.0);
+        assert_eq!(
+            wait_timeout(Some(WAIT_MAX_S)).expect("the longest"),
+            WAIT_MAX_S
+        );
+        for bad in [-1.0, -0.001, WAIT_MAX_S + 0.5, f64::NAN, f64::INFINITY] {
+            let refused = refusal(&wait_timeout(Some(bad)).expect_err("out of range"));
+            assert!(refused.contains("`timeout_s`"), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_past_the_end_is_refused_as_after() {
+        let e = crate::cursor::check_cursor(9, 4).expect_err("past the end");
+        let refused = refusal(&cursor_is_after(e));
+        assert!(refused.starts_with("invalid `after`:"), "{refused}");
+        assert!(refused.contains("resume from at most 4"), "{refused}");
+    }
+
+    #[test]
+    fn run_ids_that_are_none_are_refused_as_run() {
+        assert!(run_arg("demo-1").is_ok());
+        for bad in ["", "a b", "../x"] {
+            let refused = refusal(&run_arg(bad).expect_err("no run id"));
+            assert!(refused.starts_with("`run`"), "{bad:?}: {refused}");
+        }
+    }
+
+    #[test]
+    fn arguments_of_the_wrong_kind_are_refused_by_name() {
+        let args = |v: Value| v.as_object().cloned();
+        let err = parse_args::<WaitArgs>(args(json!({"run": "r1", "timeout_s": "NaN"})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("`timeout_s`"), "{err}");
+        // A negative number parses; the range check refuses it.
+        let ok =
+            parse_args::<WaitArgs>(args(json!({"run": "r1", "timeout_s": -1}))).expect("a number");
+        assert!(wait_timeout(ok.timeout_s).is_err());
+        let err = parse_args::<ListRunsArgs>(args(json!({"limit": -1})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("`limit`"), "{err}");
+        let err = parse_args::<ListRunsArgs>(args(json!({"limit": 1e12})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("`limit`"), "{err}");
+        let err = parse_args::<EventsArgs>(args(json!({"run": "r1", "after": -3})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("`after`"), "{err}");
+        let err = parse_args::<RunArgs>(args(json!({})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("run"), "{err}");
+        let err = parse_args::<RunArgs>(args(json!({"run": "r1", "rnu": 1})))
+            .err()
+            .expect("refused");
+        assert!(err.contains("rnu"), "{err}");
     }
 
     #[test]

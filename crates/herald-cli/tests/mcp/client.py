@@ -109,9 +109,14 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     result = await call(client, "list_runs", {"status": "failed"})
     ids = [r["id"] for r in result.structured_content["runs"]]
     assert done in ids, ids
+    # Exactly `limit` runs: none more.
+    result = await call(client, "list_runs", {"status": "failed", "limit": len(ids)})
+    assert not result.structured_content["more"], result.structured_content
     result = await call(client, "list_runs", {"limit": 1})
     assert len(result.structured_content["runs"]) == 1, result.structured_content
     await refused(client, "list_runs", {"status": "sleeping"}, "status")
+    for limit in (0, 501):
+        await refused(client, "list_runs", {"limit": limit}, "`limit`", "1 to 500")
 
     page = await call(client, "get_events", {"run": done, "limit": 5})
     first = page.structured_content
@@ -123,8 +128,10 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     kinds = {e["event"] for e in page.structured_content["events"]}
     assert kinds == {"run.started", "run.finished"}, kinds
     last = first["last_seq"]
-    await refused(client, "get_events", {"run": done, "after": last + 5}, "cursor")
+    await refused(client, "get_events", {"run": done, "after": last + 5}, "`after`", "cursor")
     await refused(client, "get_events", {"run": done, "types": "no such"}, "types")
+    for limit in (0, 1001):
+        await refused(client, "get_events", {"run": done, "limit": limit}, "`limit`", "1 to 1000")
 
     result = await call(client, "wait_for_run", {"run": done})
     assert result.structured_content["outcome"] == "finished"
@@ -156,10 +163,12 @@ async def tools(client: Client, cfg: dict[str, Any]) -> None:
     assert run["cancel_requested"] or run["status"] == "cancelled", run
 
     await refused(client, "get_run", {"run": "no-such-run"}, "no run", "no-such-run")
-    await refused(client, "get_run", {"run": "bad id!"}, "id")
+    await refused(client, "get_run", {"run": "bad id!"}, "`run`", "run id")
+    await refused(client, "get_events", {"run": ""}, "`run`", "run id")
     await refused(client, "get_run", {}, "run")
     await refused(client, "get_run", {"run": done, "extra": 1}, "extra")
-    await refused(client, "wait_for_run", {"run": done, "timeout_s": 99}, "timeout_s")
+    for timeout_s in (99, -1, 50.5):
+        await refused(client, "wait_for_run", {"run": done, "timeout_s": timeout_s}, "`timeout_s`")
     await refused(client, "cancel_run", {"run": done}, "finished")
 
 
