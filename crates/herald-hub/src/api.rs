@@ -487,11 +487,20 @@ pub(crate) async fn list_runs(
             }
         },
     };
-    let records = hub.store().list(&filter).await.map_err(db_error)?;
+    // One run more than the page, to tell whether another page follows.
+    let page_len = filter.limit as usize;
+    let mut records = hub
+        .store()
+        .list(&RunFilter {
+            limit: filter.limit + 1,
+            ..filter
+        })
+        .await
+        .map_err(db_error)?;
+    let more = records.len() > page_len;
+    records.truncate(page_len);
     let now = hub.now();
-    let next_before = (records.len() as u32 == filter.limit)
-        .then(|| records.last().map(|r| r.created_at))
-        .flatten();
+    let next_before = more.then(|| records.last().map(|r| r.created_at)).flatten();
     let runs = records.iter().map(|r| r.state.at(now)).collect();
     Ok(Json(RunsPage { runs, next_before }))
 }

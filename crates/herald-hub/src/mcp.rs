@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, Uri, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use herald_protocol::api::{ApiErrorCode, Cancelled, EventsPage, RunsPage};
-use herald_protocol::{Event, RunId, RunState, RunStatus, Timestamp};
+use herald_protocol::{Event, RunId, RunState, RunStatus};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
     CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult,
@@ -483,23 +483,12 @@ impl Mcp {
     async fn list_runs(&self, headers: &HeaderMap, args: ListRunsArgs) -> Result<Value, ApiError> {
         let limit = args.limit.unwrap_or(20);
         let listed = match Admin::checked(&self.hub, headers).await {
-            Ok(admin) => self.list_page(admin, &args, limit, None).await,
+            Ok(admin) => self.list_page(admin, &args, limit).await,
             Err(e) => Err(e),
         };
         let (runs, more) = match listed {
-            Ok(page) => {
-                // A full page says where the next starts, whether or not there is one:
-                // look, so that `more` is not said of exactly `limit` runs.
-                let more = match page.next_before {
-                    Some(before) => {
-                        let admin = Admin::checked(&self.hub, headers).await?;
-                        let next = self.list_page(admin, &args, 1, Some(before)).await?;
-                        !next.runs.is_empty()
-                    }
-                    None => false,
-                };
-                (page.runs, more)
-            }
+            // The list says where the next page starts only when there is one.
+            Ok(page) => (page.runs, page.next_before.is_some()),
             // A run's own token lists its run.
             Err(e) if e.status() == axum::http::StatusCode::FORBIDDEN => {
                 let run = self.token_run(headers).await?.ok_or(e)?;
@@ -543,16 +532,11 @@ impl Mcp {
         admin: Admin,
         args: &ListRunsArgs,
         limit: u32,
-        before: Option<Timestamp>,
     ) -> Result<RunsPage, ApiError> {
         let mut query = format!("/?limit={limit}");
         if let Some(status) = &args.status {
             query.push_str("&status=");
             query.push_str(&urlencode(status));
-        }
-        if let Some(before) = before {
-            query.push_str("&before=");
-            query.push_str(&urlencode(&before.to_string()));
         }
         let uri: Uri = query.parse().map_err(ApiError::internal)?;
         let Query(query) = Query::<ListQuery>::try_from_uri(&uri)?;

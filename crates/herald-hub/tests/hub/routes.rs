@@ -2,7 +2,7 @@
 
 use herald_hub::HubConfig;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::STORE;
 use crate::util::{Case, Run, TestHub, check, error_body, finished, logs, send, seqs, types};
@@ -111,6 +111,9 @@ async fn create_state_list_and_delete() {
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["runs"][0]["id"], "job-1", "{page}");
+    // The last page says so: no cursor to a page that would be empty.
+    assert_eq!(page["runs"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["next_before"], Value::Null, "{page}");
 
     hub.append(&job, json!([finished("succeeded")])).await;
     let (_, list) = hub
