@@ -724,6 +724,21 @@ def _begin(inst: Instrumentation, request: Any) -> Observer | None:
     return Observer(Call(inst.run, wire.provider, model), wire)
 
 
+def _observe(
+    response: Any, observer: Observer, observed: Callable[[Any, Observer], Any], stream: bool
+) -> bool:
+    """Tells `observer` the response's status and wraps its stream in `observed`. True when
+    `send` must read the body before returning: as httpx's own `send(stream=False)`, and
+    for an error, whose body names the provider's error and which a client that retries
+    closes unread (it is short; the client reads it too when it raises)."""
+    try:
+        observer.response(response.status_code, response.headers.get("content-type", ""))
+        response.stream = observed(response.stream, observer)
+    except Exception as exc:
+        _guard(observer.failed, exc)
+    return not stream or response.status_code >= 400
+
+
 def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> Callable[..., Any]:
     class ObservedStream(base):  # type: ignore[misc]
         def __init__(self, inner: Any, observer: Observer) -> None:
@@ -760,15 +775,7 @@ def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> C
         except BaseException as exc:
             _guard(observer.failed, exc)
             raise
-        try:
-            observer.response(response.status_code, response.headers.get("content-type", ""))
-            response.stream = ObservedStream(response.stream, observer)
-        except Exception as exc:
-            _guard(observer.failed, exc)
-        # An error's body names the provider's error, and a client that retries closes
-        # it unread: read it now (it is short; the client reads it too when it raises).
-        # Otherwise as httpx's own `send(stream=False)`: the body read before returning.
-        if not stream or response.status_code >= 400:
+        if _observe(response, observer, ObservedStream, stream):
             try:
                 response.read()
             except BaseException:
@@ -815,12 +822,7 @@ def _async_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> 
         except BaseException as exc:
             _guard(observer.failed, exc)
             raise
-        try:
-            observer.response(response.status_code, response.headers.get("content-type", ""))
-            response.stream = ObservedStream(response.stream, observer)
-        except Exception as exc:
-            _guard(observer.failed, exc)
-        if not stream or response.status_code >= 400:
+        if _observe(response, observer, ObservedStream, stream):
             try:
                 await response.aread()
             except BaseException:
