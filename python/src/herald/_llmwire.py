@@ -711,6 +711,15 @@ def uninstall(client: Any, suffix: str) -> None:
 
 
 def _begin(inst: Instrumentation, request: Any) -> Observer | None:
+    """The observer of this request's call, or None: not a reported endpoint, or
+    herald could not begin it (which never fails the caller's request)."""
+    try:
+        return _begin_call(inst, request)
+    except Exception:
+        return None
+
+
+def _begin_call(inst: Instrumentation, request: Any) -> Observer | None:
     wire = inst.wire_for(request)
     if wire is None:
         return None
@@ -765,9 +774,7 @@ def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> C
                 _guard(self._observer.closed)
 
     def herald_send(request: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        observer = None
-        with contextlib.suppress(Exception):
-            observer = _begin(inst, request)
+        observer = _begin(inst, request)
         if observer is None:
             return send(request, *args, stream=stream, **kwargs)
         try:
@@ -812,9 +819,7 @@ def _async_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> 
                 _guard(self._observer.closed)
 
     async def herald_send(request: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        observer = None
-        with contextlib.suppress(Exception):
-            observer = _begin(inst, request)
+        observer = _begin(inst, request)
         if observer is None:
             return await send(request, *args, stream=stream, **kwargs)
         try:
