@@ -72,6 +72,20 @@ def test_bad_input_raises_at_the_call_naming_the_argument(call, error, named) ->
         call(run)
 
 
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(math.inf, ValueError), (math.nan, ValueError), (-1, ValueError)]
+    + [(None, TypeError), ("1", TypeError), (True, TypeError)],
+)
+def test_a_bad_flush_or_close_timeout_is_refused_naming_it(timeout, error) -> None:
+    progress, sink = memory()
+    for call in (progress.flush, progress.close):
+        with pytest.raises(error, match="timeout"):
+            call(timeout)
+    assert progress.flush(0.5) is True
+    progress.close(timeout=0)
+
+
 def test_bad_targets_are_refused() -> None:
     with pytest.raises(ValueError, match="url"):
         herald.Target.hub("127.0.0.1:7311")
