@@ -86,6 +86,22 @@ def test_a_bad_flush_or_close_timeout_is_refused_naming_it(timeout, error) -> No
     progress.close(timeout=0)
 
 
+@pytest.mark.parametrize(
+    ("kw", "error", "named"),
+    [
+        ({"interval": 0}, ValueError, "interval"),
+        ({"interval": math.nan}, ValueError, "interval"),
+        ({"interval": "1"}, TypeError, "interval"),
+        ({"flush_deadline": -1}, ValueError, "flush_deadline"),
+        ({"flush_deadline": math.inf}, ValueError, "flush_deadline"),
+        ({"flush_deadline": None}, TypeError, "flush_deadline"),
+    ],
+)
+def test_a_bad_interval_or_flush_deadline_is_refused_naming_it(kw, error, named) -> None:
+    with pytest.raises(error, match=named):
+        herald.Progress([herald.Target.hidden()], **kw)
+
+
 def test_bad_targets_are_refused() -> None:
     with pytest.raises(ValueError, match="url"):
         herald.Target.hub("127.0.0.1:7311")

@@ -50,6 +50,8 @@ class Progress:
         from ._hub import HubSink
         from ._terminal import TerminalSink
 
+        check_seconds("interval", interval)
+        check_seconds("flush_deadline", flush_deadline, zero=True)
         sinks: list[Any] = []
         self._attach: str | None = None
         # stderr carries bars or JSON Lines: herald's own warnings go there as events only
