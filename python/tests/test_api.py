@@ -107,6 +107,10 @@ def test_bad_targets_are_refused() -> None:
         herald.Target.hub("127.0.0.1:7311")
     with pytest.raises(TypeError, match="sink"):
         herald.Target.sink(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sink"):
+        herald.Target.memory(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="out"):
+        herald.Target.json_writer(object())
     with pytest.raises(TypeError, match="targets"):
         herald.Progress(["stderr"])  # type: ignore[list-item]
 
