@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from llm_server import Capture, LlmServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "crates" / "herald-protocol" / "schema" / "event-v1.schema.json"
@@ -146,6 +147,22 @@ class Hub:
             return state if state.get("finished_at") else None
 
         return wait_until(done, timeout, f"run {run} finished on the hub")
+
+
+@pytest.fixture
+def server():
+    """A local model server replaying recorded replies."""
+    s = LlmServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def cap():
+    """A herald run whose model-call events are kept in memory."""
+    c = Capture()
+    yield c
+    c.close()
 
 
 @pytest.fixture

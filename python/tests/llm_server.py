@@ -9,6 +9,7 @@ The official `anthropic` and `openai` clients talk to it through their `base_url
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from dataclasses import dataclass, field
@@ -210,3 +211,17 @@ def reported_per_chunking(cap: Capture, provider: str, body: bytes, make_wire: A
             event = {**event, "call_id": "llm"}
         calls[-1].append(event)
     return calls
+
+
+def run_program(mode: str, program: Any, c: Any) -> Any:
+    """What the program saw: its return value, or the exception it caught."""
+    try:
+        if mode == "sync":
+            return program[0](c)
+        return asyncio.run(program[1](c))
+    except Exception as e:
+        return ("raised", type(e).__name__, str(e))
+
+
+def raised(seen: Any) -> bool:
+    return isinstance(seen, tuple) and seen[0] == "raised"

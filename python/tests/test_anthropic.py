@@ -9,7 +9,17 @@ from typing import Any
 
 import anthropic
 import pytest
-from llm_server import Capture, LlmServer, Reply, error_json, fixture, reported_per_chunking, sse
+from llm_server import (
+    Capture,
+    LlmServer,
+    Reply,
+    error_json,
+    fixture,
+    raised,
+    reported_per_chunking,
+    run_program,
+    sse,
+)
 
 import herald
 import herald.anthropic
@@ -25,38 +35,10 @@ REQUEST = {
 }
 
 
-@pytest.fixture
-def server():
-    s = LlmServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def cap():
-    c = Capture()
-    yield c
-    c.close()
-
-
 def client(server: LlmServer, mode: str, **kw: Any) -> Any:
     kw.setdefault("max_retries", 0)
     cls = anthropic.Anthropic if mode == "sync" else anthropic.AsyncAnthropic
     return cls(api_key="sk-test", base_url=server.url, **kw)
-
-
-def run_program(mode: str, program: Any, c: Any) -> Any:
-    """What the program saw: its return value, or the exception it caught."""
-    try:
-        if mode == "sync":
-            return program[0](c)
-        return asyncio.run(program[1](c))
-    except Exception as e:
-        return ("raised", type(e).__name__, str(e))
-
-
-def raised(seen: Any) -> bool:
-    return isinstance(seen, tuple) and seen[0] == "raised"
 
 
 def both(server: LlmServer, cap: Capture, mode: str, reply: Any, program: Any) -> Any:

@@ -33,6 +33,9 @@ def of(sink: herald.MemorySink, kind: str) -> list:
         (lambda r: r.stage("s", total=True), TypeError, "total"),
         (lambda r: r.stage("s", total=2.5), TypeError, "total"),
         (lambda r: r.stage(""), ValueError, "name"),
+        (lambda r: r.stage("s", unit=""), ValueError, "unit"),
+        (lambda r: r.stage("s", unit=3), TypeError, "unit"),
+        (lambda r: r.tool("t").progress(1, unit=""), ValueError, "unit"),
         (lambda r: r.stage(7), TypeError, "name"),
         (lambda r: r.item(42), TypeError, "id"),
         (lambda r: r.item(""), ValueError, "id"),
@@ -72,11 +75,45 @@ def test_bad_input_raises_at_the_call_naming_the_argument(call, error, named) ->
         call(run)
 
 
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(math.inf, ValueError), (math.nan, ValueError), (-1, ValueError)]
+    + [(None, TypeError), ("1", TypeError), (True, TypeError)],
+)
+def test_a_bad_flush_or_close_timeout_is_refused_naming_it(timeout, error) -> None:
+    progress, sink = memory()
+    for call in (progress.flush, progress.close):
+        with pytest.raises(error, match="timeout"):
+            call(timeout)
+    assert progress.flush(0.5) is True
+    progress.close(timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "named"),
+    [
+        ({"interval": 0}, ValueError, "interval"),
+        ({"interval": math.nan}, ValueError, "interval"),
+        ({"interval": "1"}, TypeError, "interval"),
+        ({"flush_deadline": -1}, ValueError, "flush_deadline"),
+        ({"flush_deadline": math.inf}, ValueError, "flush_deadline"),
+        ({"flush_deadline": None}, TypeError, "flush_deadline"),
+    ],
+)
+def test_a_bad_interval_or_flush_deadline_is_refused_naming_it(kw, error, named) -> None:
+    with pytest.raises(error, match=named):
+        herald.Progress([herald.Target.hidden()], **kw)
+
+
 def test_bad_targets_are_refused() -> None:
     with pytest.raises(ValueError, match="url"):
         herald.Target.hub("127.0.0.1:7311")
     with pytest.raises(TypeError, match="sink"):
         herald.Target.sink(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sink"):
+        herald.Target.memory(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="out"):
+        herald.Target.json_writer(object())
     with pytest.raises(TypeError, match="targets"):
         herald.Progress(["stderr"])  # type: ignore[list-item]
 

@@ -711,6 +711,15 @@ def uninstall(client: Any, suffix: str) -> None:
 
 
 def _begin(inst: Instrumentation, request: Any) -> Observer | None:
+    """The observer of this request's call, or None: not a reported endpoint, or
+    herald could not begin it (which never fails the caller's request)."""
+    try:
+        return _begin_call(inst, request)
+    except Exception:
+        return None
+
+
+def _begin_call(inst: Instrumentation, request: Any) -> Observer | None:
     wire = inst.wire_for(request)
     if wire is None:
         return None
@@ -722,6 +731,21 @@ def _begin(inst: Instrumentation, request: Any) -> Observer | None:
     except Exception:
         pass
     return Observer(Call(inst.run, wire.provider, model), wire)
+
+
+def _observe(
+    response: Any, observer: Observer, observed: Callable[[Any, Observer], Any], stream: bool
+) -> bool:
+    """Tells `observer` the response's status and wraps its stream in `observed`. True when
+    `send` must read the body before returning: as httpx's own `send(stream=False)`, and
+    for an error, whose body names the provider's error and which a client that retries
+    closes unread (it is short; the client reads it too when it raises)."""
+    try:
+        observer.response(response.status_code, response.headers.get("content-type", ""))
+        response.stream = observed(response.stream, observer)
+    except Exception as exc:
+        _guard(observer.failed, exc)
+    return not stream or response.status_code >= 400
 
 
 def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> Callable[..., Any]:
@@ -750,9 +774,7 @@ def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> C
                 _guard(self._observer.closed)
 
     def herald_send(request: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        observer = None
-        with contextlib.suppress(Exception):
-            observer = _begin(inst, request)
+        observer = _begin(inst, request)
         if observer is None:
             return send(request, *args, stream=stream, **kwargs)
         try:
@@ -760,15 +782,7 @@ def _sync_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> C
         except BaseException as exc:
             _guard(observer.failed, exc)
             raise
-        try:
-            observer.response(response.status_code, response.headers.get("content-type", ""))
-            response.stream = ObservedStream(response.stream, observer)
-        except Exception as exc:
-            _guard(observer.failed, exc)
-        # An error's body names the provider's error, and a client that retries closes
-        # it unread: read it now (it is short; the client reads it too when it raises).
-        # Otherwise as httpx's own `send(stream=False)`: the body read before returning.
-        if not stream or response.status_code >= 400:
+        if _observe(response, observer, ObservedStream, stream):
             try:
                 response.read()
             except BaseException:
@@ -805,9 +819,7 @@ def _async_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> 
                 _guard(self._observer.closed)
 
     async def herald_send(request: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        observer = None
-        with contextlib.suppress(Exception):
-            observer = _begin(inst, request)
+        observer = _begin(inst, request)
         if observer is None:
             return await send(request, *args, stream=stream, **kwargs)
         try:
@@ -815,12 +827,7 @@ def _async_send(send: Callable[..., Any], inst: Instrumentation, base: type) -> 
         except BaseException as exc:
             _guard(observer.failed, exc)
             raise
-        try:
-            observer.response(response.status_code, response.headers.get("content-type", ""))
-            response.stream = ObservedStream(response.stream, observer)
-        except Exception as exc:
-            _guard(observer.failed, exc)
-        if not stream or response.status_code >= 400:
+        if _observe(response, observer, ObservedStream, stream):
             try:
                 await response.aread()
             except BaseException:

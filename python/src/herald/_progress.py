@@ -23,6 +23,7 @@ from ._wire import (
     check_json,
     check_opt_count,
     check_run_id,
+    check_seconds,
     check_str,
 )
 
@@ -49,6 +50,8 @@ class Progress:
         from ._hub import HubSink
         from ._terminal import TerminalSink
 
+        check_seconds("interval", interval)
+        check_seconds("flush_deadline", flush_deadline, zero=True)
         sinks: list[Any] = []
         self._attach: str | None = None
         # stderr carries bars or JSON Lines: herald's own warnings go there as events only
@@ -140,6 +143,7 @@ class Progress:
     def flush(self, timeout: float = FLUSH_DEADLINE) -> bool:
         """Waits (up to `timeout` seconds) until every event reported so far has
         reached the sinks. True if it did."""
+        check_seconds("timeout", timeout, zero=True)
         return self._loop.wait_for(4, timeout)
 
     async def flush_async(self, timeout: float = FLUSH_DEADLINE) -> bool:
@@ -149,6 +153,7 @@ class Progress:
     def close(self, timeout: float = FLUSH_DEADLINE) -> None:
         """Finishes open runs (`failed`: the program ended with them open), delivers
         what is queued and closes the sinks, waiting at most `timeout`. Called at exit."""
+        check_seconds("timeout", timeout, zero=True)
         if self._loop.closed:
             return
         for run in list(self._runs.values()):

@@ -144,7 +144,8 @@ class Run(_Guard):
         """Starts a stage (`stage.started`); a context manager."""
         check_str("name", name)
         check_opt_count("total", total)
-        check_opt_str("unit", unit)
+        if unit is not None:
+            check_str("unit", unit)  # as a tool call's `progress`: an empty unit is refused
         return Stage(self, name, total, unit)
 
     def item(self, id: str, *, stage: str | None = None, label: str | None = None) -> Item:  # noqa: A002

@@ -25,7 +25,29 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Stage(_Guard):
+class _Ends(_Guard):
+    """The ending shared by `Stage` and `Item`: each status goes through `_end`."""
+
+    def finish(self) -> None:
+        self._end("succeeded", None)
+
+    def fail(self, error: str | BaseException) -> None:
+        self._end("failed", _error_text("error", error))
+
+    def skip(self) -> None:
+        self._end("skipped", None)
+
+    def _exit_ok(self) -> None:
+        self.finish()
+
+    def _exit_error(self, error: str) -> None:
+        self._end("failed", error)
+
+    def _end(self, status: str, error: str | None) -> None:
+        raise NotImplementedError
+
+
+class Stage(_Ends):
     """A stage of a run: a counter and its items. Created by `Run.stage`.
 
     `inc(n)` is a plain integer add on the caller's thread; the background thread
@@ -205,21 +227,6 @@ class Stage(_Guard):
         self._items_started, self._items_finished = started, finished
 
     # the end
-    def finish(self) -> None:
-        self._end("succeeded", None)
-
-    def fail(self, error: str | BaseException) -> None:
-        self._end("failed", _error_text("error", error))
-
-    def skip(self) -> None:
-        self._end("skipped", None)
-
-    def _exit_ok(self) -> None:
-        self.finish()
-
-    def _exit_error(self, error: str) -> None:
-        self._end("failed", error)
-
     def _end(self, status: str, error: str | None) -> None:
         run = self._run
         with self._lock:
@@ -259,7 +266,7 @@ class Stage(_Guard):
         self._iter_active = self._iter_early = False
 
 
-class Item(_Guard):
+class Item(_Ends):
     """One unit of work. Created by `Run.item` or `Stage.item`."""
 
     def __init__(self, run: Run, id: str, stage: str | None, label: str | None) -> None:  # noqa: A002
@@ -280,21 +287,6 @@ class Item(_Guard):
     @property
     def id(self) -> str:
         return self._id
-
-    def finish(self) -> None:
-        self._end("succeeded", None)
-
-    def fail(self, error: str | BaseException) -> None:
-        self._end("failed", _error_text("error", error))
-
-    def skip(self) -> None:
-        self._end("skipped", None)
-
-    def _exit_ok(self) -> None:
-        self.finish()
-
-    def _exit_error(self, error: str) -> None:
-        self._end("failed", error)
 
     def _end(self, status: str, error: str | None) -> None:
         if self._finished:

@@ -50,6 +50,8 @@ class Target:
     @staticmethod
     def json_writer(out: Any) -> Target:
         """JSON Lines to a file object (text or binary)."""
+        if not callable(getattr(out, "write", None)):
+            raise TypeError(f"out must be a file object with `write`, not {type(out).__name__}")
         binary = "b" in getattr(out, "mode", "") or not hasattr(out, "encoding")
         return Target("sink", JsonLinesSink(out, binary=binary))
 
@@ -70,6 +72,8 @@ class Target:
     @staticmethod
     def memory(sink: MemorySink | None = None) -> Target:
         """Into a `MemorySink`, for tests: `Target.memory(sink)` then `sink.events`."""
+        if sink is not None and not isinstance(sink, MemorySink):
+            raise TypeError(f"sink must be a herald.MemorySink, not {type(sink).__name__}")
         return Target("sink", sink if sink is not None else MemorySink())
 
     @staticmethod

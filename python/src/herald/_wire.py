@@ -119,11 +119,12 @@ def check_opt_count(name: str, value: Any) -> int | None:
     return None if value is None else check_count(name, value)
 
 
-def check_seconds(name: str, value: Any) -> float:
+def check_seconds(name: str, value: Any, *, zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        least = "0 or more" if zero else "positive"
+        raise ValueError(f"{name} must be a finite {least} number of seconds, not {value}")
     return float(value)
 
 
