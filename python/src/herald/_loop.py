@@ -191,6 +191,9 @@ class _Loop:
                 self.queue.clear()
                 msg[1].set()
                 return
+            elif kind == 7:  # items a stage queued from its own thread are out
+                with msg[1]._lock:
+                    msg[1]._settling -= 1
             elif kind == 6:  # a line of the program's, above the bars
                 for slot in self.slots:
                     if not slot.disabled and hasattr(slot.sink, "println"):

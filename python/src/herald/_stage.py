@@ -76,6 +76,9 @@ class Stage(_Ends):
         self._iter_active = False
         self._iter_taken = 0
         self._iter_early = False
+        # Items this thread queued that the loop has not delivered yet: the sampler
+        # holds its own until they are out, so that the stream keeps their order.
+        self._settling = 0
         self._items_started = 0
         self._items_finished = 0
         run._stages[name] = self
@@ -178,6 +181,8 @@ class Stage(_Ends):
         return self._count(), self._total
 
     def _sample_items(self, loop: _Loop, final: bool) -> None:
+        if self._settling and not final:
+            return
         if (
             not self._iter_active
             and self._items_finished == self._iter_taken
@@ -199,6 +204,7 @@ class Stage(_Ends):
         """Under the lock: reports the items of `iter` up to where the loop is, through
         `out` (None: through the queue, on the caller's thread)."""
         emit = out if out is not None else self._run._emit
+        before = (self._items_started, self._items_finished)
         k = self._iter_taken
         if self._iter_active:
             self._expand_items(emit, k, k - 1)
@@ -208,6 +214,10 @@ class Stage(_Ends):
             self._iter_early = not final
         else:
             self._expand_items(emit, k, k)
+        if out is None and (self._items_started, self._items_finished) != before:
+            # Queued behind what the loop has not yet taken: it delivers them first.
+            self._settling += 1
+            self._run._loop.push((7, self))
 
     def _expand_items(
         self, emit: Callable[[str, dict[str, Any]], None], start_to: int, finish_to: int
