@@ -14,6 +14,7 @@ network access to crates.io and PyPI, and `herald` built (target/debug/herald, f
 llm-batch and as dominant's large file). Times depend on the machine and its load.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -214,9 +215,7 @@ def crates():
     rec = None
     got = []
     cmd = ["cargo", "fetch", "--locked"]
-    with subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-    ) as proc:
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as proc:
         for raw in proc.stderr:
             if rec is None and "Downloading crates" in raw:
                 rec = Recorder()
@@ -274,10 +273,8 @@ def walk():
     rec = Recorder()
     for dirpath, _dirnames, filenames in os.walk("/usr"):
         for name in filenames:
-            try:
+            with contextlib.suppress(OSError):
                 os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                pass
         rec.done()
     rec.write("walk", weighted=False)
 
@@ -289,9 +286,7 @@ def llm_batch():
     herald = ROOT / "target" / "debug" / "herald"
     cmd = [str(herald), "demo", "--items", "300", "--seed", "17", "--json"]
     cmd += ["--progress", "json", "--progress-file", str(events)]
-    subprocess.run(
-        cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rec = Recorder()
     start = None
     for raw in events.read_text().splitlines():
@@ -316,9 +311,7 @@ def dominant():
     order = small[:25] + [big] + small[25:]
     rec = Recorder()
     for path in order:
-        subprocess.run(
-            ["xz", "-6", "-T1", "-c", path], check=True, stdout=subprocess.DEVNULL
-        )
+        subprocess.run(["xz", "-6", "-T1", "-c", path], check=True, stdout=subprocess.DEVNULL)
         rec.done()
     rec.write("dominant", weighted=False)
 

@@ -38,9 +38,7 @@ def http(url: str, token: str | None) -> Client:
     return Client(transport, mode="legacy", message_handler=NOTES.handle)
 
 
-def stdio(
-    cfg: dict[str, Any], *extra: str, token: str | None = None, **kw: Any
-) -> Client:
+def stdio(cfg: dict[str, Any], *extra: str, token: str | None = None, **kw: Any) -> Client:
     token = token or cfg.get("token")
     env = {"HERALD_TOKEN": token} if token else {}
     env["HERALD_LOG"] = os.environ.get("HERALD_LOG", "warn")
@@ -227,9 +225,7 @@ async def scenario_exec(cfg: dict[str, Any]) -> None:
         assert state["run"]["name"] == "exits 3", state
         assert "hello" in output_of(started)
 
-        started = await call(
-            client, "start_command", {"command": ["pwd"], "cwd": cfg["cwd"]}
-        )
+        started = await call(client, "start_command", {"command": ["pwd"], "cwd": cfg["cwd"]})
         run = started.structured_content["run"]
         waited = await call(client, "wait_for_run", {"run": run, "timeout_s": 20})
         assert waited.structured_content["run"]["status"] == "succeeded", waited
@@ -243,9 +239,7 @@ async def scenario_exec(cfg: dict[str, Any]) -> None:
         assert "removed when herald mcp exits" in text(started), text(started)
 
         await refused(client, "start_command", {"command": []}, "command")
-        await refused(
-            client, "start_command", {"command": ["true"], "cwd": "/no/such"}, "cwd"
-        )
+        await refused(client, "start_command", {"command": ["true"], "cwd": "/no/such"}, "cwd")
         await refused(
             client,
             "start_command",
@@ -368,9 +362,7 @@ async def updated(uri: str) -> None:
     """Waits for a notifications/resources/updated of `uri`."""
     deadline = time.monotonic() + DEADLINE_S
     while uri not in NOTES.updated:
-        assert time.monotonic() < deadline, (
-            f"no notifications/resources/updated of {uri}"
-        )
+        assert time.monotonic() < deadline, f"no notifications/resources/updated of {uri}"
         await asyncio.sleep(0.05)
     NOTES.updated.clear()
 
@@ -469,9 +461,7 @@ class Tasks(ClientExtension):
     identifier = TASKS
 
     def claims(self) -> list[ResultClaim[Any]]:
-        return [
-            ResultClaim(result_type="task", model=CreatedTask, resolve=resolve_task)
-        ]
+        return [ResultClaim(result_type="task", model=CreatedTask, resolve=resolve_task)]
 
 
 def http_tasks(url: str, token: str | None) -> Client:
@@ -505,9 +495,7 @@ async def tasks(client: Client, cfg: dict[str, Any], other: Client) -> None:
     assert got["result"]["structuredContent"]["outcome"] in ("timeout", "finished")
 
     # A tool error is a completed task whose result says so.
-    created = await session.call_tool(
-        "wait_for_run", {"run": "no-such-run"}, allow_claimed=True
-    )
+    created = await session.call_tool("wait_for_run", {"run": "no-such-run"}, allow_claimed=True)
     got = await task_settled(session, created.task_id)
     assert got["status"] == "completed" and got["result"]["isError"], got
 
@@ -541,9 +529,7 @@ async def scenario_stdio_tasks(cfg: dict[str, Any]) -> None:
     # herald mcp carries the extension between its host and the hub.
     async with (
         stdio(cfg, mode="auto", extensions=[Tasks()]) as client,
-        stdio(
-            cfg, token=cfg["other_token"], mode="auto", extensions=[Tasks()]
-        ) as other,
+        stdio(cfg, token=cfg["other_token"], mode="auto", extensions=[Tasks()]) as other,
     ):
         await tasks(client, cfg, other)
 
@@ -554,9 +540,7 @@ async def scenario_exec_tasks(cfg: dict[str, Any]) -> None:
         session = client.session
         # The task is the command's life: it ends with the finished run.
         argv = ["sh", "-c", "echo task; exit 3"]
-        created = await session.call_tool(
-            "start_command", {"command": argv}, allow_claimed=True
-        )
+        created = await session.call_tool("start_command", {"command": argv}, allow_claimed=True)
         assert isinstance(created, CreatedTask), created
         got = await task_settled(session, created.task_id)
         assert got["status"] == "completed", got
@@ -591,9 +575,7 @@ async def scenario_exec_tasks(cfg: dict[str, Any]) -> None:
         assert waited.structured_content["run"]["status"] == "cancelled", waited
 
         # Bad arguments: a completed task with the tool error.
-        created = await session.call_tool(
-            "start_command", {"command": []}, allow_claimed=True
-        )
+        created = await session.call_tool("start_command", {"command": []}, allow_claimed=True)
         got = await task_settled(session, created.task_id)
         assert got["status"] == "completed" and got["result"]["isError"], got
 
