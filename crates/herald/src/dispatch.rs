@@ -34,7 +34,7 @@ use crate::lock::lock;
 use crate::signals::Signals;
 use crate::sink::{Sink, SinkPolicy};
 use crate::terminal::Console;
-use crate::throttle::Throttle;
+use crate::throttle::{Count, Throttle};
 
 /// Queued ticks above which further ticks are dropped.
 pub(crate) const TICK_CAPACITY: usize = 1024;
@@ -828,10 +828,16 @@ impl Worker {
             }
             let slot_run = &mut ctx.slots[i];
             let throttle = slot_run.throttles.entry(counter.stage.clone()).or_default();
-            if !throttle.due(&slot.policy, now, done, total, progress.percent, force) {
+            let count = Count {
+                done,
+                total,
+                done_weight,
+                percent: progress.percent,
+            };
+            if !throttle.due(&slot.policy, now, &count, force) {
                 continue;
             }
-            throttle.sent(now, done, total, progress.percent);
+            throttle.sent(now, count);
             slot_run.seq += 1;
             slot_run.last_sent = Some(now);
             let event = Draft::new(ts, progress.clone()).stamp(run.clone(), slot_run.seq, ts);

@@ -8,59 +8,55 @@ use crate::sink::SinkPolicy;
 /// What was last sent to one sink for one counter.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Throttle {
-    last: Option<Sent>,
+    last: Option<(Count, Instant)>,
 }
 
-#[derive(Clone, Debug)]
-struct Sent {
-    done: u64,
-    total: Option<u64>,
-    percent: Option<f64>,
-    at: Instant,
+/// A counter as one tick carries it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Count {
+    pub(crate) done: u64,
+    pub(crate) total: Option<u64>,
+    /// Weight done, for a stage that weighs its units.
+    pub(crate) done_weight: Option<f64>,
+    /// `done / total` in percent.
+    pub(crate) percent: Option<f64>,
 }
 
 impl Throttle {
-    /// Whether a count of `done` of `total` (at `percent`) should be sent now. `force`
-    /// sends any change regardless of the policy (a stage's last count).
+    /// Whether `count` should be sent now. `force` sends any change regardless of the
+    /// policy (a stage's last count).
     pub(crate) fn due(
         &self,
         policy: &SinkPolicy,
         now: Instant,
-        done: u64,
-        total: Option<u64>,
-        percent: Option<f64>,
+        count: &Count,
         force: bool,
     ) -> bool {
-        let Some(last) = &self.last else {
+        let Some((last, at)) = &self.last else {
             return true;
         };
-        if last.done == done && last.total == total {
+        // Weight alone (a download's bytes before its file is done) is news too: it goes
+        // out at most every `max_interval`, as a count that moves less than
+        // `min_percent`.
+        if last.done == count.done
+            && last.total == count.total
+            && last.done_weight == count.done_weight
+        {
             return false;
         }
-        if force || policy.every_tick || last.total != total {
+        if force || policy.every_tick || last.total != count.total {
             return true;
         }
-        let moved = match (percent, last.percent) {
+        let moved = match (count.percent, last.percent) {
             (Some(p), Some(lp)) => p - lp >= policy.min_percent || (p >= 100.0 && lp < 100.0),
             _ => false,
         };
-        moved || now.saturating_duration_since(last.at) >= policy.max_interval
+        moved || now.saturating_duration_since(*at) >= policy.max_interval
     }
 
-    /// Records that this count was sent at `now`.
-    pub(crate) fn sent(
-        &mut self,
-        now: Instant,
-        done: u64,
-        total: Option<u64>,
-        percent: Option<f64>,
-    ) {
-        self.last = Some(Sent {
-            done,
-            total,
-            percent,
-            at: now,
-        });
+    /// Records that `count` was sent at `now`.
+    pub(crate) fn sent(&mut self, now: Instant, count: Count) {
+        self.last = Some((count, now));
     }
 }
 
@@ -79,13 +75,48 @@ mod tests {
         let mut out = Vec::new();
         for &(t, done) in samples {
             let now = start + Duration::from_secs_f64(t);
-            let percent = total.map(|n| done as f64 / n as f64 * 100.0);
-            if throttle.due(&policy, now, done, total, percent, false) {
-                throttle.sent(now, done, total, percent);
+            let count = Count {
+                done,
+                total,
+                done_weight: None,
+                percent: total.map(|n| done as f64 / n as f64 * 100.0),
+            };
+            if throttle.due(&policy, now, &count, false) {
+                throttle.sent(now, count);
                 out.push(done);
             }
         }
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn weight_alone_goes_out_at_the_slow_pace() {
+        let policy = SinkPolicy::default();
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let count = |w: f64| Count {
+            done: 0,
+            total: Some(1),
+            done_weight: Some(w),
+            percent: Some(0.0),
+        };
+        let mut throttle = Throttle::default();
+        throttle.sent(at(0), count(0.0));
+        assert!(!throttle.due(&policy, at(1), &count(0.0), false));
+        assert!(
+            !throttle.due(&policy, at(1), &count(400.0), false),
+            "before max_interval"
+        );
+        assert!(throttle.due(&policy, at(5), &count(400.0), false));
+        assert!(
+            throttle.due(&policy, at(1), &count(400.0), true),
+            "a stage's last count"
+        );
+        throttle.sent(at(5), count(400.0));
+        assert!(
+            !throttle.due(&policy, at(60), &count(400.0), false),
+            "nothing new"
+        );
     }
 
     #[test]

@@ -898,3 +898,27 @@ fn weights_reach_the_sink_and_the_state_is_weighted() {
     );
     assert_eq!(big.percent, Some(50.0));
 }
+
+#[test]
+fn weight_alone_reaches_the_sink_while_the_count_stands_still() {
+    // A download's bytes as they arrive: no unit is done yet, the weight moves.
+    let sink = herald::MemorySink::every_tick();
+    let progress = herald::Progress::new([herald::Target::memory(&sink)]);
+    let run = progress.run("download");
+    let stage = run.stage("fetch").total(1).total_weight(1000);
+    stage.inc_weight(400);
+    progress.flush();
+    stage.inc_weight(300);
+    progress.flush();
+    let ticks: Vec<(u64, Option<f64>)> = sink
+        .events()
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Progress(p) => Some((p.done, p.done_weight)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ticks.last(), Some(&(0, Some(700.0))), "ticks: {ticks:?}");
+    stage.finish();
+    run.finish();
+}
