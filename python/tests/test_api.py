@@ -44,6 +44,15 @@ def of(sink: herald.MemorySink, kind: str) -> list:
         (lambda r: r.stage("s").inc("1"), TypeError, "n"),
         (lambda r: r.stage("s").inc(1.0), TypeError, "n"),
         (lambda r: r.stage("s").set_total(-5), ValueError, "total"),
+        (lambda r: r.stage("s", total_weight=-1), ValueError, "total_weight"),
+        (lambda r: r.stage("s", total_weight=2.5), TypeError, "total_weight"),
+        (lambda r: r.stage("s").set_total_weight(-1), ValueError, "total_weight"),
+        (lambda r: r.stage("s").inc_weight(-3), ValueError, "weight"),
+        (lambda r: r.stage("s").inc_by(1, "9"), TypeError, "weight"),
+        (lambda r: r.stage("s").inc_by(-1, 9), ValueError, "n"),
+        (lambda r: r.stage("s").item("x", weight=-1), ValueError, "weight"),
+        (lambda r: r.item("x", weight=True), TypeError, "weight"),
+        (lambda r: r.item("x").set_weight("big"), TypeError, "weight"),
         (lambda r: r.finish(object()), TypeError, "result"),
         (lambda r: r.finish({"x": math.nan}), ValueError, "result"),
         (lambda r: r.finish({1j: 1}), TypeError, "result"),
@@ -413,3 +422,44 @@ def test_println_without_bars_goes_to_stderr_as_it_is(capsys) -> None:
     assert capsys.readouterr().err == "plain line\n"
     with pytest.raises(TypeError, match="line"):
         progress.println(3)  # type: ignore[arg-type]
+
+
+def test_weights_travel_with_items_stages_and_ticks() -> None:
+    """Units of unequal size: the stage's whole weight in `stage.started`, each item's in
+    its `item.finished` and in the stage's weight done, as the Rust SDK sends them."""
+    progress, sink = memory()
+    with progress.run("copy") as run, run.stage("files", total=3, total_weight=100) as stage:
+        with stage.item("big.iso", weight=70):
+            stage.inc()
+        with run.item("small.txt", stage="files") as item:
+            item.set_weight(10)
+            stage.inc()
+        stage.inc_by(1, 25)  # beyond the total: the total rises to the weight done
+        assert stage.weight_done == 105
+        progress.flush()
+    started = of(sink, "stage.started")[0]
+    assert started["total_weight"] == 100.0
+    weights = {e["item"]: e.get("weight") for e in of(sink, "item.finished")}
+    assert weights == {"big.iso": 70.0, "small.txt": 10.0}
+    last = of(sink, "progress")[-1]
+    assert (last["done"], last["done_weight"], last["total_weight"]) == (3, 105.0, 105.0)
+    # a stage that weighs nothing says nothing of weight
+    with progress.run("plain") as run, run.stage("s", total=2) as stage:
+        stage.inc(2)
+    plain = [e for e in of(sink, "progress") if e["run"] == run.id]
+    assert plain and all("done_weight" not in e and "total_weight" not in e for e in plain)
+
+
+def test_weight_alone_is_sent_before_any_unit_is_done() -> None:
+    """A download's bytes as they arrive: the count stays at 0, the weight moves, and the
+    ticks say so (throttled in time, as any count)."""
+    progress, sink = memory(interval=0.01)
+    with progress.run("download") as run, run.stage("fetch", total=1, total_weight=1000) as stage:
+        stage.inc_weight(400)
+        wait_until(
+            lambda: any(e.get("done_weight") == 400.0 for e in of(sink, "progress")),
+            what="a tick with the bytes so far",
+        )
+        stage.inc_by(1, 600)
+    ticks = [(e["done"], e.get("done_weight")) for e in of(sink, "progress")]
+    assert (0, 400.0) in ticks and ticks[-1] == (1, 1000.0)

@@ -28,6 +28,10 @@ with progress.run("every event", total_steps=2, meta={"k": [1, 2]}) as run:
             stage.inc(2)
         item = run.item("doc-2", stage="work")
         item.skip()
+    with run.stage("copy", total=2, unit="files", total_weight=4096) as stage:
+        with stage.item("a.bin", weight=4000):
+            stage.inc()
+        stage.inc_by(1, 96)
     with run.heartbeat(every=0.05, note="thinking"):
         time.sleep(0.3)
     run.beat()

@@ -274,6 +274,7 @@ class _Loop:
             return
         stage._sample_items(self, force)
         done, total = stage._sample()
+        weight, total_weight = stage._weight, stage._total_weight
         if total is not None:
             percent: float | None = 100.0 if total == 0 else min(done / total * 100.0, 100.0)
         else:
@@ -289,14 +290,21 @@ class _Loop:
                 # The stage's start is its baseline: a first count of 0 says nothing.
                 start_total = stage._started_total
                 throttle.sent(now, 0, start_total, None if start_total is None else 0.0)
-            if not throttle.due(slot.policy, now, done, total, percent, force):
+            if not throttle.due(slot.policy, now, done, total, percent, force, weight):
                 continue
-            throttle.sent(now, done, total, percent)
+            throttle.sent(now, done, total, percent, weight)
             if fields is None:
+                # As the Rust SDK's: weights only for a stage that weighs something, and
+                # a weight done beyond the total raises the total.
+                weighed = weight > 0 or total_weight is not None
                 fields = {
                     "stage": stage._name,
                     "done": done,
                     "total": total,
+                    "done_weight": float(weight) if weighed else None,
+                    "total_weight": None
+                    if total_weight is None
+                    else float(max(total_weight, weight)),
                     "unit": stage._unit,
                     "message": stage._message,
                     "percent": None if percent is None else round_percent(percent),

@@ -140,20 +140,40 @@ class Run(_Guard):
             self._loop.push_event(self._core, event, fields)
 
     # structure
-    def stage(self, name: str, *, total: int | None = None, unit: str | None = None) -> Stage:
-        """Starts a stage (`stage.started`); a context manager."""
+    def stage(
+        self,
+        name: str,
+        *,
+        total: int | None = None,
+        unit: str | None = None,
+        total_weight: int | None = None,
+    ) -> Stage:
+        """Starts a stage (`stage.started`); a context manager. `total_weight` is its
+        whole weight (bytes, tokens, rows) when its units are not equal: its ETA is then
+        estimated in weight."""
         check_str("name", name)
         check_opt_count("total", total)
         if unit is not None:
             check_str("unit", unit)  # as a tool call's `progress`: an empty unit is refused
-        return Stage(self, name, total, unit)
+        check_opt_count("total_weight", total_weight)
+        return Stage(self, name, total, unit, total_weight)
 
-    def item(self, id: str, *, stage: str | None = None, label: str | None = None) -> Item:  # noqa: A002
-        """Starts an item (`item.started`); a context manager."""
+    def item(
+        self,
+        id: str,  # noqa: A002
+        *,
+        stage: str | None = None,
+        label: str | None = None,
+        weight: int | None = None,
+    ) -> Item:
+        """Starts an item (`item.started`); a context manager. `weight` (its size in
+        bytes, tokens, rows) goes with its `item.finished` and, when it names a running
+        stage, into that stage's weight done."""
         check_str("id", id)
         check_opt_str("stage", stage)
         check_opt_str("label", label)
-        return Item(self, id, stage, label)
+        check_opt_count("weight", weight)
+        return Item(self, id, stage, label, weight)
 
     def child(self, name: str, **kwargs: Any) -> Run:
         """A sub-run whose parent is this run."""

@@ -147,12 +147,13 @@ class CallbackSink(Sink):
 class Throttle:
     """What was last sent to one sink for one counter (throttle.rs)."""
 
-    __slots__ = ("done", "total", "percent", "at", "sent_any")
+    __slots__ = ("done", "total", "weight", "percent", "at", "sent_any")
 
     def __init__(self) -> None:
         self.sent_any = False
         self.done = 0
         self.total: int | None = None
+        self.weight = 0
         self.percent: float | None = None
         self.at = 0.0
 
@@ -164,10 +165,13 @@ class Throttle:
         total: int | None,
         percent: float | None,
         force: bool,
+        weight: int = 0,
     ) -> bool:
         if not self.sent_any:
             return True
-        if self.done == done and self.total == total:
+        # Weight alone (a download's bytes before its file is done) is news too, sent
+        # at most every `max_interval` like a count that moves less than `min_percent`.
+        if self.done == done and self.total == total and self.weight == weight:
             return False
         if force or policy.every_tick or self.total != total:
             return True
@@ -178,9 +182,12 @@ class Throttle:
                 return True
         return now - self.at >= policy.max_interval
 
-    def sent(self, now: float, done: int, total: int | None, percent: float | None) -> None:
+    def sent(
+        self, now: float, done: int, total: int | None, percent: float | None, weight: int = 0
+    ) -> None:
         self.sent_any = True
         self.done = done
         self.total = total
+        self.weight = weight
         self.percent = percent
         self.at = now

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from ._guard import _error_text, _Guard, builtins_id
 from ._wire import (
     check_count,
+    check_opt_count,
     check_opt_str,
     check_str,
     now_micros,
@@ -55,7 +56,14 @@ class Stage(_Ends):
     may lose counts where the interpreter switches threads inside `+=`.
     """
 
-    def __init__(self, run: Run, name: str, total: int | None, unit: str | None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        name: str,
+        total: int | None,
+        unit: str | None,
+        total_weight: int | None = None,
+    ) -> None:
         if name in run._stages and not run._stages[name]._finished:
             raise ValueError(f"name: stage `{name}` is already running in this run")
         self._run = run
@@ -65,6 +73,8 @@ class Stage(_Ends):
         self._total = total
         self._started_total = total
         self._unit = unit
+        self._weight = 0
+        self._total_weight = total_weight
         self._message: str | None = None
         self._started = time.monotonic()
         self._finished = False
@@ -82,7 +92,15 @@ class Stage(_Ends):
         self._items_started = 0
         self._items_finished = 0
         run._stages[name] = self
-        run._emit("stage.started", {"stage": name, "total": total, "unit": unit})
+        run._emit(
+            "stage.started",
+            {
+                "stage": name,
+                "total": total,
+                "unit": unit,
+                "total_weight": None if total_weight is None else float(total_weight),
+            },
+        )
         run._loop.push((1, self))
 
     def __enter__(self) -> Stage:
@@ -114,6 +132,28 @@ class Stage(_Ends):
             check_count("n", n)
         self._done += n
 
+    def inc_by(self, n: int, weight: int) -> None:
+        """Counts `n` more units done, weighing `weight` (bytes, tokens, rows) in all."""
+        self.inc_weight(weight)
+        self.inc(check_count("n", n))
+
+    def inc_weight(self, weight: int) -> None:
+        """Counts `weight` more done (bytes, tokens, rows) of the units under way,
+        without finishing one: a download's bytes as they arrive."""
+        self._weight += check_count("weight", weight)
+
+    @property
+    def weight_done(self) -> int:
+        return self._weight
+
+    @property
+    def total_weight(self) -> int | None:
+        return self._total_weight
+
+    def set_total_weight(self, total_weight: int) -> None:
+        """Sets (or changes) the stage's whole weight."""
+        self._total_weight = check_count("total_weight", total_weight)
+
     def set(self, done: int) -> None:
         """Sets the count."""
         self._done = check_count("done", done)
@@ -126,10 +166,13 @@ class Stage(_Ends):
         """What the stage is doing now; rides its `progress` ticks."""
         self._message = check_opt_str("message", message)
 
-    def item(self, id: str, label: str | None = None) -> Item:  # noqa: A002
+    def item(self, id: str, label: str | None = None, *, weight: int | None = None) -> Item:  # noqa: A002
+        """Starts an item of this stage; its `weight`, when given, is added to the
+        stage's weight done when it ends."""
         check_str("id", id)
         check_opt_str("label", label)
-        return Item(self._run, id, self._name, label)
+        check_opt_count("weight", weight)
+        return Item(self._run, id, self._name, label, weight)
 
     def iter(self, iterable: Iterable[T]) -> Iterator[T]:
         """Yields each element of `iterable`, counting it as one unit and reporting it as
@@ -196,6 +239,10 @@ class Stage(_Ends):
             loop._deliver(run, event, micros, fields)
 
         with self._lock:
+            # Again under the lock: the check above is only a hint, and a new loop may
+            # have queued the last one's items since.
+            if self._settling and not final:
+                return
             self._fold_iter(out, final)
 
     def _fold_iter(
@@ -279,10 +326,18 @@ class Stage(_Ends):
 class Item(_Ends):
     """One unit of work. Created by `Run.item` or `Stage.item`."""
 
-    def __init__(self, run: Run, id: str, stage: str | None, label: str | None) -> None:  # noqa: A002
+    def __init__(
+        self,
+        run: Run,
+        id: str,  # noqa: A002
+        stage: str | None,
+        label: str | None,
+        weight: int | None = None,
+    ) -> None:
         self._run = run
         self._id = id
         self._stage = stage
+        self._weight = weight
         self._started = time.monotonic()
         self._finished = False
         run._open[builtins_id(self)] = self
@@ -298,11 +353,24 @@ class Item(_Ends):
     def id(self) -> str:
         return self._id
 
+    @property
+    def weight(self) -> int | None:
+        return self._weight
+
+    def set_weight(self, weight: int) -> None:
+        """Its size in bytes, tokens or rows, when known only once under way."""
+        self._weight = check_count("weight", weight)
+
     def _end(self, status: str, error: str | None) -> None:
         if self._finished:
             return
         self._finished = True
         self._run._open.pop(builtins_id(self), None)
+        weight = self._weight
+        if weight is not None and self._stage is not None:
+            stage = self._run._stages.get(self._stage)
+            if stage is not None and not stage._finished:
+                stage._weight += weight
         self._run._emit(
             "item.finished",
             {
@@ -311,5 +379,6 @@ class Item(_Ends):
                 "status": status,
                 "error": error,
                 "elapsed_s": round_seconds(time.monotonic() - self._started),
+                "weight": None if weight is None else float(weight),
             },
         )
