@@ -114,7 +114,11 @@ def test_a_bad_interval_or_flush_deadline_is_refused_naming_it(kw, error, named)
         herald.Progress([herald.Target.hidden()], **kw)
 
 
-def test_bad_targets_are_refused() -> None:
+def test_bad_targets_are_refused(tmp_path) -> None:
+    with pytest.raises(TypeError, match="path"):
+        herald.Target.json_file(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="path: cannot open"):
+        herald.Target.json_file(tmp_path / "no such dir" / "p.jsonl")
     with pytest.raises(ValueError, match="url"):
         herald.Target.hub("127.0.0.1:7311")
     with pytest.raises(TypeError, match="sink"):

@@ -37,10 +37,12 @@ class Target:
     @staticmethod
     def json_file(path: str | os.PathLike[str]) -> Target:
         """JSON Lines appended to a file, created if missing."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
         try:
             return Target("sink", JsonLinesSink.path(os.fspath(path)))
         except OSError as e:
-            raise ValueError(f"cannot open progress file {os.fspath(path)}: {e}") from None
+            raise ValueError(f"path: cannot open progress file {os.fspath(path)}: {e}") from None
 
     @staticmethod
     def json_fd(fd: int) -> Target:
