@@ -11,8 +11,9 @@
 //! `RunState`. A refusal becomes a tool error (`isError: true`) with the REST error's
 //! message, never a protocol error.
 //!
-//! The spec revision followed is 2025-11-25 (sessions, `initialize`,
-//! `resources/subscribe`); see docs/mcp.md for why not 2026-07-28.
+//! The revisions served are 2025-11-25 and older (sessions, `initialize`,
+//! `resources/subscribe`) and 2026-07-28 (stateless, tasks, `subscriptions/listen`);
+//! docs/mcp.md says which is tested how.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,11 +32,12 @@ use rmcp::model::{
     CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
     ProgressToken, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
-    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams,
-    Tool, ToolAnnotations, UnsubscribeRequestParams, UpdateTaskParams,
+    ReadResourceResult, Resource, ResourceContents, ResourceTemplate, ResourceUpdatedNotification,
+    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, ServerNotification,
+    SubscribeRequestParams, SubscriptionFilter, Tool, ToolAnnotations, UnsubscribeRequestParams,
+    UpdateTaskParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -1063,6 +1065,69 @@ impl ServerHandler for Mcp {
             meta: None,
         };
         Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    /// 2026-07-28's subscriptions: of what a client asks, the runs' resources (herald
+    /// sends no other notification). Whether the caller may read each run is checked
+    /// in `listen`, which has the request's token.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let runs = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| run_of_uri(uri).is_some());
+        Some(
+            SubscriptionFilter::builder()
+                .resource_subscriptions(runs.cloned())
+                .build(),
+        )
+    }
+
+    /// One `subscriptions/listen` stream: `notifications/resources/updated` for each
+    /// accepted run while it changes (at most one per `NOTIFY_INTERVAL`), until the
+    /// client cancels the request or the hub shuts down. A run the token may not read
+    /// ends the request with the same error `resources/read` gives.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let headers = headers_of(&context.request_context().extensions);
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let mut watches = tokio::task::JoinSet::new();
+        for uri in uris {
+            let state = self.resource_state(&headers, &uri).await?;
+            if state.status.is_terminal() {
+                continue; // it will not change again
+            }
+            // The feed lives while someone holds it: the watch holds it.
+            let feed = self.hub.feed(&state.id, state.last_seq);
+            let sink = context.sink().clone();
+            watches.spawn(async move {
+                let mut changed = feed.subscribe();
+                while changed.changed().await.is_ok() {
+                    let note = ServerNotification::ResourceUpdatedNotification(
+                        ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(
+                            uri.clone(),
+                        )),
+                    );
+                    if sink.send(note).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(NOTIFY_INTERVAL).await;
+                }
+            });
+        }
+        let shutdown = self.hub.shutdown_token().clone();
+        tokio::select! {
+            () = context.cancelled() => {}
+            () = shutdown.cancelled() => {}
+        }
+        // Dropping `watches` stops them.
+        Ok(())
     }
 
     #[allow(deprecated)]

@@ -354,6 +354,13 @@ fn a_run_s_resource_is_read_and_its_subscribers_hear_of_changes() {
 }
 
 #[test]
+fn a_2026_07_28_client_listens_for_a_run_s_changes() {
+    let hub = TestHub::with_token(ADMIN);
+    let (cfg, _) = two_runs(&hub);
+    check("http-listen", &cfg);
+}
+
+#[test]
 fn herald_mcp_keeps_serving_while_the_hub_restarts() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = dir.path().to_str().expect("a UTF-8 path").to_owned();

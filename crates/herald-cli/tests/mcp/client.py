@@ -23,6 +23,7 @@ from mcp import Client
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ResourceUpdated, SubscriptionLost
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
@@ -329,6 +330,72 @@ async def resources(client: Client, cfg: dict[str, Any]) -> None:
     assert json.loads(read.contents[0].text)["logs"][-1]["message"] == "changed"
 
 
+def http_auto(url: str, token: str | None) -> Client:
+    """A client that negotiates the newest revision: 2026-07-28, without sessions."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = streamable_http_client(
+        url + "/mcp", http_client=httpx2.AsyncClient(headers=headers, timeout=60)
+    )
+    return Client(transport, mode="auto")
+
+
+async def scenario_http_listen(cfg: dict[str, Any]) -> None:
+    """2026-07-28's `subscriptions/listen` in place of `resources/subscribe`."""
+    uri = f"herald://runs/{cfg['run']}"
+    async with http_auto(cfg["hub"], cfg["token"]) as client:
+        assert client.session.protocol_version == "2026-07-28", client.session.protocol_version
+        async with client.listen(resource_subscriptions=[uri, "https://example.com/x"]) as sub:
+            assert sub.honored.resource_subscriptions == [uri], sub.honored
+            await appended(cfg, "heard through listen")
+            event = await asyncio.wait_for(sub.__anext__(), DEADLINE_S)
+            assert event == ResourceUpdated(uri), event
+        read = await client.read_resource(uri)
+        assert json.loads(read.contents[0].text)["logs"][-1]["message"] == "heard through listen"
+    # A run's read token hears of its run only: the stream ends at once, without the
+    # graceful close, and the request's error (which the SDK does not surface) names
+    # the run.
+    other = f"herald://runs/{cfg['other_run']}"
+    async with http_auto(cfg["hub"], cfg["read_token"]) as client:
+        try:
+            async with client.listen(resource_subscriptions=[other]) as sub:
+                await asyncio.wait_for(sub.__anext__(), DEADLINE_S)
+        except SubscriptionLost:
+            pass
+        else:
+            raise AssertionError("a read token heard of another run")
+    error = await raw_listen_error(cfg["hub"], cfg["read_token"], other)
+    assert cfg["other_run"] in error["message"], error
+
+
+async def raw_listen_error(hub: str, token: str, uri: str) -> dict[str, Any]:
+    """The JSON-RPC error that ends a `subscriptions/listen` for `uri`, read off the wire."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "subscriptions/listen",
+        "params": {"_meta": meta, "notifications": {"resourceSubscriptions": [uri]}},
+    }
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "subscriptions/listen",
+    }
+    async with (
+        httpx2.AsyncClient(timeout=DEADLINE_S) as raw,
+        raw.stream("POST", hub + "/mcp", headers=headers, json=body) as reply,
+    ):
+        async for line in reply.aiter_lines():
+            if line.startswith("data:") and '"error"' in line:
+                return json.loads(line[5:])["error"]
+    raise AssertionError("the listen request ended without an error")
+
+
 async def scenario_http_resources(cfg: dict[str, Any]) -> None:
     async with http(cfg["hub"], cfg["token"]) as client:
         await resources(client, cfg)
@@ -601,6 +668,7 @@ SCENARIOS = {
     "exec": scenario_exec,
     "tokens": scenario_tokens,
     "http-resources": scenario_http_resources,
+    "http-listen": scenario_http_listen,
     "stdio-resources": scenario_stdio_resources,
     "restart": scenario_restart,
 }
