@@ -139,6 +139,10 @@ pub struct SoakReport {
     pub lost: u64,
     /// Events the sinks dropped or gave up on.
     pub dropped: u64,
+    /// Events a run emitted and the hub never stored, summed per run: those a sink
+    /// still held when its `Progress` closed (after the tally is read, so not in
+    /// `dropped`), given up on at the flush deadline.
+    pub never_stored: u64,
     /// Appends the hubs timed.
     pub appends: u64,
     /// The hubs' mean append time, microseconds.
@@ -562,6 +566,7 @@ async fn soak(
         stored: 0,
         lost: 0,
         dropped: 0,
+        never_stored: 0,
         appends: final_sample.count,
         append_mean_us: final_sample.sum_s * 1e6 / final_sample.count.max(1) as f64,
         append_p99_le_s: final_sample.p99_le(),
@@ -592,6 +597,7 @@ async fn soak(
         report.stored += stored;
         report.lost += tally.acknowledged.saturating_sub(stored);
         report.dropped += tally.dropped;
+        report.never_stored += tally.emitted.saturating_sub(stored);
     }
     if report.lost > 0 {
         bail!(

@@ -362,9 +362,12 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
     );
     let _ = writeln!(
         out,
-        "| emitted by the runs | acknowledged | stored | lost | dropped by sinks | appends | events per append | append mean | append p99 | hubs' CPU per event |"
+        "| emitted by the runs | acknowledged | stored | lost | dropped by sinks | emitted, never stored | appends | events per append | append mean | append p99 | hubs' CPU per event |"
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let p99 = match soak.append_p99_le_s {
         None => "?".to_owned(),
         Some(le) if le.is_finite() => format!("≤ {}", ms((le * 1e6) as u64)),
@@ -372,12 +375,13 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
     };
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {p99} | {:.1} µs |",
+        "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {p99} | {:.1} µs |",
         thousands(soak.emitted),
         thousands(soak.acknowledged),
         thousands(soak.stored),
         soak.lost,
         soak.dropped,
+        thousands(soak.never_stored),
         thousands(soak.appends),
         soak.stored as f64 / soak.appends.max(1) as f64,
         ms(soak.append_mean_us as u64),
