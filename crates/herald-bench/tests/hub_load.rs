@@ -100,7 +100,15 @@ fn the_postgres_phases_run_at_tiny_scale_and_their_counts_add_up() {
 #[test]
 fn the_soak_runs_at_tiny_scale_on_sqlite_and_two_postgres_hubs_and_loses_nothing() {
     let url = postgres_admin_url();
-    let out = hub_load(&["--quick", "--postgres", &url, "soak"]);
+    // Niced producers, so that the renicing is run too.
+    let out = hub_load(&[
+        "--quick",
+        "--postgres",
+        &url,
+        "soak",
+        "--soak-nice-producers",
+        "19",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -108,14 +116,16 @@ fn the_soak_runs_at_tiny_scale_on_sqlite_and_two_postgres_hubs_and_loses_nothing
         String::from_utf8_lossy(&out.stderr)
     );
     // 20 runs for 3 s at 10 events/s, with their `run.started` and `run.finished`:
-    // each emitted, acknowledged and stored, none lost, none dropped.
+    // each emitted, acknowledged and stored, none lost, none dropped, none left unstored.
     for backend in ["SQLite, 1 hub", "PostgreSQL, 2 hubs"] {
-        let heading = format!("**Soak, {backend}** (20 runs");
+        let heading = format!(
+            "**Soak, {backend}** (20 runs through the SDK's hub sink, one `Progress` each, in 2 processes at nice 19;"
+        );
         let at = stdout
             .find(&heading)
             .unwrap_or_else(|| panic!("no `{heading}` in:\n{stdout}"));
         assert!(
-            stdout[at..].contains("\n| 640 | 640 | 640 | 0 | 0 | "),
+            stdout[at..].contains("\n| 640 | 640 | 640 | 0 | 0 | 0 | "),
             "{backend}: not every event stored:\n{stdout}"
         );
         let lost =
@@ -133,6 +143,7 @@ fn usage_errors_exit_with_2() {
         &["--postgres", "mysql://localhost/x"],
         &["soak", "--soak-rate", "0"],
         &["--soak-runs", "none"],
+        &["soak", "--soak-nice-producers", "20"],
     ] {
         let out = hub_load(args);
         assert_eq!(out.status.code(), Some(2), "hub-load {args:?}");

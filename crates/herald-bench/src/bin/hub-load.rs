@@ -12,7 +12,8 @@
 //!   request, 100), `--rounds N`, `--subscribers N`, `--events N`, `--rate R`,
 //!   `--streams N`, `--stream-runs N`, `--latency-rounds N`, `--e2e-trials N`,
 //!   `--soak-runs N`, `--soak-rate R`, `--soak-seconds N`, `--soak-processes N` set one
-//!   count each.
+//!   count each; `--soak-nice-producers N` runs the soak's producers at that niceness
+//!   (1 to 19), so that on a machine they share with the hub, the hub gets the CPU first.
 //! - `hub-load serve --db PATH|URL` and `hub-load subscribe --transport sse|ws --url URL
 //!   --count N --timeout-s S` are the hub's and the subscribers' own processes, which the
 //!   load generator starts itself, and so is `hub-load produce --urls URL[,URL] --runs N
@@ -31,7 +32,7 @@ use herald_bench::hub::{self, Part, Scale, Transport};
 const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [e2e] [soak] [--quick] [--postgres URL] [--clients N] \
 [--single-events N] [--batched-events N] [--batch N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
 [--streams N] [--stream-runs N] [--latency-rounds N] [--e2e-trials N] [--soak-runs N] [--soak-rate R] \
-[--soak-seconds N] [--soak-processes N]";
+[--soak-seconds N] [--soak-processes N] [--soak-nice-producers N]";
 
 /// A mistake on the command line.
 struct Usage(String);
@@ -166,6 +167,13 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
                 scale.soak.duration = Duration::from_secs(count(arg, value(arg)?)? as u64)
             }
             "--soak-processes" => scale.soak.processes = count(arg, value(arg)?)?,
+            "--soak-nice-producers" => {
+                let v = value(arg)?;
+                let nice = u8::from_str(v).ok().filter(|n| (1..=19).contains(n));
+                scale.soak.producers_nice = Some(nice.ok_or_else(|| {
+                    Usage(format!("--soak-nice-producers takes 1 to 19, not `{v}`"))
+                })?);
+            }
             "--soak-rate" => {
                 let v = value(arg)?;
                 scale.soak.rate = f64::from_str(v)

@@ -14,7 +14,10 @@
 //!
 //! The load generator then reads each run's `last_seq` on the hub: an event
 //! acknowledged but not stored is lost. The hubs' RSS and CPU (and PostgreSQL's) are
-//! sampled every few seconds throughout; the append latency is the hubs' own
+//! sampled every few seconds throughout, with the appends (requests) they took and the
+//! time their threads spent runnable but waiting for a CPU (`/proc/PID/task/*/schedstat`):
+//! on a machine shared with the producers, that wait, not the hubs' own work, is what
+//! an append's time grows with. The append latency is the hubs' own
 //! `herald_append_seconds` histogram, which times each append's store work.
 
 use std::io::Write as _;
@@ -49,6 +52,9 @@ pub struct SoakScale {
     pub duration: Duration,
     /// Producer processes the runs are split over.
     pub processes: usize,
+    /// The producers' niceness, if not the load generator's: with it the hubs get the
+    /// CPU before the producers, as if these ran on machines of their own.
+    pub producers_nice: Option<u8>,
 }
 
 impl SoakScale {
@@ -59,6 +65,7 @@ impl SoakScale {
             rate: 10.0,
             duration: Duration::from_secs(60),
             processes: 2,
+            producers_nice: None,
         }
     }
 
@@ -69,6 +76,7 @@ impl SoakScale {
             rate: 10.0,
             duration: Duration::from_secs(3),
             processes: 2,
+            producers_nice: None,
         }
     }
 }
@@ -100,8 +108,18 @@ pub struct SoakSample {
     pub producers_cpu: f64,
     /// PostgreSQL's backends' CPU since the previous sample, % of one core.
     pub db_cpu: Option<f64>,
+    /// The hubs' threads' time runnable but not running since the previous sample, %
+    /// of the interval, summed over threads (100% is one thread always waiting for a CPU).
+    pub hub_waiting: f64,
     /// Events the hubs had stored by then, together.
     pub stored: u64,
+    /// Appends (requests that appended) the hubs had taken by then, together.
+    pub appends: u64,
+    /// The time those appends took, together, seconds (the histogram's sum).
+    pub append_s: f64,
+    /// The hubs' CPU time since the previous sample, per event stored in it, µs (`NaN`
+    /// when none was).
+    pub hub_cpu_per_event_us: f64,
 }
 
 /// What a soak measured.
@@ -121,12 +139,18 @@ pub struct SoakReport {
     pub lost: u64,
     /// Events the sinks dropped or gave up on.
     pub dropped: u64,
+    /// Events a run emitted and the hub never stored, summed per run: those a sink
+    /// still held when its `Progress` closed (after the tally is read, so not in
+    /// `dropped`), given up on at the flush deadline.
+    pub never_stored: u64,
     /// Appends the hubs timed.
     pub appends: u64,
     /// The hubs' mean append time, microseconds.
     pub append_mean_us: f64,
     /// Upper bound of the histogram bucket holding the 99th percentile append, seconds.
     pub append_p99_le_s: Option<f64>,
+    /// The hubs' CPU time over the whole soak per event stored, µs.
+    pub hub_cpu_per_event_us: f64,
     /// The hubs over time.
     pub samples: Vec<SoakSample>,
 }
@@ -230,6 +254,75 @@ fn finish(((progress, run), emitted): ((Progress, herald::Run), u64)) -> RunTall
         acknowledged: stats.hub_acknowledged,
         dropped: stats.hub_dropped_milestones + stats.hub_dropped_ticks,
     }
+}
+
+/// Sets the niceness of every thread of `pid` (Linux's niceness is per thread; threads
+/// started later inherit their starter's), with `renice(1)`: the workspace has no unsafe
+/// code to call `setpriority` itself. Threads start and end while this runs (a thread
+/// started from one not reniced yet keeps the old niceness), so it goes over the
+/// threads again until every one has the niceness.
+fn renice(pid: u32, nice: u8) -> anyhow::Result<()> {
+    const PASSES: usize = 10;
+    for _ in 0..PASSES {
+        let behind: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .with_context(|| format!("listing /proc/{pid}/task"))?
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("stat"))
+                    .ok()
+                    .is_some_and(|stat| niceness(&stat) != Some(i64::from(nice)))
+            })
+            .map(|task| task.file_name().to_string_lossy().into_owned())
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        // A thread that ended since it was listed makes `renice` fail for it alone.
+        std::process::Command::new("renice")
+            .args(["-n", &nice.to_string(), "-p"])
+            .args(&behind)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("running renice")?;
+    }
+    bail!("renice left threads of producer {pid} at another niceness after {PASSES} passes")
+}
+
+/// The niceness in a `/proc/PID/task/TID/stat` line: field 19, the 17th after the
+/// command's `)` (the command may hold spaces and parentheses).
+fn niceness(stat: &str) -> Option<i64> {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+        .and_then(|n| n.parse().ok())
+}
+
+/// CPU time per event, µs; `NaN` (written as nothing) when no event was stored.
+fn per_event_us(cpu: Duration, events: u64) -> f64 {
+    if events == 0 {
+        return f64::NAN;
+    }
+    cpu.as_secs_f64() * 1e6 / events as f64
+}
+
+/// How long a process's threads have waited runnable for a CPU, summed: the second field
+/// of each `/proc/PID/task/TID/schedstat`. A thread that ended since is not counted,
+/// nor one that vanishes while this reads.
+fn run_queue_wait(pid: u32) -> anyhow::Result<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("listing /proc/{pid}/task"))?;
+    let mut waited_ns = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        waited_ns += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(Duration::from_nanos(waited_ns))
 }
 
 /// Sums a counter or the buckets of `herald_append_seconds` over the hubs' `/metrics`.
@@ -367,6 +460,9 @@ async fn soak(
     for producer in &mut producers {
         let line = producer.line(PRODUCER_SLACK).await?;
         ensure!(line == "ready", "a producer said `{line}`, not `ready`");
+        if let Some(nice) = scale.producers_nice {
+            renice(producer.pid(), nice)?;
+        }
     }
     let client = http_client()?;
     let cpu_of = |pids: &[u32]| -> anyhow::Result<Duration> {
@@ -375,9 +471,17 @@ async fn soak(
     };
     let hub_pids: Vec<u32> = hubs.iter().map(HubProcess::pid).collect();
     let producer_pids: Vec<u32> = producers.iter().map(ChildProcess::pid).collect();
+    let waited_of = |pids: &[u32]| -> anyhow::Result<Duration> {
+        pids.iter()
+            .try_fold(Duration::ZERO, |t, pid| Ok(t + run_queue_wait(*pid)?))
+    };
     let start = Instant::now();
-    let mut samples = Vec::new();
-    let mut last = (start, cpu_of(&hub_pids)?, cpu_of(&producer_pids)?);
+    let mut samples: Vec<SoakSample> = Vec::new();
+    let hub_cpu_start = cpu_of(&hub_pids)?;
+    let stored_start = histogram(&client, &bases).await?.events;
+    let mut last = (start, hub_cpu_start, cpu_of(&producer_pids)?);
+    let mut last_waited = waited_of(&hub_pids)?;
+    let mut last_stored = stored_start;
     let mut last_db = match db {
         Some(db) => Some(db.cpu_now().await?),
         None => None,
@@ -393,6 +497,7 @@ async fn soak(
         tokio::time::sleep(next.saturating_duration_since(now).min(ends - now)).await;
         let at = Instant::now();
         let (hub_cpu, producers_cpu) = (cpu_of(&hub_pids)?, cpu_of(&producer_pids)?);
+        let waited = waited_of(&hub_pids)?;
         let wall = at - last.0;
         let db_cpu = match (db, &last_db) {
             (Some(db), Some(before)) => {
@@ -402,6 +507,7 @@ async fn soak(
             }
             _ => None,
         };
+        let now = histogram(&client, &bases).await?;
         samples.push(SoakSample {
             at_s: (at - start).as_secs_f64(),
             rss_kib: hubs
@@ -411,9 +517,18 @@ async fn soak(
             hub_cpu: cpu_percent(last.1, hub_cpu, wall),
             producers_cpu: cpu_percent(last.2, producers_cpu, wall),
             db_cpu,
-            stored: histogram(&client, &bases).await?.events,
+            hub_waiting: cpu_percent(last_waited, waited, wall),
+            stored: now.events,
+            appends: now.count,
+            append_s: now.sum_s,
+            hub_cpu_per_event_us: per_event_us(
+                hub_cpu.saturating_sub(last.1),
+                now.events.saturating_sub(last_stored),
+            ),
         });
         last = (at, hub_cpu, producers_cpu);
+        last_waited = waited;
+        last_stored = now.events;
         next += SAMPLE_EVERY;
     }
     let mut tallies = Vec::new();
@@ -439,6 +554,7 @@ async fn soak(
         scale.runs
     );
     let final_sample = histogram(&client, &bases).await?;
+    let hub_cpu_end = cpu_of(&hub_pids)?;
     let mut report = SoakReport {
         backend: match db {
             Some(_) => format!("PostgreSQL, {} hubs", hubs.len()),
@@ -450,9 +566,14 @@ async fn soak(
         stored: 0,
         lost: 0,
         dropped: 0,
+        never_stored: 0,
         appends: final_sample.count,
         append_mean_us: final_sample.sum_s * 1e6 / final_sample.count.max(1) as f64,
         append_p99_le_s: final_sample.p99_le(),
+        hub_cpu_per_event_us: per_event_us(
+            hub_cpu_end.saturating_sub(hub_cpu_start),
+            final_sample.events.saturating_sub(stored_start),
+        ),
         samples,
     };
     for tally in &tallies {
@@ -476,6 +597,7 @@ async fn soak(
         report.stored += stored;
         report.lost += tally.acknowledged.saturating_sub(stored);
         report.dropped += tally.dropped;
+        report.never_stored += tally.emitted.saturating_sub(stored);
     }
     if report.lost > 0 {
         bail!(

@@ -350,18 +350,24 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
     let scale = &soak.scale;
     let _ = writeln!(
         out,
-        "\n**Soak, {}** ({} runs through the SDK's hub sink, one `Progress` each, in {} processes; {} events/s per run for {} s)\n",
+        "\n**Soak, {}** ({} runs through the SDK's hub sink, one `Progress` each, in {} processes{}; {} events/s per run for {} s)\n",
         soak.backend,
         thousands(scale.runs as u64),
         scale.processes,
+        scale
+            .producers_nice
+            .map_or(String::new(), |n| format!(" at nice {n}")),
         scale.rate,
         scale.duration.as_secs()
     );
     let _ = writeln!(
         out,
-        "| emitted by the runs | acknowledged | stored | lost | dropped by sinks | appends | append mean | append p99 |"
+        "| emitted by the runs | acknowledged | stored | lost | dropped by sinks | emitted, never stored | appends | events per append | append mean | append p99 | hubs' CPU per event |"
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let p99 = match soak.append_p99_le_s {
         None => "?".to_owned(),
         Some(le) if le.is_finite() => format!("≤ {}", ms((le * 1e6) as u64)),
@@ -369,14 +375,17 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
     };
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {} | {p99} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {p99} | {:.1} µs |",
         thousands(soak.emitted),
         thousands(soak.acknowledged),
         thousands(soak.stored),
         soak.lost,
         soak.dropped,
+        thousands(soak.never_stored),
         thousands(soak.appends),
+        soak.stored as f64 / soak.appends.max(1) as f64,
         ms(soak.append_mean_us as u64),
+        soak.hub_cpu_per_event_us,
     );
     let hubs = soak.samples.first().map_or(1, |s| s.rss_kib.len());
     let rss_heads: Vec<String> = (0..hubs)
@@ -384,11 +393,31 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
         .collect();
     let _ = writeln!(
         out,
-        "\n| s | {} | hubs' CPU | producers' CPU | PostgreSQL CPU | events stored |",
+        "\n| s | {} | hubs' CPU | hubs' run-queue wait | producers' CPU | PostgreSQL CPU | events stored | appends/s | events per append | append mean | hubs' CPU per event |",
         rss_heads.join(" | ")
     );
-    let _ = writeln!(out, "|---:|{}---:|---:|---:|---:|", "---:|".repeat(hubs));
+    let _ = writeln!(
+        out,
+        "|---:|{}---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "---:|".repeat(hubs)
+    );
+    let mut before = (0.0, 0, 0, 0.0);
     for sample in &soak.samples {
+        let (at_s, stored, appends, append_s) = before;
+        let (new_events, new_appends) = (
+            sample.stored.saturating_sub(stored),
+            sample.appends.saturating_sub(appends),
+        );
+        // An interval without appends (a sampler late under load) has no mean.
+        let per_append = |x: f64| (new_appends > 0).then(|| x / new_appends as f64);
+        let append_mean = per_append((sample.append_s - append_s) * 1e6)
+            .map_or(String::new(), |us| ms(us as u64));
+        let events_per_append =
+            per_append(new_events as f64).map_or(String::new(), |n| format!("{n:.1}"));
+        let cpu_per_event = Some(sample.hub_cpu_per_event_us)
+            .filter(|us| us.is_finite())
+            .map_or(String::new(), |us| format!("{us:.1} µs"));
+        before = (sample.at_s, sample.stored, sample.appends, sample.append_s);
         let rss: Vec<String> = sample
             .rss_kib
             .iter()
@@ -396,13 +425,15 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
             .collect();
         let _ = writeln!(
             out,
-            "| {:.0} | {} | {:.0}% | {:.0}% | {} | {} |",
+            "| {:.0} | {} | {:.0}% | {:.0}% | {:.0}% | {} | {} | {:.0} | {events_per_append} | {append_mean} | {cpu_per_event} |",
             sample.at_s,
             rss.join(" | "),
             sample.hub_cpu,
+            sample.hub_waiting,
             sample.producers_cpu,
             sample.db_cpu.map_or(String::new(), |c| format!("{c:.0}%")),
             thousands(sample.stored),
+            new_appends as f64 / (sample.at_s - at_s).max(f64::EPSILON),
         );
     }
     targets.push(format!(
