@@ -13,6 +13,8 @@
 //!   `--streams N`, `--stream-runs N`, `--latency-rounds N`, `--e2e-trials N`,
 //!   `--soak-runs N`, `--soak-rate R`, `--soak-seconds N`, `--soak-processes N` set one
 //!   count each.
+//! - `--h2c`: each ingest round also runs the SQLite hub with every producer on one
+//!   HTTP/2 connection (cleartext, prior knowledge), beside the hub over HTTP/1.1.
 //! - `hub-load serve --db PATH|URL` and `hub-load subscribe --transport sse|ws --url URL
 //!   --count N --timeout-s S` are the hub's and the subscribers' own processes, which the
 //!   load generator starts itself, and so is `hub-load produce --urls URL[,URL] --runs N
@@ -29,7 +31,7 @@ use std::time::Duration;
 use herald_bench::hub::{self, Part, Scale, Transport};
 
 const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [e2e] [soak] [--quick] [--postgres URL] [--clients N] \
-[--single-events N] [--batched-events N] [--batch N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
+[--single-events N] [--batched-events N] [--batch N] [--rounds N] [--h2c] [--subscribers N] [--events N] [--rate R] \
 [--streams N] [--stream-runs N] [--latency-rounds N] [--e2e-trials N] [--soak-runs N] [--soak-rate R] \
 [--soak-seconds N] [--soak-processes N]";
 
@@ -151,6 +153,7 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
             "--batched-events" => scale.batched_events = count(arg, value(arg)?)?,
             "--batch" => scale.batch = count(arg, value(arg)?)?,
             "--rounds" => scale.rounds = count(arg, value(arg)?)?,
+            "--h2c" => scale.h2c = true,
             "--subscribers" => scale.subscribers = count(arg, value(arg)?)?,
             "--events" => scale.pings = count(arg, value(arg)?)?,
             "--rate" => {
