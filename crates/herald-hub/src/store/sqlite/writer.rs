@@ -158,8 +158,9 @@ where
 {
     fn run(self: Box<Self>, group: &mut Group<'_>) -> Box<dyn Outcome> {
         let WriteJob { work, reply, .. } = *self;
-        // A job that panics fails alone (its savepoint is rolled back) rather than
-        // take the thread, and so every later write of the process, down with it.
+        // A job that panics fails (alone if its savepoint is rolled back or it had
+        // written nothing; else with its group) rather than take the thread, and so
+        // every later write of the process, down with it.
         let res = std::panic::catch_unwind(AssertUnwindSafe(|| work(group)))
             .unwrap_or_else(|_| Err(StoreError::Db("the write panicked".into())));
         Box::new(Done { res, reply })
