@@ -14,7 +14,7 @@ fn hub_load(args: &[&str]) -> Output {
 
 #[test]
 fn every_part_runs_at_tiny_scale_and_its_counts_add_up() {
-    let out = hub_load(&["--quick", "ingest", "fanout", "idle", "e2e"]);
+    let out = hub_load(&["--quick", "--h2c", "ingest", "fanout", "idle", "e2e"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -22,11 +22,12 @@ fn every_part_runs_at_tiny_scale_and_its_counts_add_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Ingest: 2 producers, 50 events one per request and 400 in batches of 100, each
-    // through both bare loops and the hub.
+    // through both bare loops, the hub, and the hub over one HTTP/2 connection.
     for path in [
         "bare SQLite, rusqlite loop",
         "bare SQLite, sqlx loop with the hub's statements",
         "hub over HTTP, 2 connections",
+        "hub over HTTP/2 (h2c), 2 producers on 1 connection",
     ] {
         for (batch, events) in [(1, 50), (100, 400)] {
             let row = format!("| {path} | {batch} | {events} |");

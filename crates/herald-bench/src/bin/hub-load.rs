@@ -14,6 +14,8 @@
 //!   `--soak-runs N`, `--soak-rate R`, `--soak-seconds N`, `--soak-processes N` set one
 //!   count each; `--soak-nice-producers N` runs the soak's producers at that niceness
 //!   (1 to 19), so that on a machine they share with the hub, the hub gets the CPU first.
+//! - `--h2c`: each ingest round also runs the SQLite hub with every producer on one
+//!   HTTP/2 connection (cleartext, prior knowledge), beside the hub over HTTP/1.1.
 //! - `hub-load serve --db PATH|URL` and `hub-load subscribe --transport sse|ws --url URL
 //!   --count N --timeout-s S` are the hub's and the subscribers' own processes, which the
 //!   load generator starts itself, and so is `hub-load produce --urls URL[,URL] --runs N
@@ -30,7 +32,7 @@ use std::time::Duration;
 use herald_bench::hub::{self, Part, Scale, Transport};
 
 const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [e2e] [soak] [--quick] [--postgres URL] [--clients N] \
-[--single-events N] [--batched-events N] [--batch N] [--rounds N] [--subscribers N] [--events N] [--rate R] \
+[--single-events N] [--batched-events N] [--batch N] [--rounds N] [--h2c] [--subscribers N] [--events N] [--rate R] \
 [--streams N] [--stream-runs N] [--latency-rounds N] [--e2e-trials N] [--soak-runs N] [--soak-rate R] \
 [--soak-seconds N] [--soak-processes N] [--soak-nice-producers N]";
 
@@ -152,6 +154,7 @@ fn parse(args: &[&str]) -> Result<(Vec<Part>, Scale, Option<String>), Usage> {
             "--batched-events" => scale.batched_events = count(arg, value(arg)?)?,
             "--batch" => scale.batch = count(arg, value(arg)?)?,
             "--rounds" => scale.rounds = count(arg, value(arg)?)?,
+            "--h2c" => scale.h2c = true,
             "--subscribers" => scale.subscribers = count(arg, value(arg)?)?,
             "--events" => scale.pings = count(arg, value(arg)?)?,
             "--rate" => {

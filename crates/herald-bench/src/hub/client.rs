@@ -20,6 +20,18 @@ pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// A client that speaks HTTP/2 over cleartext from the first byte (prior knowledge):
+/// every request of every task sharing it goes over one connection, as concurrent
+/// streams.
+pub(crate) fn h2c_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP/2 client")
+}
+
 /// Creates run `id` (`POST /v1/runs`).
 pub(crate) async fn create_run(
     client: &reqwest::Client,

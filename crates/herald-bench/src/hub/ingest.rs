@@ -26,7 +26,7 @@ use herald_protocol::{RunId, Timestamp, parse_draft_str};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
-use super::client::{append, create_run, http_client};
+use super::client::{append, create_run, h2c_client, http_client};
 use super::pg::TempDatabase;
 use super::process::{HubProcess, cpu_percent, cpu_time};
 use super::{Percentiles, Scale};
@@ -48,6 +48,9 @@ pub enum IngestPath {
     BareSqlx,
     /// The hub in its own process, over HTTP from several client connections.
     Hub,
+    /// The same hub, every producer's requests on one HTTP/2 connection (cleartext,
+    /// prior knowledge).
+    HubH2c,
     /// sqlx on PostgreSQL, the store's statements, one connection per producer.
     BarePostgres,
     /// `hubs` hub processes on one PostgreSQL database, the producers split between
@@ -249,10 +252,24 @@ async fn bare_sqlx(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<Dura
     Ok(elapsed)
 }
 
-/// The hub in its own process over a fresh file; one client connection per producer.
-async fn through_hub(db: &Path, w: &Workload, batch: usize) -> anyhow::Result<IngestRow> {
+/// How the producers reach the hub.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Http {
+    /// HTTP/1.1, a keep-alive connection per producer.
+    One,
+    /// HTTP/2 over cleartext, one connection that all producers share.
+    H2c,
+}
+
+/// The hub in its own process over a fresh file.
+async fn through_hub(
+    db: &Path,
+    w: &Workload,
+    batch: usize,
+    http: Http,
+) -> anyhow::Result<IngestRow> {
     let hub = HubProcess::start(db).await?;
-    let row = through_hubs(std::slice::from_ref(&hub), None, w, batch).await;
+    let row = through_hubs(std::slice::from_ref(&hub), None, w, batch, http).await;
     hub.stop().await;
     row
 }
@@ -344,7 +361,7 @@ async fn through_postgres(
         for _ in 0..hubs {
             processes.push(HubProcess::start_on(&db.url).await?);
         }
-        let row = through_hubs(&processes, Some(&db), w, batch).await;
+        let row = through_hubs(&processes, Some(&db), w, batch, Http::One).await;
         for hub in processes {
             hub.stop().await;
         }
@@ -355,13 +372,14 @@ async fn through_postgres(
     row
 }
 
-/// Runs the workload through `hubs`, producer `p` on hub `p % hubs.len()` with a
-/// connection of its own, from the first request to the last reply.
+/// Runs the workload through `hubs`, producer `p` on hub `p % hubs.len()` (with a
+/// connection of its own over HTTP/1.1), from the first request to the last reply.
 async fn through_hubs(
     hubs: &[HubProcess],
     db: Option<&TempDatabase>,
     w: &Workload,
     batch: usize,
+    http: Http,
 ) -> anyhow::Result<IngestRow> {
     let bases: Vec<String> = hubs.iter().map(HubProcess::base_url).collect();
     let setup = http_client()?;
@@ -388,14 +406,38 @@ async fn through_hubs(
         None => None,
     };
     let hub_cpu0 = hubs_cpu()?;
+    // Over HTTP/2 the producers share one client, so one connection: it is opened
+    // before the clock starts, as each HTTP/1.1 producer's is on its first request.
+    let shared = match http {
+        Http::One => None,
+        Http::H2c => {
+            let client = h2c_client()?;
+            let res = client
+                .get(format!("{}/healthz", bases[0]))
+                .timeout(super::client::REQUEST_TIMEOUT)
+                .send()
+                .await
+                .context("the hub over HTTP/2")?;
+            ensure!(
+                res.version() == reqwest::Version::HTTP_2,
+                "the hub answered over {:?}, not HTTP/2",
+                res.version()
+            );
+            Some(client)
+        }
+    };
     let load_cpu0 = cpu_time("self")?;
     let start = Instant::now();
     let mut producers = tokio::task::JoinSet::new();
     for (p, (run, bodies)) in w.runs.iter().cloned().zip(bodies).enumerate() {
         let base = bases[p % bases.len()].clone();
         let expected_last = w.rows[0].len() as u64;
+        let shared = shared.clone();
         producers.spawn(async move {
-            let client = http_client()?;
+            let client = match shared {
+                Some(client) => client,
+                None => http_client()?,
+            };
             let mut latencies = Vec::with_capacity(bodies.len());
             let mut last_seq = 0;
             for (n, body) in bodies {
@@ -432,9 +474,10 @@ async fn through_hubs(
         _ => None,
     };
     Ok(IngestRow {
-        path: match db {
-            Some(_) => IngestPath::HubPostgres { hubs: hubs.len() },
-            None => IngestPath::Hub,
+        path: match (db, http) {
+            (Some(_), _) => IngestPath::HubPostgres { hubs: hubs.len() },
+            (None, Http::One) => IngestPath::Hub,
+            (None, Http::H2c) => IngestPath::HubH2c,
         },
         batch,
         events: w.rows.iter().map(Vec::len).sum(),
@@ -478,8 +521,12 @@ pub(crate) async fn run(
             db_cpu: None,
             load_cpu: None,
         };
+        // Row groups: the two bare loops, the hub, the hub over HTTP/2 if asked for
+        // (run right after the hub over HTTP/1.1 in each round), then PostgreSQL's.
+        let h2c = 3;
+        let pg = 3 + usize::from(scale.h2c);
         let mut rounds: Vec<Vec<IngestRow>> =
-            vec![Vec::new(); 3 + 3 * usize::from(postgres.is_some())];
+            vec![Vec::new(); pg + 3 * usize::from(postgres.is_some())];
         for round in 0..scale.rounds {
             let db = dir.join(format!("bare-rusqlite-{batch}-{round}.db"));
             let wall = tokio::task::block_in_place(|| bare_rusqlite(&db, &w, batch))
@@ -492,17 +539,25 @@ pub(crate) async fn run(
             rounds[1].push(bare(IngestPath::BareSqlx, wall));
             let db = dir.join(format!("hub-ingest-{batch}-{round}.db"));
             rounds[2].push(
-                through_hub(&db, &w, batch)
+                through_hub(&db, &w, batch, Http::One)
                     .await
                     .with_context(|| format!("hub ingest, {batch} per request"))?,
             );
+            if scale.h2c {
+                let db = dir.join(format!("hub-h2c-{batch}-{round}.db"));
+                rounds[h2c].push(
+                    through_hub(&db, &w, batch, Http::H2c)
+                        .await
+                        .with_context(|| format!("hub ingest over HTTP/2, {batch} per request"))?,
+                );
+            }
             if let Some(admin_url) = postgres {
                 let wall = bare_postgres(admin_url, &w, batch)
                     .await
                     .context("bare PostgreSQL loop")?;
-                rounds[3].push(bare(IngestPath::BarePostgres, wall));
+                rounds[pg].push(bare(IngestPath::BarePostgres, wall));
                 for (i, hubs) in [1, 2].into_iter().enumerate() {
-                    rounds[4 + i].push(
+                    rounds[pg + 1 + i].push(
                         through_postgres(admin_url, hubs, &w, batch)
                             .await
                             .with_context(|| {

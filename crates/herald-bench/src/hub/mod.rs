@@ -94,6 +94,9 @@ pub struct Scale {
     pub batch: usize,
     /// Interleaved rounds of each ingest measurement; the median is reported.
     pub rounds: usize,
+    /// Whether each ingest round also runs the producers through one HTTP/2
+    /// connection (cleartext, prior knowledge) to the SQLite hub.
+    pub h2c: bool,
     /// SSE subscribers on the fan-out run.
     pub subscribers: usize,
     /// Events sent to them.
@@ -122,6 +125,7 @@ impl Scale {
             batched_events: 200_000,
             batch: 100,
             rounds: 3,
+            h2c: false,
             subscribers: 1_000,
             pings: 100,
             ping_rate: 20.0,
@@ -141,6 +145,7 @@ impl Scale {
             batched_events: 400,
             batch: 100,
             rounds: 1,
+            h2c: false,
             subscribers: 5,
             pings: 50,
             ping_rate: 200.0,

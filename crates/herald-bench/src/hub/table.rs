@@ -63,6 +63,7 @@ fn path_name(row: &IngestRow, clients: usize) -> String {
         IngestPath::BareRusqlite => "bare SQLite, rusqlite loop".to_owned(),
         IngestPath::BareSqlx => "bare SQLite, sqlx loop with the hub's statements".to_owned(),
         IngestPath::Hub => format!("hub over HTTP, {clients} connections"),
+        IngestPath::HubH2c => format!("hub over HTTP/2 (h2c), {clients} producers on 1 connection"),
         IngestPath::BarePostgres => {
             format!("bare PostgreSQL, sqlx with the store's statements, {clients} connections")
         }
@@ -83,14 +84,29 @@ fn render_ingest(out: &mut String, rows: &[IngestRow], scale: &Scale) -> Option<
     );
     let _ = writeln!(
         out,
-        "| path | events per transaction | events | events/s (median) | slowest – fastest | × bare rusqlite | request p50 / p99 | hub CPU | load CPU | PostgreSQL CPU |"
+        "| path | events per transaction | events | events/s (median) | slowest – fastest | × bare loop | request p50 / p99 | hub CPU | hub CPU per event | load CPU | PostgreSQL CPU |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for row in rows {
+        // Each row against the bare loop of its own database: PostgreSQL's hubs
+        // against the bare PostgreSQL loop, the rest against bare rusqlite.
+        let limit = match row.path {
+            IngestPath::BarePostgres | IngestPath::HubPostgres { .. } => IngestPath::BarePostgres,
+            _ => IngestPath::BareRusqlite,
+        };
         let bare = rows
             .iter()
-            .find(|r| r.batch == row.batch && r.path == IngestPath::BareRusqlite)
+            .find(|r| r.batch == row.batch && r.path == limit)
             .map_or(f64::NAN, IngestRow::rate);
+        // CPU time per stored event (all hubs' together), the figure that noise on a
+        // shared machine moves least.
+        let per_event = row.hub_cpu.map_or("".to_owned(), |cpu| {
+            let us = cpu / 100.0 * row.wall.as_secs_f64() * 1e6 / row.events.max(1) as f64;
+            format!("{us:.1} µs")
+        });
         let latency = row
             .request_latency
             .map_or("".to_owned(), |p| format!("{} / {}", ms(p.p50), ms(p.p99)));
@@ -104,7 +120,7 @@ fn render_ingest(out: &mut String, rows: &[IngestRow], scale: &Scale) -> Option<
         });
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {range} | {:.2} | {latency} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {range} | {:.2} | {latency} | {} | {per_event} | {} | {} |",
             path_name(row, scale.clients),
             row.batch,
             thousands(row.events as u64),

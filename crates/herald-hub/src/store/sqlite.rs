@@ -130,8 +130,11 @@ impl SqliteStore {
             author,
             condition,
         };
+        // An append refuses (unknown run, finished run, too large) before it writes.
         self.writer
-            .write(move |group| writer::append(group, job))
+            .write_with(writer::Isolation::ChecksFirst, move |group| {
+                writer::append(group, job)
+            })
             .await
     }
 }

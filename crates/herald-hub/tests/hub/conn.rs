@@ -2,7 +2,8 @@
 //! sends half its headers, trickles its body or says nothing is cut off after the
 //! configured time, while a stream that is quiet for longer stays open; past the cap,
 //! new connections wait until one closes. Real sockets, small timeouts, and waits on
-//! what the hub does (it closes, it answers) with a deadline.
+//! what the hub does (it closes, it answers) with a deadline. And a client that speaks
+//! HTTP/2 from its first byte (h2c) is served on the same port.
 
 use std::time::{Duration, Instant};
 
@@ -234,4 +235,80 @@ async fn past_the_connection_cap_a_connection_waits_until_another_closes() {
     second
         .until_closed("the hub to close its last connection")
         .await;
+}
+
+/// Many producers on one HTTP/2 connection, without TLS or an upgrade (prior
+/// knowledge): their concurrent appends are streams of that connection, each answered
+/// after its events are stored, and every event is stored once, with dense `seq`s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_may_share_one_http2_connection() {
+    let hub = TestHub::open(StoreKind::Sqlite).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .expect("an HTTP/2 client");
+    let ids = ["h2-a", "h2-b", "h2-c", "h2-d"];
+    let mut runs = Vec::new();
+    for id in ids {
+        let res = within(
+            "creating a run over HTTP/2",
+            client
+                .post(format!("{}/v1/runs", hub.url))
+                .json(&json!({"id": id, "name": id}))
+                .send(),
+        )
+        .await
+        .expect("the hub answers over HTTP/2");
+        assert_eq!(res.version(), reqwest::Version::HTTP_2);
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let reply: serde_json::Value = res.json().await.expect("the created run");
+        let token = |name: &str| reply[name].as_str().expect("a token").to_owned();
+        runs.push(crate::util::Run {
+            id: id.to_owned(),
+            write_token: token("write_token"),
+            read_token: token("read_token"),
+        });
+    }
+    const PER_RUN: u64 = 25;
+    let mut appends = tokio::task::JoinSet::new();
+    for run in &runs {
+        let id = &run.id;
+        for i in 0..PER_RUN {
+            let req = client
+                .post(format!("{}/v1/runs/{id}/events", hub.url))
+                .bearer_auth(&run.write_token)
+                .json(&json!([{"event": "log", "level": "info", "message": format!("{i}"), "id": format!("{id}-{i}")}]));
+            appends.spawn(async move {
+                let res = req.send().await.expect("an append over HTTP/2");
+                assert_eq!(res.version(), reqwest::Version::HTTP_2);
+                assert_eq!(res.status(), StatusCode::OK);
+                let reply: serde_json::Value = res.json().await.expect("the append's reply");
+                assert_eq!(reply["appended"], 1, "{reply}");
+            });
+        }
+    }
+    within("every append to be answered", async {
+        while let Some(res) = appends.join_next().await {
+            res.expect("an append task");
+        }
+    })
+    .await;
+    for run in &runs {
+        let id = &run.id;
+        let events = hub.all_events(run).await;
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=PER_RUN).collect::<Vec<_>>(), "run {id}");
+        let mut ids: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(
+            ids.len() as u64,
+            PER_RUN,
+            "run {id}: each event stored once"
+        );
+    }
+    // An HTTP/1.1 client is served beside it, on the same port.
+    let (status, _) = hub.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -10,7 +10,12 @@
 //! idle runs at once, alone; jobs that arrive while a group runs wait for the next one.
 //!
 //! A job that fails (`NotFound`, `Finished`, `Conflict`, a failed statement, a panic)
-//! is rolled back to its savepoint, and the rest of its group commits without it. If
+//! is rolled back to its savepoint, and the rest of its group commits without it.
+//! Appends, what a group is mostly made of, take no savepoint ([`Isolation::ChecksFirst`]):
+//! every refusal of an append is decided before its first write, so a refused one has
+//! nothing to undo; should one fail after it changed a row (a failed statement, a panic),
+//! the whole group fails as below. A savepoint per append cost two statements and a copy
+//! of every page the append touched into SQLite's statement journal. If
 //! SQLite aborted the whole transaction, or the commit fails, every job of the group is
 //! answered with the error: nothing was stored, and nothing was acknowledged. A full
 //! disk is the common cause of both, and stays [`StoreError::Full`] for every job, so
@@ -30,6 +35,16 @@ use crate::store::{
     Appended, Author, Batch, Condition, NewRun, RunRecord, Stamped, StateCache, StoreError,
     Unreadable,
 };
+
+/// How a job's writes are undone if it fails while the rest of its group commits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Isolation {
+    /// In a savepoint of its own, rolled back alone.
+    Savepoint,
+    /// None: the job decides every refusal before its first write. If it fails after
+    /// changing a row (SQLite's count of changed rows says so), the group fails whole.
+    ChecksFirst,
+}
 
 /// Most jobs in one transaction. It bounds how long one group holds SQLite's write
 /// lock (which other processes on the file wait for) and how long the first job of a
@@ -78,10 +93,27 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_with(Isolation::Savepoint, work).await
+    }
+
+    /// [`Writer::write`], with the job's writes undone as `isolation` says.
+    pub(super) async fn write_with<T, F>(
+        &self,
+        isolation: Isolation,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let stopped = || StoreError::Db("the SQLite writer thread stopped".into());
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Box::new(WriteJob { work, reply }))
+            .send(Box::new(WriteJob {
+                work,
+                reply,
+                isolation,
+            }))
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -91,6 +123,9 @@ impl Writer {
 trait Job: Send {
     /// Runs inside the group's transaction; the outcome is sent after the commit.
     fn run(self: Box<Self>, group: &mut Group<'_>) -> Box<dyn Outcome>;
+
+    /// How its writes are undone if it fails.
+    fn isolation(&self) -> Isolation;
 
     /// Answers without running, because the group could not start or was aborted.
     fn fail(self: Box<Self>, e: StoreError);
@@ -108,6 +143,7 @@ trait Outcome {
 struct WriteJob<F, T> {
     work: F,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    isolation: Isolation,
 }
 
 struct Done<T> {
@@ -121,12 +157,17 @@ where
     F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send,
 {
     fn run(self: Box<Self>, group: &mut Group<'_>) -> Box<dyn Outcome> {
-        let WriteJob { work, reply } = *self;
-        // A job that panics fails alone (its savepoint is rolled back) rather than
-        // take the thread, and so every later write of the process, down with it.
+        let WriteJob { work, reply, .. } = *self;
+        // A job that panics fails (alone if its savepoint is rolled back or it had
+        // written nothing; else with its group) rather than take the thread, and so
+        // every later write of the process, down with it.
         let res = std::panic::catch_unwind(AssertUnwindSafe(|| work(group)))
             .unwrap_or_else(|_| Err(StoreError::Db("the write panicked".into())));
         Box::new(Done { res, reply })
+    }
+
+    fn isolation(&self) -> Isolation {
+        self.isolation
     }
 
     fn fail(self: Box<Self>, e: StoreError) {
@@ -199,22 +240,43 @@ fn commit_group(
             job.fail(e.clone());
             continue;
         }
-        if let Err(e) = exec(conn, "SAVEPOINT job") {
+        let isolation = job.isolation();
+        if isolation == Isolation::Savepoint
+            && let Err(e) = exec(conn, "SAVEPOINT job")
+        {
             let e = StoreError::from(e);
             job.fail(e.clone());
             aborted = Some(e);
             continue;
         }
+        let changes_before = conn.total_changes();
         let outcome = job.run(&mut group);
-        let end = match outcome.error() {
-            None => exec(conn, "RELEASE job"),
-            Some(_) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
+        let end = match (isolation, outcome.error()) {
+            (Isolation::Savepoint, None) => exec(conn, "RELEASE job"),
+            (Isolation::Savepoint, Some(_)) => {
+                exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+            }
+            (Isolation::ChecksFirst, None) => Ok(()),
+            // A failed statement's own changes are undone by SQLite and not counted;
+            // changes counted are the job's earlier statements', which only the whole
+            // transaction's rollback can undo.
+            (Isolation::ChecksFirst, Some(e)) => {
+                if conn.total_changes() != changes_before {
+                    aborted = Some(match e {
+                        full @ StoreError::Full(_) => full.clone(),
+                        _ => StoreError::Db(
+                            "a write failed after changing rows; its group is rolled back".into(),
+                        ),
+                    });
+                }
+                Ok(())
+            }
         };
         // Some errors (a full disk, an I/O error) make SQLite roll back the whole
         // transaction, savepoints included; the job's own error says which.
         match end {
             Err(e) => aborted = Some(StoreError::from(e)),
-            Ok(()) if conn.is_autocommit() => {
+            Ok(()) if aborted.is_none() && conn.is_autocommit() => {
                 aborted = Some(match outcome.error() {
                     Some(full @ StoreError::Full(_)) => full.clone(),
                     _ => StoreError::Db("SQLite rolled the transaction back".into()),
@@ -329,7 +391,8 @@ pub(super) struct AppendJob {
 
 /// Appends inside the group's transaction: reads the run's row (the group holds the
 /// write lock, so its `last_seq` is the latest), skips ids already stored, assigns
-/// `seq`s, folds, inserts, and writes the run's summary back.
+/// `seq`s, folds, inserts, and writes the run's summary back. It refuses only before
+/// its first write, so it runs as [`Isolation::ChecksFirst`].
 pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, StoreError> {
     let conn = group.conn;
     let AppendJob {
@@ -357,6 +420,9 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
         Ok(stored_id.exists(params![id.as_str(), event_id])?)
     })?;
     if !batch.events.is_empty() {
+        // Everything that can fail short of a statement comes before the first write
+        // (see `Isolation::ChecksFirst`).
+        let state_json = batch.state_json()?;
         let mut insert = conn.prepare_cached(INSERT_EVENT)?;
         for (event, body) in batch.events.iter().zip(&batch.bodies) {
             insert.execute(params![
@@ -376,7 +442,7 @@ pub(super) fn append(group: &mut Group<'_>, job: AppendJob) -> Result<Appended, 
             batch.state.status.as_str(),
             Batch::last_received_us(now),
             Batch::last_producer_us(&head, now, author),
-            batch.state_json()?,
+            state_json,
             id.as_str(),
         ])?;
     }
@@ -485,8 +551,21 @@ mod tests {
         T: Send + 'static,
         F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        job_with(Isolation::Savepoint, work)
+    }
+
+    fn job_with<T, F>(isolation: Isolation, work: F) -> (Box<dyn Job>, Reply<T>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        (Box::new(WriteJob { work, reply }), answer)
+        let job = WriteJob {
+            work,
+            reply,
+            isolation,
+        };
+        (Box::new(job), answer)
     }
 
     fn answer<T>(mut reply: Reply<T>) -> Result<T, StoreError> {
@@ -522,7 +601,8 @@ mod tests {
         // Stamped as if the run had no events: right for the first append, wrong
         // (and so serialized again) for later ones.
         let events = stamp_ahead(&id, drafts, now(), Some(0));
-        job(move |g| {
+        // As the store sends it.
+        job_with(Isolation::ChecksFirst, move |g| {
             append(
                 g,
                 AppendJob {
@@ -663,6 +743,54 @@ mod tests {
             [(1, Some("b1".into()))],
             "its deletes undone"
         );
+    }
+
+    #[test]
+    fn a_job_without_a_savepoint_that_fails_after_writing_fails_its_group() {
+        let f = Fixture::new();
+        let (first, first_reply) = append_job("a", &[&log("a1")]);
+        // Refused before writing: the group goes on without it.
+        let (refused, refused_reply) = job_with(Isolation::ChecksFirst, |_| -> Result<(), _> {
+            Err(StoreError::NotFound)
+        });
+        let (second, second_reply) = append_job("b", &[&log("b1")]);
+        f.group(vec![first, refused, second]);
+        assert!(matches!(answer(refused_reply), Err(StoreError::NotFound)));
+        assert_eq!(answer(first_reply).expect("appended").last_seq, 1);
+        assert_eq!(answer(second_reply).expect("appended").last_seq, 1);
+
+        // Failing after a row changed: nothing of the group is stored, nor cached.
+        let (ok, ok_reply) = append_job("a", &[&log("a2")]);
+        let (half, half_reply) = job_with(Isolation::ChecksFirst, |g| -> Result<(), _> {
+            g.conn
+                .execute("DELETE FROM events WHERE run_id = 'b'", [])?;
+            g.conn.execute(
+                "INSERT INTO tokens (hash, run_id, scope) VALUES ('w-a', 'a', 'write')",
+                [],
+            )?;
+            Ok(())
+        });
+        let (after, after_reply) = append_job("b", &[&log("b2")]);
+        f.group(vec![ok, half, after]);
+        assert!(matches!(answer(half_reply), Err(StoreError::Db(_))));
+        assert!(matches!(answer(ok_reply), Err(StoreError::Db(_))));
+        assert!(matches!(answer(after_reply), Err(StoreError::Db(_))));
+        assert_eq!(f.seqs_and_ids("a"), [(1, Some("a1".into()))]);
+        assert_eq!(
+            f.seqs_and_ids("b"),
+            [(1, Some("b1".into()))],
+            "its delete undone"
+        );
+        let cached = f
+            .cache
+            .get(&RunId::new("a").unwrap(), now())
+            .expect("a state");
+        assert_eq!(cached.last_seq, 1, "the failed group's state is not cached");
+
+        // The next group commits.
+        let (retry, reply) = append_job("a", &[&log("a2")]);
+        f.group(vec![retry]);
+        assert_eq!(answer(reply).expect("the retry").last_seq, 2);
     }
 
     #[test]
