@@ -131,28 +131,33 @@ impl Cursor {
         None
     }
 
+    /// The next matching event if one is already fetched, without waiting or reading:
+    /// what a writer sends in the same write as the event [`Cursor::next`] gave it.
+    pub(crate) fn ready(&mut self) -> Option<Arc<FeedEvent>> {
+        self.pop()
+    }
+
     /// Fetches what follows the fetched position: from the feed's ring when it holds
     /// it, from the store otherwise. Cancel-safe: state changes only after the await.
     async fn fill(&mut self) -> Result<(), StoreError> {
         self.changed.borrow_and_update();
-        let events = match self.feed.after(self.fetched, FETCH) {
-            Some(events) if !events.is_empty() => events,
+        match self.feed.after(self.fetched, FETCH, &mut self.pending) {
+            Some(n) if n > 0 => {}
             // The ring runs up to the feed's last seq and the cursor has all of it:
             // nothing is new, and the store need not be asked.
-            Some(_) if self.feed.last_seq() <= self.fetched => Vec::new(),
+            Some(_) if self.feed.last_seq() <= self.fetched => {}
             _ => {
                 let events = self
                     .hub
                     .store()
                     .events(&self.run, self.fetched, FETCH as u32)
                     .await?;
-                events.into_iter().map(FeedEvent::new).collect()
+                self.pending.extend(events.into_iter().map(FeedEvent::new));
             }
-        };
-        if let Some(last) = events.last() {
+        }
+        if let Some(last) = self.pending.back() {
             self.fetched = last.seq;
         }
-        self.pending.extend(events);
         Ok(())
     }
 

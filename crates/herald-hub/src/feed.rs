@@ -103,16 +103,25 @@ impl Feed {
         *self.last_seq.borrow()
     }
 
-    /// Up to `limit` events after `cursor`, if the ring still holds all of them;
-    /// `None` when the store must be asked.
-    pub(crate) fn after(&self, cursor: u64, limit: usize) -> Option<Vec<Arc<FeedEvent>>> {
+    /// Appends up to `limit` events after `cursor` to `into`, if the ring still holds
+    /// all of them, and says how many; `None` when the store must be asked. Into the
+    /// caller's queue rather than a new `Vec`: every subscriber calls this for every
+    /// event.
+    pub(crate) fn after(
+        &self,
+        cursor: u64,
+        limit: usize,
+        into: &mut VecDeque<Arc<FeedEvent>>,
+    ) -> Option<usize> {
         let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
         let first = recent.front()?.seq;
         if cursor + 1 < first {
             return None;
         }
         let skip = (cursor + 1 - first) as usize;
-        Some(recent.iter().skip(skip).take(limit).cloned().collect())
+        let before = into.len();
+        into.extend(recent.iter().skip(skip).take(limit).cloned());
+        Some(into.len() - before)
     }
 
     fn push(&self, events: &[Event]) {
@@ -332,7 +341,12 @@ mod tests {
         // Events this hub never saw (6, 7): the ring starts again.
         feed.push(&events(&run, 8..=9));
         assert_eq!(ring(&feed), [8, 9]);
-        assert_eq!(feed.after(8, 10).expect("in the ring").len(), 1);
-        assert!(feed.after(5, 10).is_none(), "6 and 7 are for the store");
+        let mut into = VecDeque::new();
+        assert_eq!(feed.after(8, 10, &mut into), Some(1));
+        assert_eq!(into.front().map(|e| e.seq), Some(9));
+        assert!(
+            feed.after(5, 10, &mut into).is_none(),
+            "6 and 7 are for the store"
+        );
     }
 }

@@ -14,7 +14,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream;
+use futures_util::{SinkExt as _, stream};
 use herald_protocol::api::{ApiErrorCode, ErrorBody, EventsPage};
 use herald_protocol::{RunId, RunState, RunStatus};
 use serde::{Deserialize, Serialize};
@@ -379,21 +379,36 @@ pub(crate) async fn ws(
         upgrade.map_err(|e| ApiError::bad_request(ApiErrorCode::NotAWebsocket, e.body_text()))?;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| websocket(socket, cursor)))
 }
 
 /// Largest message a client may send: a resume (`{"after": SEQ}`) is a few bytes.
 const MAX_CLIENT_MESSAGE: usize = 4096;
 
+/// The WebSocket's read buffer. tungstenite zero-fills the free part of its read
+/// buffer (up to this size) every time it tries to read, and the socket's loop tries
+/// after every event it sends: at the default of 128 KiB that fill was a third of the
+/// hub's CPU with 1,000 WebSockets (BENCHMARKS.md, "Issue 18: fan-out"), and it made
+/// each socket's buffer resident. A client's messages fit in 4 KiB; a longer frame
+/// still arrives whole (tungstenite reserves room for a frame once it knows its size).
+const WS_READ_BUFFER: usize = MAX_CLIENT_MESSAGE;
+
 async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
     loop {
         tokio::select! {
             event = cursor.next() => match event {
                 Some(event) => {
-                    // The JSON is the feed's, shared, and UTF-8 by construction.
-                    let text = Utf8Bytes::try_from(event.json())
-                        .unwrap_or_else(|_| Utf8Bytes::from(event.to_json()));
-                    if socket.send(Message::Text(text)).await.is_err() {
+                    // Every event already fetched goes out with one flush (one write),
+                    // not one per event: `send` would flush each.
+                    let mut event = Some(event);
+                    while let Some(next) = event.take() {
+                        if socket.feed(ws_text(&next)).await.is_err() {
+                            return;
+                        }
+                        event = cursor.ready();
+                    }
+                    if socket.flush().await.is_err() {
                         return;
                     }
                 }
@@ -429,6 +444,13 @@ async fn websocket(mut socket: WebSocket, mut cursor: Cursor) {
             }
         }
     }
+}
+
+/// An event as a WebSocket text message: the feed's shared JSON, UTF-8 by construction.
+fn ws_text(event: &FeedEvent) -> Message {
+    let text =
+        Utf8Bytes::try_from(event.json()).unwrap_or_else(|_| Utf8Bytes::from(event.to_json()));
+    Message::Text(text)
 }
 
 /// Why the hub ends a WebSocket a client broke: the close frame's code and reason,

@@ -20,6 +20,8 @@
 //!   --count N --timeout-s S` are the hub's and the subscribers' own processes, which the
 //!   load generator starts itself, and so is `hub-load produce --urls URL[,URL] --runs N
 //!   --first K --rate R --seconds S`, a process of the soak's producers.
+//! - `HUB_LOAD_HUB_EXE=PATH`: the hub runs as `PATH serve`, another build of `hub-load`,
+//!   so two builds of the hub meet the same load generator and subscribers.
 //!
 //! Exit codes: 0 on success (a closed stdout included), 1 when a measurement fails or
 //! its counts do not add up, 2 on a usage error.

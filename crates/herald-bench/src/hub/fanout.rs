@@ -26,6 +26,7 @@ use herald_testkit::sse::{Frame, SseReader};
 use super::client::{append, create_run, http_client, int_field, now_us};
 use super::pg::TempDatabase;
 use super::process::{ChildProcess, HubProcess, cpu_percent, cpu_time, raise_open_files_limit};
+use super::raw_sse::RawSse;
 use super::{Percentiles, Scale};
 
 /// Streams opened at once, so as not to overflow the hub's accept backlog.
@@ -309,20 +310,29 @@ struct StreamOutcome {
     in_order: bool,
 }
 
-async fn follow(response: reqwest::Response, deadline: tokio::time::Instant) -> StreamOutcome {
+async fn follow(mut stream: RawSse, deadline: tokio::time::Instant) -> StreamOutcome {
     let mut outcome = StreamOutcome {
         in_order: true,
         ..StreamOutcome::default()
     };
-    let mut body = response.bytes_stream();
     let mut reader = SseReader::default();
     let mut next_seq = 1;
+    let mut chunk = Vec::new();
+    // One timer for the whole stream, not one per read: a timer per read was a
+    // timer-wheel insertion and removal per delivery in the subscribers' process.
+    let expired = tokio::time::sleep_until(deadline);
+    tokio::pin!(expired);
     while !outcome.finished {
-        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
-            Ok(Some(Ok(chunk))) => chunk,
-            Ok(Some(Err(_)) | None) | Err(_) => break,
+        let read = tokio::select! {
+            biased;
+            read = stream.next(&mut chunk) => read,
+            () = &mut expired => break,
         };
         let received_us = now_us();
+        match read {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break,
+        }
         // What is not the hub's SSE ends the stream, as a cut would.
         let Ok(frames) = reader.push(&chunk) else {
             break;
@@ -360,11 +370,18 @@ async fn follow_ws(mut socket: WsStream, deadline: tokio::time::Instant) -> Stre
         ..StreamOutcome::default()
     };
     let mut next_seq = 1;
+    let expired = tokio::time::sleep_until(deadline);
+    tokio::pin!(expired);
     while !outcome.finished {
-        let text = match tokio::time::timeout_at(deadline, socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => text,
-            Ok(Some(Ok(_))) => continue,
-            Ok(Some(Err(_)) | None) | Err(_) => break,
+        let message = tokio::select! {
+            biased;
+            message = socket.next() => message,
+            () = &mut expired => break,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
         };
         let received_us = now_us();
         if int_field(&text, "seq") == Some(next_seq) {
@@ -390,12 +407,19 @@ type WsStream =
 
 /// A subscriber's open connection, answered by the hub.
 enum Opened {
-    Sse(reqwest::Response),
+    Sse(RawSse),
     Ws(Box<WsStream>),
 }
 
+/// The subscribers' WebSocket read buffer. tungstenite zero-fills its read buffer's
+/// free part (128 KiB by default) on every read, which made the subscribers' process
+/// spend more than half its CPU in `memset`; the hub's messages are a few hundred bytes.
+const WS_READ_BUFFER: usize = 16 * 1024;
+
 async fn open_ws(url: &str) -> anyhow::Result<WsStream> {
-    let (socket, response) = tokio_tungstenite::connect_async(url)
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER);
+    let (socket, response) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .context("opening a WebSocket")?;
     ensure!(
@@ -404,19 +428,6 @@ async fn open_ws(url: &str) -> anyhow::Result<WsStream> {
         response.status()
     );
     Ok(socket)
-}
-
-async fn open(client: &reqwest::Client, url: &str) -> anyhow::Result<reqwest::Response> {
-    let res = client
-        .get(url)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .context("opening a stream")?;
-    if res.status() != reqwest::StatusCode::OK {
-        bail!("opening a stream: {}", res.status());
-    }
-    Ok(res)
 }
 
 /// `hub-load subscribe --transport sse|ws --url URL --count N --timeout-s S`: opens N
@@ -438,11 +449,10 @@ pub fn subscribe_main(
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + timeout;
-        let client = http_client()?;
         let responses: Vec<anyhow::Result<Opened>> = futures_util::stream::iter(0..count)
             .map(|_| async {
                 Ok(match transport {
-                    Transport::Sse => Opened::Sse(open(&client, url).await?),
+                    Transport::Sse => Opened::Sse(RawSse::open(url).await?),
                     Transport::Ws => Opened::Ws(Box::new(open_ws(url).await?)),
                 })
             })

@@ -23,6 +23,7 @@
 //! - `process`: the hub's process, `/proc` readings.
 //! - `pg`: a fresh PostgreSQL database per measurement, and its server's CPU.
 //! - `client`: HTTP requests and an SSE parser.
+//! - `raw_sse`: an SSE stream read straight off its socket, for the fan-out's subscribers.
 //! - `table`: the Markdown report.
 
 mod client;
@@ -32,6 +33,7 @@ mod idle;
 mod ingest;
 mod pg;
 mod process;
+mod raw_sse;
 mod soak;
 mod table;
 

@@ -16,6 +16,9 @@ use herald_hub::{Hub, HubConfig, PostgresStore, SqliteStore, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
+/// The variable naming another `hub-load` binary whose `serve` runs the hub.
+const HUB_EXE_VAR: &str = "HUB_LOAD_HUB_EXE";
+
 /// How long a child process may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -90,6 +93,11 @@ impl ChildProcess {
     /// Starts `current_exe args...` with piped stdin and stdout.
     pub(crate) fn spawn(args: &[&str]) -> anyhow::Result<ChildProcess> {
         let exe = std::env::current_exe().context("finding this binary")?;
+        ChildProcess::spawn_exe(&exe, args)
+    }
+
+    /// Starts `exe args...` with piped stdin and stdout.
+    fn spawn_exe(exe: &Path, args: &[&str]) -> anyhow::Result<ChildProcess> {
         let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
@@ -153,8 +161,16 @@ impl HubProcess {
 
     /// Starts `hub-load serve --db <db>`, `db` a SQLite path or a PostgreSQL URL, and
     /// waits until it listens.
+    ///
+    /// With `HUB_LOAD_HUB_EXE` set, the hub is that binary's `serve` (another build of
+    /// `hub-load`), so that two builds of the hub can be compared under the same load
+    /// generator and subscribers.
     pub(crate) async fn start_on(db: &str) -> anyhow::Result<HubProcess> {
-        let mut process = ChildProcess::spawn(&["serve", "--db", db])?;
+        let args = ["serve", "--db", db];
+        let mut process = match std::env::var_os(HUB_EXE_VAR) {
+            Some(exe) if !exe.is_empty() => ChildProcess::spawn_exe(Path::new(&exe), &args)?,
+            _ => ChildProcess::spawn(&args)?,
+        };
         let line = process.line(START_TIMEOUT).await?;
         let addr = line
             .strip_prefix("listening on ")
