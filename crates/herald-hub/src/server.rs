@@ -4,8 +4,8 @@
 //! `axum::serve` waits forever: for a request's headers, for its body, and on an idle
 //! keep-alive connection. A few hundred clients that connect and say nothing would hold
 //! as many file descriptors, and past the process's limit the hub could accept nobody,
-//! not even `/healthz`. So each connection is driven here by hand (hyper-util's
-//! connection builder, as axum drives it) beside a deadline that follows what the
+//! not even `/healthz`. So each connection is driven here by hand (hyper's HTTP/1
+//! connection, with upgrades for the WebSocket) beside a deadline that follows what the
 //! connection is doing:
 //!
 //! - waiting for a request's headers: `header_timeout`, from the connection's start or
@@ -39,8 +39,8 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -181,8 +181,15 @@ async fn drive(
         activity: activity.clone(),
         body_timeout: timeouts.body,
     };
-    let builder = Builder::new(TokioExecutor::new());
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
+    // hyper's HTTP/1 connection itself, not hyper-util's `auto` builder (as axum's
+    // `serve` uses): the hub speaks HTTP/1.1 only, and `auto` first reads the 24 bytes
+    // that could be HTTP/2's preface and hands them back as a read of their own, which
+    // makes hyper's read buffer grow from 8 to 16 KiB on every connection (24 bytes
+    // held, 8 KiB more wanted), for as long as it stays open: most of an idle SSE
+    // stream's memory (BENCHMARKS.md, "Memory per idle stream").
+    let served = http1::Builder::new()
+        .serve_connection(TokioIo::new(conn), service)
+        .with_upgrades();
     tokio::pin!(served);
     let mut stopping = false;
     loop {
