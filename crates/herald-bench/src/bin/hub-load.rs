@@ -18,6 +18,10 @@
 //!   load generator starts itself, and so is `hub-load produce --urls URL[,URL] --runs N
 //!   --first K --rate R --seconds S`, a process of the soak's producers.
 //!
+//! - The hub it starts runs on this binary's allocator: glibc's malloc, or jemalloc
+//!   (background threads on) or mimalloc when built with `herald-bench`'s `jemalloc` or
+//!   `mimalloc` feature; the idle part's table names it.
+//!
 //! Exit codes: 0 on success (a closed stdout included), 1 when a measurement fails or
 //! its counts do not add up, 2 on a usage error.
 
