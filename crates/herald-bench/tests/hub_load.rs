@@ -50,7 +50,7 @@ fn every_part_runs_at_tiny_scale_and_its_counts_add_up() {
         "batched ingest",
         "p99 publish-to-subscriber",
         "per idle stream",
-        "returned 3 s after they close",
+        "returned after they close",
         "end to end under",
     ] {
         assert!(

@@ -4,8 +4,9 @@
 //! `axum::serve` waits forever: for a request's headers, for its body, and on an idle
 //! keep-alive connection. A few hundred clients that connect and say nothing would hold
 //! as many file descriptors, and past the process's limit the hub could accept nobody,
-//! not even `/healthz`. So each connection is driven here by hand (hyper-util's
-//! connection builder, as axum drives it) beside a deadline that follows what the
+//! not even `/healthz`. So each connection is driven here by hand (hyper's HTTP/1
+//! connection, with upgrades for the WebSocket, or its HTTP/2 connection for a client
+//! that opens with HTTP/2's preface) beside a deadline that follows what the
 //! connection is doing:
 //!
 //! - waiting for a request's headers: `header_timeout`, from the connection's start or
@@ -39,8 +40,8 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -181,8 +182,57 @@ async fn drive(
         activity: activity.clone(),
         body_timeout: timeouts.body,
     };
-    let builder = Builder::new(TokioExecutor::new());
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
+    // Each protocol's own connection, chosen by a peek at the first bytes, not
+    // hyper-util's `auto` builder (as axum's `serve` uses): `auto` reads the 24 bytes
+    // that could be HTTP/2's preface and hands them back as a read of their own, which
+    // makes hyper's HTTP/1 read buffer grow from 8 to 16 KiB on every connection (24
+    // bytes held, 8 KiB more wanted), for as long as it stays open: most of an idle SSE
+    // stream's memory (BENCHMARKS.md, "Memory per idle stream").
+    let http2 = tokio::select! {
+        http2 = conn.opens_with_http2_preface() => http2,
+        () = tokio::time::sleep(timeouts.header) => {
+            tracing::debug!("closing a connection that sent nothing within the header timeout");
+            return;
+        }
+        () = stop.cancelled() => return,
+    };
+    if http2 {
+        let served =
+            http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(conn), service);
+        serve(served, &activity, timeouts, &stop).await;
+    } else {
+        let served = http1::Builder::new()
+            .serve_connection(TokioIo::new(conn), service)
+            .with_upgrades();
+        serve(served, &activity, timeouts, &stop).await;
+    }
+}
+
+/// hyper's connections, as [`serve`] drives and stops them.
+trait Connection: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl Connection for http1::UpgradeableConnection<TokioIo<Conn>, Service> {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl Connection for http2::Connection<TokioIo<Conn>, Service, TokioExecutor> {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Drives `served` until it ends, outlives the deadline of its phase, or the hub stops
+/// and it has finished what it was serving.
+async fn serve(
+    served: impl Connection,
+    activity: &Activity,
+    timeouts: Timeouts,
+    stop: &CancellationToken,
+) {
     tokio::pin!(served);
     let mut stopping = false;
     loop {
@@ -448,7 +498,29 @@ pub(crate) struct Conn {
     _permit: OwnedSemaphorePermit,
 }
 
+/// The first bytes a client sends when it speaks HTTP/2 from the start (prior
+/// knowledge, RFC 9113 section 3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 impl Conn {
+    /// Whether the client opens with HTTP/2's preface, read without consuming it. No
+    /// HTTP/1 request starts like it (`PRI` is not a method), so the first two bytes
+    /// mostly decide.
+    async fn opens_with_http2_preface(&self) -> bool {
+        let mut buf = [0u8; HTTP2_PREFACE.len()];
+        loop {
+            match self.stream.peek(&mut buf).await {
+                // Closed or failed: HTTP/1's reader meets it and ends the connection.
+                Ok(0) | Err(_) => return false,
+                Ok(n) if buf[..n] != HTTP2_PREFACE[..n] => return false,
+                Ok(n) if n == HTTP2_PREFACE.len() => return true,
+                // A part of the preface so far. Clients write it whole, so this is rare;
+                // a peek would return at once with the same bytes, so wait a moment.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
     fn new(stream: TcpStream, activity: Arc<Activity>, permit: OwnedSemaphorePermit) -> Conn {
         Conn {
             stream,

@@ -23,6 +23,10 @@
 //! - `HUB_LOAD_HUB_EXE=PATH`: the hub runs as `PATH serve`, another build of `hub-load`,
 //!   so two builds of the hub meet the same load generator and subscribers.
 //!
+//! - The hub it starts runs on this binary's allocator: glibc's malloc, or jemalloc
+//!   (background threads on) or mimalloc when built with `herald-bench`'s `jemalloc` or
+//!   `mimalloc` feature; the idle part's table names it.
+//!
 //! Exit codes: 0 on success (a closed stdout included), 1 when a measurement fails or
 //! its counts do not add up, 2 on a usage error.
 

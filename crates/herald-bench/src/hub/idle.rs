@@ -4,7 +4,9 @@
 //! The hub runs in its own process, so its `VmRSS` is its own. Before the baseline is
 //! read, a few dozen streams are opened and closed, so that what every hub pays once
 //! (the SQLite reader connections, the runs' feeds and cached states, the runtime's
-//! worker buffers) is in the baseline and not charged to the streams.
+//! worker buffers) is in the baseline and not charged to the streams. After the
+//! streams close, the RSS is read once it stops falling (within a deadline), since an
+//! allocator may give memory back gradually rather than at once.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +26,16 @@ const WARM_UP_STREAMS: usize = 64;
 const SETTLE: Duration = Duration::from_secs(3);
 /// Longest wait for the hub to count its subscribers.
 const COUNT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait, after the streams closed, for the hub's RSS to stop falling: an
+/// allocator may return freed memory gradually (jemalloc's decay is 10 s by default).
+const RETURN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The RSS has stopped falling once it fell by no more than [`RETURN_STEADY_KIB`]
+/// over this long.
+const RETURN_STEADY: Duration = Duration::from_secs(3);
+/// What counts as not falling any more over [`RETURN_STEADY`], in KiB.
+const RETURN_STEADY_KIB: u64 = 256;
+/// How often the RSS is read while waiting for it to stop falling.
+const RSS_POLL: Duration = Duration::from_millis(250);
 
 /// The idle-stream figures.
 #[derive(Clone, Debug)]
@@ -38,8 +50,11 @@ pub struct IdleReport {
     pub open_kib: u64,
     /// Hub RSS after the streams sat idle for a few seconds, KiB.
     pub settled_kib: u64,
-    /// Hub RSS after every stream was closed again, KiB.
+    /// Hub RSS after every stream was closed again, once it stopped falling (or at
+    /// the deadline), KiB.
     pub closed_kib: u64,
+    /// How long after the last stream closed the RSS stopped falling.
+    pub returned_after: Duration,
 }
 
 impl IdleReport {
@@ -139,8 +154,7 @@ pub(crate) async fn run(dir: &Path, scale: &Scale, round: usize) -> anyhow::Resu
 
     drop(streams);
     subscribers_reach(&client, &base, 0).await?;
-    tokio::time::sleep(SETTLE).await;
-    let closed_kib = hub.rss_kib()?;
+    let (closed_kib, returned_after) = rss_once_steady(&hub).await?;
     hub.stop().await;
     Ok(IdleReport {
         streams: scale.streams,
@@ -149,5 +163,36 @@ pub(crate) async fn run(dir: &Path, scale: &Scale, round: usize) -> anyhow::Resu
         open_kib,
         settled_kib,
         closed_kib,
+        returned_after,
     })
+}
+
+/// The hub's RSS once it has stopped falling (by at most [`RETURN_STEADY_KIB`] over
+/// [`RETURN_STEADY`]), or at [`RETURN_TIMEOUT`]; and how long that took.
+async fn rss_once_steady(hub: &HubProcess) -> anyhow::Result<(u64, Duration)> {
+    let start = tokio::time::Instant::now();
+    // Readings of the last `RETURN_STEADY`, oldest first.
+    let mut recent: std::collections::VecDeque<(tokio::time::Instant, u64)> =
+        std::collections::VecDeque::new();
+    loop {
+        let now = tokio::time::Instant::now();
+        let rss = hub.rss_kib()?;
+        recent.push_back((now, rss));
+        while recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RETURN_STEADY)
+        {
+            recent.pop_front();
+        }
+        let steady = now.duration_since(start) >= RETURN_STEADY
+            && recent
+                .front()
+                .is_some_and(|(_, oldest)| oldest.saturating_sub(rss) <= RETURN_STEADY_KIB);
+        if steady || now.duration_since(start) >= RETURN_TIMEOUT {
+            // The time it stopped falling: the start of the steady window.
+            let since = recent.front().map_or(now, |(at, _)| *at);
+            return Ok((rss, since.duration_since(start)));
+        }
+        tokio::time::sleep(RSS_POLL).await;
+    }
 }

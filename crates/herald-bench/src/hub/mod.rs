@@ -20,12 +20,14 @@
 //! - `e2e`: a program's call through the SDK's hub sink and the hub to a subscriber.
 //! - `soak`: many runs through the SDK's hub sink for a minute; nothing acknowledged
 //!   lost, the hubs' memory and CPU over time.
+//! - `allocator`: the allocator of this binary, and so of the hub it measures.
 //! - `process`: the hub's process, `/proc` readings.
 //! - `pg`: a fresh PostgreSQL database per measurement, and its server's CPU.
 //! - `client`: HTTP requests and an SSE parser.
 //! - `raw_sse`: an SSE stream read straight off its socket, for the fan-out's subscribers.
 //! - `table`: the Markdown report.
 
+mod allocator;
 mod client;
 mod e2e;
 mod fanout;
@@ -42,6 +44,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+pub use allocator::ALLOCATOR;
 pub use e2e::{E2eKind, E2eReport, E2eRow};
 pub use fanout::{FanoutReport, Transport, subscribe_main};
 pub use idle::IdleReport;

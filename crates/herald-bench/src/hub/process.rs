@@ -32,6 +32,7 @@ pub(crate) fn is_postgres(db: &str) -> bool {
 /// database (`DB` a `postgres://` URL); prints `listening on ADDR`, and stops when its
 /// standard input closes, so that it never outlives the load generator.
 pub fn serve_main(db: &str) -> anyhow::Result<()> {
+    super::allocator::tune_for_serving();
     let files = raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

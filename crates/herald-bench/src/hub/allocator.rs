@@ -1,0 +1,33 @@
+//! The allocator of this binary, and so of `hub-load serve`, the hub it measures:
+//! glibc's malloc unless the crate's `jemalloc` or `mimalloc` feature picks another,
+//! so that the idle streams' memory (held, and returned once they close) can be
+//! compared across allocators with the same code (BENCHMARKS.md, "Memory per idle
+//! stream"). With both features (`--all-features`, as clippy is run), jemalloc wins.
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator in use, as the report names it.
+#[cfg(feature = "jemalloc")]
+pub const ALLOCATOR: &str = "jemalloc (tikv-jemallocator, background threads on)";
+/// The allocator in use, as the report names it.
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+pub const ALLOCATOR: &str = "mimalloc (the `mimalloc` crate, its defaults)";
+/// The allocator in use, as the report names it.
+#[cfg(not(any(feature = "jemalloc", feature = "mimalloc")))]
+pub const ALLOCATOR: &str = "glibc malloc (the system allocator)";
+
+/// Settings the hub's process starts with: jemalloc purges what was freed only when
+/// some thread allocates, unless its background threads do it, and an idle hub's
+/// threads do not allocate.
+pub(crate) fn tune_for_serving() {
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("hub-load serve: jemalloc's background threads: {e}");
+    }
+}
