@@ -243,6 +243,11 @@ pub(crate) async fn bind(
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<u8> {
     let settings = resolve(args)?;
     init_logging();
+    // jemalloc returns what was freed only when some thread allocates again, unless its
+    // background threads do it; an idle hub's threads do not allocate.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "cannot start jemalloc's background threads: freed memory may stay resident");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let (listener, hub) = bind(&settings).await?;

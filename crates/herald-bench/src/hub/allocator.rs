@@ -1,5 +1,6 @@
 //! The allocator of this binary, and so of `hub-load serve`, the hub it measures:
-//! glibc's malloc unless the crate's `jemalloc` or `mimalloc` feature picks another,
+//! jemalloc as the `herald` binary's (the default `jemalloc` feature), or glibc's malloc
+//! (`--no-default-features`) or mimalloc (`--no-default-features --features mimalloc`),
 //! so that the idle streams' memory (held, and returned once they close) can be
 //! compared across allocators with the same code (BENCHMARKS.md, "Memory per idle
 //! stream"). With both features (`--all-features`, as clippy is run), jemalloc wins.
