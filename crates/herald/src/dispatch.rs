@@ -13,6 +13,7 @@
 //! atomic add on the caller's thread.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -24,8 +25,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herald_protocol::{
-    Draft, Event, EventBody, Heartbeat, Log, LogLevel, Progress, RunId, RunOutcome, RunState,
-    StageFinished, Timestamp,
+    Draft, Event, EventBody, Heartbeat, ItemFinished, ItemStarted, Log, LogLevel, Progress, RunId,
+    RunOutcome, RunState, StageFinished, StepOutcome, Timestamp,
 };
 
 use crate::escape_controls;
@@ -82,6 +83,9 @@ fn round_rate(r: f64) -> f64 {
 #[derive(Debug)]
 pub(crate) struct Counter {
     pub(crate) run: RunId,
+    /// The run's parent, which every event of the run carries: the loop builds the
+    /// stage's item events from the counter.
+    pub(crate) parent: Option<RunId>,
     pub(crate) stage: String,
     pub(crate) done: AtomicU64,
     /// Whether `stage.started` went out: checked on every tick, so it sits beside
@@ -100,9 +104,10 @@ pub(crate) struct Counter {
 }
 
 impl Counter {
-    pub(crate) fn new(run: RunId, stage: String) -> Counter {
+    pub(crate) fn new(run: RunId, parent: Option<RunId>, stage: String) -> Counter {
         Counter {
             run,
+            parent,
             stage,
             done: AtomicU64::new(0),
             announced: AtomicBool::new(false),
@@ -151,8 +156,13 @@ impl Counter {
 
 /// What the caller's threads send to the background loop.
 pub(crate) enum Msg {
-    /// An event of a run (boxed: the queue holds many, and most are small).
-    Event(RunId, Box<Draft>),
+    /// An event of a run (boxed: the queue holds many, and most are small). The run
+    /// id is the run's own, shared: a reference count, not a copy, per event.
+    Event(Arc<RunId>, Box<Draft>),
+    /// An item started or finished: the events a loop of items reports for every
+    /// element, so they travel as a compact record the loop's thread turns into the
+    /// protocol event (see [`ItemEvent`]).
+    Item(ItemEvent),
     /// Start sampling this counter (sent just after its `stage.started`).
     Track(Arc<Counter>),
     /// A heartbeat guard of this run with this interval begins (`true`) or ends.
@@ -173,6 +183,122 @@ impl Msg {
             Msg::Event(_, draft) => draft.body.is_milestone(),
             _ => true,
         }
+    }
+
+    /// When it happened, for messages that read the clock already.
+    fn at(&self) -> Option<Instant> {
+        match self {
+            Msg::Item(item) => Some(item.at),
+            _ => None,
+        }
+    }
+}
+
+/// An item's `item.started` or `item.finished`, as its handle reports it.
+///
+/// A loop of short items reports two of these per element, so what they cost the
+/// program's thread is most of what the SDK costs it. Built as protocol events there,
+/// each took half a dozen small allocations (the id, the stage's name and the run id
+/// copied, the box) that the background thread then freed: a malloc and a free on
+/// two threads, which glibc pays for with its arena lock and in cache misses. This
+/// record allocates nothing for a numbered item (the stage, run and parent come from
+/// the stage's counter, shared), reads one clock, the monotonic one, and lives inline
+/// in the queue; the background thread builds the event, with its wall-clock time
+/// (see [`WallClock`]).
+pub(crate) struct ItemEvent {
+    /// The item's stage: its run, the run's parent and the stage's name.
+    pub(crate) counter: Arc<Counter>,
+    /// When it happened.
+    pub(crate) at: Instant,
+    pub(crate) item: ItemKey,
+    pub(crate) what: ItemWhat,
+}
+
+/// An item's id: a number (the adapters' `1`, `2`, ...), spelt out only by the
+/// background thread, or the program's own, shared by the item's two events.
+#[derive(Clone, Debug)]
+pub(crate) enum ItemKey {
+    Index(u64),
+    Named(Arc<str>),
+}
+
+impl fmt::Display for ItemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ItemKey::Index(n) => write!(f, "{n}"),
+            ItemKey::Named(id) => f.write_str(id),
+        }
+    }
+}
+
+/// Which of an item's events, with what only that one carries.
+pub(crate) enum ItemWhat {
+    Started {
+        label: Option<String>,
+    },
+    Finished {
+        status: StepOutcome,
+        error: Option<String>,
+        /// Since the item started, on the monotonic clock.
+        elapsed: Duration,
+        weight: Option<u64>,
+    },
+}
+
+impl ItemEvent {
+    /// The protocol event, at `ts`, and its run.
+    fn into_draft(self, ts: Timestamp) -> (RunId, Draft) {
+        let counter = self.counter;
+        let item = self.item.to_string();
+        let stage = Some(counter.stage.clone());
+        let body: EventBody = match self.what {
+            ItemWhat::Started { label } => ItemStarted { item, stage, label }.into(),
+            ItemWhat::Finished {
+                status,
+                error,
+                elapsed,
+                weight,
+            } => ItemFinished {
+                item,
+                stage,
+                status,
+                error,
+                elapsed_s: Some(round_seconds(elapsed.as_secs_f64())),
+                weight: weight.map(|w| w as f64),
+            }
+            .into(),
+        };
+        let draft = Draft {
+            ts: Some(ts),
+            id: None,
+            parent: counter.parent.clone(),
+            body,
+        };
+        (counter.run.clone(), draft)
+    }
+}
+
+/// The wall clock as of one turn of the loop, to date the messages that carry only a
+/// monotonic time ([`ItemEvent`]): they happened before the turn, by the monotonic
+/// clock's measure, so the program's thread reads one clock per event, not two.
+#[derive(Clone, Copy)]
+struct WallClock {
+    instant: Instant,
+    ts: Timestamp,
+}
+
+impl WallClock {
+    fn now() -> WallClock {
+        WallClock {
+            instant: Instant::now(),
+            ts: now_ts(),
+        }
+    }
+
+    /// The wall-clock time of `at`.
+    fn ts_of(self, at: Instant) -> Timestamp {
+        let before = self.instant.saturating_duration_since(at);
+        Timestamp::from_unix_micros(self.ts.unix_micros() - before.as_micros() as i64)
     }
 }
 
@@ -413,7 +539,8 @@ impl Shared {
         // those that follow within the gap go on the turn the loop takes at its end.
         // Ticks are picked up on the loop's next turn, at most one interval (50 ms)
         // later, in a batch.
-        let urgent = wakes(&msg, len, &mut queue.quiet_until, Instant::now());
+        let now = msg.at().unwrap_or_else(Instant::now);
+        let urgent = wakes(&msg, len, &mut queue.quiet_until, now);
         queue.items.push_back(msg);
         drop(queue);
         if urgent {
@@ -609,8 +736,9 @@ impl Worker {
                 batch.extend(queue.items.drain(..));
                 queue.closed
             };
+            let wall = WallClock::now();
             for msg in batch.drain(..) {
-                self.handle(msg);
+                self.handle(msg, wall);
             }
             self.notices();
             self.sample(Instant::now(), None, None);
@@ -627,9 +755,14 @@ impl Worker {
         self.each_sink(|sink| sink.close());
     }
 
-    fn handle(&mut self, msg: Msg) {
+    fn handle(&mut self, msg: Msg, wall: WallClock) {
         match msg {
-            Msg::Event(run, draft) => self.event(run, *draft),
+            Msg::Event(run, draft) => self.event(&run, *draft),
+            Msg::Item(item) => {
+                let ts = wall.ts_of(item.at);
+                let (run, draft) = item.into_draft(ts);
+                self.event(&run, draft);
+            }
             Msg::Track(counter) => {
                 let run = counter.run.clone();
                 self.ctx(&run).counters.push(counter);
@@ -669,22 +802,22 @@ impl Worker {
         })
     }
 
-    fn event(&mut self, run: RunId, draft: Draft) {
+    fn event(&mut self, run: &RunId, draft: Draft) {
         let now = Instant::now();
         // A stage's (or the run's) last count goes out before it finishes.
         match &draft.body {
             // Its last count is the count as of its finish, and carries that time.
             EventBody::StageFinished(StageFinished { stage, .. }) => {
-                self.sample(now, Some((&run, Some(stage.as_str()))), draft.ts);
-                self.ctx(&run).counters.retain(|c| &c.stage != stage);
+                self.sample(now, Some((run, Some(stage.as_str()))), draft.ts);
+                self.ctx(run).counters.retain(|c| &c.stage != stage);
             }
-            EventBody::RunFinished(_) => self.sample(now, Some((&run, None)), draft.ts),
+            EventBody::RunFinished(_) => self.sample(now, Some((run, None)), draft.ts),
             _ => {}
         }
         let finished = matches!(draft.body, EventBody::RunFinished(_));
-        self.deliver(&run, draft, None, now);
+        self.deliver(run, draft, None, now);
         if finished {
-            self.runs.remove(&run);
+            self.runs.remove(run);
         }
     }
 
@@ -939,7 +1072,7 @@ mod tests {
             level,
             message: message.into(),
         };
-        Msg::Event(run.clone(), Box::new(Draft::new(now_ts(), log)))
+        Msg::Event(Arc::new(run.clone()), Box::new(Draft::new(now_ts(), log)))
     }
 
     fn log(shared: &Shared, run: &RunId, level: LogLevel, message: &str) {
@@ -976,6 +1109,62 @@ mod tests {
         log(&shared, &run, LogLevel::Warn, "third");
         assert_eq!(rx.recv_timeout(deadline).unwrap(), "second");
         assert_eq!(rx.recv_timeout(deadline).unwrap(), "third");
+    }
+
+    #[test]
+    fn an_item_event_is_dated_by_its_age_on_the_monotonic_clock() {
+        let wall = WallClock {
+            instant: Instant::now(),
+            ts: Timestamp::from_unix_micros(1_700_000_000_000_000),
+        };
+        let earlier = wall.instant.checked_sub(Duration::from_micros(1_500));
+        let ts = wall.ts_of(earlier.expect("the monotonic clock is past 1.5 ms"));
+        assert_eq!(ts.unix_micros(), 1_700_000_000_000_000 - 1_500);
+        // A message is never dated after the turn that reads it.
+        assert_eq!(wall.ts_of(wall.instant + Duration::from_secs(1)), wall.ts);
+    }
+
+    #[test]
+    fn an_item_record_becomes_the_event_a_handle_would_have_built() {
+        let run = RunId::new("r").unwrap();
+        let parent = RunId::new("p").unwrap();
+        let counter = Arc::new(Counter::new(run.clone(), Some(parent.clone()), "s".into()));
+        let ts = now_ts();
+        let started = ItemEvent {
+            counter: counter.clone(),
+            at: Instant::now(),
+            item: ItemKey::Index(42),
+            what: ItemWhat::Started { label: None },
+        };
+        let (to, draft) = started.into_draft(ts);
+        assert_eq!(to, run);
+        assert_eq!(draft.ts, Some(ts));
+        assert_eq!(draft.parent, Some(parent));
+        let EventBody::ItemStarted(body) = draft.body else {
+            panic!("not item.started: {:?}", draft.body);
+        };
+        assert_eq!(
+            (body.item.as_str(), body.stage.as_deref()),
+            ("42", Some("s"))
+        );
+        let finished = ItemEvent {
+            counter,
+            at: Instant::now(),
+            item: ItemKey::Named("doc-7".into()),
+            what: ItemWhat::Finished {
+                status: StepOutcome::Failed,
+                error: Some("bad".into()),
+                elapsed: Duration::from_micros(1_234_567),
+                weight: Some(3),
+            },
+        };
+        let EventBody::ItemFinished(body) = finished.into_draft(ts).1.body else {
+            panic!("not item.finished");
+        };
+        assert_eq!(body.item, "doc-7");
+        assert_eq!(body.elapsed_s, Some(1.235));
+        assert_eq!(body.weight, Some(3.0));
+        assert_eq!(body.error.as_deref(), Some("bad"));
     }
 
     #[test]

@@ -9,18 +9,18 @@
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use herald_protocol::{
     AgentHistory, AgentIteration, AgentPreparingResponse, AgentResponse, AgentSystemMessage,
-    ChatMessage, Custom, Draft, EventBody, ItemFinished, ItemStarted, LlmRequest, LlmResponse, Log,
-    LogLevel, PlannedStage, Progress, RunFinished, RunId, RunOutcome, RunStarted, StageFinished,
-    StageStarted, StepOutcome, TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
+    ChatMessage, Custom, Draft, EventBody, LlmRequest, LlmResponse, Log, LogLevel, PlannedStage,
+    Progress, RunFinished, RunId, RunOutcome, RunStarted, StageFinished, StageStarted, StepOutcome,
+    TextDelta, ToolFinished, ToolOutcome, ToolSelected, ToolStarted,
 };
 use serde_json::{Map, Value};
 
-use crate::dispatch::{Counter, Flushed, Msg, Shared, now_ts};
+use crate::dispatch::{Counter, Flushed, ItemEvent, ItemKey, ItemWhat, Msg, Shared, now_ts};
 use crate::lock::lock;
 use crate::signals::{CancelState, Cancellation};
 
@@ -78,7 +78,8 @@ fn drop_reason() -> String {
 
 pub(crate) struct RunInner {
     shared: Arc<Shared>,
-    id: RunId,
+    /// Shared with every event the run queues, which so carries it without a copy.
+    id: Arc<RunId>,
     parent: Option<RunId>,
     started: Instant,
     finished: AtomicBool,
@@ -92,6 +93,14 @@ impl RunInner {
             return;
         }
         self.push(body.into());
+    }
+
+    /// Queues an item's event, unless the run has finished.
+    fn push_item(&self, event: ItemEvent) {
+        if self.finished.load(Ordering::Acquire) {
+            return;
+        }
+        self.shared.push(Msg::Item(event));
     }
 
     fn push(&self, body: EventBody) {
@@ -189,7 +198,7 @@ impl Run {
         let cancel = shared.signals.cancel(&id);
         let inner = Arc::new(RunInner {
             shared,
-            id,
+            id: Arc::new(id),
             parent: options.parent,
             started: Instant::now(),
             finished: AtomicBool::new(false),
@@ -232,7 +241,11 @@ impl Run {
     /// A stage of this run. It is announced (`stage.started`) on first use; set its
     /// total first with [`Stage::total`].
     pub fn stage(&self, name: &str) -> Stage {
-        let counter = Arc::new(Counter::new(self.inner.id.clone(), name.to_owned()));
+        let counter = Arc::new(Counter::new(
+            RunId::clone(&self.inner.id),
+            self.inner.parent.clone(),
+            name.to_owned(),
+        ));
         Stage {
             counter: counter.clone(),
             inner: Arc::new(StageInner {
@@ -248,7 +261,7 @@ impl Run {
     /// A sub-run of this one (a sub-agent), with this run as its parent.
     pub fn child(&self, name: &str) -> Run {
         let options = RunOptions {
-            parent: Some(self.inner.id.clone()),
+            parent: Some(RunId::clone(&self.inner.id)),
             ..RunOptions::default()
         };
         Run::start(self.inner.shared.clone(), name, options)
@@ -291,7 +304,7 @@ impl Run {
     pub fn heartbeat_every(&self, interval: Duration) -> HeartbeatGuard {
         self.inner
             .shared
-            .push(Msg::Heartbeat(self.inner.id.clone(), interval, true));
+            .push(Msg::Heartbeat(RunId::clone(&self.inner.id), interval, true));
         HeartbeatGuard {
             run: self.clone(),
             interval,
@@ -690,18 +703,31 @@ impl Stage {
 
     /// Starts an item of this stage with a human label.
     pub fn item_labeled(&self, item: impl Into<String>, label: Option<&str>) -> Item {
+        let item = ItemKey::Named(Arc::from(item.into()));
+        self.start_item(item, label.map(str::to_owned))
+    }
+
+    /// Starts an item: the one path of [`Stage::item_labeled`] and the adapters,
+    /// whose numbered items are never spelt out on this thread.
+    fn start_item(&self, key: ItemKey, label: Option<String>) -> Item {
         self.inner.announce();
-        let item = item.into();
-        self.inner.run.emit(ItemStarted {
-            item: item.clone(),
-            stage: Some(self.inner.counter.stage.clone()),
-            label: label.map(str::to_owned),
+        // Without a sink nothing is reported, so not even the clock is read.
+        let started = self.inner.run.shared.enabled().then(|| {
+            let at = Instant::now();
+            self.inner.run.push_item(ItemEvent {
+                counter: self.counter.clone(),
+                at,
+                item: key.clone(),
+                what: ItemWhat::Started { label },
+            });
+            at
         });
         Item {
             stage: self.clone(),
-            item,
+            key,
+            id: OnceLock::new(),
             weight: None,
-            started: Instant::now(),
+            started,
             finished: false,
         }
     }
@@ -903,16 +929,23 @@ impl fmt::Debug for Stage {
 #[must_use = "an item dropped at once reports failed"]
 pub struct Item {
     stage: Stage,
-    item: String,
+    key: ItemKey,
+    /// The id spelt out, for [`Item::id`], when asked for: a numbered item's is not
+    /// otherwise needed on this thread.
+    id: OnceLock<String>,
     weight: Option<u64>,
-    started: Instant,
+    /// When `item.started` went out; `None` when nothing is reported (no sink).
+    started: Option<Instant>,
     finished: bool,
 }
 
 impl Item {
     /// The item's id.
     pub fn id(&self) -> &str {
-        &self.item
+        match &self.key {
+            ItemKey::Named(id) => id,
+            ItemKey::Index(_) => self.id.get_or_init(|| self.key.to_string()),
+        }
     }
 
     /// Sets the item's weight (its size in bytes, tokens, rows): when it finishes, its
@@ -946,20 +979,30 @@ impl Item {
             stage.counter.weight.fetch_add(weight, Ordering::Relaxed);
         }
         stage.counter.done.fetch_add(1, Ordering::Relaxed);
-        stage.run.emit(ItemFinished {
-            item: std::mem::take(&mut self.item),
-            stage: Some(stage.counter.stage.clone()),
-            status,
-            error,
-            elapsed_s: Some(seconds(self.started.elapsed())),
-            weight: self.weight.map(|w| w as f64),
+        let Some(started) = self.started else {
+            return;
+        };
+        let at = Instant::now();
+        stage.run.push_item(ItemEvent {
+            counter: self.stage.counter.clone(),
+            at,
+            item: self.key.clone(),
+            what: ItemWhat::Finished {
+                status,
+                error,
+                elapsed: at.saturating_duration_since(started),
+                weight: self.weight,
+            },
         });
     }
 }
 
 impl Drop for Item {
     fn drop(&mut self) {
-        self.end(StepOutcome::Failed, Some(format!("item {}", drop_reason())));
+        // Most items were finished: their drop must not build a reason for nothing.
+        if !self.finished {
+            self.end(StepOutcome::Failed, Some(format!("item {}", drop_reason())));
+        }
     }
 }
 
@@ -986,10 +1029,7 @@ where
         let next = self.iter.next()?;
         self.index += 1;
         let label = (self.label)(&next);
-        self.current = Some(
-            self.stage
-                .item_labeled(self.index.to_string(), label.as_deref()),
-        );
+        self.current = Some(self.stage.start_item(ItemKey::Index(self.index), label));
         Some(next)
     }
 
@@ -1018,7 +1058,8 @@ impl<I: Iterator> Iterator for Attempts<I> {
         }
         let value = self.iter.next()?;
         self.index += 1;
-        let slot = Arc::new(Mutex::new(Some(self.stage.item(self.index.to_string()))));
+        let item = self.stage.start_item(ItemKey::Index(self.index), None);
+        let slot = Arc::new(Mutex::new(Some(item)));
         self.current = Some(slot.clone());
         Some(Attempt { value, slot })
     }
@@ -1374,11 +1415,13 @@ impl ToolCall {
 
 impl Drop for ToolCall {
     fn drop(&mut self) {
-        self.end(
-            ToolOutcome::Failed,
-            None,
-            Some(format!("tool call {}", drop_reason())),
-        );
+        if !self.finished {
+            self.end(
+                ToolOutcome::Failed,
+                None,
+                Some(format!("tool call {}", drop_reason())),
+            );
+        }
     }
 }
 
@@ -1463,13 +1506,15 @@ impl LlmCall {
 
 impl Drop for LlmCall {
     fn drop(&mut self) {
-        self.end(
-            LlmUsage {
-                stop_reason: Some("error".to_owned()),
-                ..LlmUsage::default()
-            },
-            Some(format!("model call {}", drop_reason())),
-        );
+        if !self.finished {
+            self.end(
+                LlmUsage {
+                    stop_reason: Some("error".to_owned()),
+                    ..LlmUsage::default()
+                },
+                Some(format!("model call {}", drop_reason())),
+            );
+        }
     }
 }
 
@@ -1483,9 +1528,11 @@ pub struct HeartbeatGuard {
 impl Drop for HeartbeatGuard {
     fn drop(&mut self) {
         let inner = &self.run.inner;
-        inner
-            .shared
-            .push(Msg::Heartbeat(inner.id.clone(), self.interval, false));
+        inner.shared.push(Msg::Heartbeat(
+            RunId::clone(&inner.id),
+            self.interval,
+            false,
+        ));
     }
 }
 

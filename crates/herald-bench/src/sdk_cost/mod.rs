@@ -469,6 +469,27 @@ fn measure(variant: Variant, scale: &Scale, buffer: &[u8], hub: &UpHub) -> anyho
     })
 }
 
+/// The SDK's own cost on the work thread, with no work in the items: `items` items
+/// of the loop (their logs and tool calls, `Stage::iter`) through `progress`,
+/// on the calling thread. Returns that thread's CPU time for the loop. What
+/// `sdk-event-cost` runs, under `perf stat`, to count instructions and allocations
+/// per item without the items' hashing in the way.
+pub fn sdk_only(progress: &Progress, items: usize) -> anyhow::Result<Duration> {
+    let scale = Scale {
+        stages: 1,
+        items,
+        item_bytes: 8,
+        ticks: 1,
+        ..Scale::quick()
+    };
+    let buffer = workload::buffer(scale.item_bytes);
+    let before = Threads::now()?;
+    let (run, _) = workload::with_sdk(progress, &scale, &buffer);
+    let cpu = Threads::now()?.since(&before)?.work;
+    run.finish();
+    Ok(cpu)
+}
+
 /// The median of `values` (the lower middle of an even count); zero when empty.
 pub(crate) fn median<T: Copy + Ord + Default>(values: impl IntoIterator<Item = T>) -> T {
     let mut values: Vec<T> = values.into_iter().collect();
