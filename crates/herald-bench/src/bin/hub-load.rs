@@ -37,6 +37,16 @@ use std::time::Duration;
 
 use herald_bench::hub::{self, Part, Scale, Transport};
 
+// The hub's allocator, as `herald serve` has it (jemalloc, by the default feature), or
+// glibc's or mimalloc for the comparison: see `hub::ALLOCATOR`.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: hub-load [ingest] [fanout] [idle] [e2e] [soak] [--quick] [--postgres URL] [--clients N] \
 [--single-events N] [--batched-events N] [--batch N] [--rounds N] [--h2c] [--subscribers N] [--events N] [--rate R] \
 [--streams N] [--stream-runs N] [--latency-rounds N] [--e2e-trials N] [--soak-runs N] [--soak-rate R] \

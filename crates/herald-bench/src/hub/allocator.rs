@@ -1,17 +1,11 @@
-//! The allocator of this binary, and so of `hub-load serve`, the hub it measures:
+//! The allocator of `hub-load`, and so of `hub-load serve`, the hub it measures (the
+//! `#[global_allocator]` is in `bin/hub-load.rs`, so that the SDK benches keep the
+//! system allocator a program linking the SDK usually has):
 //! jemalloc as the `herald` binary's (the default `jemalloc` feature), or glibc's malloc
 //! (`--no-default-features`) or mimalloc (`--no-default-features --features mimalloc`),
 //! so that the idle streams' memory (held, and returned once they close) can be
 //! compared across allocators with the same code (BENCHMARKS.md, "Memory per idle
 //! stream"). With both features (`--all-features`, as clippy is run), jemalloc wins.
-
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The allocator in use, as the report names it.
 #[cfg(feature = "jemalloc")]
