@@ -454,6 +454,15 @@ def test_weights_travel_with_items_stages_and_ticks() -> None:
     assert plain and all("done_weight" not in e and "total_weight" not in e for e in plain)
 
 
+def test_a_refused_inc_by_counts_nothing() -> None:
+    progress, _ = memory()
+    with progress.run("copy") as run, run.stage("files") as stage:
+        for n, weight in ((-1, 9), (1, -9), (1, "9")):
+            with pytest.raises((TypeError, ValueError)):
+                stage.inc_by(n, weight)  # type: ignore[arg-type]
+        assert (stage.position, stage.weight_done) == (0, 0)
+
+
 def test_weight_alone_is_sent_before_any_unit_is_done() -> None:
     """A download's bytes as they arrive: the count stays at 0, the weight moves, and the
     ticks say so (throttled in time, as any count)."""

@@ -134,8 +134,10 @@ class Stage(_Ends):
 
     def inc_by(self, n: int, weight: int) -> None:
         """Counts `n` more units done, weighing `weight` (bytes, tokens, rows) in all."""
-        self.inc_weight(weight)
-        self.inc(check_count("n", n))
+        # Both checked before either counts: a refused call changes nothing.
+        n = check_count("n", n)
+        self._weight += check_count("weight", weight)
+        self._done += n
 
     def inc_weight(self, weight: int) -> None:
         """Counts `weight` more done (bytes, tokens, rows) of the units under way,
