@@ -46,12 +46,14 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{Admin, Body, Params, ReadRun, WriteRun};
 use crate::api::{self, ListQuery};
 use crate::error::ApiError;
 use crate::error::db_error;
+use crate::feed::Feed;
 use crate::stream::PollQuery;
 use crate::{Hub, auth, stream};
 
@@ -1103,23 +1105,19 @@ impl ServerHandler for Mcp {
             if state.status.is_terminal() {
                 continue; // it will not change again
             }
-            // The feed lives while someone holds it: the watch holds it.
             let feed = self.hub.feed(&state.id, state.last_seq);
+            let changed = feed.subscribe();
             let sink = context.sink().clone();
-            watches.spawn(async move {
-                let mut changed = feed.subscribe();
-                while changed.changed().await.is_ok() {
+            let send = move |note| {
+                let sink = sink.clone();
+                async move {
                     let note = ServerNotification::ResourceUpdatedNotification(
-                        ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(
-                            uri.clone(),
-                        )),
+                        ResourceUpdatedNotification::new(note),
                     );
-                    if sink.send(note).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(NOTIFY_INTERVAL).await;
+                    sink.send(note).await.is_ok()
                 }
-            });
+            };
+            watches.spawn(notify_changes(feed, changed, uri, send));
         }
         let shutdown = self.hub.shutdown_token().clone();
         tokio::select! {
@@ -1145,29 +1143,23 @@ impl ServerHandler for Mcp {
                 old.cancel();
             }
         }
+        if state.status.is_terminal() {
+            return Ok(()); // it will not change again
+        }
         let feed = self.hub.feed(&state.id, state.last_seq);
-        let mut changed = feed.subscribe();
+        let changed = feed.subscribe();
         let peer = context.peer.clone();
+        let send = move |note| {
+            let peer = peer.clone();
+            async move { peer.notify_resource_updated(note).await.is_ok() }
+        };
         let shutdown = self.hub.shutdown_token().clone();
-        let uri = request.uri;
-        let finished = state.status.is_terminal();
+        let watch = notify_changes(feed, changed, request.uri, send);
         tokio::spawn(async move {
-            // The feed lives while someone holds it.
-            let _feed = feed;
-            if finished {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    res = changed.changed() => if res.is_err() { return },
-                    () = token.cancelled() => return,
-                    () = shutdown.cancelled() => return,
-                }
-                let note = ResourceUpdatedNotificationParam::new(uri.clone());
-                if peer.notify_resource_updated(note).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(NOTIFY_INTERVAL).await;
+            tokio::select! {
+                () = watch => {}
+                () = token.cancelled() => {}
+                () = shutdown.cancelled() => {}
             }
         });
         Ok(())
@@ -1184,6 +1176,29 @@ impl ServerHandler for Mcp {
             token.cancel();
         }
         Ok(())
+    }
+}
+
+/// Sends `notify` each time the run behind `feed` changes (`changed` is its watch, taken
+/// when the client subscribed, so that no change since is missed), at most once per
+/// `NOTIFY_INTERVAL`, until a send fails or the feed ends: the one watch behind both
+/// `resources/subscribe` and `subscriptions/listen`. It holds the feed, which lives
+/// while someone does.
+async fn notify_changes<F, Fut>(
+    feed: Arc<Feed>,
+    mut changed: watch::Receiver<u64>,
+    uri: String,
+    mut notify: F,
+) where
+    F: FnMut(ResourceUpdatedNotificationParam) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let _feed = feed;
+    while changed.changed().await.is_ok() {
+        if !notify(ResourceUpdatedNotificationParam::new(uri.clone())).await {
+            return;
+        }
+        tokio::time::sleep(NOTIFY_INTERVAL).await;
     }
 }
 
