@@ -81,12 +81,8 @@ pub(crate) async fn append(
     serde_json::from_str(&text).with_context(|| format!("the append's reply is not one: {text}"))
 }
 
-/// Prometheus gauge `name` from `/metrics`.
-pub(crate) async fn metric(
-    client: &reqwest::Client,
-    base: &str,
-    name: &str,
-) -> anyhow::Result<f64> {
+/// The hub's `/metrics`, as Prometheus text.
+pub(crate) async fn metrics(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     let text = client
         .get(format!("{base}/metrics"))
         .timeout(REQUEST_TIMEOUT)
@@ -94,6 +90,16 @@ pub(crate) async fn metric(
         .await?
         .text()
         .await?;
+    Ok(text)
+}
+
+/// Prometheus gauge `name` from `/metrics`.
+pub(crate) async fn metric(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+) -> anyhow::Result<f64> {
+    let text = metrics(client, base).await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .with_context(|| format!("no {name} in /metrics"))

@@ -28,7 +28,7 @@ use herald::{HubOptions, Progress, Target};
 use herald_protocol::{ItemFinished, ItemStarted, StepOutcome};
 use serde::{Deserialize, Serialize};
 
-use super::client::{REQUEST_TIMEOUT, http_client};
+use super::client::{REQUEST_TIMEOUT, http_client, metrics};
 use super::pg::TempDatabase;
 use super::process::{ChildProcess, HubProcess, cpu_percent, cpu_time};
 
@@ -342,13 +342,7 @@ async fn histogram(client: &reqwest::Client, bases: &[String]) -> anyhow::Result
         events: 0,
     };
     for base in bases {
-        let text = client
-            .get(format!("{base}/metrics"))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = metrics(client, base).await?;
         let mut i = 0;
         for line in text.lines() {
             let Some((name, value)) = line.rsplit_once(' ') else {
