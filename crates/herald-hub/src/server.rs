@@ -171,7 +171,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Serves one connection until it closes, it outlives the deadline of its phase, or
 /// the hub stops and it has finished what it was serving.
 async fn drive(
-    conn: Conn,
+    mut conn: Conn,
     activity: Arc<Activity>,
     router: Router,
     timeouts: Timeouts,
@@ -182,12 +182,13 @@ async fn drive(
         activity: activity.clone(),
         body_timeout: timeouts.body,
     };
-    // Each protocol's own connection, chosen by a peek at the first bytes, not
-    // hyper-util's `auto` builder (as axum's `serve` uses): `auto` reads the 24 bytes
-    // that could be HTTP/2's preface and hands them back as a read of their own, which
-    // makes hyper's HTTP/1 read buffer grow from 8 to 16 KiB on every connection (24
-    // bytes held, 8 KiB more wanted), for as long as it stays open: most of an idle SSE
-    // stream's memory (BENCHMARKS.md, "Memory per idle stream").
+    // Each protocol's own connection, chosen by the first bytes, not hyper-util's
+    // `auto` builder (as axum's `serve` uses): `auto` reads the 24 bytes that could be
+    // HTTP/2's preface and hands them back as a read of their own, which makes hyper's
+    // HTTP/1 read buffer grow from 8 to 16 KiB on every connection (24 bytes held, 8 KiB
+    // more wanted), for as long as it stays open: most of an idle SSE stream's memory
+    // (BENCHMARKS.md, "Memory per idle stream"). [`Conn`] hands them back in one read
+    // with what followed them.
     let http2 = tokio::select! {
         http2 = conn.opens_with_http2_preface() => http2,
         () = tokio::time::sleep(timeouts.header) => {
@@ -493,6 +494,9 @@ impl BodyTimedOut {
 pub(crate) struct Conn {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// The first bytes, read to tell HTTP/2 from HTTP/1, and how many of them are
+    /// still to be handed to the connection's reader.
+    head: ([u8; HTTP2_PREFACE.len()], usize),
     /// The replacement of hyper's answer, and how much of it is written.
     replaced: Option<(Vec<u8>, usize)>,
     _permit: OwnedSemaphorePermit,
@@ -503,28 +507,36 @@ pub(crate) struct Conn {
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl Conn {
-    /// Whether the client opens with HTTP/2's preface, read without consuming it. No
-    /// HTTP/1 request starts like it (`PRI` is not a method), so the first two bytes
-    /// mostly decide.
-    async fn opens_with_http2_preface(&self) -> bool {
-        let mut buf = [0u8; HTTP2_PREFACE.len()];
-        loop {
-            match self.stream.peek(&mut buf).await {
-                // Closed or failed: HTTP/1's reader meets it and ends the connection.
+    /// Whether the client opens with HTTP/2's preface. No HTTP/1 request starts like it
+    /// (`PRI` is not a method), so the first bytes mostly decide; they are read until
+    /// they part from the preface, match it whole, or the client closes, and kept for
+    /// the connection's first read (see [`Conn::poll_read`]). A read, not a peek: a
+    /// peek cannot tell a client that went quiet inside the preface from one that
+    /// closed after it, and would have to poll.
+    async fn opens_with_http2_preface(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let (head, len) = &mut self.head;
+        while *len < HTTP2_PREFACE.len() {
+            match self.stream.read(&mut head[*len..]).await {
+                // Closed or failed: the connection's reader meets it and ends it.
                 Ok(0) | Err(_) => return false,
-                Ok(n) if buf[..n] != HTTP2_PREFACE[..n] => return false,
-                Ok(n) if n == HTTP2_PREFACE.len() => return true,
-                // A part of the preface so far. Clients write it whole, so this is rare;
-                // a peek would return at once with the same bytes, so wait a moment.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Ok(n) => {
+                    *len += n;
+                    self.activity.read();
+                    if head[..*len] != HTTP2_PREFACE[..*len] {
+                        return false;
+                    }
+                }
             }
         }
+        true
     }
 
     fn new(stream: TcpStream, activity: Arc<Activity>, permit: OwnedSemaphorePermit) -> Conn {
         Conn {
             stream,
             activity,
+            head: ([0; HTTP2_PREFACE.len()], 0),
             replaced: None,
             _permit: permit,
         }
@@ -585,6 +597,24 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let (head, held) = self.head;
+        if held > 0 {
+            // The bytes the protocol was told by come first, in the same read as
+            // whatever followed them, as if they had never been taken: hyper sizes its
+            // read buffer from its reads, and a read of 24 bytes alone would double it.
+            let n = held.min(buf.remaining());
+            buf.put_slice(&head[..n]);
+            self.head.0.copy_within(n..held, 0);
+            self.head.1 = held - n;
+            if self.head.1 == 0 && buf.remaining() > 0 {
+                // Pending leaves the socket's waker registered: harmless, and what was
+                // taken is returned now.
+                if let Poll::Ready(result) = Pin::new(&mut self.stream).poll_read(cx, buf) {
+                    result?;
+                }
+            }
+            return Poll::Ready(Ok(()));
+        }
         ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
         if buf.filled().len() > before {
             self.activity.read();

@@ -312,3 +312,70 @@ async fn producers_may_share_one_http2_connection() {
     let (status, _) = hub.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// The HTTP/2 client preface, which a client speaking HTTP/2 from its first byte sends.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A client that pauses inside the HTTP/2 preface is still served HTTP/2 once the rest
+/// arrives, and one whose first bytes merely look like the preface is served HTTP/1.1:
+/// the hub decides from the bytes, however they are split, and consumes none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preface_split_across_writes_is_still_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // No header timeout to close what the hub itself must.
+    let hub = hub_with(HubConfig {
+        header_timeout: long(),
+        ..HubConfig::default()
+    })
+    .await;
+
+    let mut h2 = RawConn::open(&hub.url).await;
+    assert!(h2.write(&PREFACE[..10]).await);
+    assert!(
+        h2.says_nothing_for(Duration::from_millis(100)).await,
+        "the hub answered a part of the preface: {:?}",
+        String::from_utf8_lossy(&h2.until_closed("the rest").await)
+    );
+    // The rest of the preface and an empty SETTINGS frame (length 0, type 4, no flags,
+    // stream 0): the server's first frame in reply is its own SETTINGS.
+    assert!(h2.write(&PREFACE[10..]).await);
+    assert!(h2.write(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await);
+    let mut head = [0u8; 9];
+    within(
+        "the hub's first HTTP/2 frame",
+        h2.stream.read_exact(&mut head),
+    )
+    .await
+    .expect("an HTTP/2 frame header, not a closed connection");
+    assert_eq!(
+        head[3], 4,
+        "the hub's first frame is SETTINGS, as an HTTP/2 server's is: {head:?}"
+    );
+
+    // "P" is where the preface and an HTTP/1.1 `POST` part: a request that starts with
+    // it, sent in two writes, is read as HTTP/1.1.
+    let mut h1 = RawConn::open(&hub.url).await;
+    assert!(h1.write(b"P").await);
+    assert!(h1.says_nothing_for(Duration::from_millis(100)).await);
+    let host = hub.url.trim_start_matches("http://");
+    let rest = format!("OST /healthz HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
+    assert!(h1.write(rest.as_bytes()).await);
+    let response = h1.response("the answer to a POST sent in two parts").await;
+    assert_eq!(
+        response.status, 405,
+        "served as HTTP/1.1: /healthz takes GET only"
+    );
+
+    // A client that leaves inside the preface ends its connection at once, not at the
+    // header timeout, and the hub serves on.
+    let mut gone = RawConn::open(&hub.url).await;
+    assert!(gone.write(&PREFACE[..5]).await);
+    gone.stream
+        .shutdown()
+        .await
+        .expect("the client's half of the connection closes");
+    gone.until_closed("the hub to close a connection whose client left inside the preface")
+        .await;
+    let (status, _) = hub.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
