@@ -240,14 +240,20 @@ pub(crate) async fn bind(
     Ok((listener, Hub::new(store, config)))
 }
 
-pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<u8> {
-    let settings = resolve(args)?;
-    init_logging();
-    // jemalloc returns what was freed only when some thread allocates again, unless its
-    // background threads do it; an idle hub's threads do not allocate.
+/// Lets jemalloc's background threads give freed memory back to the system: without
+/// them jemalloc returns it only when some thread allocates again, and an idle hub's
+/// threads do not allocate. For every process that holds a hub, `herald serve`'s and
+/// the demo's.
+fn return_freed_memory() {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(error = %e, "cannot start jemalloc's background threads: freed memory may stay resident");
     }
+}
+
+pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<u8> {
+    let settings = resolve(args)?;
+    init_logging();
+    return_freed_memory();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let (listener, hub) = bind(&settings).await?;
@@ -319,6 +325,7 @@ impl Embedded {
     /// platform's data directory): the demo's hub is its own, whatever
     /// `HERALD_DATABASE_URL` says, so `db` is `None` here.
     pub(crate) fn start(data_dir: Option<PathBuf>) -> anyhow::Result<Embedded> {
+        return_freed_memory();
         let defaults = HubConfig::default();
         let args = ServeArgs {
             addr: "127.0.0.1:0".into(),
