@@ -706,7 +706,7 @@ impl Mcp {
             events: page
                 .events
                 .iter()
-                .map(|e| serde_json::from_str(&e.to_json()).unwrap_or(Value::Null))
+                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
                 .collect(),
             next_cursor,
             last_seq: page.last_seq,
