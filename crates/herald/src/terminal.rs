@@ -387,6 +387,12 @@ impl Sink for TerminalSink {
         SinkPolicy::every_tick()
     }
 
+    /// The bars' elapsed times move on their own, and a redraw an event asked for
+    /// within the rate limit waits for a later refresh.
+    fn redraws(&self) -> bool {
+        true
+    }
+
     fn refresh(&mut self, now: Timestamp) -> io::Result<()> {
         let mut painter = lock(&self.painter);
         painter.see(now);
