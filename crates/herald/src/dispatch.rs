@@ -399,6 +399,22 @@ struct Queue {
     wake_by: Option<Instant>,
     /// Something outside the queue (a notice) wants a turn.
     nudged: bool,
+    /// A flush, a shutdown or a queue half way to refusing ticks: a turn at once.
+    urgent: bool,
+    /// Until when what is queued waits: milestones queued within a quiet gap while
+    /// the loop slept go on one turn at the gap's end.
+    hold_until: Option<Instant>,
+}
+
+/// How the loop waits for its next turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// It turns now.
+    No,
+    /// Until this time, or a wake-up.
+    Until(Instant),
+    /// Until a wake-up: nothing is due.
+    ForMessage,
 }
 
 impl Queue {
@@ -408,20 +424,57 @@ impl Queue {
     /// `tick_wait`: the loop turns every `tick_wait` while it has ticks to take, so a
     /// stream of them wakes it once, not once a tick.
     fn wakes(&mut self, msg: &Msg, now: Instant, tick_wait: Duration) -> bool {
-        let urgent = if matches!(msg, Msg::Flush(_) | Msg::Shutdown(_))
+        if matches!(msg, Msg::Flush(_) | Msg::Shutdown(_))
             || self.items.len() + 1 == TICK_CAPACITY / 2
         {
-            true
-        } else if msg.is_milestone() && self.quiet_until.is_none_or(|t| now >= t) {
-            self.quiet_until = Some(now + MILESTONE_WAKE_GAP);
-            true
-        } else {
-            self.wake_by.is_none_or(|t| t > now + tick_wait)
-        };
-        if urgent {
+            self.urgent = true;
             self.wake_by = Some(now);
+            return true;
         }
-        urgent
+        if !msg.is_milestone() {
+            let wakes = self.wake_by.is_none_or(|t| t > now + tick_wait);
+            if wakes {
+                self.wake_by = Some(now);
+            }
+            return wakes;
+        }
+        match self.quiet_until {
+            // Within the gap a milestone goes on the turn at its end: woken, a loop
+            // that sleeps past it waits for that end before it takes the queue.
+            Some(end) if now < end => {
+                let wakes = self.wake_by.is_none_or(|t| t > end);
+                if wakes {
+                    self.wake_by = Some(end);
+                    self.hold_until = Some(end);
+                }
+                wakes
+            }
+            _ => {
+                self.quiet_until = Some(now + MILESTONE_WAKE_GAP);
+                self.wake_by = Some(now);
+                true
+            }
+        }
+    }
+
+    /// How the loop waits, at `now`, when its next turn of its own is `next`.
+    fn wait(&self, now: Instant, next: Option<Instant>) -> Wait {
+        if self.closed || self.nudged || self.urgent {
+            return Wait::No;
+        }
+        let until = if self.items.is_empty() {
+            next
+        } else {
+            match self.hold_until {
+                Some(end) => Some(end),
+                None => return Wait::No,
+            }
+        };
+        match until {
+            Some(t) if t <= now => Wait::No,
+            Some(t) => Wait::Until(t),
+            None => Wait::ForMessage,
+        }
     }
 }
 
@@ -781,27 +834,26 @@ impl Worker {
         loop {
             let closed = {
                 let mut queue = lock(&channel.queue);
-                let now = Instant::now();
-                // Within a milestone's quiet gap, the next turn comes at its end, for
-                // the milestones that did not wake the loop.
-                let wake_by = earliest(next, queue.quiet_until.filter(|t| *t > now));
-                if queue.items.is_empty()
-                    && !queue.closed
-                    && !queue.nudged
-                    && wake_by.is_none_or(|t| t > now)
-                {
-                    queue.wake_by = wake_by;
-                    queue = match wake_by {
-                        Some(t) => {
+                loop {
+                    let now = Instant::now();
+                    queue = match queue.wait(now, next) {
+                        Wait::No => break,
+                        Wait::Until(t) => {
+                            queue.wake_by = Some(t);
                             let waited = channel.ready.wait_timeout(queue, t - now);
                             waited.unwrap_or_else(|e| e.into_inner()).0
                         }
-                        None => channel.ready.wait(queue).unwrap_or_else(|e| e.into_inner()),
+                        Wait::ForMessage => {
+                            queue.wake_by = None;
+                            channel.ready.wait(queue).unwrap_or_else(|e| e.into_inner())
+                        }
                     };
                 }
                 // While it works, what is queued is taken on its next turn: no wake-up.
                 queue.wake_by = Some(Instant::now());
                 queue.nudged = false;
+                queue.urgent = false;
+                queue.hold_until = None;
                 batch.extend(queue.items.drain(..));
                 queue.closed
             };
@@ -1281,7 +1333,37 @@ mod tests {
         assert!(queue.wakes(&error, t0, interval));
         assert_eq!(queue.quiet_until, Some(t0 + MILESTONE_WAKE_GAP));
         // ... in which the next ones do not; after it, one does again.
-        assert!(!queue.wakes(&error, t0 + MILESTONE_WAKE_GAP / 2, interval));
+        let mid = t0 + MILESTONE_WAKE_GAP / 2;
+        assert!(!queue.wakes(&error, mid, interval));
+        queue
+            .items
+            .push_back(log_msg(&run, LogLevel::Error, "failed"));
+        assert_eq!(queue.wait(mid, None), Wait::No, "taken on the next turn");
+        // A loop that went to sleep within the gap is woken by the next milestone,
+        // once, and holds it until the gap's end; an empty turn at every gap's end
+        // would double a sparse program's wake-ups.
+        queue.items.clear();
+        queue.wake_by = None;
+        let end = t0 + MILESTONE_WAKE_GAP;
+        assert!(queue.wakes(&error, mid, interval));
+        queue
+            .items
+            .push_back(log_msg(&run, LogLevel::Error, "failed"));
+        assert!(!queue.wakes(&error, mid, interval));
+        assert!(!queue.wakes(&tick(), mid, interval));
+        assert_eq!(queue.wait(mid, None), Wait::Until(end));
+        assert_eq!(queue.wait(end, None), Wait::No);
+        // A flush is not held.
+        assert!(queue.wakes(
+            &Msg::Flush(std::sync::mpsc::sync_channel(1).0),
+            mid,
+            interval
+        ));
+        assert_eq!(queue.wait(mid, None), Wait::No);
+        let mut queue = Queue {
+            quiet_until: Some(end),
+            ..Queue::default()
+        };
         let later = t0 + MILESTONE_WAKE_GAP;
         assert!(queue.wakes(&error, later, interval));
         assert_eq!(queue.quiet_until, Some(later + MILESTONE_WAKE_GAP));
@@ -1391,6 +1473,26 @@ mod tests {
         std::thread::sleep(interval * 60);
         let turns = probed.turns() - before;
         assert!(turns <= 2, "{turns} turns in 60 idle intervals");
+    }
+
+    #[test]
+    fn a_sparse_milestone_costs_one_turn_not_one_more_at_its_gap_s_end() {
+        let probed = Probed::start(Duration::from_secs(60), SinkPolicy::every_tick(), false);
+        // Past the gap the first milestone opened (these waits only space the
+        // milestones out, as a program reporting a few a second does).
+        std::thread::sleep(MILESTONE_WAKE_GAP * 4);
+        let before = probed.turns();
+        for i in 0..5 {
+            log(
+                &probed.shared,
+                &probed.run,
+                LogLevel::Warn,
+                &format!("m{i}"),
+            );
+            probed.next(|body| matches!(body, EventBody::Log(_)));
+            std::thread::sleep(MILESTONE_WAKE_GAP * 4);
+        }
+        assert_eq!(probed.turns() - before, 5);
     }
 
     #[test]
