@@ -47,6 +47,10 @@ pub(crate) const MILESTONE_CAPACITY: usize = 65_536;
 /// call, a few µs) at most this often.
 pub(crate) const MILESTONE_WAKE_GAP: Duration = Duration::from_millis(5);
 
+/// The shortest wait for a heartbeat or keep-alive the loop turns for: an interval of
+/// zero (`heartbeat_every(Duration::ZERO)`) would otherwise spin it.
+const SHORTEST_BEAT: Duration = Duration::from_millis(5);
+
 /// A total that is not known, in [`Counter::total`].
 const NO_TOTAL: u64 = u64::MAX;
 
@@ -892,11 +896,12 @@ impl Worker {
         let mut next = periodic.then(|| now + self.interval);
         for ctx in self.runs.values() {
             if let Some(&every) = ctx.heartbeats.iter().min() {
-                next = earliest(next, Some(ctx.last_event + every));
+                next = earliest(next, Some(ctx.last_event + every.max(SHORTEST_BEAT)));
             }
             for (slot, sent) in self.slots.iter().zip(&ctx.slots) {
                 if let (true, Some(every)) = (slot.alive, slot.policy.keepalive) {
-                    next = earliest(next, Some(sent.last_sent.unwrap_or(ctx.started) + every));
+                    let last = sent.last_sent.unwrap_or(ctx.started);
+                    next = earliest(next, Some(last + every.max(SHORTEST_BEAT)));
                 }
             }
         }
@@ -1538,6 +1543,20 @@ mod tests {
         for _ in 0..3 {
             probed.next(heartbeat);
         }
+    }
+
+    #[test]
+    fn a_heartbeat_of_no_interval_does_not_spin_the_loop() {
+        let probed = Probed::start(Duration::from_secs(60), SinkPolicy::every_tick(), false);
+        let run = probed.run.clone();
+        probed
+            .shared
+            .push(Msg::Heartbeat(run, Duration::ZERO, true));
+        probed.next(heartbeat);
+        let before = probed.turns();
+        std::thread::sleep(SHORTEST_BEAT * 20);
+        let turns = probed.turns() - before;
+        assert!(turns <= 25, "{turns} turns in 20 of the shortest beats");
     }
 
     #[test]
