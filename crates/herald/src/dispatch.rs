@@ -423,10 +423,10 @@ enum Wait {
 
 impl Queue {
     /// Whether queuing `msg` wakes the loop at once (see [`Shared::push`]); a
-    /// milestone that does opens the quiet gap `quiet_until`. A tick (or a milestone
-    /// within the gap) waits for the loop's next turn if that comes within
-    /// `tick_wait`: the loop turns every `tick_wait` while it has ticks to take, so a
-    /// stream of them wakes it once, not once a tick.
+    /// milestone that does opens the quiet gap `quiet_until`. A tick waits for the
+    /// loop's next turn if that comes within `tick_wait`: the loop turns every
+    /// `tick_wait` while it has ticks to take, so a stream of them wakes it once, not
+    /// once a tick. A milestone within the gap waits for the gap's end.
     fn wakes(&mut self, msg: &Msg, now: Instant, tick_wait: Duration) -> bool {
         if matches!(msg, Msg::Flush(_) | Msg::Shutdown(_))
             || self.items.len() + 1 == TICK_CAPACITY / 2
