@@ -47,6 +47,10 @@ pub(crate) const MILESTONE_CAPACITY: usize = 65_536;
 /// call, a few µs) at most this often.
 pub(crate) const MILESTONE_WAKE_GAP: Duration = Duration::from_millis(5);
 
+/// The shortest wait for a heartbeat or keep-alive the loop turns for: an interval of
+/// zero (`heartbeat_every(Duration::ZERO)`) would otherwise spin it.
+const SHORTEST_BEAT: Duration = Duration::from_millis(5);
+
 /// A total that is not known, in [`Counter::total`].
 const NO_TOTAL: u64 = u64::MAX;
 
@@ -392,6 +396,90 @@ struct Queue {
     /// Until when a milestone does not wake the loop: set when one does. The loop's
     /// next turn comes by then, so milestones queued meanwhile wait no longer.
     quiet_until: Option<Instant>,
+    /// When the loop turns next of its own accord: `None` while it waits for a
+    /// message with nothing due, the time it was woken (or started working) while
+    /// it works. A tick wakes it only when that turn is further off than a tick may
+    /// wait.
+    wake_by: Option<Instant>,
+    /// Something outside the queue (a notice) wants a turn.
+    nudged: bool,
+    /// A flush, a shutdown or a queue half way to refusing ticks: a turn at once.
+    urgent: bool,
+    /// Until when what is queued waits: milestones queued within a quiet gap while
+    /// the loop slept go on one turn at the gap's end.
+    hold_until: Option<Instant>,
+}
+
+/// How the loop waits for its next turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// It turns now.
+    No,
+    /// Until this time, or a wake-up.
+    Until(Instant),
+    /// Until a wake-up: nothing is due.
+    ForMessage,
+}
+
+impl Queue {
+    /// Whether queuing `msg` wakes the loop at once (see [`Shared::push`]); a
+    /// milestone that does opens the quiet gap `quiet_until`. A tick waits for the
+    /// loop's next turn if that comes within `tick_wait`: the loop turns every
+    /// `tick_wait` while it has ticks to take, so a stream of them wakes it once, not
+    /// once a tick. A milestone within the gap waits for the gap's end.
+    fn wakes(&mut self, msg: &Msg, now: Instant, tick_wait: Duration) -> bool {
+        if matches!(msg, Msg::Flush(_) | Msg::Shutdown(_))
+            || self.items.len() + 1 == TICK_CAPACITY / 2
+        {
+            self.urgent = true;
+            self.wake_by = Some(now);
+            return true;
+        }
+        if !msg.is_milestone() {
+            let wakes = self.wake_by.is_none_or(|t| t > now + tick_wait);
+            if wakes {
+                self.wake_by = Some(now);
+            }
+            return wakes;
+        }
+        match self.quiet_until {
+            // Within the gap a milestone goes on the turn at its end: woken, a loop
+            // that sleeps past it waits for that end before it takes the queue.
+            Some(end) if now < end => {
+                let wakes = self.wake_by.is_none_or(|t| t > end);
+                if wakes {
+                    self.wake_by = Some(end);
+                    self.hold_until = Some(end);
+                }
+                wakes
+            }
+            _ => {
+                self.quiet_until = Some(now + MILESTONE_WAKE_GAP);
+                self.wake_by = Some(now);
+                true
+            }
+        }
+    }
+
+    /// How the loop waits, at `now`, when its next turn of its own is `next`.
+    fn wait(&self, now: Instant, next: Option<Instant>) -> Wait {
+        if self.closed || self.nudged || self.urgent {
+            return Wait::No;
+        }
+        let until = if self.items.is_empty() {
+            next
+        } else {
+            match self.hold_until {
+                Some(end) => Some(end),
+                None => return Wait::No,
+            }
+        };
+        match until {
+            Some(t) if t <= now => Wait::No,
+            Some(t) => Wait::Until(t),
+            None => Wait::ForMessage,
+        }
+    }
 }
 
 /// The queue proper, shared by the handles and the background loop.
@@ -399,6 +487,20 @@ struct Queue {
 struct Channel {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// The loop's turns so far, for tests that it sleeps when idle.
+    #[cfg(test)]
+    turns: AtomicU64,
+}
+
+impl Channel {
+    /// Gives the loop a turn for something that is not in the queue.
+    fn nudge(&self) {
+        let mut queue = lock(&self.queue);
+        queue.nudged = true;
+        queue.wake_by = Some(Instant::now());
+        drop(queue);
+        self.ready.notify_one();
+    }
 }
 
 /// State shared by every handle of one [`Progress`](crate::Progress). Dropping the last
@@ -406,6 +508,8 @@ struct Channel {
 /// loop to deliver what is queued.
 pub(crate) struct Shared {
     channel: Arc<Channel>,
+    /// How long a tick may wait for the loop's turn: the sampling interval.
+    interval: Duration,
     /// Whether any sink exists; when none does, nothing is queued at all.
     enabled: bool,
     dropped_ticks: AtomicU64,
@@ -458,6 +562,12 @@ impl Shared {
                 },
                 ..Worker::new(sinks, interval, sink_errors.clone())
             };
+            let ch = Arc::downgrade(&channel);
+            signals.on_notice(move || {
+                if let Some(ch) = ch.upgrade() {
+                    ch.nudge();
+                }
+            });
             let ch = channel.clone();
             worker = std::thread::Builder::new()
                 .name("herald-progress".into())
@@ -470,6 +580,7 @@ impl Shared {
         }
         Arc::new(Shared {
             channel,
+            interval,
             enabled: enabled && worker.is_some(),
             dropped_ticks: AtomicU64::new(0),
             dropped_milestones: AtomicU64::new(0),
@@ -538,9 +649,9 @@ impl Shared {
         // item that failed, a finish) is worth it once per `MILESTONE_WAKE_GAP`, and
         // those that follow within the gap go on the turn the loop takes at its end.
         // Ticks are picked up on the loop's next turn, at most one interval (50 ms)
-        // later, in a batch.
+        // later, in a batch; a loop asleep with nothing due is woken for the first.
         let now = msg.at().unwrap_or_else(Instant::now);
-        let urgent = wakes(&msg, len, &mut queue.quiet_until, now);
+        let urgent = queue.wakes(&msg, now, self.interval);
         queue.items.push_back(msg);
         drop(queue);
         if urgent {
@@ -614,6 +725,8 @@ impl Drop for Shared {
 struct Slot {
     sink: Box<dyn Sink>,
     policy: SinkPolicy,
+    /// Whether it wants a refresh every interval ([`Sink::redraws`]).
+    redraws: bool,
     alive: bool,
 }
 
@@ -662,6 +775,7 @@ impl Worker {
             .into_iter()
             .map(|sink| Slot {
                 policy: sink.policy(),
+                redraws: sink.redraws(),
                 sink,
                 alive: true,
             })
@@ -714,29 +828,43 @@ impl Worker {
         }
     }
 
+    /// The loop: waits until it has something to do (a message, the end of a
+    /// milestone's quiet gap, or what [`Worker::next_turn`] says is due), then
+    /// delivers, samples, sends what is due and flushes. An idle program's loop
+    /// sleeps: a thousand of them must not cost a thousand wake-ups every interval.
     fn run(mut self, channel: &Channel) {
         let mut batch = Vec::new();
+        let mut next = None;
         loop {
             let closed = {
                 let mut queue = lock(&channel.queue);
-                if queue.items.is_empty() && !queue.closed {
-                    // Within a milestone's quiet gap, the next turn comes at its end,
-                    // for the milestones that did not wake the loop.
+                loop {
                     let now = Instant::now();
-                    let wait = queue
-                        .quiet_until
-                        .filter(|t| *t > now)
-                        .map_or(self.interval, |t| (t - now).min(self.interval));
-                    queue = channel
-                        .ready
-                        .wait_timeout(queue, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    queue = match queue.wait(now, next) {
+                        Wait::No => break,
+                        Wait::Until(t) => {
+                            queue.wake_by = Some(t);
+                            let waited = channel.ready.wait_timeout(queue, t - now);
+                            waited.unwrap_or_else(|e| e.into_inner()).0
+                        }
+                        Wait::ForMessage => {
+                            queue.wake_by = None;
+                            channel.ready.wait(queue).unwrap_or_else(|e| e.into_inner())
+                        }
+                    };
                 }
+                // While it works, what is queued is taken on its next turn: no wake-up.
+                queue.wake_by = Some(Instant::now());
+                queue.nudged = false;
+                queue.urgent = false;
+                queue.hold_until = None;
                 batch.extend(queue.items.drain(..));
                 queue.closed
             };
+            #[cfg(test)]
+            channel.turns.fetch_add(1, Ordering::Relaxed);
             let wall = WallClock::now();
+            let ticks = batch.iter().any(|msg| !msg.is_milestone());
             for msg in batch.drain(..) {
                 self.handle(msg, wall);
             }
@@ -751,8 +879,33 @@ impl Worker {
             if closed {
                 break;
             }
+            next = self.next_turn(Instant::now(), ticks);
         }
         self.each_sink(|sink| sink.close());
+    }
+
+    /// When the loop must turn again though no message comes: the next sample while
+    /// a stage's count may move (a tracked counter), or while ticks are coming in
+    /// (`ticks`: the last turn took some), so that they go in batches; the next
+    /// refresh of a sink that redraws; the next heartbeat or keep-alive due. `None`
+    /// when nothing is due until a message comes.
+    fn next_turn(&self, now: Instant, ticks: bool) -> Option<Instant> {
+        let periodic = ticks
+            || self.slots.iter().any(|slot| slot.alive && slot.redraws)
+            || self.runs.values().any(|ctx| !ctx.counters.is_empty());
+        let mut next = periodic.then(|| now + self.interval);
+        for ctx in self.runs.values() {
+            if let Some(&every) = ctx.heartbeats.iter().min() {
+                next = earliest(next, Some(ctx.last_event + every.max(SHORTEST_BEAT)));
+            }
+            for (slot, sent) in self.slots.iter().zip(&ctx.slots) {
+                if let (true, Some(every)) = (slot.alive, slot.policy.keepalive) {
+                    let last = sent.last_sent.unwrap_or(ctx.started);
+                    next = earliest(next, Some(last + every.max(SHORTEST_BEAT)));
+                }
+            }
+        }
+        next
     }
 
     fn handle(&mut self, msg: Msg, wall: WallClock) {
@@ -1022,17 +1175,12 @@ impl Worker {
     }
 }
 
-/// Whether queuing `msg` behind `len` others wakes the loop at once (see
-/// [`Shared::push`]); a milestone that does opens the quiet gap `quiet_until`.
-fn wakes(msg: &Msg, len: usize, quiet_until: &mut Option<Instant>, now: Instant) -> bool {
-    if matches!(msg, Msg::Flush(_) | Msg::Shutdown(_)) || len + 1 == TICK_CAPACITY / 2 {
-        return true;
+/// The earlier of two times, `None` being never.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
-    if msg.is_milestone() && quiet_until.is_none_or(|t| now >= t) {
-        *quiet_until = Some(now + MILESTONE_WAKE_GAP);
-        return true;
-    }
-    false
 }
 
 /// Calls a sink, disabling it if it fails or panics.
@@ -1168,24 +1316,256 @@ mod tests {
     }
 
     #[test]
-    fn ticks_never_wake_the_loop_and_milestones_once_a_gap() {
+    fn a_tick_wakes_only_a_loop_not_turning_soon_and_milestones_once_a_gap() {
         let run = RunId::new("r").unwrap();
-        let tick = log_msg(&run, LogLevel::Info, "tick");
+        let tick = || log_msg(&run, LogLevel::Info, "tick");
         let error = log_msg(&run, LogLevel::Error, "failed");
+        let interval = Duration::from_millis(50);
         let t0 = Instant::now();
-        let mut quiet = None;
-        // A tick waits for the loop's turn, whatever the gap.
-        assert!(!wakes(&tick, 0, &mut quiet, t0));
-        assert_eq!(quiet, None);
+        // A loop asleep with nothing due is woken by the first tick, not the next.
+        let mut queue = Queue::default();
+        assert!(queue.wakes(&tick(), t0, interval));
+        assert_eq!(queue.wake_by, Some(t0));
+        assert!(!queue.wakes(&tick(), t0, interval));
+        // A loop turning within the interval takes a tick then; one turning later is
+        // woken for it.
+        queue.wake_by = Some(t0 + interval);
+        assert!(!queue.wakes(&tick(), t0, interval));
+        queue.wake_by = Some(t0 + Duration::from_secs(10));
+        assert!(queue.wakes(&tick(), t0, interval));
+        assert_eq!(queue.quiet_until, None);
         // The first milestone wakes it and opens the gap...
-        assert!(wakes(&error, 1, &mut quiet, t0));
-        assert_eq!(quiet, Some(t0 + MILESTONE_WAKE_GAP));
+        assert!(queue.wakes(&error, t0, interval));
+        assert_eq!(queue.quiet_until, Some(t0 + MILESTONE_WAKE_GAP));
         // ... in which the next ones do not; after it, one does again.
-        assert!(!wakes(&error, 2, &mut quiet, t0 + MILESTONE_WAKE_GAP / 2));
+        let mid = t0 + MILESTONE_WAKE_GAP / 2;
+        assert!(!queue.wakes(&error, mid, interval));
+        queue
+            .items
+            .push_back(log_msg(&run, LogLevel::Error, "failed"));
+        assert_eq!(queue.wait(mid, None), Wait::No, "taken on the next turn");
+        // A loop that went to sleep within the gap is woken by the next milestone,
+        // once, and holds it until the gap's end; an empty turn at every gap's end
+        // would double a sparse program's wake-ups.
+        queue.items.clear();
+        queue.wake_by = None;
+        let end = t0 + MILESTONE_WAKE_GAP;
+        assert!(queue.wakes(&error, mid, interval));
+        queue
+            .items
+            .push_back(log_msg(&run, LogLevel::Error, "failed"));
+        assert!(!queue.wakes(&error, mid, interval));
+        assert!(!queue.wakes(&tick(), mid, interval));
+        assert_eq!(queue.wait(mid, None), Wait::Until(end));
+        assert_eq!(queue.wait(end, None), Wait::No);
+        // A flush is not held.
+        assert!(queue.wakes(
+            &Msg::Flush(std::sync::mpsc::sync_channel(1).0),
+            mid,
+            interval
+        ));
+        assert_eq!(queue.wait(mid, None), Wait::No);
+        let mut queue = Queue {
+            quiet_until: Some(end),
+            ..Queue::default()
+        };
         let later = t0 + MILESTONE_WAKE_GAP;
-        assert!(wakes(&error, 3, &mut quiet, later));
-        assert_eq!(quiet, Some(later + MILESTONE_WAKE_GAP));
+        assert!(queue.wakes(&error, later, interval));
+        assert_eq!(queue.quiet_until, Some(later + MILESTONE_WAKE_GAP));
         // A queue half way to refusing ticks wakes it, even for a tick.
-        assert!(wakes(&tick, TICK_CAPACITY / 2 - 1, &mut quiet, later));
+        while queue.items.len() < TICK_CAPACITY / 2 - 1 {
+            queue.items.push_back(tick());
+        }
+        assert!(queue.wakes(&tick(), later, interval));
+    }
+
+    /// A sink that passes every event on, with a chosen policy, and counts refreshes.
+    struct Probe {
+        events: Sender<Event>,
+        policy: SinkPolicy,
+        redraws: bool,
+        refreshes: Arc<AtomicU64>,
+    }
+
+    impl Sink for Probe {
+        fn event(&mut self, event: &Event, _state: &RunState) -> std::io::Result<()> {
+            let _ = self.events.send(event.clone());
+            Ok(())
+        }
+
+        fn policy(&self) -> SinkPolicy {
+            self.policy
+        }
+
+        fn redraws(&self) -> bool {
+            self.redraws
+        }
+
+        fn refresh(&mut self, _now: Timestamp) -> std::io::Result<()> {
+            self.refreshes.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    struct Probed {
+        shared: Arc<Shared>,
+        events: Receiver<Event>,
+        refreshes: Arc<AtomicU64>,
+        run: RunId,
+    }
+
+    impl Probed {
+        /// A loop sampling every `interval` over one [`Probe`], with a run open (its
+        /// first event, a warning, delivered).
+        fn start(interval: Duration, policy: SinkPolicy, redraws: bool) -> Probed {
+            let (tx, events) = channel();
+            let refreshes = Arc::new(AtomicU64::new(0));
+            let probe = Probe {
+                events: tx,
+                policy,
+                redraws,
+                refreshes: refreshes.clone(),
+            };
+            let shared = Shared::start(
+                vec![Box::new(probe)],
+                Arc::new(Signals::default()),
+                interval,
+                Duration::from_secs(5),
+                None,
+                Stderr::Free,
+            );
+            let probed = Probed {
+                shared,
+                events,
+                refreshes,
+                run: RunId::new("r").unwrap(),
+            };
+            log(&probed.shared, &probed.run, LogLevel::Warn, "open");
+            probed.next(|body| matches!(body, EventBody::Log(_)));
+            probed
+        }
+
+        fn turns(&self) -> u64 {
+            self.shared.channel.turns.load(Ordering::Relaxed)
+        }
+
+        /// The next event that `wanted`, within 5 s.
+        #[track_caller]
+        fn next(&self, wanted: impl Fn(&EventBody) -> bool) -> Event {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.events.recv_timeout(left) {
+                    Ok(event) if wanted(&event.body) => return event,
+                    Ok(_) => {}
+                    Err(e) => panic!("no such event within 5 s: {e}"),
+                }
+            }
+        }
+    }
+
+    fn heartbeat(body: &EventBody) -> bool {
+        matches!(body, EventBody::Heartbeat(_))
+    }
+
+    #[test]
+    fn an_idle_loop_sleeps_instead_of_turning_every_interval() {
+        let interval = Duration::from_millis(5);
+        let probed = Probed::start(interval, SinkPolicy::default(), false);
+        let before = probed.turns();
+        // Sixty intervals with nothing to do: nothing moves, no keep-alive is due
+        // (10 s) and the sink does not redraw.
+        std::thread::sleep(interval * 60);
+        let turns = probed.turns() - before;
+        assert!(turns <= 2, "{turns} turns in 60 idle intervals");
+    }
+
+    #[test]
+    fn a_sparse_milestone_costs_one_turn_not_one_more_at_its_gap_s_end() {
+        let probed = Probed::start(Duration::from_secs(60), SinkPolicy::every_tick(), false);
+        // Past the gap the first milestone opened (these waits only space the
+        // milestones out, as a program reporting a few a second does).
+        std::thread::sleep(MILESTONE_WAKE_GAP * 4);
+        let before = probed.turns();
+        for i in 0..5 {
+            log(
+                &probed.shared,
+                &probed.run,
+                LogLevel::Warn,
+                &format!("m{i}"),
+            );
+            probed.next(|body| matches!(body, EventBody::Log(_)));
+            std::thread::sleep(MILESTONE_WAKE_GAP * 4);
+        }
+        assert_eq!(probed.turns() - before, 5);
+    }
+
+    #[test]
+    fn an_idle_loop_wakes_for_a_tick_a_notice_and_a_moving_count() {
+        // A loop whose sampling interval is a minute: only a wake-up delivers sooner.
+        let probed = Probed::start(Duration::from_secs(60), SinkPolicy::every_tick(), false);
+        let run = probed.run.clone();
+        // Past the quiet gap the last milestone opened, whose end is a turn, the loop
+        // is asleep (these waits only make the test stricter).
+        std::thread::sleep(MILESTONE_WAKE_GAP * 4);
+        log(&probed.shared, &run, LogLevel::Info, "tick");
+        probed.next(|body| matches!(body, EventBody::Log(log) if log.message == "tick"));
+        std::thread::sleep(MILESTONE_WAKE_GAP * 4);
+        probed.shared.signals.notice(Some(&run), "hub away".into());
+        probed.next(|body| matches!(body, EventBody::Log(log) if log.message == "hub away"));
+        // A tracked counter is sampled every interval while its stage is live.
+        let probed = Probed::start(Duration::from_millis(5), SinkPolicy::every_tick(), false);
+        let counter = Arc::new(Counter::new(probed.run.clone(), None, "s".into()));
+        probed.shared.push(Msg::Track(counter.clone()));
+        for done in [3, 7] {
+            counter.done.store(done, Ordering::Relaxed);
+            probed.next(|body| matches!(body, EventBody::Progress(p) if p.done == done));
+        }
+    }
+
+    #[test]
+    fn keepalives_and_heartbeats_arrive_when_due_not_at_the_next_interval() {
+        let interval = Duration::from_secs(60);
+        let policy = SinkPolicy {
+            keepalive: Some(Duration::from_millis(20)),
+            ..SinkPolicy::default()
+        };
+        let probed = Probed::start(interval, policy, false);
+        for _ in 0..3 {
+            probed.next(heartbeat);
+        }
+        // A heartbeat guard beats for every sink, keep-alives or not.
+        let probed = Probed::start(interval, SinkPolicy::every_tick(), false);
+        let every = Duration::from_millis(20);
+        probed
+            .shared
+            .push(Msg::Heartbeat(probed.run.clone(), every, true));
+        for _ in 0..3 {
+            probed.next(heartbeat);
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_of_no_interval_does_not_spin_the_loop() {
+        let probed = Probed::start(Duration::from_secs(60), SinkPolicy::every_tick(), false);
+        let run = probed.run.clone();
+        probed
+            .shared
+            .push(Msg::Heartbeat(run, Duration::ZERO, true));
+        probed.next(heartbeat);
+        let before = probed.turns();
+        std::thread::sleep(SHORTEST_BEAT * 20);
+        let turns = probed.turns() - before;
+        assert!(turns <= 25, "{turns} turns in 20 of the shortest beats");
+    }
+
+    #[test]
+    fn a_sink_that_redraws_is_refreshed_every_interval() {
+        let probed = Probed::start(Duration::from_millis(5), SinkPolicy::every_tick(), true);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while probed.refreshes.load(Ordering::Relaxed) < 20 {
+            assert!(Instant::now() < deadline, "not refreshed 20 times in 5 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

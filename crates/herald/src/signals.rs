@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ pub(crate) struct Signals {
     pub(crate) hub_acknowledged: AtomicU64,
     /// herald's own warnings, waiting for the background loop to show them.
     notices: Mutex<Vec<Notice>>,
+    /// Wakes the background loop for a notice: an idle loop sleeps until it has
+    /// something to do, and a notice is something.
+    wake: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// A warning of herald's own (the hub cannot be reached, it refused events), about
@@ -54,6 +57,14 @@ impl Signals {
             run: run.cloned(),
             message,
         });
+        if let Some(wake) = self.wake.get() {
+            wake();
+        }
+    }
+
+    /// Sets how a notice wakes the background loop (once, when the loop starts).
+    pub(crate) fn on_notice(&self, wake: impl Fn() + Send + Sync + 'static) {
+        let _ = self.wake.set(Box::new(wake));
     }
 
     /// The warnings queued so far.

@@ -24,10 +24,20 @@ pub trait Sink: Send + 'static {
         SinkPolicy::default()
     }
 
-    /// Called on every turn of the background loop (a few times a second), for sinks
-    /// that redraw on their own, such as the terminal's elapsed-time counters.
+    /// Called on every turn of the background loop, for sinks that redraw on their own,
+    /// such as the terminal's elapsed-time counters. The loop takes a turn when it has
+    /// something to deliver, and a few times a second only while a sink
+    /// [`redraws`](Sink::redraws) or a stage's count may move.
     fn refresh(&mut self, _now: Timestamp) -> io::Result<()> {
         Ok(())
+    }
+
+    /// Whether this sink redraws with time alone (elapsed time, a spinner), so that the
+    /// background loop must turn a few times a second for its
+    /// [`refresh`](Sink::refresh) even when nothing is reported. Asked once, when the
+    /// sink is installed; without it, an idle program's loop sleeps.
+    fn redraws(&self) -> bool {
+        false
     }
 
     /// Writes out anything buffered. Called after each batch of events.

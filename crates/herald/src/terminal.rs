@@ -387,6 +387,13 @@ impl Sink for TerminalSink {
         SinkPolicy::every_tick()
     }
 
+    /// The bars' elapsed times move on their own, and a redraw an event asked for
+    /// within the rate limit waits for a later refresh. Plain lines are written as
+    /// events come, so a pipe needs no refresh.
+    fn redraws(&self) -> bool {
+        lock(&self.painter).size().is_some()
+    }
+
     fn refresh(&mut self, now: Timestamp) -> io::Result<()> {
         let mut painter = lock(&self.painter);
         painter.see(now);
@@ -1190,6 +1197,12 @@ mod tests {
 ● analysis · stage 2/3 · 46% · 21s · run ETA 27–51s
   ▸ classify  ██████░░░░░░░░░  40%  40/100 docs · 3.1/s · 13s · ETA 19s",
         );
+    }
+
+    #[test]
+    fn only_a_terminal_needs_refreshing_with_time() {
+        assert!(Script::new(24, 80, false).sink.redraws());
+        assert!(!Script::not_a_terminal().sink.redraws());
     }
 
     #[test]
