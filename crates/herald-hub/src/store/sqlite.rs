@@ -66,7 +66,7 @@ const STATEMENT_CACHE: usize = 32;
 /// commits wrote it, and syncs both files. With many runs appended to at once, every
 /// commit writes each of its runs' last `events` page and its run row's page again, so
 /// a longer WAL copies those hot pages once for ten times the events, and syncs a
-/// tenth as often: the checkpoints were 14–18% of the writer thread's time with single
+/// tenth as often: the checkpoints were 14–22% of the writer thread's time with single
 /// appends (BENCHMARKS.md, "The hub's append path"). The WAL stays bounded as before,
 /// by this many pages plus the group that crossed it, while no reader holds a snapshot
 /// older than the checkpoint; [`WAL_SIZE_LIMIT`] gives the disk back after one did.
