@@ -61,6 +61,21 @@ const READERS: usize = 8;
 /// Prepared statements kept per connection: every statement text the store uses fits.
 const STATEMENT_CACHE: usize = 32;
 
+/// Pages the WAL holds before the writer checkpoints it (SQLite's default is 1,000).
+/// A checkpoint copies each page in the WAL into the database file once, however many
+/// commits wrote it, and syncs both files. With many runs appended to at once, every
+/// commit writes each of its runs' last `events` page and its run row's page again, so
+/// a longer WAL copies those hot pages once for ten times the events, and syncs a
+/// tenth as often: the checkpoints were 14–22% of the writer thread's time with single
+/// appends (BENCHMARKS.md, "The hub's append path"). The WAL stays bounded as before,
+/// by this many pages plus the group that crossed it, while no reader holds a snapshot
+/// older than the checkpoint; [`WAL_SIZE_LIMIT`] gives the disk back after one did.
+const CHECKPOINT_PAGES: u32 = 10_000;
+
+/// Bytes the WAL file is cut back to when a checkpoint has emptied it: a WAL of
+/// [`CHECKPOINT_PAGES`] 4 KiB pages, with their frame headers, fits.
+const WAL_SIZE_LIMIT: u64 = 48 << 20;
+
 /// A run's columns but its state, in [`head_from_row`]'s order.
 macro_rules! head_columns {
     () => {
@@ -140,7 +155,8 @@ impl SqliteStore {
 }
 
 /// The connection the writer thread owns: WAL, `synchronous=NORMAL`, foreign keys on
-/// (deleting a run deletes its tokens and events), the schema in place.
+/// (deleting a run deletes its tokens and events), checkpoints every
+/// [`CHECKPOINT_PAGES`], the schema in place.
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -151,6 +167,9 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         )));
     }
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    // Both answer with the value they set.
+    conn.pragma_update_and_check(None, "wal_autocheckpoint", CHECKPOINT_PAGES, |_| Ok(()))?;
+    conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |_| Ok(()))?;
     migrate(&conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)

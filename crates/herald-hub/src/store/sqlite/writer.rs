@@ -488,7 +488,7 @@ mod tests {
     use herald_protocol::parse_draft_str;
 
     use super::*;
-    use crate::store::sqlite::open_writer;
+    use crate::store::sqlite::{CHECKPOINT_PAGES, open_writer};
     use crate::store::stamp_ahead;
 
     struct Fixture {
@@ -614,6 +614,11 @@ mod tests {
                 },
             )
         })
+    }
+
+    /// A log event without an id.
+    fn log_of(message: &str) -> String {
+        format!(r#"{{"event":"log","level":"info","message":"{message}"}}"#)
     }
 
     fn log(id: &str) -> String {
@@ -791,6 +796,47 @@ mod tests {
         let (retry, reply) = append_job("a", &[&log("a2")]);
         f.group(vec![retry]);
         assert_eq!(answer(reply).expect("the retry").last_seq, 2);
+    }
+
+    #[test]
+    fn the_wal_is_checkpointed_every_checkpoint_pages_and_stays_bounded() {
+        let f = Fixture::new();
+        let page: u64 = f
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let frame = page + 24;
+        let wal = f._dir.path().join("herald.db-wal");
+        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        // Events of 15 pages each, stored in overflow pages: about 15 WAL frames apiece.
+        let big = log_of(&"x".repeat(60_000));
+        let mut written = 0;
+        let mut append_until = |pages: u64| {
+            while written < pages * page {
+                let (add, reply) = append_job("a", &[&big, &big, &big, &big]);
+                f.group(vec![add]);
+                answer(reply).expect("appended");
+                written += 4 * 60_000;
+            }
+        };
+
+        // SQLite's default would have checkpointed at 1,000 pages and started the WAL
+        // over from its beginning, so that it would never pass about 1,000 frames.
+        append_until(3_000);
+        assert!(
+            wal_len() > 2_000 * frame,
+            "a WAL of {} frames after 3,000 pages",
+            wal_len() / frame
+        );
+
+        // Past CHECKPOINT_PAGES it is checkpointed and starts over: bounded.
+        append_until(u64::from(CHECKPOINT_PAGES) + 3_000);
+        assert!(
+            wal_len() <= (u64::from(CHECKPOINT_PAGES) + 200) * frame,
+            "a WAL of {} frames",
+            wal_len() / frame
+        );
+        assert_eq!(f.seqs_and_ids("a").len() as u64, written / 60_000);
     }
 
     #[test]
