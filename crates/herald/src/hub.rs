@@ -181,6 +181,9 @@ pub(crate) struct HubSink {
     /// A run's finish waited out the whole deadline, or did not wait at all for a hub
     /// never reached: the hub is away, and closing should not wait (again).
     unreachable: bool,
+    /// Where each event is encoded before it is copied into the outbox: one allocation
+    /// per event, of its size.
+    scratch: Vec<u8>,
 }
 
 impl HubSink {
@@ -219,6 +222,7 @@ impl HubSink {
             flush_deadline: options.flush_deadline,
             sender: handle,
             unreachable: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -328,7 +332,9 @@ impl Sink for HubSink {
             };
             counter.fetch_add(n, Ordering::Relaxed);
         };
-        let Ok(json) = serde_json::to_string(&draft) else {
+        self.scratch.clear();
+        draft.write_json(&mut self.scratch);
+        let Ok(json) = std::str::from_utf8(&self.scratch) else {
             // Nothing the hub could take: as lost as an event refused.
             count_dropped(milestone, 1);
             return Ok(());
