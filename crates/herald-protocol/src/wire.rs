@@ -839,42 +839,84 @@ impl Event {
     /// The event as one line of JSON, without the newline.
     ///
     /// Byte for byte what serializing the event writes, without building a map of its
-    /// body first: the envelope, then the body's own object with its `{` turned into
-    /// the comma that joins the two.
+    /// body first (see [`write_flat`]).
     pub fn to_json(&self) -> String {
-        fn put(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
-            // Strings, numbers and structs of plain fields into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, value);
-        }
         let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"{\"v\":");
-        put(&mut out, &PROTOCOL_VERSION);
-        out.extend_from_slice(b",\"event\":");
-        put(&mut out, self.body.event_type());
-        out.extend_from_slice(b",\"run\":");
-        put(&mut out, &self.run);
-        out.extend_from_slice(b",\"seq\":");
-        put(&mut out, &self.seq);
-        out.extend_from_slice(b",\"ts\":");
-        put(&mut out, &self.ts);
-        if let Some(id) = &self.id {
-            out.extend_from_slice(b",\"id\":");
-            put(&mut out, id);
-        }
-        if let Some(parent) = &self.parent {
-            out.extend_from_slice(b",\"parent\":");
-            put(&mut out, parent);
-        }
-        let body = out.len();
-        self.body.write_fields(&mut out);
-        if out.len() > body + 2 && out[body] == b'{' {
-            out[body] = b',';
-        } else {
-            // `{}`: no fields to join.
-            out.truncate(body);
-            out.push(b'}');
-        }
+        write_flat(
+            &mut out,
+            Some((&self.run, self.seq)),
+            Some(self.ts),
+            self.id.as_deref(),
+            self.parent.as_ref(),
+            &self.body,
+        );
         // serde_json writes UTF-8 only.
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Draft {
+    /// Appends the draft as JSON to `out`: byte for byte what serializing it writes,
+    /// without building a map of its body first (see [`write_flat`]), so that a
+    /// producer encoding every event it sends pays for the bytes alone.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        write_flat(
+            out,
+            None,
+            self.ts,
+            self.id.as_deref(),
+            self.parent.as_ref(),
+            &self.body,
+        );
+    }
+}
+
+/// Appends what [`serialize_flat`] writes to `out`: the envelope, then the body's own
+/// object with its `{` turned into the comma that joins the two.
+fn write_flat(
+    out: &mut Vec<u8>,
+    run_seq: Option<(&RunId, u64)>,
+    ts: Option<Timestamp>,
+    id: Option<&str>,
+    parent: Option<&RunId>,
+    body: &EventBody,
+) {
+    fn put(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+        // Strings, numbers and structs of plain fields into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+    if let Some((run, seq)) = run_seq {
+        out.extend_from_slice(b"{\"v\":");
+        put(out, &PROTOCOL_VERSION);
+        out.extend_from_slice(b",\"event\":");
+        put(out, body.event_type());
+        out.extend_from_slice(b",\"run\":");
+        put(out, run);
+        out.extend_from_slice(b",\"seq\":");
+        put(out, &seq);
+    } else {
+        out.extend_from_slice(b"{\"event\":");
+        put(out, body.event_type());
+    }
+    if let Some(ts) = ts {
+        out.extend_from_slice(b",\"ts\":");
+        put(out, &ts);
+    }
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        put(out, id);
+    }
+    if let Some(parent) = parent {
+        out.extend_from_slice(b",\"parent\":");
+        put(out, parent);
+    }
+    let fields = out.len();
+    body.write_fields(out);
+    if out.len() > fields + 2 && out[fields] == b'{' {
+        out[fields] = b',';
+    } else {
+        // `{}`: no fields to join.
+        out.truncate(fields);
+        out.push(b'}');
     }
 }

@@ -5,9 +5,19 @@
 //! batches, with retries (exponential backoff with jitter) while the hub is down or
 //! overloaded. Every event carries an idempotency `id` (this sink's session and the
 //! event's `seq` on this sink's stream), so a retried batch whose reply was lost is
-//! acknowledged as duplicates by the hub and never stored twice. When the outbox is
-//! full, ticks go first (the oldest queued tick makes room for a milestone); what is
-//! dropped is counted in [`Stats`](crate::Stats).
+//! acknowledged as duplicates by the hub and never stored twice.
+//!
+//! An event is encoded to JSON once, when it enters the outbox, and a request's body is
+//! those encodings joined: a retry copies bytes, it does not clone and encode its batch
+//! again. The outbox is bounded in bytes, [`OUTBOX_BYTES`] (8 MiB: the events' JSON and
+//! the bookkeeping of each, some 40,000 item events), not in events, so that a burst of
+//! milestones larger than a hub takes in the same moment (12,000 item events in 50 ms)
+//! waits for it whole while the hub is reachable, and the memory a hub that is away
+//! costs stays bounded. While a backlog waits, a request carries up to [`BATCH`] events
+//! (the hub's default `max_batch`) and [`BATCH_BYTES`] of body (a quarter of its default
+//! body limit); a `413` halves the count. When the outbox is full, ticks go first (the
+//! oldest queued tick, not one being sent, makes room for a milestone); what is dropped
+//! is counted in [`Stats`](crate::Stats).
 //!
 //! The run is created on the hub (`POST /v1/runs`) from its `run.started`, with the
 //! configured token (the hub's admin token, or none on an open hub), and appended to
@@ -40,10 +50,14 @@ use crate::lock::lock;
 use crate::signals::Signals;
 use crate::sink::{Sink, SinkPolicy};
 
-/// Events the outbox holds at most while the hub is away.
-const OUTBOX_CAPACITY: usize = 10_000;
-/// Events sent in one request at most.
-const BATCH: usize = 500;
+/// Bytes the outbox holds at most (each event's JSON and [`Pending::size`]'s
+/// bookkeeping): what a hub that is away may cost the program's memory.
+const OUTBOX_BYTES: usize = 8 * 1024 * 1024;
+/// Events sent in one request at most: the hub's default `max_batch`.
+const BATCH: usize = 1000;
+/// Bytes of one request's body at most (but never less than one event): a quarter of
+/// the hub's default body limit, so that a request stays short.
+const BATCH_BYTES: usize = 1024 * 1024;
 /// First and longest wait between retries.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -89,8 +103,18 @@ impl HubOptions {
 
 /// One event waiting for the hub.
 struct Pending {
-    draft: Draft,
+    /// The event's draft as JSON, encoded once when it was queued; shared with the
+    /// request that carries it.
+    json: Arc<str>,
     milestone: bool,
+}
+
+impl Pending {
+    /// What the event counts against [`OUTBOX_BYTES`]: its JSON, and its slot and the
+    /// `Arc`'s counts.
+    fn size(&self) -> usize {
+        self.json.len() + size_of::<Pending>() + 2 * size_of::<usize>()
+    }
 }
 
 /// What the sink still has to do for one run.
@@ -101,6 +125,12 @@ struct RunQueue {
     /// The run's write token, once the hub gave it.
     write_token: Option<String>,
     events: VecDeque<Pending>,
+    /// The first events of `events` that the request in flight carries: they are
+    /// acknowledged or sent again together, so no tick among them is evicted.
+    in_flight: usize,
+    /// The first events of `events` known to be milestones: where the next search for a
+    /// tick to evict starts, so that a full outbox is not scanned once per event.
+    milestones_before: usize,
     /// A `run.finished` is queued: finishing waits for the queue to drain.
     finishing: bool,
 }
@@ -111,6 +141,9 @@ struct OutboxState {
     queued: usize,
     /// Of `queued`, the ticks: a full outbox with none refuses at once, without a scan.
     ticks: usize,
+    /// What the queued events count against [`OUTBOX_BYTES`], and of it, the ticks'.
+    bytes: usize,
+    tick_bytes: usize,
     /// No more events will come: send what is left, then stop.
     closing: bool,
     /// Give up: stop without sending the rest.
@@ -148,6 +181,9 @@ pub(crate) struct HubSink {
     /// A run's finish waited out the whole deadline, or did not wait at all for a hub
     /// never reached: the hub is away, and closing should not wait (again).
     unreachable: bool,
+    /// Where each event is encoded before it is copied into the outbox: one allocation
+    /// per event, of its size.
+    scratch: Vec<u8>,
 }
 
 impl HubSink {
@@ -186,6 +222,7 @@ impl HubSink {
             flush_deadline: options.flush_deadline,
             sender: handle,
             unreachable: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -287,6 +324,25 @@ impl Sink for HubSink {
             return Ok(());
         };
         let milestone = draft.body.is_milestone();
+        let count_dropped = |milestone: bool, n: u64| {
+            let counter = if milestone {
+                &self.signals.hub_dropped_milestones
+            } else {
+                &self.signals.hub_dropped_ticks
+            };
+            counter.fetch_add(n, Ordering::Relaxed);
+        };
+        self.scratch.clear();
+        draft.write_json(&mut self.scratch);
+        let Ok(json) = std::str::from_utf8(&self.scratch) else {
+            // Nothing the hub could take: as lost as an event refused.
+            count_dropped(milestone, 1);
+            return Ok(());
+        };
+        let pending = Pending {
+            json: json.into(),
+            milestone,
+        };
         if finishing {
             // Nothing to follow once the run is over; a follower not started yet never
             // starts.
@@ -297,19 +353,12 @@ impl Sink for HubSink {
         }
         let mut state = lock(&self.outbox.state);
         // A run's finish is let past the bound: without it the run never ends on the hub.
-        if state.queued >= OUTBOX_CAPACITY && !finishing {
-            if make_room(&mut state, milestone) {
-                // The evicted tick is as lost as a refused one.
-                self.signals
-                    .hub_dropped_ticks
-                    .fetch_add(1, Ordering::Relaxed);
-            } else {
-                let counter = if milestone {
-                    &self.signals.hub_dropped_milestones
-                } else {
-                    &self.signals.hub_dropped_ticks
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+        if state.bytes + pending.size() > OUTBOX_BYTES && !finishing {
+            let (fits, evicted) = make_room(&mut state, pending.size(), milestone);
+            // The evicted ticks are as lost as refused ones.
+            count_dropped(false, evicted);
+            if !fits {
+                count_dropped(milestone, 1);
                 return Ok(());
             }
         }
@@ -321,6 +370,8 @@ impl Sink for HubSink {
                     create: None,
                     write_token: None,
                     events: VecDeque::new(),
+                    in_flight: 0,
+                    milestones_before: 0,
                     finishing: false,
                 });
                 state.runs.last_mut().expect("just pushed")
@@ -330,9 +381,14 @@ impl Sink for HubSink {
             queue.create = create;
         }
         queue.finishing |= finishing;
-        queue.events.push_back(Pending { draft, milestone });
+        let size = pending.size();
+        queue.events.push_back(pending);
         state.queued += 1;
-        state.ticks += usize::from(!milestone);
+        state.bytes += size;
+        if !milestone {
+            state.ticks += 1;
+            state.tick_bytes += size;
+        }
         // The sender looks at the outbox after every request; it needs waking only when
         // it waits on an empty one (not while it waits to retry), or for a finish.
         let wake = finishing || (state.queued == 1 && state.retry_at.is_none());
@@ -401,21 +457,39 @@ impl Sink for HubSink {
     }
 }
 
-/// Drops the oldest queued tick to make room for a milestone; `false` if there is
-/// none, or if the newcomer is itself a tick.
-fn make_room(state: &mut OutboxState, milestone: bool) -> bool {
-    if !milestone || state.ticks == 0 {
-        return false;
+/// Evicts the oldest queued ticks, none of a request in flight, until `size` more
+/// bytes fit, for a milestone: whether they fit, and how many ticks were evicted. A
+/// tick makes no room, and nothing is evicted when evicting every tick would not be
+/// enough.
+fn make_room(state: &mut OutboxState, size: usize, milestone: bool) -> (bool, u64) {
+    if !milestone || state.bytes - state.tick_bytes + size > OUTBOX_BYTES {
+        return (false, 0);
     }
-    for run in &mut state.runs {
-        if let Some(i) = run.events.iter().position(|p| !p.milestone) {
-            run.events.remove(i);
-            state.queued -= 1;
-            state.ticks -= 1;
-            return true;
+    let mut evicted = 0;
+    while state.bytes + size > OUTBOX_BYTES {
+        let mut tick = None;
+        for run in &mut state.runs {
+            let from = run.in_flight.max(run.milestones_before);
+            match run.events.range(from..).position(|p| !p.milestone) {
+                Some(i) => {
+                    run.milestones_before = from + i;
+                    tick = run.events.remove(from + i);
+                    break;
+                }
+                None => run.milestones_before = run.events.len(),
+            }
         }
+        // Only ticks in flight are left.
+        let Some(tick) = tick else {
+            return (false, evicted);
+        };
+        state.queued -= 1;
+        state.ticks -= 1;
+        state.bytes -= tick.size();
+        state.tick_bytes -= tick.size();
+        evicted += 1;
     }
-    false
+    (true, evicted)
 }
 
 /// The sink's thread: sends batches, creating runs first, retrying while the hub fails.
@@ -440,12 +514,15 @@ enum Reply {
     Refused(u16, String),
 }
 
-/// A batch taken from the outbox: the run, and what to send for it.
+/// A request to make for one run: create it on the hub first, or append the first
+/// events of its queue.
 struct Job {
     run: RunId,
+    /// The body of `POST /v1/runs`; the events wait until the hub has the run.
     create: Option<CreateRun>,
     token: Option<String>,
-    drafts: Vec<Draft>,
+    /// The events to append, encoded: the request's body is them joined.
+    events: Vec<Arc<str>>,
 }
 
 impl Sender {
@@ -458,6 +535,11 @@ impl Sender {
     /// Waits for work; `None` when the sink closed and everything is sent (or given up).
     fn next_job(&self) -> Option<Job> {
         let mut state = lock(&self.outbox.state);
+        // The last request is over: what it carried and the hub did not take is sent
+        // again, and its ticks may make room again.
+        for run in &mut state.runs {
+            run.in_flight = 0;
+        }
         loop {
             if state.abandon || (state.closing && state.queued == 0) {
                 return None;
@@ -466,18 +548,27 @@ impl Sender {
                 .retry_at
                 .map(|t| t.saturating_duration_since(Instant::now()));
             if wait.is_none_or(|w| w.is_zero()) {
-                if let Some(run) = state.runs.iter().find(|r| !r.events.is_empty()) {
-                    return Some(Job {
+                let batch = state.batch.max(1);
+                let token = &self.token;
+                if let Some(run) = state.runs.iter_mut().find(|r| !r.events.is_empty()) {
+                    let mut job = Job {
                         run: run.id.clone(),
                         create: run.create.clone(),
-                        token: run.write_token.clone().or_else(|| self.token.clone()),
-                        drafts: run
-                            .events
-                            .iter()
-                            .take(state.batch.max(1))
-                            .map(|p| p.draft.clone())
-                            .collect(),
-                    });
+                        token: run.write_token.clone().or_else(|| token.clone()),
+                        events: Vec::new(),
+                    };
+                    if job.create.is_none() {
+                        let mut bytes = 0;
+                        for pending in run.events.iter().take(batch) {
+                            bytes += pending.json.len() + 1;
+                            if bytes > BATCH_BYTES && !job.events.is_empty() {
+                                break;
+                            }
+                            job.events.push(pending.json.clone());
+                        }
+                        run.in_flight = job.events.len();
+                    }
+                    return Some(job);
                 }
                 state.retry_at = None;
             }
@@ -511,12 +602,14 @@ impl Sender {
                 // It exists: created by an earlier attempt whose reply was lost, or by
                 // someone else. Append with the configured token.
                 Reply::Refused(409, _) => self.update(&job.run, |q| q.create = None),
-                Reply::Refused(status, message) => return self.give_up(&job.run, status, &message),
-                Reply::Retry(why, after) => return self.retry_later(&job.run, &why, after),
+                Reply::Refused(status, message) => self.give_up(&job.run, status, &message),
+                Reply::Retry(why, after) => self.retry_later(&job.run, &why, after),
             }
+            // The events go in the next request, taken from the queue as it is then.
+            return;
         }
         let token = self.token_for(&job);
-        let body = serde_json::to_string(&job.drafts).unwrap_or_else(|_| "[]".into());
+        let body = join_json(&job.events);
         let path = format!("/v1/runs/{}/events", job.run);
         match self.post(&path, token.as_deref(), body) {
             Reply::Ok(reply) => {
@@ -528,8 +621,8 @@ impl Sender {
                 // is complete once its finish returns.
                 self.signals
                     .hub_acknowledged
-                    .fetch_add(job.drafts.len() as u64, Ordering::Relaxed);
-                self.acknowledge(&job.run, job.drafts.len());
+                    .fetch_add(job.events.len() as u64, Ordering::Relaxed);
+                self.acknowledge(&job.run, job.events.len());
                 // The run is on the hub and the token opens it: follow its cancel
                 // state from now on.
                 self.follow(&job.run, token);
@@ -544,10 +637,10 @@ impl Sender {
                     })
                 });
             }
-            Reply::Refused(413, _) if job.drafts.len() > 1 => {
+            Reply::Refused(413, _) if job.events.len() > 1 => {
                 // Too large together: send fewer at a time from now on.
                 let mut state = lock(&self.outbox.state);
-                state.batch = (job.drafts.len() / 2).max(1);
+                state.batch = (job.events.len() / 2).max(1);
             }
             Reply::Refused(status @ (400 | 413), message) => {
                 // The hub will never take these events as they are; the rest may go.
@@ -558,7 +651,7 @@ impl Sender {
                         job.run
                     ),
                 );
-                self.drop_first(&job.run, job.drafts.len());
+                self.drop_first(&job.run, job.events.len());
             }
             Reply::Refused(status, message) => self.give_up(&job.run, status, &message),
             Reply::Retry(why, after) => self.retry_later(&job.run, &why, after),
@@ -842,11 +935,34 @@ impl CancelFollower {
 
 /// Takes the first `n` events of queue `i` out of the outbox and its counts.
 fn take_front(state: &mut OutboxState, i: usize, n: usize) -> Vec<Pending> {
-    let n = n.min(state.runs[i].events.len());
-    let taken: Vec<Pending> = state.runs[i].events.drain(..n).collect();
+    let run = &mut state.runs[i];
+    let n = n.min(run.events.len());
+    let taken: Vec<Pending> = run.events.drain(..n).collect();
+    run.in_flight = run.in_flight.saturating_sub(n);
+    run.milestones_before = run.milestones_before.saturating_sub(n);
     state.queued -= taken.len();
-    state.ticks -= taken.iter().filter(|p| !p.milestone).count();
+    for pending in &taken {
+        state.bytes -= pending.size();
+        if !pending.milestone {
+            state.ticks -= 1;
+            state.tick_bytes -= pending.size();
+        }
+    }
     taken
+}
+
+/// The JSON array of `events`, each already encoded.
+fn join_json(events: &[Arc<str>]) -> String {
+    let mut body = String::with_capacity(2 + events.iter().map(|e| e.len() + 1).sum::<usize>());
+    body.push('[');
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(event);
+    }
+    body.push(']');
+    body
 }
 
 #[cfg(test)]
@@ -895,22 +1011,36 @@ mod tests {
                 },
             )
         };
+        let dropped = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         sink.event(&tick(1), &state).unwrap();
-        for seq in 2..=OUTBOX_CAPACITY as u64 {
+        // Milestones until the outbox is full: the first that does not fit evicts the
+        // one queued tick.
+        let mut seq = 1;
+        while dropped(&signals.hub_dropped_ticks) == 0 {
+            seq += 1;
             sink.event(&warn(seq), &state).unwrap();
+            assert!(seq < 1_000_000, "the outbox never filled");
         }
-        // Full: a milestone evicts the one queued tick; then a tick is refused, and a
-        // milestone too, since no tick is left to make room.
-        let n = OUTBOX_CAPACITY as u64;
-        sink.event(&warn(n + 1), &state).unwrap();
-        sink.event(&tick(n + 2), &state).unwrap();
-        sink.event(&warn(n + 3), &state).unwrap();
-        assert_eq!(signals.hub_dropped_ticks.load(Ordering::Relaxed), 2);
-        assert_eq!(signals.hub_dropped_milestones.load(Ordering::Relaxed), 1);
-        {
+        assert_eq!(dropped(&signals.hub_dropped_milestones), 0);
+        // Then a tick is refused, and milestones too once the tick's room is used, since
+        // no tick is left to make room.
+        seq += 1;
+        sink.event(&tick(seq), &state).unwrap();
+        assert_eq!(dropped(&signals.hub_dropped_ticks), 2);
+        let queued = lock(&sink.outbox.state).queued;
+        while dropped(&signals.hub_dropped_milestones) == 0 {
+            seq += 1;
+            sink.event(&warn(seq), &state).unwrap();
+            assert!(lock(&sink.outbox.state).queued <= queued + 1);
+        }
+        let queued = {
             let state = lock(&sink.outbox.state);
-            assert_eq!((state.queued, state.ticks), (OUTBOX_CAPACITY, 0));
-        }
+            assert_eq!(state.ticks, 0);
+            assert!(state.bytes <= OUTBOX_BYTES);
+            assert!(state.bytes > OUTBOX_BYTES - 200, "{} bytes", state.bytes);
+            state.queued
+        };
+        let n = seq;
 
         // The run's finish still gets in, past the bound; finishing waits out the
         // deadline once, and closing then does not wait again.
@@ -923,7 +1053,7 @@ mod tests {
             },
         );
         sink.event(&finish, &state).unwrap();
-        assert_eq!(lock(&sink.outbox.state).queued, OUTBOX_CAPACITY + 1);
+        assert_eq!(lock(&sink.outbox.state).queued, queued + 1);
         assert!(sink.unreachable);
         let started = Instant::now();
         sink.close().unwrap();
@@ -931,6 +1061,55 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "close waited the deadline again"
         );
+    }
+
+    #[test]
+    fn making_room_evicts_the_oldest_tick_not_one_being_sent() {
+        let pending = |json: &str, milestone| Pending {
+            json: json.into(),
+            milestone,
+        };
+        // A tick in flight, a milestone, then two ticks queued.
+        let events: VecDeque<Pending> = [
+            pending("1", false),
+            pending("2", true),
+            pending("3", false),
+            pending("4", false),
+        ]
+        .into_iter()
+        .collect();
+        let size = events[0].size();
+        let mut state = OutboxState {
+            queued: 4,
+            ticks: 3,
+            bytes: 4 * size,
+            tick_bytes: 3 * size,
+            ..OutboxState::default()
+        };
+        state.runs.push(RunQueue {
+            id: RunId::new("r").unwrap(),
+            create: None,
+            write_token: None,
+            events,
+            in_flight: 1,
+            milestones_before: 0,
+            finishing: false,
+        });
+        // Room for one more event of this size than there is: one tick goes, the
+        // oldest after the request in flight.
+        let room = OUTBOX_BYTES - state.bytes + size;
+        assert_eq!(make_room(&mut state, room, true), (true, 1));
+        let left: Vec<&str> = state.runs[0].events.iter().map(|p| &*p.json).collect();
+        assert_eq!(left, ["1", "2", "4"]);
+        assert_eq!((state.queued, state.ticks, state.bytes), (3, 2, 3 * size));
+        // A tick makes no room, and neither does a milestone that evicting every tick
+        // would not fit.
+        assert_eq!(make_room(&mut state, room, false), (false, 0));
+        assert_eq!(make_room(&mut state, OUTBOX_BYTES, true), (false, 0));
+        // With the one evictable tick gone, only the tick in flight is left.
+        assert_eq!(make_room(&mut state, room + 2 * size, true), (false, 1));
+        let left: Vec<&str> = state.runs[0].events.iter().map(|p| &*p.json).collect();
+        assert_eq!(left, ["1", "2"]);
     }
 
     #[test]

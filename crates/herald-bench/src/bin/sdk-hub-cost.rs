@@ -6,7 +6,10 @@
 //! - `--rounds N`, `--stages N`, `--items N`, `--item-bytes N`, `--ticks N` set one
 //!   count each; `--flush-deadline-ms MS` the hub sinks' flush deadline (the SDK's
 //!   default, 5 s, unless given); `--no-silent-hub` leaves out the hub that accepts
-//!   and never answers (each of its rounds waits out the deadline twice).
+//!   and never answers (each of its rounds waits out the deadline twice); `--only
+//!   refused,silent` measures only the variants named (`bare`, `hidden`, `jsonl`,
+//!   `up`, `refused`, `silent`), and always (a), `hidden`, which the others are
+//!   compared to.
 //! - `--hub apart|in-process`: the hub that is up in a process of its own, the work
 //!   loop's thread pinned to CPU 0 and the rest to CPU 1 where there are two CPUs and
 //!   `taskset` (the default; `--quick`'s is `in-process`), or on a runtime inside this
@@ -20,10 +23,11 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use herald_bench::sdk_cost::{self, Placement, Scale};
+use herald_bench::sdk_cost::{self, Placement, Scale, Variant};
 
 const USAGE: &str = "usage: sdk-hub-cost [--quick] [--rounds N] [--stages N] [--items N] \
-[--item-bytes N] [--ticks N] [--flush-deadline-ms MS] [--no-silent-hub] [--hub apart|in-process]";
+[--item-bytes N] [--ticks N] [--flush-deadline-ms MS] [--no-silent-hub] [--hub apart|in-process] \
+[--only bare,hidden,jsonl,up,refused,silent]";
 
 /// A mistake on the command line.
 struct Usage(String);
@@ -102,6 +106,16 @@ fn parse(args: &[&str]) -> Result<Scale, Usage> {
                         )));
                     }
                 }
+            }
+            "--only" => {
+                scale.only = value?
+                    .split(',')
+                    .map(|name| {
+                        Variant::named(name).ok_or_else(|| {
+                            Usage(format!("--only takes variant names, not `{name}`"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             "--flush-deadline-ms" => {
                 scale.flush_deadline = Duration::from_millis(count(arg, value?)?)

@@ -50,6 +50,9 @@ pub struct Scale {
     pub flush_deadline: Duration,
     /// Also measure a hub that accepts connections and never answers.
     pub silent_hub: bool,
+    /// Measure only these variants (and always (a), which the others are compared
+    /// to); empty: all of them.
+    pub only: Vec<Variant>,
     /// Where the hub that is up runs, and whether threads are pinned.
     pub placement: Placement,
 }
@@ -118,6 +121,7 @@ impl Scale {
             rounds: 9,
             flush_deadline: HubOptions::new("http://127.0.0.1:1", None).flush_deadline,
             silent_hub: true,
+            only: Vec::new(),
             placement: Placement::apart(),
         }
     }
@@ -132,6 +136,7 @@ impl Scale {
             rounds: 2,
             flush_deadline: Duration::from_millis(200),
             silent_hub: true,
+            only: Vec::new(),
             placement: Placement::InProcess,
         }
     }
@@ -173,7 +178,23 @@ impl Variant {
         if scale.silent_hub {
             all.push(Variant::HubSilent);
         }
+        if !scale.only.is_empty() {
+            all.retain(|v| *v == Variant::Hidden || scale.only.contains(v));
+        }
         all
+    }
+
+    /// The variant of a short name: `bare`, `hidden`, `jsonl`, `up`, `refused`, `silent`.
+    pub fn named(name: &str) -> Option<Variant> {
+        Some(match name {
+            "bare" => Variant::Bare,
+            "hidden" => Variant::Hidden,
+            "jsonl" => Variant::JsonLines,
+            "up" => Variant::HubUp,
+            "refused" => Variant::HubRefused,
+            "silent" => Variant::HubSilent,
+            _ => return None,
+        })
     }
 
     /// The row label in the report.

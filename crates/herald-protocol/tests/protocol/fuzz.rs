@@ -83,6 +83,13 @@ pub(crate) fn check_error(e: &BatchError, event: Option<&str>) {
 fn check_draft_survives(draft: &Draft) {
     let run = run_id(RUN);
     let json = serde_json::to_string(draft).expect("a draft serializes");
+    let mut written = Vec::new();
+    draft.write_json(&mut written);
+    assert_eq!(
+        written,
+        json.as_bytes(),
+        "write_json writes what serializing does"
+    );
     assert_eq!(
         parse_draft_str(&json, &run).as_ref(),
         Ok(draft),

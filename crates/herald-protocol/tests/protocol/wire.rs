@@ -53,6 +53,13 @@ fn check(event: Event, expected: &str) -> String {
         expected.replacen(envelope, "", 1).replacen(&run_seq, "", 1),
         "draft form"
     );
+    let mut written = Vec::new();
+    draft.write_json(&mut written);
+    assert_eq!(
+        String::from_utf8(written).unwrap(),
+        draft_json,
+        "serde and write_json agree"
+    );
     for (body, format) in [
         (format!("[{draft_json}]"), BatchFormat::JsonArray),
         (format!("{draft_json}\n"), BatchFormat::Ndjson),

@@ -1,5 +1,6 @@
 //! The hub sink against a stub hub on a real loopback socket that answers what a test
-//! tells it to: here, a rate limit's `429` and a full disk's `507`, with `Retry-After`.
+//! tells it to: here, a rate limit's `429` and a full disk's `507`, with `Retry-After`,
+//! and appends answered slowly, by a hub that takes a burst more slowly than it comes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,6 +26,11 @@ struct StubHub {
 
 impl StubHub {
     fn start(replies: Vec<(u16, Option<&'static str>)>) -> StubHub {
+        StubHub::slow(replies, Duration::ZERO)
+    }
+
+    /// The same, answering each append only `delay` after it came.
+    fn slow(replies: Vec<(u16, Option<&'static str>)>, delay: Duration) -> StubHub {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -34,7 +40,7 @@ impl StubHub {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let (seen, replies) = (record.clone(), replies.clone());
-                std::thread::spawn(move || serve(stream, &seen, &replies));
+                std::thread::spawn(move || serve(stream, &seen, &replies, delay));
             }
         });
         StubHub { url, seen }
@@ -55,6 +61,7 @@ fn serve(
     stream: TcpStream,
     seen: &Mutex<Vec<Seen>>,
     replies: &Mutex<std::vec::IntoIter<(u16, Option<&'static str>)>>,
+    delay: Duration,
 ) {
     let mut reader = BufReader::new(stream.try_clone().expect("a second handle"));
     let mut writer = stream;
@@ -100,6 +107,8 @@ fn serve(
                 .next()
                 .unwrap_or((200, None));
             let n = body.as_array().map_or(0, Vec::len);
+            // A hub busy storing them: the sender waits, and the burst queues up.
+            std::thread::sleep(delay);
             let reply = match status {
                 200 => {
                     json!({"appended": n, "duplicates": 0, "last_seq": n, "cancel_requested": false})
@@ -193,4 +202,38 @@ fn check_sent_again_after_retry_after(status: u16) {
     );
     // What was refused is not counted as acknowledged; what was taken is.
     assert_eq!(stats.hub_acknowledged, events.len() as u64);
+}
+
+/// A burst of milestones several times what the hub takes in the same moment (an
+/// append answered every 20 ms), and larger than the outbox's old bound of 10,000
+/// events, reaches a hub that is up whole, in order, with nothing dropped.
+#[test]
+fn a_burst_larger_than_a_slow_hub_takes_at_once_arrives_whole() {
+    const BURST: usize = 30_000;
+    let hub = StubHub::slow(Vec::new(), Duration::from_millis(20));
+    let mut options = HubOptions::new(&hub.url, None);
+    options.flush_deadline = Duration::from_secs(60);
+    let progress = Progress::new([Target::hub(options)]);
+    let run = progress.run("burst");
+    for i in 0..BURST {
+        run.warn(format!("m{i}"));
+    }
+    run.finish();
+    let stats = progress.stats();
+    drop(progress);
+
+    assert_eq!(
+        (stats.hub_dropped_milestones, stats.hub_dropped_ticks),
+        (0, 0),
+        "dropped while the hub was up"
+    );
+    let messages: Vec<String> = hub
+        .appends()
+        .iter()
+        .flat_map(|(_, b)| b.as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect();
+    let expected: Vec<String> = (0..BURST).map(|i| format!("m{i}")).collect();
+    assert_eq!(messages.len(), BURST);
+    assert!(messages == expected, "not every message, in order");
 }
