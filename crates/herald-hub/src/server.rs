@@ -187,8 +187,9 @@ async fn drive(
     // HTTP/2's preface and hands them back as a read of their own, which makes hyper's
     // HTTP/1 read buffer grow from 8 to 16 KiB on every connection (24 bytes held, 8 KiB
     // more wanted), for as long as it stays open: most of an idle SSE stream's memory
-    // (BENCHMARKS.md, "Memory per idle stream"). [`Conn`] hands them back in one read
-    // with what followed them.
+    // (BENCHMARKS.md, "Memory per idle stream"). A peek decides most connections
+    // without taking a byte; the rare client that pauses inside the preface has its
+    // bytes read and handed back in one read with what followed them.
     let http2 = tokio::select! {
         http2 = conn.opens_with_http2_preface() => http2,
         () = tokio::time::sleep(timeouts.header) => {
@@ -494,12 +495,20 @@ impl BodyTimedOut {
 pub(crate) struct Conn {
     stream: TcpStream,
     activity: Arc<Activity>,
-    /// The first bytes, read to tell HTTP/2 from HTTP/1, and how many of them are
-    /// still to be handed to the connection's reader.
-    head: ([u8; HTTP2_PREFACE.len()], usize),
+    /// The first bytes, when they had to be read to tell HTTP/2 from HTTP/1 (see
+    /// [`Conn::opens_with_http2_preface`]), until the connection's reader has them.
+    /// Boxed: almost no connection has them, and every idle stream's bytes count.
+    head: Option<Box<Head>>,
     /// The replacement of hyper's answer, and how much of it is written.
     replaced: Option<(Vec<u8>, usize)>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The first bytes of a connection, read to tell its protocol, not yet handed to its
+/// reader.
+struct Head {
+    bytes: [u8; HTTP2_PREFACE.len()],
+    held: usize,
 }
 
 /// The first bytes a client sends when it speaks HTTP/2 from the start (prior
@@ -508,22 +517,33 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl Conn {
     /// Whether the client opens with HTTP/2's preface. No HTTP/1 request starts like it
-    /// (`PRI` is not a method), so the first bytes mostly decide; they are read until
-    /// they part from the preface, match it whole, or the client closes, and kept for
-    /// the connection's first read (see [`Conn::poll_read`]). A read, not a peek: a
-    /// peek cannot tell a client that went quiet inside the preface from one that
-    /// closed after it, and would have to poll.
+    /// (`PRI` is not a method), so the first bytes mostly decide, and a peek at them,
+    /// which takes nothing, decides most connections at once. Only while they are a
+    /// part of the preface (a client that pauses inside it) are they read, until they
+    /// part from it, match it whole, or the client closes, and kept for the
+    /// connection's first read (see [`Conn::poll_read`]): a peek cannot tell a client
+    /// that went quiet inside the preface from one that closed after it, and would
+    /// have to poll.
     async fn opens_with_http2_preface(&mut self) -> bool {
         use tokio::io::AsyncReadExt;
-        let (head, len) = &mut self.head;
-        while *len < HTTP2_PREFACE.len() {
-            match self.stream.read(&mut head[*len..]).await {
-                // Closed or failed: the connection's reader meets it and ends it.
+        let mut peeked = [0u8; HTTP2_PREFACE.len()];
+        match self.stream.peek(&mut peeked).await {
+            // Closed or failed: the connection's reader meets it and ends it.
+            Ok(0) | Err(_) => return false,
+            Ok(n) if peeked[..n] != HTTP2_PREFACE[..n] => return false,
+            Ok(n) if n == HTTP2_PREFACE.len() => return true,
+            Ok(_) => {}
+        }
+        let head = self.head.insert(Box::new(Head {
+            bytes: [0; HTTP2_PREFACE.len()],
+            held: 0,
+        }));
+        while head.held < HTTP2_PREFACE.len() {
+            match self.stream.read(&mut head.bytes[head.held..]).await {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => {
-                    *len += n;
-                    self.activity.read();
-                    if head[..*len] != HTTP2_PREFACE[..*len] {
+                    head.held += n;
+                    if head.bytes[..head.held] != HTTP2_PREFACE[..head.held] {
                         return false;
                     }
                 }
@@ -536,7 +556,7 @@ impl Conn {
         Conn {
             stream,
             activity,
-            head: ([0; HTTP2_PREFACE.len()], 0),
+            head: None,
             replaced: None,
             _permit: permit,
         }
@@ -597,22 +617,25 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let (head, held) = self.head;
-        if held > 0 {
+        if let Some(head) = self.head.as_mut() {
             // The bytes the protocol was told by come first, in the same read as
             // whatever followed them, as if they had never been taken: hyper sizes its
             // read buffer from its reads, and a read of 24 bytes alone would double it.
-            let n = held.min(buf.remaining());
-            buf.put_slice(&head[..n]);
-            self.head.0.copy_within(n..held, 0);
-            self.head.1 = held - n;
-            if self.head.1 == 0 && buf.remaining() > 0 {
+            let n = head.held.min(buf.remaining());
+            buf.put_slice(&head.bytes[..n]);
+            head.bytes.copy_within(n..head.held, 0);
+            head.held -= n;
+            if head.held == 0 {
+                self.head = None;
+            }
+            if self.head.is_none() && buf.remaining() > 0 {
                 // Pending leaves the socket's waker registered: harmless, and what was
                 // taken is returned now.
                 if let Poll::Ready(result) = Pin::new(&mut self.stream).poll_read(cx, buf) {
                     result?;
                 }
             }
+            self.activity.read();
             return Poll::Ready(Ok(()));
         }
         ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
