@@ -206,6 +206,27 @@ def test_a_batch_too_large_is_halved(hub: Hub) -> None:
     assert blobs == list(range(600))
 
 
+def test_a_burst_past_ten_thousand_events_waits_whole_for_the_hub(hub: Hub) -> None:
+    # The outbox is bounded in bytes (8 MiB), not at the 10 000 events it once held: a
+    # burst of 15 000 small milestones waits whole for a hub that is away, and the
+    # program's memory stays bounded.
+    hub.kill()
+    progress = herald.Progress([herald.Target.hub(hub.url)])
+    run = progress.run("burst")
+    for i in range(15_000):
+        run.warn(f"{i}")
+    run.finish()  # a hub never reached is not waited for
+    assert progress.stats.hub_dropped_milestones == 0
+    hub.restart()
+    hub.finished_state(run.id, timeout=60)
+    warned = [
+        e["message"]
+        for e in hub.events(run.id)
+        if e["event"] == "log" and e["level"] == "warn" and e["message"].isdigit()
+    ]
+    assert warned == [str(i) for i in range(15_000)]
+
+
 def test_a_rate_limited_hub_is_retried_after_retry_after(herald_bin: str, tmp_path) -> None:
     hub = Hub(herald_bin, tmp_path / "limited")
     hub.start(("--rate-limit", "200"))  # bursts of 1000: the rest waits for Retry-After
@@ -338,3 +359,28 @@ def test_a_hub_with_an_admin_token(herald_bin: str, tmp_path) -> None:
         assert bad.stats.hub_dropped_milestones >= 1
     finally:
         hub.stop()
+
+
+def test_making_room_evicts_the_oldest_tick_not_one_being_sent() -> None:
+    # A tick in the request in flight is acknowledged or sent again with it: evicting it
+    # would let the acknowledgement take an unsent event off the queue instead.
+    from herald._hub import _ENTRY_BYTES, OUTBOX_BYTES, HubSink, _RunQueue
+
+    sink = HubSink.__new__(HubSink)  # its state alone, without its threads
+    sink._progress = lambda: None  # type: ignore[assignment]
+    queue = _RunQueue("r")
+    queue.events.extend([(b"1", False), (b"2", True), (b"3", False), (b"4", False)])
+    queue.in_flight = 1
+    sink._runs = {"r": queue}
+    size = 1 + _ENTRY_BYTES
+    sink._queued, sink._bytes, sink._tick_bytes = 4, 4 * size, 3 * size
+    room = OUTBOX_BYTES - sink._bytes + size  # one event of this size more than fits
+
+    assert sink._make_room(room, milestone=True)
+    assert [data for data, _ in queue.events] == [b"1", b"2", b"4"]
+    assert (sink._queued, sink._bytes, sink._tick_bytes) == (3, 3 * size, 2 * size)
+    # A tick makes no room; with the last evictable tick gone, only the one in flight
+    # is left, and a milestone that needs more does not fit.
+    assert not sink._make_room(room, milestone=False)
+    assert not sink._make_room(room + 2 * size, milestone=True)
+    assert [data for data, _ in queue.events] == [b"1", b"2"]

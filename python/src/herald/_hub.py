@@ -1,7 +1,8 @@
 """The hub sink: batches a program's events to a herald hub without holding it up.
 
-Mirrors crates/herald/src/hub.rs: a bounded outbox (10 000 events; the oldest tick
-makes room for a milestone) drained by a sender thread of its own ("herald-hub-sink",
+Mirrors crates/herald/src/hub.rs: an outbox bounded in bytes (8 MiB of the events' JSON,
+each encoded once when queued; the oldest tick not in the request in flight makes room for
+a milestone) drained by a sender thread of its own ("herald-hub-sink",
 blocking `urllib`, no event loop forced on the program); the run created from its
 `run.started` (`POST /v1/runs`) and appended to with the write token the hub returns;
 batches of up to 500, halved on `413`; every event stamped `<session>:<seq>` so a retried
@@ -29,7 +30,12 @@ from typing import Any
 from ._sinks import Event, Sink, SinkPolicy
 from ._wire import is_milestone
 
-OUTBOX_CAPACITY = 10_000
+#: Bytes the outbox holds at most (each event's JSON and `_ENTRY_BYTES`): what a hub that
+#: is away may cost the program's memory, and room for a burst of some 40 000 item events
+#: to wait whole for a hub that is up but slower than the burst.
+OUTBOX_BYTES = 8 * 1024 * 1024
+#: What an entry of the outbox costs beside its JSON (its tuple and bytes object).
+_ENTRY_BYTES = 100
 BATCH = 500
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 10.0
@@ -39,13 +45,16 @@ CANCEL_POLL = 20.0
 
 
 class _RunQueue:
-    __slots__ = ("id", "create", "write_token", "events", "finishing")
+    __slots__ = ("id", "create", "write_token", "events", "in_flight", "finishing")
 
     def __init__(self, run_id: str) -> None:
         self.id = run_id
         self.create: dict[str, Any] | None = None
         self.write_token: str | None = None
-        self.events: deque[Any] = deque()  # (draft, milestone)
+        self.events: deque[tuple[bytes, bool]] = deque()  # (the event's JSON, milestone)
+        #: The first `events` the request in flight carries: acknowledged or sent again
+        #: together, so none of them is evicted to make room.
+        self.in_flight = 0
         self.finishing = False
 
 
@@ -69,7 +78,8 @@ class HubSink(Sink):
         self._cond = threading.Condition()
         self._runs: dict[str, Any] = {}
         self._queued = 0
-        self._ticks = 0
+        self._bytes = 0  # what the queued events count against OUTBOX_BYTES
+        self._tick_bytes = 0  # of it, the ticks'
         self._closing = False
         self._abandon = False
         self._retry_at: float | None = None
@@ -113,6 +123,14 @@ class HubSink(Sink):
             if v is not None:
                 draft[k] = v
         milestone = is_milestone(name, fields)
+        try:
+            data = _encode(draft)
+        except (TypeError, ValueError):
+            # Nothing the hub could take: as lost as an event refused.
+            with self._cond:
+                self._count(milestone)
+            return
+        size = len(data) + _ENTRY_BYTES
         finishing = event.event == "run.finished"
         create = None
         if event.event == "run.started" and not attached:
@@ -123,7 +141,9 @@ class HubSink(Sink):
             if fields.get("meta") is not None:
                 create["meta"] = fields["meta"]
         with self._cond:
-            if self._queued >= OUTBOX_CAPACITY and not finishing and not self._make_room(milestone):
+            # A run's finish is let past the bound: without it the run never ends on the hub.
+            full = self._bytes + size > OUTBOX_BYTES
+            if full and not finishing and not self._make_room(size, milestone):
                 self._count(milestone)
                 return
             queue = self._runs.get(event.run)
@@ -132,23 +152,45 @@ class HubSink(Sink):
             if create is not None:
                 queue.create = create
             queue.finishing |= finishing
-            queue.events.append((draft, milestone))
+            queue.events.append((data, milestone))
             self._queued += 1
-            self._ticks += not milestone
+            self._bytes += size
+            if not milestone:
+                self._tick_bytes += size
             self._cond.notify_all()
 
-    def _make_room(self, milestone: bool) -> bool:
-        if not milestone or self._ticks == 0:
+    def _make_room(self, size: int, milestone: bool) -> bool:
+        """Evicts the oldest queued ticks, none of the request in flight, until `size`
+        more bytes fit, for a milestone; whether they fit. A tick makes no room."""
+        if not milestone or self._bytes - self._tick_bytes + size > OUTBOX_BYTES:
             return False
-        for queue in self._runs.values():
-            for i, (_, m) in enumerate(queue.events):
-                if not m:
+        while self._bytes + size > OUTBOX_BYTES:
+            for queue in self._runs.values():
+                i = next(
+                    (
+                        i
+                        for i in range(queue.in_flight, len(queue.events))
+                        if not queue.events[i][1]
+                    ),
+                    None,
+                )
+                if i is not None:
+                    data, _ = queue.events[i]
                     del queue.events[i]
-                    self._queued -= 1
-                    self._ticks -= 1
+                    self._forget(data, milestone=False)
                     self._count(False)
-                    return True
-        return False
+                    break
+            else:
+                return False  # only ticks in flight are left
+        return True
+
+    def _forget(self, data: bytes, milestone: bool) -> None:
+        """Takes an event that left the outbox out of its counts."""
+        size = len(data) + _ENTRY_BYTES
+        self._queued -= 1
+        self._bytes -= size
+        if not milestone:
+            self._tick_bytes -= size
 
     def _count(self, milestone: bool) -> None:
         progress = self._progress()
@@ -196,6 +238,11 @@ class HubSink(Sink):
 
     def _sender(self) -> None:
         while True:
+            with self._cond:
+                # The last request is over: what it carried and the hub did not take is
+                # sent again, and its ticks may make room again.
+                for queue in self._runs.values():
+                    queue.in_flight = 0
             job = self._next_job()
             if job is None:
                 return
@@ -213,7 +260,9 @@ class HubSink(Sink):
                 if wait is None or wait <= 0:
                     for queue in self._runs.values():
                         if queue.events:
-                            drafts = [d for d, _ in list(queue.events)[: max(self._batch, 1)]]
+                            n = min(max(self._batch, 1), len(queue.events))
+                            drafts = [queue.events[i][0] for i in range(n)]
+                            queue.in_flight = n
                             token = queue.write_token or self._token
                             return queue.id, queue.create, token, drafts
                     self._retry_at = None
@@ -221,10 +270,10 @@ class HubSink(Sink):
                 self._cond.wait(wait)
 
     def _send(
-        self, run: str, create: dict[str, Any] | None, token: str | None, drafts: list[Any]
+        self, run: str, create: dict[str, Any] | None, token: str | None, drafts: list[bytes]
     ) -> None:
         if create is not None:
-            reply = self._post("/v1/runs", self._token, create)
+            reply = self._post("/v1/runs", self._token, _encode(create))
             if reply[0] == "ok":
                 write_token = reply[1].get("write_token")
                 with self._cond:
@@ -243,7 +292,7 @@ class HubSink(Sink):
                 return self._give_up(run, reply[1], reply[2])
             else:
                 return self._retry_later(run, reply[1], reply[2])
-        reply = self._post(f"/v1/runs/{run}/events", token, drafts)
+        reply = self._post(f"/v1/runs/{run}/events", token, b"[" + b",".join(drafts) + b"]")
         if reply[0] == "ok":
             self._backoff = BACKOFF_MIN
             if reply[1].get("cancel_requested") is True:
@@ -323,8 +372,7 @@ class HubSink(Sink):
             queue = self._runs.get(run)
             return queue is not None and queue.write_token is not None
 
-    def _post(self, path: str, token: str | None, body: Any) -> tuple[Any, ...]:
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    def _post(self, path: str, token: str | None, data: bytes) -> tuple[Any, ...]:
         headers = {"Content-Type": "application/json", "User-Agent": "herald-python"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -363,12 +411,13 @@ class HubSink(Sink):
         with self._cond:
             queue = self._runs.get(run)
             if queue is not None:
-                for _ in range(min(n, len(queue.events))):
-                    _, milestone = queue.events.popleft()
-                    self._queued -= 1
-                    self._ticks -= not milestone
+                n = min(n, len(queue.events))
+                for _ in range(n):
+                    data, milestone = queue.events.popleft()
+                    self._forget(data, milestone)
                     if lost:
                         self._count(milestone)
+                queue.in_flight = max(queue.in_flight - n, 0)
                 if not queue.events and queue.finishing:
                     del self._runs[run]
             self._cond.notify_all()
@@ -382,9 +431,8 @@ class HubSink(Sink):
         with self._cond:
             queue = self._runs.pop(run, None)
             if queue is not None:
-                for _, milestone in queue.events:
-                    self._queued -= 1
-                    self._ticks -= not milestone
+                for data, milestone in queue.events:
+                    self._forget(data, milestone)
                     self._count(milestone)
             self._cond.notify_all()
 
@@ -407,6 +455,10 @@ class HubSink(Sink):
         progress = self._progress()
         if progress is not None:
             progress._notice(run, message)
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _retry_after(headers: Any) -> float | None:
