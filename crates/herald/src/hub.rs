@@ -139,7 +139,7 @@ struct RunQueue {
 struct OutboxState {
     runs: Vec<RunQueue>,
     queued: usize,
-    /// Of `queued`, the ticks: a full outbox with none refuses at once, without a scan.
+    /// Of `queued`, the ticks, counted apart when the sink closes with events left.
     ticks: usize,
     /// What the queued events count against [`OUTBOX_BYTES`], and of it, the ticks'.
     bytes: usize,
@@ -156,6 +156,17 @@ struct OutboxState {
     unanswered: u64,
     /// Events per request; halved when the hub says a batch is too large.
     batch: usize,
+}
+
+impl OutboxState {
+    /// The last request is over: what it carried and the hub did not take is sent
+    /// again, and its ticks may make room again, so the search for one starts over.
+    fn request_over(&mut self) {
+        for run in &mut self.runs {
+            run.in_flight = 0;
+            run.milestones_before = 0;
+        }
+    }
 }
 
 struct Outbox {
@@ -462,7 +473,18 @@ impl Sink for HubSink {
 /// tick makes no room, and nothing is evicted when evicting every tick would not be
 /// enough.
 fn make_room(state: &mut OutboxState, size: usize, milestone: bool) -> (bool, u64) {
-    if !milestone || state.bytes - state.tick_bytes + size > OUTBOX_BYTES {
+    if !milestone {
+        return (false, 0);
+    }
+    // The ticks of a request in flight (at most one batch to look at) stay.
+    let in_flight: usize = state
+        .runs
+        .iter()
+        .flat_map(|run| run.events.range(..run.in_flight))
+        .filter(|p| !p.milestone)
+        .map(Pending::size)
+        .sum();
+    if state.bytes - (state.tick_bytes - in_flight) + size > OUTBOX_BYTES {
         return (false, 0);
     }
     let mut evicted = 0;
@@ -479,8 +501,9 @@ fn make_room(state: &mut OutboxState, size: usize, milestone: bool) -> (bool, u6
                 None => run.milestones_before = run.events.len(),
             }
         }
-        // Only ticks in flight are left.
         let Some(tick) = tick else {
+            // Not reached: the evictable ticks were counted before the first went.
+            debug_assert!(false, "no evictable tick left after counting enough");
             return (false, evicted);
         };
         state.queued -= 1;
@@ -535,11 +558,7 @@ impl Sender {
     /// Waits for work; `None` when the sink closed and everything is sent (or given up).
     fn next_job(&self) -> Option<Job> {
         let mut state = lock(&self.outbox.state);
-        // The last request is over: what it carried and the hub did not take is sent
-        // again, and its ticks may make room again.
-        for run in &mut state.runs {
-            run.in_flight = 0;
-        }
+        state.request_over();
         loop {
             if state.abandon || (state.closing && state.queued == 0) {
                 return None;
@@ -1106,10 +1125,16 @@ mod tests {
         // would not fit.
         assert_eq!(make_room(&mut state, room, false), (false, 0));
         assert_eq!(make_room(&mut state, OUTBOX_BYTES, true), (false, 0));
-        // With the one evictable tick gone, only the tick in flight is left.
-        assert_eq!(make_room(&mut state, room + 2 * size, true), (false, 1));
+        // Room the one evictable tick cannot make: nothing is evicted for nothing (the
+        // tick in flight stays).
+        assert_eq!(make_room(&mut state, room + 2 * size, true), (false, 0));
         let left: Vec<&str> = state.runs[0].events.iter().map(|p| &*p.json).collect();
-        assert_eq!(left, ["1", "2"]);
+        assert_eq!(left, ["1", "2", "4"]);
+        // Once the request is over, its tick may go too, the oldest first.
+        state.request_over();
+        assert_eq!(make_room(&mut state, room + 2 * size, true), (true, 2));
+        let left: Vec<&str> = state.runs[0].events.iter().map(|p| &*p.json).collect();
+        assert_eq!(left, ["2"]);
     }
 
     #[test]
