@@ -379,8 +379,8 @@ def test_making_room_evicts_the_oldest_tick_not_one_being_sent() -> None:
     assert sink._make_room(room, milestone=True)
     assert [data for data, _ in queue.events] == [b"1", b"2", b"4"]
     assert (sink._queued, sink._bytes, sink._tick_bytes) == (3, 3 * size, 2 * size)
-    # A tick makes no room; with the last evictable tick gone, only the one in flight
-    # is left, and a milestone that needs more does not fit.
+    # A tick makes no room, and a milestone that evicting every tick not in flight
+    # would not fit evicts none.
     assert not sink._make_room(room, milestone=False)
     assert not sink._make_room(room + 2 * size, milestone=True)
-    assert [data for data, _ in queue.events] == [b"1", b"2"]
+    assert [data for data, _ in queue.events] == [b"1", b"2", b"4"]

@@ -16,6 +16,7 @@ never reached.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -28,7 +29,7 @@ from collections import deque
 from typing import Any
 
 from ._sinks import Event, Sink, SinkPolicy
-from ._wire import is_milestone
+from ._wire import is_milestone, to_json_text
 
 #: Bytes the outbox holds at most (each event's JSON and `_ENTRY_BYTES`): what a hub that
 #: is away may cost the program's memory, and room for a burst of some 40 000 item events
@@ -124,7 +125,7 @@ class HubSink(Sink):
                 draft[k] = v
         milestone = is_milestone(name, fields)
         try:
-            data = _encode(draft)
+            data = to_json_text(draft).encode("utf-8")
         except (TypeError, ValueError):
             # Nothing the hub could take: as lost as an event refused.
             with self._cond:
@@ -162,27 +163,35 @@ class HubSink(Sink):
     def _make_room(self, size: int, milestone: bool) -> bool:
         """Evicts the oldest queued ticks, none of the request in flight, until `size`
         more bytes fit, for a milestone; whether they fit. A tick makes no room."""
-        if not milestone or self._bytes - self._tick_bytes + size > OUTBOX_BYTES:
+        if not milestone:
             return False
-        while self._bytes + size > OUTBOX_BYTES:
-            for queue in self._runs.values():
-                i = next(
-                    (
-                        i
-                        for i in range(queue.in_flight, len(queue.events))
-                        if not queue.events[i][1]
-                    ),
-                    None,
-                )
-                if i is not None:
-                    data, _ = queue.events[i]
-                    del queue.events[i]
-                    self._forget(data, milestone=False)
-                    self._count(False)
+        # The ticks of the request in flight (at most one batch to look at) stay.
+        in_flight = sum(
+            len(data) + _ENTRY_BYTES
+            for queue in self._runs.values()
+            for data, m in itertools.islice(queue.events, queue.in_flight)
+            if not m
+        )
+        if self._bytes - (self._tick_bytes - in_flight) + size > OUTBOX_BYTES:
+            return False  # evicting every tick that may go would not be enough
+        for queue in self._runs.values():
+            need = self._bytes + size - OUTBOX_BYTES
+            if need <= 0:
+                break
+            evict: list[int] = []
+            events = itertools.islice(queue.events, queue.in_flight, None)
+            for i, (data, m) in enumerate(events, start=queue.in_flight):
+                if need <= 0:
                     break
-            else:
-                return False  # only ticks in flight are left
-        return True
+                if not m:
+                    evict.append(i)
+                    need -= len(data) + _ENTRY_BYTES
+            for i in reversed(evict):  # from the back, so that the positions hold
+                data, _ = queue.events[i]
+                del queue.events[i]
+                self._forget(data, milestone=False)
+                self._count(False)
+        return self._bytes + size <= OUTBOX_BYTES
 
     def _forget(self, data: bytes, milestone: bool) -> None:
         """Takes an event that left the outbox out of its counts."""
@@ -273,7 +282,7 @@ class HubSink(Sink):
         self, run: str, create: dict[str, Any] | None, token: str | None, drafts: list[bytes]
     ) -> None:
         if create is not None:
-            reply = self._post("/v1/runs", self._token, _encode(create))
+            reply = self._post("/v1/runs", self._token, to_json_text(create).encode("utf-8"))
             if reply[0] == "ok":
                 write_token = reply[1].get("write_token")
                 with self._cond:
@@ -455,10 +464,6 @@ class HubSink(Sink):
         progress = self._progress()
         if progress is not None:
             progress._notice(run, message)
-
-
-def _encode(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _retry_after(headers: Any) -> float | None:
