@@ -454,6 +454,20 @@ def test_weights_travel_with_items_stages_and_ticks() -> None:
     assert plain and all("done_weight" not in e and "total_weight" not in e for e in plain)
 
 
+def test_an_item_s_weight_goes_to_its_own_stage_not_a_later_one_of_that_name() -> None:
+    progress, _ = memory()
+    with progress.run("copy") as run:
+        first = run.stage("files")
+        late = first.item("late.iso", weight=9)
+        first.finish()
+        with run.stage("files") as second:
+            late.finish()  # its stage is over: the weight goes to no other
+            assert second.weight_done == 0
+            with run.item("now.txt", stage="files", weight=4):
+                pass
+            assert second.weight_done == 4
+
+
 def test_a_refused_inc_by_counts_nothing() -> None:
     progress, _ = memory()
     with progress.run("copy") as run, run.stage("files") as stage:

@@ -173,7 +173,8 @@ class Run(_Guard):
         check_opt_str("stage", stage)
         check_opt_str("label", label)
         check_opt_count("weight", weight)
-        return Item(self, id, stage, label, weight)
+        counts_to = None if stage is None else self._stages.get(stage)
+        return Item(self, id, stage, label, weight, counts_to=counts_to)
 
     def child(self, name: str, **kwargs: Any) -> Run:
         """A sub-run whose parent is this run."""

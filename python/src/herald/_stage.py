@@ -174,7 +174,7 @@ class Stage(_Ends):
         check_str("id", id)
         check_opt_str("label", label)
         check_opt_count("weight", weight)
-        return Item(self._run, id, self._name, label, weight)
+        return Item(self._run, id, self._name, label, weight, counts_to=self)
 
     def iter(self, iterable: Iterable[T]) -> Iterator[T]:
         """Yields each element of `iterable`, counting it as one unit and reporting it as
@@ -335,10 +335,14 @@ class Item(_Ends):
         stage: str | None,
         label: str | None,
         weight: int | None = None,
+        counts_to: Stage | None = None,
     ) -> None:
         self._run = run
         self._id = id
         self._stage = stage
+        # The stage its weight goes to when it ends: the one it was started in, not
+        # whatever stage has that name by then.
+        self._counts_to = counts_to
         self._weight = weight
         self._started = time.monotonic()
         self._finished = False
@@ -369,10 +373,9 @@ class Item(_Ends):
         self._finished = True
         self._run._open.pop(builtins_id(self), None)
         weight = self._weight
-        if weight is not None and self._stage is not None:
-            stage = self._run._stages.get(self._stage)
-            if stage is not None and not stage._finished:
-                stage._weight += weight
+        stage = self._counts_to
+        if weight is not None and stage is not None and not stage._finished:
+            stage.inc_weight(weight)
         self._run._emit(
             "item.finished",
             {
