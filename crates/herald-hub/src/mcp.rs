@@ -1094,11 +1094,15 @@ impl ServerHandler for Mcp {
     /// ends the request with the same error `resources/read` gives.
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
         let headers = headers_of(&context.request_context().extensions);
-        let uris = context
+        // Each run once, however often the request names it (rmcp acknowledges the
+        // request's list as it came): one watch per run, not per mention.
+        let uris: std::collections::BTreeSet<String> = context
             .accepted()
             .resource_subscriptions
-            .clone()
-            .unwrap_or_default();
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
         let mut watches = tokio::task::JoinSet::new();
         for uri in uris {
             let state = self.resource_state(&headers, &uri).await?;

@@ -29,6 +29,9 @@ from pydantic import TypeAdapter
 
 TOOLS = {"list_runs", "get_run", "wait_for_run", "get_events", "cancel_run"}
 DEADLINE_S = 20.0
+#: How long a test waits for what must not come: the longest it gives it, not a time
+#: anything is expected to take.
+QUIET_S = 1.0
 
 
 def http(url: str, token: str | None) -> Client:
@@ -344,11 +347,20 @@ async def scenario_http_listen(cfg: dict[str, Any]) -> None:
     uri = f"herald://runs/{cfg['run']}"
     async with http_auto(cfg["hub"], cfg["token"]) as client:
         assert client.session.protocol_version == "2026-07-28", client.session.protocol_version
-        async with client.listen(resource_subscriptions=[uri, "https://example.com/x"]) as sub:
-            assert sub.honored.resource_subscriptions == [uri], sub.honored
+        # A URI that is no run is not honoured; a run named twice is watched once, so
+        # one change is told once.
+        asked = [uri, "https://example.com/x", uri]
+        async with client.listen(resource_subscriptions=asked) as sub:
+            assert set(sub.honored.resource_subscriptions or []) == {uri}, sub.honored
             await appended(cfg, "heard through listen")
             event = await asyncio.wait_for(sub.__anext__(), DEADLINE_S)
             assert event == ResourceUpdated(uri), event
+            try:
+                again = await asyncio.wait_for(sub.__anext__(), QUIET_S)
+            except asyncio.TimeoutError:
+                pass
+            else:
+                raise AssertionError(f"one change told twice: {again}")
         read = await client.read_resource(uri)
         assert json.loads(read.contents[0].text)["logs"][-1]["message"] == "heard through listen"
     # A run's read token hears of its run only: the stream ends at once, without the
