@@ -393,7 +393,7 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
     };
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {p99} | {:.1} µs |",
+        "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {p99} | {} |",
         thousands(soak.emitted),
         thousands(soak.acknowledged),
         thousands(soak.stored),
@@ -403,7 +403,7 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
         thousands(soak.appends),
         soak.stored as f64 / soak.appends.max(1) as f64,
         ms(soak.append_mean_us as u64),
-        soak.hub_cpu_per_event_us,
+        cpu_per_event(soak.hub_cpu_per_event_us),
     );
     let hubs = soak.samples.first().map_or(1, |s| s.rss_kib.len());
     let rss_heads: Vec<String> = (0..hubs)
@@ -432,9 +432,7 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
             .map_or(String::new(), |us| ms(us as u64));
         let events_per_append =
             per_append(new_events as f64).map_or(String::new(), |n| format!("{n:.1}"));
-        let cpu_per_event = Some(sample.hub_cpu_per_event_us)
-            .filter(|us| us.is_finite())
-            .map_or(String::new(), |us| format!("{us:.1} µs"));
+        let cpu_per_event = cpu_per_event(sample.hub_cpu_per_event_us);
         before = (sample.at_s, sample.stored, sample.appends, sample.append_s);
         let rss: Vec<String> = sample
             .rss_kib
@@ -482,4 +480,11 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
     }
+}
+
+/// The hubs' CPU per event stored, µs; `NaN` (nothing stored) is written as nothing.
+fn cpu_per_event(us: f64) -> String {
+    Some(us)
+        .filter(|us| us.is_finite())
+        .map_or(String::new(), |us| format!("{us:.1} µs"))
 }
