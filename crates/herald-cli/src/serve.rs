@@ -243,7 +243,8 @@ pub(crate) async fn bind(
 /// Lets jemalloc's background threads give freed memory back to the system: without
 /// them jemalloc returns it only when some thread allocates again, and an idle hub's
 /// threads do not allocate. For every process that holds a hub, `herald serve`'s and
-/// the demo's.
+/// the demo's. (`hub-load serve` does the same in herald-bench's `hub/allocator.rs`,
+/// so that the hub it measures is this one.)
 fn return_freed_memory() {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(error = %e, "cannot start jemalloc's background threads: freed memory may stay resident");

@@ -19,7 +19,8 @@ pub const ALLOCATOR: &str = "glibc malloc (the system allocator)";
 
 /// Settings the hub's process starts with: jemalloc purges what was freed only when
 /// some thread allocates, unless its background threads do it, and an idle hub's
-/// threads do not allocate.
+/// threads do not allocate. What `herald` does for its hubs (herald-cli's
+/// `serve::return_freed_memory`), so that the hub measured is the one shipped.
 pub(crate) fn tune_for_serving() {
     #[cfg(feature = "jemalloc")]
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
