@@ -1449,6 +1449,14 @@ mod tests {
             self.shared.channel.turns.load(Ordering::Relaxed)
         }
 
+        /// The loop's turns while this thread waits `wait`: for what must not happen,
+        /// so `wait` is the longest the test gives it.
+        fn turns_during(&self, wait: Duration) -> u64 {
+            let before = self.turns();
+            std::thread::sleep(wait);
+            self.turns() - before
+        }
+
         /// The next event that `wanted`, within 5 s.
         #[track_caller]
         fn next(&self, wanted: impl Fn(&EventBody) -> bool) -> Event {
@@ -1472,11 +1480,9 @@ mod tests {
     fn an_idle_loop_sleeps_instead_of_turning_every_interval() {
         let interval = Duration::from_millis(5);
         let probed = Probed::start(interval, SinkPolicy::default(), false);
-        let before = probed.turns();
         // Sixty intervals with nothing to do: nothing moves, no keep-alive is due
         // (10 s) and the sink does not redraw.
-        std::thread::sleep(interval * 60);
-        let turns = probed.turns() - before;
+        let turns = probed.turns_during(interval * 60);
         assert!(turns <= 2, "{turns} turns in 60 idle intervals");
     }
 
@@ -1553,9 +1559,7 @@ mod tests {
             .shared
             .push(Msg::Heartbeat(run, Duration::ZERO, true));
         probed.next(heartbeat);
-        let before = probed.turns();
-        std::thread::sleep(SHORTEST_BEAT * 20);
-        let turns = probed.turns() - before;
+        let turns = probed.turns_during(SHORTEST_BEAT * 20);
         assert!(turns <= 25, "{turns} turns in 20 of the shortest beats");
     }
 
