@@ -469,6 +469,13 @@ fn render_soak(out: &mut String, soak: &SoakReport, targets: &mut Vec<String>) {
     }
 }
 
+/// The hubs' CPU per event stored, µs; `NaN` (nothing stored) is written as nothing.
+fn cpu_per_event(us: f64) -> String {
+    Some(us)
+        .filter(|us| us.is_finite())
+        .map_or(String::new(), |us| format!("{us:.1} µs"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::thousands;
@@ -480,11 +487,4 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
     }
-}
-
-/// The hubs' CPU per event stored, µs; `NaN` (nothing stored) is written as nothing.
-fn cpu_per_event(us: f64) -> String {
-    Some(us)
-        .filter(|us| us.is_finite())
-        .map_or(String::new(), |us| format!("{us:.1} µs"))
 }
